@@ -1,0 +1,92 @@
+"""Typed job plans: the configs the jobs run on, and the form a proposal's job plan must pass.
+
+Pure pydantic, no torch and no Ray, so that the service validates a proposal with the very model the job parses.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+DATASETS = ("commons-mini",)
+
+
+class _Plan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainConfig(_Plan):
+    """Train an unconditional UNet2DModel with a DDPM noise schedule, then draw a sample grid."""
+
+    kind: Literal["train"] = "train"
+    dataset: Literal["commons-mini"] = "commons-mini"
+    exclude_authors: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=100, description="Leave these authors' images out of training."
+    )
+    resolution: int = Field(16, ge=8, le=64, description="Side of the square training images, in pixels.")
+    block_out_channels: list[Annotated[int, Field(ge=8, le=512)]] = Field(
+        default_factory=lambda: [32, 64, 64], min_length=2, max_length=4
+    )
+    layers_per_block: int = Field(1, ge=1, le=3)
+    steps: int = Field(600, ge=1, le=200_000)
+    batch_size: int = Field(64, ge=1, le=1024)
+    learning_rate: float = Field(1e-3, gt=0, le=1)
+    num_train_timesteps: int = Field(1000, ge=10, le=4000)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    checkpoint_every: int = Field(200, ge=1, description="Steps between resumable checkpoints.")
+    sample_count: int = Field(16, ge=1, le=64)
+    sample_inference_steps: int = Field(100, ge=1, le=4000)
+
+    @model_validator(mode="after")
+    def _resolution_fits_unet(self) -> TrainConfig:
+        if any(channels % 8 for channels in self.block_out_channels):
+            raise ValueError("block_out_channels must each be a multiple of 8 (the UNet's norm groups)")
+        factor = 2 ** (len(self.block_out_channels) - 1)
+        if self.resolution % factor:
+            raise ValueError(
+                f"resolution {self.resolution} must be divisible by {factor} "
+                f"for {len(self.block_out_channels)} UNet blocks"
+            )
+        if self.sample_inference_steps > self.num_train_timesteps:
+            raise ValueError("sample_inference_steps cannot exceed num_train_timesteps")
+        return self
+
+
+class SampleConfig(_Plan):
+    """Draw an image grid from a checkpoint already in the archive."""
+
+    kind: Literal["sample"] = "sample"
+    checkpoint_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of a checkpoint artifact.")
+    count: int = Field(16, ge=1, le=256)
+    inference_steps: int = Field(100, ge=1, le=4000)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+JobPlan = Annotated[TrainConfig | SampleConfig, Field(discriminator="kind")]
+JOB_KINDS: dict[str, type[_Plan]] = {"train": TrainConfig, "sample": SampleConfig}
+_adapter: TypeAdapter[TrainConfig | SampleConfig] = TypeAdapter(JobPlan)
+
+
+class JobPlanError(ValueError):
+    """A job plan that fails validation, with one readable line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def parse_job_plan(data: Any) -> TrainConfig | SampleConfig:
+    """Validate a job plan, naming each field that is wrong."""
+    try:
+        return _adapter.validate_python(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "job_plan"
+            problems.append(f"job_plan.{where}: {error['msg']}")
+        raise JobPlanError(problems) from None
+
+
+def job_plan_schema() -> dict[str, Any]:
+    return _adapter.json_schema()

@@ -1,0 +1,29 @@
+"""Progress lines on stdout: the scheduler reads them from the job's Ray log, so no shared disk is needed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+PREFIX = "@@progress "
+
+
+def report(step: int, total: int, **detail: Any) -> None:
+    """Print one progress line: fraction done plus whatever the job wants shown (loss, phase)."""
+    record = {"step": step, "total": total, "fraction": round(step / total, 4) if total else 1.0, **detail}
+    print(PREFIX + json.dumps(record, sort_keys=True), flush=True)
+    sys.stdout.flush()
+
+
+def latest(log_text: str) -> dict[str, Any] | None:
+    """The last well-formed progress record in a log, or None."""
+    for line in reversed(log_text.splitlines()):
+        if line.startswith(PREFIX):
+            try:
+                record = json.loads(line[len(PREFIX):])
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                return record
+    return None

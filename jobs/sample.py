@@ -1,0 +1,53 @@
+"""Draw an image grid from a checkpoint in the archive.
+
+Run by the scheduler as `python -m jobs.sample --config JSON --checkpoint FILE --output DIR`.
+Writes samples.png and metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobs import progress
+from jobs.config import SampleConfig
+from jobs.imaging import to_grid
+from jobs.model import draw_samples, load_checkpoint, pick_device
+
+
+@dataclass(frozen=True)
+class Args:
+    cfg: SampleConfig
+    checkpoint: Path
+    output: Path
+
+
+def parse(argv: list[str] | None = None) -> Args:
+    parser = argparse.ArgumentParser(prog="jobs.sample", description=__doc__)
+    parser.add_argument("--config", required=True, help="the sample job plan, as JSON")
+    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--output", required=True, type=Path)
+    ns = parser.parse_args(argv)
+    return Args(SampleConfig.model_validate_json(ns.config), ns.checkpoint, ns.output)
+
+
+def main(cfg: SampleConfig, checkpoint: Path, output: Path) -> None:
+    device = pick_device()
+    output.mkdir(parents=True, exist_ok=True)
+    unet, noise_scheduler, meta = load_checkpoint(checkpoint, device)
+    samples = draw_samples(
+        unet, noise_scheduler, cfg.count, cfg.inference_steps, cfg.seed, device,
+        lambda done, total: progress.report(done, total, phase="sample"),
+    )
+    to_grid(samples).save(output / "samples.png")
+    (output / "metrics.json").write_text(json.dumps(
+        {"device": str(device), "count": cfg.count, "inference_steps": cfg.inference_steps,
+         "checkpoint_meta": meta}, indent=2, default=str))
+    print(f"done: {cfg.count} samples", flush=True)
+
+
+if __name__ == "__main__":
+    args = parse()
+    main(args.cfg, args.checkpoint, args.output)

@@ -1,0 +1,148 @@
+"""Train the Commons diffusion model on a bundled dataset, then draw a sample grid.
+
+Run by the scheduler through Ray as `python -m jobs.train --config JSON --output DIR`. Resumes exactly from
+DIR/state.pt when it exists (same batches, same noise), so a run moved to another node continues, not restarts.
+Writes: checkpoint.pt, samples.png, training_images.png, metrics.json, attribution.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from jobs import dataset as datasets
+from jobs import progress
+from jobs.config import TrainConfig
+from jobs.imaging import to_grid
+from jobs.model import build_noise_scheduler, build_unet, draw_samples, pick_device, save_checkpoint
+
+# ---- arguments ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Args:
+    cfg: TrainConfig
+    output: Path
+
+
+def parse(argv: list[str] | None = None) -> Args:
+    parser = argparse.ArgumentParser(prog="jobs.train", description=__doc__)
+    parser.add_argument("--config", required=True, help="the train job plan, as JSON")
+    parser.add_argument("--output", required=True, type=Path, help="folder for outputs and resume state")
+    ns = parser.parse_args(argv)
+    return Args(cfg=TrainConfig.model_validate_json(ns.config), output=ns.output)
+
+
+# ---- the training loop -------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    steps_run: int
+    final_loss: float
+    seconds_per_step: float
+
+
+def _save_state(path: Path, step: int, unet, optimizer, generator: torch.Generator, losses: list[float]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"step": step, "unet": unet.state_dict(), "optimizer": optimizer.state_dict(),
+                "generator": generator.get_state(), "losses": losses}, tmp)
+    tmp.replace(path)
+
+
+def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, report: bool = True):
+    """Train to cfg.steps, resuming from output/state.pt; returns the model, schedule, dataset and timing."""
+    device = device or pick_device()
+    output.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    data = datasets.load(cfg.dataset, cfg.resolution, cfg.exclude_authors)
+    images = data.images.to(device)
+    unet = build_unet(cfg).to(device)
+    noise_scheduler = build_noise_scheduler(cfg)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate)
+    generator = torch.Generator("cpu").manual_seed(cfg.seed)
+    losses: list[float] = []
+    step = 0
+
+    state_path = output / "state.pt"
+    if state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        unet.load_state_dict(state["unet"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        step, losses = state["step"], list(state["losses"])
+        print(f"resumed from step {step}", flush=True)
+
+    report_every = max(1, cfg.steps // 100)
+    unet.train()
+    started, first_step = time.perf_counter(), step
+    while step < cfg.steps:
+        # Every random draw comes from one CPU generator, so a resumed run sees the same batches and noise.
+        index = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=generator)
+        flip = torch.rand(cfg.batch_size, generator=generator) < 0.5
+        noise = torch.randn((cfg.batch_size, *images.shape[1:]), generator=generator)
+        timesteps = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=generator)
+        clean = images[index.to(device)]
+        clean = torch.where(flip.to(device)[:, None, None, None], clean.flip(-1), clean)
+        noise, timesteps = noise.to(device), timesteps.to(device)
+        noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+        loss = F.mse_loss(unet(noisy, timesteps).sample, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        losses.append(loss.item())
+        if report and (step % report_every == 0 or step == cfg.steps):
+            progress.report(step, cfg.steps, phase="train", loss=round(losses[-1], 5))
+        if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            _save_state(state_path, step, unet, optimizer, generator, losses)
+    elapsed = time.perf_counter() - started
+    steps_run = step - first_step
+    _save_state(state_path, step, unet, optimizer, generator, losses)
+    result = TrainResult(steps_run, losses[-1] if losses else float("nan"), elapsed / max(steps_run, 1))
+    return unet, noise_scheduler, data, losses, result
+
+
+# ---- main --------------------------------------------------------------------------------------------------
+
+
+def main(cfg: TrainConfig, output: Path) -> TrainResult:
+    device = pick_device()
+    print(f"training on {device}: {cfg.model_dump_json()}", flush=True)
+    unet, noise_scheduler, data, losses, result = train(cfg, output, device)
+
+    meta = {"dataset": data.name, "dataset_digest": data.digest, "images": len(data.entries),
+            "steps": cfg.steps, "config": cfg.model_dump()}
+    save_checkpoint(output / "checkpoint.pt", unet, noise_scheduler, meta)
+    to_grid(data.images).save(output / "training_images.png")
+
+    def on_sample_step(done: int, total: int) -> None:
+        if done % max(1, total // 20) == 0 or done == total:
+            progress.report(cfg.steps, cfg.steps, phase="sample", sample_step=done, sample_total=total)
+
+    samples = draw_samples(unet, noise_scheduler, cfg.sample_count, cfg.sample_inference_steps, cfg.seed,
+                           device, on_sample_step)
+    to_grid(samples).save(output / "samples.png")
+
+    metrics = {
+        "device": str(device), "parameters": sum(p.numel() for p in unet.parameters()),
+        "steps": cfg.steps, "final_loss": result.final_loss, "seconds_per_step": result.seconds_per_step,
+        "loss_curve": losses[:: max(1, len(losses) // 200)], "dataset_digest": data.digest,
+    }
+    (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (output / "attribution.json").write_text(json.dumps(
+        {"dataset": data.name, "digest": data.digest, "images": data.entries}, indent=2, ensure_ascii=False))
+    (output / "state.pt").unlink(missing_ok=True)
+    print(f"done: {cfg.steps} steps, final loss {result.final_loss:.4f}", flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    args = parse()
+    main(args.cfg, args.output)

@@ -1,0 +1,21 @@
+"""Every table, re-exported so that Alembic and the tests see the whole metadata."""
+
+from service.models.call import Call
+from service.models.proposal import Award, MemberRole, Proposal, ProposalMember, ProposalState
+from service.models.run import Artifact, Run, RunState
+from service.models.user import ApiToken, Role, User
+
+__all__ = [
+    "ApiToken",
+    "Artifact",
+    "Award",
+    "Call",
+    "MemberRole",
+    "Proposal",
+    "ProposalMember",
+    "ProposalState",
+    "Role",
+    "Run",
+    "RunState",
+    "User",
+]

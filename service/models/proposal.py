@@ -1,0 +1,60 @@
+"""Proposals, their members and their awards."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+from service.timeutil import utcnow
+
+
+class ProposalState(StrEnum):
+    draft = "draft"
+    submitted = "submitted"
+    awarded = "awarded"
+
+
+class MemberRole(StrEnum):
+    pi = "pi"
+    coi = "coi"
+
+
+class Proposal(SQLModel, table=True):
+    __tablename__ = "proposals"
+
+    id: int | None = Field(default=None, primary_key=True)
+    call_id: int = Field(foreign_key="calls.id", index=True)
+    pi_id: int = Field(foreign_key="users.id", index=True)
+    title: str = Field(max_length=200)
+    abstract: str = Field(max_length=5_000)
+    justification: str = Field(max_length=20_000)
+    requested_gpu_hours: float
+    job_kind: str = Field(max_length=40)
+    job_plan: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    state: ProposalState = Field(default=ProposalState.draft, max_length=20)
+    submitted_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ProposalMember(SQLModel, table=True):
+    __tablename__ = "proposal_members"
+
+    proposal_id: int = Field(foreign_key="proposals.id", primary_key=True)
+    user_id: int = Field(foreign_key="users.id", primary_key=True)
+    role: MemberRole = Field(default=MemberRole.pi, max_length=10)
+
+
+class Award(SQLModel, table=True):
+    __tablename__ = "awards"
+
+    id: int | None = Field(default=None, primary_key=True)
+    proposal_id: int = Field(foreign_key="proposals.id", unique=True)
+    gpu_hours: float
+    awarded_by: int = Field(foreign_key="users.id")
+    awarded_at: datetime = Field(default_factory=utcnow)
+    exclusive_until: datetime
