@@ -1,25 +1,22 @@
-"""Times are stored as naive UTC: SQLite keeps no zone, so every layer agrees on UTC."""
+"""Times are timezone-aware UTC throughout (SQLModel's UTCDateTime stores and returns them so)."""
 
 from __future__ import annotations
 
+import calendar
 from datetime import UTC, datetime
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    return datetime.now(UTC)
 
 
-def to_naive_utc(value: datetime) -> datetime:
-    """An aware time converted to naive UTC; a naive one is taken as UTC already."""
-    if value.tzinfo is None:
-        return value
-    return value.astimezone(UTC).replace(tzinfo=None)
+def to_utc(value: datetime) -> datetime:
+    """An aware time converted to UTC; a naive one (a browser's datetime-local) is taken as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def add_months(value: datetime, months: int) -> datetime:
     """Calendar months later, the day clamped to the target month's length."""
-    import calendar
-
     month_index = value.month - 1 + months
     year, month = value.year + month_index // 12, month_index % 12 + 1
     day = min(value.day, calendar.monthrange(year, month)[1])

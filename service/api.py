@@ -1,0 +1,23 @@
+"""The JSON API: each domain's router under /api, and errors as {"detail": message}."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from jobs.config import job_plan_schema
+from service.auth.api import router as auth_router
+from service.calls.api import router as calls_router
+from service.proposals.api import router as proposals_router
+from service.runs.api import router as runs_router
+
+router = APIRouter(prefix="/api")
+router.include_router(auth_router)
+router.include_router(calls_router)
+router.include_router(proposals_router)
+router.include_router(runs_router)
+
+
+@router.get("/job-plans/schema", tags=["proposals"])
+def job_plans_schema() -> dict:
+    """The JSON schema a proposal's job plan must satisfy (public)."""
+    return job_plan_schema()

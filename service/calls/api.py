@@ -1,0 +1,31 @@
+"""Calls for proposals: public to read, opened by admins."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.calls import service
+from service.calls.schemas import CallCreate, CallPublic
+from service.deps import AdminUser, SessionDep
+
+router = APIRouter(tags=["calls"])
+
+
+@router.get("/calls", response_model=list[CallPublic])
+def list_calls(session: SessionDep) -> list[CallPublic]:
+    """Every call, newest deadline first. Public: a call is an announcement."""
+    return [service.to_public(session, call) for call in service.list_calls(session)]
+
+
+@router.get("/calls/{call_id}", response_model=CallPublic)
+def get_call(call_id: int, session: SessionDep) -> CallPublic:
+    """One call. Public."""
+    return service.to_public(session, service.get_call(session, call_id))
+
+
+@router.post("/calls", response_model=CallPublic, status_code=201)
+def create_call(data: CallCreate, admin: AdminUser, session: SessionDep) -> CallPublic:
+    """Open a call (admins)."""
+    call = service.create_call(session, actor=admin, data=data)
+    session.commit()
+    return service.to_public(session, call)

@@ -1,0 +1,250 @@
+"""The portal's pages. Each calls the same domain services as the JSON API, never the API itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse
+from pydantic import ValidationError
+
+from service.allocations.service import award_proposal
+from service.archive import service as archive
+from service.auth import service as auth
+from service.calls import service as calls
+from service.calls.schemas import CallCreate
+from service.deps import AdminUser, CurrentUser, OptionalUser, ResearcherUser, SessionDep, SettingsDep
+from service.errors import DomainError, Invalid
+from service.models import Proposal, Role, User
+from service.proposals import service as proposals
+from service.proposals.schemas import ProposalCreate
+from service.runs import service as runs
+from service.timeutil import utcnow
+from web.forms import plan_fields, plan_from_form
+from web.render import flash, render
+
+router = APIRouter(include_in_schema=False)
+
+
+def _redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+
+
+def _safe_next(target: str | None) -> str:
+    return target if target and target.startswith("/") and not target.startswith("//") else "/"
+
+
+# ---- home and sign-in --------------------------------------------------------------------------------------
+
+
+@router.get("/")
+def home(request: Request, session: SessionDep, user: OptionalUser):
+    mine = proposals.list_visible(session, actor=user) if user else []
+    return render(request, "home.html", {
+        "calls": [calls.to_public(session, c) for c in calls.list_calls(session)],
+        "proposals": mine,
+    })
+
+
+@router.get("/login")
+def login_page(request: Request, next: str = "/"):
+    return render(request, "login.html", {"next": _safe_next(next)})
+
+
+@router.post("/login")
+async def login_submit(request: Request, session: SessionDep):
+    form = await request.form()
+    target = _safe_next(str(form.get("next", "/")))
+    try:
+        user = auth.authenticate(session, email=str(form.get("email", "")), password=str(form.get("password", "")))
+    except DomainError as exc:
+        return render(request, "login.html", {"error": exc.message, "next": target}, status_code=401)
+    request.session["user_id"] = user.id
+    return _redirect(target)
+
+
+@router.post("/logout")
+def logout(request: Request):
+    request.session.clear()
+    return _redirect("/")
+
+
+@router.get("/signup")
+def signup_page(request: Request):
+    return render(request, "signup.html")
+
+
+@router.post("/signup")
+async def signup_submit(request: Request, session: SessionDep):
+    form = await request.form()
+    values = {k: str(form.get(k, "")) for k in ("email", "name", "password")}
+    try:
+        user = auth.create_user(session, email=values["email"], name=values["name"], password=values["password"])
+    except DomainError as exc:
+        return render(request, "signup.html", {"error": exc.message, "values": values}, status_code=exc.status_code)
+    session.commit()
+    request.session["user_id"] = user.id
+    flash(request, f"Welcome, {user.name}.")
+    return _redirect("/")
+
+
+# ---- calls -------------------------------------------------------------------------------------------------
+
+
+@router.get("/calls/new")
+def new_call_page(request: Request, admin: AdminUser):
+    return render(request, "call_new.html", {"values": {"exclusive_months": 12}})
+
+
+@router.post("/calls/new")
+async def new_call_submit(request: Request, admin: AdminUser, session: SessionDep):
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    try:
+        data = CallCreate.model_validate(form)
+        call = calls.create_call(session, actor=admin, data=data)
+    except ValidationError as exc:
+        return render(request, "call_new.html", {"error": _problems(exc), "values": form}, status_code=422)
+    except DomainError as exc:
+        return render(request, "call_new.html", {"error": exc.message, "values": form}, status_code=exc.status_code)
+    session.commit()
+    flash(request, f"Call '{call.title}' is open for proposals.")
+    return _redirect(f"/calls/{call.id}")
+
+
+@router.get("/calls/{call_id}")
+def call_page(call_id: int, request: Request, session: SessionDep):
+    return render(request, "call.html", {"call": calls.to_public(session, calls.get_call(session, call_id))})
+
+
+# ---- proposals ---------------------------------------------------------------------------------------------
+
+
+def _proposal_form(request: Request, session, call_id: int, values: dict[str, Any], error: str | None = None,
+                   status_code: int = 200):
+    return render(request, "propose.html", {
+        "call": calls.to_public(session, calls.get_call(session, call_id)), "values": values,
+        "kinds": plan_fields(), "error": error,
+    }, status_code=status_code)
+
+
+@router.get("/calls/{call_id}/propose")
+def propose_page(call_id: int, request: Request, user: ResearcherUser, session: SessionDep):
+    return _proposal_form(request, session, call_id, {"job_kind": "train"})
+
+
+@router.post("/calls/{call_id}/propose")
+async def propose_submit(call_id: int, request: Request, user: ResearcherUser, session: SessionDep):
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    try:
+        data = ProposalCreate.model_validate({
+            "title": form.get("title", ""), "abstract": form.get("abstract", ""),
+            "justification": form.get("justification", ""),
+            "requested_gpu_hours": form.get("requested_gpu_hours") or "0",
+            "job_plan": plan_from_form(form), "submit": form.get("action") == "submit",
+        })
+        proposal = proposals.create_proposal(session, actor=user, call_id=call_id, data=data)
+    except ValidationError as exc:
+        return _proposal_form(request, session, call_id, form, _problems(exc), 422)
+    except DomainError as exc:
+        session.rollback()
+        return _proposal_form(request, session, call_id, form, exc.message, exc.status_code)
+    session.commit()
+    flash(request, "Proposal submitted." if proposal.state == "submitted" else "Draft saved.")
+    return _redirect(f"/proposals/{proposal.id}")
+
+
+@router.get("/proposals")
+def proposals_page(request: Request, user: CurrentUser, session: SessionDep):
+    return render(request, "proposals.html", {"proposals": proposals.list_visible(session, actor=user)})
+
+
+@router.get("/proposals/{proposal_id}")
+def proposal_page(proposal_id: int, request: Request, user: CurrentUser, session: SessionDep):
+    proposal = proposals.get_visible(session, actor=user, proposal_id=proposal_id)
+    run_rows = [{"run": r, "artifacts": _artifacts_if_allowed(session, user, r.id)}
+                for r in runs.list_for_proposal(session, proposal_id)]
+    return render(request, "proposal.html", {
+        "p": proposals.to_public(session, proposal), "call": calls.get_call(session, proposal.call_id),
+        "runs": run_rows, "is_pi": proposal.pi_id == user.id,
+    })
+
+
+def _artifacts_if_allowed(session, user: User | None, run_id: int) -> list:
+    return archive.list_artifacts(session, run_id) if archive.can_download(session, user, run_id) else []
+
+
+@router.post("/proposals/{proposal_id}/submit")
+def proposal_submit(proposal_id: int, request: Request, user: CurrentUser, session: SessionDep):
+    try:
+        proposals.submit_proposal(session, actor=user, proposal_id=proposal_id)
+    except DomainError as exc:
+        flash(request, exc.message, "error")
+        return _redirect(f"/proposals/{proposal_id}")
+    session.commit()
+    flash(request, "Proposal submitted.")
+    return _redirect(f"/proposals/{proposal_id}")
+
+
+@router.post("/proposals/{proposal_id}/members")
+async def proposal_add_member(proposal_id: int, request: Request, user: CurrentUser, session: SessionDep):
+    form = await request.form()
+    try:
+        proposals.add_member(session, actor=user, proposal_id=proposal_id, email=str(form.get("email", "")))
+    except DomainError as exc:
+        flash(request, exc.message, "error")
+        return _redirect(f"/proposals/{proposal_id}")
+    session.commit()
+    flash(request, "Co-investigator added.")
+    return _redirect(f"/proposals/{proposal_id}")
+
+
+@router.post("/proposals/{proposal_id}/award")
+async def proposal_award(proposal_id: int, request: Request, admin: AdminUser, session: SessionDep,
+                         settings: SettingsDep):
+    form = await request.form()
+    try:
+        try:
+            hours = float(str(form.get("gpu_hours", "")))
+        except ValueError:
+            raise Invalid("GPU-hours must be a number") from None
+        if hours <= 0:
+            raise Invalid("GPU-hours must be positive")
+        award_proposal(session, actor=admin, proposal_id=proposal_id, gpu_hours=hours,
+                       gpus_per_run=max(settings.gpus_per_run, 1))
+    except DomainError as exc:
+        session.rollback()
+        flash(request, exc.message, "error")
+        return _redirect(f"/proposals/{proposal_id}")
+    session.commit()
+    flash(request, f"Awarded {hours:g} GPU-hours; the run is queued.")
+    return _redirect(f"/proposals/{proposal_id}")
+
+
+# ---- runs --------------------------------------------------------------------------------------------------
+
+
+@router.get("/runs/{run_id}")
+def run_page(run_id: int, request: Request, user: CurrentUser, session: SessionDep):
+    run = runs.get_visible(session, actor=user, run_id=run_id)
+    proposal = session.get(Proposal, run.proposal_id)
+    return render(request, "run.html", {
+        "run": run, "proposal": proposal, "artifacts": _artifacts_if_allowed(session, user, run.id),
+        "exclusive_until": archive.exclusive_until(session, run.id), "now": utcnow(),
+        "can_cancel": user.role == Role.admin or proposal.pi_id == user.id,
+    })
+
+
+@router.post("/runs/{run_id}/cancel")
+def run_cancel(run_id: int, request: Request, user: CurrentUser, session: SessionDep):
+    try:
+        runs.request_cancel(session, actor=user, run_id=run_id)
+    except DomainError as exc:
+        flash(request, exc.message, "error")
+        return _redirect(f"/runs/{run_id}")
+    session.commit()
+    flash(request, "Cancellation requested.")
+    return _redirect(f"/runs/{run_id}")

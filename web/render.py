@@ -1,0 +1,33 @@
+"""Template rendering with the signed-in user and flash messages in every page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.templating import Jinja2Templates
+from sqlmodel import Session
+
+from service.models import User
+
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+
+
+def current_user(request: Request) -> User | None:
+    user_id = request.session.get("user_id")
+    if not user_id:
+        return None
+    with Session(request.app.state.engine) as session:
+        return session.get(User, user_id)
+
+
+def flash(request: Request, message: str, kind: str = "info") -> None:
+    request.session.setdefault("flash", []).append({"message": message, "kind": kind})
+
+
+def render(request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200):
+    messages = request.session.pop("flash", []) if "session" in request.scope else []
+    base = {"user": current_user(request) if "session" in request.scope else None, "messages": messages,
+            "settings": request.app.state.settings}
+    return templates.TemplateResponse(request, template, {**base, **(context or {})}, status_code=status_code)
