@@ -34,6 +34,7 @@ class Run(SQLModel, table=True):
     message: str = Field(default="", max_length=2_000)
     gpus: int = 1
     gpu_seconds: float = 0.0
+    attempt: int = 0
     submission_id: str | None = Field(default=None, max_length=100)
     claim_token: str | None = Field(default=None, max_length=64)
     claim_expires_at: datetime | None = None

@@ -1,0 +1,139 @@
+"""`observatory`: serve, db, user, demo. The composition root: the one place that wires the parts together."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from service.config import Settings, get_settings
+from service.models import Role
+
+app = typer.Typer(help="Commons Observatory: peer-reviewed GPU time for a Commons-only diffusion model.",
+                  no_args_is_help=True)
+db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+user_app = typer.Typer(help="Accounts.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(user_app, name="user")
+console = Console()
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+def _serve(settings: Settings, host: str, port: int, api: bool, scheduler: bool) -> None:
+    import uvicorn
+
+    from observatory.runtime import open_pool, start_scheduler
+    from service.db import make_engine
+    from service.migrations import upgrade
+    from web.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    upgrade(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    pool = thread = None
+    try:
+        if scheduler:
+            with console.status("starting the Ray pool…"):
+                pool = open_pool(settings)
+            console.print(f"Ray pool ready ({'local head' if pool.head else settings.ray_address})")
+            thread = start_scheduler(engine, settings, pool)
+        if api:
+            uvicorn.run(create_app(settings, engine), host=host, port=port, log_level="info")
+        elif thread is not None:
+            thread.stop_event.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if thread:
+            thread.stop()
+        if pool:
+            pool.stop()
+        engine.dispose()
+
+
+@app.command()
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api: Annotated[bool, typer.Option(help="Serve the API and the portal.")] = True,
+    scheduler: Annotated[bool, typer.Option(help="Run the scheduler loop (and a local Ray if configured).")] = True,
+) -> None:
+    """Run the portal, the JSON API and the scheduler (deployments run them apart with --no-api/--no-scheduler)."""
+    if not api and not scheduler:
+        _fail("nothing to run: drop --no-api or --no-scheduler")
+    _serve(get_settings(), host, port, api, scheduler)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply migrations up to REVISION."""
+    from service.migrations import upgrade
+
+    settings = get_settings()
+    upgrade(settings.resolved_database_url, revision)
+    console.print(f"database at {revision}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION ('base' empties the database)."""
+    from service.migrations import downgrade
+
+    downgrade(get_settings().resolved_database_url, revision)
+    console.print(f"database at {revision}")
+
+
+@user_app.command("add")
+def user_add(
+    email: str,
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    role: Annotated[Role, typer.Option(help="researcher, reviewer or admin.")] = Role.researcher,
+    password: Annotated[str | None, typer.Option(help="Local password; prompted for when omitted.")] = None,
+) -> None:
+    """Create an account."""
+    from service.auth.service import create_user
+    from service.db import session_scope
+    from service.errors import DomainError
+    from service.migrations import upgrade
+
+    if password is None:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    try:
+        with session_scope() as session:
+            user = create_user(session, email=email, name=name or email, role=role, password=password)
+    except DomainError as exc:
+        _fail(exc.message)
+    console.print(f"created {user.role} {user.email} (id {user.id})")
+
+
+@app.command()
+def demo(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    steps: Annotated[int, typer.Option(help="Training steps of the demo run.")] = 600,
+) -> None:
+    """A fresh embedded observatory: a call, demo accounts, one proposal awarded and training. Then serve it."""
+    from observatory.demo import ACCOUNTS, reset, seed
+
+    settings = get_settings()
+    reset(settings)
+    proposal_id = seed(settings, steps)
+    url = f"http://{host}:{port}"
+    console.print(f"\n[bold]Commons Observatory demo[/bold] at [link={url}]{url}[/link]")
+    console.print(f"The awarded proposal: {url}/proposals/{proposal_id}; its run trains {steps} steps.")
+    for email, _name, role, password in ACCOUNTS:
+        console.print(f"  {role:<10} {email:<34} password: {password}")
+    console.print("Ctrl-C stops it.\n")
+    _serve(settings, host, port, api=True, scheduler=True)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,197 @@
+"""The scheduler loop: claim queued runs, dispatch them to Ray, reconcile running ones, charge GPU-seconds.
+
+One tick is: dispatch() then reconcile(). Several schedulers may run at once: claims are row locks with an
+expiry (see service.runs.service.claim_queued), Ray submission ids are idempotency keys, and charges advance a
+per-run watermark under a row lock, so nothing starts or is charged twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import shutil
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from jobs.progress import latest
+from scheduler.policy import QueuedRun, decide
+from scheduler.ray_backend import JobRequest, JobState, RayBackend
+from service.archive import service as archive
+from service.config import Settings
+from service.models import Run, RunState
+from service.runs import service as runs
+from service.runs.state import move
+from service.timeutil import utcnow
+
+log = logging.getLogger("observatory.scheduler")
+
+
+@dataclass
+class TickReport:
+    dispatched: int = 0
+    finished: int = 0
+
+
+class Scheduler:
+    def __init__(self, engine: Engine, settings: Settings, backend: RayBackend) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.backend = backend
+        self.archive_dir = settings.resolved_archive_dir
+
+    # ---- dispatch -----------------------------------------------------------------------------------------
+
+    def staging_dir(self, run: Run) -> Path:
+        return self.archive_dir / "staging" / f"run-{run.id}"
+
+    def entrypoint(self, run: Run) -> str:
+        python = shlex.quote(self.settings.job_python or sys.executable)
+        config = shlex.quote(json.dumps(run.job_plan))
+        output = shlex.quote(str(self.staging_dir(run)))
+        if run.job_kind == "train":
+            return f"{python} -m jobs.train --config {config} --output {output}"
+        if run.job_kind == "sample":
+            checkpoint = archive.object_path(self.archive_dir, run.job_plan["checkpoint_sha256"])
+            if not checkpoint.exists():
+                raise FileNotFoundError(f"checkpoint {run.job_plan['checkpoint_sha256']} is not in the archive")
+            return f"{python} -m jobs.sample --config {config} --checkpoint {shlex.quote(str(checkpoint))} " \
+                   f"--output {output}"
+        raise ValueError(f"no job for kind {run.job_kind!r}")
+
+    def dispatch(self) -> int:
+        with Session(self.engine, expire_on_commit=False) as session:
+            _, claimed = runs.claim_queued(session, limit=8, ttl_s=self.settings.claim_ttl_s)
+            if not claimed:
+                return 0
+            remaining = {r.award_id: runs.award_remaining_seconds(session, r.award_id) for r in claimed}
+            decision = decide([QueuedRun(r.id, r.award_id, r.gpus) for r in claimed], remaining, None)
+            by_id = {r.id: r for r in claimed}
+            for run_id, reason in decision.refuse.items():
+                move(by_id[run_id], RunState.failed, reason)
+            dispatched = 0
+            for run_id in decision.dispatch:
+                run = by_id[run_id]
+                try:
+                    self._submit(run)
+                    dispatched += 1
+                except (FileNotFoundError, ValueError) as exc:
+                    move(run, RunState.failed, f"could not start: {exc}")
+                except Exception:  # Ray unreachable: leave it queued for the next tick
+                    log.exception("submitting run %s failed; it stays queued", run.id)
+                    run.claim_token, run.claim_expires_at = None, None
+                session.add(run)
+            for run in claimed:
+                if run.id not in decision.dispatch and run.id not in decision.refuse:
+                    run.claim_token, run.claim_expires_at = None, None
+                    session.add(run)
+            session.commit()
+            return dispatched
+
+    def _submit(self, run: Run) -> None:
+        run.attempt += 1
+        submission_id = f"observatory-run-{run.id}-{run.attempt}"
+        request = JobRequest(
+            submission_id=submission_id, entrypoint=self.entrypoint(run),
+            num_cpus=0 if self.settings.gpus_per_run else self.settings.cpus_per_run,
+            num_gpus=self.settings.gpus_per_run, metadata={"run_id": str(run.id), "proposal_id": str(run.proposal_id)},
+        )
+        self.staging_dir(run).mkdir(parents=True, exist_ok=True)
+        self.backend.submit(request)
+        run.submission_id = submission_id
+        move(run, RunState.running, "submitted to the pool")
+        log.info("run %s submitted as %s", run.id, submission_id)
+
+    # ---- reconcile ----------------------------------------------------------------------------------------
+
+    def reconcile(self) -> int:
+        finished = 0
+        with Session(self.engine, expire_on_commit=False) as session:
+            ids = [r.id for r in runs.active_runs(session)]
+        for run_id in ids:
+            with Session(self.engine, expire_on_commit=False) as session:
+                run = session.exec(
+                    select(Run).where(Run.id == run_id, Run.state == RunState.running)
+                    .with_for_update(skip_locked=True)
+                ).first()
+                if run is None:
+                    continue
+                try:
+                    finished += self._reconcile_one(session, run)
+                except Exception:
+                    log.exception("reconciling run %s failed; retrying next tick", run_id)
+                    session.rollback()
+                    continue
+                session.add(run)
+                session.commit()
+        return finished
+
+    def _reconcile_one(self, session: Session, run: Run) -> int:
+        state = self.backend.state(run.submission_id)
+        now = utcnow()
+        if state == JobState.unknown:
+            move(run, RunState.queued, "the pool lost this run; it is queued to resume")
+            return 0
+        logs = self.backend.logs(run.submission_id)
+        record = latest(logs)
+        if record:
+            runs.record_progress(run, record)
+        if state == JobState.pending:
+            run.charged_until = now  # waiting for a free GPU is not charged
+            return 0
+        runs.charge(run, now)
+        if state == JobState.running:
+            if run.cancel_requested:
+                self.backend.stop(run.submission_id)
+            elif runs.award_remaining_seconds(session, run.award_id) <= 0:
+                self.backend.stop(run.submission_id)
+                run.message = "stopping: the award's GPU-hours are used up"
+            return 0
+        if state == JobState.succeeded:
+            self._archive_outputs(session, run, logs)
+            runs.record_progress(run, {**run.progress_detail, "fraction": 1.0})
+            move(run, RunState.succeeded, "finished; outputs are in the archive")
+        elif state == JobState.stopped:
+            self._archive_log(session, run, logs)
+            reason = "cancelled on request" if run.cancel_requested else run.message or "stopped"
+            move(run, RunState.cancelled, reason)
+        else:
+            self._archive_log(session, run, logs)
+            move(run, RunState.failed, f"the job failed: {self._failure_summary(run, logs)}")
+        shutil.rmtree(self.staging_dir(run), ignore_errors=True)
+        return 1
+
+    def _failure_summary(self, run: Run, logs: str) -> str:
+        tail = [line for line in logs.strip().splitlines() if line.strip()][-3:]
+        message = self.backend.message(run.submission_id)
+        return (" | ".join(tail) or message)[-1500:]
+
+    def _archive_log(self, session: Session, run: Run, logs: str) -> None:
+        archive.ingest_bytes(session, archive_dir=self.archive_dir, run=run, name="job.log", data=logs.encode())
+        archive.write_manifest(session, archive_dir=self.archive_dir, run=run)
+
+    def _archive_outputs(self, session: Session, run: Run, logs: str) -> None:
+        staging = self.staging_dir(run)
+        for path in sorted(staging.iterdir()):
+            if path.is_file() and path.name not in {"state.pt", "job.log", "manifest.json"}:
+                archive.ingest_file(session, archive_dir=self.archive_dir, run=run, path=path)
+        self._archive_log(session, run, logs)
+
+    # ---- the loop -----------------------------------------------------------------------------------------
+
+    def tick(self) -> TickReport:
+        return TickReport(dispatched=self.dispatch(), finished=self.reconcile())
+
+    def run_forever(self, stop: threading.Event) -> None:
+        log.info("scheduler started")
+        while not stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("scheduler tick failed")
+            stop.wait(self.settings.scheduler_interval_s)

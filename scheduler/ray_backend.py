@@ -1,0 +1,62 @@
+"""Submit, watch, stop and read the logs of runs as Ray jobs. The submission id is the idempotency key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from ray.job_submission import JobStatus, JobSubmissionClient
+
+
+class JobState(StrEnum):
+    pending = "PENDING"
+    running = "RUNNING"
+    succeeded = "SUCCEEDED"
+    failed = "FAILED"
+    stopped = "STOPPED"
+    unknown = "UNKNOWN"  # Ray has no record of it: the cluster was replaced
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    submission_id: str
+    entrypoint: str
+    num_cpus: float
+    num_gpus: float
+    metadata: dict[str, str]
+
+
+class RayBackend:
+    def __init__(self, dashboard_url: str, token: str | None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        self.client = JobSubmissionClient(dashboard_url, headers=headers)
+
+    def submit(self, request: JobRequest) -> str:
+        """Submit once: a second submission of the same id finds the first instead of starting another."""
+        if self.state(request.submission_id) != JobState.unknown:
+            return request.submission_id
+        return self.client.submit_job(
+            entrypoint=request.entrypoint,
+            submission_id=request.submission_id,
+            entrypoint_num_cpus=request.num_cpus,
+            entrypoint_num_gpus=request.num_gpus or None,
+            metadata=request.metadata,
+        )
+
+    def state(self, submission_id: str) -> JobState:
+        try:
+            status = self.client.get_job_status(submission_id)
+        except RuntimeError as exc:  # the SDK raises RuntimeError for a 404
+            if "does not exist" in str(exc) or "404" in str(exc):
+                return JobState.unknown
+            raise
+        return JobState(status.value if isinstance(status, JobStatus) else str(status))
+
+    def logs(self, submission_id: str) -> str:
+        return self.client.get_job_logs(submission_id)
+
+    def stop(self, submission_id: str) -> None:
+        self.client.stop_job(submission_id)
+
+    def message(self, submission_id: str) -> str:
+        return self.client.get_job_info(submission_id).message or ""
