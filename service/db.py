@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -18,6 +19,8 @@ def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):
+        if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -33,10 +36,7 @@ def make_engine(url: str) -> Engine:
 
 @lru_cache
 def get_engine() -> Engine:
-    settings = get_settings()
-    if settings.resolved_database_url.startswith("sqlite:///"):
-        settings.var_dir.mkdir(parents=True, exist_ok=True)
-    return make_engine(settings.resolved_database_url)
+    return make_engine(get_settings().resolved_database_url)
 
 
 @contextmanager
