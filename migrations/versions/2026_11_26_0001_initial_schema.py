@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 12:14:46.818021
+Create Date: 2026-11-26 12:18:15.246050
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('email', sqlmodel.sql.sqltypes.AutoString(length=320), nullable=False),
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
-    sa.Column('role', sa.String(length=20), nullable=False),
+    sa.Column('role', sa.Enum('researcher', 'reviewer', 'admin', name='role', native_enum=False, length=20), nullable=False),
     sa.Column('password_hash', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
     sa.Column('oidc_issuer', sqlmodel.sql.sqltypes.AutoString(length=500), nullable=True),
     sa.Column('oidc_subject', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=True),
@@ -69,7 +69,7 @@ def upgrade() -> None:
     sa.Column('requested_gpu_hours', sa.Float(), nullable=False),
     sa.Column('job_kind', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
     sa.Column('job_plan', sa.JSON(), nullable=False),
-    sa.Column('state', sa.String(length=20), nullable=False),
+    sa.Column('state', sa.Enum('draft', 'submitted', 'awarded', name='proposalstate', native_enum=False, length=20), nullable=False),
     sa.Column('submitted_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.Column('updated_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
@@ -96,7 +96,7 @@ def upgrade() -> None:
     op.create_table('proposal_members',
     sa.Column('proposal_id', sa.Integer(), nullable=False),
     sa.Column('user_id', sa.Integer(), nullable=False),
-    sa.Column('role', sa.String(length=10), nullable=False),
+    sa.Column('role', sa.Enum('pi', 'coi', name='memberrole', native_enum=False, length=10), nullable=False),
     sa.ForeignKeyConstraint(['proposal_id'], ['proposals.id'], ),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ),
     sa.PrimaryKeyConstraint('proposal_id', 'user_id')
@@ -107,7 +107,7 @@ def upgrade() -> None:
     sa.Column('proposal_id', sa.Integer(), nullable=False),
     sa.Column('job_kind', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
     sa.Column('job_plan', sa.JSON(), nullable=False),
-    sa.Column('state', sa.String(length=20), nullable=False),
+    sa.Column('state', sa.Enum('queued', 'running', 'succeeded', 'failed', 'cancelled', name='runstate', native_enum=False, length=20), nullable=False),
     sa.Column('progress', sa.Float(), nullable=False),
     sa.Column('progress_detail', sa.JSON(), nullable=False),
     sa.Column('message', sqlmodel.sql.sqltypes.AutoString(length=2000), nullable=False),

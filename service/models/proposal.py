@@ -6,9 +6,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, String
+from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
+from service.models.columns import enum_column
 from service.timeutil import utcnow
 
 
@@ -35,7 +36,7 @@ class Proposal(SQLModel, table=True):
     requested_gpu_hours: float
     job_kind: str = Field(max_length=40)
     job_plan: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    state: ProposalState = Field(default=ProposalState.draft, sa_type=String(20))
+    state: ProposalState = Field(default=ProposalState.draft, sa_type=enum_column(ProposalState, 20))
     submitted_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -46,7 +47,7 @@ class ProposalMember(SQLModel, table=True):
 
     proposal_id: int = Field(foreign_key="proposals.id", primary_key=True)
     user_id: int = Field(foreign_key="users.id", primary_key=True)
-    role: MemberRole = Field(default=MemberRole.pi, sa_type=String(10))
+    role: MemberRole = Field(default=MemberRole.pi, sa_type=enum_column(MemberRole, 10))
 
 
 class Award(SQLModel, table=True):

@@ -6,9 +6,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, String
+from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
+from service.models.columns import enum_column
 from service.timeutil import utcnow
 
 
@@ -28,7 +29,7 @@ class Run(SQLModel, table=True):
     proposal_id: int = Field(foreign_key="proposals.id", index=True)
     job_kind: str = Field(max_length=40)
     job_plan: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    state: RunState = Field(default=RunState.queued, index=True, sa_type=String(20))
+    state: RunState = Field(default=RunState.queued, index=True, sa_type=enum_column(RunState, 20))
     progress: float = 0.0
     progress_detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     message: str = Field(default="", max_length=2_000)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import String, UniqueConstraint
+from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from service.models.columns import enum_column
 from service.timeutil import utcnow
 
 
@@ -24,7 +25,7 @@ class User(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(index=True, unique=True, max_length=320)
     name: str = Field(max_length=200)
-    role: Role = Field(default=Role.researcher, sa_type=String(20))
+    role: Role = Field(default=Role.researcher, sa_type=enum_column(Role, 20))
     password_hash: str | None = Field(default=None, max_length=200)
     oidc_issuer: str | None = Field(default=None, max_length=500)
     oidc_subject: str | None = Field(default=None, max_length=255)

@@ -1,0 +1,135 @@
+"""Every endpoint checks who is asking: each is refused to the wrong people, shown here one by one.
+
+The last test walks the app's routes, so a new endpoint cannot land without an entry here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from service.archive.service import ingest_bytes, write_manifest
+from service.models import Role, Run
+from service.proposals.service import add_member
+from tests.factories import auth_headers, award, create_call, create_proposal, create_user
+
+PUBLIC = {
+    ("GET", "/api/calls"), ("GET", "/api/calls/{call_id}"), ("GET", "/api/job-plans/schema"),
+    ("POST", "/api/auth/signup"), ("POST", "/api/auth/login"),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    method: str
+    route: str
+    refused: dict[str, int]  # who -> expected status
+    allowed: str  # one who may, to prove the endpoint works at all
+    body: dict | None = None
+
+
+CASES = [
+    Case("GET", "/api/me", {"anonymous": 401}, "other"),
+    Case("POST", "/api/auth/logout", {"anonymous": 401}, "other"),
+    Case("POST", "/api/users", {"anonymous": 401, "other": 403, "reviewer": 403}, "admin",
+         {"email": "new@example.org", "name": "New", "role": "reviewer", "password": "long enough"}),
+    Case("POST", "/api/calls", {"anonymous": 401, "other": 403, "reviewer": 403}, "admin",
+         {"title": "C", "opens_at": "2026-01-01T00:00:00Z", "closes_at": "2036-01-01T00:00:00Z",
+          "capacity_gpu_hours": 5}),
+    Case("POST", "/api/calls/{call_id}/proposals", {"anonymous": 401, "admin": 403, "reviewer": 403}, "other",
+         {"title": "t", "abstract": "a", "justification": "j", "requested_gpu_hours": 1,
+          "job_plan": {"kind": "train"}, "submit": True}),
+    Case("GET", "/api/proposals", {"anonymous": 401}, "other"),
+    Case("GET", "/api/proposals/{proposal_id}", {"anonymous": 401, "other": 404, "reviewer": 404}, "admin"),
+    Case("GET", "/api/proposals/{draft_id}", {"anonymous": 401, "other": 404, "admin": 404}, "pi"),
+    Case("PATCH", "/api/proposals/{proposal_id}", {"anonymous": 401, "other": 404, "admin": 404}, "",
+         {"title": "x"}),
+    Case("PATCH", "/api/proposals/{draft_id}", {"anonymous": 401, "other": 404, "admin": 404, "coi": 403}, "pi",
+         {"title": "x"}),
+    Case("POST", "/api/proposals/{draft_id}/submit", {"anonymous": 401, "other": 404, "admin": 404, "coi": 403},
+         "pi"),
+    Case("POST", "/api/proposals/{proposal_id}/members", {"anonymous": 401, "other": 404, "admin": 404,
+                                                          "coi": 403}, "pi", {"email": "{spare_email}"}),
+    Case("POST", "/api/proposals/{submitted_id}/award", {"anonymous": 401, "pi": 403, "other": 403,
+                                                         "reviewer": 403}, "admin", {"gpu_hours": 0.5}),
+    Case("GET", "/api/proposals/{proposal_id}/runs", {"anonymous": 401, "other": 404, "reviewer": 404}, "coi"),
+    Case("GET", "/api/runs/{run_id}", {"anonymous": 401, "other": 404, "reviewer": 404}, "coi"),
+    Case("POST", "/api/runs/{run_id}/cancel", {"anonymous": 401, "other": 404, "reviewer": 404, "coi": 403}, "pi"),
+    Case("GET", "/api/runs/{run_id}/artifacts", {"anonymous": 404, "other": 404, "reviewer": 404, "admin": 404},
+         "coi"),
+    Case("GET", "/api/runs/{run_id}/artifacts/{name}", {"anonymous": 404, "other": 404, "reviewer": 404,
+                                                         "admin": 404}, "coi"),
+]
+
+
+@pytest.fixture
+def world(lite_session: Session, lite_settings, tmp_path):
+    s = lite_session
+    people = {"admin": create_user(s, Role.admin), "pi": create_user(s), "coi": create_user(s),
+              "other": create_user(s), "reviewer": create_user(s, Role.reviewer)}
+    spare = create_user(s)
+    call = create_call(s, people["admin"], capacity=100)
+    awarded = create_proposal(s, people["pi"], call)
+    submitted = create_proposal(s, people["pi"], call)
+    draft = create_proposal(s, people["pi"], call, submit=False)
+    for proposal in (awarded, draft):
+        add_member(s, actor=people["pi"], proposal_id=proposal.id, email=people["coi"].email)
+    s.commit()
+    _, run = award(s, people["admin"], awarded)
+    run = s.get(Run, run.id)
+    ingest_bytes(s, archive_dir=lite_settings.resolved_archive_dir, run=run, name="samples.png", data=b"png")
+    write_manifest(s, archive_dir=lite_settings.resolved_archive_dir, run=run)
+    s.commit()
+    headers = {who: auth_headers(s, user) for who, user in people.items()}
+    headers["anonymous"] = {}
+    ids = {"call_id": call.id, "proposal_id": awarded.id, "submitted_id": submitted.id, "draft_id": draft.id,
+           "run_id": run.id, "name": "samples.png", "spare_email": spare.email}
+    return headers, ids
+
+
+def _fill(template: str, ids: dict) -> str:
+    return template.format(**ids)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.method} {c.route}")
+def test_endpoint_refuses_the_wrong_people(case: Case, world, lite_client: TestClient) -> None:
+    headers, ids = world
+    url = _fill(case.route, ids)
+    body = {k: _fill(v, ids) if isinstance(v, str) else v for k, v in case.body.items()} if case.body else None
+    for who, status in case.refused.items():
+        response = lite_client.request(case.method, url, headers=headers[who], json=body)
+        assert response.status_code == status, f"{who}: {response.status_code} {response.text}"
+        assert response.json()["detail"], "a refusal says why"
+    if case.allowed:
+        response = lite_client.request(case.method, url, headers=headers[case.allowed], json=body)
+        assert response.status_code < 300, f"{case.allowed}: {response.status_code} {response.text}"
+
+
+def test_outputs_become_public_after_the_exclusive_period(world, lite_client: TestClient, lite_session) -> None:
+    from datetime import timedelta
+
+    from service.models import Award
+    from service.timeutil import utcnow
+
+    headers, ids = world
+    url = f"/api/runs/{ids['run_id']}/artifacts/samples.png"
+    assert lite_client.get(url).status_code == 404
+    run = lite_session.get(Run, ids["run_id"])
+    award_ = lite_session.get(Award, run.award_id)
+    award_.exclusive_until = utcnow() - timedelta(seconds=1)
+    lite_session.add(award_)
+    lite_session.commit()
+    assert lite_client.get(url).content == b"png"
+    assert lite_client.get(url, headers=headers["other"]).status_code == 200
+
+
+def test_every_api_route_is_covered(lite_client: TestClient) -> None:
+    spec = lite_client.get("/openapi.json").json()
+    routes = {(method.upper(), path) for path, item in spec["paths"].items() for method in item}
+    covered = {(c.method, c.route.replace("{draft_id}", "{proposal_id}").replace("{submitted_id}", "{proposal_id}"))
+               for c in CASES}
+    api_routes = {r for r in routes if r[1].startswith("/api/")}
+    assert api_routes - covered - PUBLIC == set()
