@@ -82,6 +82,7 @@ def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, re
     report_every = max(1, cfg.steps // 100)
     unet.train()
     started, first_step = time.perf_counter(), step
+    last_report = started
     while step < cfg.steps:
         # Every random draw comes from one CPU generator, so a resumed run sees the same batches and noise.
         index = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=generator)
@@ -98,8 +99,10 @@ def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, re
         optimizer.step()
         step += 1
         losses.append(loss.item())
-        if report and (step % report_every == 0 or step == cfg.steps):
+        # Report every 1% of the steps, and at least every 2 seconds so that long runs still show life.
+        if report and (step % report_every == 0 or step == cfg.steps or time.perf_counter() - last_report > 2):
             progress.report(step, cfg.steps, phase="train", loss=round(losses[-1], 5))
+            last_report = time.perf_counter()
         if step % cfg.checkpoint_every == 0 and step < cfg.steps:
             _save_state(state_path, step, unet, optimizer, generator, losses)
     elapsed = time.perf_counter() - started

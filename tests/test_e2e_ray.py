@@ -1,0 +1,137 @@
+"""The whole observatory loop through the HTTP API, on SQLite, with a real local Ray running the real jobs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from scheduler.loop import Scheduler
+from scheduler.ray_backend import RayBackend
+from service.config import Settings
+from service.models import Role, Run
+from tests.factories import TINY_TRAIN, create_user, login, proposal_body
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture
+def scheduler(ray_head, lite_engine: Engine, lite_settings: Settings) -> Scheduler:
+    settings = lite_settings.model_copy(update={"job_python": sys.executable, "scheduler_interval_s": 0.5})
+    return Scheduler(lite_engine, settings, RayBackend(ray_head.dashboard_url, ray_head.token))
+
+
+def drive(scheduler: Scheduler, engine: Engine, run_id: int, timeout: float = 240) -> Run:
+    """Tick the scheduler until the run reaches a final state."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        scheduler.tick()
+        with Session(engine) as session:
+            run = session.get(Run, run_id)
+            if run.state in ("succeeded", "failed", "cancelled"):
+                return run
+        time.sleep(0.5)
+    raise AssertionError(f"run {run_id} did not finish in {timeout}s")
+
+
+def _open_call(client: TestClient, admin_headers: dict) -> int:
+    response = client.post("/api/calls", headers=admin_headers, json={
+        "title": "Cycle 1", "opens_at": "2026-01-01T00:00:00Z", "closes_at": "2036-01-01T00:00:00Z",
+        "capacity_gpu_hours": 10, "exclusive_months": 12})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def _propose_and_award(client, call_id, pi, admin, plan, gpu_hours=1.0) -> int:
+    proposal = client.post(f"/api/calls/{call_id}/proposals", headers=pi, json=proposal_body(job_plan=plan))
+    assert proposal.status_code == 201, proposal.text
+    awarded = client.post(f"/api/proposals/{proposal.json()['id']}/award", headers=admin,
+                          json={"gpu_hours": gpu_hours})
+    assert awarded.status_code == 201, awarded.text
+    runs = client.get(f"/api/proposals/{proposal.json()['id']}/runs", headers=pi).json()
+    assert [r["state"] for r in runs] == ["queued"]
+    return runs[0]["id"]
+
+
+def test_call_to_downloads(scheduler, lite_client: TestClient, lite_session: Session, lite_engine) -> None:
+    admin = login(lite_client, create_user(lite_session, Role.admin).email)
+    signup = lite_client.post("/api/auth/signup", json={"email": "pi@example.org", "name": "PI",
+                                                        "password": "long enough"})
+    pi = {"Authorization": f"Bearer {signup.json()['token']}"}
+    outsider = login(lite_client, create_user(lite_session).email)
+    call_id = _open_call(lite_client, admin)
+
+    run_id = _propose_and_award(lite_client, call_id, pi, admin, TINY_TRAIN)
+    run = drive(scheduler, lite_engine, run_id)
+    assert run.state == "succeeded", run.message
+    shown = lite_client.get(f"/api/runs/{run_id}", headers=pi).json()
+    assert shown["progress"] == 1.0 and shown["gpu_seconds"] > 0
+    assert shown["progress_detail"]["total"] == TINY_TRAIN["steps"]
+    proposal = lite_client.get(f"/api/proposals/{shown['proposal_id']}", headers=pi).json()
+    assert proposal["award"]["used_gpu_hours"] == pytest.approx(shown["gpu_seconds"] / 3600)
+
+    listing = lite_client.get(f"/api/runs/{run_id}/artifacts", headers=pi).json()
+    names = {a["name"] for a in listing}
+    assert {"checkpoint.pt", "samples.png", "job.log", "manifest.json", "attribution.json"} <= names
+    downloaded = {}
+    for artifact in listing:
+        body = lite_client.get(artifact["url"], headers=pi)
+        assert body.status_code == 200
+        assert hashlib.sha256(body.content).hexdigest() == artifact["sha256"] == body.headers["x-content-sha256"]
+        downloaded[artifact["name"]] = body.content
+    manifest = json.loads(downloaded["manifest.json"])
+    assert {f["name"]: f["sha256"] for f in manifest["files"]} == \
+        {a["name"]: a["sha256"] for a in listing if a["name"] != "manifest.json"}
+    assert b"@@progress" in downloaded["job.log"]
+
+    for headers in (outsider, {}, admin):
+        assert lite_client.get(f"/api/runs/{run_id}/artifacts", headers=headers).status_code == 404
+        assert lite_client.get(f"/api/runs/{run_id}/artifacts/checkpoint.pt", headers=headers).status_code == 404
+
+    # A second proposal samples the first one's checkpoint, found by its sha256.
+    checkpoint_sha = next(a["sha256"] for a in listing if a["name"] == "checkpoint.pt")
+    sample_run = _propose_and_award(lite_client, call_id, pi, admin,
+                                    {"kind": "sample", "checkpoint_sha256": checkpoint_sha, "count": 4,
+                                     "inference_steps": 3})
+    run = drive(scheduler, lite_engine, sample_run)
+    assert run.state == "succeeded", run.message
+    grid = lite_client.get(f"/api/runs/{sample_run}/artifacts/samples.png", headers=pi)
+    assert grid.status_code == 200 and grid.headers["content-type"] == "image/png"
+    # ...but an outsider cannot propose to sample a checkpoint still under exclusive access.
+    refused = lite_client.post(f"/api/calls/{call_id}/proposals", headers=outsider, json=proposal_body(
+        job_plan={"kind": "sample", "checkpoint_sha256": checkpoint_sha}))
+    assert refused.status_code == 422 and "no checkpoint" in refused.json()["detail"]
+
+
+def test_cancel_and_exhausted_award_stop_runs(scheduler, lite_client, lite_session, lite_engine) -> None:
+    admin = login(lite_client, create_user(lite_session, Role.admin).email)
+    researcher = create_user(lite_session)
+    pi = login(lite_client, researcher.email)
+    call_id = _open_call(lite_client, admin)
+    endless = {**TINY_TRAIN, "steps": 200_000}
+
+    cancelled = _propose_and_award(lite_client, call_id, pi, admin, endless)
+    starved = _propose_and_award(lite_client, call_id, pi, admin, endless, gpu_hours=0.001)  # 3.6 GPU-seconds
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        scheduler.tick()
+        if lite_client.get(f"/api/runs/{cancelled}", headers=pi).json()["progress_detail"].get("step"):
+            break
+        time.sleep(0.5)
+    answer = lite_client.post(f"/api/runs/{cancelled}/cancel", headers=pi).json()
+    assert answer["cancel_requested"], answer
+    started = time.monotonic()
+    first = drive(scheduler, lite_engine, cancelled, timeout=120)
+    second = drive(scheduler, lite_engine, starved, timeout=120)
+    print(f"stopped both in {time.monotonic() - started:.1f}s")
+    assert first.state == "cancelled" and first.message == "cancelled on request"
+    assert second.state == "cancelled" and "used up" in second.message
+    assert second.gpu_seconds >= 3.6
+    assert Path(scheduler.staging_dir(first)).exists() is False

@@ -1,0 +1,87 @@
+"""The real jobs on a tiny model: train, sample, exact resume, data provenance, plan validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from jobs import dataset as datasets
+from jobs import progress
+from jobs.config import JobPlanError, SampleConfig, TrainConfig, parse_job_plan
+from jobs.model import load_checkpoint
+from jobs.sample import main as sample_main
+from jobs.train import main as train_main
+from jobs.train import train
+from tests.factories import TINY_TRAIN
+
+
+def test_train_then_sample_writes_every_output(tmp_path: Path, capsys) -> None:
+    cfg = TrainConfig.model_validate(TINY_TRAIN)
+    train_main(cfg, tmp_path / "train")
+    outputs = {p.name for p in (tmp_path / "train").iterdir()}
+    assert outputs == {"checkpoint.pt", "samples.png", "training_images.png", "metrics.json", "attribution.json"}
+    assert Image.open(tmp_path / "train" / "samples.png").size[0] > 0
+    attribution = json.loads((tmp_path / "train" / "attribution.json").read_text())
+    assert len(attribution["images"]) == 12 and all(e["license"] in {"PD", "CC0-1.0"} for e in attribution["images"])
+    record = progress.latest(capsys.readouterr().out)
+    assert record and record["fraction"] == 1.0
+
+    sample_main(SampleConfig(checkpoint_sha256="0" * 64, count=3, inference_steps=2),
+                tmp_path / "train" / "checkpoint.pt", tmp_path / "sample")
+    assert (tmp_path / "sample" / "samples.png").exists()
+
+
+def test_resume_is_exact(tmp_path: Path) -> None:
+    cfg = TrainConfig.model_validate({**TINY_TRAIN, "steps": 4, "checkpoint_every": 2})
+    straight, *_ = train(cfg, tmp_path / "straight", report=False)
+    half = cfg.model_copy(update={"steps": 2})
+    train(half, tmp_path / "resumed", report=False)
+    resumed, _, _, losses, result = train(cfg, tmp_path / "resumed", report=False)
+    assert result.steps_run == 2 and len(losses) == 4
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    cfg = TrainConfig.model_validate(TINY_TRAIN)
+    train_main(cfg, tmp_path)
+    unet, noise_scheduler, meta = load_checkpoint(tmp_path / "checkpoint.pt", torch.device("cpu"))
+    assert meta["dataset"] == "commons-mini" and len(meta["dataset_digest"]) == 64
+    assert noise_scheduler.config.num_train_timesteps == 20 and unet.config.sample_size == 8
+
+
+def test_leaving_out_an_author() -> None:
+    full = datasets.load("commons-mini", 8)
+    without = datasets.load("commons-mini", 8, exclude_authors=["nasa"])
+    assert full.images.shape[0] == 12 and without.images.shape[0] == 10
+    assert "NASA" not in {e["author"] for e in without.entries} and without.digest != full.digest
+    with pytest.raises(ValueError, match="no images left"):
+        datasets.load("commons-mini", 8, exclude_authors=sorted({e["author"] for e in full.entries}))
+
+
+def test_manifest_checksums_are_enforced(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "commons_mini"
+    folder.mkdir()
+    source = datasets.DATA_ROOT / "commons_mini"
+    for path in source.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "chelsea.png").write_bytes((source / "coffee.png").read_bytes())
+    monkeypatch.setattr(datasets, "DATA_ROOT", tmp_path)
+    with pytest.raises(ValueError, match="chelsea.png does not match"):
+        datasets.load("commons-mini", 8)
+
+
+@pytest.mark.parametrize(("plan", "fragment"), [
+    ({"kind": "train", "batch_size": 0}, "job_plan.train.batch_size"),
+    ({"kind": "train", "block_out_channels": [12, 16]}, "multiple of 8"),
+    ({"kind": "train", "surprise": 1}, "surprise"),
+    ({"kind": "sample", "checkpoint_sha256": "xyz"}, "checkpoint_sha256"),
+    ({}, "job_plan"),
+])
+def test_plan_validation_names_the_problem(plan: dict, fragment: str) -> None:
+    with pytest.raises(JobPlanError, match=fragment):
+        parse_job_plan(plan)
