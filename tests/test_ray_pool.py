@@ -1,0 +1,45 @@
+"""The pool: a second Ray node joins the head over loopback, with the cluster's token, and takes work."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+from ray.exceptions import AuthenticationError
+from ray.job_submission import JobSubmissionClient
+
+from scheduler.local_ray import join_worker
+
+pytestmark = pytest.mark.ray
+
+
+def _wait_terminal(client: JobSubmissionClient, job_id: str, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get_job_status(job_id)
+        if status.is_terminal():
+            return status.value
+        time.sleep(0.5)
+    client.stop_job(job_id)
+    raise AssertionError(f"{job_id} still {status} after {timeout}s")
+
+
+def test_second_node_joins_and_runs_a_job(ray_head, tmp_path) -> None:
+    worker = join_worker(head_address=ray_head.gcs_address, base_port=int(ray_head.gcs_address.split(":")[1]) + 300,
+                         temp_dir=tmp_path, token=ray_head.token, num_cpus=1, resources='{"owner_gpu_slot": 1}')
+    try:
+        client = JobSubmissionClient(ray_head.dashboard_url, headers={"Authorization": f"Bearer {ray_head.token}"})
+        # Only the joined node has this resource, so the job can run nowhere else.
+        job_id = client.submit_job(entrypoint=f"{sys.executable} -c \"print('on the owner node')\"",
+                                   entrypoint_resources={"owner_gpu_slot": 1}, entrypoint_num_cpus=0)
+        assert _wait_terminal(client, job_id) == "SUCCEEDED", client.get_job_logs(job_id)
+        assert "on the owner node" in client.get_job_logs(job_id)
+    finally:
+        worker.stop()
+    assert worker.process.poll() is not None
+
+
+def test_the_pool_refuses_a_wrong_token(ray_head) -> None:
+    with pytest.raises(AuthenticationError):
+        JobSubmissionClient(ray_head.dashboard_url, headers={"Authorization": "Bearer not-the-token"}).list_jobs()
