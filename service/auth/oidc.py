@@ -50,7 +50,10 @@ async def oidc_callback(request: Request, session: SessionDep):
     except OAuthError as exc:
         provider = request.app.state.settings.oidc_name
         raise Invalid(f"sign-in with {provider} failed: {exc.description or exc.error}") from None
-    claims = token.get("userinfo") or await client.userinfo(token=token)
+    claims = dict(token.get("userinfo") or {})
+    if not claims.get("email") or not claims.get("name"):
+        # ORCID puts little in the ID token; its userinfo endpoint has the name.
+        claims = {**dict(await client.userinfo(token=token)), **claims}
     metadata = await client.load_server_metadata()
     name = claims.get("name") or " ".join(filter(None, [claims.get("given_name"), claims.get("family_name")]))
     user = user_for_oidc(session, issuer=metadata["issuer"], subject=str(claims["sub"]),
