@@ -1,0 +1,28 @@
+# Two commands on a fresh machine: `make demo` runs the observatory, `make test` runs the tests.
+# Each creates the virtual environment (.venv) on first use.
+
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: demo test lint bench chromium
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/observatory demo
+
+# Browser tests drive Debian's chromium; install it when missing (needs root, as on this project's machines).
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: $(VENV)/.installed chromium
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+bench: $(VENV)/.installed
+	$(PY) bench/train_overhead.py

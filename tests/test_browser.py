@@ -1,0 +1,103 @@
+"""The portal in a real browser: a researcher signs in, submits a proposal, an admin awards it, the run shows up."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from playwright.sync_api import Browser, expect, sync_playwright
+from sqlmodel import Session, func, select
+
+from service.models import Proposal, Role
+from tests.factories import PASSWORD, create_call, create_user
+from web.app import create_app
+
+pytestmark = pytest.mark.browser
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def portal(lite_settings, lite_engine) -> Iterator[str]:
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(lite_settings, lite_engine), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def _sign_in(browser: Browser, portal: str, email: str):
+    page = browser.new_context().new_page()
+    page.goto(f"{portal}/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_text("Sign out")).to_be_visible()
+    return page
+
+
+def test_propose_award_and_see_the_run(browser: Browser, portal: str, lite_session: Session, tmp_path) -> None:
+    admin, researcher = create_user(lite_session, Role.admin), create_user(lite_session)
+    call = create_call(lite_session, admin, capacity=5)
+
+    page = _sign_in(browser, portal, researcher.email)
+    page.get_by_role("link", name=call.title).click()
+    page.get_by_role("link", name="Write a proposal").click()
+    page.get_by_label("Title").fill("Samples of a tiny Commons model")
+    page.get_by_label("Abstract").fill("Train briefly and look.")
+    page.get_by_label("Scientific justification").fill("A first look at memorisation.")
+    page.get_by_label("Requested GPU-hours").fill("50")
+    page.locator("input[name='train.steps']").fill("20")
+    page.get_by_role("button", name="Submit proposal").click()
+    expect(page.get_by_role("alert")).to_contain_text("exceeds the call's capacity of 5")
+    assert lite_session.exec(select(func.count()).select_from(Proposal)).one() == 0
+
+    page.get_by_label("Requested GPU-hours").fill("2")
+    page.get_by_role("button", name="Submit proposal").click()
+    expect(page.get_by_role("status")).to_contain_text("Proposal submitted.")
+    expect(page.locator("h1 .badge")).to_have_text("submitted")
+    proposal_url = page.url
+    lite_session.expire_all()
+    proposal = lite_session.exec(select(Proposal)).one()
+    assert proposal.job_plan["steps"] == 20 and proposal.requested_gpu_hours == 2
+
+    chair = _sign_in(browser, portal, admin.email)
+    chair.goto(proposal_url)
+    chair.get_by_label("GPU-hours").fill("1.5")
+    chair.get_by_role("button", name="Award").click()
+    expect(chair.get_by_role("status")).to_contain_text("Awarded 1.5 GPU-hours")
+
+    page.reload()
+    expect(page.locator("#award")).to_contain_text("1.5 GPU-hours awarded")
+    page.get_by_role("link", name="run 1").click()
+    expect(page.locator("#run-state")).to_have_text("queued")
+    expect(page.locator("#run-progress")).to_be_visible()
+    page.screenshot(path=str(tmp_path / "run.png"), full_page=True)

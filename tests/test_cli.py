@@ -1,0 +1,47 @@
+"""The CLI: clear errors, no tracebacks; accounts and migrations from the command line."""
+
+from __future__ import annotations
+
+import pytest
+from sqlmodel import Session, select
+from typer.testing import CliRunner
+
+from observatory.cli import app
+from service.config import get_settings
+from service.db import get_engine, make_engine
+from service.models import Role, User
+
+
+@pytest.fixture
+def embedded(tmp_path, monkeypatch):
+    monkeypatch.setenv("OBSERVATORY_VAR_DIR", str(tmp_path / "var"))
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+    yield tmp_path / "var"
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+
+
+def test_db_upgrade_and_user_add(embedded) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    added = runner.invoke(app, ["user", "add", "Chair@Example.org", "--name", "Chair", "--role", "admin",
+                                "--password", "long enough"])
+    assert added.exit_code == 0, added.output
+    engine = make_engine(f"sqlite:///{embedded / 'observatory.db'}")
+    with Session(engine) as session:
+        user = session.exec(select(User)).one()
+        assert (user.email, user.role) == ("chair@example.org", Role.admin)
+    engine.dispose()
+
+    again = runner.invoke(app, ["user", "add", "chair@example.org", "--password", "long enough"])
+    assert again.exit_code == 2 and "already exists" in again.output and "Traceback" not in again.output
+    short = runner.invoke(app, ["user", "add", "x@example.org", "--password", "short"])
+    assert short.exit_code == 2 and "at least 8 characters" in short.output
+    bad_role = runner.invoke(app, ["user", "add", "y@example.org", "--role", "wizard", "--password", "long enough"])
+    assert bad_role.exit_code == 2 and "wizard" in bad_role.output
+
+
+def test_serve_needs_something_to_run(embedded) -> None:
+    result = CliRunner().invoke(app, ["serve", "--no-api", "--no-scheduler"])
+    assert result.exit_code == 2 and "nothing to run" in result.output
