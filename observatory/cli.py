@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from typing import Annotated
 
 import typer
@@ -25,6 +26,10 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _serve(settings: Settings, host: str, port: int, api: bool, scheduler: bool) -> None:
     import uvicorn
 
@@ -34,6 +39,8 @@ def _serve(settings: Settings, host: str, port: int, api: bool, scheduler: bool)
     from web.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # uvicorn re-raises SIGTERM after its own shutdown; turning it into an exception lets `finally` stop Ray.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     upgrade(settings.resolved_database_url)
     engine = make_engine(settings.resolved_database_url)
     pool = thread = None

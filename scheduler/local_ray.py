@@ -82,12 +82,22 @@ class RayNode:
             time.sleep(0.2)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the process that started Ray dies, so no head outlives it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def _spawn(args: list[str], token: str, log_path: Path) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("ab")
     return subprocess.Popen([_ray_executable(), "start", "--block", "--disable-usage-stats", *args],
                             env=ray_env(token), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
 
 
 def start_head(*, base_port: int, dashboard_port: int, temp_dir: Path, token: str, num_cpus: int | None = None,
