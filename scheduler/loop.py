@@ -132,8 +132,8 @@ class Scheduler:
         return finished
 
     def _reconcile_one(self, session: Session, run: Run) -> int:
-        state = self.backend.state(run.submission_id)
-        now = utcnow()
+        snapshot = self.backend.snapshot(run.submission_id)
+        state, now = snapshot.state, utcnow()
         if state == JobState.unknown:
             move(run, RunState.queued, "the pool lost this run; it is queued to resume")
             return 0
@@ -144,7 +144,8 @@ class Scheduler:
         if state == JobState.pending:
             run.charged_until = now  # waiting for a free GPU is not charged
             return 0
-        runs.charge(run, now)
+        # A finished job is charged up to the moment Ray saw it end, not up to this tick.
+        runs.charge(run, min(now, snapshot.ended_at) if snapshot.ended_at else now)
         if state == JobState.running:
             if run.cancel_requested:
                 self.backend.stop(run.submission_id)
@@ -162,13 +163,13 @@ class Scheduler:
             move(run, RunState.cancelled, reason)
         else:
             self._archive_log(session, run, logs)
-            move(run, RunState.failed, f"the job failed: {self._failure_summary(run, logs)}")
+            move(run, RunState.failed, f"the job failed: {self._failure_summary(snapshot.message, logs)}")
         shutil.rmtree(self.staging_dir(run), ignore_errors=True)
         return 1
 
-    def _failure_summary(self, run: Run, logs: str) -> str:
+    @staticmethod
+    def _failure_summary(message: str, logs: str) -> str:
         tail = [line for line in logs.strip().splitlines() if line.strip()][-3:]
-        message = self.backend.message(run.submission_id)
         return (" | ".join(tail) or message)[-1500:]
 
     def _archive_log(self, session: Session, run: Run, logs: str) -> None:

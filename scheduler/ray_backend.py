@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from ray.job_submission import JobStatus, JobSubmissionClient
@@ -26,6 +27,13 @@ class JobRequest:
     metadata: dict[str, str]
 
 
+@dataclass(frozen=True)
+class JobSnapshot:
+    state: JobState
+    ended_at: datetime | None = None
+    message: str = ""
+
+
 class RayBackend:
     def __init__(self, dashboard_url: str, token: str | None) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else None
@@ -43,20 +51,24 @@ class RayBackend:
             metadata=request.metadata,
         )
 
-    def state(self, submission_id: str) -> JobState:
+    def snapshot(self, submission_id: str) -> JobSnapshot:
+        """State, end time and Ray's message in one request; `unknown` when Ray has no such job."""
         try:
-            status = self.client.get_job_status(submission_id)
+            info = self.client.get_job_info(submission_id)
         except RuntimeError as exc:  # the SDK raises RuntimeError for a 404
             if "does not exist" in str(exc) or "404" in str(exc):
-                return JobState.unknown
+                return JobSnapshot(JobState.unknown)
             raise
-        return JobState(status.value if isinstance(status, JobStatus) else str(status))
+        status = info.status
+        ended = datetime.fromtimestamp(info.end_time / 1000, UTC) if info.end_time else None
+        return JobSnapshot(JobState(status.value if isinstance(status, JobStatus) else str(status)), ended,
+                           info.message or "")
+
+    def state(self, submission_id: str) -> JobState:
+        return self.snapshot(submission_id).state
 
     def logs(self, submission_id: str) -> str:
         return self.client.get_job_logs(submission_id)
 
     def stop(self, submission_id: str) -> None:
         self.client.stop_job(submission_id)
-
-    def message(self, submission_id: str) -> str:
-        return self.client.get_job_info(submission_id).message or ""

@@ -47,17 +47,33 @@ def _settings(tmp_path: Path, url: str) -> Settings:
     return Settings(var_dir=tmp_path / "var", database_url=url, secret_key="test-secret", ray_address="unused")
 
 
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = make_engine(db_url)
+def _engine(url: str) -> Iterator[Engine]:
+    engine = make_engine(url)
     yield engine
     engine.dispose()
 
 
-@pytest.fixture
-def session(engine: Engine) -> Iterator[Session]:
+def _session(engine: Engine) -> Iterator[Session]:
     with Session(engine, expire_on_commit=False) as session:
         yield session
+
+
+def _client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
+    from web.app import create_app
+
+    with TestClient(create_app(settings, engine)) as client:
+        yield client
+
+
+# On both databases (the data layer), and on SQLite only (behaviour above it: lite_*).
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    yield from _engine(db_url)
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    yield from _session(engine)
 
 
 @pytest.fixture
@@ -67,26 +83,17 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
 
 @pytest.fixture
 def client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
-    from web.app import create_app
-
-    with TestClient(create_app(settings, engine)) as client:
-        yield client
-
-
-# ---- SQLite-only variants, for tests that are about behaviour above the data layer --------------------------
+    yield from _client(settings, engine)
 
 
 @pytest.fixture
 def lite_engine(sqlite_url: str) -> Iterator[Engine]:
-    engine = make_engine(sqlite_url)
-    yield engine
-    engine.dispose()
+    yield from _engine(sqlite_url)
 
 
 @pytest.fixture
 def lite_session(lite_engine: Engine) -> Iterator[Session]:
-    with Session(lite_engine, expire_on_commit=False) as session:
-        yield session
+    yield from _session(lite_engine)
 
 
 @pytest.fixture
@@ -96,10 +103,7 @@ def lite_settings(tmp_path: Path, sqlite_url: str) -> Settings:
 
 @pytest.fixture
 def lite_client(lite_settings: Settings, lite_engine: Engine) -> Iterator[TestClient]:
-    from web.app import create_app
-
-    with TestClient(create_app(lite_settings, lite_engine)) as client:
-        yield client
+    yield from _client(lite_settings, lite_engine)
 
 
 # ---- one real Ray head for the whole session ----------------------------------------------------------------

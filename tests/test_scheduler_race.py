@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from scheduler.loop import Scheduler
-from scheduler.ray_backend import JobRequest, JobState
+from scheduler.ray_backend import JobRequest, JobSnapshot, JobState
 from service.config import Settings
 from service.db import make_engine
 from service.models import Role, Run, RunState
@@ -28,8 +28,8 @@ class RecordingBackend:
             self.submitted[int(request.metadata["run_id"])] += 1
         return request.submission_id
 
-    def state(self, submission_id: str) -> JobState:
-        return JobState.running
+    def snapshot(self, submission_id: str) -> JobSnapshot:
+        return JobSnapshot(JobState.running)
 
     def logs(self, submission_id: str) -> str:
         return ""

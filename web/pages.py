@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -177,51 +178,49 @@ def _artifacts_if_allowed(session, user: User | None, run_id: int) -> list:
     return archive.list_artifacts(session, run_id) if archive.can_download(session, user, run_id) else []
 
 
+def _act(request: Request, session, url: str, success: str, action: Callable[[], object]) -> RedirectResponse:
+    """Run one domain action for a form: commit and flash `success`, or roll back and flash the refusal."""
+    try:
+        action()
+    except DomainError as exc:
+        session.rollback()
+        flash(request, exc.message, "error")
+        return _redirect(url)
+    session.commit()
+    flash(request, success)
+    return _redirect(url)
+
+
 @router.post("/proposals/{proposal_id}/submit")
 def proposal_submit(proposal_id: int, request: Request, user: CurrentUser, session: SessionDep):
-    try:
-        proposals.submit_proposal(session, actor=user, proposal_id=proposal_id)
-    except DomainError as exc:
-        flash(request, exc.message, "error")
-        return _redirect(f"/proposals/{proposal_id}")
-    session.commit()
-    flash(request, "Proposal submitted.")
-    return _redirect(f"/proposals/{proposal_id}")
+    return _act(request, session, f"/proposals/{proposal_id}", "Proposal submitted.",
+                lambda: proposals.submit_proposal(session, actor=user, proposal_id=proposal_id))
 
 
 @router.post("/proposals/{proposal_id}/members")
 async def proposal_add_member(proposal_id: int, request: Request, user: CurrentUser, session: SessionDep):
-    form = await request.form()
+    email = str((await request.form()).get("email", ""))
+    return _act(request, session, f"/proposals/{proposal_id}", "Co-investigator added.",
+                lambda: proposals.add_member(session, actor=user, proposal_id=proposal_id, email=email))
+
+
+def _gpu_hours(raw: str) -> float:
     try:
-        proposals.add_member(session, actor=user, proposal_id=proposal_id, email=str(form.get("email", "")))
-    except DomainError as exc:
-        flash(request, exc.message, "error")
-        return _redirect(f"/proposals/{proposal_id}")
-    session.commit()
-    flash(request, "Co-investigator added.")
-    return _redirect(f"/proposals/{proposal_id}")
+        hours = float(raw)
+    except ValueError:
+        raise Invalid("GPU-hours must be a number") from None
+    if hours <= 0:
+        raise Invalid("GPU-hours must be positive")
+    return hours
 
 
 @router.post("/proposals/{proposal_id}/award")
 async def proposal_award(proposal_id: int, request: Request, admin: AdminUser, session: SessionDep,
                          settings: SettingsDep):
-    form = await request.form()
-    try:
-        try:
-            hours = float(str(form.get("gpu_hours", "")))
-        except ValueError:
-            raise Invalid("GPU-hours must be a number") from None
-        if hours <= 0:
-            raise Invalid("GPU-hours must be positive")
-        award_proposal(session, actor=admin, proposal_id=proposal_id, gpu_hours=hours,
-                       gpus_per_run=max(settings.gpus_per_run, 1))
-    except DomainError as exc:
-        session.rollback()
-        flash(request, exc.message, "error")
-        return _redirect(f"/proposals/{proposal_id}")
-    session.commit()
-    flash(request, f"Awarded {hours:g} GPU-hours; the run is queued.")
-    return _redirect(f"/proposals/{proposal_id}")
+    raw = str((await request.form()).get("gpu_hours", ""))
+    return _act(request, session, f"/proposals/{proposal_id}", f"Awarded {raw} GPU-hours; the run is queued.",
+                lambda: award_proposal(session, actor=admin, proposal_id=proposal_id, gpu_hours=_gpu_hours(raw),
+                                       gpus_per_run=max(settings.gpus_per_run, 1)))
 
 
 # ---- runs --------------------------------------------------------------------------------------------------
@@ -240,11 +239,5 @@ def run_page(run_id: int, request: Request, user: CurrentUser, session: SessionD
 
 @router.post("/runs/{run_id}/cancel")
 def run_cancel(run_id: int, request: Request, user: CurrentUser, session: SessionDep):
-    try:
-        runs.request_cancel(session, actor=user, run_id=run_id)
-    except DomainError as exc:
-        flash(request, exc.message, "error")
-        return _redirect(f"/runs/{run_id}")
-    session.commit()
-    flash(request, "Cancellation requested.")
-    return _redirect(f"/runs/{run_id}")
+    return _act(request, session, f"/runs/{run_id}", "Cancellation requested.",
+                lambda: runs.request_cancel(session, actor=user, run_id=run_id))

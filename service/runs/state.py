@@ -37,12 +37,13 @@ def move(run: Run, target: RunState, message: str | None = None) -> None:
         raise Conflict(f"run {run.id} cannot go from {run.state} to {target}")
     now = utcnow()
     run.state = target
+    # A claim only guards the step out of `queued`; whatever the move, it is spent.
+    run.claim_token = None
+    run.claim_expires_at = None
     if target == RunState.running:
         run.started_at = run.started_at or now
         run.charged_until = now
     if target in FINAL:
         run.finished_at = now
-        run.claim_token = None
-        run.claim_expires_at = None
     if message is not None:
         run.message = message[:2000]
