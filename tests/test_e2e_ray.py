@@ -126,7 +126,7 @@ def test_cancel_and_exhausted_award_stop_runs(scheduler, lite_client, lite_sessi
             break
         time.sleep(0.5)
     answer = lite_client.post(f"/api/runs/{cancelled}/cancel", headers=pi).json()
-    assert answer["cancel_requested"], answer
+    assert answer["cancel_requested"], (answer["state"], answer["message"], answer["progress_detail"])
     started = time.monotonic()
     first = drive(scheduler, lite_engine, cancelled, timeout=120)
     second = drive(scheduler, lite_engine, starved, timeout=120)
