@@ -95,7 +95,7 @@ class Scheduler:
 
     def _submit(self, run: Run) -> None:
         run.attempt += 1
-        submission_id = f"observatory-run-{run.id}-{run.attempt}"
+        submission_id = f"observatory-run-{run.id}-{run.key}-{run.attempt}"
         request = JobRequest(
             submission_id=submission_id, entrypoint=self.entrypoint(run),
             num_cpus=0 if self.settings.gpus_per_run else self.settings.cpus_per_run,

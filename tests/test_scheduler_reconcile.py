@@ -1,4 +1,4 @@
-"""The scheduler's reconcile step against a scripted pool: lost jobs resume, failures keep their log, waiting is free."""
+"""The scheduler's reconcile step against a scripted pool: lost jobs resume, failures keep their log."""
 
 from __future__ import annotations
 
@@ -68,7 +68,8 @@ def test_a_lost_job_is_requeued_and_resubmitted_under_a_new_attempt(setup) -> No
     scheduler.reconcile()
     assert _run(engine, run_id).state == RunState.queued
     assert scheduler.dispatch() == 1
-    assert pool.submitted == [f"observatory-run-{run_id}-1", f"observatory-run-{run_id}-2"]
+    key = _run(engine, run_id).key
+    assert pool.submitted == [f"observatory-run-{run_id}-{key}-1", f"observatory-run-{run_id}-{key}-2"]
 
 
 def test_a_failed_job_keeps_its_log_and_says_why(setup) -> None:

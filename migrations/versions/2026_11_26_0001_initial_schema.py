@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 12:18:15.246050
+Create Date: 2026-11-26 12:35:46.033230
 """
 from __future__ import annotations
 
@@ -113,6 +113,7 @@ def upgrade() -> None:
     sa.Column('message', sqlmodel.sql.sqltypes.AutoString(length=2000), nullable=False),
     sa.Column('gpus', sa.Integer(), nullable=False),
     sa.Column('gpu_seconds', sa.Float(), nullable=False),
+    sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=12), nullable=False),
     sa.Column('attempt', sa.Integer(), nullable=False),
     sa.Column('submission_id', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
     sa.Column('claim_token', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),

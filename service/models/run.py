@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -35,6 +36,9 @@ class Run(SQLModel, table=True):
     message: str = Field(default="", max_length=2_000)
     gpus: int = 1
     gpu_seconds: float = 0.0
+    # Random per run: with the attempt it names the Ray job, so that a database reset against a long-lived
+    # cluster can never mistake an old job for a new run with the same id.
+    key: str = Field(default_factory=lambda: secrets.token_hex(6), max_length=12)
     attempt: int = 0
     submission_id: str | None = Field(default=None, max_length=100)
     claim_token: str | None = Field(default=None, max_length=64)
