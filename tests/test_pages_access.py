@@ -1,0 +1,69 @@
+"""The portal's pages check who is asking, like the API: sign-in first, then role, then membership."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from service.models import Role
+from tests.factories import PASSWORD, award, create_call, create_proposal, create_user
+
+
+@pytest.fixture
+def world(lite_session: Session):
+    admin, pi, other = create_user(lite_session, Role.admin), create_user(lite_session), create_user(lite_session)
+    reviewer = create_user(lite_session, Role.reviewer)
+    call = create_call(lite_session, admin)
+    _, run = award(lite_session, admin, create_proposal(lite_session, pi, call))
+    return {"admin": admin, "pi": pi, "other": other, "reviewer": reviewer}, {"call": call.id,
+                                                                                "proposal": run.proposal_id,
+                                                                                "run": run.id}
+
+
+def _as(client: TestClient, user) -> TestClient:
+    client.cookies.clear()
+    if user is not None:
+        response = client.post("/login", data={"email": user.email, "password": PASSWORD, "next": "/"},
+                               follow_redirects=False)
+        assert response.status_code == 303
+    return client
+
+
+@pytest.mark.parametrize(("method", "path", "who", "status"), [
+    ("GET", "/proposals", None, 303),
+    ("GET", "/proposals/{proposal}", None, 303),
+    ("GET", "/proposals/{proposal}", "other", 404),
+    ("GET", "/proposals/{proposal}", "reviewer", 404),
+    ("GET", "/proposals/{proposal}", "pi", 200),
+    ("GET", "/proposals/{proposal}", "admin", 200),
+    ("GET", "/runs/{run}", "other", 404),
+    ("GET", "/runs/{run}", "pi", 200),
+    ("POST", "/runs/{run}/cancel", "other", 303),  # refused with a message on the next page
+    ("GET", "/calls/new", "pi", 403),
+    ("GET", "/calls/new", "reviewer", 403),
+    ("GET", "/calls/new", "admin", 200),
+    ("GET", "/calls/{call}/propose", "admin", 403),
+    ("GET", "/calls/{call}/propose", None, 303),
+    ("GET", "/calls/{call}/propose", "pi", 200),
+    ("POST", "/proposals/{proposal}/award", "pi", 403),
+    ("GET", "/calls/{call}", None, 200),
+    ("GET", "/", None, 200),
+])
+def test_page_access(world, lite_client: TestClient, method, path, who, status) -> None:
+    people, ids = world
+    client = _as(lite_client, people[who] if who else None)
+    response = client.request(method, path.format(**ids), follow_redirects=False)
+    assert response.status_code == status, response.text[:300]
+    if status == 303 and who is None:
+        assert response.headers["location"].startswith("/login")
+
+
+def test_refused_cancel_leaves_the_run_alone(world, lite_client: TestClient, lite_session: Session) -> None:
+    from service.models import Run
+
+    people, ids = world
+    client = _as(lite_client, people["other"])
+    client.post(f"/runs/{ids['run']}/cancel")
+    lite_session.expire_all()
+    assert lite_session.get(Run, ids["run"]).state == "queued"
