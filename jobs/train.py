@@ -101,7 +101,9 @@ def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, re
         losses.append(loss.item())
         # Report every 1% of the steps, and at least every 2 seconds so that long runs still show life.
         if report and (step % report_every == 0 or step == cfg.steps or time.perf_counter() - last_report > 2):
-            progress.report(step, cfg.steps, phase="train", loss=round(losses[-1], 5))
+            per_step = (time.perf_counter() - started) / (step - first_step)
+            progress.report(step, cfg.steps, phase="train", loss=round(losses[-1], 5),
+                            eta_s=round(per_step * (cfg.steps - step)))
             last_report = time.perf_counter()
         if step % cfg.checkpoint_every == 0 and step < cfg.steps:
             _save_state(state_path, step, unet, optimizer, generator, losses)

@@ -41,6 +41,7 @@ def _serve(settings: Settings, host: str, port: int, api: bool, scheduler: bool)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # uvicorn re-raises SIGTERM after its own shutdown; turning it into an exception lets `finally` stop Ray.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     upgrade(settings.resolved_database_url)
     engine = make_engine(settings.resolved_database_url)
     pool = thread = None
@@ -125,7 +126,7 @@ def user_add(
 def demo(
     host: str = "127.0.0.1",
     port: int = 8000,
-    steps: Annotated[int, typer.Option(help="Training steps of the demo run.")] = 600,
+    steps: Annotated[int, typer.Option(help="Training steps of the demo run.")] = 900,
 ) -> None:
     """A fresh embedded observatory: a call, demo accounts, one proposal awarded and training. Then serve it."""
     from observatory.demo import ACCOUNTS, reset, seed

@@ -61,7 +61,7 @@ class RayNode:
     def pid(self) -> int:
         return self.process.pid
 
-    def stop(self, timeout: float = 30) -> None:
+    def stop(self, timeout: float = 10) -> None:
         """Signal our process group only: `ray start --block` then stops the processes it started."""
         if self.process.poll() is None:
             try:

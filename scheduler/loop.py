@@ -30,6 +30,7 @@ from service.runs.state import move
 from service.timeutil import utcnow
 
 log = logging.getLogger("observatory.scheduler")
+SUBMITTED = "submitted to the pool; waiting for a free GPU"
 
 
 @dataclass
@@ -104,7 +105,7 @@ class Scheduler:
         self.staging_dir(run).mkdir(parents=True, exist_ok=True)
         self.backend.submit(request)
         run.submission_id = submission_id
-        move(run, RunState.running, "submitted to the pool")
+        move(run, RunState.running, SUBMITTED)
         log.info("run %s submitted as %s", run.id, submission_id)
 
     # ---- reconcile ----------------------------------------------------------------------------------------
@@ -147,6 +148,8 @@ class Scheduler:
         # A finished job is charged up to the moment Ray saw it end, not up to this tick.
         runs.charge(run, min(now, snapshot.ended_at) if snapshot.ended_at else now)
         if state == JobState.running:
+            if run.message == SUBMITTED:
+                run.message = "running on the pool"
             if run.cancel_requested:
                 self.backend.stop(run.submission_id)
             elif runs.award_remaining_seconds(session, run.award_id) <= 0:

@@ -90,6 +90,8 @@ def test_call_to_downloads(scheduler, lite_client: TestClient, lite_session: Ses
     assert {f["name"]: f["sha256"] for f in manifest["files"]} == \
         {a["name"]: a["sha256"] for a in listing if a["name"] != "manifest.json"}
     assert b"@@progress" in downloaded["job.log"]
+    page = lite_client.get(f"/runs/{run_id}", headers=pi).text
+    assert f'src="/api/runs/{run_id}/artifacts/samples.png"' in page and 'id="loss-chart"' in page
 
     for headers in (outsider, {}, admin):
         assert lite_client.get(f"/api/runs/{run_id}/artifacts", headers=headers).status_code == 404

@@ -67,3 +67,11 @@ def test_refused_cancel_leaves_the_run_alone(world, lite_client: TestClient, lit
     client.post(f"/runs/{ids['run']}/cancel")
     lite_session.expire_all()
     assert lite_session.get(Run, ids["run"]).state == "queued"
+
+
+def test_loss_chart_scales_into_its_box() -> None:
+    from web.charts import loss_chart
+
+    chart = loss_chart([1.0, 0.1, 0.01], width=100, height=50, pad=0)
+    assert chart["points"] == "0.0,0.0 50.0,25.0 100.0,50.0"
+    assert loss_chart([1.0]) is None and loss_chart([float("nan"), 0.0]) is None

@@ -21,6 +21,7 @@ from service.proposals import service as proposals
 from service.proposals.schemas import ProposalCreate
 from service.runs import service as runs
 from service.timeutil import utcnow
+from web.charts import loss_chart_from_metrics
 from web.forms import plan_fields, plan_from_form
 from web.render import flash, render
 
@@ -227,11 +228,15 @@ async def proposal_award(proposal_id: int, request: Request, admin: AdminUser, s
 
 
 @router.get("/runs/{run_id}")
-def run_page(run_id: int, request: Request, user: CurrentUser, session: SessionDep):
+def run_page(run_id: int, request: Request, user: CurrentUser, session: SessionDep, settings: SettingsDep):
     run = runs.get_visible(session, actor=user, run_id=run_id)
     proposal = session.get(Proposal, run.proposal_id)
+    artifacts = _artifacts_if_allowed(session, user, run.id)
+    metrics = next((a for a in artifacts if a.name == "metrics.json"), None)
+    chart = loss_chart_from_metrics(archive.object_path(settings.resolved_archive_dir, metrics.sha256)) \
+        if metrics else None
     return render(request, "run.html", {
-        "run": run, "proposal": proposal, "artifacts": _artifacts_if_allowed(session, user, run.id),
+        "run": run, "proposal": proposal, "artifacts": artifacts, "loss_chart": chart,
         "exclusive_until": archive.exclusive_until(session, run.id), "now": utcnow(),
         "can_cancel": user.role == Role.admin or proposal.pi_id == user.id,
     })

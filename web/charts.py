@@ -1,0 +1,33 @@
+"""Small inline SVG charts for the portal, so a run's loss can be seen rather than read."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+def loss_chart(values: list[float], width: int = 360, height: int = 120, pad: int = 6) -> dict[str, Any] | None:
+    """Polyline points for a loss curve on a log scale, with its first and last values; None if too short."""
+    finite = [v for v in values if isinstance(v, int | float) and v > 0 and math.isfinite(v)]
+    if len(finite) < 2:
+        return None
+    logs = [math.log10(v) for v in finite]
+    low, high = min(logs), max(logs)
+    span = (high - low) or 1.0
+    step = (width - 2 * pad) / (len(logs) - 1)
+    points = " ".join(
+        f"{pad + i * step:.1f},{pad + (high - value) / span * (height - 2 * pad):.1f}" for i, value in enumerate(logs)
+    )
+    return {"points": points, "width": width, "height": height, "first": finite[0], "last": finite[-1],
+            "low": 10**low, "high": 10**high}
+
+
+def loss_chart_from_metrics(path: Path) -> dict[str, Any] | None:
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    curve = metrics.get("loss_curve") if isinstance(metrics, dict) else None
+    return loss_chart(curve) if isinstance(curve, list) else None
