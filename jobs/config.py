@@ -26,17 +26,18 @@ class TrainConfig(_Plan):
     )
     resolution: int = Field(16, ge=8, le=64, description="Side of the square training images, in pixels.")
     block_out_channels: list[Annotated[int, Field(ge=8, le=512)]] = Field(
-        default_factory=lambda: [32, 64, 64], min_length=2, max_length=4
+        default_factory=lambda: [32, 64, 64], min_length=2, max_length=4,
+        description="Channels of each UNet block; each halves the resolution after the first.",
     )
-    layers_per_block: int = Field(1, ge=1, le=3)
-    steps: int = Field(600, ge=1, le=200_000)
-    batch_size: int = Field(64, ge=1, le=1024)
-    learning_rate: float = Field(1e-3, gt=0, le=1)
-    num_train_timesteps: int = Field(1000, ge=10, le=4000)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    layers_per_block: int = Field(1, ge=1, le=3, description="ResNet layers in each UNet block.")
+    steps: int = Field(600, ge=1, le=200_000, description="Optimizer steps; about 3 a second on two CPU cores.")
+    batch_size: int = Field(64, ge=1, le=1024, description="Images per step (drawn with replacement).")
+    learning_rate: float = Field(1e-3, gt=0, le=1, description="AdamW learning rate.")
+    num_train_timesteps: int = Field(1000, ge=10, le=4000, description="Length of the DDPM noise schedule.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds batches, noise and samples: same seed, same run.")
     checkpoint_every: int = Field(200, ge=1, description="Steps between resumable checkpoints.")
-    sample_count: int = Field(16, ge=1, le=64)
-    sample_inference_steps: int = Field(100, ge=1, le=4000)
+    sample_count: int = Field(16, ge=1, le=64, description="Images in the sample grid drawn at the end.")
+    sample_inference_steps: int = Field(100, ge=1, le=4000, description="Denoising steps per sample.")
 
     @model_validator(mode="after")
     def _resolution_fits_unet(self) -> TrainConfig:
