@@ -22,6 +22,7 @@ from sqlmodel import Session, select
 from jobs.progress import latest
 from scheduler.policy import QueuedRun, decide
 from scheduler.ray_backend import JobRequest, JobState, RayBackend
+from service.allocations.usage import remaining_gpu_seconds
 from service.archive import service as archive
 from service.config import Settings
 from service.models import Run, RunState
@@ -70,7 +71,7 @@ class Scheduler:
             _, claimed = runs.claim_queued(session, limit=8, ttl_s=self.settings.claim_ttl_s)
             if not claimed:
                 return 0
-            remaining = {r.award_id: runs.award_remaining_seconds(session, r.award_id) for r in claimed}
+            remaining = {r.award_id: remaining_gpu_seconds(session, r.award_id) for r in claimed}
             decision = decide([QueuedRun(r.id, r.award_id, r.gpus) for r in claimed], remaining, None)
             by_id = {r.id: r for r in claimed}
             for run_id, reason in decision.refuse.items():
@@ -152,7 +153,7 @@ class Scheduler:
                 run.message = "running on the pool"
             if run.cancel_requested:
                 self.backend.stop(run.submission_id)
-            elif runs.award_remaining_seconds(session, run.award_id) <= 0:
+            elif remaining_gpu_seconds(session, run.award_id) <= 0:
                 self.backend.stop(run.submission_id)
                 run.message = "stopping: the award's GPU-hours are used up"
             return 0

@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     archive_dir: Path | None = None
     secret_key: str | None = None
-    base_url: str = "http://127.0.0.1:8000"
+    base_url: str = "http://127.0.0.1:8000"  # https://… marks the session cookie Secure
 
     # Ray: "local" starts a private single-node cluster under var/ray; anything else is a
     # head node's GCS address (host:port) that the scheduler joins as a client.

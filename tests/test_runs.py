@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlmodel import Session
 
+from service.allocations.usage import remaining_gpu_seconds
 from service.errors import Conflict, Forbidden
 from service.models import Role, Run, RunState
 from service.runs import service as runs
@@ -60,7 +61,7 @@ def test_charge_advances_a_watermark(session: Session, queued_run) -> None:
     assert run.gpu_seconds == pytest.approx(15)
     session.add(run)
     session.commit()
-    assert runs.award_remaining_seconds(session, run.award_id) == pytest.approx(3600 - 15)
+    assert remaining_gpu_seconds(session, run.award_id) == pytest.approx(3600 - 15)
 
 
 def test_cancel_rules(session: Session, queued_run) -> None:

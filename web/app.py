@@ -31,7 +31,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine or get_engine()
     app.state.oauth = make_oauth(settings)
     app.add_middleware(SessionMiddleware, secret_key=settings.resolved_secret_key(), same_site="lax",
-                       session_cookie="observatory_session", max_age=14 * 24 * 3600)
+                       session_cookie="observatory_session", max_age=14 * 24 * 3600,
+                       https_only=settings.base_url.startswith("https://"))
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError):

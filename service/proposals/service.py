@@ -11,10 +11,11 @@ from typing import Any
 from sqlmodel import Session, select
 
 from jobs.config import JobPlanError, SampleConfig, TrainConfig, parse_job_plan
+from service.allocations.usage import used_gpu_seconds
 from service.archive import service as archive
 from service.calls.service import get_call, is_open
 from service.errors import Conflict, Forbidden, Invalid, NotFound
-from service.models import Award, Call, MemberRole, Proposal, ProposalMember, ProposalState, Role, Run, User
+from service.models import Award, Call, MemberRole, Proposal, ProposalMember, ProposalState, Role, User
 from service.proposals.schemas import (
     AwardPublic,
     MemberPublic,
@@ -154,10 +155,6 @@ def list_visible(session: Session, *, actor: User) -> list[Proposal]:
     return list(session.exec(query.order_by(Proposal.id.desc())))
 
 
-def used_gpu_hours(session: Session, award_id: int) -> float:
-    return sum(run.gpu_seconds for run in session.exec(select(Run).where(Run.award_id == award_id))) / 3600
-
-
 def to_public(session: Session, proposal: Proposal) -> ProposalPublic:
     rows = session.exec(select(ProposalMember, User).join(User).where(ProposalMember.proposal_id == proposal.id))
     members = [MemberPublic(user_id=u.id, name=u.name, email=u.email, role=m.role) for m, u in rows]
@@ -166,5 +163,5 @@ def to_public(session: Session, proposal: Proposal) -> ProposalPublic:
     if award:
         award_public = AwardPublic(id=award.id, gpu_hours=award.gpu_hours, awarded_at=award.awarded_at,
                                    exclusive_until=award.exclusive_until,
-                                   used_gpu_hours=used_gpu_hours(session, award.id))
+                                   used_gpu_hours=used_gpu_seconds(session, award.id) / 3600)
     return ProposalPublic(**proposal.model_dump(), members=members, award=award_public)

@@ -99,9 +99,3 @@ def charge(run: Run, now: datetime | None = None) -> float:
     run.gpu_seconds += seconds
     run.charged_until = now
     return seconds
-
-
-def award_remaining_seconds(session: Session, award_id: int) -> float:
-    award = session.get(Award, award_id)
-    used = sum(r.gpu_seconds for r in session.exec(select(Run).where(Run.award_id == award_id)))
-    return award.gpu_hours * 3600 - used
