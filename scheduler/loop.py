@@ -26,6 +26,8 @@ from service.allocations.usage import remaining_gpu_seconds
 from service.archive import service as archive
 from service.config import Settings
 from service.models import Run, RunState
+from service.pool.schemas import NodeSeen
+from service.pool.service import record_nodes
 from service.runs import service as runs
 from service.runs.state import move
 from service.timeutil import utcnow
@@ -46,6 +48,7 @@ class Scheduler:
         self.settings = settings
         self.backend = backend
         self.archive_dir = settings.resolved_archive_dir
+        self._ticks = 0
 
     # ---- dispatch -----------------------------------------------------------------------------------------
 
@@ -189,8 +192,30 @@ class Scheduler:
 
     # ---- the loop -----------------------------------------------------------------------------------------
 
+    # ---- nodes -------------------------------------------------------------------------------------------
+
+    def watch_nodes(self) -> int:
+        """Record the pool as Ray sees it; returns the number of nodes alive."""
+        seen = [
+            NodeSeen(node_id=n["node_id"], address=n.get("node_ip", ""), is_head=bool(n.get("is_head_node")),
+                     alive=n.get("state") == "ALIVE", resources=n.get("resources_total") or {},
+                     labels=n.get("labels") or {})
+            for n in self.backend.nodes()
+        ]
+        with Session(self.engine) as session:
+            record_nodes(session, seen)
+            session.commit()
+        return sum(node.alive for node in seen)
+
     def tick(self) -> TickReport:
-        return TickReport(dispatched=self.dispatch(), finished=self.reconcile())
+        report = TickReport(dispatched=self.dispatch(), finished=self.reconcile())
+        self._ticks += 1
+        if self._ticks % 5 == 1:
+            try:
+                self.watch_nodes()
+            except Exception:
+                log.exception("reading the pool's nodes failed")
+        return report
 
     def run_forever(self, stop: threading.Event) -> None:
         log.info("scheduler started")

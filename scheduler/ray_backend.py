@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
+import httpx
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 
@@ -36,8 +38,9 @@ class JobSnapshot:
 
 class RayBackend:
     def __init__(self, dashboard_url: str, token: str | None) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else None
-        self.client = JobSubmissionClient(dashboard_url, headers=headers)
+        self.dashboard_url = dashboard_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = JobSubmissionClient(dashboard_url, headers=self.headers or None)
 
     def submit(self, request: JobRequest) -> str:
         """Submit once: a second submission of the same id finds the first instead of starting another."""
@@ -69,6 +72,13 @@ class RayBackend:
 
     def logs(self, submission_id: str) -> str:
         return self.client.get_job_logs(submission_id)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The cluster's nodes from Ray's state API: id, address, head or not, state, resources, labels."""
+        response = httpx.get(f"{self.dashboard_url}/api/v0/nodes", params={"limit": 10_000, "detail": 1},
+                             headers=self.headers, timeout=10)
+        response.raise_for_status()
+        return response.json()["data"]["result"]["result"]
 
     def stop(self, submission_id: str) -> None:
         self.client.stop_job(submission_id)

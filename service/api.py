@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from jobs.config import job_plan_schema
 from service.auth.api import router as auth_router
 from service.calls.api import router as calls_router
+from service.pool.api import router as pool_router
 from service.proposals.api import router as proposals_router
 from service.runs.api import router as runs_router
 
@@ -15,6 +16,7 @@ router.include_router(auth_router)
 router.include_router(calls_router)
 router.include_router(proposals_router)
 router.include_router(runs_router)
+router.include_router(pool_router)
 
 
 @router.get("/job-plans/schema", tags=["proposals"])

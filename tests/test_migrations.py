@@ -11,7 +11,7 @@ import service.models  # noqa: F401
 from service.db import make_engine
 from service.migrations import current_head, downgrade, upgrade
 
-TABLES = {"users", "api_tokens", "calls", "proposals", "proposal_members", "awards", "runs", "artifacts"}
+TABLES = {"users", "api_tokens", "calls", "proposals", "proposal_members", "awards", "runs", "artifacts", "pool_nodes"}
 
 
 def test_upgrade_downgrade_upgrade(db_url: str) -> None:

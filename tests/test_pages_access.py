@@ -43,6 +43,8 @@ def _as(client: TestClient, user) -> TestClient:
     ("GET", "/calls/new", "pi", 403),
     ("GET", "/calls/new", "reviewer", 403),
     ("GET", "/calls/new", "admin", 200),
+    ("GET", "/pool", "pi", 403),
+    ("GET", "/pool", "admin", 200),
     ("GET", "/calls/{call}/propose", "admin", 403),
     ("GET", "/calls/{call}/propose", None, 303),
     ("GET", "/calls/{call}/propose", "pi", 200),

@@ -43,6 +43,8 @@ CASES = [
          {"title": "t", "abstract": "a", "justification": "j", "requested_gpu_hours": 1,
           "job_plan": {"kind": "train"}, "submit": True}),
     Case("GET", "/api/proposals", {"anonymous": 401}, "other"),
+    Case("GET", "/api/pool", {"anonymous": 401}, "reviewer"),
+    Case("GET", "/api/pool/nodes", {"anonymous": 401, "other": 403, "reviewer": 403, "pi": 403}, "admin"),
     Case("GET", "/api/proposals/{proposal_id}", {"anonymous": 401, "other": 404, "reviewer": 404}, "admin"),
     Case("GET", "/api/proposals/{draft_id}", {"anonymous": 401, "other": 404, "admin": 404}, "pi"),
     Case("PATCH", "/api/proposals/{proposal_id}", {"anonymous": 401, "other": 404, "admin": 404}, "",

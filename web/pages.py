@@ -17,6 +17,7 @@ from service.calls.schemas import CallCreate
 from service.deps import AdminUser, CurrentUser, OptionalUser, ResearcherUser, SessionDep, SettingsDep
 from service.errors import DomainError, Invalid
 from service.models import Proposal, Role, User
+from service.pool import service as pool
 from service.proposals import service as proposals
 from service.proposals.schemas import ProposalCreate
 from service.runs import service as runs
@@ -48,8 +49,13 @@ def home(request: Request, session: SessionDep, user: OptionalUser):
     mine = proposals.list_visible(session, actor=user) if user else []
     return render(request, "home.html", {
         "calls": [calls.to_public(session, c) for c in calls.list_calls(session)],
-        "proposals": mine,
+        "proposals": mine, "pool": pool.summary(session) if user else None,
     })
+
+
+@router.get("/pool")
+def pool_page(request: Request, admin: AdminUser, session: SessionDep):
+    return render(request, "pool.html", {"nodes": pool.list_nodes(session), "summary": pool.summary(session)})
 
 
 @router.get("/login")

@@ -1,6 +1,7 @@
 """Every table, re-exported so that Alembic and the tests see the whole metadata."""
 
 from service.models.call import Call
+from service.models.pool import PoolNode
 from service.models.proposal import Award, MemberRole, Proposal, ProposalMember, ProposalState
 from service.models.run import Artifact, Run, RunState
 from service.models.user import ApiToken, Role, User
@@ -11,6 +12,7 @@ __all__ = [
     "Award",
     "Call",
     "MemberRole",
+    "PoolNode",
     "Proposal",
     "ProposalMember",
     "ProposalState",
