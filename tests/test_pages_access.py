@@ -77,3 +77,25 @@ def test_loss_chart_scales_into_its_box() -> None:
     chart = loss_chart([1.0, 0.1, 0.01], width=100, height=50, pad=0)
     assert chart["points"] == "0.0,0.0 50.0,25.0 100.0,50.0"
     assert loss_chart([1.0]) is None and loss_chart([float("nan"), 0.0]) is None
+
+
+def test_portal_forms_open_a_call_and_sign_up(world, lite_client: TestClient) -> None:
+    people, _ = world
+    client = _as(lite_client, people["admin"])
+    bad = client.post("/calls/new", data={"title": "Cycle 2", "opens_at": "2026-12-01T00:00",
+                                          "closes_at": "2026-11-01T00:00", "capacity_gpu_hours": "10",
+                                          "exclusive_months": "6"})
+    assert bad.status_code == 422 and "closes_at must be after opens_at" in bad.text
+    made = client.post("/calls/new", data={"title": "Cycle 2", "opens_at": "2026-11-01T00:00",
+                                           "closes_at": "2036-11-01T00:00", "capacity_gpu_hours": "10",
+                                           "exclusive_months": "6"}, follow_redirects=False)
+    assert made.status_code == 303
+    page = client.get(made.headers["location"]).text
+    assert "Cycle 2" in page and "6 months after the award" in page
+
+    client = _as(lite_client, None)
+    short = client.post("/signup", data={"name": "N", "email": "n@example.org", "password": "short"})
+    assert short.status_code == 422 and "at least 8 characters" in short.text
+    joined = client.post("/signup", data={"name": "N", "email": "n@example.org", "password": "long enough"},
+                         follow_redirects=False)
+    assert joined.status_code == 303 and client.get("/api/me").json()["role"] == "researcher"
