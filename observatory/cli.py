@@ -128,15 +128,16 @@ def demo(
     port: int = 8000,
     steps: Annotated[int, typer.Option(help="Training steps of the demo run.")] = 900,
 ) -> None:
-    """A fresh embedded observatory: a call, demo accounts, one proposal awarded and training. Then serve it."""
-    from observatory.demo import ACCOUNTS, reset, seed
+    """A fresh embedded observatory under var/demo/: a call, demo accounts, one proposal awarded and training."""
+    from observatory.demo import ACCOUNTS, demo_settings, reset, seed
 
-    settings = get_settings()
+    settings = demo_settings(get_settings())
     reset(settings)
     proposal_id = seed(settings, steps)
     url = f"http://{host}:{port}"
     console.print(f"\n[bold]Commons Observatory demo[/bold] at [link={url}]{url}[/link]")
     console.print(f"The awarded proposal: {url}/proposals/{proposal_id}; its run trains {steps} steps.")
+    console.print(f"Its data lives in {settings.var_dir} (reset at every `observatory demo`).")
     for email, _name, role, password in ACCOUNTS:
         console.print(f"  {role:<10} {email:<34} password: {password}")
     console.print("Ctrl-C stops it.\n")

@@ -26,9 +26,17 @@ ACCOUNTS = [
 ]
 
 
+def demo_settings(settings: Settings) -> Settings:
+    """The demo's own embedded observatory under var/demo/: it never touches a configured database or archive."""
+    return settings.model_copy(update={"var_dir": settings.var_dir / "demo", "database_url": None,
+                                       "archive_dir": None, "ray_address": "local"})
+
+
 def reset(settings: Settings) -> None:
-    """Remove the embedded database, archive and Ray files, so the demo starts fresh."""
-    for path in (settings.var_dir / "observatory.db", settings.resolved_archive_dir, settings.ray_dir / "t"):
+    """Remove the demo's database, archive and Ray files, so the demo starts fresh."""
+    if not settings.var_dir.name == "demo":
+        raise ValueError(f"refusing to reset {settings.var_dir}: only a demo folder is reset")
+    for path in (settings.var_dir / "observatory.db", settings.resolved_archive_dir, settings.ray_temp_dir):
         if path.is_dir():
             shutil.rmtree(path)
         else:

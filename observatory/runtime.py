@@ -31,9 +31,8 @@ def open_pool(settings: Settings) -> Pool:
     token = ray_token(settings)
     if settings.ray_address != "local":
         return Pool(RayBackend(settings.ray_address, token))
-    # Ray's socket paths must stay short, so its session files live in a short folder under var/.
     head = start_head(base_port=settings.ray_port, dashboard_port=settings.ray_dashboard_port,
-                      temp_dir=settings.ray_dir / "t", token=token, num_cpus=settings.ray_num_cpus)
+                      temp_dir=settings.ray_temp_dir, token=token, num_cpus=settings.ray_num_cpus)
     return Pool(RayBackend(head.dashboard_url, token), head)
 
 

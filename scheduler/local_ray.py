@@ -111,7 +111,7 @@ def start_head(*, base_port: int, dashboard_port: int, temp_dir: Path, token: st
         args += ["--num-cpus", str(num_cpus)]
     if num_gpus is not None:
         args += ["--num-gpus", str(num_gpus)]
-    log_path = temp_dir.parent / f"head-{base_port}.log"
+    log_path = temp_dir / f"head-{base_port}.log"
     node = RayNode(_spawn(args, token, log_path), temp_dir, log_path, f"127.0.0.1:{base_port}",
                    f"http://127.0.0.1:{dashboard_port}", token)
     deadline = time.monotonic() + timeout

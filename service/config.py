@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -57,6 +59,12 @@ class Settings(BaseSettings):
     @property
     def ray_dir(self) -> Path:
         return self.var_dir / "ray"
+
+    @property
+    def ray_temp_dir(self) -> Path:
+        """Ray's session files: a short path under /tmp (its socket paths must stay under 107 characters)."""
+        tag = hashlib.sha1(str(self.var_dir.resolve()).encode()).hexdigest()[:10]
+        return Path(tempfile.gettempdir()) / f"observatory-ray-{tag}"
 
     @property
     def oidc_enabled(self) -> bool:

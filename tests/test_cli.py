@@ -45,3 +45,23 @@ def test_db_upgrade_and_user_add(embedded) -> None:
 def test_serve_needs_something_to_run(embedded) -> None:
     result = CliRunner().invoke(app, ["serve", "--no-api", "--no-scheduler"])
     assert result.exit_code == 2 and "nothing to run" in result.output
+
+
+def test_demo_keeps_to_its_own_folder(embedded, monkeypatch) -> None:
+    from observatory.demo import demo_settings, reset, seed
+    from service.config import Settings
+
+    configured = Settings(var_dir=embedded, database_url="postgresql://elsewhere/prod", archive_dir="/srv/archive")
+    settings = demo_settings(configured)
+    assert settings.var_dir == embedded / "demo" and settings.database_url is None
+    assert settings.resolved_archive_dir == embedded / "demo" / "archive"
+    with pytest.raises(ValueError, match="only a demo folder"):
+        reset(configured)
+    reset(settings)
+    proposal_id = seed(settings, steps=5)
+    engine = make_engine(settings.resolved_database_url)
+    with Session(engine) as session:
+        assert {u.role for u in session.exec(select(User))} == {Role.admin, Role.researcher, Role.reviewer}
+    engine.dispose()
+    reset(settings)
+    assert proposal_id == 1 and not (embedded / "demo" / "observatory.db").exists()
