@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from typing import Annotated
 
 import typer
@@ -30,7 +31,7 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _serve(settings: Settings, host: str, port: int, api: bool, scheduler: bool) -> None:
+def _serve(settings: Settings, host: str, port: int, api: bool, scheduler: bool, watch: int | None = None) -> None:
     import uvicorn
 
     from observatory.runtime import open_pool, start_scheduler
@@ -51,8 +52,17 @@ def _serve(settings: Settings, host: str, port: int, api: bool, scheduler: bool)
                 pool = open_pool(settings)
             console.print(f"Ray pool ready ({'local head' if pool.head else settings.ray_address})")
             thread = start_scheduler(engine, settings, pool)
+        if watch is not None:
+            # The demo shows its run in the terminal; request logs would scroll it away.
+            from observatory.watch import watch_run
+
+            logging.getLogger("observatory.scheduler").setLevel(logging.WARNING)
+            watcher = threading.Thread(target=watch_run, daemon=True,
+                                       args=(engine, watch, console, thread.stop_event, f"http://{host}:{port}"))
+            watcher.start()
         if api:
-            uvicorn.run(create_app(settings, engine), host=host, port=port, log_level="info")
+            uvicorn.run(create_app(settings, engine), host=host, port=port,
+                        log_level="warning" if watch is not None else "info")
         elif thread is not None:
             thread.stop_event.wait()
     except KeyboardInterrupt:
@@ -133,7 +143,7 @@ def demo(
 
     settings = demo_settings(get_settings())
     reset(settings)
-    proposal_id = seed(settings, steps)
+    proposal_id, run_id = seed(settings, steps)
     url = f"http://{host}:{port}"
     console.print(f"\n[bold]Commons Observatory demo[/bold] at [link={url}]{url}[/link]")
     console.print(f"The awarded proposal: {url}/proposals/{proposal_id}; its run trains {steps} steps.")
@@ -141,7 +151,7 @@ def demo(
     for email, _name, role, password in ACCOUNTS:
         console.print(f"  {role:<10} {email:<34} password: {password}")
     console.print("Ctrl-C stops it.\n")
-    _serve(settings, host, port, api=True, scheduler=True)
+    _serve(settings, host, port, api=True, scheduler=True, watch=run_id)
 
 
 if __name__ == "__main__":

@@ -45,8 +45,8 @@ def reset(settings: Settings) -> None:
         (settings.var_dir / f"observatory.db{suffix}").unlink(missing_ok=True)
 
 
-def seed(settings: Settings, steps: int) -> int:
-    """Accounts, an open call and an awarded training proposal; returns the proposal id."""
+def seed(settings: Settings, steps: int) -> tuple[int, int]:
+    """Accounts, an open call and an awarded training proposal; returns the proposal's and its run's ids."""
     upgrade(settings.resolved_database_url)
     engine = make_engine(settings.resolved_database_url)
     with Session(engine, expire_on_commit=False) as session:
@@ -63,8 +63,8 @@ def seed(settings: Settings, steps: int) -> int:
             justification="A first look at memorisation: with so few images, samples should resemble them closely.",
             requested_gpu_hours=1.0, job_plan={"kind": "train", "steps": steps}, submit=True,
         ))
-        award_proposal(session, actor=admin, proposal_id=proposal.id, gpu_hours=1.0,
-                       gpus_per_run=max(settings.gpus_per_run, 1))
+        _, run = award_proposal(session, actor=admin, proposal_id=proposal.id, gpu_hours=1.0,
+                                gpus_per_run=max(settings.gpus_per_run, 1))
         session.commit()
     engine.dispose()
-    return proposal.id
+    return proposal.id, run.id

@@ -58,10 +58,10 @@ def test_demo_keeps_to_its_own_folder(embedded, monkeypatch) -> None:
     with pytest.raises(ValueError, match="only a demo folder"):
         reset(configured)
     reset(settings)
-    proposal_id = seed(settings, steps=5)
+    proposal_id, run_id = seed(settings, steps=5)
     engine = make_engine(settings.resolved_database_url)
     with Session(engine) as session:
         assert {u.role for u in session.exec(select(User))} == {Role.admin, Role.researcher, Role.reviewer}
     engine.dispose()
     reset(settings)
-    assert proposal_id == 1 and not (embedded / "demo" / "observatory.db").exists()
+    assert (proposal_id, run_id) == (1, 1) and not (embedded / "demo" / "observatory.db").exists()
