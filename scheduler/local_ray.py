@@ -6,6 +6,7 @@ own process group, and stopping it signals that group only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -61,25 +62,66 @@ class RayNode:
     def pid(self) -> int:
         return self.process.pid
 
-    def stop(self, timeout: float = 10) -> None:
-        """Signal our process group only: `ray start --block` then stops the processes it started."""
+    def stop(self, timeout: float = 3) -> None:
+        """Ask our `ray start --block` to shut its node down, then kill whatever of ours is left."""
+        ours = descendants(self.process.pid)
         if self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)
                 self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-            except ProcessLookupError:
+            except (subprocess.TimeoutExpired, ProcessLookupError):
                 pass
-        # Workers that outlived the head are still in our group; nothing outside it is touched.
+        self.kill(ours)
+
+    def kill(self, known: set[int] | None = None) -> None:
+        """SIGKILL our process group and every process descended from our `ray start`, as a crash would.
+
+        Ray starts each job's entrypoint in a session of its own, so the group alone would leave jobs
+        running; they are found by descent from the PID we started. Nothing else on the host is touched.
+        """
+        targets = (known or set()) | descendants(self.process.pid)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)
+            for pid in list(targets):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    targets.discard(pid)
+            targets = {pid for pid in targets if _running(pid)}
+            if not targets:
+                break
+            time.sleep(0.1)
+        if self.process.poll() is None:
+            self.process.wait(timeout=10)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process descended from `root`, found through /proc (empty where there is no /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: set[int] = set()
+    frontier = [root]
+    while frontier:
+        for child in children.get(frontier.pop(), []):
+            if child not in found:
+                found.add(child)
+                frontier.append(child)
+    return found
 
 
 def _die_with_parent() -> None:
