@@ -117,7 +117,25 @@ def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, re
 # ---- main --------------------------------------------------------------------------------------------------
 
 
+OUTPUTS = ("checkpoint.pt", "samples.png", "training_images.png", "metrics.json", "attribution.json")
+
+
+def _already_done(cfg: TrainConfig, output: Path) -> TrainResult | None:
+    """A rerun after the pool lost a finished job: the outputs are complete, so nothing is trained twice."""
+    if not all((output / name).exists() for name in OUTPUTS) or (output / "state.pt").exists():
+        return None
+    metrics = json.loads((output / "metrics.json").read_text())
+    if metrics.get("config") != cfg.model_dump(mode="json"):
+        return None
+    return TrainResult(0, metrics["final_loss"], metrics["seconds_per_step"])
+
+
 def main(cfg: TrainConfig, output: Path) -> TrainResult:
+    done = _already_done(cfg, output)
+    if done is not None:
+        progress.report(cfg.steps, cfg.steps, phase="done")
+        print("outputs already complete; nothing to do", flush=True)
+        return done
     device = pick_device()
     print(f"training on {device}: {cfg.model_dump_json()}", flush=True)
     unet, noise_scheduler, data, losses, result = train(cfg, output, device)
@@ -139,10 +157,12 @@ def main(cfg: TrainConfig, output: Path) -> TrainResult:
         "device": str(device), "parameters": sum(p.numel() for p in unet.parameters()),
         "steps": cfg.steps, "final_loss": result.final_loss, "seconds_per_step": result.seconds_per_step,
         "loss_curve": losses[:: max(1, len(losses) // 200)], "dataset_digest": data.digest,
+        "config": cfg.model_dump(mode="json"),
     }
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (output / "attribution.json").write_text(json.dumps(
         {"dataset": data.name, "digest": data.digest, "images": data.entries}, indent=2, ensure_ascii=False))
+    # The resume state goes last: outputs count as complete only once it is gone.
     (output / "state.pt").unlink(missing_ok=True)
     print(f"done: {cfg.steps} steps, final loss {result.final_loss:.4f}", flush=True)
     return result

@@ -46,6 +46,18 @@ def test_resume_is_exact(tmp_path: Path) -> None:
         assert torch.equal(value, resumed.state_dict()[key]), key
 
 
+def test_a_rerun_of_a_finished_job_trains_nothing(tmp_path: Path, capsys) -> None:
+    cfg = TrainConfig.model_validate(TINY_TRAIN)
+    train_main(cfg, tmp_path)
+    before = (tmp_path / "checkpoint.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    train_main(cfg, tmp_path)
+    assert "nothing to do" in capsys.readouterr().out
+    assert (tmp_path / "checkpoint.pt").stat().st_mtime_ns == before
+    train_main(cfg.model_copy(update={"seed": 1}), tmp_path)  # another plan in the same folder does train
+    assert (tmp_path / "checkpoint.pt").stat().st_mtime_ns != before
+
+
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
     cfg = TrainConfig.model_validate(TINY_TRAIN)
     train_main(cfg, tmp_path)
