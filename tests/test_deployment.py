@@ -28,5 +28,6 @@ def test_compose_file_is_valid_and_has_every_role() -> None:
 
 
 def test_compose_refuses_to_run_without_secrets() -> None:
-    result = _config("-q", env={"PATH": "/usr/bin:/bin"})
-    assert result.returncode != 0 and "OBSERVATORY_SECRET_KEY" in result.stderr
+    for missing in ("RAY_AUTH_TOKEN", "OBSERVATORY_SECRET_KEY"):
+        result = _config("-q", env={k: v for k, v in ENV.items() if k != missing})
+        assert result.returncode != 0 and f"set {missing}" in result.stderr
