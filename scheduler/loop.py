@@ -99,8 +99,10 @@ class Scheduler:
             return dispatched
 
     def _submit(self, run: Run) -> None:
-        run.attempt += 1
-        submission_id = f"observatory-run-{run.id}-{run.key}-{run.attempt}"
+        # The attempt is kept only once Ray has the job: a submission that failed half-way is retried under the
+        # same id, which Ray recognises, so it can never start twice.
+        attempt = run.attempt + 1
+        submission_id = f"observatory-run-{run.id}-{run.key}-{attempt}"
         request = JobRequest(
             submission_id=submission_id, entrypoint=self.entrypoint(run),
             num_cpus=0 if self.settings.gpus_per_run else self.settings.cpus_per_run,
@@ -108,7 +110,7 @@ class Scheduler:
         )
         self.staging_dir(run).mkdir(parents=True, exist_ok=True)
         self.backend.submit(request)
-        run.submission_id = submission_id
+        run.attempt, run.submission_id = attempt, submission_id
         move(run, RunState.running, SUBMITTED)
         log.info("run %s submitted as %s", run.id, submission_id)
 

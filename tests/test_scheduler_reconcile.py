@@ -99,3 +99,22 @@ def test_a_finished_job_is_charged_up_to_its_end(setup) -> None:
     scheduler.reconcile()
     run = _run(engine, run_id)
     assert run.state == RunState.cancelled and run.gpu_seconds == pytest.approx(7, abs=0.5)
+
+
+def test_a_failed_submission_is_retried_under_the_same_id(lite_engine, lite_session, lite_settings) -> None:
+    admin = create_user(lite_session, Role.admin)
+    _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
+                                                        create_call(lite_session, admin)))
+
+    class FlakyPool(ScriptedPool):
+        def submit(self, request: JobRequest) -> str:
+            self.submitted.append(request.submission_id)
+            if len(self.submitted) == 1:
+                raise ConnectionError("the head did not answer")  # it may still have taken the job
+            return super().submit(request)
+
+    pool = FlakyPool()
+    scheduler = Scheduler(lite_engine, lite_settings, pool)
+    assert scheduler.dispatch() == 0 and _run(lite_engine, run.id).state == RunState.queued
+    assert scheduler.dispatch() == 1
+    assert pool.submitted[0] == pool.submitted[1] and _run(lite_engine, run.id).attempt == 1
