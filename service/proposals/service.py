@@ -39,13 +39,17 @@ def validate_job_plan(session: Session, actor: User, plan: dict[str, Any]) -> Tr
     return parsed
 
 
+def _check_capacity(call: Call, requested_gpu_hours: float) -> None:
+    if requested_gpu_hours > call.capacity_gpu_hours:
+        raise Invalid(f"requested {requested_gpu_hours:g} GPU-hours exceeds the call's capacity of "
+                      f"{call.capacity_gpu_hours:g}")
+
+
 def _check_submittable(session: Session, call: Call, requested_gpu_hours: float) -> None:
     if not is_open(call):
         raise Conflict(f"the call '{call.title}' is not open (it runs {call.opens_at:%Y-%m-%d %H:%M} to "
                        f"{call.closes_at:%Y-%m-%d %H:%M} UTC)")
-    if requested_gpu_hours > call.capacity_gpu_hours:
-        raise Invalid(f"requested {requested_gpu_hours:g} GPU-hours exceeds the call's capacity of "
-                      f"{call.capacity_gpu_hours:g}")
+    _check_capacity(call, requested_gpu_hours)
 
 
 def create_proposal(session: Session, *, actor: User, call_id: int, data: ProposalCreate) -> Proposal:
@@ -55,9 +59,8 @@ def create_proposal(session: Session, *, actor: User, call_id: int, data: Propos
     plan = validate_job_plan(session, actor, data.job_plan)
     if data.submit:
         _check_submittable(session, call, data.requested_gpu_hours)
-    elif data.requested_gpu_hours > call.capacity_gpu_hours:
-        raise Invalid(f"requested {data.requested_gpu_hours:g} GPU-hours exceeds the call's capacity of "
-                      f"{call.capacity_gpu_hours:g}")
+    else:
+        _check_capacity(call, data.requested_gpu_hours)
     now = utcnow()
     proposal = Proposal(
         call_id=call.id, pi_id=actor.id, title=data.title.strip(), abstract=data.abstract,
@@ -106,9 +109,8 @@ def update_proposal(session: Session, *, actor: User, proposal_id: int, data: Pr
         plan = validate_job_plan(session, actor, changes["job_plan"])
         changes["job_plan"], changes["job_kind"] = plan.model_dump(mode="json"), plan.kind
     call = get_call(session, proposal.call_id)
-    if changes.get("requested_gpu_hours", 0) > call.capacity_gpu_hours:
-        raise Invalid(f"requested {changes['requested_gpu_hours']:g} GPU-hours exceeds the call's capacity "
-                      f"of {call.capacity_gpu_hours:g}")
+    if "requested_gpu_hours" in changes:
+        _check_capacity(call, changes["requested_gpu_hours"])
     for field, value in changes.items():
         setattr(proposal, field, value)
     proposal.updated_at = utcnow()
