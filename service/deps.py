@@ -35,9 +35,11 @@ def get_optional_user(request: Request, session: SessionDep) -> User | None:
         user = user_for_token(session, header[7:].strip())
         if user is None:
             raise Unauthenticated("the bearer token is not valid")
-        return user
-    user_id = request.session.get("user_id") if "session" in request.scope else None
-    return session.get(User, user_id) if user_id else None
+    else:
+        user_id = request.session.get("user_id") if "session" in request.scope else None
+        user = session.get(User, user_id) if user_id else None
+    request.state.user = user  # the portal's templates show who is signed in without asking again
+    return user
 
 
 OptionalUser = Annotated[User | None, Depends(get_optional_user)]

@@ -15,6 +15,9 @@ templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
 
 def current_user(request: Request) -> User | None:
+    """The user a route's dependency already found, else the session cookie's (pages without one)."""
+    if hasattr(request.state, "user"):
+        return request.state.user
     user_id = request.session.get("user_id")
     if not user_id:
         return None
