@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 DATASETS = ("commons-mini",)
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no NUL or other control characters (PostgreSQL refuses NUL)
 
 
 class _Plan(BaseModel):
@@ -21,7 +22,7 @@ class TrainConfig(_Plan):
 
     kind: Literal["train"] = "train"
     dataset: Literal["commons-mini"] = "commons-mini"
-    exclude_authors: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+    exclude_authors: list[Annotated[str, Field(min_length=1, max_length=200, pattern=PRINTABLE)]] = Field(
         default_factory=list, max_length=100, description="Leave these authors' images out of training."
     )
     resolution: int = Field(16, ge=8, le=64, description="Side of the square training images, in pixels.")

@@ -1,7 +1,7 @@
 """Draw an image grid from a checkpoint in the archive.
 
 Run by the scheduler as `python -m jobs.sample --config JSON --checkpoint FILE --output DIR`.
-Writes samples.png and metrics.json.
+Writes samples.png and metrics.json, and outputs.json declaring them (jobs.outputs).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from pathlib import Path
 from jobs import progress
 from jobs.config import SampleConfig
 from jobs.imaging import to_grid
+from jobs.kinds import KINDS
 from jobs.model import draw_samples, load_checkpoint, pick_device
+from jobs.outputs import declare
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ def main(cfg: SampleConfig, checkpoint: Path, output: Path) -> None:
     (output / "metrics.json").write_text(json.dumps(
         {"device": str(device), "count": cfg.count, "inference_steps": cfg.inference_steps,
          "checkpoint_meta": meta}, indent=2, default=str))
+    declare(output, KINDS["sample"].outputs)
     print(f"done: {cfg.count} samples", flush=True)
 
 

@@ -2,7 +2,8 @@
 
 Run by the scheduler through Ray as `python -m jobs.train --config JSON --output DIR`. Resumes exactly from
 DIR/state.pt when it exists (same batches, same noise), so a run moved to another node continues, not restarts.
-Writes: checkpoint.pt, samples.png, training_images.png, metrics.json, attribution.json.
+Writes: checkpoint.pt, samples.png, training_images.png, metrics.json, attribution.json, and outputs.json
+declaring them (jobs.outputs).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from jobs import dataset as datasets
 from jobs import progress
 from jobs.config import TrainConfig
 from jobs.imaging import to_grid
+from jobs.kinds import KINDS
 from jobs.model import build_noise_scheduler, build_unet, draw_samples, pick_device, save_checkpoint
+from jobs.outputs import declare
 
 # ---- arguments ---------------------------------------------------------------------------------------------
 
@@ -117,7 +120,7 @@ def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, re
 # ---- main --------------------------------------------------------------------------------------------------
 
 
-OUTPUTS = ("checkpoint.pt", "samples.png", "training_images.png", "metrics.json", "attribution.json")
+OUTPUTS = tuple(spec.name for spec in KINDS["train"].outputs)
 
 
 def _already_done(cfg: TrainConfig, output: Path) -> TrainResult | None:
@@ -133,6 +136,7 @@ def _already_done(cfg: TrainConfig, output: Path) -> TrainResult | None:
 def main(cfg: TrainConfig, output: Path) -> TrainResult:
     done = _already_done(cfg, output)
     if done is not None:
+        declare(output, KINDS["train"].outputs)
         progress.report(cfg.steps, cfg.steps, phase="done")
         print("outputs already complete; nothing to do", flush=True)
         return done
@@ -162,6 +166,7 @@ def main(cfg: TrainConfig, output: Path) -> TrainResult:
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (output / "attribution.json").write_text(json.dumps(
         {"dataset": data.name, "digest": data.digest, "images": data.entries}, indent=2, ensure_ascii=False))
+    declare(output, KINDS["train"].outputs)
     # The resume state goes last: outputs count as complete only once it is gone.
     (output / "state.pt").unlink(missing_ok=True)
     print(f"done: {cfg.steps} steps, final loss {result.final_loss:.4f}", flush=True)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from service.config import private_secret_file
+
 
 def ray_ports(base: int) -> dict[str, int]:
     """Every port a head node opens, derived from one base so that two clusters never collide."""
@@ -30,11 +32,8 @@ def ray_ports(base: int) -> dict[str, int]:
 
 
 def load_or_make_token(path: Path) -> str:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    """The pool's token, kept private from creation."""
+    return private_secret_file(path, lambda: secrets.token_hex(32))
 
 
 def ray_env(token: str) -> dict[str, str]:

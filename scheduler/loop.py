@@ -19,12 +19,14 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from jobs.kinds import job_kind
 from jobs.progress import latest
 from scheduler.policy import QueuedRun, decide
 from scheduler.ray_backend import JobRequest, JobState, RayBackend
 from service.allocations.usage import remaining_gpu_seconds
 from service.archive import service as archive
 from service.config import Settings
+from service.db import writer
 from service.models import Run, RunState
 from service.pool.schemas import NodeSeen
 from service.pool.service import record_nodes
@@ -44,7 +46,7 @@ class TickReport:
 
 class Scheduler:
     def __init__(self, engine: Engine, settings: Settings, backend: RayBackend) -> None:
-        self.engine = engine
+        self.engine = writer(engine)  # every tick reads, then writes: its transactions are serialised on SQLite
         self.settings = settings
         self.backend = backend
         self.archive_dir = settings.resolved_archive_dir
@@ -163,9 +165,12 @@ class Scheduler:
                 run.message = "stopping: the award's GPU-hours are used up"
             return 0
         if state == JobState.succeeded:
-            self._archive_outputs(session, run, logs)
-            runs.record_progress(run, {**run.progress_detail, "fraction": 1.0})
-            move(run, RunState.succeeded, "finished; outputs are in the archive")
+            problems = self._archive_outputs(session, run, logs)
+            if problems:
+                move(run, RunState.failed, "the job ended but its outputs were refused: " + "; ".join(problems))
+            else:
+                runs.record_progress(run, {**run.progress_detail, "fraction": 1.0})
+                move(run, RunState.succeeded, "finished; outputs are in the archive")
         elif state == JobState.stopped:
             self._archive_log(session, run, logs)
             reason = "cancelled on request" if run.cancel_requested else run.message or "stopped"
@@ -185,12 +190,12 @@ class Scheduler:
         archive.ingest_bytes(session, archive_dir=self.archive_dir, run=run, name="job.log", data=logs.encode())
         archive.write_manifest(session, archive_dir=self.archive_dir, run=run)
 
-    def _archive_outputs(self, session: Session, run: Run, logs: str) -> None:
-        staging = self.staging_dir(run)
-        for path in sorted(staging.iterdir()):
-            if path.is_file() and path.name not in {"state.pt", "job.log", "manifest.json"}:
-                archive.ingest_file(session, archive_dir=self.archive_dir, run=run, path=path)
+    def _archive_outputs(self, session: Session, run: Run, logs: str) -> list[str]:
+        """Take the outputs the job declared (and nothing else); returns what was wrong with them, if anything."""
+        problems = archive.accept_outputs(session, archive_dir=self.archive_dir, run=run,
+                                          staging=self.staging_dir(run), kind=job_kind(run.job_kind))
         self._archive_log(session, run, logs)
+        return problems
 
     # ---- the loop -----------------------------------------------------------------------------------------
 

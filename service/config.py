@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import tempfile
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,7 +28,18 @@ class Settings(BaseSettings):
     database_url: str | None = None
     archive_dir: Path | None = None
     secret_key: str | None = None
-    base_url: str = "http://127.0.0.1:8000"  # https://… marks the session cookie Secure
+    base_url: str = "http://127.0.0.1:8000"
+    # Secure cookies unless the portal is plain HTTP on loopback (the embedded default); None: decide so.
+    secure_cookies: bool | None = None
+
+    # Sign-in: web sessions end after idle or absolute limits, API tokens after their lifetime, and sign-in is
+    # throttled per account and per client address.
+    session_idle_hours: float = 8
+    session_max_hours: int = 7 * 24
+    api_token_days: int = 30
+    login_max_failures_per_account: int = 5
+    login_max_failures_per_address: int = 20
+    login_lockout_minutes: int = 15
 
     # Ray: "local" starts a private single-node cluster under var/ray; anything else is a
     # head node's GCS address (host:port) that the scheduler joins as a client.
@@ -39,6 +53,17 @@ class Settings(BaseSettings):
     cpus_per_run: int = 1
     job_python: str | None = None
 
+    # Database pools: the API's is at least as large as its request threads; the scheduler has its own.
+    db_pool_size: int = 20
+    db_max_overflow: int = 20
+    db_pool_timeout_s: float = 10
+
+    # Requests: bodies are refused past these sizes, and past this many requests in flight the API answers 503
+    # at once instead of queueing until every client times out.
+    max_body_bytes: int = 1 << 20
+    max_form_bytes: int = 256 << 10
+    max_requests_in_flight: int = 64
+
     scheduler_interval_s: float = 2.0
     claim_ttl_s: int = 120
 
@@ -47,6 +72,13 @@ class Settings(BaseSettings):
     oidc_client_id: str | None = None
     oidc_client_secret: str | None = None
     oidc_scope: str = "openid"
+
+    @property
+    def cookie_secure(self) -> bool:
+        if self.secure_cookies is not None:
+            return self.secure_cookies
+        host = urlsplit(self.base_url).hostname or ""
+        return not (self.base_url.startswith("http://") and host in ("127.0.0.1", "localhost", "::1"))
 
     @property
     def resolved_database_url(self) -> str:
@@ -74,12 +106,19 @@ class Settings(BaseSettings):
         """The session-signing key: configured, or made once and kept under var/."""
         if self.secret_key:
             return self.secret_key
-        path = self.var_dir / "secret_key"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(48))
-            path.chmod(0o600)
+        return private_secret_file(self.var_dir / "secret_key", lambda: secrets.token_urlsafe(48))
+
+
+def private_secret_file(path: Path, make: Callable[[], str]) -> str:
+    """A secret kept in a file readable by its owner alone from the moment it exists; made once, then read."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
         return path.read_text().strip()
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(make())
+    return path.read_text().strip()
 
 
 @lru_cache

@@ -6,9 +6,10 @@ from __future__ import annotations
 class DomainError(Exception):
     status_code = 400
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.retry_after_s = retry_after_s
 
 
 class NotFound(DomainError):
@@ -29,3 +30,14 @@ class Invalid(DomainError):
 
 class Unauthenticated(DomainError):
     status_code = 401
+
+
+class TooManyRequests(DomainError):
+    status_code = 429
+
+
+class Busy(DomainError):
+    status_code = 503
+
+    def __init__(self, message: str, retry_after_s: int | None = 2) -> None:
+        super().__init__(message, retry_after_s)

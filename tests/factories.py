@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
+from jobs.kinds import job_kind
+from jobs.outputs import declare
 from service.allocations.service import award_proposal
+from service.archive.service import accept_outputs, write_manifest
 from service.auth.service import create_user as _create_user
 from service.auth.service import issue_token
 from service.calls.schemas import CallCreate
 from service.calls.service import create_call as _create_call
-from service.models import Call, Proposal, Role, User
+from service.config import Settings
+from service.models import Call, Proposal, Role, Run, User
 from service.proposals.schemas import ProposalCreate
 from service.proposals.service import create_proposal as _create_proposal
 from service.timeutil import utcnow
@@ -70,7 +75,35 @@ def auth_headers(session: Session, user: User) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def csrf_token(client: TestClient) -> str:
+    """The CSRF token of the client's portal session, as a page's form carries it."""
+    page = client.get("/login").text
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, "the page carries no CSRF token"
+    return match.group(1)
+
+
+def post_form(client: TestClient, url: str, data: dict[str, Any] | None = None, **kwargs: Any):
+    """Submit a portal form as the portal's own page would: with the session's CSRF token."""
+    return client.post(url, data={**(data or {}), "csrf_token": csrf_token(client)}, **kwargs)
+
+
 def login(client: TestClient, email: str, password: str = PASSWORD) -> dict[str, str]:
     response = client.post("/api/auth/login", json={"email": email, "password": password})
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+def archive_outputs(session: Session, settings: Settings, run: Run, files: dict[str, bytes]) -> list[str]:
+    """Put files where a job leaves them, declared as the job would, and let the archive take them."""
+    staging = settings.resolved_archive_dir / "staging" / f"run-{run.id}"
+    staging.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (staging / name).write_bytes(data)
+    kind = job_kind(run.job_kind)
+    declare(staging, kind.outputs)
+    problems = accept_outputs(session, archive_dir=settings.resolved_archive_dir, run=run, staging=staging,
+                              kind=kind)
+    write_manifest(session, archive_dir=settings.resolved_archive_dir, run=run)
+    session.commit()
+    return problems

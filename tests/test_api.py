@@ -11,12 +11,12 @@ from tests.factories import create_call, create_user, login, proposal_body
 
 def test_signup_login_me_logout(lite_client: TestClient) -> None:
     created = lite_client.post("/api/auth/signup", json={"email": "Ana@Example.org", "name": "Ana",
-                                                         "password": "long enough"})
+                                                         "password": "amber kettle orbit"})
     assert created.status_code == 201 and created.json()["user"]["role"] == "researcher"
     assert lite_client.post("/api/auth/signup", json={"email": "ana@example.org", "name": "A",
-                                                      "password": "long enough"}).status_code == 409
+                                                      "password": "amber kettle orbit"}).status_code == 409
     assert lite_client.post("/api/auth/login", json={"email": "ana@example.org", "password": "nope"}).status_code == 401
-    headers = login(lite_client, "ana@example.org", "long enough")
+    headers = login(lite_client, "ana@example.org", "amber kettle orbit")
     assert lite_client.get("/api/me", headers=headers).json()["email"] == "ana@example.org"
     assert lite_client.post("/api/auth/logout", headers=headers).status_code == 204
     assert lite_client.get("/api/me", headers=headers).status_code == 401

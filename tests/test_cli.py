@@ -26,7 +26,7 @@ def test_db_upgrade_and_user_add(embedded) -> None:
     runner = CliRunner()
     assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
     added = runner.invoke(app, ["user", "add", "Chair@Example.org", "--name", "Chair", "--role", "admin",
-                                "--password", "long enough"])
+                                "--password", "amber kettle orbit"])
     assert added.exit_code == 0, added.output
     engine = make_engine(f"sqlite:///{embedded / 'observatory.db'}")
     with Session(engine) as session:
@@ -34,11 +34,12 @@ def test_db_upgrade_and_user_add(embedded) -> None:
         assert (user.email, user.role) == ("chair@example.org", Role.admin)
     engine.dispose()
 
-    again = runner.invoke(app, ["user", "add", "chair@example.org", "--password", "long enough"])
+    again = runner.invoke(app, ["user", "add", "chair@example.org", "--password", "amber kettle orbit"])
     assert again.exit_code == 2 and "already exists" in again.output and "Traceback" not in again.output
     short = runner.invoke(app, ["user", "add", "x@example.org", "--password", "short"])
-    assert short.exit_code == 2 and "at least 8 characters" in short.output
-    bad_role = runner.invoke(app, ["user", "add", "y@example.org", "--role", "wizard", "--password", "long enough"])
+    assert short.exit_code == 2 and "at least 10 characters" in short.output
+    bad_role = runner.invoke(app, ["user", "add", "y@example.org", "--role", "wizard",
+                                   "--password", "amber kettle orbit"])
     assert bad_role.exit_code == 2 and "wizard" in bad_role.output
 
 

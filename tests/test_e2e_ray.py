@@ -63,7 +63,7 @@ def _propose_and_award(client, call_id, pi, admin, plan, gpu_hours=1.0) -> int:
 def test_call_to_downloads(scheduler, lite_client: TestClient, lite_session: Session, lite_engine) -> None:
     admin = login(lite_client, create_user(lite_session, Role.admin).email)
     signup = lite_client.post("/api/auth/signup", json={"email": "pi@example.org", "name": "PI",
-                                                        "password": "long enough"})
+                                                        "password": "amber kettle orbit"})
     pi = {"Authorization": f"Bearer {signup.json()['token']}"}
     outsider = login(lite_client, create_user(lite_session).email)
     call_id = _open_call(lite_client, admin)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -23,7 +24,12 @@ def test_train_then_sample_writes_every_output(tmp_path: Path, capsys) -> None:
     cfg = TrainConfig.model_validate(TINY_TRAIN)
     train_main(cfg, tmp_path / "train")
     outputs = {p.name for p in (tmp_path / "train").iterdir()}
-    assert outputs == {"checkpoint.pt", "samples.png", "training_images.png", "metrics.json", "attribution.json"}
+    assert outputs == {"checkpoint.pt", "samples.png", "training_images.png", "metrics.json", "attribution.json",
+                       "outputs.json"}
+    declared = json.loads((tmp_path / "train" / "outputs.json").read_text())["outputs"]
+    assert {d["name"] for d in declared} == outputs - {"outputs.json"}
+    assert all(d["sha256"] == hashlib.sha256((tmp_path / "train" / d["name"]).read_bytes()).hexdigest()
+               for d in declared)
     assert Image.open(tmp_path / "train" / "samples.png").size[0] > 0
     attribution = json.loads((tmp_path / "train" / "attribution.json").read_text())
     assert len(attribution["images"]) == 12 and all(e["license"] in {"PD", "CC0-1.0"} for e in attribution["images"])

@@ -9,6 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 from oidc_provider_mock import User, run_server_in_thread
 
+from service.db import session_scope
+from service.models import Role
+from service.proposals.service import add_member
+from tests.factories import create_call, create_proposal, create_user, post_form
 from web.app import create_app
 
 ORCID_ID = "0000-0002-1825-0097"
@@ -16,8 +20,10 @@ ORCID_ID = "0000-0002-1825-0097"
 
 @pytest.fixture(scope="module")
 def provider():
-    user = User(sub=ORCID_ID, claims={"email": "josiah@example.org", "name": "Josiah Carberry"})
-    with run_server_in_thread(user_claims=[user]) as server:
+    user = User(sub=ORCID_ID, claims={"email": "josiah@example.org", "email_verified": True,
+                                      "name": "Josiah Carberry"})
+    squatter = User(sub="squatter", claims={"email": "victim@example.org", "email_verified": False, "name": "S"})
+    with run_server_in_thread(user_claims=[user, squatter]) as server:
         yield f"http://localhost:{server.server_port}"
 
 
@@ -49,7 +55,7 @@ def test_sign_in_creates_a_researcher_with_orcid(oidc_client: TestClient, provid
                   "orcid": ORCID_ID}
     assert "ORCID 0000-0002-1825-0097" in oidc_client.get("/").text
 
-    oidc_client.post("/logout")
+    post_form(oidc_client, "/logout")
     assert oidc_client.get("/api/me").status_code == 401
     _sign_in(oidc_client, provider, ORCID_ID)  # the same identity comes back to the same account
     assert oidc_client.get("/api/me").json()["id"] == me["id"]
@@ -68,3 +74,21 @@ def test_forged_callback_is_refused(oidc_client: TestClient) -> None:
 def test_oidc_off_when_not_configured(lite_client: TestClient) -> None:
     assert lite_client.get("/auth/oidc/login", follow_redirects=False).status_code == 404
     assert "Sign in with" not in lite_client.get("/login").text
+
+
+def test_an_unverified_email_is_never_taken_or_matched(oidc_client: TestClient, provider: str) -> None:
+    """A provider that does not vouch for an address cannot claim it: the owner can still sign up, and a PI who
+    adds that address adds the owner."""
+    _sign_in(oidc_client, provider, "squatter")
+    squatter = oidc_client.get("/api/me").json()
+    assert squatter["email"] != "victim@example.org" and squatter["email"].startswith("squatter@")
+    post_form(oidc_client, "/logout")
+
+    owner = oidc_client.post("/api/auth/signup", json={"email": "victim@example.org", "name": "Owner",
+                                                       "password": "amber kettle orbit"})
+    assert owner.status_code == 201, owner.text
+    with session_scope(oidc_client.app.state.engine) as session:
+        pi = create_user(session)
+        proposal = create_proposal(session, pi, create_call(session, create_user(session, Role.admin)))
+        member = add_member(session, actor=pi, proposal_id=proposal.id, email="victim@example.org")
+        assert member.user_id == owner.json()["user"]["id"] != squatter["id"]

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from service.models import Role
-from tests.factories import PASSWORD, award, create_call, create_proposal, create_user
+from tests.factories import PASSWORD, award, create_call, create_proposal, create_user, post_form
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def world(lite_session: Session):
 def _as(client: TestClient, user) -> TestClient:
     client.cookies.clear()
     if user is not None:
-        response = client.post("/login", data={"email": user.email, "password": PASSWORD, "next": "/"},
+        response = post_form(client, "/login", {"email": user.email, "password": PASSWORD, "next": "/"},
                                follow_redirects=False)
         assert response.status_code == 303
     return client
@@ -55,7 +55,10 @@ def _as(client: TestClient, user) -> TestClient:
 def test_page_access(world, lite_client: TestClient, method, path, who, status) -> None:
     people, ids = world
     client = _as(lite_client, people[who] if who else None)
-    response = client.request(method, path.format(**ids), follow_redirects=False)
+    if method == "POST":
+        response = post_form(client, path.format(**ids), follow_redirects=False)
+    else:
+        response = client.request(method, path.format(**ids), follow_redirects=False)
     assert response.status_code == status, response.text[:300]
     if status == 303 and who is None:
         assert response.headers["location"].startswith("/login")
@@ -66,7 +69,7 @@ def test_refused_cancel_leaves_the_run_alone(world, lite_client: TestClient, lit
 
     people, ids = world
     client = _as(lite_client, people["other"])
-    client.post(f"/runs/{ids['run']}/cancel")
+    post_form(client, f"/runs/{ids['run']}/cancel")
     lite_session.expire_all()
     assert lite_session.get(Run, ids["run"]).state == "queued"
 
@@ -82,11 +85,11 @@ def test_loss_chart_scales_into_its_box() -> None:
 def test_portal_forms_open_a_call_and_sign_up(world, lite_client: TestClient) -> None:
     people, _ = world
     client = _as(lite_client, people["admin"])
-    bad = client.post("/calls/new", data={"title": "Cycle 2", "opens_at": "2026-12-01T00:00",
+    bad = post_form(client, "/calls/new", {"title": "Cycle 2", "opens_at": "2026-12-01T00:00",
                                           "closes_at": "2026-11-01T00:00", "capacity_gpu_hours": "10",
                                           "exclusive_months": "6"})
     assert bad.status_code == 422 and "closes_at must be after opens_at" in bad.text
-    made = client.post("/calls/new", data={"title": "Cycle 2", "opens_at": "2026-11-01T00:00",
+    made = post_form(client, "/calls/new", {"title": "Cycle 2", "opens_at": "2026-11-01T00:00",
                                            "closes_at": "2036-11-01T00:00", "capacity_gpu_hours": "10",
                                            "exclusive_months": "6"}, follow_redirects=False)
     assert made.status_code == 303
@@ -94,8 +97,8 @@ def test_portal_forms_open_a_call_and_sign_up(world, lite_client: TestClient) ->
     assert "Cycle 2" in page and "6 months after the award" in page
 
     client = _as(lite_client, None)
-    short = client.post("/signup", data={"name": "N", "email": "n@example.org", "password": "short"})
-    assert short.status_code == 422 and "at least 8 characters" in short.text
-    joined = client.post("/signup", data={"name": "N", "email": "n@example.org", "password": "long enough"},
+    short = post_form(client, "/signup", {"name": "N", "email": "n@example.org", "password": "short"})
+    assert short.status_code == 422 and "at least 10 characters" in short.text
+    joined = post_form(client, "/signup", {"name": "N", "email": "n@example.org", "password": "amber kettle orbit"},
                          follow_redirects=False)
     assert joined.status_code == 303 and client.get("/api/me").json()["role"] == "researcher"

@@ -11,10 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from service.archive.service import ingest_bytes, write_manifest
 from service.models import Role, Run
 from service.proposals.service import add_member
-from tests.factories import auth_headers, award, create_call, create_proposal, create_user
+from tests.factories import archive_outputs, auth_headers, award, create_call, create_proposal, create_user
 
 PUBLIC = {
     ("GET", "/api/calls"), ("GET", "/api/calls/{call_id}"), ("GET", "/api/job-plans/schema"),
@@ -35,7 +34,7 @@ CASES = [
     Case("GET", "/api/me", {"anonymous": 401}, "other"),
     Case("POST", "/api/auth/logout", {"anonymous": 401}, "other"),
     Case("POST", "/api/users", {"anonymous": 401, "other": 403, "reviewer": 403}, "admin",
-         {"email": "new@example.org", "name": "New", "role": "reviewer", "password": "long enough"}),
+         {"email": "new@example.org", "name": "New", "role": "reviewer", "password": "amber kettle orbit"}),
     Case("POST", "/api/calls", {"anonymous": 401, "other": 403, "reviewer": 403}, "admin",
          {"title": "C", "opens_at": "2026-01-01T00:00:00Z", "closes_at": "2036-01-01T00:00:00Z",
           "capacity_gpu_hours": 5}),
@@ -82,9 +81,7 @@ def world(lite_session: Session, lite_settings, tmp_path):
     s.commit()
     _, run = award(s, people["admin"], awarded)
     run = s.get(Run, run.id)
-    ingest_bytes(s, archive_dir=lite_settings.resolved_archive_dir, run=run, name="samples.png", data=b"png")
-    write_manifest(s, archive_dir=lite_settings.resolved_archive_dir, run=run)
-    s.commit()
+    archive_outputs(s, lite_settings, run, {"samples.png": b"png"})
     headers = {who: auth_headers(s, user) for who, user in people.items()}
     headers["anonymous"] = {}
     ids = {"call_id": call.id, "proposal_id": awarded.id, "submitted_id": submitted.id, "draft_id": draft.id,

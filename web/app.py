@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.middleware.sessions import SessionMiddleware
 
 from service.api import router as api_router
 from service.auth.oidc import make_oauth
 from service.auth.oidc import router as oidc_router
 from service.config import Settings, get_settings
-from service.db import get_engine
-from service.errors import DomainError, Unauthenticated
+from service.db import engine_for
+from service.errors import Busy, Conflict, DomainError, Unauthenticated
+from web.csrf import verify_csrf
+from web.middleware import BodyLimit, LoadShedding, SecurityHeaders
 from web.pages import router as pages_router
 from web.render import render
 
@@ -25,19 +29,26 @@ STATIC = Path(__file__).parent / "static"
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="Commons Observatory", version="0.1.0",
+    app = FastAPI(title="Commons Observatory", version="0.1.0", dependencies=[Depends(verify_csrf)],
                   description="Peer-reviewed GPU time on a volunteered pool, for a Commons-only diffusion model.")
     app.state.settings = settings
-    app.state.engine = engine or get_engine()
+    app.state.engine = engine or engine_for(settings)
     app.state.oauth = make_oauth(settings)
+    # The cookie carries the session id (see service.auth.sessions), the CSRF token and flash messages; it is
+    # Secure unless the observatory is served over plain HTTP on this machine alone.
     app.add_middleware(SessionMiddleware, secret_key=settings.resolved_secret_key(), same_site="lax",
-                       session_cookie="observatory_session", max_age=14 * 24 * 3600,
-                       https_only=settings.base_url.startswith("https://"))
+                       session_cookie="observatory_session", max_age=settings.session_max_hours * 3600,
+                       https_only=settings.cookie_secure)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, form_bytes=settings.max_form_bytes)
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(LoadShedding, limit=settings.max_requests_in_flight)
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError):
         if request.url.path.startswith("/api/"):
             headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
+            if exc.retry_after_s is not None:
+                headers = {"Retry-After": str(exc.retry_after_s)}
             return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
         if isinstance(exc, Unauthenticated):
             return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
@@ -49,6 +60,21 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": "; ".join(problems), "errors": problems}, status_code=422)
         return render(request, "error.html", {"message": "; ".join(problems)}, status_code=422)
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, exc: DBAPIError):
+        """What the database refused despite the checks before it: a lost race, a busy moment, a bad value."""
+        if isinstance(exc, IntegrityError):
+            error: DomainError = Conflict("that conflicts with a change made at the same moment; reload and retry")
+        elif isinstance(exc, OperationalError) and "locked" in str(exc.orig).lower():
+            error = Busy("the database is busy; try again in a few seconds")
+        else:
+            raise exc
+        return await domain_error(request, error)
+
+    @app.exception_handler(PoolTimeout)
+    async def pool_timeout(request: Request, exc: PoolTimeout):
+        return await domain_error(request, Busy("the observatory is busy; try again in a few seconds"))
 
     app.include_router(api_router)
     app.include_router(oidc_router)

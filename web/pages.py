@@ -12,16 +12,27 @@ from pydantic import ValidationError
 from service.allocations.service import award_proposal
 from service.archive import service as archive
 from service.auth import service as auth
+from service.auth.browser import sign_in_browser, sign_out_browser
+from service.auth.schemas import Login, UserCreate
 from service.calls import service as calls
 from service.calls.schemas import CallCreate
-from service.deps import AdminUser, CurrentUser, OptionalUser, ResearcherUser, SessionDep, SettingsDep
-from service.errors import DomainError, Invalid
+from service.deps import (
+    AdminUser,
+    CurrentUser,
+    OptionalUser,
+    ResearcherUser,
+    SessionDep,
+    SettingsDep,
+    client_address,
+)
+from service.errors import DomainError
 from service.models import Proposal, Role, User
 from service.pool import service as pool
 from service.proposals import service as proposals
 from service.proposals.schemas import ProposalCreate
 from service.runs import service as runs
 from service.timeutil import utcnow
+from service.types import IdPath, gpu_hours
 from web.charts import loss_chart_from_metrics
 from web.forms import plan_fields, plan_from_form
 from web.render import flash, render
@@ -64,20 +75,24 @@ def login_page(request: Request, next: str = "/"):
 
 
 @router.post("/login")
-async def login_submit(request: Request, session: SessionDep):
+async def login_submit(request: Request, session: SessionDep, settings: SettingsDep):
     form = await request.form()
     target = _safe_next(str(form.get("next", "/")))
     try:
-        user = auth.authenticate(session, email=str(form.get("email", "")), password=str(form.get("password", "")))
+        data = Login.model_validate({"email": form.get("email", ""), "password": form.get("password", "")})
+        user = auth.authenticate(session, email=data.email, password=data.password,
+                                 address=client_address(request), limits=auth.throttle_limits(settings))
+    except ValidationError:
+        return render(request, "login.html", {"error": auth.WRONG_LOGIN, "next": target}, status_code=401)
     except DomainError as exc:
-        return render(request, "login.html", {"error": exc.message, "next": target}, status_code=401)
-    request.session["user_id"] = user.id
+        return render(request, "login.html", {"error": exc.message, "next": target}, status_code=exc.status_code)
+    sign_in_browser(request, session, user)
     return _redirect(target)
 
 
 @router.post("/logout")
-def logout(request: Request):
-    request.session.clear()
+def logout(request: Request, session: SessionDep):
+    sign_out_browser(request, session)
     return _redirect("/")
 
 
@@ -90,12 +105,15 @@ def signup_page(request: Request):
 async def signup_submit(request: Request, session: SessionDep):
     form = await request.form()
     values = {k: str(form.get(k, "")) for k in ("email", "name", "password")}
+    shown = {k: v for k, v in values.items() if k != "password"}
     try:
-        user = auth.create_user(session, email=values["email"], name=values["name"], password=values["password"])
+        data = UserCreate.model_validate(values)
+        user = auth.sign_up(session, email=data.email, name=data.name, password=data.password)
+    except ValidationError as exc:
+        return render(request, "signup.html", {"error": _problems(exc), "values": shown}, status_code=422)
     except DomainError as exc:
-        return render(request, "signup.html", {"error": exc.message, "values": values}, status_code=exc.status_code)
-    session.commit()
-    request.session["user_id"] = user.id
+        return render(request, "signup.html", {"error": exc.message, "values": shown}, status_code=exc.status_code)
+    sign_in_browser(request, session, user)
     flash(request, f"Welcome, {user.name}.")
     return _redirect("/")
 
@@ -124,7 +142,7 @@ async def new_call_submit(request: Request, admin: AdminUser, session: SessionDe
 
 
 @router.get("/calls/{call_id}")
-def call_page(call_id: int, request: Request, session: SessionDep):
+def call_page(call_id: IdPath, request: Request, session: SessionDep):
     return render(request, "call.html", {"call": calls.to_public(session, calls.get_call(session, call_id))})
 
 
@@ -140,12 +158,12 @@ def _proposal_form(request: Request, session, call_id: int, values: dict[str, An
 
 
 @router.get("/calls/{call_id}/propose")
-def propose_page(call_id: int, request: Request, user: ResearcherUser, session: SessionDep):
+def propose_page(call_id: IdPath, request: Request, user: ResearcherUser, session: SessionDep):
     return _proposal_form(request, session, call_id, {"job_kind": "train"})
 
 
 @router.post("/calls/{call_id}/propose")
-async def propose_submit(call_id: int, request: Request, user: ResearcherUser, session: SessionDep):
+async def propose_submit(call_id: IdPath, request: Request, user: ResearcherUser, session: SessionDep):
     form = {k: str(v) for k, v in (await request.form()).items()}
     try:
         data = ProposalCreate.model_validate({
@@ -171,7 +189,7 @@ def proposals_page(request: Request, user: CurrentUser, session: SessionDep):
 
 
 @router.get("/proposals/{proposal_id}")
-def proposal_page(proposal_id: int, request: Request, user: CurrentUser, session: SessionDep):
+def proposal_page(proposal_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
     proposal = proposals.get_visible(session, actor=user, proposal_id=proposal_id)
     run_rows = [{"run": r, "artifacts": _artifacts_if_allowed(session, user, r.id)}
                 for r in runs.list_for_proposal(session, proposal_id)]
@@ -199,34 +217,24 @@ def _act(request: Request, session, url: str, success: str, action: Callable[[],
 
 
 @router.post("/proposals/{proposal_id}/submit")
-def proposal_submit(proposal_id: int, request: Request, user: CurrentUser, session: SessionDep):
+def proposal_submit(proposal_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
     return _act(request, session, f"/proposals/{proposal_id}", "Proposal submitted.",
                 lambda: proposals.submit_proposal(session, actor=user, proposal_id=proposal_id))
 
 
 @router.post("/proposals/{proposal_id}/members")
-async def proposal_add_member(proposal_id: int, request: Request, user: CurrentUser, session: SessionDep):
-    email = str((await request.form()).get("email", ""))
+async def proposal_add_member(proposal_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
+    email = str((await request.form()).get("email", ""))[:320]
     return _act(request, session, f"/proposals/{proposal_id}", "Co-investigator added.",
                 lambda: proposals.add_member(session, actor=user, proposal_id=proposal_id, email=email))
 
 
-def _gpu_hours(raw: str) -> float:
-    try:
-        hours = float(raw)
-    except ValueError:
-        raise Invalid("GPU-hours must be a number") from None
-    if hours <= 0:
-        raise Invalid("GPU-hours must be positive")
-    return hours
-
-
 @router.post("/proposals/{proposal_id}/award")
-async def proposal_award(proposal_id: int, request: Request, admin: AdminUser, session: SessionDep,
+async def proposal_award(proposal_id: IdPath, request: Request, admin: AdminUser, session: SessionDep,
                          settings: SettingsDep):
-    raw = str((await request.form()).get("gpu_hours", ""))
+    raw = str((await request.form()).get("gpu_hours", ""))[:40]
     return _act(request, session, f"/proposals/{proposal_id}", f"Awarded {raw} GPU-hours; the run is queued.",
-                lambda: award_proposal(session, actor=admin, proposal_id=proposal_id, gpu_hours=_gpu_hours(raw),
+                lambda: award_proposal(session, actor=admin, proposal_id=proposal_id, gpu_hours=gpu_hours(raw),
                                        gpus_per_run=max(settings.gpus_per_run, 1)))
 
 
@@ -234,7 +242,7 @@ async def proposal_award(proposal_id: int, request: Request, admin: AdminUser, s
 
 
 @router.get("/runs/{run_id}")
-def run_page(run_id: int, request: Request, user: CurrentUser, session: SessionDep, settings: SettingsDep):
+def run_page(run_id: IdPath, request: Request, user: CurrentUser, session: SessionDep, settings: SettingsDep):
     run = runs.get_visible(session, actor=user, run_id=run_id)
     proposal = session.get(Proposal, run.proposal_id)
     artifacts = _artifacts_if_allowed(session, user, run.id)
@@ -249,6 +257,6 @@ def run_page(run_id: int, request: Request, user: CurrentUser, session: SessionD
 
 
 @router.post("/runs/{run_id}/cancel")
-def run_cancel(run_id: int, request: Request, user: CurrentUser, session: SessionDep):
+def run_cancel(run_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
     return _act(request, session, f"/runs/{run_id}", "Cancellation requested.",
                 lambda: runs.request_cancel(session, actor=user, run_id=run_id))

@@ -9,20 +9,25 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from sqlmodel import Session
 
+from service.deps import get_optional_user
+from service.errors import DomainError
 from service.models import User
+from web.csrf import csrf_token
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
 
 def current_user(request: Request) -> User | None:
-    """The user a route's dependency already found, else the session cookie's (pages without one)."""
+    """The user a route's dependency already found, else the portal session's (pages without one)."""
     if hasattr(request.state, "user"):
         return request.state.user
-    user_id = request.session.get("user_id")
-    if not user_id:
+    if not request.session.get("sid"):
         return None
     with Session(request.app.state.engine) as session:
-        return session.get(User, user_id)
+        try:
+            return get_optional_user(request, session)
+        except DomainError:
+            return None
 
 
 def flash(request: Request, message: str, kind: str = "info") -> None:
@@ -32,5 +37,5 @@ def flash(request: Request, message: str, kind: str = "info") -> None:
 def render(request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200):
     messages = request.session.pop("flash", []) if "session" in request.scope else []
     base = {"user": current_user(request) if "session" in request.scope else None, "messages": messages,
-            "settings": request.app.state.settings}
+            "settings": request.app.state.settings, "csrf_token": csrf_token(request)}
     return templates.TemplateResponse(request, template, {**base, **(context or {})}, status_code=status_code)

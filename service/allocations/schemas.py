@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from service.types import GpuHours
+
 
 class AwardCreate(BaseModel):
-    gpu_hours: float = Field(gt=0, le=1_000_000, description="GPU-hours granted to the proposal.")
+    gpu_hours: GpuHours = Field(description="GPU-hours granted to the proposal.")

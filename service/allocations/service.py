@@ -1,25 +1,34 @@
 """Awards: an admin grants a submitted proposal GPU-hours within the call's capacity (the committee's stand-in).
 
 An award queues the proposal's run in the same transaction; the scheduler picks it up from the database.
+The call's row is locked before its remaining capacity is read, and the proposal's before its state is, so
+concurrent awards are serialised: the capacity is never exceeded and a proposal is awarded once.
 """
 
 from __future__ import annotations
 
 from sqlmodel import Session, select
 
-from service.calls.service import awarded_gpu_hours, get_call
+from service.calls.service import awarded_gpu_hours
+from service.db import lock
 from service.errors import Conflict, Forbidden, Invalid, NotFound
-from service.models import Award, Proposal, ProposalState, Role, Run, User
+from service.models import Award, Call, Proposal, ProposalState, Role, Run, User
 from service.runs.service import create_run
 from service.timeutil import add_months, utcnow
+from service.types import gpu_hours as valid_gpu_hours
 
 
 def award_proposal(session: Session, *, actor: User, proposal_id: int, gpu_hours: float,
                    gpus_per_run: int = 1) -> tuple[Award, Run]:
     if actor.role != Role.admin:
         raise Forbidden("only an admin awards GPU-hours")
+    gpu_hours = valid_gpu_hours(gpu_hours)
     proposal = session.get(Proposal, proposal_id)
-    if proposal is None or proposal.state == ProposalState.draft:
+    if proposal is None:
+        raise NotFound(f"no submitted proposal {proposal_id}")
+    call = lock(session, Call, proposal.call_id)
+    proposal = lock(session, Proposal, proposal_id)
+    if proposal.state == ProposalState.draft:
         raise NotFound(f"no submitted proposal {proposal_id}")
     if proposal.state == ProposalState.awarded or session.exec(
         select(Award).where(Award.proposal_id == proposal_id)
@@ -27,7 +36,6 @@ def award_proposal(session: Session, *, actor: User, proposal_id: int, gpu_hours
         raise Conflict(f"proposal {proposal_id} already has an award")
     if gpu_hours > proposal.requested_gpu_hours:
         raise Invalid(f"award of {gpu_hours:g} GPU-hours exceeds the {proposal.requested_gpu_hours:g} requested")
-    call = get_call(session, proposal.call_id)
     remaining = call.capacity_gpu_hours - awarded_gpu_hours(session, call.id)
     if gpu_hours > remaining + 1e-9:
         raise Conflict(f"the call has {remaining:g} GPU-hours left to award, not {gpu_hours:g}")

@@ -3,68 +3,103 @@ during the exclusive-access period and by everyone after it."""
 
 from __future__ import annotations
 
-import hashlib
+import io
 import json
-import mimetypes
-import shutil
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from sqlmodel import Session, select
 
+from jobs.kinds import SERVICE_OUTPUTS, JobKind
+from jobs.outputs import DECLARATION, MAX_DECLARATION_BYTES, DeclarationError, OutputSpec, parse_declaration
+from service.archive.store import LocalStore
 from service.errors import NotFound
 from service.models import Artifact, Award, Proposal, ProposalMember, Run, User
 from service.timeutil import utcnow
 
-KIND_BY_NAME = {
-    "checkpoint.pt": "checkpoint",
-    "samples.png": "samples",
-    "training_images.png": "dataset-preview",
-    "metrics.json": "metrics",
-    "attribution.json": "attribution",
-    "job.log": "log",
-    "manifest.json": "manifest",
-}
+
+def store_for(archive_dir: Path) -> LocalStore:
+    return LocalStore(archive_dir)
 
 
 def object_path(archive_dir: Path, sha256: str) -> Path:
-    return archive_dir / "objects" / sha256[:2] / sha256
+    return store_for(archive_dir).path(sha256)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def ingest_file(session: Session, *, archive_dir: Path, run: Run, path: Path, name: str | None = None) -> Artifact:
-    """Copy a file into the object store (once per content) and record it as the run's artifact."""
-    name = name or path.name
-    sha = sha256_file(path)
-    target = object_path(archive_dir, sha)
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".part")
-        shutil.copyfile(path, tmp)
-        tmp.replace(target)
-    existing = session.exec(select(Artifact).where(Artifact.run_id == run.id, Artifact.name == name)).first()
-    artifact = existing or Artifact(run_id=run.id, name=name, kind="", sha256="", size=0, media_type="")
-    artifact.kind = KIND_BY_NAME.get(name, "output")
-    artifact.sha256, artifact.size = sha, target.stat().st_size
-    artifact.media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+def _record(session: Session, run: Run, spec: OutputSpec, sha: str, size: int) -> Artifact:
+    existing = session.exec(select(Artifact).where(Artifact.run_id == run.id, Artifact.name == spec.name)).first()
+    artifact = existing or Artifact(run_id=run.id, name=spec.name, kind="", sha256="", size=0, media_type="")
+    artifact.kind, artifact.media_type, artifact.sha256, artifact.size = spec.kind, spec.media_type, sha, size
     session.add(artifact)
     session.flush()
     return artifact
 
 
 def ingest_bytes(session: Session, *, archive_dir: Path, run: Run, name: str, data: bytes) -> Artifact:
-    staging = archive_dir / "staging" / f"run-{run.id}"
-    staging.mkdir(parents=True, exist_ok=True)
-    path = staging / name
-    path.write_bytes(data)
-    return ingest_file(session, archive_dir=archive_dir, run=run, path=path, name=name)
+    """Archive a file the observatory itself wrote for the run (its log, its manifest)."""
+    spec = next((spec for spec in SERVICE_OUTPUTS if spec.name == name), None)
+    if spec is None:
+        raise ValueError(f"{name} is not a file the observatory writes itself")
+    sha, size = store_for(archive_dir).put(io.BytesIO(data))
+    return _record(session, run, spec, sha, size)
+
+
+def _open_regular(directory: int, name: str) -> int:
+    """A file descriptor for `name` inside the open directory: never through a link, only a plain file."""
+    descriptor = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=directory)
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(descriptor)
+        raise OSError(f"{name} is not a plain file of the job's own")
+    return descriptor
+
+
+def accept_outputs(session: Session, *, archive_dir: Path, run: Run, staging: Path, kind: JobKind) -> list[str]:
+    """Archive what the job declared in its staging folder; returns the problems (empty: every required output is
+    in the archive).
+
+    Only names the job's kind allows are taken, with the kind's own kind and media type; each file's sha256 and
+    size must match the declaration. Links are never followed, the folder itself may not be a link, and nothing
+    outside it is read.
+    """
+    try:
+        directory = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return [f"the job left no output folder ({staging.name})"]
+    store, problems, accepted = store_for(archive_dir), [], set()
+    try:
+        try:
+            with os.fdopen(_open_regular(directory, DECLARATION), "rb") as handle:
+                data = handle.read(MAX_DECLARATION_BYTES + 1)
+            if len(data) > MAX_DECLARATION_BYTES:
+                raise DeclarationError(f"{DECLARATION} is larger than {MAX_DECLARATION_BYTES} bytes")
+            declared = parse_declaration(data)
+        except (OSError, DeclarationError) as exc:
+            return [f"no valid output declaration: {exc}"]
+        for entry in declared:
+            spec = kind.spec(entry.name)
+            if spec is None or (entry.kind, entry.media_type) != (spec.kind, spec.media_type):
+                problems.append(f"{entry.name}: not an output a {kind.name} job may declare")
+                continue
+            try:
+                with os.fdopen(_open_regular(directory, entry.name), "rb") as handle:
+                    sha, size = store.put(handle, limit=entry.size)
+            except (OSError, ValueError) as exc:
+                problems.append(f"{entry.name}: {exc}")
+                continue
+            if (sha, size) != (entry.sha256, entry.size):
+                problems.append(f"{entry.name}: its sha256 or size does not match the declaration")
+                continue
+            _record(session, run, spec, sha, size)
+            accepted.add(spec.name)
+    finally:
+        os.close(directory)
+    missing = [spec.name for spec in kind.outputs if spec.required and spec.name not in accepted]
+    if missing:
+        problems.append(f"missing outputs: {', '.join(missing)}")
+    return problems
 
 
 def manifest(session: Session, run: Run) -> dict[str, Any]:
@@ -122,6 +157,24 @@ def open_artifact(session: Session, *, actor: User | None, archive_dir: Path, ru
     if not path.exists():
         raise NotFound(f"{name} is recorded but missing from the archive; tell an operator")
     return artifact, path
+
+
+# Raster images the portal shows in place, each with the bytes its files begin with. Anything else (SVG, HTML,
+# text, a checkpoint) is served as an attachment, and so is a "PNG" whose bytes are not one.
+INLINE_RASTER = {"image/png": (b"\x89PNG\r\n\x1a\n",), "image/jpeg": (b"\xff\xd8\xff",),
+                 "image/gif": (b"GIF87a", b"GIF89a")}
+# Sent with every download: whatever a file holds, a browser runs none of it with the portal's rights.
+DOWNLOAD_HEADERS = {"Content-Security-Policy": "default-src 'none'; sandbox", "X-Content-Type-Options": "nosniff"}
+
+
+def shown_inline(artifact: Artifact, path: Path) -> bool:
+    """Whether a browser may show this output in place: a raster type whose bytes really are that type."""
+    signatures = INLINE_RASTER.get(artifact.media_type)
+    if not signatures:
+        return False
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    return head.startswith(signatures)
 
 
 def find_checkpoint(session: Session, sha256: str) -> Artifact | None:

@@ -3,41 +3,52 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from service.auth import service
-from service.auth.schemas import EMAIL_PATTERN, Login, TokenPublic, UserCreate, UserPublic
-from service.deps import AdminUser, CurrentUser, SessionDep
-from service.models import Role
+from service.auth.browser import sign_out_browser
+from service.auth.schemas import Login, TokenPublic, UserCreate, UserPublic
+from service.config import Settings
+from service.deps import AdminUser, CurrentUser, SessionDep, SettingsDep, client_address
+from service.models import Role, User
+from service.types import Email, Name, Password
 
 router = APIRouter(tags=["auth"])
 
 
-@router.post("/auth/signup", response_model=TokenPublic, status_code=201)
-def signup(data: UserCreate, session: SessionDep) -> TokenPublic:
-    """Create a researcher account with a local password and return an API token."""
-    user = service.create_user(session, email=data.email, name=data.name, password=data.password)
-    token = service.issue_token(session, user=user)
+def _token(session: SessionDep, settings: Settings, user: User) -> TokenPublic:
+    policy = service.CredentialPolicy.from_settings(settings)
+    token = service.issue_token(session, user=user, policy=policy)
     session.commit()
-    return TokenPublic(token=token, user=UserPublic.model_validate(user, from_attributes=True))
+    return TokenPublic(token=token, expires_in_s=int(policy.token_max.total_seconds()),
+                       user=UserPublic.model_validate(user, from_attributes=True))
+
+
+@router.post("/auth/signup", response_model=TokenPublic, status_code=201)
+def signup(data: UserCreate, session: SessionDep, settings: SettingsDep) -> TokenPublic:
+    """Create a researcher account with a local password and return an API token (it expires)."""
+    user = service.sign_up(session, email=data.email, name=data.name, password=data.password)
+    return _token(session, settings, user)
 
 
 @router.post("/auth/login", response_model=TokenPublic)
-def login(data: Login, session: SessionDep) -> TokenPublic:
-    """Exchange an email and password for an API token."""
-    user = service.authenticate(session, email=data.email, password=data.password)
-    token = service.issue_token(session, user=user)
-    session.commit()
-    return TokenPublic(token=token, user=UserPublic.model_validate(user, from_attributes=True))
+def login(data: Login, request: Request, session: SessionDep, settings: SettingsDep) -> TokenPublic:
+    """Exchange an email and password for an API token (it expires). Repeated failures lock the account and the
+    client address out for a while (429 with Retry-After)."""
+    user = service.authenticate(session, email=data.email, password=data.password, address=client_address(request),
+                                limits=service.throttle_limits(settings))
+    return _token(session, settings, user)
 
 
 @router.post("/auth/logout", status_code=204)
 def logout(request: Request, user: CurrentUser, session: SessionDep) -> None:
-    """Revoke the bearer token used for this request."""
+    """Revoke the bearer token used for this request (or end the portal session that made it)."""
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
         service.revoke_token(session, raw=header[7:].strip())
         session.commit()
+    else:
+        sign_out_browser(request, session)
 
 
 @router.get("/me", response_model=UserPublic)
@@ -47,10 +58,10 @@ def me(user: CurrentUser) -> UserPublic:
 
 
 class AccountCreate(BaseModel):
-    email: str = Field(pattern=EMAIL_PATTERN, max_length=320)
-    name: str = Field(min_length=1, max_length=200)
+    email: Email
+    name: Name
     role: Role
-    password: str | None = Field(None, min_length=8, max_length=200)
+    password: Password | None = None
 
 
 @router.post("/users", response_model=UserPublic, status_code=201)

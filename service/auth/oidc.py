@@ -7,6 +7,7 @@ from authlib.integrations.starlette_client import OAuth
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 
+from service.auth.browser import sign_in_browser
 from service.auth.service import user_for_oidc
 from service.config import Settings
 from service.deps import SessionDep
@@ -56,8 +57,8 @@ async def oidc_callback(request: Request, session: SessionDep):
         claims = {**dict(await client.userinfo(token=token)), **claims}
     metadata = await client.load_server_metadata()
     name = claims.get("name") or " ".join(filter(None, [claims.get("given_name"), claims.get("family_name")]))
-    user = user_for_oidc(session, issuer=metadata["issuer"], subject=str(claims["sub"]),
-                         email=claims.get("email"), name=name or None)
-    session.commit()
-    request.session["user_id"] = user.id
+    email = claims.get("email") if isinstance(claims.get("email"), str) else None
+    user = user_for_oidc(session, issuer=metadata["issuer"], subject=str(claims["sub"]), email=email,
+                         email_verified=claims.get("email_verified") is True, name=name or None)
+    sign_in_browser(request, session, user)
     return RedirectResponse("/", status_code=303)

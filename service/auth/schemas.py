@@ -2,22 +2,21 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from service.models import Role
-
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+from service.types import Email, LoginEmail, Name, Password
 
 
 class UserCreate(BaseModel):
-    email: str = Field(pattern=EMAIL_PATTERN, max_length=320)
-    name: str = Field(min_length=1, max_length=200)
-    password: str = Field(min_length=8, max_length=200)
+    email: Email
+    name: Name
+    password: Password
 
 
 class Login(BaseModel):
-    email: str = Field(max_length=320)
-    password: str = Field(max_length=200)
+    email: LoginEmail
+    password: Password
 
 
 class UserPublic(BaseModel):
@@ -32,4 +31,5 @@ class UserPublic(BaseModel):
 class TokenPublic(BaseModel):
     token: str
     token_type: str = "bearer"
+    expires_in_s: int
     user: UserPublic

@@ -1,38 +1,71 @@
-"""Accounts, passwords (argon2), API tokens and OpenID Connect identities."""
+"""Accounts, passwords (argon2), credentials (API tokens and portal sessions) and OpenID Connect identities."""
 
 from __future__ import annotations
 
 import hashlib
 import re
 import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
-from sqlmodel import Session, select
+from sqlmodel import Session, delete, select
 
+from service.auth import throttle
+from service.auth.passwords import check_password
+from service.config import Settings
 from service.errors import Conflict, Invalid, Unauthenticated
-from service.models import ApiToken, Role, User
+from service.models import ApiToken, CredentialKind, Role, User
+from service.timeutil import utcnow
+from service.types import clean_text
 
 _hasher = PasswordHasher()
 ORCID_PATTERN = re.compile(r"^\d{4}-\d{4}-\d{4}-\d{3}[\dX]$")
 # A real hash to verify against when the email is unknown, so both paths take the same time.
 _DUMMY_HASH = _hasher.hash(secrets.token_hex(8))
+WRONG_LOGIN = "wrong email or password"
+# The same words whether the address is taken or not allowed, so that sign-up does not say which accounts exist.
+CANNOT_SIGN_UP = "an account cannot be made with this email address; if it is yours, sign in instead"
 
 
-def _normalise_email(email: str) -> str:
+class AccountExists(Conflict):
+    pass
+
+
+@dataclass(frozen=True)
+class CredentialPolicy:
+    """How long credentials live: web sessions end when idle or at their absolute limit; tokens at their limit."""
+
+    session_idle: timedelta = timedelta(hours=8)
+    session_max: timedelta = timedelta(days=7)
+    token_max: timedelta = timedelta(days=30)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CredentialPolicy:
+        return cls(timedelta(hours=settings.session_idle_hours), timedelta(hours=settings.session_max_hours),
+                   timedelta(days=settings.api_token_days))
+
+
+def throttle_limits(settings: Settings) -> throttle.Limits:
+    return throttle.Limits(settings.login_max_failures_per_account, settings.login_max_failures_per_address,
+                           settings.login_lockout_minutes)
+
+
+def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
 def create_user(
     session: Session, *, email: str, name: str, role: Role = Role.researcher, password: str | None = None
 ) -> User:
-    email = _normalise_email(email)
+    email = normalise_email(email)
     if "@" not in email:
         raise Invalid(f"{email!r} is not an email address")
-    if password is not None and len(password) < 8:
-        raise Invalid("a password needs at least 8 characters")
+    if password is not None:
+        check_password(password, email=email, name=name)
     if session.exec(select(User).where(User.email == email)).first():
-        raise Conflict(f"an account for {email} already exists")
+        raise AccountExists(f"an account for {email} already exists")
     user = User(email=email, name=name.strip() or email, role=role,
                 password_hash=_hasher.hash(password) if password else None)
     session.add(user)
@@ -40,59 +73,115 @@ def create_user(
     return user
 
 
-def authenticate(session: Session, *, email: str, password: str) -> User:
-    user = session.exec(select(User).where(User.email == _normalise_email(email))).first()
+def sign_up(session: Session, *, email: str, name: str, password: str) -> User:
+    """A researcher signs themselves up. Unlike an admin, they are not told whether the address has an account."""
+    try:
+        return create_user(session, email=email, name=name, password=password)
+    except AccountExists:
+        raise Conflict(CANNOT_SIGN_UP) from None
+
+
+def authenticate(session: Session, *, email: str, password: str, address: str | None = None,
+                 limits: throttle.Limits | None = None) -> User:
+    """The account for an email and password, or Unauthenticated. Refused (429) while the account or the client
+    address is locked out after repeated failures; a failure is counted and committed before it is reported."""
+    email = normalise_email(email)
+    limits = limits or throttle.Limits()
+    throttle.check_allowed(session, email=email, address=address)
+    user = session.exec(select(User).where(User.email == email)).first()
     try:
         _hasher.verify(user.password_hash if user and user.password_hash else _DUMMY_HASH, password)
+        if user is None or user.password_hash is None:
+            raise VerifyMismatchError
     except (VerifyMismatchError, InvalidHashError):
-        raise Unauthenticated("wrong email or password") from None
-    if user is None or user.password_hash is None:
-        raise Unauthenticated("wrong email or password")
+        throttle.record_failure(session, email=email, address=address, limits=limits)
+        raise Unauthenticated(WRONG_LOGIN) from None
+    throttle.clear_account(session, email=email)
     return user
+
+
+# ---- credentials: API tokens and portal sessions -------------------------------------------------------------
 
 
 def _token_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def issue_token(session: Session, *, user: User) -> str:
-    raw = "obs_" + secrets.token_urlsafe(32)
-    session.add(ApiToken(user_id=user.id, token_hash=_token_hash(raw)))
+def issue_token(session: Session, *, user: User, kind: CredentialKind = CredentialKind.api,
+                policy: CredentialPolicy | None = None) -> str:
+    """A new credential for the user; only its hash is stored. Portal sessions and API tokens both expire."""
+    policy = policy or CredentialPolicy()
+    now = utcnow()
+    lifetime = policy.session_max if kind == CredentialKind.web else policy.token_max
+    raw = ("obs_" if kind == CredentialKind.api else "") + secrets.token_urlsafe(32)
+    session.add(ApiToken(user_id=user.id, token_hash=_token_hash(raw), kind=kind, created_at=now,
+                         last_used_at=now, expires_at=now + lifetime))
     session.flush()
     return raw
 
 
 def revoke_token(session: Session, *, raw: str) -> None:
-    token = session.exec(select(ApiToken).where(ApiToken.token_hash == _token_hash(raw))).first()
-    if token:
-        session.delete(token)
+    session.exec(delete(ApiToken).where(ApiToken.token_hash == _token_hash(raw)))
 
 
-def user_for_token(session: Session, raw: str) -> User | None:
+def _expired(token: ApiToken, policy: CredentialPolicy, now: datetime) -> bool:
+    if token.expires_at <= now:
+        return True
+    return token.kind == CredentialKind.web and token.last_used_at + policy.session_idle <= now
+
+
+def credential_for(session: Session, raw: str, kind: CredentialKind,
+                   policy: CredentialPolicy | None = None) -> ApiToken | None:
+    """The live credential of that kind for a raw token, or None (unknown, revoked, expired or idle too long)."""
     token = session.exec(select(ApiToken).where(ApiToken.token_hash == _token_hash(raw))).first()
+    if token is None or token.kind != kind or _expired(token, policy or CredentialPolicy(), utcnow()):
+        return None
+    return token
+
+
+def user_for_token(session: Session, raw: str, kind: CredentialKind = CredentialKind.api,
+                   policy: CredentialPolicy | None = None) -> User | None:
+    token = credential_for(session, raw, kind, policy)
     return session.get(User, token.user_id) if token else None
 
 
-def user_for_oidc(session: Session, *, issuer: str, subject: str, email: str | None, name: str | None) -> User:
+def revoke_all(session: Session, *, user: User) -> None:
+    """Sign the user out everywhere: every session and token."""
+    session.exec(delete(ApiToken).where(ApiToken.user_id == user.id))
+
+
+# ---- OpenID Connect ------------------------------------------------------------------------------------------
+
+
+def user_for_oidc(session: Session, *, issuer: str, subject: str, email: str | None, email_verified: bool,
+                  name: str | None) -> User:
     """The account of an OIDC identity, created as a researcher on first sign-in.
 
-    ORCID's subject is the researcher's iD, so a subject shaped like one is kept as `orcid`.
+    An e-mail address is taken only when the provider says it verified it; otherwise the account gets an address
+    made from the identity (never matched by anyone) and the claim is kept as unverified. ORCID's subject is the
+    researcher's iD, so a subject shaped like one is kept as `orcid`.
     """
+    if len(subject) > 255 or len(issuer) > 500 or clean_text(subject, 255) != subject:
+        raise Invalid("the identity provider sent an identity this observatory cannot store")
+    name = clean_text(name, 200) if name else None
+    email = email if email and len(email) <= 320 and clean_text(email, 320) == email else None
     user = session.exec(select(User).where(User.oidc_issuer == issuer, User.oidc_subject == subject)).first()
     orcid = subject if ORCID_PATTERN.match(subject) else None
+    claimed = normalise_email(email) if email else None
     if user is None:
-        address = _normalise_email(email) if email else f"{subject}@{_host(issuer)}"
+        address = claimed if claimed and email_verified else f"{subject}@{_host(issuer)}".lower()
         if session.exec(select(User).where(User.email == address)).first():
             # Linking by email would let any provider that asserts an address take over a local account.
             raise Conflict(f"{address} already has an account here; sign in with its password")
-        user = User(email=address, name=name or subject, role=Role.researcher,
-                    oidc_issuer=issuer, oidc_subject=subject, orcid=orcid)
-        session.add(user)
+        user = User(email=address, email_verified=bool(claimed and email_verified), name=name or subject,
+                    role=Role.researcher, oidc_issuer=issuer, oidc_subject=subject, orcid=orcid)
     elif orcid:
         user.orcid = orcid
+    user.unverified_email = claimed if claimed and not email_verified else None
+    session.add(user)
     session.flush()
     return user
 
 
 def _host(url: str) -> str:
-    return re.sub(r"^https?://", "", url).split("/")[0] or "oidc"
+    return re.sub(r"^https?://", "", url).split("/")[0].split(":")[0] or "oidc"

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from service.calls import service
 from service.calls.schemas import CallCreate, CallPublic
 from service.deps import AdminUser, SessionDep
+from service.types import IdPath
 
 router = APIRouter(tags=["calls"])
 
@@ -18,7 +19,7 @@ def list_calls(session: SessionDep) -> list[CallPublic]:
 
 
 @router.get("/calls/{call_id}", response_model=CallPublic)
-def get_call(call_id: int, session: SessionDep) -> CallPublic:
+def get_call(call_id: IdPath, session: SessionDep) -> CallPublic:
     """One call. Public."""
     return service.to_public(session, service.get_call(session, call_id))
 

@@ -4,13 +4,15 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from service.types import Description, GpuHours, Title
+
 
 class CallCreate(BaseModel):
-    title: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=10_000)
+    title: Title
+    description: Description = ""
     opens_at: datetime
     closes_at: datetime
-    capacity_gpu_hours: float = Field(gt=0, le=1_000_000)
+    capacity_gpu_hours: GpuHours
     exclusive_months: int = Field(default=12, ge=0, le=60)
 
 

@@ -23,7 +23,11 @@ class User(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("oidc_issuer", "oidc_subject", name="uq_users_oidc_identity"),)
 
     id: int | None = Field(default=None, primary_key=True)
+    # The address people find this account by. From an identity provider it is taken only when the provider
+    # says it verified it; an unverified claim is kept apart and never matched on.
     email: str = Field(index=True, unique=True, max_length=320)
+    email_verified: bool = False
+    unverified_email: str | None = Field(default=None, max_length=320)
     name: str = Field(max_length=200)
     role: Role = Field(default=Role.researcher, sa_type=enum_column(Role, 20))
     password_hash: str | None = Field(default=None, max_length=200)
@@ -33,12 +37,31 @@ class User(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class CredentialKind(StrEnum):
+    api = "api"  # a bearer token for the JSON API
+    web = "web"  # a portal session, named by the signed session cookie
+
+
 class ApiToken(SQLModel, table=True):
-    """A bearer token for the JSON API; only its sha256 is kept."""
+    """A credential: a bearer token or a portal session. Only its sha256 is kept; deleting it signs it out."""
 
     __tablename__ = "api_tokens"
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: int = Field(foreign_key="users.id", index=True)
     token_hash: str = Field(unique=True, max_length=64)
+    kind: CredentialKind = Field(default=CredentialKind.api, sa_type=enum_column(CredentialKind, 10))
     created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+
+
+class LoginFailure(SQLModel, table=True):
+    """Failed sign-ins counted per account and per client address, to slow down password guessing."""
+
+    __tablename__ = "login_failures"
+
+    key: str = Field(primary_key=True, max_length=400)  # "account:<email>" or "address:<ip>"
+    failures: int = 0
+    window_started_at: datetime = Field(default_factory=utcnow)
+    locked_until: datetime | None = None

@@ -6,27 +6,28 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from service.models import ProposalState
+from service.types import Abstract, Email, GpuHours, Justification, Title
 
 
 class ProposalCreate(BaseModel):
-    title: str = Field(min_length=1, max_length=200)
-    abstract: str = Field(min_length=1, max_length=5_000)
-    justification: str = Field(min_length=1, max_length=20_000)
-    requested_gpu_hours: float = Field(gt=0, le=1_000_000)
+    title: Title
+    abstract: Abstract
+    justification: Justification
+    requested_gpu_hours: GpuHours
     job_plan: dict[str, Any] = Field(description="A typed job plan; see GET /api/job-plans/schema.")
     submit: bool = Field(False, description="Submit at once instead of keeping a draft.")
 
 
 class ProposalUpdate(BaseModel):
-    title: str | None = Field(None, min_length=1, max_length=200)
-    abstract: str | None = Field(None, min_length=1, max_length=5_000)
-    justification: str | None = Field(None, min_length=1, max_length=20_000)
-    requested_gpu_hours: float | None = Field(None, gt=0, le=1_000_000)
+    title: Title | None = None
+    abstract: Abstract | None = None
+    justification: Justification | None = None
+    requested_gpu_hours: GpuHours | None = None
     job_plan: dict[str, Any] | None = None
 
 
 class MemberAdd(BaseModel):
-    email: str = Field(max_length=320)
+    email: Email
 
 
 class MemberPublic(BaseModel):

@@ -14,6 +14,7 @@ from jobs.config import JobPlanError, SampleConfig, TrainConfig, parse_job_plan
 from service.allocations.usage import used_gpu_seconds
 from service.archive import service as archive
 from service.calls.service import get_call, is_open
+from service.db import lock
 from service.errors import Conflict, Forbidden, Invalid, NotFound
 from service.models import Award, Call, MemberRole, Proposal, ProposalMember, ProposalState, Role, User
 from service.proposals.schemas import (
@@ -24,6 +25,7 @@ from service.proposals.schemas import (
     ProposalUpdate,
 )
 from service.timeutil import utcnow
+from service.types import Email, parse
 
 
 def validate_job_plan(session: Session, actor: User, plan: dict[str, Any]) -> TrainConfig | SampleConfig:
@@ -92,7 +94,8 @@ def get_visible(session: Session, *, actor: User, proposal_id: int) -> Proposal:
 
 
 def _get_own_draft(session: Session, actor: User, proposal_id: int) -> Proposal:
-    proposal = session.get(Proposal, proposal_id)
+    """The actor's own draft, locked, so that an edit and a submission cannot both pass the draft check."""
+    proposal = lock(session, Proposal, proposal_id)
     if proposal is None or not is_member(session, actor, proposal_id):
         raise NotFound(f"no proposal {proposal_id}")
     if proposal.pi_id != actor.id:
@@ -130,17 +133,18 @@ def submit_proposal(session: Session, *, actor: User, proposal_id: int) -> Propo
 
 
 def add_member(session: Session, *, actor: User, proposal_id: int, email: str) -> ProposalMember:
-    """The PI adds a co-investigator who already has an account."""
-    proposal = session.get(Proposal, proposal_id)
+    """The PI adds a co-investigator who already has an account. The refusal is the same whether the address has
+    no account or an account of another role, so that it reveals neither."""
+    email = parse(Email, email, "email")
+    proposal = lock(session, Proposal, proposal_id)
     if proposal is None or not is_member(session, actor, proposal_id):
         raise NotFound(f"no proposal {proposal_id}")
     if proposal.pi_id != actor.id:
         raise Forbidden("only the PI adds co-investigators")
     user = session.exec(select(User).where(User.email == email.strip().lower())).first()
-    if user is None:
-        raise NotFound(f"no account for {email}; ask them to sign up first")
-    if user.role != Role.researcher:
-        raise Invalid("co-investigators are researchers")
+    if user is None or user.role != Role.researcher:
+        raise NotFound(f"no researcher account can be added as {email}; co-investigators sign up as researchers "
+                       "first")
     if session.get(ProposalMember, (proposal_id, user.id)):
         raise Conflict(f"{email} is already a member")
     member = ProposalMember(proposal_id=proposal_id, user_id=user.id, role=MemberRole.coi)

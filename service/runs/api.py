@@ -9,6 +9,7 @@ from service.archive import service as archive
 from service.deps import CurrentUser, OptionalUser, SessionDep, SettingsDep
 from service.runs import service
 from service.runs.schemas import ArtifactPublic, RunPublic
+from service.types import ArtifactName, IdPath
 
 router = APIRouter(tags=["runs"])
 
@@ -18,13 +19,13 @@ def artifact_url(run_id: int, name: str) -> str:
 
 
 @router.get("/runs/{run_id}", response_model=RunPublic)
-def get_run(run_id: int, user: CurrentUser, session: SessionDep) -> RunPublic:
+def get_run(run_id: IdPath, user: CurrentUser, session: SessionDep) -> RunPublic:
     """State, progress and GPU-seconds of a run: its proposal's members and admins."""
     return RunPublic.model_validate(service.get_visible(session, actor=user, run_id=run_id), from_attributes=True)
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunPublic)
-def cancel_run(run_id: int, user: CurrentUser, session: SessionDep) -> RunPublic:
+def cancel_run(run_id: IdPath, user: CurrentUser, session: SessionDep) -> RunPublic:
     """Cancel a run (its PI or an admin)."""
     run = service.request_cancel(session, actor=user, run_id=run_id)
     session.commit()
@@ -32,7 +33,7 @@ def cancel_run(run_id: int, user: CurrentUser, session: SessionDep) -> RunPublic
 
 
 @router.get("/runs/{run_id}/artifacts", response_model=list[ArtifactPublic])
-def list_artifacts(run_id: int, user: OptionalUser, session: SessionDep) -> list[ArtifactPublic]:
+def list_artifacts(run_id: IdPath, user: OptionalUser, session: SessionDep) -> list[ArtifactPublic]:
     """A run's outputs with sha256: members during exclusive access, everyone after."""
     return [
         ArtifactPublic(name=a.name, kind=a.kind, sha256=a.sha256, size=a.size, media_type=a.media_type,
@@ -42,11 +43,15 @@ def list_artifacts(run_id: int, user: OptionalUser, session: SessionDep) -> list
 
 
 @router.get("/runs/{run_id}/artifacts/{name}")
-def download_artifact(run_id: int, name: str, user: OptionalUser, session: SessionDep,
+def download_artifact(run_id: IdPath, name: ArtifactName, user: OptionalUser, session: SessionDep,
                       settings: SettingsDep) -> FileResponse:
-    """Download one output (same access rule as the list); supports HTTP range requests."""
+    """Download one output (same access rule as the list); supports HTTP range requests.
+
+    Raster images that really are images are shown in place; everything else is an attachment, and no download
+    may run script or be sniffed as another type."""
     artifact, path = archive.open_artifact(session, actor=user, archive_dir=settings.resolved_archive_dir,
                                            run_id=run_id, name=name)
-    disposition = "inline" if artifact.media_type.startswith("image/") else "attachment"
+    disposition = "inline" if archive.shown_inline(artifact, path) else "attachment"
     return FileResponse(path, media_type=artifact.media_type, filename=artifact.name,
-                        content_disposition_type=disposition, headers={"X-Content-SHA256": artifact.sha256})
+                        content_disposition_type=disposition,
+                        headers={"X-Content-SHA256": artifact.sha256, **archive.DOWNLOAD_HEADERS})

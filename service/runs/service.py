@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import or_, update
 from sqlmodel import Session, select
 
+from service.db import lock
 from service.errors import Forbidden, NotFound
 from service.models import Award, Proposal, Role, Run, RunState, User
 from service.proposals.service import is_member
@@ -37,8 +38,13 @@ def list_for_proposal(session: Session, proposal_id: int) -> list[Run]:
 
 
 def request_cancel(session: Session, *, actor: User, run_id: int) -> Run:
-    """A queued run is cancelled at once; a running one is stopped by the scheduler's next tick."""
-    run = get_visible(session, actor=actor, run_id=run_id)
+    """A queued run is cancelled at once; a running one is stopped by the scheduler's next tick.
+
+    The run's row is locked first, so a scheduler claiming it at the same moment either sees it cancelled or
+    holds the claim that makes this a cancel request.
+    """
+    get_visible(session, actor=actor, run_id=run_id)
+    run = lock(session, Run, run_id)
     proposal = session.get(Proposal, run.proposal_id)
     if actor.role != Role.admin and proposal.pi_id != actor.id:
         raise Forbidden("only the PI or an admin cancels a run")

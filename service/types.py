@@ -1,0 +1,68 @@
+"""Constrained types for everything that enters the observatory: ids, text, e-mail addresses and GPU-hours.
+
+One set, used by the JSON API's schemas, the portal's forms and the services alike, so that a value refused in one
+place is refused in all: ids fit the database's integer columns, text holds no NUL or other control characters
+(PostgreSQL refuses NUL), and quantities are finite numbers in range (NaN would pass any `>` check).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from fastapi import Path
+from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
+
+from service.errors import Invalid
+
+MAX_ID = 2**31 - 1  # INTEGER on PostgreSQL; SQLite's are wider
+MAX_GPU_HOURS = 1_000_000.0
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _no_control_characters(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain NUL or other control characters")
+    return value
+
+
+def clean_text(value: str, max_length: int) -> str:
+    """Text from outside that is not ours to refuse (an identity provider's claims): control characters dropped,
+    cut to length."""
+    return _CONTROL.sub("", value)[:max_length]
+
+
+def text(max_length: int, min_length: int = 0) -> Any:
+    """A string of at most `max_length` characters with no control characters other than tab and newlines."""
+    return Annotated[str, Field(min_length=min_length, max_length=max_length),
+                     AfterValidator(_no_control_characters)]
+
+
+Email = Annotated[str, Field(max_length=320, pattern=EMAIL_PATTERN), AfterValidator(_no_control_characters)]
+Title = text(200, 1)
+Abstract = text(5_000, 1)
+Justification = text(20_000, 1)
+Description = text(10_000)
+Name = text(200, 1)
+Password = text(200)
+LoginEmail = text(320)  # not checked for shape: a sign-in attempt with any text is simply wrong
+GpuHours = Annotated[float, Field(gt=0, le=MAX_GPU_HOURS, allow_inf_nan=False)]
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+ArtifactName = Annotated[str, Path(max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+
+_adapters: dict[int, TypeAdapter] = {}
+
+
+def parse(kind: Any, value: Any, field: str) -> Any:
+    """A value from any source (a form's text, a service's caller) checked as one of the types above, or Invalid
+    naming the field."""
+    adapter = _adapters.get(id(kind)) or _adapters.setdefault(id(kind), TypeAdapter(kind))
+    try:
+        return adapter.validate_python(value.strip() if isinstance(value, str) else value)
+    except ValidationError as exc:
+        raise Invalid(f"{field}: {exc.errors()[0]['msg']}") from None
+
+
+def gpu_hours(value: Any, field: str = "gpu_hours") -> float:
+    return parse(GpuHours, value, field)

@@ -1,0 +1,130 @@
+"""ASGI middleware that guards every response and request of the app, whatever route serves it.
+
+- SecurityHeaders: a Content-Security-Policy, nosniff and frame denial on every response.
+- BodyLimit: refuses bodies over a configured size (413) before anything reads them into memory.
+- LoadShedding: past a number of requests in flight, answers 503 at once rather than queueing them all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Pages load their scripts and styles from /static only; nothing may frame them or post them elsewhere.
+PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+               "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+# The API's documentation pages (Swagger UI, ReDoc) load their assets from a CDN and run an inline script.
+DOCS_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+               "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https:; "
+               "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+DOCS_PATHS = ("/docs", "/redoc")
+
+
+async def _send_json(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        policy = DOCS_POLICY if scope["path"] in DOCS_PATHS else PAGE_POLICY
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                # A route may set a stricter policy of its own (downloads do); it is kept.
+                for name, value in ((b"content-security-policy", policy.encode()),
+                                    (b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                                    (b"referrer-policy", b"same-origin")):
+                    if name not in present:
+                        headers.append((name, value))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Forms may be `form_bytes` long and anything else `max_bytes`, whether declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, form_bytes: int) -> None:
+        self.app, self.max_bytes, self.form_bytes = app, max_bytes, form_bytes
+
+    def _limit(self, scope: Scope) -> int:
+        content_type = dict(scope["headers"]).get(b"content-type", b"")
+        is_form = content_type.startswith((b"application/x-www-form-urlencoded", b"multipart/form-data"))
+        return self.form_bytes if is_form else self.max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self._limit(scope)
+        message = f"the request body is larger than {limit} bytes"
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await _send_json(send, 413, message, [(b"connection", b"close")])
+            return
+        received, started = 0, False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message_in = await receive()
+            if message_in["type"] == "http.request":
+                received += len(message_in.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge
+            return message_in
+
+        async def tracking_send(message_out: Message) -> None:
+            nonlocal started
+            started = started or message_out["type"] == "http.response.start"
+            await send(message_out)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await _send_json(send, 413, message, [(b"connection", b"close")])
+
+
+class LoadShedding:
+    """At most `limit` requests in flight; the next is told to come back (503, Retry-After) at once."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit, self.in_flight = app, limit, 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/static/"):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            await _send_json(send, 503, "the observatory is busy; try again in a few seconds",
+                             [(b"retry-after", b"2")])
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
