@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from typing import Annotated
@@ -20,6 +21,12 @@ user_app = typer.Typer(help="Accounts.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
 console = Console()
+
+
+@app.callback()
+def _private_files() -> None:
+    """Everything the observatory writes (database, archive, secrets, logs) is its own user's alone."""
+    os.umask(0o077)
 
 
 def _fail(message: str) -> None:

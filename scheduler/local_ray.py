@@ -36,9 +36,16 @@ def load_or_make_token(path: Path) -> str:
     return private_secret_file(path, lambda: secrets.token_hex(32))
 
 
-def ray_env(token: str) -> dict[str, str]:
-    """The environment for every Ray process of ours: token authentication on, no usage reporting."""
-    return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0"}
+def ray_env(token: str, loopback_only: bool = False) -> dict[str, str]:
+    """The environment for every Ray process of ours: token authentication on, no usage reporting.
+
+    `loopback_only` keeps every port of the node on 127.0.0.1: Ray binds its servers (GCS, raylet, client,
+    metrics) to all interfaces in its multi-node mode, whatever --node-ip-address says, so single-machine mode
+    is the only way to keep them off the network. Such a head takes workers from this machine alone.
+    """
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0" if loopback_only else "1"}
+    return env
 
 
 def _ray_executable() -> str:
@@ -123,8 +130,10 @@ def descendants(root: int) -> set[int]:
     return found
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM if the process that started Ray dies, so no head outlives it."""
+def _child_setup() -> None:
+    """In the child before exec: files it makes are private (session files, logs, spilled objects), and it gets
+    SIGTERM if the process that started Ray dies, so no head outlives it."""
+    os.umask(0o077)
     try:
         import ctypes
 
@@ -133,18 +142,20 @@ def _die_with_parent() -> None:
         pass
 
 
-def _spawn(args: list[str], token: str, log_path: Path) -> subprocess.Popen:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+def _spawn(args: list[str], token: str, log_path: Path, loopback_only: bool = False) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     log = log_path.open("ab")
     return subprocess.Popen([_ray_executable(), "start", "--block", "--disable-usage-stats", *args],
-                            env=ray_env(token), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                            env=ray_env(token, loopback_only), stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_child_setup)
 
 
 def start_head(*, base_port: int, dashboard_port: int, temp_dir: Path, token: str, num_cpus: int | None = None,
-               num_gpus: int | None = None, timeout: float = 120) -> RayNode:
-    """Start a head node on loopback and wait until its job API answers."""
-    temp_dir.mkdir(parents=True, exist_ok=True)
+               num_gpus: int | None = None, loopback_only: bool = True, timeout: float = 120) -> RayNode:
+    """Start a head node on loopback and wait until its job API answers; every port it opens stays on 127.0.0.1
+    unless `loopback_only` is off."""
+    temp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temp_dir.chmod(0o700)
     args = ["--head", "--node-ip-address", "127.0.0.1", "--temp-dir", str(temp_dir),
             "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port)]
     args += [f"--{name}={value}" for name, value in ray_ports(base_port).items()]
@@ -153,7 +164,7 @@ def start_head(*, base_port: int, dashboard_port: int, temp_dir: Path, token: st
     if num_gpus is not None:
         args += ["--num-gpus", str(num_gpus)]
     log_path = temp_dir / f"head-{base_port}.log"
-    node = RayNode(_spawn(args, token, log_path), temp_dir, log_path, f"127.0.0.1:{base_port}",
+    node = RayNode(_spawn(args, token, log_path, loopback_only), temp_dir, log_path, f"127.0.0.1:{base_port}",
                    f"http://127.0.0.1:{dashboard_port}", token)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

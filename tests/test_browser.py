@@ -85,7 +85,7 @@ def test_propose_award_and_see_the_run(browser: Browser, portal: str, lite_sessi
     expect(page.get_by_role("status")).to_contain_text("Proposal submitted.")
     expect(page.locator("h1 .badge")).to_have_text("submitted")
     proposal_url = page.url
-    lite_session.expire_all()
+    lite_session.rollback()  # end the read transaction: the next read sees what the server committed
     proposal = lite_session.exec(select(Proposal)).one()
     assert proposal.job_plan["steps"] == 20 and proposal.requested_gpu_hours == 2
 

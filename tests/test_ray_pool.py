@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import secrets
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from ray.exceptions import AuthenticationError
 from ray.job_submission import JobSubmissionClient
 from sqlmodel import Session
 
-from scheduler.local_ray import join_worker
+from scheduler.local_ray import descendants, join_worker, start_head
 from scheduler.loop import Scheduler
 from scheduler.ray_backend import RayBackend
 from service.pool.service import list_nodes
@@ -29,7 +34,19 @@ def _wait_terminal(client: JobSubmissionClient, job_id: str, timeout: float = 12
     raise AssertionError(f"{job_id} still {status} after {timeout}s")
 
 
-def test_second_node_joins_and_runs_a_job(ray_head, tmp_path, lite_engine, lite_settings) -> None:
+@pytest.fixture
+def pool_head():
+    """A head that takes workers from other machines (its ports are on the network, as a pool's head must be)."""
+    base = int(os.environ.get("OBSERVATORY_TEST_RAY_PORT", "6700")) + 400
+    temp_dir = Path(tempfile.mkdtemp(prefix="obs-ray-pool-", dir="/tmp"))  # Ray's socket paths must stay short
+    node = start_head(base_port=base, dashboard_port=base + 1000, temp_dir=temp_dir / "t",
+                      token=secrets.token_hex(16), num_cpus=1, loopback_only=False)
+    yield node
+    node.stop()
+
+
+def test_second_node_joins_and_runs_a_job(pool_head, tmp_path, lite_engine, lite_settings) -> None:
+    ray_head = pool_head
     worker = join_worker(head_address=ray_head.gcs_address, base_port=int(ray_head.gcs_address.split(":")[1]) + 300,
                          temp_dir=tmp_path, token=ray_head.token, num_cpus=1, resources='{"owner_gpu_slot": 1}')
     try:
@@ -54,3 +71,40 @@ def test_second_node_joins_and_runs_a_job(ray_head, tmp_path, lite_engine, lite_
 def test_the_pool_refuses_a_wrong_token(ray_head) -> None:
     with pytest.raises(AuthenticationError):
         JobSubmissionClient(ray_head.dashboard_url, headers={"Authorization": "Bearer not-the-token"}).list_jobs()
+
+
+def _listening_addresses(pids: set[int]) -> set[str]:
+    """The local addresses of every TCP socket these processes listen on, read from /proc."""
+    inodes: set[str] = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    addresses = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                address = fields[1].split(":")[0]
+                addresses.add(_ip(address, width))
+    return addresses
+
+
+def _ip(hex_address: str, width: int) -> str:
+    raw = bytes.fromhex(hex_address)
+    if width == 8:
+        return str(ipaddress.IPv4Address(raw[::-1]))
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    address = ipaddress.IPv6Address(words)
+    return str(address.ipv4_mapped or address)
+
+
+def test_the_embedded_head_listens_on_loopback_only(ray_head) -> None:
+    """GCS, raylet, client server, dashboard and metrics: none of the embedded head's ports is on the network."""
+    addresses = _listening_addresses(descendants(ray_head.pid) | {ray_head.pid})
+    assert addresses, "the head listens somewhere"
+    assert addresses <= {"127.0.0.1", "::1"}, addresses
