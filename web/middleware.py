@@ -61,10 +61,6 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """Forms may be `form_bytes` long and anything else `max_bytes`, whether declared or streamed."""
 
@@ -86,27 +82,33 @@ class BodyLimit:
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await _send_json(send, 413, message, [(b"connection", b"close")])
             return
-        received, started = 0, False
+        received, started, refused = 0, False, False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
             message_in = await receive()
             if message_in["type"] == "http.request":
                 received += len(message_in.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge
+                if received > limit and not refused:
+                    # Answer now; the app is told the client went away and whatever it sends is dropped.
+                    refused = True
+                    if not started:
+                        await _send_json(send, 413, message, [(b"connection", b"close")])
+                    return {"type": "http.disconnect"}
             return message_in
 
         async def tracking_send(message_out: Message) -> None:
             nonlocal started
+            if refused:
+                return
             started = started or message_out["type"] == "http.response.start"
             await send(message_out)
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await _send_json(send, 413, message, [(b"connection", b"close")])
+        except Exception:
+            if not refused:
+                raise
 
 
 class LoadShedding:

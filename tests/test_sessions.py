@@ -1,0 +1,150 @@
+"""Sign-in and its credentials: sessions live on the server and end at sign-out, idle or absolute expiry; API
+tokens expire; guessing is throttled per account and per address; trivial passwords are refused; and the
+messages do not say which accounts exist."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select, update
+
+from service.auth.passwords import check_password
+from service.errors import Invalid
+from service.models import ApiToken, CredentialKind, Role
+from service.timeutil import utcnow
+from tests.factories import PASSWORD, create_call, create_proposal, create_user, post_form
+
+
+def _sign_in(client: TestClient, email: str, password: str = PASSWORD):
+    return post_form(client, "/login", {"email": email, "password": password}, follow_redirects=False)
+
+
+def test_sign_out_ends_the_session_even_for_a_copied_cookie(lite_client: TestClient, lite_session: Session) -> None:
+    user = create_user(lite_session)
+    assert _sign_in(lite_client, user.email).status_code == 303
+    copied = dict(lite_client.cookies)
+    assert lite_client.get("/api/me").status_code == 200
+    post_form(lite_client, "/logout")
+    lite_client.cookies.clear()
+    lite_client.cookies.update(copied)
+    assert lite_client.get("/api/me").status_code == 401
+    assert "Sign out" not in lite_client.get("/").text
+
+
+def _age(session: Session, kind: CredentialKind, **times) -> None:
+    session.exec(update(ApiToken).where(ApiToken.kind == kind).values(**times))
+    session.commit()
+
+
+def test_sessions_end_when_idle_and_at_their_absolute_limit(lite_client: TestClient, lite_session: Session) -> None:
+    user = create_user(lite_session)
+    _sign_in(lite_client, user.email)
+    _age(lite_session, CredentialKind.web, last_used_at=utcnow() - timedelta(hours=9))
+    assert lite_client.get("/api/me").status_code == 401  # idle for longer than 8 hours
+
+    _sign_in(lite_client, user.email)
+    assert lite_client.get("/api/me").status_code == 200
+    _age(lite_session, CredentialKind.web, expires_at=utcnow() - timedelta(seconds=1))
+    assert lite_client.get("/api/me").status_code == 401  # past the absolute limit, however busy
+
+
+def test_use_keeps_a_session_alive(lite_client: TestClient, lite_session: Session) -> None:
+    user = create_user(lite_session)
+    _sign_in(lite_client, user.email)
+    _age(lite_session, CredentialKind.web, last_used_at=utcnow() - timedelta(hours=7))
+    assert lite_client.get("/api/me").status_code == 200
+    lite_session.expire_all()
+    token = lite_session.exec(select(ApiToken).where(ApiToken.kind == CredentialKind.web)).one()
+    assert utcnow() - token.last_used_at < timedelta(minutes=1)
+
+
+def test_api_tokens_expire(lite_client: TestClient, lite_session: Session) -> None:
+    user = create_user(lite_session)
+    issued = lite_client.post("/api/auth/login", json={"email": user.email, "password": PASSWORD}).json()
+    assert issued["expires_in_s"] == 30 * 24 * 3600
+    headers = {"Authorization": f"Bearer {issued['token']}"}
+    assert lite_client.get("/api/me", headers=headers).status_code == 200
+    _age(lite_session, CredentialKind.api, expires_at=utcnow() - timedelta(seconds=1))
+    response = lite_client.get("/api/me", headers=headers)
+    assert response.status_code == 401 and "expired" in response.json()["detail"]
+
+
+def test_a_session_cookie_is_not_a_bearer_token_and_back(lite_client: TestClient, lite_session: Session) -> None:
+    user = create_user(lite_session)
+    raw = lite_client.post("/api/auth/login", json={"email": user.email, "password": PASSWORD}).json()["token"]
+    lite_client.cookies.clear()
+    import base64
+    import json
+
+    from itsdangerous import TimestampSigner  # forge a cookie naming the API token, with the real key
+
+    cookie = TimestampSigner("test-secret").sign(base64.b64encode(json.dumps({"sid": raw}).encode())).decode()
+    lite_client.cookies.set("observatory_session", cookie)
+    assert lite_client.get("/api/me").status_code == 401
+
+
+def test_guessing_is_throttled_per_account(lite_client: TestClient, lite_session: Session) -> None:
+    user = create_user(lite_session)
+    for _ in range(5):
+        response = lite_client.post("/api/auth/login", json={"email": user.email, "password": "wrong guess"})
+        assert response.status_code == 401
+    locked = lite_client.post("/api/auth/login", json={"email": user.email, "password": PASSWORD})
+    assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
+    # An account that does not exist locks out the same way, so the lock-out reveals nothing.
+    for _ in range(5):
+        lite_client.post("/api/auth/login", json={"email": "nobody@example.org", "password": "wrong guess"})
+    assert lite_client.post("/api/auth/login", json={"email": "nobody@example.org",
+                                                     "password": "x"}).status_code == 429
+    page = _sign_in(lite_client, user.email)
+    assert page.status_code == 429 and "too many failed sign-ins" in page.text
+
+
+def test_guessing_is_throttled_per_address(lite_client: TestClient, lite_session: Session) -> None:
+    users = [create_user(lite_session) for _ in range(5)]
+    for i in range(20):
+        lite_client.post("/api/auth/login", json={"email": users[i % 5].email, "password": "wrong guess"})
+    fresh = create_user(lite_session)
+    response = lite_client.post("/api/auth/login", json={"email": fresh.email, "password": PASSWORD})
+    assert response.status_code == 429
+
+
+def test_a_success_clears_the_accounts_failures(lite_client: TestClient, lite_session: Session) -> None:
+    user = create_user(lite_session)
+    for _ in range(3):
+        lite_client.post("/api/auth/login", json={"email": user.email, "password": "wrong guess"})
+    assert lite_client.post("/api/auth/login", json={"email": user.email, "password": PASSWORD}).status_code == 200
+    for _ in range(4):
+        lite_client.post("/api/auth/login", json={"email": user.email, "password": "wrong guess"})
+    assert lite_client.post("/api/auth/login", json={"email": user.email, "password": PASSWORD}).status_code == 200
+
+
+@pytest.mark.parametrize("password", ["        ", "12345678", "1234567890", "password123", "aaaaaaaaaaaa",
+                                      "qwertyuiop", "observatory1", "ana@example.org"])
+def test_trivial_and_common_passwords_are_refused(password: str) -> None:
+    with pytest.raises(Invalid, match="password"):
+        check_password(password, email="ana@example.org", name="Ana")
+
+
+def test_a_good_password_passes() -> None:
+    check_password("amber kettle orbit", email="ana@example.org", name="Ana")
+
+
+def test_sign_up_and_add_member_do_not_say_which_accounts_exist(lite_client: TestClient,
+                                                                lite_session: Session) -> None:
+    existing = create_user(lite_session)
+    reviewer = create_user(lite_session, Role.reviewer)
+    taken = lite_client.post("/api/auth/signup", json={"email": existing.email, "name": "X",
+                                                       "password": "amber kettle orbit"})
+    assert taken.status_code == 409 and existing.email not in taken.text and "exists" not in taken.text
+
+    pi = create_user(lite_session)
+    proposal = create_proposal(lite_session, pi, create_call(lite_session, create_user(lite_session, Role.admin)))
+    token = lite_client.post("/api/auth/login", json={"email": pi.email, "password": PASSWORD}).json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    answers = [lite_client.post(f"/api/proposals/{proposal.id}/members", headers=headers, json={"email": email})
+               for email in (reviewer.email, "nobody@example.org")]
+    assert {a.status_code for a in answers} == {404}
+    assert answers[0].json()["detail"].replace(reviewer.email, "X") == \
+        answers[1].json()["detail"].replace("nobody@example.org", "X")
