@@ -42,7 +42,7 @@ def _serve(settings: Settings, host: str, port: int, api: bool, scheduler: bool,
     import uvicorn
 
     from observatory.runtime import open_pool, start_scheduler
-    from service.db import make_engine
+    from service.db import engine_for
     from service.migrations import upgrade
     from web.app import create_app
 
@@ -51,14 +51,16 @@ def _serve(settings: Settings, host: str, port: int, api: bool, scheduler: bool,
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     upgrade(settings.resolved_database_url)
-    engine = make_engine(settings.resolved_database_url)
+    # The API and the scheduler each get their own pool, so that a flood of page loads cannot starve the ticks.
+    engine = engine_for(settings)
+    scheduler_engine = engine_for(settings.model_copy(update={"db_pool_size": 2, "db_max_overflow": 2}))
     pool = thread = None
     try:
         if scheduler:
             with console.status("starting the Ray pool…"):
                 pool = open_pool(settings)
             console.print(f"Ray pool ready ({'local head' if pool.head else settings.ray_address})")
-            thread = start_scheduler(engine, settings, pool)
+            thread = start_scheduler(scheduler_engine, settings, pool)
         if watch is not None:
             # The demo shows its run in the terminal; request logs would scroll it away.
             from observatory.watch import watch_run
@@ -69,7 +71,9 @@ def _serve(settings: Settings, host: str, port: int, api: bool, scheduler: bool,
             watcher.start()
         if api:
             uvicorn.run(create_app(settings, engine), host=host, port=port,
-                        log_level="warning" if watch is not None else "info")
+                        log_level="warning" if watch is not None else "info",
+                        proxy_headers=bool(settings.forwarded_allow_ips),
+                        forwarded_allow_ips=settings.forwarded_allow_ips)
         elif thread is not None:
             thread.stop_event.wait()
     except KeyboardInterrupt:
@@ -80,6 +84,7 @@ def _serve(settings: Settings, host: str, port: int, api: bool, scheduler: bool,
         if pool:
             pool.stop()
         engine.dispose()
+        scheduler_engine.dispose()
 
 
 @app.command()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from service.config import private_secret_file
+from service.files import private_dir, private_secret_file
 
 
 def ray_ports(base: int) -> dict[str, int]:
@@ -143,8 +143,8 @@ def _child_setup() -> None:
 
 
 def _spawn(args: list[str], token: str, log_path: Path, loopback_only: bool = False) -> subprocess.Popen:
-    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    log = log_path.open("ab")
+    private_dir(log_path.parent)
+    log = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
     return subprocess.Popen([_ray_executable(), "start", "--block", "--disable-usage-stats", *args],
                             env=ray_env(token, loopback_only), stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_child_setup)
@@ -154,9 +154,9 @@ def start_head(*, base_port: int, dashboard_port: int, temp_dir: Path, token: st
                num_gpus: int | None = None, loopback_only: bool = True, timeout: float = 120) -> RayNode:
     """Start a head node on loopback and wait until its job API answers; every port it opens stays on 127.0.0.1
     unless `loopback_only` is off."""
-    temp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temp_dir.chmod(0o700)
-    args = ["--head", "--node-ip-address", "127.0.0.1", "--temp-dir", str(temp_dir),
+    # Ray opens up every folder it makes (mode 0777), so its own folder sits inside one that is ours alone.
+    private_dir(temp_dir)
+    args = ["--head", "--node-ip-address", "127.0.0.1", "--temp-dir", str(temp_dir / "ray"),
             "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port)]
     args += [f"--{name}={value}" for name, value in ray_ports(base_port).items()]
     if num_cpus is not None:

@@ -27,6 +27,7 @@ from service.allocations.usage import remaining_gpu_seconds
 from service.archive import service as archive
 from service.config import Settings
 from service.db import writer
+from service.files import private_dir
 from service.models import Run, RunState
 from service.pool.schemas import NodeSeen
 from service.pool.service import record_nodes
@@ -110,7 +111,7 @@ class Scheduler:
             num_cpus=0 if self.settings.gpus_per_run else self.settings.cpus_per_run,
             num_gpus=self.settings.gpus_per_run, metadata={"run_id": str(run.id), "proposal_id": str(run.proposal_id)},
         )
-        self.staging_dir(run).mkdir(parents=True, exist_ok=True)
+        private_dir(self.staging_dir(run))
         self.backend.submit(request)
         run.attempt, run.submission_id = attempt, submission_id
         move(run, RunState.running, SUBMITTED)

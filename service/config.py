@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import tempfile
-from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.files import private_secret_file
 
 
 def _default_var_dir() -> Path:
@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     archive_dir: Path | None = None
     secret_key: str | None = None
     base_url: str = "http://127.0.0.1:8000"
+    # Behind a proxy: the addresses whose X-Forwarded-For/-Proto uvicorn trusts (e.g. "*" on a private network).
+    forwarded_allow_ips: str | None = None
     # Secure cookies unless the portal is plain HTTP on loopback (the embedded default); None: decide so.
     secure_cookies: bool | None = None
 
@@ -107,18 +109,6 @@ class Settings(BaseSettings):
         if self.secret_key:
             return self.secret_key
         return private_secret_file(self.var_dir / "secret_key", lambda: secrets.token_urlsafe(48))
-
-
-def private_secret_file(path: Path, make: Callable[[], str]) -> str:
-    """A secret kept in a file readable by its owner alone from the moment it exists; made once, then read."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(make())
-    return path.read_text().strip()
 
 
 @lru_cache

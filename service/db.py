@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
 from service.config import Settings, get_settings
+from service.files import private_dir
 
 _WRITER = "observatory_writer"
 Row = TypeVar("Row", bound=SQLModel)
@@ -30,7 +31,7 @@ def _private_sqlite_file(url: str) -> None:
     if not url.startswith("sqlite:///") or len(url) == len("sqlite:///") or ":memory:" in url:
         return
     path = Path(url.removeprefix("sqlite:///").split("?")[0])
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)
     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 

@@ -17,7 +17,8 @@ from jobs.outputs import declare
 from scheduler.loop import Scheduler
 from scheduler.ray_backend import JobSnapshot, JobState
 from service.archive.service import accept_outputs, list_artifacts, object_path
-from service.config import Settings, private_secret_file
+from service.config import Settings
+from service.files import private_secret_file
 from service.models import Role, Run, RunState
 from tests.factories import award, create_call, create_proposal, create_user
 from tests.test_scheduler_reconcile import ScriptedPool

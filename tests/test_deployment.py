@@ -10,7 +10,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = Path(compose.__file__).parent / "docker-compose"
-ENV = {"RAY_AUTH_TOKEN": "t", "OBSERVATORY_SECRET_KEY": "s", "PATH": "/usr/bin:/bin"}
+ENV = {"RAY_AUTH_TOKEN": "t", "OBSERVATORY_SECRET_KEY": "s", "POSTGRES_PASSWORD": "p",
+       "OBSERVATORY_DOMAIN": "observatory.example.org", "PATH": "/usr/bin:/bin"}
 
 
 def _config(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -22,12 +23,35 @@ def test_compose_file_is_valid_and_has_every_role() -> None:
     result = _config()
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
-    assert set(services) == {"postgres", "migrate", "api", "scheduler", "ray-head", "gpu-worker"}
+    assert set(services) == {"proxy", "postgres", "migrate", "api", "scheduler", "ray-head", "gpu-worker"}
     assert services["gpu-worker"]["environment"]["RAY_AUTH_MODE"] == "token"
     assert services["scheduler"]["environment"]["OBSERVATORY_RAY_ADDRESS"] == "http://ray-head:8265"
 
 
 def test_compose_refuses_to_run_without_secrets() -> None:
-    for missing in ("RAY_AUTH_TOKEN", "OBSERVATORY_SECRET_KEY"):
+    for missing in ("RAY_AUTH_TOKEN", "OBSERVATORY_SECRET_KEY", "POSTGRES_PASSWORD", "OBSERVATORY_DOMAIN"):
         result = _config("-q", env={k: v for k, v in ENV.items() if k != missing})
         assert result.returncode != 0 and f"set {missing}" in result.stderr
+
+
+def _published(service: dict) -> list[dict]:
+    return service.get("ports", [])
+
+
+def test_compose_defaults_are_the_safe_ones() -> None:
+    services = yaml.safe_load(_config().stdout)["services"]
+    # Only the TLS proxy faces the network; the API is reached through it, over HTTPS, with Secure cookies.
+    assert {p["published"] for p in _published(services["proxy"])} == {"443", "80"}
+    assert _published(services["api"]) == []
+    assert services["api"]["environment"]["OBSERVATORY_BASE_URL"] == "https://observatory.example.org"
+    assert services["api"]["environment"]["OBSERVATORY_SECURE_COOKIES"] == "true"
+    # The Ray head publishes its GCS port on loopback unless told the overlay's address, and its job API nowhere.
+    head_ports = _published(services["ray-head"])
+    assert [(p["host_ip"], p["target"]) for p in head_ports] == [("127.0.0.1", 6379)]
+    overlay = yaml.safe_load(_config(env={**ENV, "RAY_BIND_ADDRESS": "100.64.0.1"}).stdout)["services"]
+    assert [p["host_ip"] for p in _published(overlay["ray-head"])] == ["100.64.0.1"]
+    # Each service holds only the secrets it uses.
+    assert not {k for k in services["api"]["environment"] if "RAY" in k}
+    for node in ("ray-head", "gpu-worker"):
+        env = services[node]["environment"]
+        assert not {k for k in env if k.startswith("OBSERVATORY_") or "POSTGRES" in k}, (node, env)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+import stat
 import sys
 import tempfile
 import time
@@ -108,3 +109,11 @@ def test_the_embedded_head_listens_on_loopback_only(ray_head) -> None:
     addresses = _listening_addresses(descendants(ray_head.pid) | {ray_head.pid})
     assert addresses, "the head listens somewhere"
     assert addresses <= {"127.0.0.1", "::1"}, addresses
+
+
+def test_the_embedded_heads_files_are_private(ray_head) -> None:
+    """Ray's session files (logs that name every run, sockets, spilled objects) are readable by us alone: they
+    lie in a folder of mode 0700, and the files themselves are made with no group or other rights."""
+    assert stat.S_IMODE(ray_head.temp_dir.stat().st_mode) == 0o700
+    files = [p for p in ray_head.temp_dir.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert files and [p for p in files if stat.S_IMODE(p.stat().st_mode) & 0o077] == []

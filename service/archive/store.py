@@ -12,6 +12,8 @@ import secrets
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from service.files import private_dir
+
 CHUNK = 1 << 20
 
 
@@ -33,12 +35,9 @@ class LocalStore:
             raise ValueError(f"not a sha256: {sha256[:80]!r}")
         return self.root / "objects" / sha256[:2] / sha256
 
-    def _private_dir(self, path: Path) -> Path:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return path
-
     def put(self, stream: BinaryIO, *, limit: int | None = None) -> tuple[str, int]:
-        incoming = self._private_dir(self.root / "incoming")
+        incoming = self.root / "incoming"
+        private_dir(incoming)
         tmp = incoming / f"{secrets.token_hex(8)}.part"
         digest, size = hashlib.sha256(), 0
         try:
@@ -53,7 +52,7 @@ class LocalStore:
                 os.fsync(handle.fileno())
             sha = digest.hexdigest()
             target = self.path(sha)
-            self._private_dir(target.parent)
+            private_dir(target.parent)
             if target.exists():
                 tmp.unlink()
             else:
