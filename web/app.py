@@ -20,27 +20,36 @@ from service.config import Settings, get_settings
 from service.db import engine_for
 from service.errors import Busy, Conflict, DomainError, Unauthenticated
 from web.csrf import verify_csrf
-from web.middleware import BodyLimit, LoadShedding, SecurityHeaders
+from web.middleware import LoadShedding, SecurityHeaders
 from web.pages import router as pages_router
 from web.render import render
 
 STATIC = Path(__file__).parent / "static"
 
 
+class ObservatoryApp(FastAPI):
+    def build_middleware_stack(self):  # type: ignore[no-untyped-def]
+        """Security headers wrap everything, so that even a refusal made before any route (a body too large, an
+        unhandled error) carries them."""
+        return SecurityHeaders(super().build_middleware_stack())
+
+
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="Commons Observatory", version="0.1.0", dependencies=[Depends(verify_csrf)],
-                  description="Peer-reviewed GPU time on a volunteered pool, for a Commons-only diffusion model.")
+    # Bodies past the limits are refused (413) as they arrive, before anything holds them: the portal's forms are
+    # small, the JSON API's bodies a little larger.
+    app = ObservatoryApp(
+        title="Commons Observatory", version="0.1.0", dependencies=[Depends(verify_csrf)],
+        max_body_size=settings.max_body_bytes,
+        description="Peer-reviewed GPU time on a volunteered pool, for a Commons-only diffusion model.")
     app.state.settings = settings
     app.state.engine = engine or engine_for(settings)
     app.state.oauth = make_oauth(settings)
-    # The cookie carries the session id (see service.auth.sessions), the CSRF token and flash messages; it is
+    # The cookie carries the session id (see service.auth.browser), the CSRF token and flash messages; it is
     # Secure unless the observatory is served over plain HTTP on this machine alone.
     app.add_middleware(SessionMiddleware, secret_key=settings.resolved_secret_key(), same_site="lax",
                        session_cookie="observatory_session", max_age=settings.session_max_hours * 3600,
                        https_only=settings.cookie_secure)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, form_bytes=settings.max_form_bytes)
-    app.add_middleware(SecurityHeaders)
     app.add_middleware(LoadShedding, limit=settings.max_requests_in_flight)
 
     @app.exception_handler(DomainError)
@@ -52,7 +61,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
         if isinstance(exc, Unauthenticated):
             return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
-        return render(request, "error.html", {"message": exc.message}, status_code=exc.status_code)
+        if isinstance(exc, Busy):
+            request.state.user = None  # the page is drawn without asking the busy database who is signed in
+        headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
+        response = render(request, "error.html", {"message": exc.message}, status_code=exc.status_code)
+        response.headers.update(headers or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
@@ -78,6 +92,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     app.include_router(api_router)
     app.include_router(oidc_router)
-    app.include_router(pages_router)
+    app.include_router(pages_router, max_body_size=settings.max_form_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

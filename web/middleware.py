@@ -1,7 +1,6 @@
 """ASGI middleware that guards every response and request of the app, whatever route serves it.
 
 - SecurityHeaders: a Content-Security-Policy, nosniff and frame denial on every response.
-- BodyLimit: refuses bodies over a configured size (413) before anything reads them into memory.
 - LoadShedding: past a number of requests in flight, answers 503 at once rather than queueing them all.
 """
 
@@ -59,56 +58,6 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-class BodyLimit:
-    """Forms may be `form_bytes` long and anything else `max_bytes`, whether declared or streamed."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int, form_bytes: int) -> None:
-        self.app, self.max_bytes, self.form_bytes = app, max_bytes, form_bytes
-
-    def _limit(self, scope: Scope) -> int:
-        content_type = dict(scope["headers"]).get(b"content-type", b"")
-        is_form = content_type.startswith((b"application/x-www-form-urlencoded", b"multipart/form-data"))
-        return self.form_bytes if is_form else self.max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self._limit(scope)
-        message = f"the request body is larger than {limit} bytes"
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await _send_json(send, 413, message, [(b"connection", b"close")])
-            return
-        received, started, refused = 0, False, False
-
-        async def counting_receive() -> Message:
-            nonlocal received, refused
-            message_in = await receive()
-            if message_in["type"] == "http.request":
-                received += len(message_in.get("body", b""))
-                if received > limit and not refused:
-                    # Answer now; the app is told the client went away and whatever it sends is dropped.
-                    refused = True
-                    if not started:
-                        await _send_json(send, 413, message, [(b"connection", b"close")])
-                    return {"type": "http.disconnect"}
-            return message_in
-
-        async def tracking_send(message_out: Message) -> None:
-            nonlocal started
-            if refused:
-                return
-            started = started or message_out["type"] == "http.response.start"
-            await send(message_out)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except Exception:
-            if not refused:
-                raise
 
 
 class LoadShedding:

@@ -1,0 +1,197 @@
+"""The run page under concurrent load: requests/s, latency percentiles and status codes, loopback only.
+
+    python bench/run_page_load.py [--clients 50 200] [--seconds 10]
+
+Seeds a fresh embedded observatory (SQLite) with an awarded proposal, a finished run with outputs and a signed-in
+researcher, serves it with uvicorn in a separate process, and drives it from this process with a bounded number
+of concurrent clients, each loading the run page again as soon as it has its answer. Two configurations are
+measured in the same run, on the same data:
+  - "before": the old settings (database pool 5 + 10, no load shedding);
+  - "now": the defaults (pool 20 + 20, at most 64 requests in flight, 503 beyond).
+While the load runs, a scheduler-like probe on its own engine claims queued runs every half second and reports its
+slowest tick, since the scheduler must keep working while the portal is busy. The static stylesheet, served with
+no database work, is measured too as the machine's ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BEFORE = {"OBSERVATORY_DB_POOL_SIZE": "5", "OBSERVATORY_DB_MAX_OVERFLOW": "10", "OBSERVATORY_DB_POOL_TIMEOUT_S": "30",
+          "OBSERVATORY_MAX_REQUESTS_IN_FLIGHT": "1000000"}
+NOW: dict[str, str] = {}
+
+
+def seed(var_dir: Path) -> int:
+    """A migrated database with a finished run and its outputs; returns the run's id."""
+    import io
+    import json
+
+    from sqlmodel import Session
+
+    from service.archive.service import ingest_bytes, store_for
+    from service.db import make_engine, writer
+    from service.migrations import upgrade
+    from service.models import Artifact, Role, Run, RunState
+    from tests.factories import award, create_call, create_proposal, create_user
+
+    url = f"sqlite:///{var_dir / 'observatory.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    with Session(writer(engine), expire_on_commit=False) as session:
+        admin = create_user(session, Role.admin, email="admin@bench.example")
+        pi = create_user(session, email="pi@bench.example")
+        _, run = award(session, admin, create_proposal(session, pi, create_call(session, admin, capacity=100)))
+        run = session.get(Run, run.id)
+        run.state = RunState.succeeded
+        archive = var_dir / "archive"
+        metrics = json.dumps({"final_loss": 0.02, "loss_curve": [1 / (i + 1) for i in range(200)]}).encode()
+        for name, kind, media, data in (("metrics.json", "metrics", "application/json", metrics),
+                                        ("samples.png", "samples", "image/png", b"\x89PNG\r\n\x1a\n" + b"0" * 4000)):
+            sha, size = store_for(archive).put(io.BytesIO(data))
+            session.add(Artifact(run_id=run.id, name=name, kind=kind, sha256=sha, size=size, media_type=media))
+        ingest_bytes(session, archive_dir=archive, run=run, name="job.log", data=b"done\n")
+        session.add(run)
+        session.commit()
+        run_id = run.id
+    engine.dispose()
+    return run_id
+
+
+def serve(var_dir: Path, port: int, overrides: dict[str, str]) -> subprocess.Popen:
+    env = {**os.environ, "OBSERVATORY_VAR_DIR": str(var_dir), "OBSERVATORY_SECRET_KEY": "bench",
+           "OBSERVATORY_LOGIN_MAX_FAILURES_PER_ADDRESS": "1000", **overrides}
+    return subprocess.Popen([sys.executable, "-m", "uvicorn", "web.app:create_app", "--factory", "--host",
+                             "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                            cwd=ROOT, env=env)
+
+
+def wait_up(base: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/login", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError("the server did not start")
+
+
+def sign_in(base: str) -> httpx.Cookies:
+    with httpx.Client(base_url=base) as client:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+        response = client.post("/login", data={"email": "pi@bench.example", "password": "correct horse battery",
+                                               "csrf_token": token})
+        assert response.status_code in (200, 303), response.text[:200]
+        return client.cookies
+
+
+async def drive(base: str, path: str, cookies: httpx.Cookies, clients: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    statuses: Counter[str] = Counter()
+    stop_at = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, cookies=cookies, limits=limits, timeout=30) as client:
+        async def one_client() -> None:
+            while time.monotonic() < stop_at:
+                started = time.perf_counter()
+                try:
+                    response = await client.get(path)
+                    statuses[str(response.status_code)] += 1
+                except httpx.HTTPError as exc:
+                    statuses[type(exc).__name__] += 1
+                latencies.append(time.perf_counter() - started)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        elapsed = time.perf_counter() - began
+    ok = statuses.get("200", 0)
+    latencies.sort()
+    return {"ok_per_s": ok / elapsed, "p50_ms": 1000 * statistics.median(latencies),
+            "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))], "statuses": dict(statuses)}
+
+
+class SchedulerProbe(threading.Thread):
+    """A scheduler tick's database work on its own engine, every half second; remembers the slowest."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.stop, self.slowest, self.failures = url, threading.Event(), 0.0, 0
+
+    def run(self) -> None:
+        from sqlmodel import Session
+
+        from service.db import make_engine, writer
+        from service.runs.service import active_runs, claim_queued
+
+        engine = make_engine(self.url, pool_size=2, max_overflow=2)
+        while not self.stop.wait(0.5):
+            started = time.perf_counter()
+            try:
+                with Session(writer(engine)) as session:
+                    claim_queued(session, limit=8, ttl_s=60)
+                    active_runs(session)
+                    session.commit()
+            except Exception:
+                self.failures += 1
+            self.slowest = max(self.slowest, time.perf_counter() - started)
+        engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--port", type=int, default=8391)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="obs-bench-") as folder:
+        var_dir = Path(folder)
+        run_id = seed(var_dir)
+        print(f"run page /runs/{run_id}, {args.seconds:g} s per measurement, loopback, {os.cpu_count()} CPUs")
+        print(f"{'config':<7} {'path':<18} {'clients':>7} {'ok/s':>8} {'p50 ms':>8} {'p99 ms':>9} "
+              f"{'probe max ms':>12}  statuses")
+        for label, overrides in (("before", BEFORE), ("now", NOW)):
+            base = f"http://127.0.0.1:{args.port}"
+            server = serve(var_dir, args.port, overrides)
+            try:
+                wait_up(base)
+                cookies = sign_in(base)
+                for path in ("/static/style.css", f"/runs/{run_id}"):
+                    for clients in args.clients:
+                        probe = SchedulerProbe(f"sqlite:///{var_dir / 'observatory.db'}")
+                        probe.start()
+                        result = asyncio.run(drive(base, path, cookies, clients, args.seconds))
+                        probe.stop.set()
+                        probe.join()
+                        probe_text = f"{1000 * probe.slowest:.0f}" + (f" ({probe.failures} failed)"
+                                                                      if probe.failures else "")
+                        print(f"{label:<7} {path:<18} {clients:>7} {result['ok_per_s']:>8.1f} "
+                              f"{result['p50_ms']:>8.1f} {result['p99_ms']:>9.1f} {probe_text:>12}  "
+                              f"{result['statuses']}", flush=True)
+            finally:
+                server.terminate()
+                try:
+                    server.wait(timeout=10)
+                except subprocess.TimeoutExpired:  # still answering the requests it had queued
+                    server.kill()
+                    server.wait()
+
+
+if __name__ == "__main__":
+    main()
