@@ -26,3 +26,4 @@ test: $(VENV)/.installed chromium
 
 bench: $(VENV)/.installed
 	$(PY) bench/train_overhead.py
+	$(PY) bench/run_page_load.py

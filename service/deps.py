@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Annotated
 
@@ -21,10 +21,12 @@ from service.timeutil import utcnow
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
     """A session on the app's engine; routes commit explicitly, anything left uncommitted rolls back.
 
     A request that may write (POST, PATCH, …) gets a writer session, so its checks and writes are serialised.
+    The session is made and closed on the event loop, not in a worker thread: a request that has finished its work
+    never waits for a free thread while it still holds a database connection.
     """
     engine = request.app.state.engine
     with Session(engine if request.method in SAFE_METHODS else writer(engine), expire_on_commit=False) as session:
@@ -71,6 +73,8 @@ def get_optional_user(request: Request, session: SessionDep) -> User | None:
         user = session.get(User, credential.user_id) if credential else None
         if credential and utcnow() - credential.last_used_at > TOUCH_EVERY:
             _touch(request.app.state.engine, credential.id)
+    # Hand the connection back before the route runs in another thread; the user stays readable, detached.
+    session.close()
     request.state.user = user  # the portal's templates show who is signed in without asking again
     return user
 

@@ -10,7 +10,7 @@ from playwright.sync_api import Browser, expect, sync_playwright
 from sqlmodel import Session, func, select
 
 from service.models import Proposal, Role
-from tests.factories import PASSWORD, create_call, create_user
+from tests.factories import PASSWORD, create_call, create_proposal, create_user
 from tests.live import live_server
 
 pytestmark = pytest.mark.browser
@@ -82,3 +82,52 @@ def test_propose_award_and_see_the_run(browser: Browser, portal: str, lite_sessi
     expect(page.locator("#run-state")).to_have_text("queued")
     expect(page.locator("#run-progress")).to_be_visible()
     page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
+
+
+@pytest.fixture
+def attacker_site(portal: str):
+    """Another site (another port: same host, so the browser still sends the portal's cookie) whose page submits
+    a form to the portal as soon as it loads."""
+    import http.server
+    import threading
+
+    from tests.live import free_port
+
+    pages: dict[str, bytes] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+            body = pages.get(self.path, b"")
+            self.send_response(200 if body else 404)
+            self.send_header("content-type", "text/html")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", pages
+    server.shutdown()
+
+
+def test_a_cross_site_form_cannot_act_for_the_signed_in_user(browser: Browser, portal: str, attacker_site,
+                                                             lite_session: Session) -> None:
+    base, pages = attacker_site
+    pi = create_user(lite_session)
+    call = create_call(lite_session, create_user(lite_session, Role.admin))
+    draft = create_proposal(lite_session, pi, call, submit=False)
+    pages["/"] = (f'<form id="f" method="post" action="{portal}/proposals/{draft.id}/submit"></form>'
+                  f'<script>document.getElementById("f").submit()</script>').encode()
+    page = _sign_in(browser, portal, pi.email)
+    page.goto(f"{base}/")
+    expect(page.get_by_role("alert")).to_contain_text("cross-site request refused")
+    lite_session.rollback()
+    lite_session.expire_all()
+    assert lite_session.get(Proposal, draft.id).state == "draft"
+    # The portal's own button still works.
+    page.goto(f"{portal}/proposals/{draft.id}")
+    page.get_by_role("button", name="Submit proposal").click()
+    expect(page.get_by_role("status")).to_contain_text("Proposal submitted.")
