@@ -148,3 +148,24 @@ def test_sign_up_and_add_member_do_not_say_which_accounts_exist(lite_client: Tes
     assert {a.status_code for a in answers} == {404}
     assert answers[0].json()["detail"].replace(reviewer.email, "X") == \
         answers[1].json()["detail"].replace("nobody@example.org", "X")
+
+
+def test_cookies_are_secure_unless_the_portal_is_plain_http_on_loopback(tmp_path) -> None:
+    from service.config import Settings
+
+    assert Settings(base_url="https://observatory.example.org").cookie_secure
+    assert Settings(base_url="http://observatory.example.org").cookie_secure  # a proxy's TLS must be set up
+    assert not Settings(base_url="http://127.0.0.1:8000").cookie_secure
+    assert not Settings(base_url="http://127.0.0.1:8000", secure_cookies=None).cookie_secure
+    assert Settings(base_url="http://127.0.0.1:8000", secure_cookies=True).cookie_secure
+
+
+def test_the_session_cookie_is_secure_and_httponly_behind_https(lite_settings, lite_engine, lite_session) -> None:
+    from web.app import create_app
+
+    user = create_user(lite_session)
+    settings = lite_settings.model_copy(update={"base_url": "https://observatory.example.org"})
+    with TestClient(create_app(settings, lite_engine), base_url="https://observatory.example.org") as client:
+        response = _sign_in(client, user.email)
+        cookie = response.headers["set-cookie"].lower()
+        assert "secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
