@@ -55,16 +55,19 @@ class Settings(BaseSettings):
     cpus_per_run: int = 1
     job_python: str | None = None
 
-    # Database pools: the API's is at least as large as its request threads; the scheduler has its own.
-    db_pool_size: int = 20
-    db_max_overflow: int = 20
+    # The API runs its routes in `request_threads` threads, and its database pool holds as many connections
+    # (pool size + overflow), so no thread ever waits for a connection that a waiting request holds; more threads
+    # than that only contend for the interpreter. The scheduler has a pool of its own.
+    request_threads: int = 20
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
     db_pool_timeout_s: float = 10
 
     # Requests: bodies are refused past these sizes, and past this many requests in flight the API answers 503
     # at once instead of queueing until every client times out.
     max_body_bytes: int = 1 << 20
     max_form_bytes: int = 256 << 10
-    max_requests_in_flight: int = 64
+    max_requests_in_flight: int = 256
 
     scheduler_interval_s: float = 2.0
     claim_ttl_s: int = 120

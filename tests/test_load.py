@@ -65,3 +65,12 @@ def test_requests_past_the_limit_are_shed_at_once() -> None:
     results = asyncio.run(scenario())
     assert sorted(results) == [200, 200, 503, 503, 503] and len(started) == 2
     assert app.in_flight == 0
+
+
+def test_routes_run_in_no_more_threads_than_the_pool_has_connections(lite_settings: Settings, lite_engine) -> None:
+    import anyio
+
+    assert lite_settings.request_threads <= lite_settings.db_pool_size + lite_settings.db_max_overflow
+    with TestClient(create_app(lite_settings, lite_engine)) as client:
+        tokens = client.portal.call(lambda: anyio.to_thread.current_default_thread_limiter().total_tokens)
+    assert tokens == lite_settings.request_threads

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -34,12 +37,23 @@ class ObservatoryApp(FastAPI):
         return SecurityHeaders(super().build_middleware_stack())
 
 
+def _lifespan(settings: Settings):
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Routes run in this many threads: no more than the database pool can serve at once.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
+        yield
+
+    return lifespan
+
+
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     settings = settings or get_settings()
     # Bodies past the limits are refused (413) as they arrive, before anything holds them: the portal's forms are
     # small, the JSON API's bodies a little larger.
     app = ObservatoryApp(
         title="Commons Observatory", version="0.1.0", dependencies=[Depends(verify_csrf)],
+        lifespan=_lifespan(settings),
         max_body_size=settings.max_body_bytes,
         description="Peer-reviewed GPU time on a volunteered pool, for a Commons-only diffusion model.")
     app.state.settings = settings
