@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from service.allocations.service import award_proposal
 from service.archive import service as archive
@@ -80,8 +81,9 @@ async def login_submit(request: Request, session: SessionDep, settings: Settings
     target = _safe_next(str(form.get("next", "/")))
     try:
         data = Login.model_validate({"email": form.get("email", ""), "password": form.get("password", "")})
-        user = auth.authenticate(session, email=data.email, password=data.password,
-                                 address=client_address(request), limits=auth.throttle_limits(settings))
+        # Checking a password takes a while (argon2): in a worker thread, so other requests go on meanwhile.
+        user = await run_in_threadpool(auth.authenticate, session, email=data.email, password=data.password,
+                                       address=client_address(request), limits=auth.throttle_limits(settings))
     except ValidationError:
         return render(request, "login.html", {"error": auth.WRONG_LOGIN, "next": target}, status_code=401)
     except DomainError as exc:
@@ -108,7 +110,8 @@ async def signup_submit(request: Request, session: SessionDep):
     shown = {k: v for k, v in values.items() if k != "password"}
     try:
         data = UserCreate.model_validate(values)
-        user = auth.sign_up(session, email=data.email, name=data.name, password=data.password)
+        user = await run_in_threadpool(auth.sign_up, session, email=data.email, name=data.name,
+                                       password=data.password)
     except ValidationError as exc:
         return render(request, "signup.html", {"error": _problems(exc), "values": shown}, status_code=422)
     except DomainError as exc:
@@ -224,7 +227,7 @@ def proposal_submit(proposal_id: IdPath, request: Request, user: CurrentUser, se
 
 @router.post("/proposals/{proposal_id}/members")
 async def proposal_add_member(proposal_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
-    email = str((await request.form()).get("email", ""))[:320]
+    email = str((await request.form()).get("email", ""))
     return _act(request, session, f"/proposals/{proposal_id}", "Co-investigator added.",
                 lambda: proposals.add_member(session, actor=user, proposal_id=proposal_id, email=email))
 
@@ -232,9 +235,14 @@ async def proposal_add_member(proposal_id: IdPath, request: Request, user: Curre
 @router.post("/proposals/{proposal_id}/award")
 async def proposal_award(proposal_id: IdPath, request: Request, admin: AdminUser, session: SessionDep,
                          settings: SettingsDep):
-    raw = str((await request.form()).get("gpu_hours", ""))[:40]
-    return _act(request, session, f"/proposals/{proposal_id}", f"Awarded {raw} GPU-hours; the run is queued.",
-                lambda: award_proposal(session, actor=admin, proposal_id=proposal_id, gpu_hours=gpu_hours(raw),
+    url = f"/proposals/{proposal_id}"
+    try:
+        hours = gpu_hours(str((await request.form()).get("gpu_hours", "")))
+    except DomainError as exc:
+        flash(request, exc.message, "error")
+        return _redirect(url)
+    return _act(request, session, url, f"Awarded {hours:g} GPU-hours; the run is queued.",
+                lambda: award_proposal(session, actor=admin, proposal_id=proposal_id, gpu_hours=hours,
                                        gpus_per_run=max(settings.gpus_per_run, 1)))
 
 
