@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 import tempfile
@@ -39,7 +40,9 @@ def test_run_resumes_after_the_pool_is_replaced(lite_engine, lite_session: Sessi
     _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
                                                         create_call(lite_session, admin), job_plan=plan))
     settings = lite_settings.model_copy(update={"job_python": sys.executable})
-    token, base = secrets.token_hex(16), 6800
+    # Clear of the session head's ports (6700+: its workers take 6800-6899, its dashboard 7700) and of the pool
+    # test's head (7100+, workers 7200-7299, dashboard 8100) and joined worker (7400-7599).
+    token, base = secrets.token_hex(16), int(os.environ.get("OBSERVATORY_TEST_RAY_PORT", "6700")) + 1200
     head = _head(base, token)
     try:
         scheduler = Scheduler(lite_engine, settings, RayBackend(head.dashboard_url, token))
