@@ -43,9 +43,8 @@ def ray_env(token: str, loopback_only: bool = False) -> dict[str, str]:
     metrics) to all interfaces in its multi-node mode, whatever --node-ip-address says, so single-machine mode
     is the only way to keep them off the network. Such a head takes workers from this machine alone.
     """
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0" if loopback_only else "1"}
-    return env
+    return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0" if loopback_only else "1"}
 
 
 def _ray_executable() -> str:

@@ -35,9 +35,9 @@ def _private_sqlite_file(url: str) -> None:
     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
-def make_engine(url: str, *, pool_size: int = 20, max_overflow: int = 20, pool_timeout_s: float = 10) -> Engine:
-    """An engine for a SQLAlchemy URL. The pool is at least as large as the threads that serve requests, and a
-    request that still finds it empty waits `pool_timeout_s` and is then refused with a 503, not queued forever."""
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, pool_timeout_s: float = 10) -> Engine:
+    """An engine for a SQLAlchemy URL (`engine_for` sizes it from the settings). A request that finds the pool
+    empty waits `pool_timeout_s` and is then refused with a 503, not queued forever."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": pool_timeout_s}

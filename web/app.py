@@ -37,14 +37,11 @@ class ObservatoryApp(FastAPI):
         return SecurityHeaders(super().build_middleware_stack())
 
 
-def _lifespan(settings: Settings):
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Routes run in this many threads: no more than the database pool can serve at once.
-        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
-        yield
-
-    return lifespan
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Routes run in this many threads: no more than the database pool can serve at once.
+    anyio.to_thread.current_default_thread_limiter().total_tokens = app.state.settings.request_threads
+    yield
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
@@ -53,7 +50,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     # small, the JSON API's bodies a little larger.
     app = ObservatoryApp(
         title="Commons Observatory", version="0.1.0", dependencies=[Depends(verify_csrf)],
-        lifespan=_lifespan(settings),
+        lifespan=_lifespan,
         max_body_size=settings.max_body_bytes,
         description="Peer-reviewed GPU time on a volunteered pool, for a Commons-only diffusion model.")
     app.state.settings = settings

@@ -145,11 +145,6 @@ def user_for_token(session: Session, raw: str, kind: CredentialKind = Credential
     return session.get(User, token.user_id) if token else None
 
 
-def revoke_all(session: Session, *, user: User) -> None:
-    """Sign the user out everywhere: every session and token."""
-    session.exec(delete(ApiToken).where(ApiToken.user_id == user.id))
-
-
 # ---- OpenID Connect ------------------------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from sqlmodel import Session, select
 from jobs.config import JobPlanError, SampleConfig, TrainConfig, parse_job_plan
 from service.allocations.usage import used_gpu_seconds
 from service.archive import service as archive
+from service.auth.service import normalise_email
 from service.calls.service import get_call, is_open
 from service.db import lock
 from service.errors import Conflict, Forbidden, Invalid, NotFound
@@ -141,7 +142,7 @@ def add_member(session: Session, *, actor: User, proposal_id: int, email: str) -
         raise NotFound(f"no proposal {proposal_id}")
     if proposal.pi_id != actor.id:
         raise Forbidden("only the PI adds co-investigators")
-    user = session.exec(select(User).where(User.email == email.strip().lower())).first()
+    user = session.exec(select(User).where(User.email == normalise_email(email))).first()
     if user is None or user.role != Role.researcher:
         raise NotFound(f"no researcher account can be added as {email}; co-investigators sign up as researchers "
                        "first")
