@@ -3,6 +3,7 @@ declare. The scheduler and the archive read this, never a list of their own. Pur
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from jobs.config import JOB_KINDS
@@ -13,9 +14,14 @@ PNG, JSON = "image/png", "application/json"
 
 @dataclass(frozen=True)
 class JobKind:
+    """`inputs` names the plan's fields that hold an archived object's sha256: the job is sent those objects,
+    fetched by digest. `resumable` kinds ship a checkpoint (`RESUME_STATE`) and restart from it."""
+
     name: str
     module: str
     outputs: tuple[OutputSpec, ...]
+    inputs: tuple[str, ...] = ()
+    resumable: bool = False
 
     @property
     def config(self) -> type:
@@ -23,6 +29,10 @@ class JobKind:
 
     def spec(self, name: str) -> OutputSpec | None:
         return next((spec for spec in self.outputs if spec.name == name), None)
+
+    def input_digests(self, plan: dict) -> dict[str, str]:
+        """The plan's inputs, field name -> sha256."""
+        return {field: str(plan[field]) for field in self.inputs if plan.get(field)}
 
 
 KINDS: dict[str, JobKind] = {
@@ -32,17 +42,29 @@ KINDS: dict[str, JobKind] = {
         OutputSpec("training_images.png", "dataset-preview", PNG),
         OutputSpec("metrics.json", "metrics", JSON),
         OutputSpec("attribution.json", "attribution", JSON),
-    )),
+    ), resumable=True),
     "sample": JobKind("sample", "jobs.sample", (
         OutputSpec("samples.png", "samples", PNG),
         OutputSpec("metrics.json", "metrics", JSON),
-    )),
+    ), inputs=("checkpoint_sha256",)),
 }
+# A resumable job's state (weights, optimizer, random generator, step): shipped while it runs, kept as an output
+# of a run that stopped before it finished.
+RESUME_INPUT = "resume_state"  # the input name under which a resuming attempt is sent its state
+RESUME_STATE = OutputSpec("state.pt", "resume-state", "application/octet-stream", required=False)
 # Written by the observatory itself, never taken from a worker.
 SERVICE_OUTPUTS = (
     OutputSpec("job.log", "log", "text/plain; charset=utf-8"),
     OutputSpec("manifest.json", "manifest", JSON),
 )
+ATTEMPT_LOG = re.compile(r"^attempt-[1-9][0-9]{0,3}\.log$")
+
+
+def service_output(name: str) -> OutputSpec | None:
+    """The spec of a file the observatory writes itself: the run's log and manifest, and each attempt's log."""
+    if ATTEMPT_LOG.match(name):
+        return OutputSpec(name, "attempt-log", "text/plain; charset=utf-8")
+    return next((spec for spec in SERVICE_OUTPUTS if spec.name == name), None)
 
 
 def job_kind(name: str) -> JobKind:

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 PREFIX = "@@progress "
+CHECKPOINT = "@@checkpoint "
 
 
 def report(step: int, total: int, **detail: Any) -> None:
@@ -14,6 +15,23 @@ def report(step: int, total: int, **detail: Any) -> None:
     record = {"step": step, "total": total, "fraction": round(step / total, 4) if total else 1.0, **detail}
     print(PREFIX + json.dumps(record, sort_keys=True), flush=True)
     sys.stdout.flush()
+
+
+def checkpoint(step: int) -> None:
+    """Say that the resumable state on disk is now at `step`: the runner ships it off the node."""
+    print(CHECKPOINT + json.dumps({"step": step}), flush=True)
+
+
+def parse(line: str) -> tuple[str, dict[str, Any]] | None:
+    """("progress" | "checkpoint", record) for a protocol line, None for anything else."""
+    for kind, prefix in (("progress", PREFIX), ("checkpoint", CHECKPOINT)):
+        if line.startswith(prefix):
+            try:
+                record = json.loads(line[len(prefix):])
+            except json.JSONDecodeError:
+                return None
+            return (kind, record) if isinstance(record, dict) else None
+    return None
 
 
 def latest(log_text: str) -> dict[str, Any] | None:

@@ -1,6 +1,7 @@
 """Draw an image grid from a checkpoint in the archive.
 
-Run by the scheduler as `python -m jobs.sample --config JSON --checkpoint FILE --output DIR`.
+Run on a pool node by jobs.runner as `python -m jobs.sample --config JSON --inputs JSON --output DIR`, where the
+inputs map `checkpoint_sha256` to the checkpoint the runner fetched by that digest.
 Writes samples.png and metrics.json, and outputs.json declaring them (jobs.outputs).
 """
 
@@ -29,10 +30,11 @@ class Args:
 def parse(argv: list[str] | None = None) -> Args:
     parser = argparse.ArgumentParser(prog="jobs.sample", description=__doc__)
     parser.add_argument("--config", required=True, help="the sample job plan, as JSON")
-    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--inputs", required=True, help='{"checkpoint_sha256": PATH}, as JSON')
     parser.add_argument("--output", required=True, type=Path)
     ns = parser.parse_args(argv)
-    return Args(SampleConfig.model_validate_json(ns.config), ns.checkpoint, ns.output)
+    checkpoint = Path(json.loads(ns.inputs)["checkpoint_sha256"])
+    return Args(SampleConfig.model_validate_json(ns.config), checkpoint, ns.output)
 
 
 def main(cfg: SampleConfig, checkpoint: Path, output: Path) -> None:

@@ -1,15 +1,17 @@
 """Train the Commons diffusion model on a bundled dataset, then draw a sample grid.
 
-Run by the scheduler through Ray as `python -m jobs.train --config JSON --output DIR`. Resumes exactly from
-DIR/state.pt when it exists (same batches, same noise), so a run moved to another node continues, not restarts.
-Writes: checkpoint.pt, samples.png, training_images.png, metrics.json, attribution.json, and outputs.json
-declaring them (jobs.outputs).
+Run on a pool node by jobs.runner as `python -m jobs.train --config JSON --output DIR`. Resumes exactly from
+DIR/state.pt when it exists (same batches, same noise), so a run moved to another node continues, not restarts;
+each saved state is announced with a checkpoint line, which the runner ships off the node. On SIGTERM it saves
+its state at the next step and stops. Writes: checkpoint.pt, samples.png, training_images.png, metrics.json,
+attribution.json, and outputs.json declaring them (jobs.outputs).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,7 @@ def parse(argv: list[str] | None = None) -> Args:
     parser = argparse.ArgumentParser(prog="jobs.train", description=__doc__)
     parser.add_argument("--config", required=True, help="the train job plan, as JSON")
     parser.add_argument("--output", required=True, type=Path, help="folder for outputs and resume state")
+    parser.add_argument("--inputs", default="{}", help="the plan's inputs fetched to this node, as JSON (none)")
     ns = parser.parse_args(argv)
     return Args(cfg=TrainConfig.model_validate_json(ns.config), output=ns.output)
 
@@ -52,11 +55,37 @@ class TrainResult:
     seconds_per_step: float
 
 
+class Stopped(Exception):
+    """Asked to stop (SIGTERM): the state is saved and announced, and no outputs are made."""
+
+
+_stop_requested = {"signal": False}
+
+
+def _on_sigterm(signum, frame) -> None:  # type: ignore[no-untyped-def]
+    _stop_requested["signal"] = True
+
+
 def _save_state(path: Path, step: int, unet, optimizer, generator: torch.Generator, losses: list[float]) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"step": step, "unet": unet.state_dict(), "optimizer": optimizer.state_dict(),
                 "generator": generator.get_state(), "losses": losses}, tmp)
     tmp.replace(path)
+    progress.checkpoint(step)
+
+
+def restore_state(path: Path, unet, optimizer, generator: torch.Generator) -> tuple[int, list[float]]:
+    """Load a resume state written on any device into a model on any device.
+
+    The file is read onto the CPU: the model and optimizer copy their tensors to wherever they live, and the
+    random generator, a CPU generator, takes its state as the CPU byte tensor it must be (mapping the file onto a
+    GPU would hand it a CUDA tensor, which it refuses).
+    """
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    unet.load_state_dict(state["unet"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    return state["step"], list(state["losses"])
 
 
 def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, report: bool = True):
@@ -75,11 +104,7 @@ def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, re
 
     state_path = output / "state.pt"
     if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        unet.load_state_dict(state["unet"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        step, losses = state["step"], list(state["losses"])
+        step, losses = restore_state(state_path, unet, optimizer, generator)
         print(f"resumed from step {step}", flush=True)
 
     report_every = max(1, cfg.steps // 100)
@@ -87,6 +112,10 @@ def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, re
     started, first_step = time.perf_counter(), step
     last_report = started
     while step < cfg.steps:
+        if _stop_requested["signal"]:
+            _save_state(state_path, step, unet, optimizer, generator, losses)
+            print(f"stopped on request at step {step}; state saved", flush=True)
+            raise Stopped
         # Every random draw comes from one CPU generator, so a resumed run sees the same batches and noise.
         index = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=generator)
         flip = torch.rand(cfg.batch_size, generator=generator) < 0.5
@@ -133,7 +162,8 @@ def _already_done(cfg: TrainConfig, output: Path) -> TrainResult | None:
     return TrainResult(0, metrics["final_loss"], metrics["seconds_per_step"])
 
 
-def main(cfg: TrainConfig, output: Path) -> TrainResult:
+def main(cfg: TrainConfig, output: Path) -> TrainResult | None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
     done = _already_done(cfg, output)
     if done is not None:
         declare(output, KINDS["train"].outputs)
@@ -141,8 +171,11 @@ def main(cfg: TrainConfig, output: Path) -> TrainResult:
         print("outputs already complete; nothing to do", flush=True)
         return done
     device = pick_device()
-    print(f"training on {device}: {cfg.model_dump_json()}", flush=True)
-    unet, noise_scheduler, data, losses, result = train(cfg, output, device)
+    print(f"training on {device} with {torch.get_num_threads()} CPU threads: {cfg.model_dump_json()}", flush=True)
+    try:
+        unet, noise_scheduler, data, losses, result = train(cfg, output, device)
+    except Stopped:
+        return None
 
     meta = {"dataset": data.name, "dataset_digest": data.digest, "images": len(data.entries),
             "steps": cfg.steps, "config": cfg.model_dump()}

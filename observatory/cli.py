@@ -51,6 +51,9 @@ def _serve(settings: Settings, host: str, port: int, api: bool, scheduler: bool,
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     upgrade(settings.resolved_database_url)
+    if api and not settings.job_api_url:  # jobs on this machine's Ray call this very server
+        local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        settings = settings.model_copy(update={"job_api_url": f"http://{local}:{port}"})
     # The API and the scheduler each get their own pool, so that a flood of page loads cannot starve the ticks.
     engine = engine_for(settings)
     scheduler_engine = engine_for(settings.model_copy(update={"db_pool_size": 2, "db_max_overflow": 2}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 
@@ -12,15 +13,28 @@ from scheduler.loop import Scheduler
 from scheduler.ray_backend import RayBackend
 from service.config import Settings
 
+log = logging.getLogger("observatory.scheduler")
+
 
 @dataclass
 class Pool:
     backend: RayBackend
     head: RayNode | None = None  # set when we started the Ray head ourselves
+    settings: Settings | None = None
 
     def stop(self) -> None:
         if self.head is not None:
             self.head.stop()
+
+    def ensure_alive(self) -> RayBackend | None:
+        """Notice a local head that died and start a new one; returns the new backend, or None if all is well."""
+        if self.head is None or self.head.process.poll() is None:
+            return None
+        log.error("the local Ray head exited (%s); starting a new one", self.head.process.returncode)
+        self.head.stop()
+        fresh = open_pool(self.settings)
+        self.head, self.backend = fresh.head, fresh.backend
+        return self.backend
 
 
 def ray_token(settings: Settings) -> str:
@@ -33,19 +47,25 @@ def open_pool(settings: Settings) -> Pool:
         return Pool(RayBackend(settings.ray_address, token))
     head = start_head(base_port=settings.ray_port, dashboard_port=settings.ray_dashboard_port,
                       temp_dir=settings.ray_temp_dir, token=token, num_cpus=settings.ray_num_cpus)
-    return Pool(RayBackend(head.dashboard_url, token), head)
+    return Pool(RayBackend(head.dashboard_url, token), head, settings)
 
 
 @dataclass
 class SchedulerThread:
     scheduler: Scheduler
+    pool: Pool | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self.thread = threading.Thread(target=self.scheduler.run_forever, args=(self.stop_event,),
+        self.thread = threading.Thread(target=self.scheduler.run_forever, args=(self.stop_event, self._check_pool),
                                        name="scheduler", daemon=True)
         self.thread.start()
+
+    def _check_pool(self) -> None:
+        backend = self.pool.ensure_alive() if self.pool else None
+        if backend is not None:
+            self.scheduler.backend = backend
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -54,6 +74,6 @@ class SchedulerThread:
 
 
 def start_scheduler(engine: Engine, settings: Settings, pool: Pool) -> SchedulerThread:
-    thread = SchedulerThread(Scheduler(engine, settings, pool.backend))
+    thread = SchedulerThread(Scheduler(engine, settings, pool.backend), pool)
     thread.start()
     return thread

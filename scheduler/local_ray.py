@@ -10,6 +10,7 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -44,7 +45,9 @@ def ray_env(token: str, loopback_only: bool = False) -> dict[str, str]:
     is the only way to keep them off the network. Such a head takes workers from this machine alone.
     """
     return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0",
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0" if loopback_only else "1"}
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0" if loopback_only else "1",
+            # A stopped job gets this long between SIGTERM and SIGKILL: time to save and ship its checkpoint.
+            "RAY_JOB_STOP_WAIT_TIME_S": "30"}
 
 
 def _ray_executable() -> str:
@@ -141,12 +144,46 @@ def _child_setup() -> None:
         pass
 
 
-def _spawn(args: list[str], token: str, log_path: Path, loopback_only: bool = False) -> subprocess.Popen:
+def _spawn(args: list[str], token: str, log_path: Path, loopback_only: bool = False,
+           env: dict[str, str] | None = None) -> subprocess.Popen:
     private_dir(log_path.parent)
     log = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
     return subprocess.Popen([_ray_executable(), "start", "--block", "--disable-usage-stats", *args],
-                            env=ray_env(token, loopback_only), stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_child_setup)
+                            env={**ray_env(token, loopback_only), **(env or {})}, stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=_child_setup)
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_for_free_ports(ports: list[int], timeout: float) -> None:
+    """Wait until nothing listens on these ports: a head killed moments ago may still be draining on them, and a
+    new head must never mistake that old one's dashboard for its own."""
+    deadline = time.monotonic() + timeout
+    busy = [p for p in ports if _port_in_use(p)]
+    while busy and time.monotonic() < deadline:
+        time.sleep(0.5)
+        busy = [p for p in ports if _port_in_use(p)]
+    if busy:
+        raise RuntimeError(f"ports {busy} are still in use (another Ray, or one still shutting down); "
+                           f"stop it or choose other ports (OBSERVATORY_RAY_PORT, OBSERVATORY_RAY_DASHBOARD_PORT)")
+
+
+def _our_head_answers(node: RayNode, name: str) -> bool:
+    """The dashboard answers and reports a live head node of our own name (not a previous head's)."""
+    headers = {"Authorization": f"Bearer {node.token}"}
+    try:
+        if httpx.get(f"{node.dashboard_url}/api/jobs/", timeout=2, headers=headers).status_code != 200:
+            return False
+        nodes = httpx.get(f"{node.dashboard_url}/api/v0/nodes", params={"detail": 1}, timeout=5, headers=headers)
+        result = nodes.json()["data"]["result"]["result"] if nodes.status_code == 200 else []
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return False
+    return any(n.get("is_head_node") and n.get("state") == "ALIVE" and n.get("node_name") == name for n in result)
 
 
 def start_head(*, base_port: int, dashboard_port: int, temp_dir: Path, token: str, num_cpus: int | None = None,
@@ -155,7 +192,9 @@ def start_head(*, base_port: int, dashboard_port: int, temp_dir: Path, token: st
     unless `loopback_only` is off."""
     # Ray opens up every folder it makes (mode 0777), so its own folder sits inside one that is ours alone.
     private_dir(temp_dir)
-    args = ["--head", "--node-ip-address", "127.0.0.1", "--temp-dir", str(temp_dir / "ray"),
+    wait_for_free_ports([base_port, dashboard_port], timeout=min(timeout, 90))
+    name = f"observatory-head-{secrets.token_hex(4)}"
+    args = ["--head", "--node-ip-address", "127.0.0.1", "--node-name", name, "--temp-dir", str(temp_dir / "ray"),
             "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port)]
     args += [f"--{name}={value}" for name, value in ray_ports(base_port).items()]
     if num_cpus is not None:
@@ -169,21 +208,17 @@ def start_head(*, base_port: int, dashboard_port: int, temp_dir: Path, token: st
     while time.monotonic() < deadline:
         if node.process.poll() is not None:
             raise RuntimeError(f"ray head exited with {node.process.returncode}; see {log_path}")
-        try:
-            response = httpx.get(f"{node.dashboard_url}/api/jobs/", timeout=2,
-                                 headers={"Authorization": f"Bearer {token}"})
-            if response.status_code == 200:
-                return node
-        except httpx.HTTPError:
-            pass
+        if _our_head_answers(node, name):
+            return node
         time.sleep(0.5)
     node.stop()
     raise RuntimeError(f"ray head did not answer within {timeout:.0f}s; see {log_path}")
 
 
 def join_worker(*, head_address: str, base_port: int, temp_dir: Path, token: str, num_cpus: int = 1,
-                num_gpus: int | None = None, resources: str | None = None) -> RayNode:
-    """Join a worker node to a head (loopback in tests; an owner's machine in production)."""
+                num_gpus: int | None = None, resources: str | None = None, node_dir: Path | None = None) -> RayNode:
+    """Join a worker node to a head (loopback in tests; an owner's machine in production). `node_dir` is where
+    jobs on this node keep their work folders and input cache (default: the user's ~/.cache)."""
     ports = {k: v for k, v in ray_ports(base_port).items() if k not in ("port", "ray-client-server-port")}
     args = ["--address", head_address, "--node-ip-address", "127.0.0.1", "--num-cpus", str(num_cpus)]
     args += [f"--{name}={value}" for name, value in ports.items()]
@@ -192,4 +227,5 @@ def join_worker(*, head_address: str, base_port: int, temp_dir: Path, token: str
     if resources:
         args += ["--resources", resources]
     log_path = temp_dir / f"worker-{base_port}.log"
-    return RayNode(_spawn(args, token, log_path), temp_dir, log_path, head_address, None, token)
+    env = {"OBSERVATORY_NODE_DIR": str(node_dir)} if node_dir else None
+    return RayNode(_spawn(args, token, log_path, env=env), temp_dir, log_path, head_address, None, token)

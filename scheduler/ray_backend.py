@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -27,6 +27,8 @@ class JobRequest:
     num_cpus: float
     num_gpus: float
     metadata: dict[str, str]
+    env: dict[str, str] = field(default_factory=dict)
+    py_modules: list[str] = field(default_factory=list)  # local package folders Ray ships to the node
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class JobSnapshot:
     state: JobState
     ended_at: datetime | None = None
     message: str = ""
+    node_id: str | None = None  # the node the job's entrypoint ran on
+    exit_code: int | None = None  # the entrypoint's exit code, when it ended by itself
+    error_type: str | None = None  # Ray's reason for a failure (e.g. JOB_SUPERVISOR_ACTOR_DIED: its node died)
 
 
 class RayBackend:
@@ -46,12 +51,16 @@ class RayBackend:
         """Submit once: a second submission of the same id finds the first instead of starting another."""
         if self.state(request.submission_id) != JobState.unknown:
             return request.submission_id
+        runtime_env: dict[str, Any] = {"env_vars": dict(request.env)}
+        if request.py_modules:
+            runtime_env["py_modules"] = list(request.py_modules)
         return self.client.submit_job(
             entrypoint=request.entrypoint,
             submission_id=request.submission_id,
             entrypoint_num_cpus=request.num_cpus,
             entrypoint_num_gpus=request.num_gpus or None,
             metadata=request.metadata,
+            runtime_env=runtime_env,
         )
 
     def snapshot(self, submission_id: str) -> JobSnapshot:
@@ -64,14 +73,25 @@ class RayBackend:
             raise
         status = info.status
         ended = datetime.fromtimestamp(info.end_time / 1000, UTC) if info.end_time else None
+        error_type = getattr(info, "error_type", None)
         return JobSnapshot(JobState(status.value if isinstance(status, JobStatus) else str(status)), ended,
-                           info.message or "")
+                           info.message or "", getattr(info, "driver_node_id", None) or None,
+                           getattr(info, "driver_exit_code", None),
+                           str(getattr(error_type, "value", error_type)) if error_type else None)
 
     def state(self, submission_id: str) -> JobState:
         return self.snapshot(submission_id).state
 
     def logs(self, submission_id: str) -> str:
+        """The whole log Ray kept: read once, when a job ended without reporting (the job sends its own)."""
         return self.client.get_job_logs(submission_id)
+
+    def head_node_id(self) -> str:
+        """The id of the cluster's head node: which Ray cluster this is."""
+        heads = [n for n in self.nodes() if n.get("is_head_node") and n.get("state") == "ALIVE"]
+        if not heads:
+            raise RuntimeError(f"the Ray cluster at {self.dashboard_url} reports no live head node")
+        return str(heads[0]["node_id"])
 
     def nodes(self) -> list[dict[str, Any]]:
         """The cluster's nodes from Ray's state API: id, address, head or not, state, resources, labels."""

@@ -7,6 +7,7 @@ import secrets
 import tempfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field
@@ -27,6 +28,15 @@ class Settings(BaseSettings):
     var_dir: Path = Field(default_factory=_default_var_dir)
     database_url: str | None = None
     archive_dir: Path | None = None
+    # Where archived objects live: "local" (archive_dir) or "s3" (an S3-compatible bucket; uploads in flight are
+    # spooled under archive_dir). The S3 credentials stay with the observatory: nodes never see them.
+    archive_store: Literal["local", "s3"] = "local"
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_prefix: str = ""
     secret_key: str | None = None
     base_url: str = "http://127.0.0.1:8000"
     # Behind a proxy: the addresses whose X-Forwarded-For/-Proto uvicorn trusts (e.g. "*" on a private network).
@@ -54,6 +64,24 @@ class Settings(BaseSettings):
     gpus_per_run: int = 0
     cpus_per_run: int = 1
     job_python: str | None = None
+    # Where jobs reach the observatory to fetch inputs and send checkpoints, logs and outputs (default: base_url).
+    job_api_url: str | None = None
+    # The commons-observatory release a node must run (default: the observatory's own).
+    required_worker_version: str | None = None
+    # This scheduler's pool: every run it dispatches records the name, and it touches no other pool's runs. Two
+    # schedulers may share a name only when they drive the same Ray cluster.
+    pool_name: str = Field("local", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    # A job ships its resumable checkpoint at most this often (and always when it stops).
+    checkpoint_ship_interval_s: float = 60
+    # Attempts killed on a node that stayed up (exit 137, out of memory) are retried this often per run.
+    max_retries: int = 3
+    # Ticks in a row that may fail to record a run's end (an archive that refuses writes) before it fails.
+    max_finish_failures: int = 5
+    # GPU-seconds charged per second of a run, by GPU class (1.0 where a class is not listed).
+    charge_factors: dict[str, float] = Field(default_factory=dict)
+    # The largest file a job may send (an output or a checkpoint), and the most log text kept per attempt.
+    max_output_bytes: int = 8 << 30
+    max_log_bytes: int = 4 << 20
 
     # The API runs its routes in `request_threads` threads, and its database pool holds as many connections
     # (pool size + overflow), so no thread ever waits for a connection that a waiting request holds; more threads
@@ -92,6 +120,10 @@ class Settings(BaseSettings):
     @property
     def resolved_archive_dir(self) -> Path:
         return self.archive_dir or self.var_dir / "archive"
+
+    @property
+    def resolved_job_api_url(self) -> str:
+        return (self.job_api_url or self.base_url).rstrip("/")
 
     @property
     def ray_dir(self) -> Path:

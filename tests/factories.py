@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import timedelta
 from typing import Any
@@ -10,9 +11,8 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from jobs.kinds import job_kind
-from jobs.outputs import declare
 from service.allocations.service import award_proposal
-from service.archive.service import accept_outputs, write_manifest
+from service.archive.service import missing_outputs, record, store_for, write_manifest
 from service.auth.service import create_user as _create_user
 from service.auth.service import issue_token
 from service.calls.schemas import CallCreate
@@ -95,15 +95,12 @@ def login(client: TestClient, email: str, password: str = PASSWORD) -> dict[str,
 
 
 def archive_outputs(session: Session, settings: Settings, run: Run, files: dict[str, bytes]) -> list[str]:
-    """Put files where a job leaves them, declared as the job would, and let the archive take them."""
-    staging = settings.resolved_archive_dir / "staging" / f"run-{run.id}"
-    staging.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        (staging / name).write_bytes(data)
+    """Put files in the archive as a job's declared outputs would arrive; returns the required ones missing."""
+    store = store_for(settings)
     kind = job_kind(run.job_kind)
-    declare(staging, kind.outputs)
-    problems = accept_outputs(session, archive_dir=settings.resolved_archive_dir, run=run, staging=staging,
-                              kind=kind)
-    write_manifest(session, archive_dir=settings.resolved_archive_dir, run=run)
+    for name, data in files.items():
+        sha, size = store.put(io.BytesIO(data))
+        record(session, run, kind.spec(name), sha, size)
+    write_manifest(session, store=store, run=run)
     session.commit()
-    return problems
+    return missing_outputs(session, run, kind)

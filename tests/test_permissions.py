@@ -11,9 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
+from jobs.version import installed_version
+from scheduler.loop import Scheduler
 from service.models import Role, Run
 from service.proposals.service import add_member
 from tests.factories import archive_outputs, auth_headers, award, create_call, create_proposal, create_user
+from tests.pools import ScriptedPool
 
 PUBLIC = {
     ("GET", "/api/calls"), ("GET", "/api/calls/{call_id}"), ("GET", "/api/job-plans/schema"),
@@ -31,7 +34,7 @@ class Case:
 
 
 CASES = [
-    Case("GET", "/api/me", {"anonymous": 401}, "other"),
+    Case("GET", "/api/me", {"anonymous": 401, "attempt": 401}, "other"),
     Case("POST", "/api/auth/logout", {"anonymous": 401}, "other"),
     Case("POST", "/api/users", {"anonymous": 401, "other": 403, "reviewer": 403}, "admin",
          {"email": "new@example.org", "name": "New", "role": "reviewer", "password": "amber kettle orbit"}),
@@ -57,17 +60,26 @@ CASES = [
     Case("POST", "/api/proposals/{submitted_id}/award", {"anonymous": 401, "pi": 403, "other": 403,
                                                          "reviewer": 403}, "admin", {"gpu_hours": 0.5}),
     Case("GET", "/api/proposals/{proposal_id}/runs", {"anonymous": 401, "other": 404, "reviewer": 404}, "coi"),
-    Case("GET", "/api/runs/{run_id}", {"anonymous": 401, "other": 404, "reviewer": 404}, "coi"),
+    Case("GET", "/api/runs/{run_id}", {"anonymous": 401, "other": 404, "reviewer": 404, "attempt": 401}, "coi"),
     Case("POST", "/api/runs/{run_id}/cancel", {"anonymous": 401, "other": 404, "reviewer": 404, "coi": 403}, "pi"),
     Case("GET", "/api/runs/{run_id}/artifacts", {"anonymous": 404, "other": 404, "reviewer": 404, "admin": 404},
          "coi"),
     Case("GET", "/api/runs/{run_id}/artifacts/{name}", {"anonymous": 404, "other": 404, "reviewer": 404,
                                                          "admin": 404}, "coi"),
+    # The job channel takes a live attempt's token and no person's.
+    Case("POST", "/api/job/start", {"anonymous": 401, "admin": 401, "pi": 401}, "attempt",
+         {"node_name": "owner-box", "worker_version": installed_version()}),
+    Case("POST", "/api/job/log", {"anonymous": 401, "admin": 401, "pi": 401}, "attempt",
+         {"offset": 0, "text": "hello"}),
+    Case("POST", "/api/job/end", {"anonymous": 401, "admin": 401, "pi": 401}, "attempt", {"exit_code": 0}),
+    Case("PUT", "/api/job/checkpoint", {"anonymous": 401, "admin": 401, "pi": 401}, ""),
+    Case("PUT", "/api/job/outputs/{name}", {"anonymous": 401, "admin": 401, "pi": 401}, ""),
+    Case("GET", "/api/job/inputs/{sha256}", {"anonymous": 401, "admin": 401, "pi": 401, "attempt": 404}, ""),
 ]
 
 
 @pytest.fixture
-def world(lite_session: Session, lite_settings, tmp_path):
+def world(lite_session: Session, lite_settings, lite_engine, tmp_path):
     s = lite_session
     people = {"admin": create_user(s, Role.admin), "pi": create_user(s), "coi": create_user(s),
               "other": create_user(s), "reviewer": create_user(s, Role.reviewer)}
@@ -84,8 +96,12 @@ def world(lite_session: Session, lite_settings, tmp_path):
     archive_outputs(s, lite_settings, run, {"samples.png": b"png"})
     headers = {who: auth_headers(s, user) for who, user in people.items()}
     headers["anonymous"] = {}
+    award(s, people["admin"], create_proposal(s, people["pi"], call))  # dispatched: its attempt holds a token
+    pool = ScriptedPool()
+    Scheduler(lite_engine, lite_settings, pool).dispatch()
+    headers["attempt"] = {"Authorization": f"Bearer {pool.token()}"}
     ids = {"call_id": call.id, "proposal_id": awarded.id, "submitted_id": submitted.id, "draft_id": draft.id,
-           "run_id": run.id, "name": "samples.png", "spare_email": spare.email}
+           "run_id": run.id, "name": "samples.png", "spare_email": spare.email, "sha256": "0" * 64}
     return headers, ids
 
 

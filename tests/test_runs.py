@@ -1,19 +1,25 @@
-"""Runs at the data layer, on SQLite and PostgreSQL: the state machine, claims, charging, cancellation."""
+"""Runs at the data layer, on SQLite and PostgreSQL: checked transitions with events, claims, cancellation, the
+ledger, and the cancel-versus-claim race."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
-from sqlmodel import Session
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
 
-from service.allocations.usage import remaining_gpu_seconds
+from scheduler.loop import Scheduler
+from service.db import make_engine, writer
 from service.errors import Conflict, Forbidden
-from service.models import Role, Run, RunState
+from service.ledger import service as ledger
+from service.models import EntryKind, LedgerEntry, Role, Run, RunEvent, RunState
 from service.runs import service as runs
-from service.runs.state import TRANSITIONS, can_move, move
+from service.runs.state import TRANSITIONS, can_move, transition
 from service.timeutil import utcnow
 from tests.factories import award, create_call, create_proposal, create_user
+from tests.pools import ScriptedPool
 
 
 @pytest.fixture
@@ -32,14 +38,28 @@ def test_every_listed_transition_is_allowed_and_no_other() -> None:
     assert can_move(RunState.running, RunState.queued)  # node lost: resume elsewhere
 
 
-def test_move_refuses_illegal_transition(queued_run) -> None:
+def test_transitions_are_conditional_and_leave_events(engine: Engine, session: Session, queued_run) -> None:
     run: Run = queued_run["run"]
     with pytest.raises(Conflict, match="cannot go from queued to succeeded"):
-        move(run, RunState.succeeded)
-    move(run, RunState.running)
-    assert run.started_at is not None and run.charged_until is not None
-    move(run, RunState.failed, "boom")
+        transition(session, run, RunState.succeeded, "no")
+    with Session(engine, expire_on_commit=False) as other:
+        stale = other.get(Run, run.id)  # read while queued, and kept as read
+        other.expunge(stale)
+        other.rollback()
+        transition(session, run, RunState.running, "started")
+        session.commit()
+        assert run.state == RunState.running and run.started_at is not None
+        # A writer that read the run while it was queued loses: nothing is overwritten.
+        other.add(stale)
+        with pytest.raises(Conflict, match="changed while moving it from queued to cancelled"):
+            transition(other, stale, RunState.cancelled, "too late")
+        other.rollback()
+    transition(session, run, RunState.failed, "boom", actor="test")
+    session.commit()
     assert run.finished_at is not None and run.message == "boom"
+    events = session.exec(select(RunEvent).where(RunEvent.run_id == run.id).order_by(RunEvent.id)).all()
+    assert [(e.from_state, e.to_state, e.reason) for e in events] == [("queued", "running", "started"),
+                                                                      ("running", "failed", "boom")]
 
 
 def test_claim_takes_each_run_once_until_expiry(session: Session, queued_run) -> None:
@@ -51,17 +71,21 @@ def test_claim_takes_each_run_once_until_expiry(session: Session, queued_run) ->
     assert [r.id for r in after_expiry] == [queued_run["run"].id]
 
 
-def test_charge_advances_a_watermark(session: Session, queued_run) -> None:
+def test_the_award_is_a_ledger_account_and_debits_never_pass_its_balance(session: Session, queued_run) -> None:
     run: Run = queued_run["run"]
-    move(run, RunState.running)
-    start = run.charged_until
-    assert runs.charge(run, start + timedelta(seconds=10)) == pytest.approx(10)
-    assert runs.charge(run, start + timedelta(seconds=10)) == 0  # the same instant is never charged twice
-    assert runs.charge(run, start + timedelta(seconds=15)) == pytest.approx(5)
-    assert run.gpu_seconds == pytest.approx(15)
-    session.add(run)
+    account = ledger.account_id_for_award(session, run.award_id)
+    assert ledger.balance(session, account) == 3600
+    assert ledger.debit(session, account_id=account, seconds=100, key="debit:a", run_id=run.id, attempt=1) == 100
+    assert ledger.debit(session, account_id=account, seconds=100, key="debit:a", run_id=run.id, attempt=1) == 100
+    assert ledger.balance(session, account) == 3500  # the same key twice is one entry
+    assert ledger.debit(session, account_id=account, seconds=9999, key="debit:b", run_id=run.id, attempt=1) == 3500
+    assert ledger.balance(session, account) == 0
+    assert ledger.settle(session, account_id=account, run_id=run.id, attempt=1, kept_seconds=600, note="") == 600
     session.commit()
-    assert remaining_gpu_seconds(session, run.award_id) == pytest.approx(3600 - 15)
+    assert ledger.balance(session, account) == 3000 and ledger.award_used(session, run.award_id) == 600
+    kinds = [e.kind for e in session.exec(select(LedgerEntry).where(LedgerEntry.account_id == account)
+                                           .order_by(LedgerEntry.id))]
+    assert kinds == [EntryKind.credit, EntryKind.debit, EntryKind.debit, EntryKind.refund]
 
 
 def test_cancel_rules(session: Session, queued_run) -> None:
@@ -78,8 +102,7 @@ def test_cancel_rules(session: Session, queued_run) -> None:
 
 def test_cancel_of_running_run_is_a_request(session: Session, queued_run) -> None:
     run: Run = queued_run["run"]
-    move(run, RunState.running)
-    session.add(run)
+    transition(session, run, RunState.running, "started")
     session.commit()
     run = runs.request_cancel(session, actor=queued_run["admin"], run_id=run.id)
     assert run.state == RunState.running and run.cancel_requested
@@ -94,3 +117,55 @@ def test_co_investigator_cannot_cancel(session: Session, queued_run) -> None:
     assert runs.get_visible(session, actor=coi, run_id=queued_run["run"].id)
     with pytest.raises(Forbidden):
         runs.request_cancel(session, actor=coi, run_id=queued_run["run"].id)
+
+
+def test_a_cancel_racing_the_claim_never_leaves_a_finished_run_running(db_url: str, engine: Engine, session: Session,
+                                                                      settings) -> None:
+    """Cancels land while a scheduler claims and submits the same runs: every run ends either cancelled (and any
+    job it got stopped) or running with no cancel pending and no finish time, never a mix."""
+    admin, pi = create_user(session, Role.admin), create_user(session)
+    call = create_call(session, admin, capacity=1000)
+    ids = [award(session, admin, create_proposal(session, pi, call))[1].id for _ in range(16)]
+    pool = ScriptedPool()
+    scheduler_engine, cancel_engine = make_engine(db_url), make_engine(db_url)
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def dispatch() -> None:
+        try:
+            barrier.wait()
+            for _ in range(10):
+                Scheduler(scheduler_engine, settings, pool).dispatch()
+        except BaseException as exc:
+            errors.append(exc)
+
+    def cancel() -> None:
+        try:
+            barrier.wait()
+            for run_id in ids:
+                with Session(writer(cancel_engine), expire_on_commit=False) as s:
+                    runs.request_cancel(s, actor=pi, run_id=run_id)
+                    s.commit()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=dispatch), threading.Thread(target=cancel)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    Scheduler(scheduler_engine, settings, pool).dispatch()  # a claimed run with a cancel pending is cancelled
+    scheduler_engine.dispose()
+    cancel_engine.dispose()
+    assert errors == []
+    session.expire_all()
+    for run_id in ids:
+        run = session.get(Run, run_id)
+        if run.state == RunState.running:
+            assert run.finished_at is None
+        else:
+            assert run.state == RunState.cancelled and run.finished_at is not None, (run.state, run.message)
+            submitted = [r.submission_id for r in pool.requests if r.metadata["run_id"] == str(run_id)]
+            assert set(submitted) <= set(pool.stopped), "a cancelled run's job was left on the pool"
+    running = [session.get(Run, i) for i in ids if session.get(Run, i).state == RunState.running]
+    assert all(r.cancel_requested for r in running)  # the cancel landed as a request the scheduler acts on

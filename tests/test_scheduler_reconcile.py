@@ -1,53 +1,36 @@
-"""The scheduler's reconcile step against a scripted pool: lost jobs resume, failures keep their log."""
+"""The scheduler against a scripted pool and jobs that talk over the real job channel: node loss, kills, failures,
+budgets, cancels, restarts and archive faults, each with its accounting in the ledger."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 
 import pytest
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session, select
 
 from scheduler.loop import Scheduler
-from scheduler.ray_backend import JobRequest, JobSnapshot, JobState
+from scheduler.ray_backend import JobRequest, JobState
 from service.archive.service import list_artifacts
-from service.config import Settings
-from service.models import Role, Run, RunState
-from service.timeutil import utcnow
+from service.errors import Conflict
+from service.ledger.service import entries_for_run, run_charged
+from service.models import AttemptState, Role, Run, RunAttempt, RunState
+from service.runs.service import request_cancel
 from tests.factories import award, create_call, create_proposal, create_user
-
-
-class ScriptedPool:
-    def __init__(self) -> None:
-        self.snapshots: dict[str, JobSnapshot] = {}
-        self.log = ""
-        self.submitted: list[str] = []
-        self.stopped: list[str] = []
-
-    def submit(self, request: JobRequest) -> str:
-        self.submitted.append(request.submission_id)
-        self.snapshots[request.submission_id] = JobSnapshot(JobState.pending)
-        return request.submission_id
-
-    def snapshot(self, submission_id: str) -> JobSnapshot:
-        return self.snapshots.get(submission_id, JobSnapshot(JobState.unknown))
-
-    def logs(self, submission_id: str) -> str:
-        return self.log
-
-    def stop(self, submission_id: str) -> None:
-        self.stopped.append(submission_id)
+from tests.pools import TRAIN_FILES, FakeJob, ScriptedPool
 
 
 @pytest.fixture
-def setup(lite_engine: Engine, lite_session: Session, lite_settings: Settings):
+def world(lite_engine: Engine, lite_session: Session, lite_settings, lite_client):
     admin = create_user(lite_session, Role.admin)
-    _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
-                                                        create_call(lite_session, admin)))
+    pi = create_user(lite_session)
+    _, run = award(lite_session, admin, create_proposal(lite_session, pi, create_call(lite_session, admin)))
     pool = ScriptedPool()
     scheduler = Scheduler(lite_engine, lite_settings, pool)
     assert scheduler.dispatch() == 1
-    return scheduler, pool, run.id, lite_engine
+    return scheduler, pool, run.id, lite_client, pi
 
 
 def _run(engine: Engine, run_id: int) -> Run:
@@ -55,50 +38,114 @@ def _run(engine: Engine, run_id: int) -> Run:
         return session.get(Run, run_id)
 
 
-def test_waiting_for_a_gpu_is_not_charged(setup) -> None:
-    scheduler, pool, run_id, engine = setup
+def _attempt(engine: Engine, run_id: int, number: int) -> RunAttempt:
+    with Session(engine) as session:
+        return session.exec(select(RunAttempt).where(RunAttempt.run_id == run_id,
+                                                     RunAttempt.number == number)).one()
+
+
+def _backdate(engine: Engine, run_id: int, number: int, seconds: float, checkpoint_after: float | None = None):
+    """As if the attempt had started `seconds` ago (and shipped a checkpoint `checkpoint_after` seconds in)."""
+    with Session(engine) as session:
+        attempt = session.exec(select(RunAttempt).where(RunAttempt.run_id == run_id,
+                                                        RunAttempt.number == number)).one()
+        attempt.started_at = attempt.started_at - timedelta(seconds=seconds)
+        if checkpoint_after is not None:
+            attempt.checkpoint_at = attempt.started_at + timedelta(seconds=checkpoint_after)
+        session.add(attempt)
+        session.commit()
+        return attempt.started_at
+
+
+def _charged(engine: Engine, run_id: int, attempt: int | None = None) -> int:
+    with Session(engine) as session:
+        return run_charged(session, run_id, attempt)
+
+
+def test_waiting_for_a_gpu_is_not_charged(world, lite_engine) -> None:
+    scheduler, pool, run_id, _, _ = world
     scheduler.reconcile()
-    run = _run(engine, run_id)
-    assert run.state == RunState.running and run.gpu_seconds == 0
+    assert _run(lite_engine, run_id).state == RunState.running and _charged(lite_engine, run_id) == 0
 
 
-def test_a_lost_job_is_requeued_and_resubmitted_under_a_new_attempt(setup) -> None:
-    scheduler, pool, run_id, engine = setup
+def test_a_finished_job_is_charged_exactly_up_to_its_end(world, lite_engine) -> None:
+    scheduler, pool, run_id, client, _ = world
+    job = FakeJob(client, pool.token())
+    job.start()
+    started = _backdate(lite_engine, run_id, 1, 10)
+    pool.set(pool.submitted[0], JobState.running)
+    scheduler.reconcile()
+    assert 9 <= _charged(lite_engine, run_id) <= 11  # charged as it runs
+    job.outputs(TRAIN_FILES)
+    job.end(0)
+    pool.set(pool.submitted[0], JobState.succeeded, ended_at=started + timedelta(seconds=7))
+    scheduler.reconcile()
+    assert _run(lite_engine, run_id).state == RunState.succeeded
+    assert _charged(lite_engine, run_id) == 7  # settled to the job's real end: the extra seconds refunded
+
+
+def test_a_lost_node_resumes_from_its_checkpoint_and_the_lost_work_is_refunded(world, lite_engine) -> None:
+    scheduler, pool, run_id, client, _ = world
+    job = FakeJob(client, pool.token())
+    job.start()
+    assert job.checkpoint(b"state at step 100", step=100).json()["stop"] is None
+    _backdate(lite_engine, run_id, 1, 20, checkpoint_after=12)
+    pool.set(pool.submitted[0], JobState.running)
+    scheduler.reconcile()
+    assert _charged(lite_engine, run_id) >= 19
+    pool.set(pool.submitted[0], JobState.failed, error_type="JOB_SUPERVISOR_ACTOR_DIED",
+             message="Job supervisor actor died: the node was lost")
+    scheduler.reconcile()
+    run = _run(lite_engine, run_id)
+    assert run.state == RunState.queued and "resume from the checkpoint at step 100" in run.message
+    assert _attempt(lite_engine, run_id, 1).state == AttemptState.lost
+    assert _charged(lite_engine, run_id, 1) == 12  # kept work only: up to the shipped checkpoint
+    assert scheduler.dispatch() == 1
+    plan = FakeJob(client, pool.token()).start().json()
+    state_sha = hashlib.sha256(b"state at step 100").hexdigest()
+    assert plan["attempt"] == 2 and plan["resume_sha256"] == state_sha and plan["resume_step"] == 100
+    assert {"field": "resume_state", "sha256": state_sha, "size": 17} in plan["inputs"]
+
+
+def test_a_job_ray_forgot_is_lost_and_resubmitted_under_a_new_attempt(world, lite_engine) -> None:
+    scheduler, pool, run_id, _, _ = world
     pool.snapshots.clear()  # the cluster was replaced
     scheduler.reconcile()
-    assert _run(engine, run_id).state == RunState.queued
+    assert _run(lite_engine, run_id).state == RunState.queued
     assert scheduler.dispatch() == 1
-    key = _run(engine, run_id).key
+    key = _run(lite_engine, run_id).key
     assert pool.submitted == [f"observatory-run-{run_id}-{key}-1", f"observatory-run-{run_id}-{key}-2"]
 
 
-def test_a_failed_job_keeps_its_log_and_says_why(setup) -> None:
-    scheduler, pool, run_id, engine = setup
-    submission = pool.submitted[0]
-    pool.log = '@@progress {"fraction": 0.5, "step": 1, "total": 2}\nTraceback...\nValueError: bad data\n'
-    pool.snapshots[submission] = JobSnapshot(JobState.failed, utcnow(), "exit code 1")
+def test_a_killed_job_is_retried_within_its_budget_then_fails_in_words(world, lite_engine, lite_settings) -> None:
+    scheduler, pool, run_id, client, _ = world
+    for retry in range(1, lite_settings.max_retries + 2):
+        FakeJob(client, pool.token()).start()
+        pool.set(pool.submitted[-1], JobState.failed, exit_code=137, message='{"step": 5} progress json')
+        scheduler.reconcile()
+        run = _run(lite_engine, run_id)
+        if retry <= lite_settings.max_retries:
+            assert run.state == RunState.queued, run.message
+            assert f"retry {retry} of {lite_settings.max_retries}" in run.message and "killed" in run.message
+            assert scheduler.dispatch() == 1
+    assert run.state == RunState.failed
+    assert run.message.startswith("the job was killed (signal 9") and "retried 3 times" in run.message
+    assert "progress json" not in run.message
+
+
+def test_a_job_that_failed_on_its_own_fails_with_its_last_words(world, lite_engine) -> None:
+    scheduler, pool, run_id, client, _ = world
+    job = FakeJob(client, pool.token())
+    job.start()
+    job.log('@@progress {"fraction": 0.5, "step": 1, "total": 2}\n', {"fraction": 0.5, "step": 1, "total": 2})
+    job.log("Traceback...\nValueError: bad data\n")
+    job.end(1)
+    pool.set(pool.submitted[0], JobState.failed, exit_code=1)
     assert scheduler.reconcile() == 1
-    run = _run(engine, run_id)
+    run = _run(lite_engine, run_id)
     assert run.state == RunState.failed and "ValueError: bad data" in run.message and run.progress == 0.5
-    with Session(engine) as session:
-        assert {a.name for a in list_artifacts(session, run_id)} == {"job.log", "manifest.json"}
-
-
-def test_a_finished_job_is_charged_up_to_its_end(setup) -> None:
-    scheduler, pool, run_id, engine = setup
-    submission = pool.submitted[0]
-    pool.snapshots[submission] = JobSnapshot(JobState.running)
-    scheduler.reconcile()
-    with Session(engine) as session:  # as if the job had been running for ten seconds already
-        run = session.get(Run, run_id)
-        run.charged_until, run.gpu_seconds = utcnow() - timedelta(seconds=10), 0.0
-        session.add(run)
-        session.commit()
-        started = run.charged_until
-    pool.snapshots[submission] = JobSnapshot(JobState.stopped, started + timedelta(seconds=7))
-    scheduler.reconcile()
-    run = _run(engine, run_id)
-    assert run.state == RunState.cancelled and run.gpu_seconds == pytest.approx(7, abs=0.5)
+    with Session(lite_engine) as session:
+        assert {a.name for a in list_artifacts(session, run_id)} == {"attempt-1.log", "job.log", "manifest.json"}
 
 
 def test_a_failed_submission_is_retried_under_the_same_id(lite_engine, lite_session, lite_settings) -> None:
@@ -108,13 +155,152 @@ def test_a_failed_submission_is_retried_under_the_same_id(lite_engine, lite_sess
 
     class FlakyPool(ScriptedPool):
         def submit(self, request: JobRequest) -> str:
-            self.submitted.append(request.submission_id)
-            if len(self.submitted) == 1:
-                raise ConnectionError("the head did not answer")  # it may still have taken the job
-            return super().submit(request)
+            super().submit(request)
+            if len(self.requests) == 1:
+                raise ConnectionError("the head did not answer")  # ...but it took the job
+            return request.submission_id
 
     pool = FlakyPool()
     scheduler = Scheduler(lite_engine, lite_settings, pool)
     assert scheduler.dispatch() == 0 and _run(lite_engine, run.id).state == RunState.queued
+    assert scheduler.dispatch() == 1  # the attempt the first try wrote is found on the pool and adopted
+    assert pool.submitted == pool.submitted[:1] and _run(lite_engine, run.id).attempt == 1
+    assert _attempt(lite_engine, run.id, 1).state == AttemptState.running
+
+
+def test_an_attempt_that_never_reached_the_pool_is_retired(lite_engine, lite_session, lite_settings) -> None:
+    admin = create_user(lite_session, Role.admin)
+    _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
+                                                        create_call(lite_session, admin)))
+
+    class DownPool(ScriptedPool):
+        def submit(self, request: JobRequest) -> str:
+            if not self.requests and not getattr(self, "tried", False):
+                self.tried = True
+                raise ConnectionError("the head is down")
+            return super().submit(request)
+
+    pool = DownPool()
+    scheduler = Scheduler(lite_engine, lite_settings, pool)
+    assert scheduler.dispatch() == 0
     assert scheduler.dispatch() == 1
-    assert pool.submitted[0] == pool.submitted[1] and _run(lite_engine, run.id).attempt == 1
+    assert _attempt(lite_engine, run.id, 1).state == AttemptState.failed
+    assert _attempt(lite_engine, run.id, 2).state == AttemptState.running
+
+
+def test_an_exhausted_award_checkpoints_and_stops_and_is_never_overcharged(lite_engine, lite_session, lite_settings,
+                                                                           lite_client) -> None:
+    admin = create_user(lite_session, Role.admin)
+    _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
+                                                        create_call(lite_session, admin)), gpu_hours=0.01)
+    pool = ScriptedPool()
+    scheduler = Scheduler(lite_engine, lite_settings, pool)
+    scheduler.dispatch()
+    job = FakeJob(lite_client, pool.token())
+    job.start()
+    _backdate(lite_engine, run.id, 1, 50)
+    pool.set(pool.submitted[0], JobState.running)
+    scheduler.reconcile()
+    assert _charged(lite_engine, run.id) == 36  # 0.01 GPU-hours, and not a second more
+    assert "used up" in _run(lite_engine, run.id).message
+    assert job.log("step 7\n")["stop"] == "budget"
+    job.checkpoint(b"state at step 7", step=7)
+    job.end(0, stopped=True)
+    pool.set(pool.submitted[0], JobState.succeeded)
+    scheduler.reconcile()
+    stopped = _run(lite_engine, run.id)
+    assert stopped.state == RunState.cancelled and "used up" in stopped.message
+    assert "checkpoint at step 7 is kept as state.pt" in stopped.message
+    assert _charged(lite_engine, run.id) == 36
+    with Session(lite_engine) as session:
+        kept = {a.name: a.sha256 for a in list_artifacts(session, run.id)}
+    assert kept["state.pt"] == hashlib.sha256(b"state at step 7").hexdigest()
+
+
+def test_a_cancel_is_honoured_even_when_the_node_is_lost_meanwhile(world, lite_engine, lite_session) -> None:
+    scheduler, pool, run_id, client, pi = world
+    FakeJob(client, pool.token()).start()
+    pool.set(pool.submitted[0], JobState.running)
+    scheduler.reconcile()
+    request_cancel(lite_session, actor=pi, run_id=run_id)
+    lite_session.commit()
+    pool.snapshots.clear()  # the node vanished before the job could stop
+    scheduler.reconcile()
+    assert _run(lite_engine, run_id).state == RunState.cancelled
+    assert scheduler.dispatch() == 0 and len(pool.submitted) == 1
+
+
+def test_a_dropped_connection_at_the_finishing_commit_loses_nothing(world, lite_engine, monkeypatch) -> None:
+    scheduler, pool, run_id, client, _ = world
+    job = FakeJob(client, pool.token())
+    job.start()
+    job.outputs(TRAIN_FILES)
+    job.end(0)
+    pool.set(pool.submitted[0], JobState.succeeded)
+    real_commit, calls = Session.commit, {"n": 0}
+
+    def dropped(self):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+        return real_commit(self)
+
+    monkeypatch.setattr(Session, "commit", dropped)
+    scheduler.reconcile()
+    monkeypatch.setattr(Session, "commit", real_commit)
+    assert _run(lite_engine, run_id).state == RunState.running  # nothing was recorded, and nothing was lost
+    scheduler.reconcile()
+    assert _run(lite_engine, run_id).state == RunState.succeeded
+    with Session(lite_engine) as session:
+        assert set(TRAIN_FILES) <= {a.name for a in list_artifacts(session, run_id)}
+
+
+def test_an_archive_that_refuses_writes_fails_the_run_after_bounded_retries(world, lite_engine, lite_settings,
+                                                                            monkeypatch) -> None:
+    scheduler, pool, run_id, client, _ = world
+    job = FakeJob(client, pool.token())
+    job.start()
+    job.outputs(TRAIN_FILES)
+    job.end(0)
+    pool.set(pool.submitted[0], JobState.succeeded)
+
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise PermissionError(13, "Permission denied", "archive/objects")
+
+    monkeypatch.setattr(scheduler.store, "put", refuse)
+    for tick in range(1, lite_settings.max_finish_failures + 1):
+        scheduler.reconcile()
+        run = _run(lite_engine, run_id)
+        assert run.state == (RunState.failed if tick == lite_settings.max_finish_failures else RunState.running)
+    assert "could not record this run's end" in run.message and "Permission denied" in run.message
+
+
+def test_two_pools_on_one_database_touch_only_their_own_runs(world, lite_engine, lite_settings) -> None:
+    scheduler, pool, run_id, _, _ = world
+    scheduler.claim_pool()
+    other_pool = ScriptedPool(head="another-head")
+    other_pool.dashboard_url = "http://another-cluster"
+    other = Scheduler(lite_engine, lite_settings.model_copy(update={"pool_name": "lab"}), other_pool)
+    other.claim_pool()
+    other.reconcile()
+    other.dispatch()
+    assert _run(lite_engine, run_id).state == RunState.running and other_pool.requests == []
+    # The same pool name on another cluster is refused: each would think the other's runs lost.
+    impostor = Scheduler(lite_engine, lite_settings, other_pool)
+    with pytest.raises(Conflict, match="driven by another scheduler"):
+        impostor.claim_pool()
+
+
+def test_two_schedulers_charge_each_span_once(world, lite_engine, lite_settings) -> None:
+    scheduler, pool, run_id, client, _ = world
+    FakeJob(client, pool.token()).start()
+    _backdate(lite_engine, run_id, 1, 30)
+    pool.set(pool.submitted[0], JobState.running)
+    twin = Scheduler(lite_engine, lite_settings, pool)
+    scheduler.reconcile()
+    twin.reconcile()
+    scheduler.reconcile()
+    assert 29 <= _charged(lite_engine, run_id) <= 32
+    with Session(lite_engine) as session:
+        keys = [e.key for e in entries_for_run(session, run_id)]
+    assert len(keys) == len(set(keys))

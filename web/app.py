@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.middleware.sessions import SessionMiddleware
 
+from service.api import job_api
 from service.api import router as api_router
 from service.auth.oidc import make_oauth
 from service.auth.oidc import router as oidc_router
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return await domain_error(request, Busy("the observatory is busy; try again in a few seconds"))
 
     app.include_router(api_router)
+    app.include_router(job_api, max_body_size=settings.max_output_bytes)
     app.include_router(oidc_router)
     app.include_router(pages_router, max_body_size=settings.max_form_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

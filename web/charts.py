@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 
@@ -24,10 +23,10 @@ def loss_chart(values: list[float], width: int = 360, height: int = 120, pad: in
             "low": 10**low, "high": 10**high}
 
 
-def loss_chart_from_metrics(path: Path) -> dict[str, Any] | None:
+def loss_chart_from_metrics(data: bytes) -> dict[str, Any] | None:
     try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError):
+        metrics = json.loads(data)
+    except ValueError:
         return None
     curve = metrics.get("loss_curve") if isinstance(metrics, dict) else None
     return loss_chart(curve) if isinstance(curve, list) else None

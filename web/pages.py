@@ -27,6 +27,7 @@ from service.deps import (
     client_address,
 )
 from service.errors import DomainError
+from service.ledger.service import run_charged
 from service.models import Proposal, Role, User
 from service.pool import service as pool
 from service.proposals import service as proposals
@@ -194,8 +195,8 @@ def proposals_page(request: Request, user: CurrentUser, session: SessionDep):
 @router.get("/proposals/{proposal_id}")
 def proposal_page(proposal_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
     proposal = proposals.get_visible(session, actor=user, proposal_id=proposal_id)
-    run_rows = [{"run": r, "artifacts": _artifacts_if_allowed(session, user, r.id)}
-                for r in runs.list_for_proposal(session, proposal_id)]
+    run_rows = [{"run": r, "artifacts": _artifacts_if_allowed(session, user, r.id),
+                 "charged": run_charged(session, r.id)} for r in runs.list_for_proposal(session, proposal_id)]
     return render(request, "proposal.html", {
         "p": proposals.to_public(session, proposal), "call": calls.get_call(session, proposal.call_id),
         "runs": run_rows, "is_pi": proposal.pi_id == user.id,
@@ -255,10 +256,11 @@ def run_page(run_id: IdPath, request: Request, user: CurrentUser, session: Sessi
     proposal = session.get(Proposal, run.proposal_id)
     artifacts = _artifacts_if_allowed(session, user, run.id)
     metrics = next((a for a in artifacts if a.name == "metrics.json"), None)
-    chart = loss_chart_from_metrics(archive.object_path(settings.resolved_archive_dir, metrics.sha256)) \
+    chart = loss_chart_from_metrics(archive.read_object(archive.store_for(settings), metrics.sha256)) \
         if metrics else None
     return render(request, "run.html", {
         "run": run, "proposal": proposal, "artifacts": artifacts, "loss_chart": chart,
+        "detail": runs.describe(session, run),
         "exclusive_until": archive.exclusive_until(session, run.id), "now": utcnow(),
         "can_cancel": user.role == Role.admin or proposal.pi_id == user.id,
     })

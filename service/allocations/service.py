@@ -1,6 +1,7 @@
 """Awards: an admin grants a submitted proposal GPU-hours within the call's capacity (the committee's stand-in).
 
-An award queues the proposal's run in the same transaction; the scheduler picks it up from the database.
+An award opens its ledger account, credited with the GPU-hours, and queues the proposal's run in the same
+transaction; the scheduler picks it up from the database.
 The call's row is locked before its remaining capacity is read, and the proposal's before its state is, so
 concurrent awards are serialised: the capacity is never exceeded and a proposal is awarded once.
 """
@@ -12,6 +13,7 @@ from sqlmodel import Session, select
 from service.calls.service import awarded_gpu_hours
 from service.db import lock
 from service.errors import Conflict, Forbidden, Invalid, NotFound
+from service.ledger.service import open_award_account
 from service.models import Award, Call, Proposal, ProposalState, Role, Run, User
 from service.runs.service import create_run
 from service.timeutil import add_months, utcnow
@@ -46,5 +48,6 @@ def award_proposal(session: Session, *, actor: User, proposal_id: int, gpu_hours
     proposal.state = ProposalState.awarded
     session.add(proposal)
     session.flush()
+    open_award_account(session, award)
     run = create_run(session, award=award, proposal=proposal, gpus=max(gpus_per_run, 1))
     return award, run

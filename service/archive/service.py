@@ -5,101 +5,78 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import stat
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlmodel import Session, select
 
-from jobs.kinds import SERVICE_OUTPUTS, JobKind
-from jobs.outputs import DECLARATION, MAX_DECLARATION_BYTES, DeclarationError, OutputSpec, parse_declaration
-from service.archive.store import LocalStore
-from service.errors import NotFound
+from jobs.kinds import JobKind, service_output
+from jobs.outputs import OutputSpec
+from service.archive.store import ArchiveStore, LocalStore, S3Store
+from service.config import Settings
+from service.errors import Invalid, NotFound
+from service.ledger.service import run_charged
 from service.models import Artifact, Award, Proposal, ProposalMember, Run, User
 from service.timeutil import utcnow
 
-
-def store_for(archive_dir: Path) -> LocalStore:
-    return LocalStore(archive_dir)
+_stores: dict[tuple, ArchiveStore] = {}
 
 
-def object_path(archive_dir: Path, sha256: str) -> Path:
-    return store_for(archive_dir).path(sha256)
+def store_for(settings: Settings) -> ArchiveStore:
+    """The archive's store as the settings name it (one client per configuration)."""
+    archive_dir = settings.resolved_archive_dir
+    if settings.archive_store == "local":
+        return LocalStore(archive_dir)
+    key = (settings.s3_bucket, settings.s3_endpoint_url, settings.s3_prefix, settings.s3_access_key_id, archive_dir)
+    if key not in _stores:
+        if not settings.s3_bucket:
+            raise ValueError("OBSERVATORY_ARCHIVE_STORE=s3 needs OBSERVATORY_S3_BUCKET")
+        _stores[key] = S3Store(bucket=settings.s3_bucket, spool_dir=archive_dir / "incoming",
+                               endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
+                               access_key_id=settings.s3_access_key_id,
+                               secret_access_key=settings.s3_secret_access_key, prefix=settings.s3_prefix)
+    return _stores[key]
 
 
-def _record(session: Session, run: Run, spec: OutputSpec, sha: str, size: int) -> Artifact:
+def record(session: Session, run: Run, spec: OutputSpec, sha: str, size: int,
+           attempt: int | None = None) -> Artifact:
+    """Name an object in the archive as one of the run's outputs (replacing an earlier one of that name)."""
     existing = session.exec(select(Artifact).where(Artifact.run_id == run.id, Artifact.name == spec.name)).first()
     artifact = existing or Artifact(run_id=run.id, name=spec.name, kind="", sha256="", size=0, media_type="")
     artifact.kind, artifact.media_type, artifact.sha256, artifact.size = spec.kind, spec.media_type, sha, size
+    artifact.attempt = attempt
     session.add(artifact)
     session.flush()
     return artifact
 
 
-def ingest_bytes(session: Session, *, archive_dir: Path, run: Run, name: str, data: bytes) -> Artifact:
+def ingest_bytes(session: Session, *, store: ArchiveStore, run: Run, name: str, data: bytes) -> Artifact:
     """Archive a file the observatory itself wrote for the run (its log, its manifest)."""
-    spec = next((spec for spec in SERVICE_OUTPUTS if spec.name == name), None)
+    spec = service_output(name)
     if spec is None:
         raise ValueError(f"{name} is not a file the observatory writes itself")
-    sha, size = store_for(archive_dir).put(io.BytesIO(data))
-    return _record(session, run, spec, sha, size)
+    sha, size = store.put(io.BytesIO(data))
+    return record(session, run, spec, sha, size)
 
 
-def _open_regular(directory: int, name: str) -> int:
-    """A file descriptor for `name` inside the open directory: never through a link, only a plain file."""
-    descriptor = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=directory)
-    info = os.fstat(descriptor)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-        os.close(descriptor)
-        raise OSError(f"{name} is not a plain file of the job's own")
-    return descriptor
-
-
-def accept_outputs(session: Session, *, archive_dir: Path, run: Run, staging: Path, kind: JobKind) -> list[str]:
-    """Archive what the job declared in its staging folder; returns the problems (empty: every required output is
-    in the archive).
-
-    Only names the job's kind allows are taken, with the kind's own kind and media type; each file's sha256 and
-    size must match the declaration. Links are never followed, the folder itself may not be a link, and nothing
-    outside it is read.
-    """
+def accept_output(session: Session, *, store: ArchiveStore, run: Run, attempt: int, kind: JobKind, name: str,
+                  stream: BinaryIO, sha256: str, limit: int) -> Artifact:
+    """Take one file a job sends: only a name its kind may declare, and only if its bytes hash to `sha256`."""
+    spec = kind.spec(name)
+    if spec is None:
+        raise Invalid(f"{name!r} is not an output a {kind.name} job may send")
     try:
-        directory = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError:
-        return [f"the job left no output folder ({staging.name})"]
-    store, problems, accepted = store_for(archive_dir), [], set()
-    try:
-        try:
-            with os.fdopen(_open_regular(directory, DECLARATION), "rb") as handle:
-                data = handle.read(MAX_DECLARATION_BYTES + 1)
-            if len(data) > MAX_DECLARATION_BYTES:
-                raise DeclarationError(f"{DECLARATION} is larger than {MAX_DECLARATION_BYTES} bytes")
-            declared = parse_declaration(data)
-        except (OSError, DeclarationError) as exc:
-            return [f"no valid output declaration: {exc}"]
-        for entry in declared:
-            spec = kind.spec(entry.name)
-            if spec is None or (entry.kind, entry.media_type) != (spec.kind, spec.media_type):
-                problems.append(f"{entry.name}: not an output a {kind.name} job may declare")
-                continue
-            try:
-                with os.fdopen(_open_regular(directory, entry.name), "rb") as handle:
-                    sha, size = store.put(handle, limit=entry.size)
-            except (OSError, ValueError) as exc:
-                problems.append(f"{entry.name}: {exc}")
-                continue
-            if (sha, size) != (entry.sha256, entry.size):
-                problems.append(f"{entry.name}: its sha256 or size does not match the declaration")
-                continue
-            _record(session, run, spec, sha, size)
-            accepted.add(spec.name)
-    finally:
-        os.close(directory)
-    missing = [spec.name for spec in kind.outputs if spec.required and spec.name not in accepted]
-    if missing:
-        problems.append(f"missing outputs: {', '.join(missing)}")
-    return problems
+        sha, size = store.put(stream, limit=limit)
+    except ValueError as exc:
+        raise Invalid(f"{name}: {exc}") from None
+    if sha != sha256:
+        raise Invalid(f"{name}: its bytes hash to {sha}, not the declared {sha256}")
+    return record(session, run, spec, sha, size, attempt)
+
+
+def missing_outputs(session: Session, run: Run, kind: JobKind) -> list[str]:
+    """The required outputs of the run's kind that are not in the archive."""
+    have = {a.name for a in list_artifacts(session, run.id)}
+    return [spec.name for spec in kind.outputs if spec.required and spec.name not in have]
 
 
 def manifest(session: Session, run: Run) -> dict[str, Any]:
@@ -110,13 +87,13 @@ def manifest(session: Session, run: Run) -> dict[str, Any]:
         for a in list_artifacts(session, run.id) if a.name != "manifest.json"
     ]
     return {"run": run.id, "proposal": proposal.id, "proposal_title": proposal.title, "job_kind": run.job_kind,
-            "job_plan": run.job_plan, "state": str(run.state), "gpu_seconds": round(run.gpu_seconds, 3),
+            "job_plan": run.job_plan, "state": str(run.state), "gpu_seconds": run_charged(session, run.id),
             "files": files}
 
 
-def write_manifest(session: Session, *, archive_dir: Path, run: Run) -> Artifact:
+def write_manifest(session: Session, *, store: ArchiveStore, run: Run) -> Artifact:
     data = json.dumps(manifest(session, run), indent=2, ensure_ascii=False).encode()
-    return ingest_bytes(session, archive_dir=archive_dir, run=run, name="manifest.json", data=data)
+    return ingest_bytes(session, store=store, run=run, name="manifest.json", data=data)
 
 
 def list_artifacts(session: Session, run_id: int) -> list[Artifact]:
@@ -146,17 +123,16 @@ def visible_artifacts(session: Session, *, actor: User | None, run_id: int) -> l
     return list_artifacts(session, run_id)
 
 
-def open_artifact(session: Session, *, actor: User | None, archive_dir: Path, run_id: int,
-                  name: str) -> tuple[Artifact, Path]:
+def open_artifact(session: Session, *, actor: User | None, store: ArchiveStore, run_id: int,
+                  name: str) -> Artifact:
     if not can_download(session, actor, run_id):
         raise NotFound(f"no outputs of run {run_id} that you may read")
     artifact = session.exec(select(Artifact).where(Artifact.run_id == run_id, Artifact.name == name)).first()
     if artifact is None:
         raise NotFound(f"run {run_id} has no output named {name!r}")
-    path = object_path(archive_dir, artifact.sha256)
-    if not path.exists():
+    if not store.exists(artifact.sha256):
         raise NotFound(f"{name} is recorded but missing from the archive; tell an operator")
-    return artifact, path
+    return artifact
 
 
 # Raster images the portal shows in place, each with the bytes its files begin with. Anything else (SVG, HTML,
@@ -167,14 +143,18 @@ INLINE_RASTER = {"image/png": (b"\x89PNG\r\n\x1a\n",), "image/jpeg": (b"\xff\xd8
 DOWNLOAD_HEADERS = {"Content-Security-Policy": "default-src 'none'; sandbox", "X-Content-Type-Options": "nosniff"}
 
 
-def shown_inline(artifact: Artifact, path: Path) -> bool:
+def shown_inline(artifact: Artifact, store: ArchiveStore) -> bool:
     """Whether a browser may show this output in place: a raster type whose bytes really are that type."""
     signatures = INLINE_RASTER.get(artifact.media_type)
-    if not signatures:
+    if not signatures or artifact.size < 16:
         return False
-    with path.open("rb") as handle:
-        head = handle.read(16)
+    head = b"".join(store.open_range(artifact.sha256, 0, 15))
     return head.startswith(signatures)
+
+
+def read_object(store: ArchiveStore, sha256: str, limit: int = 64 << 20) -> bytes:
+    """A small object's bytes (a metrics file, a log), at most `limit` of them."""
+    return b"".join(store.open_range(sha256, 0, limit - 1))
 
 
 def find_checkpoint(session: Session, sha256: str) -> Artifact | None:

@@ -1,20 +1,25 @@
-"""Where archived bytes live, content-addressed: one interface, and a local folder behind it on the embedded default.
+"""Where archived bytes live, content-addressed: one interface, a local folder on the embedded default and an
+S3-compatible bucket for deployments.
 
-Objects are named by their sha256 (objects/ab/abcdef…), written once through a temporary file and renamed into
-place, and readable by the observatory's own user alone from the moment they exist.
+Objects are named by their sha256 (objects/ab/abcdef…) and written once: a put streams to a private temporary
+file while hashing, then moves (local) or uploads (S3) it under its digest, so a half-written object never has a
+name. Local objects are readable by the observatory's own user alone from the moment they exist.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from service.files import private_dir
 
 CHUNK = 1 << 20
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class ArchiveStore(Protocol):
@@ -23,7 +28,43 @@ class ArchiveStore(Protocol):
 
     def exists(self, sha256: str) -> bool: ...
 
-    def open(self, sha256: str) -> BinaryIO: ...
+    def size(self, sha256: str) -> int: ...
+
+    def open_range(self, sha256: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """The object's bytes from `start` up to and including `end` (None: to its end), in chunks."""
+
+    def presign(self, sha256: str, *, expires_s: int = 600, filename: str | None = None) -> str | None:
+        """A URL that serves the object without the observatory, or None where the store has none."""
+
+    def local_path(self, sha256: str) -> Path | None:
+        """The object's file where the store is a local folder (served with range support), else None."""
+
+
+def object_key(sha256: str) -> str:
+    if not SHA256.match(sha256 or ""):
+        raise ValueError(f"not a sha256: {str(sha256)[:80]!r}")
+    return f"objects/{sha256[:2]}/{sha256}"
+
+
+def _spool(stream: BinaryIO, folder: Path, limit: int | None) -> tuple[Path, str, int]:
+    """Copy a stream into a private temporary file while hashing it."""
+    private_dir(folder)
+    tmp = folder / f"{secrets.token_hex(8)}.part"
+    digest, size = hashlib.sha256(), 0
+    try:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
+            for block in iter(lambda: stream.read(CHUNK), b""):
+                size += len(block)
+                if limit is not None and size > limit:
+                    raise ValueError(f"larger than {limit} bytes")
+                digest.update(block)
+                handle.write(block)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp, digest.hexdigest(), size
 
 
 class LocalStore:
@@ -31,31 +72,17 @@ class LocalStore:
         self.root = root
 
     def path(self, sha256: str) -> Path:
-        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-            raise ValueError(f"not a sha256: {sha256[:80]!r}")
-        return self.root / "objects" / sha256[:2] / sha256
+        return self.root / object_key(sha256)
+
+    def local_path(self, sha256: str) -> Path | None:
+        return self.path(sha256)
 
     def put(self, stream: BinaryIO, *, limit: int | None = None) -> tuple[str, int]:
-        incoming = self.root / "incoming"
-        private_dir(incoming)
-        tmp = incoming / f"{secrets.token_hex(8)}.part"
-        digest, size = hashlib.sha256(), 0
+        tmp, sha, size = _spool(stream, self.root / "incoming", limit)
         try:
-            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
-                for block in iter(lambda: stream.read(CHUNK), b""):
-                    size += len(block)
-                    if limit is not None and size > limit:
-                        raise ValueError(f"larger than {limit} bytes")
-                    digest.update(block)
-                    handle.write(block)
-                handle.flush()
-                os.fsync(handle.fileno())
-            sha = digest.hexdigest()
             target = self.path(sha)
             private_dir(target.parent)
-            if target.exists():
-                tmp.unlink()
-            else:
+            if not target.exists():
                 tmp.replace(target)
             return sha, size
         finally:
@@ -64,5 +91,85 @@ class LocalStore:
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
 
-    def open(self, sha256: str) -> BinaryIO:
-        return self.path(sha256).open("rb")
+    def size(self, sha256: str) -> int:
+        return self.path(sha256).stat().st_size
+
+    def open_range(self, sha256: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        with self.path(sha256).open("rb") as handle:
+            handle.seek(start)
+            left = None if end is None else end - start + 1
+            while left is None or left > 0:
+                block = handle.read(CHUNK if left is None else min(CHUNK, left))
+                if not block:
+                    return
+                if left is not None:
+                    left -= len(block)
+                yield block
+
+    def presign(self, sha256: str, *, expires_s: int = 600, filename: str | None = None) -> str | None:
+        return None
+
+
+class S3Store:
+    """An S3-compatible bucket (AWS, MinIO, Ceph, Garage...) through boto3; `spool_dir` holds uploads in flight."""
+
+    def __init__(self, *, bucket: str, spool_dir: Path, endpoint_url: str | None = None, region: str | None = None,
+                 access_key_id: str | None = None, secret_access_key: str | None = None, prefix: str = "") -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket, self.prefix, self.spool_dir = bucket, prefix.strip("/"), spool_dir
+        self.client: Any = boto3.client(
+            "s3", endpoint_url=endpoint_url, region_name=region or "us-east-1", aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}, signature_version="s3v4",
+                          s3={"addressing_style": "path"}))
+
+    def key(self, sha256: str) -> str:
+        return f"{self.prefix}/{object_key(sha256)}" if self.prefix else object_key(sha256)
+
+    def local_path(self, sha256: str) -> Path | None:
+        return None
+
+    def put(self, stream: BinaryIO, *, limit: int | None = None) -> tuple[str, int]:
+        tmp, sha, size = _spool(stream, self.spool_dir, limit)
+        try:
+            if not self.exists(sha):
+                self.client.upload_file(str(tmp), self.bucket, self.key(sha),
+                                        ExtraArgs={"ChecksumAlgorithm": "SHA256"})
+            return sha, size
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _head(self, sha256: str) -> dict[str, Any] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self.key(sha256))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def exists(self, sha256: str) -> bool:
+        return self._head(sha256) is not None
+
+    def size(self, sha256: str) -> int:
+        head = self._head(sha256)
+        if head is None:
+            raise FileNotFoundError(sha256)
+        return int(head["ContentLength"])
+
+    def open_range(self, sha256: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        wanted = f"bytes={start}-{'' if end is None else end}"
+        body = self.client.get_object(Bucket=self.bucket, Key=self.key(sha256), Range=wanted)["Body"]
+        try:
+            yield from iter(lambda: body.read(CHUNK), b"")
+        finally:
+            body.close()
+
+    def presign(self, sha256: str, *, expires_s: int = 600, filename: str | None = None) -> str | None:
+        params = {"Bucket": self.bucket, "Key": self.key(sha256)}
+        if filename:
+            params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
+        return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s)

@@ -22,3 +22,15 @@ class PoolNode(SQLModel, table=True):
     labels: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     first_seen_at: datetime = Field(default_factory=utcnow)
     last_seen_at: datetime = Field(default_factory=utcnow)
+
+
+class PoolClaim(SQLModel, table=True):
+    """Which Ray cluster a named pool is, and the scheduler driving it: two clusters may not share a name."""
+
+    __tablename__ = "pools"
+
+    name: str = Field(primary_key=True, max_length=64)
+    head_address: str = Field(max_length=255)
+    head_node_id: str = Field(max_length=64)
+    scheduler_id: str = Field(max_length=64)
+    heartbeat_at: datetime = Field(default_factory=utcnow)

@@ -35,19 +35,97 @@ class Run(SQLModel, table=True):
     progress_detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     message: str = Field(default="", max_length=2_000)
     gpus: int = 1
-    gpu_seconds: float = 0.0
     # Random per run: with the attempt it names the Ray job, so that a database reset against a long-lived
     # cluster can never mistake an old job for a new run with the same id.
     key: str = Field(default_factory=lambda: secrets.token_hex(6), max_length=12)
-    attempt: int = 0
+    attempt: int = 0  # the number of its latest attempt (see RunAttempt)
     submission_id: str | None = Field(default=None, max_length=100)
+    # The pool (by its configured name) that runs its current attempt: only that pool's scheduler touches it.
+    pool: str | None = Field(default=None, max_length=64)
     claim_token: str | None = Field(default=None, max_length=64)
     claim_expires_at: datetime | None = None
     cancel_requested: bool = False
+    # Why the scheduler asked the job to stop, other than a cancel (e.g. the award is used up).
+    stop_reason: str | None = Field(default=None, max_length=200)
+    # The last resumable checkpoint shipped off a node: the next attempt starts from it.
+    resume_sha256: str | None = Field(default=None, max_length=64)
+    resume_step: int = 0
+    retries_used: int = 0  # attempts killed on a node that stayed up, retried from the last checkpoint
+    finish_failures: int = 0  # ticks that failed to record the run's end; bounded, then the run fails
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
-    charged_until: datetime | None = None
     finished_at: datetime | None = None
+
+
+class AttemptState(StrEnum):
+    starting = "starting"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    lost = "lost"
+    stopped = "stopped"
+
+
+class RunAttempt(SQLModel, table=True):
+    """One try at a run on one node: written before it is submitted, ended once its outcome is known.
+
+    Its token (kept here only as a sha256) lets the job fetch its inputs and send its checkpoints, log and outputs
+    for this attempt alone, and only while the attempt is live.
+    """
+
+    __tablename__ = "run_attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="runs.id", index=True)
+    number: int
+    pool: str = Field(max_length=64, index=True)
+    submission_id: str = Field(max_length=100, unique=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    state: AttemptState = Field(default=AttemptState.starting, index=True, sa_type=enum_column(AttemptState, 20))
+    node_id: str | None = Field(default=None, max_length=64)
+    node_name: str | None = Field(default=None, max_length=200)
+    gpus: int = 1
+    charge_factor: float = 1.0
+    resume_sha256: str | None = Field(default=None, max_length=64)  # the checkpoint it started from
+    resume_step: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None  # when the job first reported from its node
+    last_heard_at: datetime | None = None
+    charged_until: datetime | None = None
+    checkpoint_sha256: str | None = Field(default=None, max_length=64)
+    checkpoint_step: int = 0
+    checkpoint_at: datetime | None = None
+    log_bytes: int = 0
+    exit_code: int | None = None  # as the job reported it (None: it never said)
+    reported: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    ended_at: datetime | None = None
+    message: str = Field(default="", max_length=2_000)
+
+
+class RunEvent(SQLModel, table=True):
+    """The audit trail: one row per state change of a run or one of its attempts."""
+
+    __tablename__ = "run_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="runs.id", index=True)
+    attempt: int | None = None
+    subject: str = Field(default="run", max_length=10)  # "run" or "attempt"
+    from_state: str = Field(max_length=20)
+    to_state: str = Field(max_length=20)
+    actor: str = Field(max_length=320)
+    reason: str = Field(default="", max_length=2_000)
+    at: datetime = Field(default_factory=utcnow)
+
+
+class AttemptLogChunk(SQLModel, table=True):
+    """A job's log as its node sent it, in order: read back by offset, never whole on every tick."""
+
+    __tablename__ = "attempt_log_chunks"
+
+    attempt_id: int = Field(foreign_key="run_attempts.id", primary_key=True)
+    offset: int = Field(primary_key=True)
+    text: str
 
 
 class Artifact(SQLModel, table=True):
@@ -62,4 +140,5 @@ class Artifact(SQLModel, table=True):
     sha256: str = Field(max_length=64, index=True)
     size: int
     media_type: str = Field(max_length=100)
+    attempt: int | None = None  # the attempt that delivered it (None: written by the observatory)
     created_at: datetime = Field(default_factory=utcnow)

@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlmodel import Session, select
 
-from service.models import PoolNode
+from service.db import lock
+from service.errors import Conflict
+from service.models import PoolClaim, PoolNode
 from service.pool.schemas import NodeSeen, PoolSummary
 from service.timeutil import utcnow
+
+
+def claim_pool(session: Session, *, name: str, head_address: str, head_node_id: str, scheduler_id: str,
+               stale_after_s: float) -> PoolClaim:
+    """Record that this scheduler drives the pool `name`, which is the Ray cluster whose head is `head_node_id`.
+
+    Refused while another scheduler, fresh within `stale_after_s`, drives a different cluster under the same name
+    from another address: two clusters under one name would each think the other's runs lost. Several
+    schedulers on one cluster, or a head replaced at the same address (a restart), are fine.
+    """
+    now = utcnow()
+    claim = lock(session, PoolClaim, name)
+    if claim is None:
+        claim = PoolClaim(name=name, head_address=head_address, head_node_id=head_node_id,
+                          scheduler_id=scheduler_id, heartbeat_at=now)
+    elif (claim.head_node_id != head_node_id and claim.head_address != head_address
+          and claim.scheduler_id != scheduler_id and now - claim.heartbeat_at < timedelta(seconds=stale_after_s)):
+        raise Conflict(
+            f"the pool {name!r} is driven by another scheduler on the Ray cluster at {claim.head_address}; "
+            f"this one talks to {head_address}. Give each cluster its own OBSERVATORY_POOL_NAME")
+    claim.head_address, claim.head_node_id, claim.scheduler_id, claim.heartbeat_at = (
+        head_address, head_node_id, scheduler_id, now)
+    session.add(claim)
+    session.flush()
+    return claim
 
 
 def record_nodes(session: Session, seen: list[NodeSeen]) -> None:

@@ -11,12 +11,12 @@ from typing import Any
 from sqlmodel import Session, select
 
 from jobs.config import JobPlanError, SampleConfig, TrainConfig, parse_job_plan
-from service.allocations.usage import used_gpu_seconds
 from service.archive import service as archive
 from service.auth.service import normalise_email
 from service.calls.service import get_call, is_open
 from service.db import lock
 from service.errors import Conflict, Forbidden, Invalid, NotFound
+from service.ledger.service import award_used
 from service.models import Award, Call, MemberRole, Proposal, ProposalMember, ProposalState, Role, User
 from service.proposals.schemas import (
     AwardPublic,
@@ -170,5 +170,5 @@ def to_public(session: Session, proposal: Proposal) -> ProposalPublic:
     if award:
         award_public = AwardPublic(id=award.id, gpu_hours=award.gpu_hours, awarded_at=award.awarded_at,
                                    exclusive_until=award.exclusive_until,
-                                   used_gpu_hours=used_gpu_seconds(session, award.id) / 3600)
+                                   used_gpu_hours=award_used(session, award.id) / 3600)
     return ProposalPublic(**proposal.model_dump(), members=members, award=award_public)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 
 from service.archive import service as archive
+from service.archive.ranges import ranged_response
 from service.deps import CurrentUser, OptionalUser, SessionDep, SettingsDep
 from service.runs import service
 from service.runs.schemas import ArtifactPublic, RunPublic
@@ -21,7 +22,7 @@ def artifact_url(run_id: int, name: str) -> str:
 @router.get("/runs/{run_id}", response_model=RunPublic)
 def get_run(run_id: IdPath, user: CurrentUser, session: SessionDep) -> RunPublic:
     """State, progress and GPU-seconds of a run: its proposal's members and admins."""
-    return RunPublic.model_validate(service.get_visible(session, actor=user, run_id=run_id), from_attributes=True)
+    return service.describe(session, service.get_visible(session, actor=user, run_id=run_id))
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunPublic)
@@ -29,7 +30,7 @@ def cancel_run(run_id: IdPath, user: CurrentUser, session: SessionDep) -> RunPub
     """Cancel a run (its PI or an admin)."""
     run = service.request_cancel(session, actor=user, run_id=run_id)
     session.commit()
-    return RunPublic.model_validate(run, from_attributes=True)
+    return service.describe(session, run)
 
 
 @router.get("/runs/{run_id}/artifacts", response_model=list[ArtifactPublic])
@@ -43,15 +44,18 @@ def list_artifacts(run_id: IdPath, user: OptionalUser, session: SessionDep) -> l
 
 
 @router.get("/runs/{run_id}/artifacts/{name}")
-def download_artifact(run_id: IdPath, name: ArtifactName, user: OptionalUser, session: SessionDep,
-                      settings: SettingsDep) -> FileResponse:
+def download_artifact(run_id: IdPath, name: ArtifactName, request: Request, user: OptionalUser, session: SessionDep,
+                      settings: SettingsDep) -> Response:
     """Download one output (same access rule as the list); supports HTTP range requests.
 
     Raster images that really are images are shown in place; everything else is an attachment, and no download
     may run script or be sniffed as another type."""
-    artifact, path = archive.open_artifact(session, actor=user, archive_dir=settings.resolved_archive_dir,
-                                           run_id=run_id, name=name)
-    disposition = "inline" if archive.shown_inline(artifact, path) else "attachment"
-    return FileResponse(path, media_type=artifact.media_type, filename=artifact.name,
-                        content_disposition_type=disposition,
-                        headers={"X-Content-SHA256": artifact.sha256, **archive.DOWNLOAD_HEADERS})
+    store = archive.store_for(settings)
+    artifact = archive.open_artifact(session, actor=user, store=store, run_id=run_id, name=name)
+    disposition = "inline" if archive.shown_inline(artifact, store) else "attachment"
+    headers = {"X-Content-SHA256": artifact.sha256, **archive.DOWNLOAD_HEADERS}
+    path = store.local_path(artifact.sha256)
+    if path is not None:
+        return FileResponse(path, media_type=artifact.media_type, filename=artifact.name,
+                            content_disposition_type=disposition, headers=headers)
+    return ranged_response(store, artifact, request.headers.get("range"), disposition, headers)

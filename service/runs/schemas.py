@@ -17,6 +17,24 @@ class ArtifactPublic(BaseModel):
     url: str
 
 
+class AttemptPublic(BaseModel):
+    number: int
+    state: str
+    node_name: str | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    checkpoint_step: int
+    message: str
+
+
+class ChargePublic(BaseModel):
+    attempt: int | None
+    kind: str
+    gpu_seconds: int  # positive for a debit, negative for a refund
+    note: str
+    at: datetime
+
+
 class RunPublic(BaseModel):
     id: int
     proposal_id: int
@@ -27,8 +45,11 @@ class RunPublic(BaseModel):
     progress_detail: dict[str, Any]
     message: str
     gpus: int
-    gpu_seconds: float
+    gpu_seconds: int = 0  # charged to the award: debits less refunds, in whole GPU-seconds
     cancel_requested: bool
+    resume_step: int = 0
+    attempts: list[AttemptPublic] = []
+    charges: list[ChargePublic] = []
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -9,11 +9,13 @@ from typing import Any
 from sqlalchemy import or_, update
 from sqlmodel import Session, select
 
-from service.db import lock
-from service.errors import Forbidden, NotFound
+from service.attempts.service import attempts_of
+from service.errors import Conflict, Forbidden, NotFound
+from service.ledger.service import entries_for_run, run_charged
 from service.models import Award, Proposal, Role, Run, RunState, User
 from service.proposals.service import is_member
-from service.runs.state import FINAL, move
+from service.runs.schemas import AttemptPublic, ChargePublic, RunPublic
+from service.runs.state import FINAL, transition
 from service.timeutil import utcnow
 
 
@@ -38,25 +40,31 @@ def list_for_proposal(session: Session, proposal_id: int) -> list[Run]:
 
 
 def request_cancel(session: Session, *, actor: User, run_id: int) -> Run:
-    """A queued run is cancelled at once; a running one is stopped by the scheduler's next tick.
+    """A queued run nobody has claimed is cancelled at once; otherwise the cancel is recorded and the scheduler
+    acts on it: a claimed run is not started, a running one is asked to stop (its checkpoint is kept).
 
-    The run's row is locked first, so a scheduler claiming it at the same moment either sees it cancelled or
-    holds the claim that makes this a cancel request.
+    Both steps are conditional updates, so a cancel racing a scheduler's claim either cancels the run before the
+    claim or lands as a request that the claim's own conditional move to `running` refuses.
     """
-    get_visible(session, actor=actor, run_id=run_id)
-    run = lock(session, Run, run_id)
+    run = get_visible(session, actor=actor, run_id=run_id)
     proposal = session.get(Proposal, run.proposal_id)
     if actor.role != Role.admin and proposal.pi_id != actor.id:
         raise Forbidden("only the PI or an admin cancels a run")
+    session.refresh(run)
     if run.state in FINAL:
         return run
+    who = f"cancelled by {actor.email}"
     if run.state == RunState.queued and run.claim_token is None:
-        move(run, RunState.cancelled, f"cancelled by {actor.email}")
-    else:
-        run.cancel_requested = True
-        run.message = f"cancel requested by {actor.email}"
-    session.add(run)
+        try:
+            return transition(session, run, RunState.cancelled, who, actor=actor.email,
+                              extra={"cancel_requested": True})
+        except Conflict:
+            session.refresh(run)  # claimed meanwhile: fall through to a request
+    session.execute(update(Run).where(Run.id == run_id, Run.state.in_([RunState.queued, RunState.running]))
+                    .values(cancel_requested=True, message=f"cancel requested by {actor.email}")
+                    .execution_options(synchronize_session=False))
     session.flush()
+    session.refresh(run)
     return run
 
 
@@ -85,10 +93,6 @@ def claim_queued(session: Session, *, limit: int, ttl_s: int, now: datetime | No
     return token, runs
 
 
-def active_runs(session: Session) -> list[Run]:
-    return list(session.exec(select(Run).where(Run.state == RunState.running).order_by(Run.id)))
-
-
 def record_progress(run: Run, detail: dict[str, Any]) -> None:
     run.progress_detail = detail
     fraction = detail.get("fraction")
@@ -96,12 +100,11 @@ def record_progress(run: Run, detail: dict[str, Any]) -> None:
         run.progress = max(0.0, min(1.0, float(fraction)))
 
 
-def charge(run: Run, now: datetime | None = None) -> float:
-    """Add the GPU-seconds since the last charge; returns the seconds added. Idempotent per instant."""
-    now = now or utcnow()
-    if run.charged_until is None or now <= run.charged_until:
-        return 0.0
-    seconds = (now - run.charged_until).total_seconds() * run.gpus
-    run.gpu_seconds += seconds
-    run.charged_until = now
-    return seconds
+def describe(session: Session, run: Run) -> RunPublic:
+    """The run as its members see it: state, progress, its attempts, and what each charged the award."""
+    public = RunPublic.model_validate(run, from_attributes=True)
+    public.gpu_seconds = run_charged(session, run.id)
+    public.attempts = [AttemptPublic.model_validate(a, from_attributes=True) for a in attempts_of(session, run.id)]
+    public.charges = [ChargePublic(attempt=e.attempt, kind=str(e.kind), gpu_seconds=-e.amount, note=e.note,
+                                   at=e.created_at) for e in entries_for_run(session, run.id)]
+    return public

@@ -11,7 +11,7 @@
       (d.phase ? ' · ' + d.phase : '') + (d.step ? ' · step ' + d.step + ' / ' + d.total : '') +
       (d.loss !== undefined ? ' · loss ' + d.loss : '') +
       (run.state === 'running' && d.eta_s ? ' · about ' + d.eta_s + ' s left' : '');
-    document.getElementById('run-gpu-seconds').textContent = run.gpu_seconds.toFixed(1);
+    document.getElementById('run-gpu-seconds').textContent = run.gpu_seconds;
     document.getElementById('run-state').textContent = run.state;
     if (!['queued', 'running'].includes(run.state)) location.reload();
   }, 2000);

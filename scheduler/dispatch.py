@@ -1,0 +1,157 @@
+"""Dispatch, in phases: claim queued runs, decide over them with the balances (a pure policy), then for each run
+write its attempt, submit it to Ray with no transaction open, and record the outcome guarded by the claim.
+
+An attempt (with its token) is committed before its job is submitted, so a job that starts while the scheduler
+dies can still report, and the next dispatch finds the attempt: adopted if Ray has its job, retired if not.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from jobs.kinds import job_kind
+from scheduler.policy import QueuedRun, decide
+from scheduler.ray_backend import JobRequest, JobState, RayBackend
+from service.archive.store import ArchiveStore
+from service.attempts.service import new_attempt
+from service.config import Settings
+from service.errors import Conflict
+from service.ledger.service import award_balance
+from service.models import AttemptState, Run, RunAttempt, RunState
+from service.runs import service as runs
+from service.runs.state import move_attempt, transition
+
+log = logging.getLogger("observatory.scheduler")
+SUBMITTED = "submitted to the pool; waiting for a free GPU"
+STOP_WAIT_S = "30"  # Ray's grace between SIGTERM and SIGKILL when it stops a job: time to save and ship its state
+
+
+def job_code_folder() -> str:
+    """The `jobs` package folder, which Ray ships to whichever node runs the job."""
+    spec = importlib.util.find_spec("jobs")
+    return str(Path(next(iter(spec.submodule_search_locations))).resolve())
+
+
+class Dispatcher:
+    def __init__(self, engine: Engine, settings: Settings, backend: RayBackend, store: ArchiveStore) -> None:
+        self.engine, self.settings, self.backend, self.store = engine, settings, backend, store
+
+    def request(self, run: Run, attempt: RunAttempt, token: str) -> JobRequest:
+        python = shlex.quote(self.settings.job_python or sys.executable)
+        env = {"OBSERVATORY_JOB_URL": self.settings.resolved_job_api_url, "OBSERVATORY_JOB_TOKEN": token,
+               "RAY_JOB_STOP_WAIT_TIME_S": STOP_WAIT_S}
+        return JobRequest(
+            submission_id=attempt.submission_id, entrypoint=f"{python} -m jobs.runner",
+            num_cpus=0 if self.settings.gpus_per_run else self.settings.cpus_per_run,
+            num_gpus=self.settings.gpus_per_run, env=env, py_modules=[job_code_folder()],
+            metadata={"run_id": str(run.id), "proposal_id": str(run.proposal_id), "attempt": str(attempt.number),
+                      "pool": self.settings.pool_name})
+
+    def dispatch(self) -> int:
+        with Session(self.engine, expire_on_commit=False) as session:
+            token, claimed = runs.claim_queued(session, limit=8, ttl_s=self.settings.claim_ttl_s)
+            if not claimed:
+                return 0
+            balances = {r.award_id: award_balance(session, r.award_id) for r in claimed}
+            decision = decide([QueuedRun(r.id, r.award_id, r.gpus) for r in claimed], balances, None)
+            for run in claimed:
+                if run.id in decision.refuse:
+                    self._guarded(session, run, RunState.failed, decision.refuse[run.id], token)
+            session.commit()
+        dispatched = 0
+        for run in claimed:
+            if run.id in decision.dispatch:
+                dispatched += self._dispatch_one(run.id, token)
+            elif run.id not in decision.refuse:
+                self._release(run.id, token)
+        return dispatched
+
+    def _guarded(self, session: Session, run: Run, target: RunState, reason: str, token: str) -> bool:
+        try:
+            transition(session, run, target, reason, claim_token=token)
+            return True
+        except Conflict:
+            return False
+
+    def _release(self, run_id: int, token: str) -> None:
+        with Session(self.engine) as session:
+            run = session.get(Run, run_id)
+            if run.claim_token == token:
+                run.claim_token, run.claim_expires_at = None, None
+                session.add(run)
+                session.commit()
+
+    def _dispatch_one(self, run_id: int, token: str) -> int:
+        # Phase 1, a short write: cancel, adopt an attempt a dead scheduler left, or write a new attempt.
+        with Session(self.engine, expire_on_commit=False) as session:
+            run = session.get(Run, run_id)
+            if run is None or run.claim_token != token or run.state != RunState.queued:
+                return 0
+            if run.cancel_requested:
+                self._guarded(session, run, RunState.cancelled, "cancelled before it started", token)
+                session.commit()
+                return 0
+            try:
+                kind = job_kind(run.job_kind)
+                missing = [f for f, sha in kind.input_digests(run.job_plan).items() if not self.store.exists(sha)]
+            except ValueError as exc:
+                missing, kind = [str(exc)], None
+            if missing or kind is None:
+                self._guarded(session, run, RunState.failed, f"could not start: inputs not in the archive: "
+                              f"{', '.join(missing)}", token)
+                session.commit()
+                return 0
+            leftover = session.exec(select(RunAttempt).where(RunAttempt.run_id == run.id,
+                                                             RunAttempt.state == AttemptState.starting)).first()
+            if leftover is not None:
+                adopted = self.backend.snapshot(leftover.submission_id).state != JobState.unknown
+                if adopted:
+                    return self._started(session, run, leftover, token)
+                move_attempt(session, leftover, AttemptState.failed, "never reached the pool")
+            attempt, attempt_token = new_attempt(session, run, pool=self.settings.pool_name,
+                                                 charge_factor=self._charge_factor())
+            session.commit()
+            request = self.request(run, attempt, attempt_token)
+        # Phase 2, no transaction open: hand the job to Ray. Its submission id makes a retry find the first try.
+        try:
+            self.backend.submit(request)
+        except Exception:
+            log.exception("submitting run %s failed; it stays queued", run_id)
+            self._release(run_id, token)
+            return 0
+        # Phase 3, a short write guarded by the claim; a cancel that came meanwhile stops the job again.
+        with Session(self.engine, expire_on_commit=False) as session:
+            return self._started(session, session.get(Run, run_id), session.get(RunAttempt, attempt.id), token)
+
+    def _started(self, session: Session, run: Run, attempt: RunAttempt, token: str) -> int:
+        move_attempt(session, attempt, AttemptState.running, "submitted to the pool")
+        try:
+            transition(session, run, RunState.running, SUBMITTED, claim_token=token,
+                       extra={"pool": self.settings.pool_name})
+        except Conflict:
+            session.rollback()
+            session.refresh(run)
+            log.info("run %s changed while it was submitted (%s); stopping its job", run.id, run.state)
+            try:
+                self.backend.stop(attempt.submission_id)
+            except Exception:
+                log.exception("stopping the job of run %s failed", run.id)
+            attempt = session.get(RunAttempt, attempt.id)
+            move_attempt(session, attempt, AttemptState.failed, "the run was cancelled while it was submitted")
+            if run.state == RunState.queued and run.claim_token == token:
+                self._guarded(session, run, RunState.cancelled, "cancelled before it started", token)
+            session.commit()
+            return 0
+        session.commit()
+        log.info("run %s submitted as %s", run.id, attempt.submission_id)
+        return 1
+
+    def _charge_factor(self) -> float:
+        return float(self.settings.charge_factors.get("default", 1.0))

@@ -1,0 +1,210 @@
+"""Reconcile, in phases, for each live attempt of this scheduler's pool: a short read, Ray's view with no
+transaction open, then one write: charge what ran, ask a job to stop, or end the attempt and move its run.
+
+Ending is one transaction with no irreversible step before its commit (objects in the archive are content-addressed
+and written idempotently), so a tick that dies half-way is simply done again by the next one. A tick that keeps
+failing to record an end (an archive that refuses writes) fails the run after `max_finish_failures` tries.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from jobs.kinds import RESUME_STATE, job_kind
+from scheduler import accounting
+from scheduler.outcome import Outcome, Verdict, judge
+from scheduler.ray_backend import JobSnapshot, JobState, RayBackend
+from service.archive import service as archive
+from service.archive.store import ArchiveStore
+from service.attempts.service import attempts_of, live_attempts, log_tail, read_log
+from service.config import Settings
+from service.errors import Conflict
+from service.models import AttemptState, Run, RunAttempt, RunState
+from service.runs.service import record_progress
+from service.runs.state import move_attempt, transition
+from service.timeutil import utcnow
+
+log = logging.getLogger("observatory.scheduler")
+ATTEMPT_STATE = {Outcome.succeeded: AttemptState.succeeded, Outcome.failed: AttemptState.failed,
+                 Outcome.stopped: AttemptState.stopped, Outcome.lost: AttemptState.lost,
+                 Outcome.killed: AttemptState.lost}
+MAX_LOST = 10  # node losses a run survives; each costs nothing, but a pool that loses everything must not loop
+BUDGET = "budget"
+QUIET_S = 30  # a job asked to stop that has not called in this long is stopped through Ray instead
+
+
+@dataclass
+class Seen:
+    snapshot: JobSnapshot
+    node_alive: bool | None
+
+
+class Reconciler:
+    def __init__(self, engine: Engine, settings: Settings, backend: RayBackend, store: ArchiveStore) -> None:
+        self.engine, self.settings, self.backend, self.store = engine, settings, backend, store
+
+    def reconcile(self) -> int:
+        with Session(self.engine, expire_on_commit=False) as session:
+            ids = [a.id for a in live_attempts(session, self.settings.pool_name) if a.state == AttemptState.running]
+        if not ids:
+            return 0
+        alive = self._alive_nodes()
+        finished = 0
+        for attempt_id in ids:
+            try:
+                finished += self._reconcile_one(attempt_id, alive)
+            except Exception as exc:
+                log.exception("reconciling attempt %s failed; retrying next tick", attempt_id)
+                self._count_failure(attempt_id, exc)
+        return finished
+
+    def _alive_nodes(self) -> set[str] | None:
+        try:
+            return {n["node_id"] for n in self.backend.nodes() if n.get("state") == "ALIVE"}
+        except Exception:
+            return None  # unknown: judge by Ray's job states alone
+
+    def _reconcile_one(self, attempt_id: int, alive: set[str] | None) -> int:
+        with Session(self.engine, expire_on_commit=False) as session:
+            attempt = session.get(RunAttempt, attempt_id)
+            submission = attempt.submission_id
+        snapshot = self.backend.snapshot(submission)  # no transaction is open while Ray answers
+        node_alive = None if alive is None or not snapshot.node_id else snapshot.node_id in alive
+        with Session(self.engine, expire_on_commit=False) as session:
+            attempt = session.get(RunAttempt, attempt_id)
+            if attempt.state != AttemptState.running:
+                return 0  # another scheduler got there first
+            run = session.get(Run, attempt.run_id)
+            if snapshot.node_id and attempt.node_id != snapshot.node_id:
+                attempt.node_id = snapshot.node_id
+                session.add(attempt)
+            verdict = judge(snapshot, exit_code=attempt.exit_code, reported=attempt.reported, node_alive=node_alive,
+                            log_tail=log_tail(session, attempt.id))
+            if verdict is None:
+                self._still_going(session, attempt, run, snapshot)
+                session.commit()
+                return 0
+            try:
+                self._end(session, attempt, run, verdict, snapshot)
+            except Conflict:
+                session.rollback()
+                return 0
+            session.commit()
+            return 1
+
+    # ---- a job still going ---------------------------------------------------------------------------------
+
+    def _still_going(self, session: Session, attempt: RunAttempt, run: Run, snapshot: JobSnapshot) -> None:
+        if snapshot.state == JobState.running:
+            if run.message.startswith("submitted to the pool"):
+                run.message = "running on the pool"
+                session.add(run)
+            _, used_up = accounting.charge_running(session, attempt, run)
+            if used_up and run.stop_reason != BUDGET:
+                session.execute(update(Run).where(Run.id == run.id).values(
+                    stop_reason=BUDGET, message="stopping: the award's GPU-hours are used up; saving a checkpoint")
+                    .execution_options(synchronize_session=False))
+        session.refresh(run)
+        if run.cancel_requested or run.stop_reason:
+            quiet = attempt.last_heard_at is None or (utcnow() - attempt.last_heard_at).total_seconds() > QUIET_S
+            if snapshot.state == JobState.pending or quiet:
+                self.backend.stop(attempt.submission_id)
+
+    # ---- an attempt that ended ------------------------------------------------------------------------------
+
+    def _end(self, session: Session, attempt: RunAttempt, run: Run, verdict: Verdict, snapshot: JobSnapshot) -> None:
+        ended_at = snapshot.ended_at or utcnow()
+        keeps_work = verdict.outcome not in (Outcome.lost, Outcome.killed)
+        move_attempt(session, attempt, ATTEMPT_STATE[verdict.outcome], verdict.reason,
+                     extra={"ended_at": min(ended_at, utcnow())})
+        accounting.settle(session, attempt, run, ended_at=ended_at, keeps_work=keeps_work)
+        self._archive_log(session, run, attempt)
+        target, message, extra = self._next_state(session, run, attempt, verdict)
+        transition(session, run, target, message, extra=extra)
+        if target != RunState.queued:
+            self._archive_run_log(session, run)
+            archive.write_manifest(session, store=self.store, run=run)
+
+    def _next_state(self, session: Session, run: Run, attempt: RunAttempt,
+                    verdict: Verdict) -> tuple[RunState, str, dict[str, Any]]:
+        kind = job_kind(run.job_kind)
+        if verdict.outcome == Outcome.succeeded:
+            missing = archive.missing_outputs(session, run, kind)
+            if missing:
+                return RunState.failed, f"the job ended, but outputs are missing: {', '.join(missing)}", {}
+            record_progress(run, {**run.progress_detail, "fraction": 1.0})
+            return RunState.succeeded, "finished; outputs are in the archive", {
+                "progress": 1.0, "progress_detail": run.progress_detail}
+        if verdict.outcome == Outcome.failed:
+            return RunState.failed, f"the job failed: {verdict.reason}", {}
+        kept = self._keep_resume_state(session, run)
+        if verdict.outcome == Outcome.stopped or run.cancel_requested or run.stop_reason:
+            if run.cancel_requested:
+                why = "cancelled on request"
+            elif run.stop_reason == BUDGET:
+                why = "stopped: the award's GPU-hours are used up"
+            else:
+                why = f"stopped ({verdict.reason})"
+            return RunState.cancelled, why + kept, {}
+        retries = run.retries_used + (verdict.outcome == Outcome.killed)
+        losses = sum(a.state == AttemptState.lost for a in attempts_of(session, run.id))
+        if verdict.outcome == Outcome.killed and retries > self.settings.max_retries:
+            return RunState.failed, f"{verdict.reason}; it was retried {self.settings.max_retries} times", {}
+        if losses > MAX_LOST:
+            return RunState.failed, f"its node was lost {losses} times; the pool is too unstable for it", {}
+        resume = f"from the checkpoint at step {run.resume_step}" if run.resume_sha256 else "from the start"
+        retry = f" (retry {retries} of {self.settings.max_retries})" if verdict.outcome == Outcome.killed else ""
+        return RunState.queued, f"{verdict.reason}; queued to resume {resume}{retry}", {"retries_used": retries}
+
+    def _keep_resume_state(self, session: Session, run: Run) -> str:
+        """A run that stops before it finishes keeps its last checkpoint as an output."""
+        if not run.resume_sha256 or not job_kind(run.job_kind).resumable:
+            return ""
+        archive.record(session, run, RESUME_STATE, run.resume_sha256, self.store.size(run.resume_sha256))
+        return f"; its checkpoint at step {run.resume_step} is kept as {RESUME_STATE.name}"
+
+    def _archive_log(self, session: Session, run: Run, attempt: RunAttempt) -> None:
+        text = read_log(session, attempt.id)
+        if not text and attempt.exit_code is None:
+            try:  # the job never reported: keep what Ray has, if it still has it
+                text = self.backend.logs(attempt.submission_id)
+            except Exception:
+                text = ""
+        header = f"# attempt {attempt.number} on {attempt.node_name or attempt.node_id or 'an unknown node'}: " \
+                 f"{attempt.state} ({attempt.message})\n"
+        archive.ingest_bytes(session, store=self.store, run=run, name=f"attempt-{attempt.number}.log",
+                             data=(header + text).encode())
+
+    def _archive_run_log(self, session: Session, run: Run) -> None:
+        parts = []
+        for attempt in attempts_of(session, run.id):
+            parts.append(f"# attempt {attempt.number}: {attempt.state}\n{read_log(session, attempt.id)}")
+        archive.ingest_bytes(session, store=self.store, run=run, name="job.log", data="\n".join(parts).encode())
+
+    # ---- bounded retries of a failing end ------------------------------------------------------------------
+
+    def _count_failure(self, attempt_id: int, exc: Exception) -> None:
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                attempt = session.get(RunAttempt, attempt_id)
+                run = session.get(Run, attempt.run_id)
+                if run.state != RunState.running:
+                    return
+                run.finish_failures += 1
+                session.add(run)
+                if run.finish_failures >= self.settings.max_finish_failures:
+                    reason = f"{exc.__class__.__name__}: {exc}"[:500]
+                    if attempt.state == AttemptState.running:
+                        move_attempt(session, attempt, AttemptState.failed, reason)
+                    transition(session, run, RunState.failed,
+                               f"the observatory could not record this run's end ({reason}); "
+                               f"tried {run.finish_failures} times")
+                session.commit()
+        except Exception:
+            log.exception("could not record the failure of attempt %s", attempt_id)

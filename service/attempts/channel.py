@@ -1,0 +1,127 @@
+"""What a job may do over its attempt's channel: say hello, fetch its inputs, send its log, checkpoints and outputs,
+and report its end. Each call is scoped to one live attempt; the run's state is the scheduler's to change."""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+from sqlmodel import Session
+
+from jobs.kinds import RESUME_INPUT, JobKind, job_kind
+from jobs.version import installed_version
+from service.archive import service as archive
+from service.archive.store import ArchiveStore
+from service.attempts import service as attempts
+from service.attempts.schemas import Control, JobEnd, JobHello, JobInput, JobPlanOut, LogChunk, Received
+from service.config import Settings
+from service.errors import Conflict, NotFound
+from service.models import Run, RunAttempt
+from service.runs.service import record_progress
+from service.timeutil import utcnow
+
+
+def required_version(settings: Settings) -> str:
+    return settings.required_worker_version or installed_version()
+
+
+def _heard(session: Session, attempt: RunAttempt) -> Run:
+    now = utcnow()
+    attempt.last_heard_at = now
+    attempt.started_at = attempt.started_at or now
+    session.add(attempt)
+    return session.get(Run, attempt.run_id)
+
+
+def stop_request(run: Run) -> str | None:
+    if run.cancel_requested:
+        return "cancel"
+    return run.stop_reason
+
+
+def hello(session: Session, settings: Settings, store: ArchiveStore, attempt: RunAttempt,
+          data: JobHello) -> JobPlanOut:
+    """The job's first call: the node's release is checked, and the job learns its plan and inputs."""
+    wanted = required_version(settings)
+    if data.worker_version != wanted:
+        message = (f"node {data.node_name} runs commons-observatory {data.worker_version}, but this observatory "
+                   f"needs {wanted}: install it there (pip install 'commons-observatory[worker]=={wanted}') and "
+                   f"restart the node's Ray")
+        attempt.reported = {"refused": message}
+        session.add(attempt)
+        session.commit()
+        raise Conflict(message)
+    run = _heard(session, attempt)
+    attempt.node_name = data.node_name
+    kind = job_kind(run.job_kind)
+    wanted_inputs = kind.input_digests(run.job_plan)
+    if attempt.resume_sha256:
+        wanted_inputs[RESUME_INPUT] = attempt.resume_sha256
+    inputs = [JobInput(field=field, sha256=sha, size=store.size(sha)) for field, sha in wanted_inputs.items()
+              if store.exists(sha)]
+    missing = set(wanted_inputs) - {i.field for i in inputs}
+    if missing:
+        raise NotFound(f"inputs not in the archive: {', '.join(sorted(missing))}")
+    return JobPlanOut(run_id=run.id, attempt=attempt.number, kind=kind.name, module=kind.module,
+                      config=run.job_plan, inputs=inputs, resume_sha256=attempt.resume_sha256,
+                      resume_step=attempt.resume_step, checkpoint_interval_s=settings.checkpoint_ship_interval_s,
+                      max_output_bytes=settings.max_output_bytes)
+
+
+def allowed_input(session: Session, attempt: RunAttempt, sha256: str) -> bool:
+    run = session.get(Run, attempt.run_id)
+    allowed = set(job_kind(run.job_kind).input_digests(run.job_plan).values()) | {attempt.resume_sha256}
+    return sha256 in allowed
+
+
+def append_log(session: Session, settings: Settings, attempt: RunAttempt, chunk: LogChunk) -> Control:
+    run = _heard(session, attempt)
+    offset = attempts.append_log(session, attempt, offset=chunk.offset, text=chunk.text.replace("\x00", " "),
+                                 max_bytes=settings.max_log_bytes)
+    if chunk.progress and attempt.number == run.attempt:
+        record_progress(run, chunk.progress)
+        session.add(run)
+    return Control(offset=offset, stop=stop_request(run))
+
+
+def accept_checkpoint(session: Session, settings: Settings, store: ArchiveStore, attempt: RunAttempt, *,
+                      step: int, stream: BinaryIO, sha256: str) -> Control:
+    """Keep a resumable checkpoint: the run's next attempt starts from the latest one shipped."""
+    kind = job_kind(session.get(Run, attempt.run_id).job_kind)
+    if not kind.resumable:
+        raise Conflict(f"a {kind.name} job has no checkpoint to send")
+    session.rollback()  # no transaction (nor SQLite's write lock) is held while the bytes arrive
+    try:
+        sha, _ = store.put(stream, limit=settings.max_output_bytes)
+    except ValueError as exc:
+        raise Conflict(f"checkpoint: {exc}") from None
+    if sha != sha256:
+        raise Conflict(f"the checkpoint's bytes hash to {sha}, not the declared {sha256}")
+    attempt = session.get(RunAttempt, attempt.id, populate_existing=True)
+    run = _heard(session, attempt)
+    if step >= attempt.checkpoint_step:
+        attempt.checkpoint_sha256, attempt.checkpoint_step, attempt.checkpoint_at = sha, step, utcnow()
+        session.add(attempt)
+    if step >= run.resume_step:
+        run.resume_sha256, run.resume_step = sha, step
+        session.add(run)
+    return Control(offset=attempt.log_bytes, stop=stop_request(run))
+
+
+def accept_output(session: Session, settings: Settings, store: ArchiveStore, attempt: RunAttempt, *, name: str,
+                  stream: BinaryIO, sha256: str) -> Received:
+    run = session.get(Run, attempt.run_id)
+    kind: JobKind = job_kind(run.job_kind)
+    session.rollback()  # as for checkpoints: nothing is locked while the bytes arrive
+    artifact = archive.accept_output(session, store=store, run=run, attempt=attempt.number, kind=kind, name=name,
+                                     stream=stream, sha256=sha256, limit=settings.max_output_bytes)
+    _heard(session, session.get(RunAttempt, attempt.id, populate_existing=True))
+    return Received(name=artifact.name, sha256=artifact.sha256, size=artifact.size)
+
+
+def report_end(session: Session, attempt: RunAttempt, end: JobEnd) -> None:
+    """The job's own account of how it ended; the scheduler turns it into the attempt's and run's outcome."""
+    _heard(session, attempt)
+    attempt.exit_code = end.exit_code
+    attempt.reported = {"stopped": end.stopped, "problems": list(end.problems), "at": utcnow().isoformat()}
+    session.add(attempt)
+

@@ -1,0 +1,103 @@
+"""Run attempts: one try at a run on one node, with the credential its job uses to talk to the observatory.
+
+The scheduler writes an attempt (and its token) before it submits the job, so a job that starts while the
+scheduler dies can still report. The job's log arrives in chunks by offset and is read back the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from service.errors import Conflict
+from service.models import AttemptLogChunk, Run, RunAttempt
+from service.runs.state import LIVE_ATTEMPT
+
+TOKEN_PREFIX = "att_"
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_attempt(session: Session, run: Run, *, pool: str, charge_factor: float = 1.0) -> tuple[RunAttempt, str]:
+    """A fresh attempt for the run (number = the run's last + 1) and its token, shown here once."""
+    number = run.attempt + 1
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    attempt = RunAttempt(run_id=run.id, number=number, pool=pool, gpus=run.gpus, charge_factor=charge_factor,
+                         submission_id=f"observatory-run-{run.id}-{run.key}-{number}", token_hash=token_hash(token),
+                         resume_sha256=run.resume_sha256, resume_step=run.resume_step)
+    session.add(attempt)
+    run.attempt, run.submission_id = number, attempt.submission_id
+    session.add(run)
+    session.flush()
+    return attempt, token
+
+
+def attempt_for_token(session: Session, token: str) -> RunAttempt | None:
+    """The live attempt this token belongs to; None once the attempt has ended or for any other string."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    attempt = session.exec(select(RunAttempt).where(RunAttempt.token_hash == token_hash(token))).first()
+    return attempt if attempt is not None and attempt.state in LIVE_ATTEMPT else None
+
+
+def current_attempt(session: Session, run: Run) -> RunAttempt | None:
+    return session.exec(select(RunAttempt).where(RunAttempt.run_id == run.id, RunAttempt.number == run.attempt)
+                        ).first()
+
+
+def attempts_of(session: Session, run_id: int) -> list[RunAttempt]:
+    return list(session.exec(select(RunAttempt).where(RunAttempt.run_id == run_id).order_by(RunAttempt.number)))
+
+
+def live_attempts(session: Session, pool: str) -> list[RunAttempt]:
+    return list(session.exec(select(RunAttempt).where(RunAttempt.pool == pool,
+                                                      RunAttempt.state.in_(list(LIVE_ATTEMPT)))
+                             .order_by(RunAttempt.id)))
+
+
+def append_log(session: Session, attempt: RunAttempt, *, offset: int, text: str, max_bytes: int) -> int:
+    """Append the text the job sends from `offset` on; a resend of what is already here is ignored. Returns how
+    far the log now reaches; past `max_bytes` the rest is dropped with a note."""
+    if offset > attempt.log_bytes:
+        raise Conflict(f"the log reaches {attempt.log_bytes}; send from there, not from {offset}")
+    data = text.encode()[attempt.log_bytes - offset:] if offset < attempt.log_bytes else text.encode()
+    if not data:
+        return attempt.log_bytes
+    room = max_bytes - attempt.log_bytes
+    if room <= 0:
+        return attempt.log_bytes
+    if len(data) > room:
+        data = data[:room] + b"\n[the rest of this log was dropped: it passed the observatory's limit]\n"
+    chunk = data.decode(errors="replace")
+    session.add(AttemptLogChunk(attempt_id=attempt.id, offset=attempt.log_bytes, text=chunk))
+    attempt.log_bytes += len(data)
+    session.add(attempt)
+    session.flush()
+    return attempt.log_bytes
+
+
+def read_log(session: Session, attempt_id: int, since: int = 0) -> str:
+    """The log from byte `since` on (chunk boundaries: a chunk that starts before `since` is left out)."""
+    chunks = session.exec(select(AttemptLogChunk.text).where(AttemptLogChunk.attempt_id == attempt_id,
+                                                             AttemptLogChunk.offset >= since)
+                          .order_by(AttemptLogChunk.offset)).all()
+    return "".join(chunks)
+
+
+def log_tail(session: Session, attempt_id: int, lines: int = 3) -> str:
+    """The last lines of the log worth showing (no progress records), joined by ' | '."""
+    recent = session.exec(select(AttemptLogChunk.text).where(AttemptLogChunk.attempt_id == attempt_id)
+                          .order_by(AttemptLogChunk.offset.desc()).limit(8)).all()
+    text = "".join(reversed(recent))
+    kept = [line for line in text.splitlines() if line.strip() and not line.startswith("@@")]
+    return " | ".join(kept[-lines:])[-1500:]
+
+
+def log_size(session: Session, attempt_id: int) -> int:
+    return int(session.exec(select(func.count()).select_from(AttemptLogChunk)
+                            .where(AttemptLogChunk.attempt_id == attempt_id)).one())

@@ -1,0 +1,105 @@
+"""Stand-ins for Ray in scheduler tests, and a job that talks to the observatory as the runner on a node would."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from jobs.kinds import job_kind
+from scheduler.ray_backend import JobRequest, JobSnapshot, JobState
+from service.timeutil import utcnow
+
+
+class ScriptedPool:
+    """Ray as a script: each submitted job is pending until the test says otherwise."""
+
+    dashboard_url = "http://scripted-pool"
+
+    def __init__(self, head: str = "head-node") -> None:
+        self.head = head
+        self.snapshots: dict[str, JobSnapshot] = {}
+        self.requests: list[JobRequest] = []
+        self.log = ""
+        self.stopped: list[str] = []
+        self.dead_nodes: set[str] = set()
+
+    @property
+    def submitted(self) -> list[str]:
+        return [r.submission_id for r in self.requests]
+
+    def submit(self, request: JobRequest) -> str:
+        self.requests.append(request)
+        self.snapshots.setdefault(request.submission_id, JobSnapshot(JobState.pending))
+        return request.submission_id
+
+    def snapshot(self, submission_id: str) -> JobSnapshot:
+        return self.snapshots.get(submission_id, JobSnapshot(JobState.unknown))
+
+    def set(self, submission_id: str, state: JobState, **kwargs: Any) -> None:
+        if state not in (JobState.pending, JobState.running):
+            kwargs.setdefault("ended_at", utcnow())
+        kwargs.setdefault("node_id", "worker-node")
+        self.snapshots[submission_id] = JobSnapshot(state, **kwargs)
+
+    def logs(self, submission_id: str) -> str:
+        return self.log
+
+    def stop(self, submission_id: str) -> None:
+        self.stopped.append(submission_id)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return [{"node_id": self.head, "is_head_node": True, "state": "ALIVE"},
+                {"node_id": "worker-node", "is_head_node": False,
+                 "state": "DEAD" if "worker-node" in self.dead_nodes else "ALIVE"}]
+
+    def head_node_id(self) -> str:
+        return self.head
+
+    def token(self, index: int = -1) -> str:
+        return self.requests[index].env["OBSERVATORY_JOB_TOKEN"]
+
+
+class FakeJob:
+    """The runner's side of the job channel, driven by hand through the app's test client."""
+
+    def __init__(self, client: TestClient, token: str) -> None:
+        self.client = client
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.offset = 0
+
+    def start(self, version: str | None = None) -> Any:
+        from jobs.version import installed_version
+
+        return self.client.post("/api/job/start", headers=self.headers,
+                                json={"node_name": "owner-box", "worker_version": version or installed_version()})
+
+    def log(self, text: str, progress: dict | None = None) -> dict:
+        response = self.client.post("/api/job/log", headers=self.headers,
+                                    json={"offset": self.offset, "text": text, "progress": progress})
+        assert response.status_code == 200, response.text
+        self.offset = response.json()["offset"]
+        return response.json()
+
+    def checkpoint(self, data: bytes, step: int) -> Any:
+        return self.client.put("/api/job/checkpoint", params={"step": step}, content=data,
+                               headers={**self.headers, "X-Content-SHA256": hashlib.sha256(data).hexdigest()})
+
+    def output(self, name: str, data: bytes, sha256: str | None = None) -> Any:
+        return self.client.put(f"/api/job/outputs/{name}", content=data,
+                               headers={**self.headers, "X-Content-SHA256": sha256 or hashlib.sha256(data).hexdigest()})
+
+    def outputs(self, files: dict[str, bytes]) -> None:
+        for name, data in files.items():
+            response = self.output(name, data)
+            assert response.status_code == 201, response.text
+
+    def end(self, exit_code: int = 0, stopped: bool = False, problems: list[str] | None = None) -> Any:
+        return self.client.post("/api/job/end", headers=self.headers,
+                                json={"exit_code": exit_code, "stopped": stopped, "problems": problems or []})
+
+
+TRAIN_FILES = {"checkpoint.pt": b"weights", "samples.png": b"\x89PNG\r\n\x1a\nsamples",
+               "training_images.png": b"\x89PNG\r\n\x1a\ntraining", "metrics.json": b"{}", "attribution.json": b"{}"}
+assert set(TRAIN_FILES) == {s.name for s in job_kind("train").outputs}
