@@ -73,6 +73,7 @@ class Channel:
                 problem = f"{method} {path}: {response.status_code} {detail}"
             if delay is None:
                 break
+            print(f"[runner] {problem}; retrying in {delay} s", flush=True)
             time.sleep(delay)
         raise ChannelError(problem)
 

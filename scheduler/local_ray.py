@@ -187,9 +187,11 @@ def _our_head_answers(node: RayNode, name: str) -> bool:
 
 
 def start_head(*, base_port: int, dashboard_port: int, temp_dir: Path, token: str, num_cpus: int | None = None,
-               num_gpus: int | None = None, loopback_only: bool = True, timeout: float = 120) -> RayNode:
+               num_gpus: int | None = None, loopback_only: bool = True, timeout: float = 120,
+               node_dir: Path | None = None, env: dict[str, str] | None = None) -> RayNode:
     """Start a head node on loopback and wait until its job API answers; every port it opens stays on 127.0.0.1
-    unless `loopback_only` is off."""
+    unless `loopback_only` is off. `node_dir` is where jobs on the head keep their work and input cache; `env`
+    adds to the environment of its Ray processes (e.g. Ray's health-check timings)."""
     # Ray opens up every folder it makes (mode 0777), so its own folder sits inside one that is ours alone.
     private_dir(temp_dir)
     wait_for_free_ports([base_port, dashboard_port], timeout=min(timeout, 90))
@@ -202,8 +204,9 @@ def start_head(*, base_port: int, dashboard_port: int, temp_dir: Path, token: st
     if num_gpus is not None:
         args += ["--num-gpus", str(num_gpus)]
     log_path = temp_dir / f"head-{base_port}.log"
-    node = RayNode(_spawn(args, token, log_path, loopback_only), temp_dir, log_path, f"127.0.0.1:{base_port}",
-                   f"http://127.0.0.1:{dashboard_port}", token)
+    extra = {**({"OBSERVATORY_NODE_DIR": str(node_dir)} if node_dir else {}), **(env or {})}
+    node = RayNode(_spawn(args, token, log_path, loopback_only, extra), temp_dir, log_path,
+                   f"127.0.0.1:{base_port}", f"http://127.0.0.1:{dashboard_port}", token)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if node.process.poll() is not None:

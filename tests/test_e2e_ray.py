@@ -6,7 +6,6 @@ import hashlib
 import json
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -26,9 +25,10 @@ pytestmark = pytest.mark.ray
 @pytest.fixture
 def scheduler(ray_head, lite_engine: Engine, lite_settings: Settings) -> Scheduler:
     """A scheduler on the session's Ray head; its jobs reach the observatory over HTTP, as on a real pool."""
-    with live_server(lite_settings, lite_engine) as url:
-        settings = lite_settings.model_copy(update={"job_python": sys.executable, "scheduler_interval_s": 0.5,
-                                                    "job_api_url": url, "checkpoint_ship_interval_s": 1})
+    served = lite_settings.model_copy(update={"checkpoint_ship_interval_s": 1})
+    with live_server(served, lite_engine) as url:
+        settings = served.model_copy(update={"job_python": sys.executable, "scheduler_interval_s": 0.5,
+                                             "job_api_url": url})
         yield Scheduler(lite_engine, settings, RayBackend(ray_head.dashboard_url, ray_head.token))
 
 

@@ -68,20 +68,22 @@ def test_waiting_for_a_gpu_is_not_charged(world, lite_engine) -> None:
     assert _run(lite_engine, run_id).state == RunState.running and _charged(lite_engine, run_id) == 0
 
 
-def test_a_finished_job_is_charged_exactly_up_to_its_end(world, lite_engine) -> None:
+@pytest.mark.parametrize("ran_s", [7.0, 12.7])
+def test_a_finished_job_is_charged_exactly_up_to_its_end(world, lite_engine, ran_s: float) -> None:
     scheduler, pool, run_id, client, _ = world
     job = FakeJob(client, pool.token())
     job.start()
-    started = _backdate(lite_engine, run_id, 1, 10)
+    started = _backdate(lite_engine, run_id, 1, 10.5)
     pool.set(pool.submitted[0], JobState.running)
     scheduler.reconcile()
     assert 9 <= _charged(lite_engine, run_id) <= 11  # charged as it runs
     job.outputs(TRAIN_FILES)
     job.end(0)
-    pool.set(pool.submitted[0], JobState.succeeded, ended_at=started + timedelta(seconds=7))
+    pool.set(pool.submitted[0], JobState.succeeded, ended_at=started + timedelta(seconds=ran_s))
     scheduler.reconcile()
     assert _run(lite_engine, run_id).state == RunState.succeeded
-    assert _charged(lite_engine, run_id) == 7  # settled to the job's real end: the extra seconds refunded
+    # Settled to the job's real end, in whole seconds: what was charged beyond it refunded, what is missing debited.
+    assert _charged(lite_engine, run_id) == int(ran_s)
 
 
 def test_a_lost_node_resumes_from_its_checkpoint_and_the_lost_work_is_refunded(world, lite_engine) -> None:

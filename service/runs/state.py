@@ -100,7 +100,7 @@ def move_attempt(session: Session, attempt: RunAttempt, target: AttemptState, me
     if message:
         values["message"] = message[:2000]
     if target not in LIVE_ATTEMPT:
-        values["ended_at"] = func.coalesce(RunAttempt.ended_at, now)
+        values.setdefault("ended_at", func.coalesce(RunAttempt.ended_at, now))
     result = session.execute(update(RunAttempt).where(RunAttempt.id == attempt.id, RunAttempt.state == current)
                              .values(**values).execution_options(synchronize_session=False))
     if result.rowcount != 1:
