@@ -13,10 +13,10 @@ from PIL import Image
 from jobs import dataset as datasets
 from jobs import progress
 from jobs.config import JobPlanError, SampleConfig, TrainConfig, parse_job_plan
-from jobs.model import load_checkpoint
+from jobs.model import build_unet, load_checkpoint
 from jobs.sample import main as sample_main
 from jobs.train import main as train_main
-from jobs.train import train
+from jobs.train import restore_state, train
 from tests.factories import TINY_TRAIN
 
 
@@ -50,6 +50,39 @@ def test_resume_is_exact(tmp_path: Path) -> None:
     assert result.steps_run == 2 and len(losses) == 4
     for key, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+@pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")
+def test_a_resume_state_loads_into_a_model_on_another_device(tmp_path: Path) -> None:
+    """A state written on one device resumes on any other. The model here lives on the `meta` device, standing in
+    for a GPU on a machine without one: had the state been mapped onto the model's device (as a resume that crashed
+    on every CUDA node did), the CPU generator would be handed a non-CPU tensor and refuse it."""
+    cfg = TrainConfig.model_validate({**TINY_TRAIN, "steps": 3})
+    train(cfg, tmp_path, report=False)
+    unet = build_unet(cfg).to("meta")
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate)
+    generator = torch.Generator("cpu")
+    step, losses = restore_state(tmp_path / "state.pt", unet, optimizer, generator)
+    assert step == 3 and len(losses) == 3
+    saved = torch.load(tmp_path / "state.pt", map_location="cpu", weights_only=True)
+    assert torch.equal(generator.get_state(), saved["generator"])
+    assert all(p.device.type == "meta" for p in unet.parameters())
+    with pytest.raises(TypeError, match="ByteTensor"):  # what mapping onto the model's device does
+        torch.Generator("cpu").set_state(saved["generator"].to("meta"))
+
+
+def test_a_job_asked_to_stop_saves_its_state_and_announces_it(tmp_path: Path, capsys) -> None:
+    from jobs import train as train_module
+
+    cfg = TrainConfig.model_validate({**TINY_TRAIN, "steps": 50, "checkpoint_every": 1000})
+    train_module._stop_requested["signal"] = True
+    try:
+        assert train_main(cfg, tmp_path) is None
+    finally:
+        train_module._stop_requested["signal"] = False
+    out = capsys.readouterr().out
+    assert "stopped on request at step 0" in out and '@@checkpoint {"step": 0}' in out
+    assert (tmp_path / "state.pt").exists() and not (tmp_path / "checkpoint.pt").exists()
 
 
 def test_a_rerun_of_a_finished_job_trains_nothing(tmp_path: Path, capsys) -> None:

@@ -1,87 +1,95 @@
-"""A run whose Ray cluster disappears mid-training is requeued and resumes from its checkpoint on the new one."""
+"""The local Ray head dies mid-run: the runtime notices, starts a new head (never mistaking a draining old one for
+its own), and the run resumes there from its last shipped checkpoint."""
 
 from __future__ import annotations
 
+import http.server
 import os
-import secrets
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from sqlmodel import Session
 
+from observatory.runtime import SchedulerThread, open_pool
 from scheduler.local_ray import start_head
 from scheduler.loop import Scheduler
-from scheduler.ray_backend import RayBackend
-from service.archive.service import list_artifacts, object_path
-from service.models import Role, Run
+from service.archive.service import list_artifacts, read_object, store_for
+from service.attempts.service import attempts_of
+from service.models import AttemptState, Role, Run
 from tests.factories import TINY_TRAIN, award, create_call, create_proposal, create_user
+from tests.live import free_port, live_server
 
 pytestmark = pytest.mark.ray
+# Clear of the other tests' Ray ports: 8200-8207, workers 8300-8399, dashboard 9200.
+BASE = int(os.environ.get("OBSERVATORY_TEST_RAY_PORT", "6700")) + 1500
 
 
-def _read(path: Path) -> str:
+def test_a_head_never_adopts_a_dashboard_that_is_not_its_own(tmp_path: Path) -> None:
+    """Something (an old head still draining after a kill -9) answers on the dashboard port: refused, not used."""
+    port = free_port()
+
+    class OldDashboard(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"data": {"result": {"result": []}}}')
+
+        def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), OldDashboard)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        return path.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+        with pytest.raises(RuntimeError, match=rf"ports \[{port}\] are still in use"):
+            start_head(base_port=free_port(), dashboard_port=port, token="t", timeout=3,
+                       temp_dir=Path(tempfile.mkdtemp(prefix="obs-ray-old-", dir="/tmp")) / "t")
+    finally:
+        server.shutdown()
 
 
-def _head(base: int, token: str):
-    return start_head(base_port=base, dashboard_port=base + 1000, token=token, num_cpus=2,
-                      temp_dir=Path(tempfile.mkdtemp(prefix="obs-ray-resume-", dir="/tmp")))
+def _fresh(engine, run_id: int) -> Run:
+    with Session(engine) as session:
+        return session.get(Run, run_id)
 
 
-def test_run_resumes_after_the_pool_is_replaced(lite_engine, lite_session: Session, lite_settings) -> None:
+def test_a_dead_head_is_replaced_and_the_run_resumes_there(lite_engine, lite_session: Session, lite_settings) -> None:
     admin = create_user(lite_session, Role.admin)
-    plan = {**TINY_TRAIN, "steps": 1200, "checkpoint_every": 100}
+    plan = {**TINY_TRAIN, "steps": 1200, "checkpoint_every": 100, "batch_size": 16}
     _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
                                                         create_call(lite_session, admin), job_plan=plan))
-    settings = lite_settings.model_copy(update={"job_python": sys.executable})
-    # Clear of the session head's ports (6700+: its workers take 6800-6899, its dashboard 7700) and of the pool
-    # test's head (7100+, workers 7200-7299, dashboard 8100) and joined worker (7400-7599).
-    token, base = secrets.token_hex(16), int(os.environ.get("OBSERVATORY_TEST_RAY_PORT", "6700")) + 1200
-    head = _head(base, token)
-    try:
-        scheduler = Scheduler(lite_engine, settings, RayBackend(head.dashboard_url, token))
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            scheduler.tick()
-            with Session(lite_engine) as session:
-                step = session.get(Run, run.id).progress_detail.get("step", 0)
-            if step >= 300:
-                break
-            time.sleep(0.3)
-        assert step >= 300, "training never got going"
-    finally:
-        head.kill()  # the whole cluster crashes, the job with it
-    staging = str(scheduler.staging_dir(run))
-    assert not [p for p in Path("/proc").glob("[0-9]*/cmdline") if staging in _read(p)], "the job outlived its pool"
-
-    head = _head(base, token)
-    try:
-        scheduler.backend = RayBackend(head.dashboard_url, token)
-        scheduler.reconcile()
-        with Session(lite_engine) as session:
-            requeued = session.get(Run, run.id)
-        assert requeued.state == "queued" and "resume" in requeued.message
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            scheduler.tick()
-            with Session(lite_engine) as session:
-                final = session.get(Run, run.id)
-            if final.state in ("succeeded", "failed", "cancelled"):
-                break
-            time.sleep(0.5)
-    finally:
-        head.stop()
+    served = lite_settings.model_copy(update={"checkpoint_ship_interval_s": 0.5})
+    with live_server(served, lite_engine) as url:
+        settings = served.model_copy(update={
+            "job_python": sys.executable, "job_api_url": url, "ray_address": "local", "ray_port": BASE,
+            "ray_dashboard_port": BASE + 1000, "ray_num_cpus": 2, "scheduler_interval_s": 0.3})
+        pool = open_pool(settings)
+        thread = SchedulerThread(Scheduler(lite_engine, settings, pool.backend), pool)
+        old_head = pool.backend.head_node_id()
+        thread.start()
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and _fresh(lite_engine, run.id).resume_step < 200:
+                time.sleep(0.3)
+            pool.head.kill()  # the whole local cluster crashes, the job with it
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                final = _fresh(lite_engine, run.id)
+                if final.state in ("succeeded", "failed", "cancelled"):
+                    break
+                time.sleep(0.5)
+            new_head = pool.backend.head_node_id()
+        finally:
+            thread.stop()
+            pool.stop()
     assert final.state == "succeeded", final.message
-    assert final.attempt == 2
+    assert new_head != old_head and thread.scheduler.backend is pool.backend
     with Session(lite_engine) as session:
-        log = next(a for a in list_artifacts(session, run.id) if a.name == "job.log")
-    text = object_path(settings.resolved_archive_dir, log.sha256).read_text()
-    assert "resumed from step " in text, text[:600]
-    resumed_at = int(text.split("resumed from step ")[1].split()[0])
-    assert resumed_at >= 300 and resumed_at % 100 == 0
+        first, second = attempts_of(session, run.id)
+        log = next(a for a in list_artifacts(session, run.id) if a.name == "attempt-2.log")
+        text = read_object(store_for(settings), log.sha256).decode()
+    assert first.state == AttemptState.lost and second.resume_step >= 200
+    assert f"resumed from step {second.resume_step}" in text
