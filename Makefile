@@ -27,3 +27,4 @@ test: $(VENV)/.installed chromium
 bench: $(VENV)/.installed
 	$(PY) bench/train_overhead.py
 	$(PY) bench/run_page_load.py
+	$(PY) bench/train_on_ray.py

@@ -104,7 +104,6 @@ class JobOutput:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     pending: list[str] = field(default_factory=list)
-    tail: list[str] = field(default_factory=list)
     progress: dict[str, Any] | None = None
     checkpoint_step: int | None = None
 
@@ -116,8 +115,6 @@ class JobOutput:
             parsed = progress.parse(line.rstrip("\n"))
             with self.lock:
                 self.pending.append(line)
-                if not line.startswith("@@") and line.strip():
-                    self.tail = (self.tail + [line.strip()])[-3:]
                 if parsed and parsed[0] == "progress":
                     self.progress = parsed[1]
                 elif parsed and parsed[0] == "checkpoint" and isinstance(parsed[1].get("step"), int):

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from service.config import Settings, get_settings
+from service.errors import DomainError
 from service.models import Role
 
 app = typer.Typer(help="Commons Observatory: peer-reviewed GPU time for a Commons-only diffusion model.",
@@ -63,7 +64,10 @@ def _serve(settings: Settings, host: str, port: int, api: bool, scheduler: bool,
             with console.status("starting the Ray pool…"):
                 pool = open_pool(settings)
             console.print(f"Ray pool ready ({'local head' if pool.head else settings.ray_address})")
-            thread = start_scheduler(scheduler_engine, settings, pool)
+            try:
+                thread = start_scheduler(scheduler_engine, settings, pool)
+            except DomainError as exc:
+                _fail(exc.message)
         if watch is not None:
             # The demo shows its run in the terminal; request logs would scroll it away.
             from observatory.watch import watch_run

@@ -74,6 +74,9 @@ class SchedulerThread:
 
 
 def start_scheduler(engine: Engine, settings: Settings, pool: Pool) -> SchedulerThread:
-    thread = SchedulerThread(Scheduler(engine, settings, pool.backend), pool)
+    """Start the loop; raises Conflict, before any work, if another Ray cluster already drives this pool's name."""
+    scheduler = Scheduler(engine, settings, pool.backend)
+    scheduler.claim_pool()
+    thread = SchedulerThread(scheduler, pool)
     thread.start()
     return thread

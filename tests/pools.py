@@ -103,3 +103,27 @@ class FakeJob:
 TRAIN_FILES = {"checkpoint.pt": b"weights", "samples.png": b"\x89PNG\r\n\x1a\nsamples",
                "training_images.png": b"\x89PNG\r\n\x1a\ntraining", "metrics.json": b"{}", "attribution.json": b"{}"}
 assert set(TRAIN_FILES) == {s.name for s in job_kind("train").outputs}
+
+
+def dispatched_run(engine, session, settings):  # type: ignore[no-untyped-def]
+    """An awarded run, dispatched to a scripted pool: (its scheduler, the pool, the run's id, its PI)."""
+    from scheduler.loop import Scheduler
+    from service.models import Role
+    from tests.factories import award, create_call, create_proposal, create_user
+
+    admin, pi = create_user(session, Role.admin), create_user(session)
+    _, run = award(session, admin, create_proposal(session, pi, create_call(session, admin)))
+    pool = ScriptedPool()
+    scheduler = Scheduler(engine, settings, pool)
+    assert scheduler.dispatch() == 1
+    return scheduler, pool, run.id, pi
+
+
+def current_run(engine, run_id: int):  # type: ignore[no-untyped-def]
+    """The run as the database has it now."""
+    from sqlmodel import Session
+
+    from service.models import Run
+
+    with Session(engine) as session:
+        return session.get(Run, run_id)

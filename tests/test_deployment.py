@@ -54,4 +54,8 @@ def test_compose_defaults_are_the_safe_ones() -> None:
     assert not {k for k in services["api"]["environment"] if "RAY" in k}
     for node in ("ray-head", "gpu-worker"):
         env = services[node]["environment"]
-        assert not {k for k in env if k.startswith("OBSERVATORY_") or "POSTGRES" in k}, (node, env)
+        assert not {k for k in env if (k.startswith("OBSERVATORY_") and k != "OBSERVATORY_NODE_DIR")
+                    or "POSTGRES" in k}, (node, env)
+        # ...and no node mounts the archive: work reaches it over HTTPS, through the proxy.
+        assert not [v for v in services[node].get("volumes", []) if "archive" in str(v.get("source", ""))], node
+    assert services["scheduler"]["environment"]["OBSERVATORY_JOB_API_URL"] == "https://observatory.example.org"

@@ -16,23 +16,13 @@ from scheduler.ray_backend import JobState
 from service.archive.service import list_artifacts, read_object, store_for
 from service.models import Role, Run, RunEvent, RunState
 from tests.factories import archive_outputs, auth_headers, award, create_call, create_proposal, create_user
-from tests.pools import TRAIN_FILES, FakeJob, ScriptedPool
+from tests.pools import TRAIN_FILES, FakeJob, ScriptedPool, current_run, dispatched_run
 
 
 @pytest.fixture
 def world(lite_engine: Engine, lite_session: Session, lite_settings, lite_client: TestClient):
-    admin = create_user(lite_session, Role.admin)
-    pi = create_user(lite_session)
-    _, run = award(lite_session, admin, create_proposal(lite_session, pi, create_call(lite_session, admin)))
-    pool = ScriptedPool()
-    scheduler = Scheduler(lite_engine, lite_settings, pool)
-    assert scheduler.dispatch() == 1
-    return scheduler, pool, run.id, FakeJob(lite_client, pool.token())
-
-
-def _run(engine: Engine, run_id: int) -> Run:
-    with Session(engine) as session:
-        return session.get(Run, run_id)
+    scheduler, pool, run_id, _ = dispatched_run(lite_engine, lite_session, lite_settings)
+    return scheduler, pool, run_id, FakeJob(lite_client, pool.token())
 
 
 def test_outputs_arrive_over_the_channel_and_the_run_succeeds(world, lite_engine, lite_settings) -> None:
@@ -43,13 +33,13 @@ def test_outputs_arrive_over_the_channel_and_the_run_succeeds(world, lite_engine
     job.log("training\n", {"step": 1, "total": 2, "fraction": 0.5})
     pool.set(pool.submitted[0], JobState.running)
     scheduler.reconcile()
-    assert _run(lite_engine, run_id).progress == 0.5
+    assert current_run(lite_engine, run_id).progress == 0.5
     job.outputs(TRAIN_FILES)
     job.log("done\n")
     assert job.end(0).status_code == 204
     pool.set(pool.submitted[0], JobState.succeeded)
     assert scheduler.reconcile() == 1
-    run = _run(lite_engine, run_id)
+    run = current_run(lite_engine, run_id)
     assert run.state == RunState.succeeded and run.progress == 1.0, run.message
     with Session(lite_engine) as session:
         artifacts = {a.name: a for a in list_artifacts(session, run_id)}
@@ -76,7 +66,7 @@ def test_undeclared_names_and_wrong_digests_are_refused(world, lite_engine) -> N
     job.end(0)
     pool.set(pool.submitted[0], JobState.succeeded)
     scheduler.reconcile()
-    run = _run(lite_engine, run_id)
+    run = current_run(lite_engine, run_id)
     assert run.state == RunState.failed
     assert "outputs are missing: checkpoint.pt, samples.png, training_images.png, attribution.json" in run.message
 
@@ -92,7 +82,7 @@ def test_the_token_opens_this_attempts_channel_and_nothing_else(world, lite_clie
     job.end(1)
     pool.set(pool.submitted[0], JobState.failed)
     scheduler.reconcile()
-    assert _run(lite_engine, run_id).state == RunState.failed
+    assert current_run(lite_engine, run_id).state == RunState.failed
     # The attempt has ended: its token is dead.
     assert job.output("metrics.json", b"{}").status_code == 401
     assert lite_client.post("/api/job/log", headers=job.headers, json={"offset": 0, "text": "x"}).status_code == 401
@@ -114,7 +104,7 @@ def test_a_node_on_another_release_is_refused_with_a_clear_message(lite_engine, 
     assert "needs 9.9.9" in answer.json()["detail"]
     pool.set(pool.submitted[0], JobState.failed, exit_code=3)
     scheduler.reconcile()
-    failed = _run(lite_engine, run.id)
+    failed = current_run(lite_engine, run.id)
     assert failed.state == RunState.failed and "needs 9.9.9" in failed.message
 
 
@@ -140,3 +130,67 @@ def test_inputs_are_fetched_by_digest_and_only_the_attempts_own(lite_engine, lit
     samples = hashlib.sha256(TRAIN_FILES["samples.png"]).hexdigest()
     assert lite_client.get(f"/api/job/inputs/{samples}", headers=job.headers).status_code == 404
     assert lite_client.get("/api/job/inputs/..%2F..%2Fsecret_key", headers=job.headers).status_code == 404
+
+
+def test_the_runner_sends_only_what_it_may_and_the_run_says_what_is_missing(world, lite_engine, lite_settings,
+                                                                          tmp_path) -> None:
+    """The runner's real upload path over real HTTP: a link planted in the work folder (to the portal's secret) and
+    files the kind does not allow never leave the node, and the run fails naming the output that is missing."""
+    import os
+
+    from jobs.kinds import job_kind
+    from jobs.outputs import declare
+    from jobs.runner import Attempt, Channel
+    from tests.live import live_server
+
+    scheduler, pool, run_id, job = world
+    secret = tmp_path / "secret_key"
+    secret.write_text("the portal's session key")
+    work = tmp_path / "work"
+    work.mkdir()
+    for name, data in {**TRAIN_FILES, "notes.txt": b"undeclared"}.items():
+        (work / name).write_bytes(data)
+    declare(work, job_kind("train").outputs)
+    (work / "samples.png").unlink()
+    os.symlink(secret, work / "samples.png")
+    with live_server(lite_settings, lite_engine) as url:
+        runner = Attempt(Channel(url, pool.token(), delays=()), tmp_path / "node")
+        problems = runner.send_outputs(work, "train")
+        runner.channel.call("POST", "/api/job/end", json={"exit_code": 0, "problems": problems})
+    assert any(p.startswith("samples.png") for p in problems) and len(problems) == 1
+    pool.set(pool.submitted[0], JobState.succeeded)
+    scheduler.reconcile()
+    run = current_run(lite_engine, run_id)
+    assert run.state == RunState.failed and "samples.png" in run.message
+    with Session(lite_engine) as session:
+        names = {a.name for a in list_artifacts(session, run_id)}
+        blobs = [read_object(store_for(lite_settings), a.sha256) for a in list_artifacts(session, run_id)]
+    assert "samples.png" not in names and "notes.txt" not in names
+    assert secret.read_bytes() not in blobs
+
+
+def test_an_archive_that_refuses_a_checkpoint_answers_503_and_the_job_gives_up(world, lite_engine, lite_settings,
+                                                                               monkeypatch, tmp_path) -> None:
+    from jobs.runner import Attempt, Channel, ChannelError
+    from service.archive.store import LocalStore
+    from tests.live import live_server
+
+    scheduler, pool, run_id, job = world
+    job.start()
+
+    def full(self, stream, *, limit=None):  # type: ignore[no-untyped-def]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(LocalStore, "put", full)
+    answer = job.checkpoint(b"state", step=10)
+    assert answer.status_code == 503 and "No space left on device" in answer.json()["detail"]
+    # The runner retries (here: once), then gives up with the reason; the job is stopped and the run fails.
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "state.pt").write_bytes(b"state")
+    with live_server(lite_settings, lite_engine) as url:
+        runner = Attempt(Channel(url, pool.token(), delays=(0.1,)), tmp_path / "node")
+        runner.interval_s = 0
+        runner.output.checkpoint_step = 10
+        with pytest.raises(ChannelError, match="503 the archive could not store the checkpoint"):
+            runner.ship_checkpoint(work, force=True)

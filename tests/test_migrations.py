@@ -36,3 +36,39 @@ def test_models_match_migrations(db_url: str) -> None:
             assert compare_metadata(context, SQLModel.metadata) == []
     finally:
         engine.dispose()
+
+
+def test_usage_charged_before_the_ledger_moves_into_it(db_url: str) -> None:
+    """Awards and the GPU-seconds runs were charged before 0004 become ledger entries: no usage is lost."""
+    from sqlalchemy import text
+
+    engine = make_engine(db_url)
+    try:
+        downgrade(db_url, "0003")
+        with engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO users (id, email, name, role, password_hash, created_at, email_verified) "
+                "VALUES (1, 'a@x.org', 'A', 'admin', NULL, CURRENT_TIMESTAMP, false)"))
+            connection.execute(text(
+                "INSERT INTO calls (id, title, description, opens_at, closes_at, capacity_gpu_hours, "
+                "exclusive_months, created_by, created_at) VALUES (1, 'C', '', CURRENT_TIMESTAMP, "
+                "CURRENT_TIMESTAMP, 10, 12, 1, CURRENT_TIMESTAMP)"))
+            connection.execute(text(
+                "INSERT INTO proposals (id, call_id, pi_id, title, abstract, justification, requested_gpu_hours, "
+                "job_kind, job_plan, state, created_at, updated_at) VALUES (1, 1, 1, 'P', 'a', 'j', 2, 'train', "
+                "'{}', 'awarded', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+            connection.execute(text(
+                "INSERT INTO awards (id, proposal_id, gpu_hours, awarded_by, awarded_at, exclusive_until) "
+                "VALUES (1, 1, 1.5, 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+            connection.execute(text(
+                "INSERT INTO runs (id, award_id, proposal_id, job_kind, job_plan, state, progress, progress_detail, "
+                "message, gpus, gpu_seconds, key, attempt, cancel_requested, created_at) VALUES (1, 1, 1, 'train', "
+                "'{}', 'succeeded', 1, '{}', '', 1, 123.6, 'abc', 1, false, CURRENT_TIMESTAMP)"))
+        upgrade(db_url)
+        with engine.connect() as connection:
+            entries = connection.execute(text(
+                "SELECT kind, amount, key, run_id FROM ledger_entries ORDER BY id")).fetchall()
+        assert [tuple(e) for e in entries] == [("credit", 5400, "award:1", None),
+                                               ("debit", -124, "debit:run-1:before-ledger", 1)]
+    finally:
+        engine.dispose()

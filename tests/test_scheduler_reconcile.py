@@ -13,29 +13,19 @@ from sqlmodel import Session, select
 
 from scheduler.loop import Scheduler
 from scheduler.ray_backend import JobRequest, JobState
-from service.archive.service import list_artifacts
+from service.archive.service import list_artifacts, read_object, store_for
 from service.errors import Conflict
 from service.ledger.service import entries_for_run, run_charged
-from service.models import AttemptState, Role, Run, RunAttempt, RunState
+from service.models import AttemptState, Role, RunAttempt, RunState
 from service.runs.service import request_cancel
 from tests.factories import award, create_call, create_proposal, create_user
-from tests.pools import TRAIN_FILES, FakeJob, ScriptedPool
+from tests.pools import TRAIN_FILES, FakeJob, ScriptedPool, current_run, dispatched_run
 
 
 @pytest.fixture
 def world(lite_engine: Engine, lite_session: Session, lite_settings, lite_client):
-    admin = create_user(lite_session, Role.admin)
-    pi = create_user(lite_session)
-    _, run = award(lite_session, admin, create_proposal(lite_session, pi, create_call(lite_session, admin)))
-    pool = ScriptedPool()
-    scheduler = Scheduler(lite_engine, lite_settings, pool)
-    assert scheduler.dispatch() == 1
-    return scheduler, pool, run.id, lite_client, pi
-
-
-def _run(engine: Engine, run_id: int) -> Run:
-    with Session(engine) as session:
-        return session.get(Run, run_id)
+    scheduler, pool, run_id, pi = dispatched_run(lite_engine, lite_session, lite_settings)
+    return scheduler, pool, run_id, lite_client, pi
 
 
 def _attempt(engine: Engine, run_id: int, number: int) -> RunAttempt:
@@ -65,7 +55,7 @@ def _charged(engine: Engine, run_id: int, attempt: int | None = None) -> int:
 def test_waiting_for_a_gpu_is_not_charged(world, lite_engine) -> None:
     scheduler, pool, run_id, _, _ = world
     scheduler.reconcile()
-    assert _run(lite_engine, run_id).state == RunState.running and _charged(lite_engine, run_id) == 0
+    assert current_run(lite_engine, run_id).state == RunState.running and _charged(lite_engine, run_id) == 0
 
 
 @pytest.mark.parametrize("ran_s", [7.0, 12.7])
@@ -81,7 +71,7 @@ def test_a_finished_job_is_charged_exactly_up_to_its_end(world, lite_engine, ran
     job.end(0)
     pool.set(pool.submitted[0], JobState.succeeded, ended_at=started + timedelta(seconds=ran_s))
     scheduler.reconcile()
-    assert _run(lite_engine, run_id).state == RunState.succeeded
+    assert current_run(lite_engine, run_id).state == RunState.succeeded
     # Settled to the job's real end, in whole seconds: what was charged beyond it refunded, what is missing debited.
     assert _charged(lite_engine, run_id) == int(ran_s)
 
@@ -98,10 +88,13 @@ def test_a_lost_node_resumes_from_its_checkpoint_and_the_lost_work_is_refunded(w
     pool.set(pool.submitted[0], JobState.failed, error_type="JOB_SUPERVISOR_ACTOR_DIED",
              message="Job supervisor actor died: the node was lost")
     scheduler.reconcile()
-    run = _run(lite_engine, run_id)
+    run = current_run(lite_engine, run_id)
     assert run.state == RunState.queued and "resume from the checkpoint at step 100" in run.message
     assert _attempt(lite_engine, run_id, 1).state == AttemptState.lost
     assert _charged(lite_engine, run_id, 1) == 12  # kept work only: up to the shipped checkpoint
+    with Session(lite_engine) as session:  # the lost attempt's log is kept, with how it ended
+        log = next(a for a in list_artifacts(session, run_id) if a.name == "attempt-1.log")
+        assert b"lost" in read_object(store_for(scheduler.settings), log.sha256)
     assert scheduler.dispatch() == 1
     plan = FakeJob(client, pool.token()).start().json()
     state_sha = hashlib.sha256(b"state at step 100").hexdigest()
@@ -113,9 +106,9 @@ def test_a_job_ray_forgot_is_lost_and_resubmitted_under_a_new_attempt(world, lit
     scheduler, pool, run_id, _, _ = world
     pool.snapshots.clear()  # the cluster was replaced
     scheduler.reconcile()
-    assert _run(lite_engine, run_id).state == RunState.queued
+    assert current_run(lite_engine, run_id).state == RunState.queued
     assert scheduler.dispatch() == 1
-    key = _run(lite_engine, run_id).key
+    key = current_run(lite_engine, run_id).key
     assert pool.submitted == [f"observatory-run-{run_id}-{key}-1", f"observatory-run-{run_id}-{key}-2"]
 
 
@@ -125,7 +118,7 @@ def test_a_killed_job_is_retried_within_its_budget_then_fails_in_words(world, li
         FakeJob(client, pool.token()).start()
         pool.set(pool.submitted[-1], JobState.failed, exit_code=137, message='{"step": 5} progress json')
         scheduler.reconcile()
-        run = _run(lite_engine, run_id)
+        run = current_run(lite_engine, run_id)
         if retry <= lite_settings.max_retries:
             assert run.state == RunState.queued, run.message
             assert f"retry {retry} of {lite_settings.max_retries}" in run.message and "killed" in run.message
@@ -144,13 +137,14 @@ def test_a_job_that_failed_on_its_own_fails_with_its_last_words(world, lite_engi
     job.end(1)
     pool.set(pool.submitted[0], JobState.failed, exit_code=1)
     assert scheduler.reconcile() == 1
-    run = _run(lite_engine, run_id)
+    run = current_run(lite_engine, run_id)
     assert run.state == RunState.failed and "ValueError: bad data" in run.message and run.progress == 0.5
     with Session(lite_engine) as session:
         assert {a.name for a in list_artifacts(session, run_id)} == {"attempt-1.log", "job.log", "manifest.json"}
 
 
-def test_a_failed_submission_is_retried_under_the_same_id(lite_engine, lite_session, lite_settings) -> None:
+def test_a_failed_submission_is_retried_under_the_same_id(lite_engine, lite_session, lite_settings,
+                                                         lite_client) -> None:
     admin = create_user(lite_session, Role.admin)
     _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
                                                         create_call(lite_session, admin)))
@@ -164,10 +158,16 @@ def test_a_failed_submission_is_retried_under_the_same_id(lite_engine, lite_sess
 
     pool = FlakyPool()
     scheduler = Scheduler(lite_engine, lite_settings, pool)
-    assert scheduler.dispatch() == 0 and _run(lite_engine, run.id).state == RunState.queued
-    assert scheduler.dispatch() == 1  # the attempt the first try wrote is found on the pool and adopted
-    assert pool.submitted == pool.submitted[:1] and _run(lite_engine, run.id).attempt == 1
+    assert scheduler.dispatch() == 0 and current_run(lite_engine, run.id).state == RunState.queued
+    # The job started on its node while the scheduler did not know it had (as after a kill mid-dispatch)...
+    FakeJob(lite_client, pool.token()).start()
+    _backdate(lite_engine, run.id, 1, 7.3)
+    assert scheduler.dispatch() == 1  # ...and the attempt the first try wrote is found on the pool and adopted
+    assert pool.submitted == pool.submitted[:1] and current_run(lite_engine, run.id).attempt == 1
     assert _attempt(lite_engine, run.id, 1).state == AttemptState.running
+    pool.set(pool.submitted[0], JobState.running)
+    scheduler.reconcile()
+    assert _charged(lite_engine, run.id) == 7  # charged from when the job started, not from the adoption
 
 
 def test_an_attempt_that_never_reached_the_pool_is_retired(lite_engine, lite_session, lite_settings) -> None:
@@ -204,13 +204,13 @@ def test_an_exhausted_award_checkpoints_and_stops_and_is_never_overcharged(lite_
     pool.set(pool.submitted[0], JobState.running)
     scheduler.reconcile()
     assert _charged(lite_engine, run.id) == 36  # 0.01 GPU-hours, and not a second more
-    assert "used up" in _run(lite_engine, run.id).message
+    assert "used up" in current_run(lite_engine, run.id).message
     assert job.log("step 7\n")["stop"] == "budget"
     job.checkpoint(b"state at step 7", step=7)
     job.end(0, stopped=True)
     pool.set(pool.submitted[0], JobState.succeeded)
     scheduler.reconcile()
-    stopped = _run(lite_engine, run.id)
+    stopped = current_run(lite_engine, run.id)
     assert stopped.state == RunState.cancelled and "used up" in stopped.message
     assert "checkpoint at step 7 is kept as state.pt" in stopped.message
     assert _charged(lite_engine, run.id) == 36
@@ -228,7 +228,7 @@ def test_a_cancel_is_honoured_even_when_the_node_is_lost_meanwhile(world, lite_e
     lite_session.commit()
     pool.snapshots.clear()  # the node vanished before the job could stop
     scheduler.reconcile()
-    assert _run(lite_engine, run_id).state == RunState.cancelled
+    assert current_run(lite_engine, run_id).state == RunState.cancelled
     assert scheduler.dispatch() == 0 and len(pool.submitted) == 1
 
 
@@ -250,9 +250,9 @@ def test_a_dropped_connection_at_the_finishing_commit_loses_nothing(world, lite_
     monkeypatch.setattr(Session, "commit", dropped)
     scheduler.reconcile()
     monkeypatch.setattr(Session, "commit", real_commit)
-    assert _run(lite_engine, run_id).state == RunState.running  # nothing was recorded, and nothing was lost
+    assert current_run(lite_engine, run_id).state == RunState.running  # nothing was recorded, and nothing was lost
     scheduler.reconcile()
-    assert _run(lite_engine, run_id).state == RunState.succeeded
+    assert current_run(lite_engine, run_id).state == RunState.succeeded
     with Session(lite_engine) as session:
         assert set(TRAIN_FILES) <= {a.name for a in list_artifacts(session, run_id)}
 
@@ -272,7 +272,7 @@ def test_an_archive_that_refuses_writes_fails_the_run_after_bounded_retries(worl
     monkeypatch.setattr(scheduler.store, "put", refuse)
     for tick in range(1, lite_settings.max_finish_failures + 1):
         scheduler.reconcile()
-        run = _run(lite_engine, run_id)
+        run = current_run(lite_engine, run_id)
         assert run.state == (RunState.failed if tick == lite_settings.max_finish_failures else RunState.running)
     assert "could not record this run's end" in run.message and "Permission denied" in run.message
 
@@ -286,7 +286,7 @@ def test_two_pools_on_one_database_touch_only_their_own_runs(world, lite_engine,
     other.claim_pool()
     other.reconcile()
     other.dispatch()
-    assert _run(lite_engine, run_id).state == RunState.running and other_pool.requests == []
+    assert current_run(lite_engine, run_id).state == RunState.running and other_pool.requests == []
     # The same pool name on another cluster is refused: each would think the other's runs lost.
     impostor = Scheduler(lite_engine, lite_settings, other_pool)
     with pytest.raises(Conflict, match="driven by another scheduler"):

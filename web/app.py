@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.middleware.sessions import SessionMiddleware
 
+from jobs.version import installed_version
 from service.api import job_api
 from service.api import router as api_router
 from service.auth.oidc import make_oauth
@@ -50,7 +51,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     # Bodies past the limits are refused (413) as they arrive, before anything holds them: the portal's forms are
     # small, the JSON API's bodies a little larger.
     app = ObservatoryApp(
-        title="Commons Observatory", version="0.1.0", dependencies=[Depends(verify_csrf)],
+        title="Commons Observatory", version=installed_version(), dependencies=[Depends(verify_csrf)],
         lifespan=_lifespan,
         max_body_size=settings.max_body_bytes,
         description="Peer-reviewed GPU time on a volunteered pool, for a Commons-only diffusion model.")

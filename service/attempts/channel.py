@@ -14,7 +14,7 @@ from service.archive.store import ArchiveStore
 from service.attempts import service as attempts
 from service.attempts.schemas import Control, JobEnd, JobHello, JobInput, JobPlanOut, LogChunk, Received
 from service.config import Settings
-from service.errors import Conflict, NotFound
+from service.errors import Busy, Conflict, NotFound
 from service.models import Run, RunAttempt
 from service.runs.service import record_progress
 from service.timeutil import utcnow
@@ -44,8 +44,7 @@ def hello(session: Session, settings: Settings, store: ArchiveStore, attempt: Ru
     wanted = required_version(settings)
     if data.worker_version != wanted:
         message = (f"node {data.node_name} runs commons-observatory {data.worker_version}, but this observatory "
-                   f"needs {wanted}: install it there (pip install 'commons-observatory[worker]=={wanted}') and "
-                   f"restart the node's Ray")
+                   f"needs {wanted}: install release {wanted} on that node (or run its image) and restart its Ray")
         attempt.reported = {"refused": message}
         session.add(attempt)
         session.commit()
@@ -94,6 +93,8 @@ def accept_checkpoint(session: Session, settings: Settings, store: ArchiveStore,
         sha, _ = store.put(stream, limit=settings.max_output_bytes)
     except ValueError as exc:
         raise Conflict(f"checkpoint: {exc}") from None
+    except OSError as exc:
+        raise Busy(f"the archive could not store the checkpoint ({exc.strerror or exc}); try again later") from None
     if sha != sha256:
         raise Conflict(f"the checkpoint's bytes hash to {sha}, not the declared {sha256}")
     attempt = session.get(RunAttempt, attempt.id, populate_existing=True)
@@ -112,8 +113,11 @@ def accept_output(session: Session, settings: Settings, store: ArchiveStore, att
     run = session.get(Run, attempt.run_id)
     kind: JobKind = job_kind(run.job_kind)
     session.rollback()  # as for checkpoints: nothing is locked while the bytes arrive
-    artifact = archive.accept_output(session, store=store, run=run, attempt=attempt.number, kind=kind, name=name,
-                                     stream=stream, sha256=sha256, limit=settings.max_output_bytes)
+    try:
+        artifact = archive.accept_output(session, store=store, run=run, attempt=attempt.number, kind=kind,
+                                         name=name, stream=stream, sha256=sha256, limit=settings.max_output_bytes)
+    except OSError as exc:
+        raise Busy(f"the archive could not store {name} ({exc.strerror or exc}); try again later") from None
     _heard(session, session.get(RunAttempt, attempt.id, populate_existing=True))
     return Received(name=artifact.name, sha256=artifact.sha256, size=artifact.size)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from sqlalchemy import func
 from sqlmodel import Session, select
 
 from service.errors import Conflict
@@ -97,7 +96,3 @@ def log_tail(session: Session, attempt_id: int, lines: int = 3) -> str:
     kept = [line for line in text.splitlines() if line.strip() and not line.startswith("@@")]
     return " | ".join(kept[-lines:])[-1500:]
 
-
-def log_size(session: Session, attempt_id: int) -> int:
-    return int(session.exec(select(func.count()).select_from(AttemptLogChunk)
-                            .where(AttemptLogChunk.attempt_id == attempt_id)).one())
