@@ -276,6 +276,7 @@ class Attempt:
             shutil.rmtree(workdir, ignore_errors=True)
         return code if code else (1 if problems else 0)
 
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

@@ -89,7 +89,15 @@ class Dispatcher:
                 session.commit()
 
     def _dispatch_one(self, run_id: int, token: str) -> int:
-        # Phase 1, a short write: cancel, adopt an attempt a dead scheduler left, or write a new attempt.
+        # Phase 0, reads and I/O with no transaction open: the run's inputs in the store, and whether Ray has the
+        # job of an attempt that a scheduler killed mid-dispatch left behind.
+        with Session(self.engine, expire_on_commit=False) as session:
+            run = session.get(Run, run_id)
+            leftover = session.exec(select(RunAttempt).where(RunAttempt.run_id == run_id,
+                                                             RunAttempt.state == AttemptState.starting)).first()
+        problem = self._missing_inputs(run)
+        on_pool = leftover is not None and self.backend.snapshot(leftover.submission_id).state != JobState.unknown
+        # Phase 1, a short write guarded by the claim: cancel, fail, adopt the leftover, or write a new attempt.
         with Session(self.engine, expire_on_commit=False) as session:
             run = session.get(Run, run_id)
             if run is None or run.claim_token != token or run.state != RunState.queued:
@@ -98,21 +106,13 @@ class Dispatcher:
                 self._guarded(session, run, RunState.cancelled, "cancelled before it started", token)
                 session.commit()
                 return 0
-            try:
-                kind = job_kind(run.job_kind)
-                missing = [f for f, sha in kind.input_digests(run.job_plan).items() if not self.store.exists(sha)]
-            except ValueError as exc:
-                missing, kind = [str(exc)], None
-            if missing or kind is None:
-                self._guarded(session, run, RunState.failed, f"could not start: inputs not in the archive: "
-                              f"{', '.join(missing)}", token)
+            if problem:
+                self._guarded(session, run, RunState.failed, f"could not start: {problem}", token)
                 session.commit()
                 return 0
-            leftover = session.exec(select(RunAttempt).where(RunAttempt.run_id == run.id,
-                                                             RunAttempt.state == AttemptState.starting)).first()
             if leftover is not None:
-                adopted = self.backend.snapshot(leftover.submission_id).state != JobState.unknown
-                if adopted:
+                leftover = session.get(RunAttempt, leftover.id)
+                if on_pool:
                     return self._started(session, run, leftover, token)
                 move_attempt(session, leftover, AttemptState.failed, "never reached the pool")
             attempt, attempt_token = new_attempt(session, run, pool=self.settings.pool_name,
@@ -152,6 +152,14 @@ class Dispatcher:
         session.commit()
         log.info("run %s submitted as %s", run.id, attempt.submission_id)
         return 1
+
+    def _missing_inputs(self, run: Run) -> str | None:
+        try:
+            digests = job_kind(run.job_kind).input_digests(run.job_plan)
+        except ValueError as exc:
+            return str(exc)
+        missing = [field for field, sha in digests.items() if not self.store.exists(sha)]
+        return f"inputs not in the archive: {', '.join(missing)}" if missing else None
 
     def _charge_factor(self) -> float:
         return float(self.settings.charge_factors.get("default", 1.0))

@@ -22,7 +22,7 @@ from scheduler.outcome import Outcome, Verdict, judge
 from scheduler.ray_backend import JobSnapshot, JobState, RayBackend
 from service.archive import service as archive
 from service.archive.store import ArchiveStore
-from service.attempts.service import attempts_of, live_attempts, log_tail, read_log
+from service.attempts.service import attempts_of, live_attempts, log_tail, read_log, tail_of
 from service.config import Settings
 from service.errors import Conflict
 from service.models import AttemptState, Run, RunAttempt, RunState
@@ -73,9 +73,13 @@ class Reconciler:
     def _reconcile_one(self, attempt_id: int, alive: set[str] | None) -> int:
         with Session(self.engine, expire_on_commit=False) as session:
             attempt = session.get(RunAttempt, attempt_id)
-            submission = attempt.submission_id
-        snapshot = self.backend.snapshot(submission)  # no transaction is open while Ray answers
+            submission, reported = attempt.submission_id, attempt.exit_code is not None
+        # Ray is asked with no transaction open: its view, and the log it kept of a job that never reported.
+        snapshot = self.backend.snapshot(submission)
         node_alive = None if alive is None or not snapshot.node_id else snapshot.node_id in alive
+        going = snapshot.state in (JobState.pending, JobState.running)
+        ray_log = "" if reported or going else self._ray_log(submission)
+        stop = False
         with Session(self.engine, expire_on_commit=False) as session:
             attempt = session.get(RunAttempt, attempt_id)
             if attempt.state != AttemptState.running:
@@ -84,23 +88,35 @@ class Reconciler:
             if snapshot.node_id and attempt.node_id != snapshot.node_id:
                 attempt.node_id = snapshot.node_id
                 session.add(attempt)
+            # A job that never reported its end may have said why on its node: Ray's log has the runner's words too.
+            tail = tail_of(ray_log) if ray_log else log_tail(session, attempt.id)
             verdict = judge(snapshot, exit_code=attempt.exit_code, reported=attempt.reported, node_alive=node_alive,
-                            log_tail=log_tail(session, attempt.id))
+                            log_tail=tail)
             if verdict is None:
-                self._still_going(session, attempt, run, snapshot)
+                stop = self._still_going(session, attempt, run, snapshot)
                 session.commit()
-                return 0
-            try:
-                self._end(session, attempt, run, verdict, snapshot)
-            except Conflict:
-                session.rollback()
-                return 0
-            session.commit()
-            return 1
+            else:
+                try:
+                    self._end(session, attempt, run, verdict, snapshot, ray_log)
+                except Conflict:
+                    session.rollback()
+                    return 0
+                session.commit()
+                return 1
+        if stop:  # after the commit: no transaction waits on Ray
+            self.backend.stop(submission)
+        return 0
+
+    def _ray_log(self, submission: str) -> str:
+        try:
+            return self.backend.logs(submission)
+        except Exception:
+            return ""  # the node, and the log with it, may be gone
 
     # ---- a job still going ---------------------------------------------------------------------------------
 
-    def _still_going(self, session: Session, attempt: RunAttempt, run: Run, snapshot: JobSnapshot) -> None:
+    def _still_going(self, session: Session, attempt: RunAttempt, run: Run, snapshot: JobSnapshot) -> bool:
+        """Charge what ran; returns whether the job must be stopped through Ray (it was asked and is silent)."""
         if snapshot.state == JobState.running:
             if run.message.startswith("submitted to the pool"):
                 run.message = "running on the pool"
@@ -111,20 +127,21 @@ class Reconciler:
                     stop_reason=BUDGET, message="stopping: the award's GPU-hours are used up; saving a checkpoint")
                     .execution_options(synchronize_session=False))
         session.refresh(run)
-        if run.cancel_requested or run.stop_reason:
-            quiet = attempt.last_heard_at is None or (utcnow() - attempt.last_heard_at).total_seconds() > QUIET_S
-            if snapshot.state == JobState.pending or quiet:
-                self.backend.stop(attempt.submission_id)
+        if not (run.cancel_requested or run.stop_reason):
+            return False
+        quiet = attempt.last_heard_at is None or (utcnow() - attempt.last_heard_at).total_seconds() > QUIET_S
+        return snapshot.state == JobState.pending or quiet
 
     # ---- an attempt that ended ------------------------------------------------------------------------------
 
-    def _end(self, session: Session, attempt: RunAttempt, run: Run, verdict: Verdict, snapshot: JobSnapshot) -> None:
+    def _end(self, session: Session, attempt: RunAttempt, run: Run, verdict: Verdict, snapshot: JobSnapshot,
+             ray_log: str) -> None:
         ended_at = snapshot.ended_at or utcnow()
         keeps_work = verdict.outcome not in (Outcome.lost, Outcome.killed)
         move_attempt(session, attempt, ATTEMPT_STATE[verdict.outcome], verdict.reason,
                      extra={"ended_at": min(ended_at, utcnow())})
         accounting.settle(session, attempt, run, ended_at=ended_at, keeps_work=keeps_work)
-        self._archive_log(session, run, attempt)
+        self._archive_log(session, run, attempt, ray_log)
         target, message, extra = self._next_state(session, run, attempt, verdict)
         transition(session, run, target, message, extra=extra)
         if target != RunState.queued:
@@ -169,13 +186,8 @@ class Reconciler:
         archive.record(session, run, RESUME_STATE, run.resume_sha256, self.store.size(run.resume_sha256))
         return f"; its checkpoint at step {run.resume_step} is kept as {RESUME_STATE.name}"
 
-    def _archive_log(self, session: Session, run: Run, attempt: RunAttempt) -> None:
-        text = read_log(session, attempt.id)
-        if not text and attempt.exit_code is None:
-            try:  # the job never reported: keep what Ray has, if it still has it
-                text = self.backend.logs(attempt.submission_id)
-            except Exception:
-                text = ""
+    def _archive_log(self, session: Session, run: Run, attempt: RunAttempt, ray_log: str) -> None:
+        text = read_log(session, attempt.id) or ray_log  # the job never reported: what Ray kept, if anything
         header = f"# attempt {attempt.number} on {attempt.node_name or attempt.node_id or 'an unknown node'}: " \
                  f"{attempt.state} ({attempt.message})\n"
         archive.ingest_bytes(session, store=self.store, run=run, name=f"attempt-{attempt.number}.log",

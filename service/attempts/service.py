@@ -88,11 +88,15 @@ def read_log(session: Session, attempt_id: int, since: int = 0) -> str:
     return "".join(chunks)
 
 
-def log_tail(session: Session, attempt_id: int, lines: int = 3) -> str:
-    """The last lines of the log worth showing (no progress records), joined by ' | '."""
-    recent = session.exec(select(AttemptLogChunk.text).where(AttemptLogChunk.attempt_id == attempt_id)
-                          .order_by(AttemptLogChunk.offset.desc()).limit(8)).all()
-    text = "".join(reversed(recent))
+def tail_of(text: str, lines: int = 3) -> str:
+    """The last lines of a log worth showing (no progress records), joined by ' | '."""
     kept = [line for line in text.splitlines() if line.strip() and not line.startswith("@@")]
     return " | ".join(kept[-lines:])[-1500:]
+
+
+def log_tail(session: Session, attempt_id: int, lines: int = 3) -> str:
+    """The tail of the log the job sent (its last chunks only are read)."""
+    recent = session.exec(select(AttemptLogChunk.text).where(AttemptLogChunk.attempt_id == attempt_id)
+                          .order_by(AttemptLogChunk.offset.desc()).limit(8)).all()
+    return tail_of("".join(reversed(recent)), lines)
 
