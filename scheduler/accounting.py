@@ -23,16 +23,19 @@ def rate(attempt: RunAttempt) -> float:
     return max(attempt.gpus, 1) * attempt.charge_factor
 
 
-def charge_running(session: Session, attempt: RunAttempt, run: Run, upto: datetime | None = None) -> tuple[int, bool]:
-    """Debit the whole seconds since the watermark; returns (charged, whether the award is now used up)."""
+def charge_running(session: Session, attempt: RunAttempt, run: Run, upto: datetime | None = None,
+                   interval_s: float = 0) -> tuple[int, bool]:
+    """Debit the whole seconds since the watermark once they make a span of `interval_s` (or use up what the
+    award has left); returns (charged, whether the award is now used up)."""
     start = attempt.charged_until or attempt.started_at
     if start is None:
         return 0, False  # the job has not started on a node yet: waiting for a GPU is free
     upto = upto or utcnow()
     elapsed = math.floor((upto - start).total_seconds())
     account = ledger.account_id_for_award(session, run.award_id)
-    if elapsed < 1:
-        return 0, ledger.balance(session, account) <= 0
+    left = ledger.balance(session, account)
+    if elapsed < 1 or (elapsed < interval_s and elapsed * rate(attempt) < left):
+        return 0, left <= 0
     until = start + timedelta(seconds=elapsed)
     unchanged = (RunAttempt.charged_until.is_(None) if attempt.charged_until is None
                  else RunAttempt.charged_until == attempt.charged_until)

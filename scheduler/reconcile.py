@@ -121,7 +121,8 @@ class Reconciler:
             if run.message.startswith("submitted to the pool"):
                 run.message = "running on the pool"
                 session.add(run)
-            _, used_up = accounting.charge_running(session, attempt, run)
+            _, used_up = accounting.charge_running(session, attempt, run,
+                                                   interval_s=self.settings.charge_interval_s)
             if used_up and run.stop_reason != BUDGET:
                 session.execute(update(Run).where(Run.id == run.id).values(
                     stop_reason=BUDGET, message="stopping: the award's GPU-hours are used up; saving a checkpoint")

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     max_retries: int = 3
     # Ticks in a row that may fail to record a run's end (an archive that refuses writes) before it fails.
     max_finish_failures: int = 5
+    # A running attempt is debited in spans of at least this many seconds (sooner when its award is nearly used
+    # up); its charge is settled exactly when it ends.
+    charge_interval_s: float = 30
     # GPU-seconds charged per second of a run, by GPU class (1.0 where a class is not listed).
     charge_factors: dict[str, float] = Field(default_factory=dict)
     # The largest file a job may send (an output or a checkpoint), and the most log text kept per attempt.

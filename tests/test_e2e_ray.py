@@ -80,7 +80,9 @@ def test_call_to_downloads(scheduler, lite_client: TestClient, lite_session: Ses
     shown = lite_client.get(f"/api/runs/{run_id}", headers=pi).json()
     assert shown["progress"] == 1.0 and shown["gpu_seconds"] > 0
     assert [a["state"] for a in shown["attempts"]] == ["succeeded"]
-    assert sum(c["gpu_seconds"] for c in shown["charges"]) == shown["gpu_seconds"]
+    assert sum(a["charged"] for a in shown["attempts"]) == shown["gpu_seconds"]
+    ledger = lite_client.get(f"/api/runs/{run_id}/ledger", headers=pi).json()
+    assert sum(entry["gpu_seconds"] for entry in ledger) == shown["gpu_seconds"]
     assert shown["progress_detail"]["total"] == TINY_TRAIN["steps"]
     proposal = lite_client.get(f"/api/proposals/{shown['proposal_id']}", headers=pi).json()
     assert proposal["award"]["used_gpu_hours"] == pytest.approx(shown["gpu_seconds"] / 3600)
@@ -100,7 +102,7 @@ def test_call_to_downloads(scheduler, lite_client: TestClient, lite_session: Ses
     assert b"@@progress" in downloaded["job.log"]
     page = lite_client.get(f"/runs/{run_id}", headers=pi).text
     assert f'src="/api/runs/{run_id}/artifacts/samples.png"' in page and 'id="loss-chart"' in page
-    assert 'id="attempts"' in page and 'id="charges"' in page
+    assert 'id="attempts"' in page and f'href="/api/runs/{run_id}/ledger"' in page
 
     for headers in (outsider, {}, admin):
         assert lite_client.get(f"/api/runs/{run_id}/artifacts", headers=headers).status_code == 404

@@ -61,6 +61,8 @@ CASES = [
                                                          "reviewer": 403}, "admin", {"gpu_hours": 0.5}),
     Case("GET", "/api/proposals/{proposal_id}/runs", {"anonymous": 401, "other": 404, "reviewer": 404}, "coi"),
     Case("GET", "/api/runs/{run_id}", {"anonymous": 401, "other": 404, "reviewer": 404, "attempt": 401}, "coi"),
+    Case("GET", "/api/runs/{run_id}/ledger", {"anonymous": 401, "other": 404, "reviewer": 404, "attempt": 401},
+         "coi"),
     Case("POST", "/api/runs/{run_id}/cancel", {"anonymous": 401, "other": 404, "reviewer": 404, "coi": 403}, "pi"),
     Case("GET", "/api/runs/{run_id}/artifacts", {"anonymous": 404, "other": 404, "reviewer": 404, "admin": 404},
          "coi"),

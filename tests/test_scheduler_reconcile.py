@@ -63,10 +63,10 @@ def test_a_finished_job_is_charged_exactly_up_to_its_end(world, lite_engine, ran
     scheduler, pool, run_id, client, _ = world
     job = FakeJob(client, pool.token())
     job.start()
-    started = _backdate(lite_engine, run_id, 1, 10.5)
+    started = _backdate(lite_engine, run_id, 1, 40.5)
     pool.set(pool.submitted[0], JobState.running)
     scheduler.reconcile()
-    assert 9 <= _charged(lite_engine, run_id) <= 11  # charged as it runs
+    assert 39 <= _charged(lite_engine, run_id) <= 41  # charged as it runs, in spans of 30 s or more
     job.outputs(TRAIN_FILES)
     job.end(0)
     pool.set(pool.submitted[0], JobState.succeeded, ended_at=started + timedelta(seconds=ran_s))
@@ -81,10 +81,10 @@ def test_a_lost_node_resumes_from_its_checkpoint_and_the_lost_work_is_refunded(w
     job = FakeJob(client, pool.token())
     job.start()
     assert job.checkpoint(b"state at step 100", step=100).json()["stop"] is None
-    _backdate(lite_engine, run_id, 1, 20, checkpoint_after=12)
+    _backdate(lite_engine, run_id, 1, 40, checkpoint_after=12)
     pool.set(pool.submitted[0], JobState.running)
     scheduler.reconcile()
-    assert _charged(lite_engine, run_id) >= 19
+    assert _charged(lite_engine, run_id) >= 39
     pool.set(pool.submitted[0], JobState.failed, error_type="JOB_SUPERVISOR_ACTOR_DIED",
              message="Job supervisor actor died: the node was lost")
     scheduler.reconcile()
@@ -160,12 +160,14 @@ def test_a_failed_submission_is_retried_under_the_same_id(lite_engine, lite_sess
     scheduler = Scheduler(lite_engine, lite_settings, pool)
     assert scheduler.dispatch() == 0 and current_run(lite_engine, run.id).state == RunState.queued
     # The job started on its node while the scheduler did not know it had (as after a kill mid-dispatch)...
-    FakeJob(lite_client, pool.token()).start()
-    _backdate(lite_engine, run.id, 1, 7.3)
+    job = FakeJob(lite_client, pool.token())
+    job.start()
+    started = _backdate(lite_engine, run.id, 1, 7.3)
     assert scheduler.dispatch() == 1  # ...and the attempt the first try wrote is found on the pool and adopted
     assert pool.submitted == pool.submitted[:1] and current_run(lite_engine, run.id).attempt == 1
     assert _attempt(lite_engine, run.id, 1).state == AttemptState.running
-    pool.set(pool.submitted[0], JobState.running)
+    assert job.end(1).status_code == 204
+    pool.set(pool.submitted[0], JobState.failed, exit_code=1, ended_at=started + timedelta(seconds=7.3))
     scheduler.reconcile()
     assert _charged(lite_engine, run.id) == 7  # charged from when the job started, not from the adoption
 
@@ -296,13 +298,13 @@ def test_two_pools_on_one_database_touch_only_their_own_runs(world, lite_engine,
 def test_two_schedulers_charge_each_span_once(world, lite_engine, lite_settings) -> None:
     scheduler, pool, run_id, client, _ = world
     FakeJob(client, pool.token()).start()
-    _backdate(lite_engine, run_id, 1, 30)
+    _backdate(lite_engine, run_id, 1, 45)
     pool.set(pool.submitted[0], JobState.running)
     twin = Scheduler(lite_engine, lite_settings, pool)
     scheduler.reconcile()
     twin.reconcile()
     scheduler.reconcile()
-    assert 29 <= _charged(lite_engine, run_id) <= 32
+    assert 44 <= _charged(lite_engine, run_id) <= 47
     with Session(lite_engine) as session:
         keys = [e.key for e in entries_for_run(session, run_id)]
     assert len(keys) == len(set(keys))

@@ -60,6 +60,12 @@ def run_charged(session: Session, run_id: int, attempt: int | None = None) -> in
     return -int(session.exec(query).one())
 
 
+def refunded_by_attempt(session: Session, run_id: int) -> dict[int, int]:
+    rows = session.exec(select(LedgerEntry.attempt, func.sum(LedgerEntry.amount)).where(
+        LedgerEntry.run_id == run_id, LedgerEntry.kind == EntryKind.refund).group_by(LedgerEntry.attempt)).all()
+    return {attempt: int(total) for attempt, total in rows if attempt is not None}
+
+
 def entries_for_run(session: Session, run_id: int) -> list[LedgerEntry]:
     return list(session.exec(select(LedgerEntry).where(LedgerEntry.run_id == run_id).order_by(LedgerEntry.id)))
 

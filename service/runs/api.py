@@ -9,7 +9,7 @@ from service.archive import service as archive
 from service.archive.ranges import ranged_response
 from service.deps import CurrentUser, OptionalUser, SessionDep, SettingsDep
 from service.runs import service
-from service.runs.schemas import ArtifactPublic, RunPublic
+from service.runs.schemas import ArtifactPublic, ChargePublic, RunPublic
 from service.types import ArtifactName, IdPath
 
 router = APIRouter(tags=["runs"])
@@ -23,6 +23,12 @@ def artifact_url(run_id: int, name: str) -> str:
 def get_run(run_id: IdPath, user: CurrentUser, session: SessionDep) -> RunPublic:
     """State, progress and GPU-seconds of a run: its proposal's members and admins."""
     return service.describe(session, service.get_visible(session, actor=user, run_id=run_id))
+
+
+@router.get("/runs/{run_id}/ledger", response_model=list[ChargePublic])
+def run_ledger(run_id: IdPath, user: CurrentUser, session: SessionDep) -> list[ChargePublic]:
+    """Every GPU-second the run was charged or refunded, entry by entry: its proposal's members and admins."""
+    return service.ledger_of(session, service.get_visible(session, actor=user, run_id=run_id))
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunPublic)

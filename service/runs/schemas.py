@@ -25,9 +25,13 @@ class AttemptPublic(BaseModel):
     ended_at: datetime | None
     checkpoint_step: int
     message: str
+    charged: int = 0  # GPU-seconds this attempt costs the award: debited less refunded
+    refunded: int = 0  # GPU-seconds given back for work lost with a node
 
 
 class ChargePublic(BaseModel):
+    """One ledger entry of a run."""
+
     attempt: int | None
     kind: str
     gpu_seconds: int  # positive for a debit, negative for a refund
@@ -49,7 +53,6 @@ class RunPublic(BaseModel):
     cancel_requested: bool
     resume_step: int = 0
     attempts: list[AttemptPublic] = []
-    charges: list[ChargePublic] = []
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

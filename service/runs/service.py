@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 
 from service.attempts.service import attempts_of
 from service.errors import Conflict, Forbidden, NotFound
-from service.ledger.service import entries_for_run, run_charged
+from service.ledger.service import entries_for_run, refunded_by_attempt, run_charged
 from service.models import Award, Proposal, Role, Run, RunState, User
 from service.proposals.service import is_member
 from service.runs.schemas import AttemptPublic, ChargePublic, RunPublic
@@ -104,7 +104,16 @@ def describe(session: Session, run: Run) -> RunPublic:
     """The run as its members see it: state, progress, its attempts, and what each charged the award."""
     public = RunPublic.model_validate(run, from_attributes=True)
     public.gpu_seconds = run_charged(session, run.id)
-    public.attempts = [AttemptPublic.model_validate(a, from_attributes=True) for a in attempts_of(session, run.id)]
-    public.charges = [ChargePublic(attempt=e.attempt, kind=str(e.kind), gpu_seconds=-e.amount, note=e.note,
-                                   at=e.created_at) for e in entries_for_run(session, run.id)]
+    refunds = refunded_by_attempt(session, run.id)
+    public.attempts = [
+        AttemptPublic.model_validate(a, from_attributes=True).model_copy(update={
+            "charged": run_charged(session, run.id, a.number), "refunded": refunds.get(a.number, 0)})
+        for a in attempts_of(session, run.id)
+    ]
     return public
+
+
+def ledger_of(session: Session, run: Run) -> list[ChargePublic]:
+    """Every ledger entry of the run, oldest first: debits as positive GPU-seconds, refunds as negative."""
+    return [ChargePublic(attempt=e.attempt, kind=str(e.kind), gpu_seconds=-e.amount, note=e.note, at=e.created_at)
+            for e in entries_for_run(session, run.id)]
