@@ -130,7 +130,7 @@ def collect(folder: Path, allowed: dict[str, OutputSpec]) -> tuple[list[tuple[De
             except OSError as exc:
                 problems.append(f"{entry.name}: {exc.strerror or exc}")
                 continue
-            if (_digest_fd(descriptor), os.fstat(descriptor).st_size) != (entry.sha256, entry.size):
+            if sha256_of_fd(descriptor) != (entry.sha256, entry.size):
                 os.close(descriptor)
                 problems.append(f"{entry.name}: its sha256 or size does not match the declaration")
                 continue
@@ -140,10 +140,12 @@ def collect(folder: Path, allowed: dict[str, OutputSpec]) -> tuple[list[tuple[De
     return found, problems
 
 
-def _digest_fd(descriptor: int) -> str:
-    digest = hashlib.sha256()
+def sha256_of_fd(descriptor: int) -> tuple[str, int]:
+    """The sha256 and size of an open file, read from its start; it is left at its start again."""
+    digest, size = hashlib.sha256(), 0
     os.lseek(descriptor, 0, os.SEEK_SET)
     while block := os.read(descriptor, 1 << 20):
         digest.update(block)
+        size += len(block)
     os.lseek(descriptor, 0, os.SEEK_SET)
-    return digest.hexdigest()
+    return digest.hexdigest(), size

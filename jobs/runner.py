@@ -17,7 +17,6 @@ OBSERVATORY_JOB_TOKEN) and never touches the archive or the database:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -36,7 +35,7 @@ import httpx
 
 from jobs import progress
 from jobs.kinds import RESUME_INPUT, RESUME_STATE, job_kind
-from jobs.outputs import collect, open_folder, open_plain
+from jobs.outputs import collect, open_folder, open_plain, sha256_of, sha256_of_fd
 from jobs.version import installed_version
 
 SEND_EVERY_S = 2.0
@@ -83,16 +82,6 @@ def _detail(response: httpx.Response) -> str:
         return str(response.json().get("detail", ""))[:500]
     except ValueError:
         return response.text[:200]
-
-
-def sha256_of_fd(descriptor: int) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    os.lseek(descriptor, 0, os.SEEK_SET)
-    while block := os.read(descriptor, 1 << 20):
-        digest.update(block)
-        size += len(block)
-    os.lseek(descriptor, 0, os.SEEK_SET)
-    return digest.hexdigest(), size
 
 
 # ---- the job's output, read as it comes ---------------------------------------------------------------------
@@ -180,7 +169,7 @@ class Attempt:
         cache = self.node_dir / "cache"
         cache.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = cache / sha256
-        if path.is_file() and not path.is_symlink() and _sha256(path) == sha256:
+        if path.is_file() and not path.is_symlink() and sha256_of(path) == (sha256, size):
             return path
         tmp = cache / f".{sha256}.{os.getpid()}.part"
         with self.channel.client.stream("GET", f"/api/job/inputs/{sha256}") as response:
@@ -189,7 +178,7 @@ class Attempt:
             with tmp.open("wb") as handle:
                 for block in response.iter_bytes(1 << 20):
                     handle.write(block)
-        if _sha256(tmp) != sha256 or tmp.stat().st_size != size:
+        if sha256_of(tmp) != (sha256, size):
             tmp.unlink(missing_ok=True)
             raise ChannelError(f"input {sha256[:12]} arrived damaged (digest or size differs)")
         tmp.replace(path)
@@ -275,14 +264,6 @@ class Attempt:
         if code == 0 and not problems:
             shutil.rmtree(workdir, ignore_errors=True)
         return code if code else (1 if problems else 0)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def node_dir() -> Path:

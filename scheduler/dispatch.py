@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from jobs.kinds import job_kind
+from scheduler.local_ray import JOB_STOP_WAIT_S
 from scheduler.policy import QueuedRun, decide
 from scheduler.ray_backend import JobRequest, JobState, RayBackend
 from service.archive.store import ArchiveStore
@@ -30,7 +31,6 @@ from service.runs.state import move_attempt, transition
 
 log = logging.getLogger("observatory.scheduler")
 SUBMITTED = "submitted to the pool; waiting for a free GPU"
-STOP_WAIT_S = "30"  # Ray's grace between SIGTERM and SIGKILL when it stops a job: time to save and ship its state
 
 
 def job_code_folder() -> str:
@@ -46,7 +46,7 @@ class Dispatcher:
     def request(self, run: Run, attempt: RunAttempt, token: str) -> JobRequest:
         python = shlex.quote(self.settings.job_python or sys.executable)
         env = {"OBSERVATORY_JOB_URL": self.settings.resolved_job_api_url, "OBSERVATORY_JOB_TOKEN": token,
-               "RAY_JOB_STOP_WAIT_TIME_S": STOP_WAIT_S}
+               "RAY_JOB_STOP_WAIT_TIME_S": JOB_STOP_WAIT_S}
         return JobRequest(
             submission_id=attempt.submission_id, entrypoint=f"{python} -m jobs.runner",
             num_cpus=0 if self.settings.gpus_per_run else self.settings.cpus_per_run,

@@ -37,6 +37,10 @@ def load_or_make_token(path: Path) -> str:
     return private_secret_file(path, lambda: secrets.token_hex(32))
 
 
+# A stopped job gets this long between SIGTERM and SIGKILL: time to save and ship its checkpoint.
+JOB_STOP_WAIT_S = "30"
+
+
 def ray_env(token: str, loopback_only: bool = False) -> dict[str, str]:
     """The environment for every Ray process of ours: token authentication on, no usage reporting.
 
@@ -46,8 +50,7 @@ def ray_env(token: str, loopback_only: bool = False) -> dict[str, str]:
     """
     return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0" if loopback_only else "1",
-            # A stopped job gets this long between SIGTERM and SIGKILL: time to save and ship its checkpoint.
-            "RAY_JOB_STOP_WAIT_TIME_S": "30"}
+            "RAY_JOB_STOP_WAIT_TIME_S": JOB_STOP_WAIT_S}
 
 
 def _ray_executable() -> str:

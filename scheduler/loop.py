@@ -43,29 +43,20 @@ class Scheduler:
         self.settings = settings
         self.store = store_for(settings)
         self.scheduler_id = secrets.token_hex(8)
-        self._backend = backend
+        self.backend = backend  # replaced when a local head dies and a new one starts (observatory.runtime)
         self._ticks = 0
 
-    @property
-    def backend(self) -> RayBackend:
-        return self._backend
-
-    @backend.setter
-    def backend(self, backend: RayBackend) -> None:
-        """A new Ray head (the old one died): this scheduler now talks to it."""
-        self._backend = backend
-
     def dispatch(self) -> int:
-        return Dispatcher(self.engine, self.settings, self._backend, self.store).dispatch()
+        return Dispatcher(self.engine, self.settings, self.backend, self.store).dispatch()
 
     def reconcile(self) -> int:
-        return Reconciler(self.engine, self.settings, self._backend, self.store).reconcile()
+        return Reconciler(self.engine, self.settings, self.backend, self.store).reconcile()
 
     def claim_pool(self) -> None:
         """Say which Ray cluster this pool is; Conflict when another cluster already drives the same pool name."""
-        head = self._backend.head_node_id()
+        head = self.backend.head_node_id()
         with Session(self.engine) as session:
-            claim_pool(session, name=self.settings.pool_name, head_address=self._backend.dashboard_url,
+            claim_pool(session, name=self.settings.pool_name, head_address=self.backend.dashboard_url,
                        head_node_id=head, scheduler_id=self.scheduler_id,
                        stale_after_s=max(30.0, 5 * self.settings.scheduler_interval_s))
             session.commit()
@@ -76,7 +67,7 @@ class Scheduler:
             NodeSeen(node_id=n["node_id"], address=n.get("node_ip", ""), is_head=bool(n.get("is_head_node")),
                      alive=n.get("state") == "ALIVE", resources=n.get("resources_total") or {},
                      labels=n.get("labels") or {})
-            for n in self._backend.nodes()
+            for n in self.backend.nodes()
         ]
         with Session(self.engine) as session:
             record_nodes(session, seen)

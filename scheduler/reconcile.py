@@ -9,7 +9,6 @@ failing to record an end (an archive that refuses writes) fails the run after `m
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import update
@@ -26,7 +25,6 @@ from service.attempts.service import attempts_of, live_attempts, log_tail, read_
 from service.config import Settings
 from service.errors import Conflict
 from service.models import AttemptState, Run, RunAttempt, RunState
-from service.runs.service import record_progress
 from service.runs.state import move_attempt, transition
 from service.timeutil import utcnow
 
@@ -37,12 +35,6 @@ ATTEMPT_STATE = {Outcome.succeeded: AttemptState.succeeded, Outcome.failed: Atte
 MAX_LOST = 10  # node losses a run survives; each costs nothing, but a pool that loses everything must not loop
 BUDGET = "budget"
 QUIET_S = 30  # a job asked to stop that has not called in this long is stopped through Ray instead
-
-
-@dataclass
-class Seen:
-    snapshot: JobSnapshot
-    node_alive: bool | None
 
 
 class Reconciler:
@@ -156,13 +148,12 @@ class Reconciler:
             missing = archive.missing_outputs(session, run, kind)
             if missing:
                 return RunState.failed, f"the job ended, but outputs are missing: {', '.join(missing)}", {}
-            record_progress(run, {**run.progress_detail, "fraction": 1.0})
             return RunState.succeeded, "finished; outputs are in the archive", {
-                "progress": 1.0, "progress_detail": run.progress_detail}
+                "progress": 1.0, "progress_detail": {**run.progress_detail, "fraction": 1.0}}
         if verdict.outcome == Outcome.failed:
             return RunState.failed, f"the job failed: {verdict.reason}", {}
-        kept = self._keep_resume_state(session, run)
         if verdict.outcome == Outcome.stopped or run.cancel_requested or run.stop_reason:
+            kept = self._keep_resume_state(session, run)
             if run.cancel_requested:
                 why = "cancelled on request"
             elif run.stop_reason == BUDGET:
@@ -173,9 +164,11 @@ class Reconciler:
         retries = run.retries_used + (verdict.outcome == Outcome.killed)
         losses = sum(a.state == AttemptState.lost for a in attempts_of(session, run.id))
         if verdict.outcome == Outcome.killed and retries > self.settings.max_retries:
-            return RunState.failed, f"{verdict.reason}; it was retried {self.settings.max_retries} times", {}
+            kept = self._keep_resume_state(session, run)
+            return RunState.failed, f"{verdict.reason}; it was retried {self.settings.max_retries} times{kept}", {}
         if losses > MAX_LOST:
-            return RunState.failed, f"its node was lost {losses} times; the pool is too unstable for it", {}
+            kept = self._keep_resume_state(session, run)
+            return RunState.failed, f"its node was lost {losses} times; the pool is too unstable for it{kept}", {}
         resume = f"from the checkpoint at step {run.resume_step}" if run.resume_sha256 else "from the start"
         retry = f" (retry {retries} of {self.settings.max_retries})" if verdict.outcome == Outcome.killed else ""
         return RunState.queued, f"{verdict.reason}; queued to resume {resume}{retry}", {"retries_used": retries}
