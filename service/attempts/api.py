@@ -7,7 +7,6 @@ route accepts it, and these routes accept no user's token.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -16,6 +15,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from service.archive.service import store_for
+from service.archive.store import SHA256
 from service.attempts import channel
 from service.attempts.schemas import Control, JobEnd, JobHello, JobPlanOut, LogChunk, Received
 from service.attempts.service import attempt_for_token
@@ -77,7 +77,7 @@ def start(body: JobHello, attempt: CurrentAttempt, session: SessionDep, settings
 @router.get("/inputs/{sha256}")
 def fetch_input(sha256: str, attempt: CurrentAttempt, session: SessionDep, settings: SettingsDep) -> Response:
     """One of the attempt's inputs by digest (a checkpoint to sample, the state to resume from)."""
-    if not re.fullmatch(r"[0-9a-f]{64}", sha256) or not channel.allowed_input(session, attempt, sha256):
+    if not SHA256.match(sha256) or not channel.allowed_input(session, attempt, sha256):
         raise NotFound("not an input of this attempt")
     store = store_for(settings)
     if not store.exists(sha256):
