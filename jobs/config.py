@@ -5,6 +5,7 @@ Pure pydantic, no torch and no Ray, so that the service validates a proposal wit
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -68,6 +69,27 @@ class SampleConfig(_Plan):
 JobPlan = Annotated[TrainConfig | SampleConfig, Field(discriminator="kind")]
 JOB_KINDS: dict[str, type[_Plan]] = {"train": TrainConfig, "sample": SampleConfig}
 _adapter: TypeAdapter[TrainConfig | SampleConfig] = TypeAdapter(JobPlan)
+
+
+CUDA_CONTEXT_GB = 0.5  # what PyTorch's CUDA context takes on a card before the job allocates anything
+
+
+def estimated_vram_gb(plan: TrainConfig | SampleConfig) -> float:
+    """A rough upper estimate of the GPU memory a plan needs, rounded up to half a GB: used to place it on a card
+    big enough, not to promise it fits.
+
+    Training keeps each UNet weight four times (weights, gradients, AdamW's two moments) and about 40 activation
+    values per pixel per channel of each block for the batch; sampling has a checkpoint of unknown size, so it
+    asks for 2 GB.
+    """
+    if isinstance(plan, SampleConfig):
+        return 2.0
+    channels = plan.block_out_channels
+    weights = sum(plan.layers_per_block * 2 * 9 * c * c for c in channels) * 4  # two 3x3 convs per ResNet layer
+    pixels = [plan.resolution // 2**i for i in range(len(channels))]
+    activations = sum(40 * p * p * c for p, c in zip(pixels, channels, strict=True)) * plan.batch_size
+    gigabytes = CUDA_CONTEXT_GB + (4 * weights + 4 * activations) / 2**30
+    return math.ceil(gigabytes * 2) / 2
 
 
 class JobPlanError(ValueError):

@@ -130,7 +130,8 @@ def db_downgrade(revision: str) -> None:
 def user_add(
     email: str,
     name: Annotated[str, typer.Option(help="Display name.")] = "",
-    role: Annotated[Role, typer.Option(help="researcher, reviewer or admin.")] = Role.researcher,
+    role: Annotated[list[Role] | None, typer.Option(help="researcher, reviewer, owner or admin; repeat for several "
+                                                            "(default: researcher).")] = None,
     password: Annotated[str | None, typer.Option(help="Local password; prompted for when omitted.")] = None,
 ) -> None:
     """Create an account."""
@@ -145,10 +146,11 @@ def user_add(
     upgrade(settings.resolved_database_url)
     try:
         with session_scope() as session:
-            user = create_user(session, email=email, name=name or email, role=role, password=password)
+            user = create_user(session, email=email, name=name or email, roles=role or [Role.researcher],
+                               password=password)
     except DomainError as exc:
         _fail(exc.message)
-    console.print(f"created {user.role} {user.email} (id {user.id})")
+    console.print(f"created {user.email} (id {user.id}), roles: {', '.join(user.roles)}")
 
 
 @app.command()

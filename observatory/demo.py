@@ -50,7 +50,7 @@ def seed(settings: Settings, steps: int) -> tuple[int, int]:
     upgrade(settings.resolved_database_url)
     engine = make_engine(settings.resolved_database_url)
     with Session(engine, expire_on_commit=False) as session:
-        admin, researcher, _ = (create_user(session, email=e, name=n, role=r, password=p) for e, n, r, p in ACCOUNTS)
+        admin, researcher, _ = (create_user(session, email=e, name=n, roles=[r], password=p) for e, n, r, p in ACCOUNTS)
         now = utcnow()
         call = create_call(session, actor=admin, data=CallCreate(
             title="Commons Observatory Cycle 1", opens_at=now - timedelta(days=1), closes_at=now + timedelta(days=30),

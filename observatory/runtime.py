@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
-from scheduler.local_ray import RayNode, load_or_make_token, start_head
+from scheduler.local_ray import RayNode, start_head
 from scheduler.loop import Scheduler
 from scheduler.ray_backend import RayBackend
 from service.config import Settings
@@ -38,7 +38,7 @@ class Pool:
 
 
 def ray_token(settings: Settings) -> str:
-    return settings.ray_auth_token or load_or_make_token(settings.ray_dir / "auth_token")
+    return settings.resolved_ray_auth_token()
 
 
 def open_pool(settings: Settings) -> Pool:
@@ -46,7 +46,8 @@ def open_pool(settings: Settings) -> Pool:
     if settings.ray_address != "local":
         return Pool(RayBackend(settings.ray_address, token))
     head = start_head(base_port=settings.ray_port, dashboard_port=settings.ray_dashboard_port,
-                      temp_dir=settings.ray_temp_dir, token=token, num_cpus=settings.ray_num_cpus)
+                      temp_dir=settings.ray_temp_dir, token=token, num_cpus=settings.ray_num_cpus,
+                      loopback_only=not settings.ray_accept_workers)
     return Pool(RayBackend(head.dashboard_url, token), head, settings)
 
 

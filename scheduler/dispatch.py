@@ -1,5 +1,6 @@
-"""Dispatch, in phases: claim queued runs, decide over them with the balances (a pure policy), then for each run
-write its attempt, submit it to Ray with no transaction open, and record the outcome guarded by the claim.
+"""Dispatch, in phases: read the whole queue, the awards' standing and the pool's nodes; decide where each run
+goes (a pure policy, scheduler.policy); claim what was chosen; then for each run write its attempt, submit it to
+Ray pinned to its node with no transaction open, and record the outcome guarded by the claim.
 
 An attempt (with its token) is committed before its job is submitted, so a job that starts while the scheduler
 dies can still report, and the next dispatch finds the attempt: adopted if Ray has its job, retired if not.
@@ -13,24 +14,26 @@ import shlex
 import sys
 from pathlib import Path
 
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from jobs.kinds import job_kind
 from scheduler.local_ray import JOB_STOP_WAIT_S
-from scheduler.policy import QueuedRun, decide
-from scheduler.ray_backend import JobRequest, JobState, RayBackend
+from scheduler.placement import PoolFacts, VramCache, read_facts, run_needs
+from scheduler.policy import decide
+from scheduler.ray_backend import NODE_ID_LABEL, JobRequest, JobState, RayBackend
 from service.archive.store import ArchiveStore
 from service.attempts.service import new_attempt
 from service.config import Settings
 from service.errors import Conflict
-from service.ledger.service import award_balance
 from service.models import AttemptState, Run, RunAttempt, RunState
 from service.runs import service as runs
 from service.runs.state import move_attempt, transition
 
 log = logging.getLogger("observatory.scheduler")
-SUBMITTED = "submitted to the pool; waiting for a free GPU"
+SUBMITTED = "submitted to the pool; starting on its node"
+MAX_PER_TICK = 32  # runs started per tick: the rest wait for the next, so a tick stays short
 
 
 def job_code_folder() -> str:
@@ -40,38 +43,53 @@ def job_code_folder() -> str:
 
 
 class Dispatcher:
-    def __init__(self, engine: Engine, settings: Settings, backend: RayBackend, store: ArchiveStore) -> None:
+    def __init__(self, engine: Engine, settings: Settings, backend: RayBackend, store: ArchiveStore,
+                 vram: VramCache | None = None) -> None:
         self.engine, self.settings, self.backend, self.store = engine, settings, backend, store
+        self.vram = vram or VramCache()
 
     def request(self, run: Run, attempt: RunAttempt, token: str) -> JobRequest:
         python = shlex.quote(self.settings.job_python or sys.executable)
         env = {"OBSERVATORY_JOB_URL": self.settings.resolved_job_api_url, "OBSERVATORY_JOB_TOKEN": token,
                "RAY_JOB_STOP_WAIT_TIME_S": JOB_STOP_WAIT_S}
+        gpus, cpus = run_needs(self.settings)
         return JobRequest(
             submission_id=attempt.submission_id, entrypoint=f"{python} -m jobs.runner",
-            num_cpus=0 if self.settings.gpus_per_run else self.settings.cpus_per_run,
-            num_gpus=self.settings.gpus_per_run, env=env, py_modules=[job_code_folder()],
+            num_cpus=cpus, num_gpus=gpus, env=env, py_modules=[job_code_folder()],
+            label_selector={NODE_ID_LABEL: attempt.node_id} if attempt.node_id else {},
             metadata={"run_id": str(run.id), "proposal_id": str(run.proposal_id), "attempt": str(attempt.number),
                       "pool": self.settings.pool_name})
 
     def dispatch(self) -> int:
+        try:
+            ray_nodes = self.backend.nodes()
+        except Exception:
+            log.exception("reading the pool's nodes failed; nothing is dispatched this tick")
+            return 0
         with Session(self.engine, expire_on_commit=False) as session:
-            token, claimed = runs.claim_queued(session, limit=8, ttl_s=self.settings.claim_ttl_s)
-            if not claimed:
-                return 0
-            balances = {r.award_id: award_balance(session, r.award_id) for r in claimed}
-            decision = decide([QueuedRun(r.id, r.award_id, r.gpus) for r in claimed], balances, None)
+            facts = read_facts(session, self.settings, ray_nodes, self.vram)
+        if not facts.queue:
+            return 0
+        decision = decide(facts.queue, facts.nodes, facts.shares)
+        placed = dict(list(decision.place.items())[:MAX_PER_TICK])
+        with Session(self.engine, expire_on_commit=False) as session:
+            self._note_waiting(session, decision.wait)
+            token, claimed = runs.claim_queued(session, limit=len(placed) + len(decision.refuse),
+                                               ttl_s=self.settings.claim_ttl_s, ids=[*placed, *decision.refuse])
             for run in claimed:
                 if run.id in decision.refuse:
                     self._guarded(session, run, RunState.failed, decision.refuse[run.id], token)
             session.commit()
-        dispatched = 0
-        for run in claimed:
-            if run.id in decision.dispatch:
-                dispatched += self._dispatch_one(run.id, token)
-            elif run.id not in decision.refuse:
-                self._release(run.id, token)
-        return dispatched
+        return sum(self._dispatch_one(run.id, token, placed[run.id], facts) for run in claimed if run.id in placed)
+
+    def _note_waiting(self, session: Session, wait: dict[int, str]) -> None:
+        """Say on each waiting run why it waits, writing only the runs whose reason changed."""
+        by_reason: dict[str, list[int]] = {}
+        for run_id, why in wait.items():
+            by_reason.setdefault(why, []).append(run_id)
+        for why, ids in by_reason.items():
+            session.execute(update(Run).where(Run.id.in_(ids), Run.state == RunState.queued, Run.message != why)
+                            .values(message=why).execution_options(synchronize_session=False))
 
     def _guarded(self, session: Session, run: Run, target: RunState, reason: str, token: str) -> bool:
         try:
@@ -88,7 +106,7 @@ class Dispatcher:
                 session.add(run)
                 session.commit()
 
-    def _dispatch_one(self, run_id: int, token: str) -> int:
+    def _dispatch_one(self, run_id: int, token: str, node_id: str, facts: PoolFacts) -> int:
         # Phase 0, reads and I/O with no transaction open: the run's inputs in the store, and whether Ray has the
         # job of an attempt that a scheduler killed mid-dispatch left behind.
         with Session(self.engine, expire_on_commit=False) as session:
@@ -115,8 +133,9 @@ class Dispatcher:
                 if on_pool:
                     return self._started(session, run, leftover, token)
                 move_attempt(session, leftover, AttemptState.failed, "never reached the pool")
-            attempt, attempt_token = new_attempt(session, run, pool=self.settings.pool_name,
-                                                 charge_factor=self._charge_factor())
+            attempt, attempt_token = new_attempt(
+                session, run, pool=self.settings.pool_name, node_id=node_id, machine_id=facts.machine_of.get(node_id),
+                charge_factor=self.settings.charge_factor(facts.gpu_model_of.get(node_id)))
             session.commit()
             request = self.request(run, attempt, attempt_token)
         # Phase 2, no transaction open: hand the job to Ray. Its submission id makes a retry find the first try.
@@ -160,6 +179,3 @@ class Dispatcher:
             return str(exc)
         missing = [field for field, sha in digests.items() if not self.store.exists(sha)]
         return f"inputs not in the archive: {', '.join(missing)}" if missing else None
-
-    def _charge_factor(self) -> float:
-        return float(self.settings.charge_factors.get("default", 1.0))

@@ -1,36 +1,125 @@
-"""Which queued runs to dispatch now: pure, no database and no Ray, so it is easy to reason about and test."""
+"""Which queued runs go to which node now: one pure pass over the whole queue and the pool, no database and no Ray.
+
+Order: priority class (A, then B, then C), then fair share (the GPU-seconds an award has used ÷ those it was
+awarded; the least served first), then the oldest run. Each run in that order goes to the node that fits it most
+tightly: enough free GPUs and CPUs, and at least the GPU memory it needs, preferring the smallest card that
+fits (big cards stay free for big work) and, for CPU work, machines without a GPU. Nodes that take no work
+(paused, draining, revoked, over their owner's daily cap, unregistered) are never used. A run whose award has no
+GPU-time left is refused; one that fits nowhere now waits, with the reason.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import bisect
+from dataclasses import dataclass, field
+
+PRIORITY_RANK = {"A": 0, "B": 1, "C": 2}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class QueuedRun:
     run_id: int
     award_id: int
-    gpus: int
+    priority: str = "B"
+    gpus: int = 0
+    cpus: float = 1.0
+    vram_gb: float = 0.0  # per GPU
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Share:
+    """An award's standing: GPU-seconds awarded, used, and left."""
+
+    awarded_s: float
+    used_s: float
+    left_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.used_s / self.awarded_s if self.awarded_s > 0 else float("inf")
+
+
+@dataclass(slots=True)
+class NodeView:
+    node_id: str  # Ray's node id: the job is pinned to it by its `ray.io/node-id` label
+    free_gpus: float
+    free_cpus: float
+    vram_gb: float = 0.0  # per GPU; 0 for a machine without one
+    machine_id: int | None = None
+    blocked: str | None = None  # why it takes no work now; None: it does
+
+
+@dataclass
 class Decision:
-    dispatch: list[int]
-    refuse: dict[int, str]  # run id -> why it cannot run at all
+    place: dict[int, str] = field(default_factory=dict)  # run id -> node id, in the order they were chosen
+    refuse: dict[int, str] = field(default_factory=dict)  # run id -> why it can never run
+    wait: dict[int, str] = field(default_factory=dict)  # run id -> why it waits
 
 
-def decide(queue: list[QueuedRun], remaining_gpu_seconds: dict[int, float], free_gpus: int | None) -> Decision:
-    """Oldest first; a run whose award has no GPU-time left is refused; at most `free_gpus` GPUs handed out
-    (None: the pool's size is unknown, so Ray's own queue holds what does not fit)."""
-    dispatch: list[int] = []
-    refuse: dict[int, str] = {}
-    budget = free_gpus
-    for run in sorted(queue, key=lambda r: r.run_id):
-        if remaining_gpu_seconds.get(run.award_id, 0.0) <= 0:
-            refuse[run.run_id] = "the award has no GPU-hours left"
+NO_GPU_LEFT = "the award has no GPU-hours left"
+
+
+def order(queue: list[QueuedRun], shares: dict[int, Share]) -> list[QueuedRun]:
+    """Priority class, then fair share, then age."""
+    none = Share(0, 0, 0)
+    return sorted(queue, key=lambda r: (PRIORITY_RANK.get(r.priority, 1), shares.get(r.award_id, none).ratio,
+                                        r.run_id))
+
+
+class _Free:
+    """The open nodes grouped by GPU memory, so a run looks only at cards big enough for it."""
+
+    def __init__(self, nodes: list[NodeView]) -> None:
+        open_nodes = [n for n in nodes if n.blocked is None and (n.free_gpus > 0 or n.free_cpus > 0)]
+        self.sizes = sorted({n.vram_gb for n in open_nodes})
+        self.buckets: dict[float, list[NodeView]] = {size: [] for size in self.sizes}
+        for node in sorted(open_nodes, key=lambda n: (n.vram_gb, n.free_gpus, n.free_cpus)):
+            self.buckets[node.vram_gb].append(node)
+        self.largest = self.sizes[-1] if self.sizes else -1.0
+
+    def take(self, run: QueuedRun) -> NodeView | None:
+        """The tightest open node for `run`, with its resources taken; None when none fits now."""
+        need_vram = run.vram_gb if run.gpus else 0.0
+        for size in self.sizes[bisect.bisect_left(self.sizes, need_vram):]:
+            bucket = self.buckets[size]
+            for i, node in enumerate(bucket):
+                if node.free_gpus >= run.gpus and node.free_cpus >= run.cpus:
+                    node.free_gpus -= run.gpus
+                    node.free_cpus -= run.cpus
+                    if node.free_gpus < 1 and node.free_cpus < 1:
+                        del bucket[i]  # full: later runs skip it
+                    return node
+        return None
+
+
+def decide(queue: list[QueuedRun], nodes: list[NodeView], shares: dict[int, Share]) -> Decision:
+    """Place what fits, in order; refuse runs of exhausted awards; say why the rest wait."""
+    decision = Decision()
+    free = _Free(nodes)
+    open_vram = free.largest
+    failed: list[tuple[int, float, float]] = []  # shapes that found no node: anything as big waits too
+    for run in order(queue, shares):
+        share = shares.get(run.award_id)
+        if share is None or share.left_s <= 0:
+            decision.refuse[run.run_id] = NO_GPU_LEFT
             continue
-        if budget is not None:
-            if run.gpus > budget:
-                continue
-            budget -= run.gpus
-        dispatch.append(run.run_id)
-    return Decision(dispatch, refuse)
+        shape = (run.gpus, run.cpus, run.vram_gb if run.gpus else 0.0)
+        if any(shape[0] >= g and shape[1] >= c and shape[2] >= v for g, c, v in failed):
+            decision.wait[run.run_id] = _why_waiting(run, open_vram)
+            continue
+        node = free.take(run)
+        if node is None:
+            failed.append(shape)
+            decision.wait[run.run_id] = _why_waiting(run, open_vram)
+        else:
+            decision.place[run.run_id] = node.node_id
+    return decision
+
+
+def _why_waiting(run: QueuedRun, open_vram: float) -> str:
+    if open_vram < 0:
+        return "waiting: no node that takes work is online"
+    if run.gpus and run.vram_gb > open_vram:
+        return f"waiting: no node online has {run.vram_gb:g} GB of GPU memory"
+    what = f"{run.gpus} GPU{'s' if run.gpus > 1 else ''}" if run.gpus else f"{run.cpus:g} CPU"
+    return f"waiting for a node with {what} free"

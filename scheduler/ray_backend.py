@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 from ray.job_submission import JobStatus, JobSubmissionClient
 
+NODE_ID_LABEL = "ray.io/node-id"  # the label Ray gives every node: a job is pinned to the node chosen for it
+
 
 class JobState(StrEnum):
     pending = "PENDING"
@@ -29,6 +31,7 @@ class JobRequest:
     metadata: dict[str, str]
     env: dict[str, str] = field(default_factory=dict)
     py_modules: list[str] = field(default_factory=list)  # local package folders Ray ships to the node
+    label_selector: dict[str, str] = field(default_factory=dict)  # the node labels the job must run on
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class RayBackend:
             submission_id=request.submission_id,
             entrypoint_num_cpus=request.num_cpus,
             entrypoint_num_gpus=request.num_gpus or None,
+            entrypoint_label_selector=dict(request.label_selector) or None,
             metadata=request.metadata,
             runtime_env=runtime_env,
         )

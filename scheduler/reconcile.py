@@ -25,7 +25,7 @@ from service.attempts.service import attempts_of, live_attempts, log_tail, read_
 from service.config import Settings
 from service.errors import Conflict
 from service.models import AttemptState, Run, RunAttempt, RunState
-from service.runs.state import move_attempt, transition
+from service.runs.state import STOP_BUDGET, STOP_MOVE, move_attempt, transition
 from service.timeutil import utcnow
 
 log = logging.getLogger("observatory.scheduler")
@@ -33,7 +33,6 @@ ATTEMPT_STATE = {Outcome.succeeded: AttemptState.succeeded, Outcome.failed: Atte
                  Outcome.stopped: AttemptState.stopped, Outcome.lost: AttemptState.lost,
                  Outcome.killed: AttemptState.lost}
 MAX_LOST = 10  # node losses a run survives; each costs nothing, but a pool that loses everything must not loop
-BUDGET = "budget"
 QUIET_S = 30  # a job asked to stop that has not called in this long is stopped through Ray instead
 
 
@@ -115,9 +114,9 @@ class Reconciler:
                 session.add(run)
             _, used_up = accounting.charge_running(session, attempt, run,
                                                    interval_s=self.settings.charge_interval_s)
-            if used_up and run.stop_reason != BUDGET:
+            if used_up and run.stop_reason != STOP_BUDGET:
                 session.execute(update(Run).where(Run.id == run.id).values(
-                    stop_reason=BUDGET, message="stopping: the award's GPU-hours are used up; saving a checkpoint")
+                    stop_reason=STOP_BUDGET, message="stopping: the award's GPU-hours are used up; saving a checkpoint")
                     .execution_options(synchronize_session=False))
         session.refresh(run)
         if not (run.cancel_requested or run.stop_reason):
@@ -152,11 +151,15 @@ class Reconciler:
                 "progress": 1.0, "progress_detail": {**run.progress_detail, "fraction": 1.0}}
         if verdict.outcome == Outcome.failed:
             return RunState.failed, f"the job failed: {verdict.reason}", {}
+        if run.stop_reason == STOP_MOVE and not run.cancel_requested:
+            resume = f"from its checkpoint at step {run.resume_step}" if run.resume_sha256 else "from the start"
+            return RunState.queued, f"moved off its machine; queued to resume {resume} on another", {
+                "stop_reason": None}
         if verdict.outcome == Outcome.stopped or run.cancel_requested or run.stop_reason:
             kept = self._keep_resume_state(session, run)
             if run.cancel_requested:
                 why = "cancelled on request"
-            elif run.stop_reason == BUDGET:
+            elif run.stop_reason == STOP_BUDGET:
                 why = "stopped: the award's GPU-hours are used up"
             else:
                 why = f"stopped ({verdict.reason})"

@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     ray_dashboard_port: int = 8275
     ray_auth_token: str | None = None
     ray_num_cpus: int | None = None
+    # A local head that takes owners' machines (`observatory pool join`): its ports then listen beyond loopback,
+    # so turn it on only on a private network. Off, the embedded pool is this machine alone.
+    ray_accept_workers: bool = False
+    # The head's address (host:port) that owners' machines join, as they reach it (e.g. over the overlay network).
+    # Default: the local head's, when it takes workers.
+    pool_join_address: str | None = None
+    # Whether the Ray head itself takes runs (the embedded default: it is the whole pool).
+    run_on_head: bool = True
     # 0 on the embedded default: each run takes CPUs standing in for one GPU.
     gpus_per_run: int = 0
     cpus_per_run: int = 1
@@ -80,7 +88,9 @@ class Settings(BaseSettings):
     # A running attempt is debited in spans of at least this many seconds (sooner when its award is nearly used
     # up); its charge is settled exactly when it ends.
     charge_interval_s: float = 30
-    # GPU-seconds charged per second of a run, by GPU class (1.0 where a class is not listed).
+    # GPU-seconds charged per second of a run, by GPU class relative to a reference card: the longest key found in
+    # a machine's measured GPU model (case aside) applies, e.g. {"RTX 3090": 1.0, "GTX 1080 Ti": 0.5}; "cpu" for
+    # machines without a GPU; "default" (else 1.0) for the rest.
     charge_factors: dict[str, float] = Field(default_factory=dict)
     # The largest file a job may send (an output or a checkpoint), and the most log text kept per attempt.
     max_output_bytes: int = 8 << 30
@@ -137,6 +147,25 @@ class Settings(BaseSettings):
         """Ray's session files: a short path under /tmp (its socket paths must stay under 107 characters)."""
         tag = hashlib.sha1(str(self.var_dir.resolve()).encode()).hexdigest()[:10]
         return Path(tempfile.gettempdir()) / f"observatory-ray-{tag}"
+
+    @property
+    def resolved_pool_join_address(self) -> str | None:
+        if self.pool_join_address:
+            return self.pool_join_address
+        return f"127.0.0.1:{self.ray_port}" if self.ray_address == "local" and self.ray_accept_workers else None
+
+    def resolved_ray_auth_token(self) -> str:
+        """The pool's Ray token: configured, or made once and kept private under var/ray (the embedded pool)."""
+        return self.ray_auth_token or private_secret_file(self.ray_dir / "auth_token", lambda: secrets.token_hex(32))
+
+    def charge_factor(self, gpu_model: str | None) -> float:
+        """GPU-seconds per second on a machine with this GPU (None: no GPU, or not a registered machine)."""
+        factors = {key.lower(): value for key, value in self.charge_factors.items()}
+        if gpu_model is None:
+            return factors.get("cpu", factors.get("default", 1.0))
+        model = gpu_model.lower()
+        matches = [key for key in factors if key not in ("cpu", "default") and key in model]
+        return factors[max(matches, key=len)] if matches else factors.get("default", 1.0)
 
     @property
     def oidc_enabled(self) -> bool:

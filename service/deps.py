@@ -95,8 +95,8 @@ def require_role(*roles: Role) -> Callable[[User], User]:
     allowed = ", ".join(roles)
 
     def check(user: CurrentUser) -> User:
-        if user.role not in roles:
-            raise Forbidden(f"this needs the role {allowed}; you are signed in as {user.role}")
+        if not any(user.has(role) for role in roles):
+            raise Forbidden(f"this needs the role {allowed}; you hold {', '.join(user.roles) or 'no role'}")
         return user
 
     return check

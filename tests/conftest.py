@@ -44,7 +44,8 @@ def sqlite_url(tmp_path: Path) -> Iterator[str]:
 
 
 def _settings(tmp_path: Path, url: str) -> Settings:
-    return Settings(var_dir=tmp_path / "var", database_url=url, secret_key="test-secret", ray_address="unused")
+    return Settings(var_dir=tmp_path / "var", database_url=url, secret_key="test-secret", ray_address="unused",
+                    pool_join_address="head.pool.example:6379")
 
 
 def _engine(url: str) -> Iterator[Engine]:

@@ -18,7 +18,7 @@ from service.auth.service import issue_token
 from service.calls.schemas import CallCreate
 from service.calls.service import create_call as _create_call
 from service.config import Settings
-from service.models import Call, Proposal, Role, Run, User
+from service.models import Call, Machine, Proposal, Role, Run, User
 from service.proposals.schemas import ProposalCreate
 from service.proposals.service import create_proposal as _create_proposal
 from service.timeutil import utcnow
@@ -33,7 +33,7 @@ _counter = {"n": 0}
 def create_user(session: Session, role: Role = Role.researcher, email: str | None = None) -> User:
     _counter["n"] += 1
     email = email or f"{role}{_counter['n']}@example.org"
-    user = _create_user(session, email=email, name=f"{role.title()} {_counter['n']}", role=role, password=PASSWORD)
+    user = _create_user(session, email=email, name=f"{role.title()} {_counter['n']}", roles=[role], password=PASSWORD)
     session.commit()
     return user
 
@@ -104,3 +104,22 @@ def archive_outputs(session: Session, settings: Settings, run: Run, files: dict[
     write_manifest(session, store=store, run=run)
     session.commit()
     return missing_outputs(session, run, kind)
+
+
+def create_machine(session: Session, owner: User, admin: User | None = None, *, name: str = "attic box",
+                   show_owner: bool = False, **measured: Any) -> tuple[Machine, str]:
+    """An owner's machine, approved by `admin` when given, measured as `measured` says; returns it and its token
+    (None while it is not approved)."""
+    from service.auth.service import take_role
+    from service.pool import machines
+    from service.pool.schemas import Measurement
+
+    owner = take_role(session, owner, Role.owner)
+    machine = machines.register(session, owner, name=name, show_owner=show_owner)
+    token = None
+    if admin is not None:
+        machines.decide(session, admin, machine.id, approve=True)
+        _, token = machines.issue_token(session, owner, machine.id)
+        machines.record_join(session, machine, Measurement(**{"release": "0.2.0", "cpus": 2, **measured}))
+    session.commit()
+    return machine, token

@@ -50,8 +50,8 @@ class ScriptedPool:
         self.stopped.append(submission_id)
 
     def nodes(self) -> list[dict[str, Any]]:
-        return [{"node_id": self.head, "is_head_node": True, "state": "ALIVE"},
-                {"node_id": "worker-node", "is_head_node": False,
+        return [{"node_id": self.head, "is_head_node": True, "state": "ALIVE", "resources_total": {"CPU": 64}},
+                {"node_id": "worker-node", "is_head_node": False, "resources_total": {"CPU": 64},
                  "state": "DEAD" if "worker-node" in self.dead_nodes else "ALIVE"}]
 
     def head_node_id(self) -> str:

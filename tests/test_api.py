@@ -12,7 +12,7 @@ from tests.factories import create_call, create_user, login, proposal_body
 def test_signup_login_me_logout(lite_client: TestClient) -> None:
     created = lite_client.post("/api/auth/signup", json={"email": "Ana@Example.org", "name": "Ana",
                                                          "password": "amber kettle orbit"})
-    assert created.status_code == 201 and created.json()["user"]["role"] == "researcher"
+    assert created.status_code == 201 and created.json()["user"]["roles"] == ["researcher"]
     assert lite_client.post("/api/auth/signup", json={"email": "ana@example.org", "name": "A",
                                                       "password": "amber kettle orbit"}).status_code == 409
     assert lite_client.post("/api/auth/login", json={"email": "ana@example.org", "password": "nope"}).status_code == 401

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from observatory.cli import app
 from service.config import get_settings
 from service.db import get_engine, make_engine
-from service.models import Role, User
+from service.models import User
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def test_db_upgrade_and_user_add(embedded) -> None:
     engine = make_engine(f"sqlite:///{embedded / 'observatory.db'}")
     with Session(engine) as session:
         user = session.exec(select(User)).one()
-        assert (user.email, user.role) == ("chair@example.org", Role.admin)
+        assert (user.email, user.roles) == ("chair@example.org", ["admin"])
     engine.dispose()
 
     again = runner.invoke(app, ["user", "add", "chair@example.org", "--password", "amber kettle orbit"])
@@ -62,7 +62,7 @@ def test_demo_keeps_to_its_own_folder(embedded, monkeypatch) -> None:
     proposal_id, run_id = seed(settings, steps=5)
     engine = make_engine(settings.resolved_database_url)
     with Session(engine) as session:
-        assert {u.role for u in session.exec(select(User))} == {Role.admin, Role.researcher, Role.reviewer}
+        assert {r for u in session.exec(select(User)) for r in u.roles} == {"admin", "researcher", "reviewer"}
     engine.dispose()
     reset(settings)
     assert (proposal_id, run_id) == (1, 1) and not (embedded / "demo" / "observatory.db").exists()

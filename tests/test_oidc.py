@@ -51,7 +51,7 @@ def test_sign_in_creates_a_researcher_with_orcid(oidc_client: TestClient, provid
     done = _sign_in(oidc_client, provider, ORCID_ID)
     assert done.status_code == 303 and done.headers["location"] == "/"
     me = oidc_client.get("/api/me").json()
-    assert me == {**me, "email": "josiah@example.org", "name": "Josiah Carberry", "role": "researcher",
+    assert me == {**me, "email": "josiah@example.org", "name": "Josiah Carberry", "roles": ["researcher"],
                   "orcid": ORCID_ID}
     assert "ORCID 0000-0002-1825-0097" in oidc_client.get("/").text
 

@@ -101,4 +101,4 @@ def test_portal_forms_open_a_call_and_sign_up(world, lite_client: TestClient) ->
     assert short.status_code == 422 and "at least 10 characters" in short.text
     joined = post_form(client, "/signup", {"name": "N", "email": "n@example.org", "password": "amber kettle orbit"},
                          follow_redirects=False)
-    assert joined.status_code == 303 and client.get("/api/me").json()["role"] == "researcher"
+    assert joined.status_code == 303 and client.get("/api/me").json()["roles"] == ["researcher"]

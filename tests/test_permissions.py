@@ -15,12 +15,20 @@ from jobs.version import installed_version
 from scheduler.loop import Scheduler
 from service.models import Role, Run
 from service.proposals.service import add_member
-from tests.factories import archive_outputs, auth_headers, award, create_call, create_proposal, create_user
+from tests.factories import (
+    archive_outputs,
+    auth_headers,
+    award,
+    create_call,
+    create_machine,
+    create_proposal,
+    create_user,
+)
 from tests.pools import ScriptedPool
 
 PUBLIC = {
     ("GET", "/api/calls"), ("GET", "/api/calls/{call_id}"), ("GET", "/api/job-plans/schema"),
-    ("POST", "/api/auth/signup"), ("POST", "/api/auth/login"),
+    ("POST", "/api/auth/signup"), ("POST", "/api/auth/login"), ("GET", "/api/pool"),
 }
 
 
@@ -37,7 +45,7 @@ CASES = [
     Case("GET", "/api/me", {"anonymous": 401, "attempt": 401}, "other"),
     Case("POST", "/api/auth/logout", {"anonymous": 401}, "other"),
     Case("POST", "/api/users", {"anonymous": 401, "other": 403, "reviewer": 403}, "admin",
-         {"email": "new@example.org", "name": "New", "role": "reviewer", "password": "amber kettle orbit"}),
+         {"email": "new@example.org", "name": "New", "roles": ["reviewer"], "password": "amber kettle orbit"}),
     Case("POST", "/api/calls", {"anonymous": 401, "other": 403, "reviewer": 403}, "admin",
          {"title": "C", "opens_at": "2026-01-01T00:00:00Z", "closes_at": "2036-01-01T00:00:00Z",
           "capacity_gpu_hours": 5}),
@@ -45,7 +53,25 @@ CASES = [
          {"title": "t", "abstract": "a", "justification": "j", "requested_gpu_hours": 1,
           "job_plan": {"kind": "train"}, "submit": True}),
     Case("GET", "/api/proposals", {"anonymous": 401}, "other"),
-    Case("GET", "/api/pool", {"anonymous": 401}, "reviewer"),
+    Case("POST", "/api/me/roles", {"anonymous": 401, "attempt": 401, "machine": 401}, "other", {"role": "owner"}),
+    Case("GET", "/api/machines", {"anonymous": 401, "attempt": 401, "machine": 401}, "owner"),
+    Case("POST", "/api/machines", {"anonymous": 401, "other": 403, "reviewer": 403, "machine": 401}, "owner",
+         {"name": "spare box"}),
+    Case("GET", "/api/machines/{machine_id}", {"anonymous": 401, "other": 404, "reviewer": 404, "machine": 401},
+         "owner"),
+    Case("PATCH", "/api/machines/{machine_id}", {"anonymous": 401, "other": 404, "admin": 403, "machine": 401},
+         "owner", {"paused": True}),
+    Case("POST", "/api/machines/{pending_machine_id}/decision", {"anonymous": 401, "other": 403, "owner": 403,
+                                                                "machine": 401}, "admin", {"decision": "approve"}),
+    Case("POST", "/api/machines/{machine_id}/leave", {"anonymous": 401, "other": 404, "admin": 403, "machine": 401},
+         "owner"),
+    Case("POST", "/api/machines/{machine_id}/join-token", {"anonymous": 401, "other": 404, "admin": 403,
+                                                           "machine": 401}, "owner"),
+    # A machine's calls take its own token and no person's.
+    Case("POST", "/api/pool/join", {"anonymous": 401, "owner": 401, "admin": 401, "attempt": 401}, "machine",
+         {"release": "0.2.0", "cpus": 2}),
+    Case("POST", "/api/pool/orders", {"anonymous": 401, "owner": 401, "admin": 401, "attempt": 401}, "machine",
+         {}),
     Case("GET", "/api/pool/nodes", {"anonymous": 401, "other": 403, "reviewer": 403, "pi": 403}, "admin"),
     Case("GET", "/api/proposals/{proposal_id}", {"anonymous": 401, "other": 404, "reviewer": 404}, "admin"),
     Case("GET", "/api/proposals/{draft_id}", {"anonymous": 401, "other": 404, "admin": 404}, "pi"),
@@ -84,7 +110,7 @@ CASES = [
 def world(lite_session: Session, lite_settings, lite_engine, tmp_path):
     s = lite_session
     people = {"admin": create_user(s, Role.admin), "pi": create_user(s), "coi": create_user(s),
-              "other": create_user(s), "reviewer": create_user(s, Role.reviewer)}
+              "other": create_user(s), "reviewer": create_user(s, Role.reviewer), "owner": create_user(s)}
     spare = create_user(s)
     call = create_call(s, people["admin"], capacity=100)
     awarded = create_proposal(s, people["pi"], call)
@@ -96,14 +122,18 @@ def world(lite_session: Session, lite_settings, lite_engine, tmp_path):
     _, run = award(s, people["admin"], awarded)
     run = s.get(Run, run.id)
     archive_outputs(s, lite_settings, run, {"samples.png": b"png"})
+    machine, machine_token = create_machine(s, people["owner"], people["admin"])
+    pending, _ = create_machine(s, people["owner"], name="second box")
     headers = {who: auth_headers(s, user) for who, user in people.items()}
+    headers["machine"] = {"Authorization": f"Bearer {machine_token}"}
     headers["anonymous"] = {}
     award(s, people["admin"], create_proposal(s, people["pi"], call))  # dispatched: its attempt holds a token
     pool = ScriptedPool()
     Scheduler(lite_engine, lite_settings, pool).dispatch()
     headers["attempt"] = {"Authorization": f"Bearer {pool.token()}"}
     ids = {"call_id": call.id, "proposal_id": awarded.id, "submitted_id": submitted.id, "draft_id": draft.id,
-           "run_id": run.id, "name": "samples.png", "spare_email": spare.email, "sha256": "0" * 64}
+           "run_id": run.id, "name": "samples.png", "machine_id": machine.id,
+           "pending_machine_id": pending.id, "spare_email": spare.email, "sha256": "0" * 64}
     return headers, ids
 
 
@@ -146,7 +176,7 @@ def test_outputs_become_public_after_the_exclusive_period(world, lite_client: Te
 def test_every_api_route_is_covered(lite_client: TestClient) -> None:
     spec = lite_client.get("/openapi.json").json()
     routes = {(method.upper(), path) for path, item in spec["paths"].items() for method in item}
-    covered = {(c.method, c.route.replace("{draft_id}", "{proposal_id}").replace("{submitted_id}", "{proposal_id}"))
-               for c in CASES}
+    covered = {(c.method, c.route.replace("{draft_id}", "{proposal_id}").replace("{submitted_id}", "{proposal_id}")
+                .replace("{pending_machine_id}", "{machine_id}")) for c in CASES}
     api_routes = {r for r in routes if r[1].startswith("/api/")}
     assert api_routes - covered - PUBLIC == set()

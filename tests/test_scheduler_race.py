@@ -34,6 +34,9 @@ class RecordingBackend:
     def logs(self, submission_id: str) -> str:
         return ""
 
+    def nodes(self) -> list[dict]:
+        return [{"node_id": "head", "is_head_node": True, "state": "ALIVE", "resources_total": {"CPU": 64}}]
+
 
 def test_racing_schedulers_start_each_run_once(db_url: str, engine: Engine, session: Session,
                                                settings: Settings) -> None:

@@ -262,7 +262,7 @@ def run_page(run_id: IdPath, request: Request, user: CurrentUser, session: Sessi
         "run": run, "proposal": proposal, "artifacts": artifacts, "loss_chart": chart,
         "detail": runs.describe(session, run),
         "exclusive_until": archive.exclusive_until(session, run.id), "now": utcnow(),
-        "can_cancel": user.role == Role.admin or proposal.pi_id == user.id,
+        "can_cancel": user.has(Role.admin) or proposal.pi_id == user.id,
     })
 
 

@@ -22,7 +22,7 @@ from service.types import gpu_hours as valid_gpu_hours
 
 def award_proposal(session: Session, *, actor: User, proposal_id: int, gpu_hours: float,
                    gpus_per_run: int = 1) -> tuple[Award, Run]:
-    if actor.role != Role.admin:
+    if not actor.has(Role.admin):
         raise Forbidden("only an admin awards GPU-hours")
     gpu_hours = valid_gpu_hours(gpu_hours)
     proposal = session.get(Proposal, proposal_id)

@@ -22,11 +22,14 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def new_attempt(session: Session, run: Run, *, pool: str, charge_factor: float = 1.0) -> tuple[RunAttempt, str]:
-    """A fresh attempt for the run (number = the run's last + 1) and its token, shown here once."""
+def new_attempt(session: Session, run: Run, *, pool: str, charge_factor: float = 1.0, node_id: str | None = None,
+                machine_id: int | None = None) -> tuple[RunAttempt, str]:
+    """A fresh attempt for the run (number = the run's last + 1) on the node chosen for it, and its token, shown
+    here once."""
     number = run.attempt + 1
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     attempt = RunAttempt(run_id=run.id, number=number, pool=pool, gpus=run.gpus, charge_factor=charge_factor,
+                         node_id=node_id, machine_id=machine_id,
                          submission_id=f"observatory-run-{run.id}-{run.key}-{number}", token_hash=token_hash(token),
                          resume_sha256=run.resume_sha256, resume_step=run.resume_step)
     session.add(attempt)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from service.auth import service
 from service.auth.browser import sign_out_browser
@@ -57,16 +57,28 @@ def me(user: CurrentUser) -> UserPublic:
     return UserPublic.model_validate(user, from_attributes=True)
 
 
+class RoleTaken(BaseModel):
+    role: Role
+
+
+@router.post("/me/roles", response_model=UserPublic)
+def take_role(data: RoleTaken, user: CurrentUser, session: SessionDep) -> UserPublic:
+    """Add a role to your own account: `owner`, to lend machines to the pool. Other roles are given by admins."""
+    user = service.take_role(session, user, data.role)
+    session.commit()
+    return UserPublic.model_validate(user, from_attributes=True)
+
+
 class AccountCreate(BaseModel):
     email: Email
     name: Name
-    role: Role
+    roles: list[Role] = Field(default=[Role.researcher], min_length=1, max_length=len(Role))
     password: Password | None = None
 
 
 @router.post("/users", response_model=UserPublic, status_code=201)
 def create_account(data: AccountCreate, admin: AdminUser, session: SessionDep) -> UserPublic:
-    """Admins create accounts of any role (reviewers, other admins)."""
-    user = service.create_user(session, email=data.email, name=data.name, role=data.role, password=data.password)
+    """Admins create accounts holding any roles (reviewers, other admins)."""
+    user = service.create_user(session, email=data.email, name=data.name, roles=data.roles, password=data.password)
     session.commit()
     return UserPublic.model_validate(user, from_attributes=True)

@@ -23,7 +23,7 @@ class UserPublic(BaseModel):
     id: int
     email: str
     name: str
-    role: Role
+    roles: list[Role]
     orcid: str | None
     created_at: datetime
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,8 +16,8 @@ from sqlmodel import Session, delete, select
 from service.auth import throttle
 from service.auth.passwords import check_password
 from service.config import Settings
-from service.errors import Conflict, Invalid, Unauthenticated
-from service.models import ApiToken, CredentialKind, Role, User
+from service.errors import Conflict, Forbidden, Invalid, Unauthenticated
+from service.models import SELF_SERVICE_ROLES, ApiToken, CredentialKind, Role, User
 from service.timeutil import utcnow
 from service.types import clean_text
 
@@ -57,7 +58,8 @@ def normalise_email(email: str) -> str:
 
 
 def create_user(
-    session: Session, *, email: str, name: str, role: Role = Role.researcher, password: str | None = None
+    session: Session, *, email: str, name: str, roles: Iterable[Role] = (Role.researcher,),
+    password: str | None = None
 ) -> User:
     email = normalise_email(email)
     if "@" not in email:
@@ -66,10 +68,23 @@ def create_user(
         check_password(password, email=email, name=name)
     if session.exec(select(User).where(User.email == email)).first():
         raise AccountExists(f"an account for {email} already exists")
-    user = User(email=email, name=name.strip() or email, role=role,
+    user = User(email=email, name=name.strip() or email, roles=sorted({str(r) for r in roles}) or ["researcher"],
                 password_hash=_hasher.hash(password) if password else None)
     session.add(user)
     session.flush()
+    return user
+
+
+def take_role(session: Session, user: User, role: Role) -> User:
+    """A person adds a role to their own account: only the roles anyone may take (owner); the rest an admin gives."""
+    if role not in SELF_SERVICE_ROLES:
+        raise Forbidden(f"the role {role} is given by an admin; you may add only: "
+                        f"{', '.join(sorted(SELF_SERVICE_ROLES))}")
+    user = session.merge(user)
+    if not user.has(role):
+        user.roles = sorted({*user.roles, str(role)})
+        session.add(user)
+        session.flush()
     return user
 
 
@@ -169,7 +184,7 @@ def user_for_oidc(session: Session, *, issuer: str, subject: str, email: str | N
             # Linking by email would let any provider that asserts an address take over a local account.
             raise Conflict(f"{address} already has an account here; sign in with its password")
         user = User(email=address, email_verified=bool(claimed and email_verified), name=name or subject,
-                    role=Role.researcher, oidc_issuer=issuer, oidc_subject=subject, orcid=orcid)
+                    roles=[Role.researcher.value], oidc_issuer=issuer, oidc_subject=subject, orcid=orcid)
     elif orcid:
         user.orcid = orcid
     user.unverified_email = claimed if claimed and not email_verified else None

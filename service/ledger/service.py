@@ -52,6 +52,23 @@ def award_used(session: Session, award_id: int) -> int:
     return -int(total)
 
 
+def award_standings(session: Session, award_ids: list[int]) -> dict[int, tuple[int, int, int]]:
+    """For each award: (credited, used, balance) in GPU-seconds, in one query."""
+    rows = session.exec(select(LedgerAccount.award_id, LedgerEntry.kind, func.sum(LedgerEntry.amount))
+                        .join(LedgerEntry, LedgerEntry.account_id == LedgerAccount.id)
+                        .where(LedgerAccount.award_id.in_(award_ids))
+                        .group_by(LedgerAccount.award_id, LedgerEntry.kind)).all()
+    sums: dict[int, dict[EntryKind, int]] = {}
+    for award_id, kind, total in rows:
+        sums.setdefault(award_id, {})[EntryKind(kind)] = int(total)
+    out = {}
+    for award_id, by_kind in sums.items():
+        credited = by_kind.get(EntryKind.credit, 0)
+        used = -(by_kind.get(EntryKind.debit, 0) + by_kind.get(EntryKind.refund, 0))
+        out[award_id] = (credited, used, credited - used)
+    return out
+
+
 def run_charged(session: Session, run_id: int, attempt: int | None = None) -> int:
     """GPU-seconds charged to a run (or one of its attempts): debits less refunds."""
     query = select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(LedgerEntry.run_id == run_id)

@@ -2,10 +2,10 @@
 
 from service.models.call import Call
 from service.models.ledger import EntryKind, LedgerAccount, LedgerEntry
-from service.models.pool import PoolClaim, PoolNode
-from service.models.proposal import Award, MemberRole, Proposal, ProposalMember, ProposalState
+from service.models.pool import Machine, MachineState, PoolClaim, PoolNode
+from service.models.proposal import Award, MemberRole, PriorityClass, Proposal, ProposalMember, ProposalState
 from service.models.run import Artifact, AttemptLogChunk, AttemptState, Run, RunAttempt, RunEvent, RunState
-from service.models.user import ApiToken, CredentialKind, LoginFailure, Role, User
+from service.models.user import SELF_SERVICE_ROLES, ApiToken, CredentialKind, LoginFailure, Role, User
 
 __all__ = [
     "ApiToken",
@@ -19,9 +19,12 @@ __all__ = [
     "LedgerAccount",
     "LedgerEntry",
     "LoginFailure",
+    "Machine",
+    "MachineState",
     "MemberRole",
     "PoolClaim",
     "PoolNode",
+    "PriorityClass",
     "Proposal",
     "ProposalMember",
     "ProposalState",
@@ -30,5 +33,6 @@ __all__ = [
     "RunAttempt",
     "RunEvent",
     "RunState",
+    "SELF_SERVICE_ROLES",
     "User",
 ]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
+from service.models.columns import enum_column
 from service.timeutil import utcnow
 
 
@@ -34,3 +36,47 @@ class PoolClaim(SQLModel, table=True):
     head_node_id: str = Field(max_length=64)
     scheduler_id: str = Field(max_length=64)
     heartbeat_at: datetime = Field(default_factory=utcnow)
+
+
+class MachineState(StrEnum):
+    pending = "pending"  # registered by its owner, waiting for an admin
+    approved = "approved"  # may join and take work (unless paused, draining or over its daily cap)
+    rejected = "rejected"
+    revoked = "revoked"  # an admin withdrew it: no new work, its current run is checkpointed and moved
+    left = "left"  # its owner took it out of the pool
+
+
+class Machine(SQLModel, table=True):
+    """A machine an owner lends to the pool: registered, approved, measured when it joins, controlled by its owner.
+
+    What Ray calls a node is the machine while `observatory pool join` runs on it; the node carries the machine's
+    id as a label, which is how the scheduler tells registered nodes from anything else that holds the token.
+    """
+
+    __tablename__ = "machines"
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner_id: int = Field(foreign_key="users.id", index=True)
+    name: str = Field(max_length=80)
+    state: MachineState = Field(default=MachineState.pending, index=True, sa_type=enum_column(MachineState, 10))
+    paused: bool = False
+    draining: bool = False  # finishing its current run, then leaving
+    hours_per_day: float | None = None  # the owner's cap on work started per UTC day; None: no cap
+    show_owner: bool = False  # whether the public pool page names the owner
+    # The machine's own credential for `observatory pool join` (only its sha256); rotated each time it is shown.
+    token_hash: str | None = Field(default=None, unique=True, max_length=64)
+    # Measured by `observatory pool join` on the machine itself, never typed in.
+    gpu_model: str | None = Field(default=None, max_length=120)
+    gpu_count: int = 0
+    vram_gb: float = 0.0  # per GPU (the smallest, if they differ)
+    cuda_capability: str | None = Field(default=None, max_length=10)
+    cpus: int = 0
+    memory_gb: float = 0.0
+    release: str | None = Field(default=None, max_length=40)
+    measured_at: datetime | None = None
+    ray_node_id: str | None = Field(default=None, max_length=64)  # the Ray node of its latest join
+    message: str = Field(default="", max_length=500)  # why it was rejected or revoked
+    created_at: datetime = Field(default_factory=utcnow)
+    decided_by: int | None = Field(default=None, foreign_key="users.id")
+    decided_at: datetime | None = None
+    last_contact_at: datetime | None = None

@@ -13,6 +13,14 @@ from service.models.columns import enum_column
 from service.timeutil import utcnow
 
 
+class PriorityClass(StrEnum):
+    """An award's scheduling class: all of A's queued runs go before B's, B's before C's."""
+
+    A = "A"
+    B = "B"  # until review sets it
+    C = "C"
+
+
 class ProposalState(StrEnum):
     draft = "draft"
     submitted = "submitted"
@@ -56,6 +64,7 @@ class Award(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     proposal_id: int = Field(foreign_key="proposals.id", unique=True)
     gpu_hours: float
+    priority: PriorityClass = Field(default=PriorityClass.B, sa_type=enum_column(PriorityClass, 1))
     awarded_by: int = Field(foreign_key="users.id")
     awarded_at: datetime = Field(default_factory=utcnow)
     exclusive_until: datetime

@@ -84,6 +84,7 @@ class RunAttempt(SQLModel, table=True):
     state: AttemptState = Field(default=AttemptState.starting, index=True, sa_type=enum_column(AttemptState, 20))
     node_id: str | None = Field(default=None, max_length=64)
     node_name: str | None = Field(default=None, max_length=200)
+    machine_id: int | None = Field(default=None, foreign_key="machines.id", index=True)  # the owner's machine
     gpus: int = 1
     charge_factor: float = 1.0
     resume_sha256: str | None = Field(default=None, max_length=64)  # the checkpoint it started from

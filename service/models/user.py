@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from service.models.columns import enum_column
@@ -15,7 +15,11 @@ from service.timeutil import utcnow
 class Role(StrEnum):
     researcher = "researcher"
     reviewer = "reviewer"
+    owner = "owner"  # lends machines to the pool; anyone may add it to their own account
     admin = "admin"
+
+
+SELF_SERVICE_ROLES = frozenset({Role.owner})
 
 
 class User(SQLModel, table=True):
@@ -29,12 +33,17 @@ class User(SQLModel, table=True):
     email_verified: bool = False
     unverified_email: str | None = Field(default=None, max_length=320)
     name: str = Field(max_length=200)
-    role: Role = Field(default=Role.researcher, sa_type=enum_column(Role, 20))
+    # A set: a researcher is often a reviewer too, and may own a GPU. Kept sorted, read through `has`.
+    roles: list[str] = Field(default_factory=lambda: [Role.researcher.value], sa_column=Column(JSON, nullable=False))
     password_hash: str | None = Field(default=None, max_length=200)
     oidc_issuer: str | None = Field(default=None, max_length=500)
     oidc_subject: str | None = Field(default=None, max_length=255)
     orcid: str | None = Field(default=None, max_length=19)
     created_at: datetime = Field(default_factory=utcnow)
+
+    def has(self, role: Role | str) -> bool:
+        """Whether this person holds `role`."""
+        return str(role) in self.roles
 
 
 class CredentialKind(StrEnum):

@@ -1,23 +1,154 @@
-"""The pool: its size for anyone signed in, its nodes (owners' addresses) for admins."""
+"""The pool: public figures for anyone, owners' machines for their owners and the admins, and the calls a joining
+machine makes with its own token."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from service.deps import AdminUser, CurrentUser, SessionDep
-from service.pool import service
-from service.pool.schemas import NodePublic, PoolSummary
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from jobs.version import installed_version
+from service.config import Settings
+from service.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
+from service.errors import Conflict, Unauthenticated
+from service.models import Machine
+from service.pool import machines, service, standing
+from service.pool.schemas import (
+    JoinGrant,
+    JoinTicket,
+    MachineControls,
+    MachineCreate,
+    MachineDecision,
+    MachinePublic,
+    Measurement,
+    NodePublic,
+    Orders,
+    PublicPool,
+)
+from service.types import IdPath
 
 router = APIRouter(tags=["pool"])
 
 
-@router.get("/pool", response_model=PoolSummary)
-def pool_summary(user: CurrentUser, session: SessionDep) -> PoolSummary:
-    """Nodes alive and the GPUs and CPUs they offer, as the scheduler last saw them."""
-    return service.summary(session)
+@router.get("/pool", response_model=PublicPool)
+def public_pool(session: SessionDep) -> PublicPool:
+    """Machines, GPUs and GPU memory online, hours delivered this week, and the owners who chose to be named (no
+    sign-in)."""
+    return standing.public_pool(session)
 
 
 @router.get("/pool/nodes", response_model=list[NodePublic])
 def pool_nodes(admin: AdminUser, session: SessionDep) -> list[NodePublic]:
-    """Every node the scheduler has seen, alive first (admins)."""
+    """Every Ray node the scheduler has seen, alive first (admins)."""
     return [NodePublic.model_validate(n, from_attributes=True) for n in service.list_nodes(session)]
+
+
+def _one(session: SessionDep, machine: Machine) -> MachinePublic:
+    return standing.describe(session, [machine])[0]
+
+
+@router.get("/machines", response_model=list[MachinePublic])
+def list_machines(user: CurrentUser, session: SessionDep) -> list[MachinePublic]:
+    """Your machines (every machine, for admins), with their status and the hours they ran work."""
+    return standing.describe(session, machines.visible_machines(session, user))
+
+
+@router.post("/machines", response_model=MachinePublic, status_code=201)
+def register_machine(data: MachineCreate, user: CurrentUser, session: SessionDep) -> MachinePublic:
+    """Register a machine to lend to the pool (owners); an admin approves it before it may join."""
+    machine = machines.register(session, user, name=data.name, show_owner=data.show_owner)
+    session.commit()
+    return _one(session, machine)
+
+
+@router.get("/machines/{machine_id}", response_model=MachinePublic)
+def get_machine(machine_id: IdPath, user: CurrentUser, session: SessionDep) -> MachinePublic:
+    return _one(session, machines.machine_for(session, user, machine_id))
+
+
+@router.patch("/machines/{machine_id}", response_model=MachinePublic)
+def control_machine(machine_id: IdPath, data: MachineControls, user: CurrentUser,
+                    session: SessionDep) -> MachinePublic:
+    """Pause or resume, cap the hours of work per day, drain (finish the current run, then leave), or choose
+    whether the public pool page names you (the owner)."""
+    machine = machines.set_controls(session, user, machine_id, **data.model_dump())
+    session.commit()
+    return _one(session, machine)
+
+
+@router.post("/machines/{machine_id}/decision", response_model=MachinePublic)
+def decide_machine(machine_id: IdPath, data: MachineDecision, admin: AdminUser,
+                   session: SessionDep) -> MachinePublic:
+    """Approve, reject or revoke a machine (admins). Revoking stops its work: its run checkpoints and moves."""
+    if data.decision == "revoke":
+        machine = machines.revoke(session, admin, machine_id, message=data.message)
+    else:
+        machine = machines.decide(session, admin, machine_id, approve=data.decision == "approve",
+                                  message=data.message)
+    session.commit()
+    return _one(session, machine)
+
+
+@router.post("/machines/{machine_id}/leave", response_model=MachinePublic)
+def leave_machine(machine_id: IdPath, user: CurrentUser, session: SessionDep) -> MachinePublic:
+    """Take your machine out of the pool now: its run checkpoints and resumes elsewhere (the owner)."""
+    machine = machines.leave(session, user, machine_id)
+    session.commit()
+    return _one(session, machine)
+
+
+def join_command(settings: Settings, token: str) -> str:
+    return f"OBSERVATORY_MACHINE_TOKEN={token} observatory pool join {settings.base_url.rstrip('/')}"
+
+
+@router.post("/machines/{machine_id}/join-token", response_model=JoinTicket)
+def machine_join_token(machine_id: IdPath, user: CurrentUser, session: SessionDep,
+                       settings: SettingsDep) -> JoinTicket:
+    """A new token for `observatory pool join` on this approved machine, and the command; shown once, and the
+    previous token stops working (the owner)."""
+    machine, token = machines.issue_token(session, user, machine_id)
+    session.commit()
+    return JoinTicket(machine_id=machine.id, token=token, command=join_command(settings, token))
+
+
+# ---- called by the machine itself, with its own token ---------------------------------------------------------
+
+def machine_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("bearer "):
+        raise Unauthenticated("this call takes a machine's token (Authorization: Bearer mc_…)")
+    return header[7:].strip()
+
+
+MachineToken = Annotated[str, Depends(machine_token)]
+
+
+@router.post("/pool/join", response_model=JoinGrant)
+def join_pool(data: Measurement, token: MachineToken, session: SessionDep, settings: SettingsDep) -> JoinGrant:
+    """A machine measured itself and joins: it gets the head's address, the pool's Ray token, and the labels to
+    declare (approved machines only)."""
+    machine = machines.record_join(session, machines.machine_for_token(session, token), data)
+    address = settings.resolved_pool_join_address
+    if address is None:
+        raise Conflict("this observatory's pool takes no machines from elsewhere (OBSERVATORY_POOL_JOIN_ADDRESS is "
+                   "not set); ask its operator")
+    session.commit()
+    return JoinGrant(machine_id=machine.id, head_address=address, ray_token=settings.resolved_ray_auth_token(),
+                     labels=standing.labels_for(machine), num_gpus=machine.gpu_count, num_cpus=machine.cpus,
+                     release=settings.required_worker_version or installed_version())
+
+
+class CallIn(BaseModel):
+    ray_node_id: str | None = Field(None, max_length=64, pattern=r"^[0-9a-f]+$")
+
+
+@router.post("/pool/orders", response_model=Orders)
+def machine_orders(token: MachineToken, session: SessionDep, data: CallIn | None = None) -> Orders:
+    """A joined machine calls in (with its Ray node id, once it has one) and learns whether to stay or leave (its
+    own token)."""
+    machine = machines.orders(session, machines.machine_for_token(session, token), data.ray_node_id if data else None)
+    session.commit()
+    leave = machine.state != "approved"
+    return Orders(machine_id=machine.id, state=machine.state, paused=machine.paused, draining=machine.draining,
+                  leave=leave, message=machine.message)

@@ -56,7 +56,7 @@ def _check_submittable(session: Session, call: Call, requested_gpu_hours: float)
 
 
 def create_proposal(session: Session, *, actor: User, call_id: int, data: ProposalCreate) -> Proposal:
-    if actor.role != Role.researcher:
+    if not actor.has(Role.researcher):
         raise Forbidden("only researchers write proposals")
     call = get_call(session, call_id)
     plan = validate_job_plan(session, actor, data.job_plan)
@@ -88,7 +88,7 @@ def get_visible(session: Session, *, actor: User, proposal_id: int) -> Proposal:
     proposal = session.get(Proposal, proposal_id)
     if proposal is None or not (
         is_member(session, actor, proposal_id)
-        or (actor.role == Role.admin and proposal.state != ProposalState.draft)
+        or (actor.has(Role.admin) and proposal.state != ProposalState.draft)
     ):
         raise NotFound(f"no proposal {proposal_id}")
     return proposal
@@ -143,7 +143,7 @@ def add_member(session: Session, *, actor: User, proposal_id: int, email: str) -
     if proposal.pi_id != actor.id:
         raise Forbidden("only the PI adds co-investigators")
     user = session.exec(select(User).where(User.email == normalise_email(email))).first()
-    if user is None or user.role != Role.researcher:
+    if user is None or not user.has(Role.researcher):
         raise NotFound(f"no researcher account can be added as {email}; co-investigators sign up as researchers "
                        "first")
     if session.get(ProposalMember, (proposal_id, user.id)):
@@ -155,7 +155,7 @@ def add_member(session: Session, *, actor: User, proposal_id: int, email: str) -
 
 
 def list_visible(session: Session, *, actor: User) -> list[Proposal]:
-    if actor.role == Role.admin:
+    if actor.has(Role.admin):
         query = select(Proposal).where(Proposal.state != ProposalState.draft)
     else:
         query = select(Proposal).join(ProposalMember).where(ProposalMember.user_id == actor.id)

@@ -30,7 +30,7 @@ def create_run(session: Session, *, award: Award, proposal: Proposal, gpus: int 
 def get_visible(session: Session, *, actor: User, run_id: int) -> Run:
     """A run its proposal's members and admins may watch; 404 to anyone else."""
     run = session.get(Run, run_id)
-    if run is None or not (actor.role == Role.admin or is_member(session, actor, run.proposal_id)):
+    if run is None or not (actor.has(Role.admin) or is_member(session, actor, run.proposal_id)):
         raise NotFound(f"no run {run_id}")
     return run
 
@@ -48,7 +48,7 @@ def request_cancel(session: Session, *, actor: User, run_id: int) -> Run:
     """
     run = get_visible(session, actor=actor, run_id=run_id)
     proposal = session.get(Proposal, run.proposal_id)
-    if actor.role != Role.admin and proposal.pi_id != actor.id:
+    if not actor.has(Role.admin) and proposal.pi_id != actor.id:
         raise Forbidden("only the PI or an admin cancels a run")
     session.refresh(run)
     if run.state in FINAL:
@@ -71,8 +71,9 @@ def request_cancel(session: Session, *, actor: User, run_id: int) -> Run:
 # ---- scheduler side ----------------------------------------------------------------------------------------
 
 
-def claim_queued(session: Session, *, limit: int, ttl_s: int, now: datetime | None = None) -> tuple[str, list[Run]]:
-    """Claim up to `limit` queued runs for this scheduler and commit the claim.
+def claim_queued(session: Session, *, limit: int, ttl_s: int, now: datetime | None = None,
+                 ids: list[int] | None = None) -> tuple[str, list[Run]]:
+    """Claim up to `limit` queued runs (of `ids`, when given) for this scheduler and commit the claim.
 
     On PostgreSQL the candidates are locked with FOR UPDATE SKIP LOCKED, so racing schedulers take disjoint
     rows; the conditional UPDATE also makes the claim safe on SQLite, whose writes are serialised.
@@ -80,6 +81,8 @@ def claim_queued(session: Session, *, limit: int, ttl_s: int, now: datetime | No
     now = now or utcnow()
     token = secrets.token_hex(16)
     claimable = (Run.state == RunState.queued) & or_(Run.claim_token.is_(None), Run.claim_expires_at < now)
+    if ids is not None:
+        claimable = claimable & Run.id.in_(ids)
     candidates = session.exec(
         select(Run.id).where(claimable).order_by(Run.id).limit(limit).with_for_update(skip_locked=True)
     ).all()

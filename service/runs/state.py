@@ -10,7 +10,8 @@ A run:
     running   -> succeeded   the attempt ended well and every required output is in the archive
     running   -> failed      the job failed on its own, or its outputs were refused, or its end could not be recorded
     running   -> cancelled   stopped on request, or because the award's GPU-hours ran out (its checkpoint is kept)
-    running   -> queued      its node vanished or its job was killed: it resumes from its last shipped checkpoint
+    running   -> queued      its node vanished, its job was killed, or its machine left the pool or was revoked
+                             (the job was asked to stop: `STOP_MOVE`): it resumes from its last shipped checkpoint
 
 An attempt (one try on one node):
 
@@ -49,6 +50,10 @@ ATTEMPT_TRANSITIONS: dict[AttemptState, frozenset[AttemptState]] = {
                                         AttemptState.lost)},
 }
 LIVE_ATTEMPT = frozenset({AttemptState.starting, AttemptState.running})
+# Why the scheduler asks a running job to stop (Run.stop_reason), other than a cancel: its award is used up (the
+# run ends, its checkpoint kept), or its machine is leaving (the run checkpoints and resumes on another).
+STOP_BUDGET = "budget"
+STOP_MOVE = "move"
 
 
 def can_move(current: RunState, target: RunState) -> bool:

@@ -1,0 +1,101 @@
+"""What the placement policy needs, read in one short transaction: the queue, the awards' standing, and the pool's
+nodes as Ray reports them joined with the machines they belong to and the attempts already on them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import or_
+from sqlmodel import Session, select
+
+from jobs.config import estimated_vram_gb, parse_job_plan
+from scheduler.policy import NodeView, QueuedRun, Share
+from service.config import Settings
+from service.ledger.service import award_standings
+from service.models import Award, Machine, MachineState, Run, RunAttempt, RunState
+from service.pool.standing import MACHINE_LABEL, day_start, hours_on
+from service.runs.state import LIVE_ATTEMPT
+from service.timeutil import utcnow
+
+
+@dataclass
+class PoolFacts:
+    queue: list[QueuedRun]
+    shares: dict[int, Share]
+    nodes: list[NodeView]
+    machine_of: dict[str, int | None]  # Ray node id -> machine id (None: the operator's head)
+    gpu_model_of: dict[str, str | None]  # Ray node id -> measured GPU model (None: no GPU)
+
+
+class VramCache:
+    """Each run's estimated GPU memory, worked out from its plan once."""
+
+    def __init__(self) -> None:
+        self.known: dict[int, float] = {}
+
+    def of(self, run_id: int, plan: dict[str, Any]) -> float:
+        if run_id not in self.known:
+            try:
+                self.known[run_id] = estimated_vram_gb(parse_job_plan(plan))
+            except ValueError:
+                self.known[run_id] = 0.0  # a bad plan fails at dispatch with its own message
+        return self.known[run_id]
+
+
+def run_needs(settings: Settings) -> tuple[int, float]:
+    """(GPUs, CPUs) a run of this pool asks Ray for: GPU runs ask for GPUs alone."""
+    gpus = settings.gpus_per_run
+    return gpus, 0.0 if gpus else float(settings.cpus_per_run)
+
+
+def read_facts(session: Session, settings: Settings, ray_nodes: list[dict[str, Any]], vram: VramCache) -> PoolFacts:
+    now = utcnow()
+    gpus, cpus = run_needs(settings)
+    claimable = (Run.state == RunState.queued) & or_(Run.claim_token.is_(None), Run.claim_expires_at < now)
+    rows = session.exec(select(Run.id, Run.award_id, Run.job_plan, Award.priority)
+                        .join(Award, Award.id == Run.award_id).where(claimable)).all()
+    queue = [QueuedRun(run_id, award_id, str(priority), gpus, cpus, vram.of(run_id, plan) if gpus else 0.0)
+             for run_id, award_id, plan, priority in rows]
+    standings = award_standings(session, sorted({r.award_id for r in queue}))
+    shares = {award_id: Share(*standing) for award_id, standing in standings.items()}
+    machines = {m.id: m for m in session.exec(select(Machine).where(Machine.state != MachineState.rejected))}
+    capped = [m.id for m in machines.values() if m.hours_per_day is not None]
+    today = hours_on(session, capped, since=day_start(now), now=now) if capped else {}
+    on_node = Counter(session.exec(select(RunAttempt.node_id).where(
+        RunAttempt.pool == settings.pool_name, RunAttempt.state.in_(LIVE_ATTEMPT))).all())
+    nodes, machine_of, gpu_model_of = [], {}, {}
+    for raw in ray_nodes:
+        if raw.get("state") != "ALIVE":
+            continue
+        node_id = str(raw["node_id"])
+        total = raw.get("resources_total") or {}
+        label = str((raw.get("labels") or {}).get(MACHINE_LABEL, ""))
+        machine = machines.get(int(label)) if label.isdigit() else None
+        running = on_node.get(node_id, 0)
+        view = NodeView(node_id, float(total.get("GPU", 0)) - running * gpus,
+                        float(total.get("CPU", 0)) - running * cpus,
+                        vram_gb=machine.vram_gb if machine else 0.0, machine_id=machine.id if machine else None)
+        view.blocked = _why_blocked(raw, machine, label, today, settings)
+        nodes.append(view)
+        machine_of[node_id] = view.machine_id
+        gpu_model_of[node_id] = machine.gpu_model if machine and machine.gpu_count else None
+    return PoolFacts(queue, shares, nodes, machine_of, gpu_model_of)
+
+
+def _why_blocked(raw: dict[str, Any], machine: Machine | None, label: str, today: dict[int, float],
+                 settings: Settings) -> str | None:
+    if machine is None:
+        if raw.get("is_head_node") and not label:
+            return None if settings.run_on_head else "the head takes no runs here"
+        return "not a registered machine"
+    if machine.state != MachineState.approved:
+        return f"machine {machine.id} is {machine.state}"
+    if machine.paused:
+        return f"machine {machine.id} is paused by its owner"
+    if machine.draining:
+        return f"machine {machine.id} is draining"
+    if machine.hours_per_day is not None and today.get(machine.id, 0.0) >= machine.hours_per_day:
+        return f"machine {machine.id} ran its {machine.hours_per_day:g} hours today"
+    return None

@@ -1,0 +1,206 @@
+"""Machines owners lend to the pool: registration, an admin's decision, joining, and the owner's controls.
+
+The states, and the only ways between them (each a conditional update, so a lost race is a clear 409):
+
+    pending  -> approved   an admin approves it
+    pending  -> rejected   an admin rejects it, saying why
+    pending  -> left       its owner withdraws it
+    approved -> revoked    an admin withdraws it: no new work; its current run is checkpointed and moved
+    approved -> left       its owner takes it out: its current run is checkpointed and moved; or, drained, once
+                           its current run has finished
+    revoked  -> approved   an admin reinstates it
+
+Within `approved`, the owner may pause it (no new work; a run on it carries on), cap the hours of work it takes
+per UTC day, and drain it (no new work; it leaves once its current run ends). `observatory pool join` on the
+machine asks for its orders and stops its Ray node when it is told to leave.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import update
+from sqlmodel import Session, select
+
+from service.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
+from service.models import Machine, MachineState, Role, Run, RunAttempt, User
+from service.pool.schemas import Measurement
+from service.runs.state import LIVE_ATTEMPT, STOP_MOVE
+from service.timeutil import utcnow
+
+TOKEN_PREFIX = "mc_"
+ALLOWED = {
+    MachineState.pending: {MachineState.approved, MachineState.rejected, MachineState.left},
+    MachineState.approved: {MachineState.revoked, MachineState.left},
+    MachineState.revoked: {MachineState.approved},
+    MachineState.rejected: set(),
+    MachineState.left: set(),
+}
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# ---- who may see and do what: the one place that answers it --------------------------------------------------
+
+def visible_machines(session: Session, actor: User) -> list[Machine]:
+    """Admins see every machine; an owner sees their own."""
+    query = select(Machine).order_by(Machine.id)
+    if not actor.has(Role.admin):
+        query = query.where(Machine.owner_id == actor.id)
+    return list(session.exec(query))
+
+
+def machine_for(session: Session, actor: User, machine_id: int, *, as_owner: bool = False,
+                as_admin: bool = False) -> Machine:
+    """The machine if `actor` may see it (404 otherwise, so ids reveal nothing); 403 when they may see it but the
+    action is the owner's (`as_owner`) or an admin's (`as_admin`)."""
+    machine = session.get(Machine, machine_id)
+    mine = machine is not None and machine.owner_id == actor.id
+    if machine is None or not (mine or actor.has(Role.admin)):
+        raise NotFound(f"no machine {machine_id}")
+    if as_owner and not mine:
+        raise Forbidden("only the machine's owner may do this")
+    if as_admin and not actor.has(Role.admin):
+        raise Forbidden("only an admin may do this")
+    return machine
+
+
+# ---- transitions ----------------------------------------------------------------------------------------------
+
+def _move(session: Session, machine: Machine, target: MachineState, message: str = "",
+          actor: User | None = None) -> Machine:
+    if target not in ALLOWED[machine.state]:
+        raise Conflict(f"machine {machine.id} is {machine.state}; it cannot become {target}")
+    values: dict = {"state": target, "message": message[:500]}
+    if actor is not None and actor.has(Role.admin) and actor.id != machine.owner_id:
+        values |= {"decided_by": actor.id, "decided_at": utcnow()}
+    moved = session.execute(update(Machine).where(Machine.id == machine.id, Machine.state == machine.state)
+                            .values(**values).execution_options(synchronize_session=False))
+    if moved.rowcount != 1:
+        raise Conflict(f"machine {machine.id} changed meanwhile; reload and try again")
+    session.refresh(machine)
+    if target in (MachineState.revoked, MachineState.left):
+        move_runs_off(session, machine, f"its machine {machine.name!r} was {target}")
+    return machine
+
+
+def move_runs_off(session: Session, machine: Machine, why: str) -> int:
+    """Ask the runs on this machine to checkpoint and stop, to resume elsewhere; returns how many were asked."""
+    run_ids = session.exec(select(RunAttempt.run_id).where(RunAttempt.machine_id == machine.id,
+                                                           RunAttempt.state.in_(LIVE_ATTEMPT))).all()
+    if not run_ids:
+        return 0
+    moved = session.execute(update(Run).where(Run.id.in_(run_ids), Run.stop_reason.is_(None))
+                            .values(stop_reason=STOP_MOVE, message=f"moving: {why}; saving a checkpoint")
+                            .execution_options(synchronize_session=False))
+    return moved.rowcount
+
+
+def register(session: Session, owner: User, *, name: str, show_owner: bool) -> Machine:
+    if not owner.has(Role.owner):
+        raise Forbidden("add the owner role to your account first (POST /api/me/roles, or the portal's "
+                        "Machines page)")
+    machine = Machine(owner_id=owner.id, name=name, show_owner=show_owner)
+    session.add(machine)
+    session.flush()
+    return machine
+
+
+def decide(session: Session, admin: User, machine_id: int, *, approve: bool, message: str = "") -> Machine:
+    """Approve or reject a pending machine; approving a revoked one reinstates it."""
+    machine = machine_for(session, admin, machine_id, as_admin=True)
+    if not approve and not message.strip():
+        raise Invalid("say why the machine is rejected: its owner reads it")
+    return _move(session, machine, MachineState.approved if approve else MachineState.rejected, message, admin)
+
+
+def revoke(session: Session, admin: User, machine_id: int, *, message: str) -> Machine:
+    machine = machine_for(session, admin, machine_id, as_admin=True)
+    if not message.strip():
+        raise Invalid("say why the machine is revoked: its owner reads it")
+    return _move(session, machine, MachineState.revoked, message, admin)
+
+
+def leave(session: Session, owner: User, machine_id: int) -> Machine:
+    """Take the machine out now: a run on it checkpoints and resumes elsewhere."""
+    machine = machine_for(session, owner, machine_id, as_owner=True)
+    return _move(session, machine, MachineState.left, "its owner took it out of the pool", owner)
+
+
+def set_controls(session: Session, owner: User, machine_id: int, *, paused: bool | None = None,
+                 draining: bool | None = None, hours_per_day: float | None = None, clear_cap: bool = False,
+                 show_owner: bool | None = None) -> Machine:
+    machine = machine_for(session, owner, machine_id, as_owner=True)
+    if machine.state in (MachineState.left, MachineState.rejected):
+        raise Conflict(f"machine {machine.id} is {machine.state}; register it again to lend it")
+    if draining is not None and machine.state != MachineState.approved:
+        raise Conflict(f"machine {machine.id} is {machine.state}; only an approved machine can be drained")
+    if paused is not None:
+        machine.paused = paused
+    if draining is not None:
+        machine.draining = draining
+    if clear_cap:
+        machine.hours_per_day = None
+    elif hours_per_day is not None:
+        machine.hours_per_day = hours_per_day
+    if show_owner is not None:
+        machine.show_owner = show_owner
+    session.add(machine)
+    session.flush()
+    return machine
+
+
+def issue_token(session: Session, owner: User, machine_id: int) -> tuple[Machine, str]:
+    """A new credential for `observatory pool join` on this machine, shown once; the previous one stops working."""
+    machine = machine_for(session, owner, machine_id, as_owner=True)
+    if machine.state != MachineState.approved:
+        raise Conflict(f"machine {machine.id} is {machine.state}; it can join once an admin approves it")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    machine.token_hash = token_hash(token)
+    session.add(machine)
+    session.flush()
+    return machine, token
+
+
+# ---- the machine itself, by its token ---------------------------------------------------------------------------
+
+def machine_for_token(session: Session, token: str) -> Machine:
+    machine = session.exec(select(Machine).where(Machine.token_hash == token_hash(token))).first() \
+        if token.startswith(TOKEN_PREFIX) else None
+    if machine is None:
+        raise Unauthenticated("this machine token is not valid: show the join command again in the portal")
+    return machine
+
+
+def record_join(session: Session, machine: Machine, measured: Measurement) -> Machine:
+    """The machine measured itself and is joining: refused unless it is approved."""
+    if machine.state != MachineState.approved:
+        raise Forbidden(f"machine {machine.id} is {machine.state}"
+                        + (f": {machine.message}" if machine.message else ""))
+    for name, value in measured.model_dump().items():
+        setattr(machine, name, value)
+    machine.measured_at = machine.last_contact_at = utcnow()
+    session.add(machine)
+    session.flush()
+    return machine
+
+
+def busy(session: Session, machine_id: int) -> bool:
+    return session.exec(select(RunAttempt.id).where(RunAttempt.machine_id == machine_id,
+                                                    RunAttempt.state.in_(LIVE_ATTEMPT))).first() is not None
+
+
+def orders(session: Session, machine: Machine, ray_node_id: str | None = None) -> Machine:
+    """What the joined machine should do now: it calls in, and leaves when its state says so. A drained machine
+    whose run has ended leaves here."""
+    machine.last_contact_at = utcnow()
+    if ray_node_id:
+        machine.ray_node_id = ray_node_id
+    session.add(machine)
+    session.flush()
+    if machine.state == MachineState.approved and machine.draining and not busy(session, machine.id):
+        _move(session, machine, MachineState.left, "drained: its last run ended, and it left the pool")
+    return machine
