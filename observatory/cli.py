@@ -1,11 +1,14 @@
-"""`observatory`: serve, db, user, demo. The composition root: the one place that wires the parts together."""
+"""`observatory`: serve, db, user, demo, pool join. The composition root: the one place that wires the parts
+together."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import tempfile
 import threading
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,8 +22,10 @@ app = typer.Typer(help="Commons Observatory: peer-reviewed GPU time for a Common
                   no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 user_app = typer.Typer(help="Accounts.", no_args_is_help=True)
+pool_app = typer.Typer(help="Lend this machine to the pool.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
+app.add_typer(pool_app, name="pool")
 console = Console()
 
 
@@ -173,6 +178,37 @@ def demo(
         console.print(f"  {role:<10} {email:<34} password: {password}")
     console.print("Ctrl-C stops it.\n")
     _serve(settings, host, port, api=True, scheduler=True, watch=run_id)
+
+
+@pool_app.command("join")
+def pool_join(
+    portal: Annotated[str, typer.Argument(help="The portal's address, e.g. https://observatory.example.")],
+    token_file: Annotated[Path | None, typer.Option(help="A file holding the machine's token (else the "
+                                                       "OBSERVATORY_MACHINE_TOKEN variable).")] = None,
+    node_dir: Annotated[Path, typer.Option(envvar="OBSERVATORY_NODE_DIR", help="Where jobs keep their work and "
+                                           "input cache.")] = Path.home() / ".cache" / "commons-observatory",
+    node_ip: Annotated[str | None, typer.Option(help="This machine's address on the pool's network (e.g. its "
+                                                "WireGuard or Tailscale address); default: Ray's guess.")] = None,
+    port_base: Annotated[int | None, typer.Option(help="Open Ray's ports from this one up (PORT+2…PORT+7, "
+                                                  "PORT+100…PORT+199), to match a firewall; default: Ray's.")] = None,
+    poll_s: Annotated[float, typer.Option(help="Seconds between calls to the portal.", min=1)] = 15.0,
+) -> None:
+    """Measure this machine, join the pool as the portal allows, and stay until the portal says to leave."""
+    from observatory.join import JoinError, Portal, join
+
+    token = (token_file.read_text().strip() if token_file else os.environ.get("OBSERVATORY_MACHINE_TOKEN", ""))
+    if not token:
+        _fail("no machine token: copy the join command from your machine's page in the portal")
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    temp_dir = Path(tempfile.gettempdir()) / f"observatory-node-{os.getuid()}"
+    try:
+        status = join(Portal(portal, token), console=console, node_dir=node_dir, temp_dir=temp_dir,
+                      node_ip=node_ip, port_base=port_base, poll_s=poll_s)
+    except JoinError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        status = 0
+    raise typer.Exit(status)
 
 
 if __name__ == "__main__":

@@ -221,17 +221,24 @@ def start_head(*, base_port: int, dashboard_port: int, temp_dir: Path, token: st
     raise RuntimeError(f"ray head did not answer within {timeout:.0f}s; see {log_path}")
 
 
-def join_worker(*, head_address: str, base_port: int, temp_dir: Path, token: str, num_cpus: int = 1,
-                num_gpus: int | None = None, resources: str | None = None, node_dir: Path | None = None) -> RayNode:
-    """Join a worker node to a head (loopback in tests; an owner's machine in production). `node_dir` is where
-    jobs on this node keep their work folders and input cache (default: the user's ~/.cache)."""
-    ports = {k: v for k, v in ray_ports(base_port).items() if k not in ("port", "ray-client-server-port")}
-    args = ["--address", head_address, "--node-ip-address", "127.0.0.1", "--num-cpus", str(num_cpus)]
-    args += [f"--{name}={value}" for name, value in ports.items()]
+def join_worker(*, head_address: str, base_port: int | None, temp_dir: Path, token: str, num_cpus: int = 1,
+                num_gpus: int | None = None, resources: str | None = None, node_dir: Path | None = None,
+                labels: dict[str, str] | None = None, node_ip: str | None = "127.0.0.1") -> RayNode:
+    """Join a worker node to a head (loopback in tests; an owner's machine through `observatory pool join`).
+    `base_port` fixes every port the node opens (None: Ray's defaults); `labels` are Ray node labels; `node_dir`
+    is where jobs on this node keep their work folders and input cache (default: the user's ~/.cache)."""
+    args = ["--address", head_address, "--num-cpus", str(num_cpus)]
+    if node_ip:
+        args += ["--node-ip-address", node_ip]
+    if base_port is not None:
+        ports = {k: v for k, v in ray_ports(base_port).items() if k not in ("port", "ray-client-server-port")}
+        args += [f"--{name}={value}" for name, value in ports.items()]
     if num_gpus is not None:
         args += ["--num-gpus", str(num_gpus)]
     if resources:
         args += ["--resources", resources]
-    log_path = temp_dir / f"worker-{base_port}.log"
+    if labels:
+        args += ["--labels", ",".join(f"{key}={value}" for key, value in labels.items())]
+    log_path = temp_dir / f"worker-{base_port or 'default'}.log"
     env = {"OBSERVATORY_NODE_DIR": str(node_dir)} if node_dir else None
     return RayNode(_spawn(args, token, log_path, env=env), temp_dir, log_path, head_address, None, token)

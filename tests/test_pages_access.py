@@ -7,18 +7,18 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from service.models import Role
-from tests.factories import PASSWORD, award, create_call, create_proposal, create_user, post_form
+from tests.factories import PASSWORD, award, create_call, create_machine, create_proposal, create_user, post_form
 
 
 @pytest.fixture
 def world(lite_session: Session):
     admin, pi, other = create_user(lite_session, Role.admin), create_user(lite_session), create_user(lite_session)
-    reviewer = create_user(lite_session, Role.reviewer)
+    reviewer, owner = create_user(lite_session, Role.reviewer), create_user(lite_session)
     call = create_call(lite_session, admin)
     _, run = award(lite_session, admin, create_proposal(lite_session, pi, call))
-    return {"admin": admin, "pi": pi, "other": other, "reviewer": reviewer}, {"call": call.id,
-                                                                                "proposal": run.proposal_id,
-                                                                                "run": run.id}
+    machine, _ = create_machine(lite_session, owner, admin)
+    return ({"admin": admin, "pi": pi, "other": other, "reviewer": reviewer, "owner": owner},
+            {"call": call.id, "proposal": run.proposal_id, "run": run.id, "machine": machine.id})
 
 
 def _as(client: TestClient, user) -> TestClient:
@@ -43,8 +43,16 @@ def _as(client: TestClient, user) -> TestClient:
     ("GET", "/calls/new", "pi", 403),
     ("GET", "/calls/new", "reviewer", 403),
     ("GET", "/calls/new", "admin", 200),
-    ("GET", "/pool", "pi", 403),
-    ("GET", "/pool", "admin", 200),
+    ("GET", "/pool", None, 200),  # the public recruitment page
+    ("GET", "/pool/nodes", "pi", 403),
+    ("GET", "/pool/nodes", "admin", 200),
+    ("GET", "/machines", None, 303),
+    ("GET", "/machines", "pi", 200),
+    ("GET", "/machines/{machine}", "pi", 404),
+    ("GET", "/machines/{machine}", "owner", 200),
+    ("GET", "/machines/{machine}", "admin", 200),
+    ("POST", "/machines/{machine}/decision", "owner", 403),
+    ("POST", "/machines/{machine}/join-command", "pi", 303),  # refused with a message on the next page
     ("GET", "/calls/{call}/propose", "admin", 403),
     ("GET", "/calls/{call}/propose", None, 303),
     ("GET", "/calls/{call}/propose", "pi", 200),

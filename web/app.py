@@ -27,6 +27,7 @@ from service.errors import Busy, Conflict, DomainError, Unauthenticated
 from web.csrf import verify_csrf
 from web.middleware import LoadShedding, SecurityHeaders
 from web.pages import router as pages_router
+from web.pool_pages import router as pool_pages_router
 from web.render import render
 
 STATIC = Path(__file__).parent / "static"
@@ -107,5 +108,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(job_api, max_body_size=settings.max_output_bytes)
     app.include_router(oidc_router)
     app.include_router(pages_router, max_body_size=settings.max_form_bytes)
+    app.include_router(pool_pages_router, max_body_size=settings.max_form_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

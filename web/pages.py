@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -37,13 +35,11 @@ from service.timeutil import utcnow
 from service.types import IdPath, gpu_hours
 from web.charts import loss_chart_from_metrics
 from web.forms import plan_fields, plan_from_form
+from web.render import act as _act
 from web.render import flash, render
+from web.render import redirect as _redirect
 
 router = APIRouter(include_in_schema=False)
-
-
-def _redirect(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303)
 
 
 def _problems(exc: ValidationError) -> str:
@@ -64,11 +60,6 @@ def home(request: Request, session: SessionDep, user: OptionalUser):
         "calls": [calls.to_public(session, c) for c in calls.list_calls(session)],
         "proposals": mine, "pool": pool.summary(session) if user else None,
     })
-
-
-@router.get("/pool")
-def pool_page(request: Request, admin: AdminUser, session: SessionDep):
-    return render(request, "pool.html", {"nodes": pool.list_nodes(session), "summary": pool.summary(session)})
 
 
 @router.get("/login")
@@ -205,19 +196,6 @@ def proposal_page(proposal_id: IdPath, request: Request, user: CurrentUser, sess
 
 def _artifacts_if_allowed(session, user: User | None, run_id: int) -> list:
     return archive.list_artifacts(session, run_id) if archive.can_download(session, user, run_id) else []
-
-
-def _act(request: Request, session, url: str, success: str, action: Callable[[], object]) -> RedirectResponse:
-    """Run one domain action for a form: commit and flash `success`, or roll back and flash the refusal."""
-    try:
-        action()
-    except DomainError as exc:
-        session.rollback()
-        flash(request, exc.message, "error")
-        return _redirect(url)
-    session.commit()
-    flash(request, success)
-    return _redirect(url)
 
 
 @router.post("/proposals/{proposal_id}/submit")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
+from fastapi.responses import RedirectResponse
 from fastapi.templating import Jinja2Templates
 from sqlmodel import Session
 
@@ -32,6 +34,23 @@ def current_user(request: Request) -> User | None:
 
 def flash(request: Request, message: str, kind: str = "info") -> None:
     request.session.setdefault("flash", []).append({"message": message, "kind": kind})
+
+
+def redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def act(request: Request, session: Session, url: str, success: str, action: Callable[[], object]) -> RedirectResponse:
+    """Run one domain action for a form: commit and flash `success`, or roll back and flash the refusal."""
+    try:
+        action()
+    except DomainError as exc:
+        session.rollback()
+        flash(request, exc.message, "error")
+        return redirect(url)
+    session.commit()
+    flash(request, success)
+    return redirect(url)
 
 
 def render(request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200):

@@ -1,0 +1,99 @@
+"""`observatory pool join`: on an owner's machine, measure it, ask the portal to let it in, start a Ray worker with
+what was measured, and keep calling in until the portal says to leave (the owner took it out, an admin revoked it,
+or it drained)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+
+from jobs.version import installed_version
+from observatory.hardware import measure
+from scheduler.local_ray import RayNode, join_worker
+
+POLL_S = 15.0
+
+
+class JoinError(Exception):
+    """A reason the machine cannot join, in words its owner can act on."""
+
+
+@dataclass
+class Portal:
+    url: str
+    token: str
+
+    def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = httpx.post(f"{self.url.rstrip('/')}/api{path}", json=body, timeout=30,
+                                  headers={"Authorization": f"Bearer {self.token}"})
+        except httpx.HTTPError as exc:
+            raise JoinError(f"cannot reach the portal at {self.url}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail")
+            except ValueError:
+                detail = response.text[:300]
+            raise JoinError(f"the portal refused ({response.status_code}): {detail}")
+        return response.json()
+
+
+def join(portal: Portal, *, console: Console, node_dir: Path, temp_dir: Path, node_ip: str | None,
+         port_base: int | None, poll_s: float = POLL_S) -> int:
+    """Join and stay until told to leave; returns the exit status."""
+    measured = measure()
+    what = (f"{measured['gpu_count']} × {measured['gpu_model']} ({measured['vram_gb']:g} GB, CUDA "
+            f"{measured['cuda_capability']})" if measured["gpu_count"] else "no GPU (joins as CPU-only)")
+    console.print(f"measured: {what}; {measured['cpus']} CPUs, {measured['memory_gb']:g} GB memory; "
+                  f"release {measured['release']}")
+    grant = portal.call("/pool/join", measured)
+    if grant["release"] != installed_version():
+        raise JoinError(f"the pool runs release {grant['release']} and this machine has {installed_version()}: "
+                        f"install commons-observatory=={grant['release']} and join again")
+    labels = grant["labels"]
+    console.print(f"machine {grant['machine_id']} joins the pool at {grant['head_address']} with labels "
+                  + ", ".join(f"{k}={v}" for k, v in labels.items()))
+    node = join_worker(head_address=grant["head_address"], base_port=port_base, temp_dir=temp_dir,
+                       token=grant["ray_token"], num_cpus=grant["num_cpus"], num_gpus=grant["num_gpus"],
+                       node_dir=node_dir, labels=labels, node_ip=node_ip)
+    try:
+        return _stay(portal, node, console, poll_s)
+    finally:
+        node.stop(timeout=40)  # a job on it gets Ray's stop grace to save and ship its checkpoint
+        console.print("the Ray worker stopped; this machine is out of the pool")
+
+
+def _stay(portal: Portal, node: RayNode, console: Console, poll_s: float) -> int:
+    shown = None
+    with console.status("in the pool; Ctrl-C takes this machine out") as status:
+        while True:
+            if node.process.poll() is not None:
+                console.print(f"[red]the Ray worker exited ({node.process.returncode})[/red]; its log: "
+                              f"{node.log_path}\n{_tail(node.log_path)}")
+                return 1
+            try:
+                orders = portal.call("/pool/orders", {})
+            except JoinError as exc:
+                status.update(f"in the pool; {exc} (trying again)")
+            else:
+                if orders["leave"]:
+                    console.print(f"the portal says this machine is {orders['state']}"
+                                  + (f": {orders['message']}" if orders["message"] else "") + "; leaving")
+                    return 0
+                now = "paused by you" if orders["paused"] else "draining" if orders["draining"] else "taking work"
+                if now != shown:
+                    status.update(f"in the pool, {now}; Ctrl-C takes this machine out")
+                    shown = now
+            time.sleep(poll_s)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

@@ -1,0 +1,123 @@
+"""The pool's pages: the public recruitment page, owners' machines and their controls, and the admins' views."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+
+from service.auth import service as auth
+from service.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
+from service.errors import DomainError, Invalid
+from service.models import Role
+from service.pool import machines, service, standing
+from service.pool.api import join_command
+from service.pool.schemas import MachineControls, MachineCreate, MachineDecision
+from service.types import IdPath
+from web.render import act, flash, redirect, render
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/pool")
+def pool_page(request: Request, session: SessionDep):
+    """Anyone: what the pool has online and delivered, and the owners who chose to be named."""
+    return render(request, "pool.html", {"pool": standing.public_pool(session)})
+
+
+@router.get("/pool/nodes")
+def pool_nodes_page(request: Request, admin: AdminUser, session: SessionDep):
+    return render(request, "pool_nodes.html", {"nodes": service.list_nodes(session),
+                                               "summary": service.summary(session)})
+
+
+@router.get("/machines")
+def machines_page(request: Request, user: CurrentUser, session: SessionDep):
+    shown = standing.describe(session, machines.visible_machines(session, user))
+    return render(request, "machines.html", {"machines": shown})
+
+
+@router.post("/machines/become-owner")
+def become_owner(request: Request, user: CurrentUser, session: SessionDep):
+    return act(request, session, "/machines", "You are an owner now: register a machine below.",
+               lambda: auth.take_role(session, user, Role.owner))
+
+
+async def _form(request: Request) -> dict[str, str]:
+    return {k: str(v) for k, v in (await request.form()).items() if k != "csrf_token"}
+
+
+def _checked(model, form: dict):  # type: ignore[no-untyped-def]
+    try:
+        return model.model_validate(form)
+    except ValidationError as exc:
+        raise Invalid("; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'form'}: {e['msg']}"
+                                for e in exc.errors())) from None
+
+
+@router.post("/machines")
+async def register_machine(request: Request, user: CurrentUser, session: SessionDep):
+    form = await _form(request)
+    form["show_owner"] = "show_owner" in form
+    found: dict = {}
+
+    def register() -> None:
+        found["machine"] = machines.register(session, user, **_checked(MachineCreate, form).model_dump())
+
+    response = act(request, session, "/machines", "Registered; an admin will look at it.", register)
+    return redirect(f"/machines/{found['machine'].id}") if "machine" in found else response
+
+
+@router.get("/machines/{machine_id}")
+def machine_page(machine_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
+    machine = machines.machine_for(session, user, machine_id)
+    return render(request, "machine.html", {"m": standing.describe(session, [machine])[0],
+                                            "mine": machine.owner_id == user.id})
+
+
+@router.post("/machines/{machine_id}/controls")
+async def control_machine(machine_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
+    form = await _form(request)
+    url = f"/machines/{machine_id}"
+    if form.get("hours_per_day", None) == "":
+        form.pop("hours_per_day")
+        form["clear_cap"] = "true"
+    return act(request, session, url, "Saved.", lambda: machines.set_controls(
+        session, user, machine_id, **_checked(MachineControls, form).model_dump()))
+
+
+@router.post("/machines/{machine_id}/decision")
+async def decide_machine(machine_id: IdPath, request: Request, admin: AdminUser, session: SessionDep):
+    form = await _form(request)
+
+    def decide() -> None:
+        data = _checked(MachineDecision, form)
+        if data.decision == "revoke":
+            machines.revoke(session, admin, machine_id, message=data.message)
+        else:
+            machines.decide(session, admin, machine_id, approve=data.decision == "approve", message=data.message)
+
+    return act(request, session, f"/machines/{machine_id}", f"Machine {machine_id}: {form.get('decision')} done.",
+               decide)
+
+
+@router.post("/machines/{machine_id}/leave")
+def leave_machine(machine_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
+    return act(request, session, f"/machines/{machine_id}", "The machine left the pool.",
+               lambda: machines.leave(session, user, machine_id))
+
+
+@router.post("/machines/{machine_id}/join-command")
+def show_join_command(machine_id: IdPath, request: Request, user: CurrentUser, session: SessionDep,
+                      settings: SettingsDep):
+    """Shows the join command with a fresh token, once (the page is not cached); the old token stops working."""
+    try:
+        machine, token = machines.issue_token(session, user, machine_id)
+    except DomainError as exc:
+        session.rollback()
+        flash(request, exc.message, "error")
+        return redirect(f"/machines/{machine_id}")
+    session.commit()
+    response = render(request, "machine.html", {"m": standing.describe(session, [machine])[0], "mine": True,
+                                                "command": join_command(settings, token)})
+    response.headers["Cache-Control"] = "no-store"
+    return response
