@@ -22,6 +22,10 @@ POLL_S = 15.0
 class JoinError(Exception):
     """A reason the machine cannot join, in words its owner can act on."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 @dataclass
 class Portal:
@@ -39,7 +43,7 @@ class Portal:
                 detail = response.json().get("detail")
             except ValueError:
                 detail = response.text[:300]
-            raise JoinError(f"the portal refused ({response.status_code}): {detail}")
+            raise JoinError(f"the portal refused ({response.status_code}): {detail}", response.status_code)
         return response.json()
 
 
@@ -79,7 +83,13 @@ def _stay(portal: Portal, node: RayNode, console: Console, poll_s: float) -> int
             try:
                 orders = portal.call("/pool/orders", {})
             except JoinError as exc:
-                status.update(f"in the pool; {exc} (trying again)")
+                if exc.status == 401:  # the join command was shown again: a newer token replaced this one
+                    console.print(f"{exc}; this machine's token was replaced, so this worker leaves (run the "
+                                  "newest join command to join again)")
+                    return 1
+                if shown != str(exc):
+                    console.print(f"[yellow]{exc}[/yellow]; trying again every {poll_s:g} s")
+                    shown = str(exc)
             else:
                 if orders["leave"]:
                     console.print(f"the portal says this machine is {orders['state']}"

@@ -32,7 +32,8 @@ from service.archive.service import list_artifacts, read_object, store_for
 from service.attempts.service import attempts_of
 from service.ledger.service import entries_for_run, run_charged
 from service.models import AttemptState, Role, Run, RunState
-from tests.factories import TINY_TRAIN, award, create_call, create_proposal, create_user
+from service.pool.standing import labels_for
+from tests.factories import TINY_TRAIN, award, create_call, create_machine, create_proposal, create_user
 from tests.live import live_server
 from tests.s3 import s3_server
 
@@ -76,27 +77,24 @@ def test_work_leaves_the_node_and_survives_its_loss(store: str, tmp_path: Path, 
         s3 = stack.enter_context(s3_server()) if store == "s3" else {}
         served = lite_settings.model_copy(update={**s3, "checkpoint_ship_interval_s": 0.5})
         url = stack.enter_context(live_server(served, lite_engine))
-        settings = served.model_copy(update={"job_python": sys.executable, "job_api_url": url})
+        # The head takes no runs at first, so the pool places the run on the owner's machine that joins.
+        settings = served.model_copy(update={"job_python": sys.executable, "job_api_url": url, "run_on_head": False})
         token = secrets.token_hex(16)
         head = start_head(base_port=BASE, dashboard_port=BASE + 1000, token=token, num_cpus=1,
                           temp_dir=Path(tempfile.mkdtemp(prefix="obs-ray-churn-", dir="/tmp")) / "t",
                           loopback_only=False, node_dir=tmp_path / "head-node", env=FAST_HEALTH)
         stack.callback(head.stop)
         client = JobSubmissionClient(head.dashboard_url, headers={"Authorization": f"Bearer {token}"})
-        # The head is busy, so the pool places the run on the owner's node that joins next.
-        occupier = client.submit_job(entrypoint=f"{sys.executable} -c 'import time; time.sleep(900)'",
-                                     entrypoint_num_cpus=1)
-        while client.get_job_status(occupier).value != "RUNNING":
-            time.sleep(0.2)
+        admin, pi, owner = create_user(lite_session, Role.admin), create_user(lite_session), create_user(lite_session)
+        machine, _ = create_machine(lite_session, owner, admin, cpus=1)
         worker = join_worker(head_address=head.gcs_address, base_port=BASE + 300, temp_dir=tmp_path / "w",
-                             token=token, num_cpus=1, node_dir=tmp_path / "worker-node")
+                             token=token, num_cpus=1, node_dir=tmp_path / "worker-node", labels=labels_for(machine))
         stack.callback(worker.stop)
         backend = RayBackend(head.dashboard_url, token)
         while len([n for n in backend.nodes() if n["state"] == "ALIVE"]) < 2:
             time.sleep(0.3)
         worker_id = next(n["node_id"] for n in backend.nodes() if not n["is_head_node"] and n["state"] == "ALIVE")
         scheduler = Scheduler(lite_engine, settings, backend)
-        admin, pi = create_user(lite_session, Role.admin), create_user(lite_session)
         call = create_call(lite_session, admin)
 
         # 1. A run on the second node delivers every output to the archive, digests verified.
@@ -107,7 +105,7 @@ def test_work_leaves_the_node_and_survives_its_loss(store: str, tmp_path: Path, 
         with Session(lite_engine) as session:
             (attempt,) = attempts_of(session, run.id)
             artifacts = {a.name: a for a in list_artifacts(session, run.id)}
-        assert attempt.node_id == worker_id
+        assert attempt.node_id == worker_id and attempt.machine_id == machine.id
         assert {spec.name for spec in job_kind("train").outputs} <= set(artifacts)
         for artifact in artifacts.values():
             assert hashlib.sha256(read_object(archive, artifact.sha256)).hexdigest() == artifact.sha256
@@ -120,7 +118,7 @@ def test_work_leaves_the_node_and_survives_its_loss(store: str, tmp_path: Path, 
         _, resumed = award(lite_session, admin, create_proposal(lite_session, pi, call, job_plan=PLAN))
         _tick_until(scheduler, lite_engine, resumed.id,
                     lambda session, run: run.resume_step >= 200 or _ended(session, run))
-        client.stop_job(occupier)
+        scheduler.settings = settings.model_copy(update={"run_on_head": True})
         worker.kill()  # kill -9 of the node's Ray processes and the job with them
         run = _tick_until(scheduler, lite_engine, resumed.id, _ended, timeout=300)
         assert run.state == RunState.succeeded, run.message

@@ -70,8 +70,13 @@ async def register_machine(request: Request, user: CurrentUser, session: Session
 @router.get("/machines/{machine_id}")
 def machine_page(machine_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
     machine = machines.machine_for(session, user, machine_id)
-    return render(request, "machine.html", {"m": standing.describe(session, [machine])[0],
-                                            "mine": machine.owner_id == user.id})
+    shown = request.session.pop("join_command", None)
+    command = shown["command"] if shown and shown.get("machine") == machine_id else None
+    response = render(request, "machine.html", {"m": standing.describe(session, [machine])[0],
+                                                "mine": machine.owner_id == user.id, "command": command})
+    if command:
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @router.post("/machines/{machine_id}/controls")
@@ -109,15 +114,14 @@ def leave_machine(machine_id: IdPath, request: Request, user: CurrentUser, sessi
 @router.post("/machines/{machine_id}/join-command")
 def show_join_command(machine_id: IdPath, request: Request, user: CurrentUser, session: SessionDep,
                       settings: SettingsDep):
-    """Shows the join command with a fresh token, once (the page is not cached); the old token stops working."""
+    """Makes a fresh token (the old one stops working) and shows its join command once, on the machine's page:
+    it rides in the signed session cookie to that page, which takes it out, so a reload shows it no more."""
     try:
-        machine, token = machines.issue_token(session, user, machine_id)
+        _, token = machines.issue_token(session, user, machine_id)
     except DomainError as exc:
         session.rollback()
         flash(request, exc.message, "error")
         return redirect(f"/machines/{machine_id}")
     session.commit()
-    response = render(request, "machine.html", {"m": standing.describe(session, [machine])[0], "mine": True,
-                                                "command": join_command(settings, token)})
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    request.session["join_command"] = {"machine": machine_id, "command": join_command(settings, token)}
+    return redirect(f"/machines/{machine_id}")

@@ -1,0 +1,270 @@
+"""Machines lent to the pool: roles, registration and decisions, owner controls, joining, what the scheduler makes
+of each machine's state, GPU-class charge factors, and the public pool page."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select
+
+from scheduler.placement import VramCache, read_facts
+from service.config import Settings
+from service.errors import Conflict, Forbidden, Invalid
+from service.models import Machine, MachineState, PoolNode, Role, Run, RunAttempt, RunState
+from service.pool import machines
+from service.pool.standing import MACHINE_LABEL, labels_for
+from service.runs.state import STOP_MOVE
+from tests.factories import auth_headers, award, create_call, create_machine, create_proposal, create_user
+from tests.pools import FakeJob, ScriptedPool, current_run
+
+
+class OwnerPool(ScriptedPool):
+    """The scripted head plus owners' machines as Ray would report them, each with its labels."""
+
+    def __init__(self, machines_: list[Machine], gpus: float = 1, cpus: float = 8) -> None:
+        super().__init__()
+        self.machines = machines_
+        self.gpus, self.cpus = gpus, cpus
+
+    def nodes(self) -> list[dict]:
+        return [{"node_id": "head-node", "is_head_node": True, "state": "ALIVE", "resources_total": {"CPU": 4}}] + [
+            {"node_id": f"node-{m.id}", "is_head_node": False, "state": "ALIVE", "labels": labels_for(m),
+             "resources_total": {"CPU": self.cpus, "GPU": self.gpus}} for m in self.machines]
+
+
+@pytest.fixture
+def people(lite_session: Session):
+    return create_user(lite_session, Role.admin), create_user(lite_session)
+
+
+def test_anyone_may_become_an_owner_but_no_one_makes_themselves_admin(lite_client: TestClient,
+                                                                      lite_session: Session) -> None:
+    user = create_user(lite_session)
+    headers = auth_headers(lite_session, user)
+    assert lite_client.post("/api/machines", json={"name": "box"}, headers=headers).status_code == 403
+    for role in ("admin", "reviewer"):
+        refused = lite_client.post("/api/me/roles", json={"role": role}, headers=headers)
+        assert refused.status_code == 403 and "given by an admin" in refused.json()["detail"]
+    taken = lite_client.post("/api/me/roles", json={"role": "owner"}, headers=headers)
+    assert taken.json()["roles"] == ["owner", "researcher"]
+    made = lite_client.post("/api/machines", json={"name": "box", "show_owner": True}, headers=headers)
+    assert made.status_code == 201 and made.json()["state"] == "pending" and made.json()["status"] == "offline"
+
+
+def test_decisions_follow_the_written_transitions(people, lite_session: Session) -> None:
+    admin, owner = people
+    machine, _ = create_machine(lite_session, owner)
+    with pytest.raises(Invalid, match="say why"):
+        machines.decide(lite_session, admin, machine.id, approve=False)
+    with pytest.raises(Forbidden):
+        machines.decide(lite_session, owner, machine.id, approve=True)
+    with pytest.raises(Conflict, match="only an approved machine can be drained"):
+        machines.set_controls(lite_session, owner, machine.id, draining=True)
+    with pytest.raises(Conflict, match="once an admin approves it"):
+        machines.issue_token(lite_session, owner, machine.id)
+    machines.decide(lite_session, admin, machine.id, approve=True)
+    assert machine.state == MachineState.approved and machine.decided_by == admin.id
+    with pytest.raises(Conflict, match="cannot become rejected"):
+        machines.decide(lite_session, admin, machine.id, approve=False, message="no")
+    machines.revoke(lite_session, admin, machine.id, message="it ran a crypto miner")
+    machines.decide(lite_session, admin, machine.id, approve=True)  # reinstated
+    machines.leave(lite_session, owner, machine.id)
+    with pytest.raises(Conflict):
+        machines.decide(lite_session, admin, machine.id, approve=True)
+    with pytest.raises(Conflict, match="register it again"):
+        machines.set_controls(lite_session, owner, machine.id, paused=True)
+
+
+def test_joining_takes_an_approved_machine_and_its_measurement(people, lite_client: TestClient,
+                                                               lite_session: Session) -> None:
+    admin, owner = people
+    machine, _ = create_machine(lite_session, owner)
+    measured = {"gpu_model": "NVIDIA GeForce RTX 3090", "gpu_count": 1, "vram_gb": 23.6, "cuda_capability": "8.6",
+                "cpus": 16, "memory_gb": 62.7, "release": "0.2.0"}
+    machines.decide(lite_session, admin, machine.id, approve=True)
+    lite_session.commit()
+    headers = auth_headers(lite_session, owner)
+    ticket = lite_client.post(f"/api/machines/{machine.id}/join-token", headers=headers).json()
+    assert ticket["command"] == f"OBSERVATORY_MACHINE_TOKEN={ticket['token']} observatory pool join " \
+                                "http://127.0.0.1:8000"
+    bearer = {"Authorization": f"Bearer {ticket['token']}"}
+    grant = lite_client.post("/api/pool/join", json=measured, headers=bearer).json()
+    assert grant["head_address"] == "head.pool.example:6379" and grant["num_gpus"] == 1
+    assert grant["labels"] == {MACHINE_LABEL: str(machine.id), "observatory-gpu": "NVIDIA-GeForce-RTX-3090",
+                               "observatory-gpus": "1", "observatory-vram-gb": "23.6", "observatory-cuda": "8.6",
+                               "observatory-release": "0.2.0"}
+    bad = lite_client.post("/api/pool/join", content=b'{"vram_gb": NaN, "release": "0.2.0"}',
+                           headers={**bearer, "Content-Type": "application/json"})
+    assert bad.status_code == 422 and "vram_gb" in bad.json()["detail"]
+    # A new token replaces the old; a paused machine stays; a left one is told to leave and cannot join again.
+    fresh = lite_client.post(f"/api/machines/{machine.id}/join-token", headers=headers).json()["token"]
+    assert lite_client.post("/api/pool/orders", headers=bearer).status_code == 401
+    bearer = {"Authorization": f"Bearer {fresh}"}
+    lite_client.patch(f"/api/machines/{machine.id}", json={"paused": True}, headers=headers)
+    orders = lite_client.post("/api/pool/orders", headers=bearer).json()
+    assert orders["paused"] is True and orders["leave"] is False
+    lite_client.post(f"/api/machines/{machine.id}/leave", headers=headers)
+    assert lite_client.post("/api/pool/orders", headers=bearer).json()["leave"] is True
+    refused = lite_client.post("/api/pool/join", json=measured, headers=bearer)
+    assert refused.status_code == 403 and "is left" in refused.json()["detail"]
+
+
+def test_a_drained_machine_leaves_once_its_run_ends(people, lite_engine, lite_session: Session, lite_settings,
+                                                    lite_client: TestClient) -> None:
+    from scheduler.loop import Scheduler
+
+    admin, owner = people
+    machine, token = create_machine(lite_session, owner, admin, cpus=4)
+    settings = lite_settings.model_copy(update={"run_on_head": False})
+    pool = OwnerPool([machine])
+    _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
+                                                        create_call(lite_session, admin)))
+    assert Scheduler(lite_engine, settings, pool).dispatch() == 1
+    machines.set_controls(lite_session, owner, machine.id, draining=True)
+    lite_session.commit()
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert lite_client.post("/api/pool/orders", headers=bearer).json()["leave"] is False  # its run goes on
+    with Session(lite_engine) as session:
+        attempt = session.exec(select(RunAttempt).where(RunAttempt.run_id == run.id)).one()
+        attempt.state = "succeeded"
+        session.add(attempt)
+        session.commit()
+    orders = lite_client.post("/api/pool/orders", headers=bearer).json()
+    assert orders["leave"] is True and orders["state"] == "left"
+
+
+def _facts(session: Session, settings: Settings, nodes: list[dict]):  # type: ignore[no-untyped-def]
+    return {n.node_id: n.blocked for n in read_facts(session, settings, nodes, VramCache()).nodes}
+
+
+def test_what_each_machine_state_means_for_placement(people, lite_session: Session, lite_settings) -> None:
+    admin, owner = people
+    made = {name: create_machine(lite_session, owner, admin, name=name)[0]
+            for name in ("open", "paused", "draining", "revoked", "capped")}
+    machines.set_controls(lite_session, owner, made["paused"].id, paused=True)
+    machines.set_controls(lite_session, owner, made["draining"].id, draining=True)
+    machines.revoke(lite_session, admin, made["revoked"].id, message="gone quiet")
+    machines.set_controls(lite_session, owner, made["capped"].id, hours_per_day=0.5)
+    pending, _ = create_machine(lite_session, owner, name="pending")
+    # The capped machine ran an hour today.
+    from datetime import timedelta
+
+    from service.timeutil import utcnow
+
+    _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
+                                                        create_call(lite_session, admin)))
+    lite_session.add(RunAttempt(run_id=run.id, number=1, pool="other", submission_id="s", token_hash="h",
+                                state="succeeded", machine_id=made["capped"].id,
+                                started_at=utcnow() - timedelta(minutes=50), ended_at=utcnow()))
+    lite_session.commit()
+    nodes = [{"node_id": "head", "is_head_node": True, "state": "ALIVE", "resources_total": {"CPU": 2}},
+             {"node_id": "stranger", "is_head_node": False, "state": "ALIVE", "resources_total": {"CPU": 2}},
+             {"node_id": "gone", "state": "DEAD", "labels": labels_for(made["open"])}]
+    nodes += [{"node_id": name, "state": "ALIVE", "labels": labels_for(m), "resources_total": {"CPU": 2}}
+              for name, m in {**made, "pending": pending}.items()]
+    blocked = _facts(lite_session, lite_settings, nodes)
+    assert blocked == {"head": None, "stranger": "not a registered machine", "open": None,
+                       "paused": f"machine {made['paused'].id} is paused by its owner",
+                       "draining": f"machine {made['draining'].id} is draining",
+                       "revoked": f"machine {made['revoked'].id} is revoked",
+                       "capped": f"machine {made['capped'].id} ran its 0.5 hours today",
+                       "pending": f"machine {pending.id} is pending"}
+    no_head = _facts(lite_session, lite_settings.model_copy(update={"run_on_head": False}), nodes)
+    assert no_head["head"] == "the head takes no runs here"
+
+
+def test_runs_are_pinned_to_their_node_and_charged_by_its_gpu_class(people, lite_engine, lite_session: Session,
+                                                                     lite_settings) -> None:
+    from scheduler.loop import Scheduler
+
+    admin, owner = people
+    old, _ = create_machine(lite_session, owner, admin, name="old", gpu_model="NVIDIA GeForce GTX 1080 Ti",
+                            gpu_count=1, vram_gb=10.9, cuda_capability="6.1")
+    settings = lite_settings.model_copy(update={
+        "gpus_per_run": 1, "run_on_head": False,
+        "charge_factors": {"RTX 3090": 1.0, "GTX 1080 Ti": 0.45, "GTX 1080": 0.4, "default": 0.8}})
+    assert settings.charge_factor("NVIDIA GeForce GTX 1080 Ti") == 0.45  # the longest name found wins
+    assert settings.charge_factor("Tesla T4") == 0.8 and settings.charge_factor(None) == 0.8
+    pool = OwnerPool([old])
+    _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
+                                                        create_call(lite_session, admin)))
+    assert Scheduler(lite_engine, settings, pool).dispatch() == 1
+    (request,) = pool.requests
+    assert request.label_selector == {"ray.io/node-id": f"node-{old.id}"} and request.num_gpus == 1
+    with Session(lite_engine) as session:
+        attempt = session.exec(select(RunAttempt).where(RunAttempt.run_id == run.id)).one()
+    assert (attempt.machine_id, attempt.node_id, attempt.charge_factor) == (old.id, f"node-{old.id}", 0.45)
+    # A plan that needs more memory than the card has waits, saying why.
+    big = {"kind": "train", "resolution": 64, "batch_size": 256, "block_out_channels": [128, 256, 256, 512]}
+    _, waiting = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
+                                                            create_call(lite_session, admin), job_plan=big))
+    assert Scheduler(lite_engine, settings, pool).dispatch() == 0
+    assert current_run(lite_engine, waiting.id).message == "waiting: no node online has 34.5 GB of GPU memory"
+
+
+def test_a_revoked_machine_moves_its_run_which_resumes_elsewhere(people, lite_engine, lite_session: Session,
+                                                                 lite_settings, lite_client: TestClient) -> None:
+    from scheduler.loop import Scheduler
+    from scheduler.ray_backend import JobState
+
+    admin, owner = people
+    machine, _ = create_machine(lite_session, owner, admin, cpus=4)
+    pool = OwnerPool([machine])
+    settings = lite_settings.model_copy(update={"run_on_head": False})
+    scheduler = Scheduler(lite_engine, settings, pool)
+    _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
+                                                        create_call(lite_session, admin)))
+    assert scheduler.dispatch() == 1
+    job = FakeJob(lite_client, pool.token())
+    job.start()
+    assert job.checkpoint(b"state at 50", step=50).status_code == 200
+    machines.revoke(lite_session, admin, machine.id, message="unreliable")
+    lite_session.commit()
+    assert current_run(lite_engine, run.id).stop_reason == STOP_MOVE
+    assert job.log("step 60\n")["stop"] == STOP_MOVE  # the job is told to save and stop
+    job.end(exit_code=0, stopped=True)
+    pool.set(pool.submitted[-1], JobState.succeeded, node_id=f"node-{machine.id}")
+    scheduler.reconcile()
+    moved = current_run(lite_engine, run.id)
+    assert moved.state == RunState.queued and moved.stop_reason is None and moved.retries_used == 0
+    assert moved.resume_step == 50 and "moved off its machine" in moved.message
+    assert scheduler.dispatch() == 0  # the revoked machine gets nothing; the head takes no runs here
+    scheduler.settings = lite_settings  # the head does take runs
+    assert scheduler.dispatch() == 1
+    assert pool.requests[-1].label_selector == {"ray.io/node-id": "head-node"}
+
+
+def test_the_public_pool_page_shows_only_what_owners_chose(people, lite_client: TestClient,
+                                                          lite_session: Session) -> None:
+    admin, shy = people
+    proud = create_user(lite_session)
+    for owner, show in ((shy, False), (proud, True)):
+        machine, _ = create_machine(lite_session, owner, admin, show_owner=show, gpu_model="NVIDIA RTX A4000",
+                                    gpu_count=1, vram_gb=16)
+        lite_session.add(PoolNode(node_id=f"n{machine.id}", address="10.8.0.7", alive=True,
+                                  resources={"CPU": 8, "GPU": 1}, labels=labels_for(machine)))
+    lite_session.commit()
+    figures = lite_client.get("/api/pool").json()
+    assert figures["machines_online"] == 2 and figures["gpus_online"] == 2 and figures["vram_gb_online"] == 32
+    assert figures["named_owners"] == [proud.name]
+    page = lite_client.get("/pool").text
+    for shown in (figures, page):
+        text = str(shown)
+        assert proud.name in text and shy.name not in text and shy.email not in text and proud.email not in text
+        assert "10.8.0.7" not in text and "attic box" not in text  # no addresses, no machine names
+
+
+def test_unregistered_and_blocked_nodes_leave_the_queue_waiting(people, lite_engine, lite_session: Session,
+                                                                lite_settings) -> None:
+    from scheduler.loop import Scheduler
+
+    admin, _ = people
+    _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
+                                                        create_call(lite_session, admin)))
+    settings = lite_settings.model_copy(update={"run_on_head": False})
+    assert Scheduler(lite_engine, settings, ScriptedPool()).dispatch() == 0
+    waiting = current_run(lite_engine, run.id)
+    assert waiting.state == RunState.queued and waiting.claim_token is None
+    assert waiting.message == "waiting: no node that takes work is online"
+    with Session(lite_engine) as session:
+        assert session.exec(select(Run).where(Run.state == RunState.running)).all() == []
