@@ -28,3 +28,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/train_overhead.py
 	$(PY) bench/run_page_load.py
 	$(PY) bench/train_on_ray.py
+	$(PY) bench/scheduling.py

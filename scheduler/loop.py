@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from scheduler.dispatch import SUBMITTED, Dispatcher
+from scheduler.placement import VramCache
 from scheduler.ray_backend import RayBackend
 from scheduler.reconcile import Reconciler
 from service.archive.service import store_for
@@ -44,10 +45,11 @@ class Scheduler:
         self.store = store_for(settings)
         self.scheduler_id = secrets.token_hex(8)
         self.backend = backend  # replaced when a local head dies and a new one starts (observatory.runtime)
+        self.vram = VramCache()  # each run's GPU memory estimate, worked out once
         self._ticks = 0
 
     def dispatch(self) -> int:
-        return Dispatcher(self.engine, self.settings, self.backend, self.store).dispatch()
+        return Dispatcher(self.engine, self.settings, self.backend, self.store, self.vram).dispatch()
 
     def reconcile(self) -> int:
         return Reconciler(self.engine, self.settings, self.backend, self.store).reconcile()

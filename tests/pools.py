@@ -127,3 +127,22 @@ def current_run(engine, run_id: int):  # type: ignore[no-untyped-def]
 
     with Session(engine) as session:
         return session.get(Run, run_id)
+
+
+def tick_until(scheduler, engine, run_id: int, done, timeout: float = 240):  # type: ignore[no-untyped-def]
+    """Tick the scheduler until `done(session, run)` holds for the run; returns the run."""
+    import time
+
+    from sqlmodel import Session
+
+    from service.models import Run
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        scheduler.tick()
+        with Session(engine) as session:
+            run = session.get(Run, run_id)
+            if done(session, run):
+                return run
+        time.sleep(0.3)
+    raise AssertionError(f"run {run_id} never got there: {run.state} {run.message}")

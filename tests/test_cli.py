@@ -66,3 +66,43 @@ def test_demo_keeps_to_its_own_folder(embedded, monkeypatch) -> None:
     engine.dispose()
     reset(settings)
     assert (proposal_id, run_id) == (1, 1) and not (embedded / "demo" / "observatory.db").exists()
+
+
+def test_pool_join_says_what_is_wrong(monkeypatch, lite_settings, lite_engine, lite_session) -> None:
+    """No token, a bad token, or an unapproved machine: a clear error naming the problem, no traceback."""
+    from service.models import Role
+    from tests.factories import create_machine, create_user
+    from tests.live import live_server
+
+    runner = CliRunner()
+    monkeypatch.delenv("OBSERVATORY_MACHINE_TOKEN", raising=False)
+    missing = runner.invoke(app, ["pool", "join", "http://127.0.0.1:9"])
+    assert missing.exit_code == 2 and "no machine token" in missing.output
+    admin, owner = create_user(lite_session, Role.admin), create_user(lite_session)
+    machine, token = create_machine(lite_session, owner, admin)
+    from service.pool import machines
+
+    machines.revoke(lite_session, admin, machine.id, message="it kept failing jobs")
+    lite_session.commit()
+    with live_server(lite_settings, lite_engine) as url:
+        for given, expected in (("mc_wrong", "this machine token is not valid"),
+                                (token, "is revoked: it kept failing jobs")):
+            result = runner.invoke(app, ["pool", "join", url], env={"OBSERVATORY_MACHINE_TOKEN": given})
+            assert result.exit_code == 2 and expected in " ".join(result.output.split()), result.output
+            assert "Traceback" not in result.output
+    unreachable = runner.invoke(app, ["pool", "join", "http://127.0.0.1:9"], env={"OBSERVATORY_MACHINE_TOKEN": token})
+    assert unreachable.exit_code == 2 and "cannot reach the portal" in unreachable.output
+
+
+def test_the_measurement_reads_every_card() -> None:
+    from types import SimpleNamespace
+
+    from observatory.hardware import measure
+
+    cards = [SimpleNamespace(name="NVIDIA GeForce RTX 3090", total_memory=24 * 2**30, major=8, minor=6),
+             SimpleNamespace(name="NVIDIA GeForce RTX 3090", total_memory=int(23.5 * 2**30), major=8, minor=6)]
+    found = measure(cards)
+    assert (found["gpu_model"], found["gpu_count"], found["vram_gb"], found["cuda_capability"]) == (
+        "NVIDIA GeForce RTX 3090", 2, 23.5, "8.6")
+    cpu_only = measure([])
+    assert cpu_only["gpu_count"] == 0 and "gpu_model" not in cpu_only and cpu_only["cpus"] >= 1

@@ -24,7 +24,8 @@ def test_compose_file_is_valid_and_has_every_role() -> None:
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
     assert set(services) == {"proxy", "postgres", "migrate", "api", "scheduler", "ray-head", "gpu-worker"}
-    assert services["gpu-worker"]["environment"]["RAY_AUTH_MODE"] == "token"
+    assert services["ray-head"]["environment"]["RAY_AUTH_MODE"] == "token"
+    assert services["gpu-worker"]["command"][:3] == ["observatory", "pool", "join"]
     assert services["scheduler"]["environment"]["OBSERVATORY_RAY_ADDRESS"] == "http://ray-head:8265"
 
 
@@ -51,11 +52,15 @@ def test_compose_defaults_are_the_safe_ones() -> None:
     overlay = yaml.safe_load(_config(env={**ENV, "RAY_BIND_ADDRESS": "100.64.0.1"}).stdout)["services"]
     assert [p["host_ip"] for p in _published(overlay["ray-head"])] == ["100.64.0.1"]
     # Each service holds only the secrets it uses.
-    assert not {k for k in services["api"]["environment"] if "RAY" in k}
+    # The API holds the Ray token only to hand it to approved machines that join.
+    assert {k for k in services["api"]["environment"] if "RAY" in k} == {"OBSERVATORY_RAY_AUTH_TOKEN"}
+    assert services["api"]["environment"]["OBSERVATORY_POOL_JOIN_ADDRESS"] == "ray-head:6379"
     for node in ("ray-head", "gpu-worker"):
         env = services[node]["environment"]
-        assert not {k for k in env if (k.startswith("OBSERVATORY_") and k != "OBSERVATORY_NODE_DIR")
+        allowed = {"OBSERVATORY_NODE_DIR", "OBSERVATORY_MACHINE_TOKEN"}  # a node's own, not the portal's
+        assert not {k for k in env if (k.startswith("OBSERVATORY_") and k not in allowed)
                     or "POSTGRES" in k}, (node, env)
         # ...and no node mounts the archive: work reaches it over HTTPS, through the proxy.
         assert not [v for v in services[node].get("volumes", []) if "archive" in str(v.get("source", ""))], node
+    assert "RAY_AUTH_TOKEN" not in services["gpu-worker"]["environment"]  # it gets it from the portal
     assert services["scheduler"]["environment"]["OBSERVATORY_JOB_API_URL"] == "https://observatory.example.org"

@@ -25,6 +25,7 @@ from service.pool import machines
 from service.pool.standing import labels_for
 from tests.factories import TINY_TRAIN, award, create_call, create_machine, create_proposal, create_user
 from tests.live import live_server
+from tests.pools import tick_until
 
 pytestmark = pytest.mark.ray
 # Clear of the other tests' Ray ports: head 10700-10707, its workers 10800-10899, dashboard 11700; worker 11000+.
@@ -34,18 +35,6 @@ LONG = {**TINY_TRAIN, "steps": 1500, "checkpoint_every": 50, "batch_size": 16, "
 
 def _alive(backend: RayBackend) -> list[dict]:
     return [n for n in backend.nodes() if n["state"] == "ALIVE"]
-
-
-def _tick_until(scheduler: Scheduler, engine: Engine, run_id: int, done, timeout: float = 240) -> Run:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        scheduler.tick()
-        with Session(engine) as session:
-            run = session.get(Run, run_id)
-            if done(session, run):
-                return run
-        time.sleep(0.3)
-    raise AssertionError(f"run {run_id} never got there: {run.state} {run.message}")
 
 
 def test_no_token_no_join_and_a_revoked_machine_gets_no_work(tmp_path: Path, lite_engine: Engine,
@@ -84,12 +73,12 @@ def test_no_token_no_join_and_a_revoked_machine_gets_no_work(tmp_path: Path, lit
         scheduler = Scheduler(lite_engine, settings, backend)
         call = create_call(lite_session, admin)
         _, moved = award(lite_session, admin, create_proposal(lite_session, pi, call, job_plan=LONG))
-        _tick_until(scheduler, lite_engine, moved.id, lambda s, run: run.resume_step >= 100)
+        tick_until(scheduler, lite_engine, moved.id, lambda s, run: run.resume_step >= 100)
 
         # 3. Revoked, its run checkpoints and goes back to the queue; nothing new is placed on it.
         machines.revoke(lite_session, admin, machine.id, message="the owner asked us to, by mail")
         lite_session.commit()
-        run = _tick_until(scheduler, lite_engine, moved.id, lambda s, run: run.state == RunState.queued, timeout=120)
+        run = tick_until(scheduler, lite_engine, moved.id, lambda s, run: run.state == RunState.queued, timeout=120)
         assert run.stop_reason is None and run.resume_step >= 100
         _, fresh = award(lite_session, admin, create_proposal(lite_session, pi, call, job_plan=TINY_TRAIN))
         for _ in range(10):
@@ -107,7 +96,7 @@ def test_no_token_no_join_and_a_revoked_machine_gets_no_work(tmp_path: Path, lit
         # 4. Reinstated, it takes work again, and the moved run resumes from its checkpoint and finishes.
         machines.decide(lite_session, admin, machine.id, approve=True)
         lite_session.commit()
-        run = _tick_until(scheduler, lite_engine, moved.id, lambda s, run: run.state in (
+        run = tick_until(scheduler, lite_engine, moved.id, lambda s, run: run.state in (
             RunState.succeeded, RunState.failed, RunState.cancelled), timeout=300)
         assert run.state == RunState.succeeded, run.message
         with Session(lite_engine) as session:

@@ -35,6 +35,7 @@ from service.models import AttemptState, Role, Run, RunState
 from service.pool.standing import labels_for
 from tests.factories import TINY_TRAIN, award, create_call, create_machine, create_proposal, create_user
 from tests.live import live_server
+from tests.pools import tick_until
 from tests.s3 import s3_server
 
 pytestmark = pytest.mark.ray
@@ -43,18 +44,6 @@ BASE = int(os.environ.get("OBSERVATORY_TEST_RAY_PORT", "6700")) + 400
 FAST_HEALTH = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
                "RAY_health_check_failure_threshold": "3"}
 PLAN = {**TINY_TRAIN, "steps": 1200, "checkpoint_every": 50, "batch_size": 16, "sample_inference_steps": 4}
-
-
-def _tick_until(scheduler: Scheduler, engine: Engine, run_id: int, done, timeout: float = 240) -> Run:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        scheduler.tick()
-        with Session(engine) as session:
-            run = session.get(Run, run_id)
-            if done(session, run):
-                return run
-        time.sleep(0.3)
-    raise AssertionError(f"run {run_id} never got there: {run.state} {run.message}")
 
 
 def _ended(session: Session, run: Run) -> bool:
@@ -99,7 +88,7 @@ def test_work_leaves_the_node_and_survives_its_loss(store: str, tmp_path: Path, 
 
         # 1. A run on the second node delivers every output to the archive, digests verified.
         _, delivered = award(lite_session, admin, create_proposal(lite_session, pi, call, job_plan=TINY_TRAIN))
-        run = _tick_until(scheduler, lite_engine, delivered.id, _ended)
+        run = tick_until(scheduler, lite_engine, delivered.id, _ended)
         assert run.state == RunState.succeeded, run.message
         archive = store_for(settings)
         with Session(lite_engine) as session:
@@ -116,11 +105,11 @@ def test_work_leaves_the_node_and_survives_its_loss(store: str, tmp_path: Path, 
 
         # 2. A run whose node is killed after it shipped a checkpoint resumes on the head from that checkpoint.
         _, resumed = award(lite_session, admin, create_proposal(lite_session, pi, call, job_plan=PLAN))
-        _tick_until(scheduler, lite_engine, resumed.id,
+        tick_until(scheduler, lite_engine, resumed.id,
                     lambda session, run: run.resume_step >= 200 or _ended(session, run))
         scheduler.settings = settings.model_copy(update={"run_on_head": True})
         worker.kill()  # kill -9 of the node's Ray processes and the job with them
-        run = _tick_until(scheduler, lite_engine, resumed.id, _ended, timeout=300)
+        run = tick_until(scheduler, lite_engine, resumed.id, _ended, timeout=300)
         assert run.state == RunState.succeeded, run.message
         with Session(lite_engine) as session:
             first, second, *more = attempts_of(session, run.id)
