@@ -268,3 +268,28 @@ def test_unregistered_and_blocked_nodes_leave_the_queue_waiting(people, lite_eng
     assert waiting.message == "waiting: no node that takes work is online"
     with Session(lite_engine) as session:
         assert session.exec(select(Run).where(Run.state == RunState.running)).all() == []
+
+
+def test_an_award_in_class_a_is_placed_before_an_older_one_in_class_c(people, lite_engine, lite_session: Session,
+                                                                      lite_settings, lite_client: TestClient) -> None:
+    from scheduler.loop import Scheduler
+
+    admin, _ = people
+    call = create_call(lite_session, admin)
+    older, newer = (create_proposal(lite_session, create_user(lite_session), call) for _ in range(2))
+    headers = auth_headers(lite_session, admin)
+    for proposal, priority in ((older, "C"), (newer, "A")):
+        made = lite_client.post(f"/api/proposals/{proposal.id}/award", headers=headers,
+                                json={"gpu_hours": 1, "priority": priority})
+        assert made.status_code == 201 and made.json()["award"]["priority"] == priority
+    bad = lite_client.post(f"/api/proposals/{older.id}/award", headers=headers, json={"gpu_hours": 1, "priority": "Z"})
+    assert bad.status_code == 422
+
+    class OneSlot(ScriptedPool):
+        def nodes(self) -> list[dict]:
+            return [{"node_id": "head-node", "is_head_node": True, "state": "ALIVE", "resources_total": {"CPU": 1}}]
+
+    assert Scheduler(lite_engine, lite_settings, OneSlot()).dispatch() == 1
+    with Session(lite_engine) as session:
+        states = {r.proposal_id: r.state for r in session.exec(select(Run))}
+    assert states == {newer.id: RunState.running, older.id: RunState.queued}

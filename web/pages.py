@@ -26,13 +26,13 @@ from service.deps import (
 )
 from service.errors import DomainError
 from service.ledger.service import run_charged
-from service.models import Proposal, Role, User
+from service.models import PriorityClass, Proposal, Role, User
 from service.pool import service as pool
 from service.proposals import service as proposals
 from service.proposals.schemas import ProposalCreate
 from service.runs import service as runs
 from service.timeutil import utcnow
-from service.types import IdPath, gpu_hours
+from service.types import IdPath, gpu_hours, parse
 from web.charts import loss_chart_from_metrics
 from web.forms import plan_fields, plan_from_form
 from web.render import act as _act
@@ -215,14 +215,16 @@ async def proposal_add_member(proposal_id: IdPath, request: Request, user: Curre
 async def proposal_award(proposal_id: IdPath, request: Request, admin: AdminUser, session: SessionDep,
                          settings: SettingsDep):
     url = f"/proposals/{proposal_id}"
+    form = await request.form()
     try:
-        hours = gpu_hours(str((await request.form()).get("gpu_hours", "")))
+        hours = gpu_hours(str(form.get("gpu_hours", "")))
+        priority = parse(PriorityClass, str(form.get("priority", "B")), "priority")
     except DomainError as exc:
         flash(request, exc.message, "error")
         return _redirect(url)
-    return _act(request, session, url, f"Awarded {hours:g} GPU-hours; the run is queued.",
+    return _act(request, session, url, f"Awarded {hours:g} GPU-hours in class {priority}; the run is queued.",
                 lambda: award_proposal(session, actor=admin, proposal_id=proposal_id, gpu_hours=hours,
-                                       gpus_per_run=max(settings.gpus_per_run, 1)))
+                                       priority=priority, gpus_per_run=max(settings.gpus_per_run, 1)))
 
 
 # ---- runs --------------------------------------------------------------------------------------------------

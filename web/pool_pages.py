@@ -101,8 +101,8 @@ async def decide_machine(machine_id: IdPath, request: Request, admin: AdminUser,
         else:
             machines.decide(session, admin, machine_id, approve=data.decision == "approve", message=data.message)
 
-    return act(request, session, f"/machines/{machine_id}", f"Machine {machine_id}: {form.get('decision')} done.",
-               decide)
+    done = {"approve": "approved", "reject": "rejected", "revoke": "revoked"}.get(form.get("decision", ""), "changed")
+    return act(request, session, f"/machines/{machine_id}", f"Machine {machine_id} {done}.", decide)
 
 
 @router.post("/machines/{machine_id}/leave")

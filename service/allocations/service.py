@@ -14,14 +14,14 @@ from service.calls.service import awarded_gpu_hours
 from service.db import lock
 from service.errors import Conflict, Forbidden, Invalid, NotFound
 from service.ledger.service import open_award_account
-from service.models import Award, Call, Proposal, ProposalState, Role, Run, User
+from service.models import Award, Call, PriorityClass, Proposal, ProposalState, Role, Run, User
 from service.runs.service import create_run
 from service.timeutil import add_months, utcnow
 from service.types import gpu_hours as valid_gpu_hours
 
 
 def award_proposal(session: Session, *, actor: User, proposal_id: int, gpu_hours: float,
-                   gpus_per_run: int = 1) -> tuple[Award, Run]:
+                   gpus_per_run: int = 1, priority: PriorityClass = PriorityClass.B) -> tuple[Award, Run]:
     if not actor.has(Role.admin):
         raise Forbidden("only an admin awards GPU-hours")
     gpu_hours = valid_gpu_hours(gpu_hours)
@@ -42,7 +42,8 @@ def award_proposal(session: Session, *, actor: User, proposal_id: int, gpu_hours
     if gpu_hours > remaining + 1e-9:
         raise Conflict(f"the call has {remaining:g} GPU-hours left to award, not {gpu_hours:g}")
     now = utcnow()
-    award = Award(proposal_id=proposal_id, gpu_hours=gpu_hours, awarded_by=actor.id, awarded_at=now,
+    award = Award(proposal_id=proposal_id, gpu_hours=gpu_hours, priority=priority, awarded_by=actor.id,
+                  awarded_at=now,
                   exclusive_until=add_months(now, call.exclusive_months))
     session.add(award)
     proposal.state = ProposalState.awarded

@@ -74,7 +74,7 @@ class Machine(SQLModel, table=True):
     memory_gb: float = 0.0
     release: str | None = Field(default=None, max_length=40)
     measured_at: datetime | None = None
-    ray_node_id: str | None = Field(default=None, max_length=64)  # the Ray node of its latest join
+    ray_node_id: str | None = Field(default=None, max_length=64)  # its Ray node when last seen online
     message: str = Field(default="", max_length=500)  # why it was rejected or revoked
     created_at: datetime = Field(default_factory=utcnow)
     decided_by: int | None = Field(default=None, foreign_key="users.id")

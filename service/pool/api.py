@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
 
 from jobs.version import installed_version
 from service.config import Settings
@@ -139,15 +138,10 @@ def join_pool(data: Measurement, token: MachineToken, session: SessionDep, setti
                      release=settings.required_worker_version or installed_version())
 
 
-class CallIn(BaseModel):
-    ray_node_id: str | None = Field(None, max_length=64, pattern=r"^[0-9a-f]+$")
-
-
 @router.post("/pool/orders", response_model=Orders)
-def machine_orders(token: MachineToken, session: SessionDep, data: CallIn | None = None) -> Orders:
-    """A joined machine calls in (with its Ray node id, once it has one) and learns whether to stay or leave (its
-    own token)."""
-    machine = machines.orders(session, machines.machine_for_token(session, token), data.ray_node_id if data else None)
+def machine_orders(token: MachineToken, session: SessionDep) -> Orders:
+    """A joined machine calls in and learns whether to stay or leave (its own token)."""
+    machine = machines.orders(session, machines.machine_for_token(session, token))
     session.commit()
     leave = machine.state != "approved"
     return Orders(machine_id=machine.id, state=machine.state, paused=machine.paused, draining=machine.draining,

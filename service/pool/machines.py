@@ -193,12 +193,10 @@ def busy(session: Session, machine_id: int) -> bool:
                                                     RunAttempt.state.in_(LIVE_ATTEMPT))).first() is not None
 
 
-def orders(session: Session, machine: Machine, ray_node_id: str | None = None) -> Machine:
+def orders(session: Session, machine: Machine) -> Machine:
     """What the joined machine should do now: it calls in, and leaves when its state says so. A drained machine
     whose run has ended leaves here."""
     machine.last_contact_at = utcnow()
-    if ray_node_id:
-        machine.ray_node_id = ray_node_id
     session.add(machine)
     session.flush()
     if machine.state == MachineState.approved and machine.draining and not busy(session, machine.id):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy import update
 from sqlmodel import Session, select
 
 from service.db import lock
 from service.errors import Conflict
-from service.models import PoolClaim, PoolNode
+from service.models import Machine, PoolClaim, PoolNode
 from service.pool.schemas import NodeSeen, PoolSummary
+from service.pool.standing import MACHINE_LABEL
 from service.timeutil import utcnow
 
 
@@ -47,6 +49,10 @@ def record_nodes(session: Session, seen: list[NodeSeen]) -> None:
         row.address, row.is_head, row.alive = node.address, node.is_head, node.alive
         row.resources, row.labels, row.last_seen_at = dict(node.resources), dict(node.labels), now
         session.add(row)
+        machine_id = str(node.labels.get(MACHINE_LABEL, ""))
+        if node.alive and machine_id.isdigit():  # the machine's current Ray node, as Ray reports it
+            session.execute(update(Machine).where(Machine.id == int(machine_id))
+                            .values(ray_node_id=node.node_id).execution_options(synchronize_session=False))
     for row in session.exec(select(PoolNode).where(PoolNode.alive)):
         if row.node_id not in reported:
             row.alive = False

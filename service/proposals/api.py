@@ -66,7 +66,7 @@ def award(proposal_id: IdPath, data: AwardCreate, admin: AdminUser, session: Ses
           settings: SettingsDep) -> ProposalPublic:
     """Award GPU-hours to a submitted proposal (admins); its run is queued for the scheduler."""
     award_proposal(session, actor=admin, proposal_id=proposal_id, gpu_hours=data.gpu_hours,
-                   gpus_per_run=max(settings.gpus_per_run, 1))
+                   priority=data.priority, gpus_per_run=max(settings.gpus_per_run, 1))
     session.commit()
     return service.to_public(session, service.get_visible(session, actor=admin, proposal_id=proposal_id))
 

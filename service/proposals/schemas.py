@@ -40,6 +40,7 @@ class MemberPublic(BaseModel):
 class AwardPublic(BaseModel):
     id: int
     gpu_hours: float
+    priority: str
     used_gpu_hours: float
     awarded_at: datetime
     exclusive_until: datetime

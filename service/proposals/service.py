@@ -168,7 +168,7 @@ def to_public(session: Session, proposal: Proposal) -> ProposalPublic:
     award = session.exec(select(Award).where(Award.proposal_id == proposal.id)).first()
     award_public = None
     if award:
-        award_public = AwardPublic(id=award.id, gpu_hours=award.gpu_hours, awarded_at=award.awarded_at,
-                                   exclusive_until=award.exclusive_until,
+        award_public = AwardPublic(id=award.id, gpu_hours=award.gpu_hours, priority=award.priority,
+                                   awarded_at=award.awarded_at, exclusive_until=award.exclusive_until,
                                    used_gpu_hours=award_used(session, award.id) / 3600)
     return ProposalPublic(**proposal.model_dump(), members=members, award=award_public)
