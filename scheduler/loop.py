@@ -25,6 +25,7 @@ from service.archive.service import store_for
 from service.config import Settings
 from service.db import writer
 from service.errors import Conflict
+from service.pool.machines import enforce_owner_limits
 from service.pool.schemas import NodeSeen
 from service.pool.service import claim_pool, record_nodes
 
@@ -76,6 +77,12 @@ class Scheduler:
             session.commit()
         return sum(node.alive for node in seen)
 
+    def enforce_owner_limits(self) -> int:
+        with Session(self.engine) as session:
+            acted = enforce_owner_limits(session)
+            session.commit()
+        return acted
+
     def tick(self) -> TickReport:
         if self._ticks % 5 == 0:
             self.claim_pool()
@@ -84,8 +91,9 @@ class Scheduler:
         if self._ticks % 5 == 1:
             try:
                 self.watch_nodes()
+                self.enforce_owner_limits()
             except Exception:
-                log.exception("reading the pool's nodes failed")
+                log.exception("reading the pool's nodes or applying the owners' limits failed")
         return report
 
     def run_forever(self, stop: threading.Event, before_tick: Callable[[], None] | None = None) -> None:

@@ -293,3 +293,39 @@ def test_an_award_in_class_a_is_placed_before_an_older_one_in_class_c(people, li
     with Session(lite_engine) as session:
         states = {r.proposal_id: r.state for r in session.exec(select(Run))}
     assert states == {newer.id: RunState.running, older.id: RunState.queued}
+
+
+def test_the_daily_cap_moves_a_run_and_a_drained_machine_leaves_unattended(people, lite_engine,
+                                                                           lite_session: Session,
+                                                                           lite_settings) -> None:
+    from datetime import timedelta
+
+    from scheduler.loop import Scheduler
+    from service.timeutil import utcnow
+
+    admin, owner = people
+    capped, _ = create_machine(lite_session, owner, admin, name="capped", cpus=4)
+    drained, _ = create_machine(lite_session, owner, admin, name="drained", cpus=4)
+    settings = lite_settings.model_copy(update={"run_on_head": False})
+    scheduler = Scheduler(lite_engine, settings, OwnerPool([capped]))
+    _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
+                                                        create_call(lite_session, admin)))
+    assert scheduler.dispatch() == 1
+    with Session(lite_engine) as session:  # it has been running for 90 minutes today
+        attempt = session.exec(select(RunAttempt).where(RunAttempt.run_id == run.id)).one()
+        attempt.started_at = max(utcnow() - timedelta(minutes=90), utcnow().replace(hour=0, minute=0))
+        session.add(attempt)
+        session.commit()
+    machines.set_controls(lite_session, owner, capped.id, hours_per_day=24)
+    machines.set_controls(lite_session, owner, drained.id, draining=True)
+    lite_session.commit()
+    assert scheduler.enforce_owner_limits() == 1  # the drained one leaves; 24 hours are far off
+    assert current_run(lite_engine, run.id).stop_reason is None
+    machines.set_controls(lite_session, owner, capped.id, hours_per_day=0.01)
+    lite_session.commit()
+    assert scheduler.enforce_owner_limits() == 1
+    moved = current_run(lite_engine, run.id)
+    assert moved.stop_reason == STOP_MOVE and "cap of 0.01 hours a day" in moved.message
+    with Session(lite_engine) as session:
+        assert session.get(Machine, drained.id).state == MachineState.left
+        assert session.get(Machine, capped.id).state == MachineState.approved

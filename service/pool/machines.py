@@ -10,8 +10,9 @@ The states, and the only ways between them (each a conditional update, so a lost
                            its current run has finished
     revoked  -> approved   an admin reinstates it
 
-Within `approved`, the owner may pause it (no new work; a run on it carries on), cap the hours of work it takes
-per UTC day, and drain it (no new work; it leaves once its current run ends). `observatory pool join` on the
+Within `approved`, the owner may pause it (no new work; a run on it carries on), cap the hours of work it does
+per UTC day (at the cap its run checkpoints and moves, and it takes nothing more that day), and drain it (no new
+work; it leaves once its current run ends). `observatory pool join` on the
 machine asks for its orders and stops its Ray node when it is told to leave.
 """
 
@@ -26,6 +27,7 @@ from sqlmodel import Session, select
 from service.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
 from service.models import Machine, MachineState, Role, Run, RunAttempt, User
 from service.pool.schemas import Measurement
+from service.pool.standing import day_start, hours_on
 from service.runs.state import LIVE_ATTEMPT, STOP_MOVE
 from service.timeutil import utcnow
 
@@ -202,3 +204,25 @@ def orders(session: Session, machine: Machine) -> Machine:
     if machine.state == MachineState.approved and machine.draining and not busy(session, machine.id):
         _move(session, machine, MachineState.left, "drained: its last run ended, and it left the pool")
     return machine
+
+
+def enforce_owner_limits(session: Session) -> int:
+    """The owners' limits, applied by the scheduler now and then: a machine that reached its daily cap has its
+    runs checkpointed and moved (it takes nothing more until the next UTC day), and a drained machine whose run
+    has ended leaves even when its join command is not calling in. Returns how many machines were acted on."""
+    acted = 0
+    capped = list(session.exec(select(Machine).where(Machine.state == MachineState.approved,
+                                                     Machine.hours_per_day.is_not(None))))
+    if capped:
+        now = utcnow()
+        today = hours_on(session, [m.id for m in capped], since=day_start(now), now=now)
+        for machine in capped:
+            if today.get(machine.id, 0.0) >= machine.hours_per_day and busy(session, machine.id):
+                acted += bool(move_runs_off(session, machine, f"its owner's cap of {machine.hours_per_day:g} "
+                                                              f"hours a day on {machine.name!r} was reached"))
+    for machine in session.exec(select(Machine).where(Machine.state == MachineState.approved, Machine.draining)):
+        if not busy(session, machine.id):
+            _move(session, machine, MachineState.left, "drained: its last run ended, and it left the pool")
+            acted += 1
+    session.flush()
+    return acted

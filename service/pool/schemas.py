@@ -73,6 +73,7 @@ class MachinePublic(BaseModel):
 
     id: int
     owner_id: int
+    owner_name: str
     name: str
     state: MachineState
     paused: bool

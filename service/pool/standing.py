@@ -76,6 +76,7 @@ def describe(session: Session, machines: list[Machine]) -> list[MachinePublic]:
     total, today = hours_on(session, ids, now=now), hours_on(session, ids, since=day_start(now), now=now)
     attempts = session.exec(select(RunAttempt.machine_id, RunAttempt.run_id, RunAttempt.state).where(
         RunAttempt.machine_id.in_(ids), RunAttempt.started_at.is_not(None))).all()
+    owners = {u.id: u.name for u in session.exec(select(User).where(User.id.in_({m.owner_id for m in machines})))}
     runs: dict[int, set[int]] = defaultdict(set)
     busy: set[int] = set()
     for machine_id, run_id, state in attempts:
@@ -87,7 +88,7 @@ def describe(session: Session, machines: list[Machine]) -> list[MachinePublic]:
         node = online.get(machine.id)
         status = "offline" if node is None else "busy" if machine.id in busy else "online"
         out.append(MachinePublic.model_validate({
-            **machine.model_dump(), "status": status,
+            **machine.model_dump(), "owner_name": owners.get(machine.owner_id, ""), "status": status,
             "labels": {k: str(v) for k, v in (node.labels if node else {}).items()},
             "hours_contributed": round(total.get(machine.id, 0.0), 3),
             "hours_today": round(today.get(machine.id, 0.0), 3), "runs_served": len(runs[machine.id])}))
