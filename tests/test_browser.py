@@ -131,3 +131,18 @@ def test_a_cross_site_form_cannot_act_for_the_signed_in_user(browser: Browser, p
     page.goto(f"{portal}/proposals/{draft.id}")
     page.get_by_role("button", name="Submit proposal").click()
     expect(page.get_by_role("status")).to_contain_text("Proposal submitted.")
+
+
+def test_the_api_docs_render_from_this_machine_alone(browser: Browser, portal: str) -> None:
+    """The footer's "API" link: Swagger UI drawn from assets the observatory serves, no request leaving it."""
+    page = browser.new_context().new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.goto(portal)
+    page.get_by_role("link", name="API").click()
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Commons Observatory")
+    expect(page.get_by_text("/api/pool/join", exact=True)).to_be_visible()
+    assert requested and all(url.startswith(portal) for url in requested), requested
+    assert not [e for e in errors if "Content Security Policy" in e], errors

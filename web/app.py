@@ -24,6 +24,8 @@ from service.auth.oidc import router as oidc_router
 from service.config import Settings, get_settings
 from service.db import engine_for
 from service.errors import Busy, Conflict, DomainError, Unauthenticated
+from web.api_docs import API_DOCS_ASSETS, swagger_ui_path
+from web.api_docs import router as api_docs_router
 from web.csrf import verify_csrf
 from web.middleware import LoadShedding, SecurityHeaders
 from web.pages import router as pages_router
@@ -53,7 +55,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     # small, the JSON API's bodies a little larger.
     app = ObservatoryApp(
         title="Commons Observatory", version=installed_version(), dependencies=[Depends(verify_csrf)],
-        lifespan=_lifespan,
+        lifespan=_lifespan, docs_url=None, redoc_url=None,
         max_body_size=settings.max_body_bytes,
         description="Peer-reviewed GPU time on a volunteered pool, for a Commons-only diffusion model.")
     app.state.settings = settings
@@ -109,5 +111,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(oidc_router)
     app.include_router(pages_router, max_body_size=settings.max_form_bytes)
     app.include_router(pool_pages_router, max_body_size=settings.max_form_bytes)
+    app.include_router(api_docs_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount(API_DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="api-docs-assets")
     return app
