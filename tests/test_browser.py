@@ -79,7 +79,8 @@ def test_propose_award_and_see_the_run(browser: Browser, portal: str, lite_sessi
     page.reload()
     expect(page.locator("#award")).to_contain_text("1.5 GPU-hours awarded")
     page.get_by_role("link", name="run 1").click()
-    expect(page.locator("#run-state")).to_have_text("queued")
+    expect(page.locator("#run-state")).to_have_text("waiting")
+    expect(page.locator("#run-started")).to_have_text("not yet")
     expect(page.locator("#run-progress")).to_be_visible()
     page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
 

@@ -24,9 +24,15 @@ def loss_chart(values: list[float], width: int = 360, height: int = 120, pad: in
 
 
 def loss_chart_from_metrics(data: bytes) -> dict[str, Any] | None:
+    """The chart of a run's thinned loss curve; its caption's last value is the run's own final loss, as
+    metrics.json records it (the curve keeps every n-th step, so its last point is not the last step)."""
     try:
         metrics = json.loads(data)
     except ValueError:
         return None
     curve = metrics.get("loss_curve") if isinstance(metrics, dict) else None
-    return loss_chart(curve) if isinstance(curve, list) else None
+    chart = loss_chart(curve) if isinstance(curve, list) else None
+    final = metrics.get("final_loss") if chart else None
+    if chart and isinstance(final, int | float) and math.isfinite(final):
+        chart["last"] = final
+    return chart

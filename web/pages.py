@@ -243,6 +243,7 @@ def run_page(run_id: IdPath, request: Request, user: CurrentUser, session: Sessi
         "detail": runs.describe(session, run),
         "exclusive_until": archive.exclusive_until(session, run.id), "now": utcnow(),
         "can_cancel": user.has(Role.admin) or proposal.pi_id == user.id,
+        "cpu_only": settings.gpus_per_run == 0,
     })
 
 

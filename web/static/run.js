@@ -1,10 +1,18 @@
-// Follow a run: poll the JSON API and reload once it ends, to show its outputs.
+// Follow a run: poll the JSON API, and reload when what the page shows changes state (it starts on its node,
+// or ends and has outputs to show).
 (() => {
-  const runId = document.currentScript.dataset.runId;
+  const script = document.currentScript;
+  const runId = script.dataset.runId;
+  const shown = script.dataset.shownState;
   setInterval(async () => {
     const r = await fetch('/api/runs/' + runId);
     if (!r.ok) return;
     const run = await r.json();
+    const latest = run.attempts.length ? run.attempts[run.attempts.length - 1] : null;
+    const state = run.state === 'queued' || (run.state === 'running' && latest && !latest.started_at)
+      ? 'waiting' : run.state;
+    if (state !== shown) { location.reload(); return; }
+    if (state === 'waiting') return;
     document.getElementById('run-progress').value = run.progress;
     const d = run.progress_detail;
     document.getElementById('run-progress-text').textContent = Math.floor(run.progress * 100) + '%' +
@@ -12,7 +20,5 @@
       (d.loss !== undefined ? ' · loss ' + d.loss : '') +
       (run.state === 'running' && d.eta_s ? ' · about ' + d.eta_s + ' s left' : '');
     document.getElementById('run-gpu-seconds').textContent = run.gpu_seconds;
-    document.getElementById('run-state').textContent = run.state;
-    if (!['queued', 'running'].includes(run.state)) location.reload();
   }, 2000);
 })();

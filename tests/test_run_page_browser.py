@@ -1,0 +1,75 @@
+"""The run page in a real browser, as its state moves: waiting is shown as waiting (queued, or handed to its node
+but not yet started there), Started is when the job began on its node, a finished run says so with its final
+loss as metrics.json has it, a CPU run says what its GPU-seconds mean, and a waiting run can be cancelled at no
+charge."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from playwright.sync_api import Browser, expect
+from sqlmodel import Session
+
+from scheduler.loop import Scheduler
+from scheduler.ray_backend import JobState
+from service.models import Role
+from tests.factories import auth_headers, award, create_call, create_proposal, create_user
+from tests.pools import TRAIN_FILES, FakeJob, ScriptedPool
+from tests.test_browser import _sign_in, browser, portal  # noqa: F401  (the module's fixtures)
+
+pytestmark = pytest.mark.browser
+METRICS = {"steps": 900, "final_loss": 0.0192, "seconds_per_step": 0.4, "loss_curve": [1.108, 0.2, 0.0119]}
+
+
+def test_a_run_page_tells_waiting_from_running_and_ends_in_words(browser: Browser, portal: str,  # noqa: F811
+                                                                  lite_session: Session, lite_engine,
+                                                                  lite_settings, lite_client) -> None:
+    admin, pi = create_user(lite_session, Role.admin), create_user(lite_session)
+    call = create_call(lite_session, admin)
+    _, run = award(lite_session, admin, create_proposal(lite_session, pi, call))
+    page = _sign_in(browser, portal, pi.email)
+    page.goto(f"{portal}/runs/{run.id}")
+    expect(page.locator("#run-state")).to_have_text("waiting")
+    expect(page.locator("#run-started")).to_have_text("not yet")
+    expect(page.locator("#run-progress-text")).to_contain_text("not started")
+
+    # Handed to its node, but the job has not begun there: still waiting, and nothing has started.
+    pool = ScriptedPool()
+    scheduler = Scheduler(lite_engine, lite_settings, pool)
+    assert scheduler.dispatch() == 1
+    page.reload()
+    expect(page.locator("#run-state")).to_have_text("waiting")
+    expect(page.locator("#attempts")).to_contain_text("waiting for its node")
+    expect(page.locator("#run-started")).to_have_text("not yet")
+
+    # The job reports from its node: now it runs, and Started is that moment (the page follows by itself).
+    job = FakeJob(lite_client, pool.token())
+    job.start()
+    expect(page.locator("#run-state")).to_have_text("running", timeout=10_000)
+    expect(page.locator("#run-started")).not_to_have_text("not yet")
+    job.log("step 450\n", {"phase": "train", "step": 450, "total": 900, "fraction": 0.5})
+    expect(page.locator("#run-progress-text")).to_contain_text("step 450 / 900", timeout=10_000)
+
+    job.outputs({**TRAIN_FILES, "metrics.json": json.dumps(METRICS).encode()})
+    job.end(exit_code=0)
+    pool.set(pool.submitted[-1], JobState.succeeded)
+    scheduler.reconcile()
+    expect(page.locator("#run-state")).to_have_text("succeeded", timeout=10_000)
+    expect(page.locator("#run-progress-text")).to_have_text("100% · done · 900 steps")
+    expect(page.locator("figcaption", has_text="Training loss")).to_contain_text("1.1080 at the start → 0.0192")
+    expect(page.get_by_text("it ran on CPUs: each CPU-second of a run counts as a GPU-second")).to_be_visible()
+    manifest = lite_client.get(f"/api/runs/{run.id}/artifacts/manifest.json", headers=auth_headers(lite_session, pi))
+    assert manifest.json()["state"] == "succeeded"
+    checkpoint = lite_client.get(f"/api/runs/{run.id}/artifacts/checkpoint.pt", headers=auth_headers(lite_session, pi))
+    assert checkpoint.headers["content-type"] == "application/octet-stream"
+
+    # A second run, cancelled while it waits: it never starts and costs nothing.
+    _, waiting = award(lite_session, admin, create_proposal(lite_session, pi, call))
+    page.goto(f"{portal}/runs/{waiting.id}")
+    page.get_by_role("button", name="Cancel run").click()
+    scheduler.dispatch()
+    page.goto(f"{portal}/runs/{waiting.id}")
+    expect(page.locator("#run-state")).to_have_text("cancelled")
+    expect(page.locator("#run-gpu-seconds")).to_have_text("0")
+    expect(page.locator("#run-started")).to_have_text("not yet")
