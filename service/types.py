@@ -27,6 +27,12 @@ def _no_control_characters(value: str) -> str:
     return value
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
 def clean_text(value: str, max_length: int) -> str:
     """Text from outside that is not ours to refuse (an identity provider's claims): control characters dropped,
     cut to length."""
@@ -34,9 +40,10 @@ def clean_text(value: str, max_length: int) -> str:
 
 
 def text(max_length: int, min_length: int = 0) -> Any:
-    """A string of at most `max_length` characters with no control characters other than tab and newlines."""
-    return Annotated[str, Field(min_length=min_length, max_length=max_length),
-                     AfterValidator(_no_control_characters)]
+    """A string of at most `max_length` characters with no control characters other than tab and newlines; when
+    `min_length` is set, more than white space."""
+    checks = [AfterValidator(_no_control_characters)] + ([AfterValidator(_not_blank)] if min_length else [])
+    return Annotated[str, Field(min_length=min_length, max_length=max_length), *checks]
 
 
 Email = Annotated[str, Field(max_length=320, pattern=EMAIL_PATTERN), AfterValidator(_no_control_characters)]

@@ -147,3 +147,32 @@ def test_the_api_docs_render_from_this_machine_alone(browser: Browser, portal: s
     expect(page.get_by_text("/api/pool/join", exact=True)).to_be_visible()
     assert requested and all(url.startswith(portal) for url in requested), requested
     assert not [e for e in errors if "Content Security Policy" in e], errors
+
+
+def test_every_problem_of_a_proposal_is_shown_at_its_field(browser: Browser, portal: str,
+                                                           lite_session: Session) -> None:
+    admin, researcher = create_user(lite_session, Role.admin), create_user(lite_session)
+    call = create_call(lite_session, admin, capacity=5)
+    page = _sign_in(browser, portal, researcher.email)
+    page.goto(f"{portal}/calls/{call.id}/propose")
+    page.get_by_label("Title").fill("   ")  # spaces only
+    page.get_by_label("Abstract").fill("Train briefly and look.")
+    page.get_by_label("Requested GPU-hours").fill("lots")
+    page.locator("input[name='train.steps']").fill("twelve")
+    page.locator("input[name='train.resolution']").fill("18")  # not divisible by 4, as three blocks need
+    page.get_by_role("button", name="Submit proposal").click()
+    expect(page.get_by_role("alert")).to_have_text("4 problems to fix: see the marked fields.")
+    expect(page.locator("#title-error")).to_have_text("Must not be blank.")
+    expect(page.locator("#justification-error")).to_have_text("This cannot be empty.")
+    expect(page.locator("#requested_gpu_hours-error")).to_have_text("Enter a number.")
+    expect(page.locator("#train-steps-error")).to_have_text("Enter a whole number.")
+    expect(page.get_by_label("Title")).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_label("Abstract")).not_to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_label("Abstract")).to_have_value("Train briefly and look.")  # what was typed stays
+    # The plan's own rules, checked once its fields are right, are shown on the plan.
+    page.locator("input[name='train.steps']").fill("20")
+    page.get_by_role("button", name="Submit proposal").click()
+    expect(page.locator("#train-error")).to_contain_text("Resolution 18 must be divisible by 4")
+    assert "Value error" not in page.content() and "Input should be" not in page.content()
+    lite_session.rollback()
+    assert lite_session.exec(select(func.count()).select_from(Proposal)).one() == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typing
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from jobs.config import JOB_KINDS
 
@@ -45,3 +45,46 @@ def plan_from_form(form: dict[str, str]) -> dict[str, Any]:
             continue
         plan[field["name"]] = [part.strip() for part in raw.split(",") if part.strip()] if field["list"] else raw
     return plan
+
+
+def plain_message(error: dict[str, Any]) -> str:
+    """One validation error in the words a person filling in a form would use."""
+    kind, ctx = error["type"], error.get("ctx") or {}
+    simple = {"missing": "This is required.", "int_parsing": "Enter a whole number.",
+              "int_from_float": "Enter a whole number.", "float_parsing": "Enter a number.",
+              "finite_number": "Enter a finite number.", "extra_forbidden": "This is not part of the plan.",
+              "string_pattern_mismatch": "This is not in the expected form."}
+    if kind in simple:
+        return simple[kind]
+    worded = {
+        "string_too_short": lambda: "This cannot be empty." if ctx.get("min_length") == 1
+        else f"Use at least {ctx.get('min_length')} characters.",
+        "string_too_long": lambda: f"Use at most {ctx.get('max_length')} characters.",
+        "too_short": lambda: f"Give at least {ctx.get('min_length')}.",
+        "too_long": lambda: f"Give at most {ctx.get('max_length')}.",
+        "greater_than": lambda: f"Enter a number above {ctx.get('gt')}.",
+        "greater_than_equal": lambda: f"Enter {ctx.get('ge')} or more.",
+        "less_than": lambda: f"Enter a number below {ctx.get('lt')}.",
+        "less_than_equal": lambda: f"Enter {ctx.get('le')} or less.",
+        "literal_error": lambda: f"Choose {ctx.get('expected')}.",
+    }
+    if kind in worded:
+        return worded[kind]()
+    message = str(error.get("msg", "")).removeprefix("Value error, ")
+    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
+
+
+def field_errors(exc: ValidationError, prefix: str = "", only: set[str] | None = None) -> dict[str, str]:
+    """Each field's first problem in plain words, keyed by the form's field name (`prefix` + the field); problems
+    of the whole model go under `prefix` without its dot. Fields outside `only` (when given) are left out."""
+    found: dict[str, str] = {}
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        if only is not None and (not loc or loc[0] not in only):
+            continue
+        key = f"{prefix}{loc[0]}" if loc else prefix.rstrip(".") or "form"
+        message = plain_message(error)
+        if len(loc) > 1 and loc[1].isdigit():
+            message = f"Item {int(loc[1]) + 1}: {message[:1].lower()}{message[1:]}"
+        found.setdefault(key, message)
+    return found

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from jobs.config import JOB_KINDS
 from service.allocations.service import award_proposal
 from service.archive import service as archive
 from service.auth import service as auth
@@ -34,7 +35,7 @@ from service.runs import service as runs
 from service.timeutil import utcnow
 from service.types import IdPath, gpu_hours, parse
 from web.charts import loss_chart_from_metrics
-from web.forms import plan_fields, plan_from_form
+from web.forms import field_errors, plan_fields, plan_from_form
 from web.render import act as _act
 from web.render import flash, render
 from web.render import redirect as _redirect
@@ -145,11 +146,32 @@ def call_page(call_id: IdPath, request: Request, session: SessionDep):
 
 
 def _proposal_form(request: Request, session, call_id: int, values: dict[str, Any], error: str | None = None,
-                   status_code: int = 200):
+                   status_code: int = 200, errors: dict[str, str] | None = None):
     return render(request, "propose.html", {
         "call": calls.to_public(session, calls.get_call(session, call_id)), "values": values,
-        "kinds": plan_fields(), "error": error,
+        "kinds": plan_fields(), "error": error, "errors": errors or {},
     }, status_code=status_code)
+
+
+PROPOSAL_FIELDS = {"title", "abstract", "justification", "requested_gpu_hours"}
+
+
+def _form_problems(form: dict[str, str], plan: dict[str, Any]) -> dict[str, str]:
+    """Every problem of a proposal form, field by field, in plain words (empty: it may go to the service)."""
+    problems: dict[str, str] = {}
+    try:
+        ProposalCreate.model_validate({**{k: form.get(k, "") for k in PROPOSAL_FIELDS}, "job_plan": plan})
+    except ValidationError as exc:
+        problems |= field_errors(exc, only=PROPOSAL_FIELDS)
+    model = JOB_KINDS.get(plan.get("kind", ""))
+    if model is None:
+        problems["job_kind"] = "Choose what the job does."
+    else:
+        try:
+            model.model_validate(plan)
+        except ValidationError as exc:
+            problems |= field_errors(exc, prefix=f"{plan['kind']}.")
+    return problems
 
 
 @router.get("/calls/{call_id}/propose")
@@ -160,16 +182,15 @@ def propose_page(call_id: IdPath, request: Request, user: ResearcherUser, sessio
 @router.post("/calls/{call_id}/propose")
 async def propose_submit(call_id: IdPath, request: Request, user: ResearcherUser, session: SessionDep):
     form = {k: str(v) for k, v in (await request.form()).items()}
+    plan = plan_from_form(form)
+    problems = _form_problems(form, plan)
+    if problems:
+        summary = f"{len(problems)} problem{'s' if len(problems) > 1 else ''} to fix: see the marked fields."
+        return _proposal_form(request, session, call_id, form, summary, 422, problems)
     try:
-        data = ProposalCreate.model_validate({
-            "title": form.get("title", ""), "abstract": form.get("abstract", ""),
-            "justification": form.get("justification", ""),
-            "requested_gpu_hours": form.get("requested_gpu_hours") or "0",
-            "job_plan": plan_from_form(form), "submit": form.get("action") == "submit",
-        })
+        data = ProposalCreate.model_validate({**{k: form.get(k, "") for k in PROPOSAL_FIELDS}, "job_plan": plan,
+                                              "submit": form.get("action") == "submit"})
         proposal = proposals.create_proposal(session, actor=user, call_id=call_id, data=data)
-    except ValidationError as exc:
-        return _proposal_form(request, session, call_id, form, _problems(exc), 422)
     except DomainError as exc:
         session.rollback()
         return _proposal_form(request, session, call_id, form, exc.message, exc.status_code)
