@@ -176,3 +176,47 @@ def test_every_problem_of_a_proposal_is_shown_at_its_field(browser: Browser, por
     assert "Value error" not in page.content() and "Input should be" not in page.content()
     lite_session.rollback()
     assert lite_session.exec(select(func.count()).select_from(Proposal)).one() == 0
+
+
+def test_a_draft_keeps_whatever_is_there_and_is_edited_submitted_or_deleted(browser: Browser, portal: str,
+                                                                           lite_session: Session) -> None:
+    admin, researcher = create_user(lite_session, Role.admin), create_user(lite_session)
+    call = create_call(lite_session, admin, capacity=5)
+    page = _sign_in(browser, portal, researcher.email)
+    page.goto(f"{portal}/calls/{call.id}/propose")
+    page.get_by_label("Title").fill("Half an idea")
+    page.locator("input[name='train.steps']").fill("")  # unfinished: the plan takes its default when submitted
+    page.get_by_role("button", name="Save draft").click()
+    expect(page.get_by_role("status")).to_contain_text("Draft saved.")
+    expect(page.locator("h1 .badge")).to_have_text("draft")
+    draft_url = page.url
+
+    # Submitting it as it is names what is missing, and it stays a draft.
+    page.get_by_role("button", name="Submit proposal").click()
+    expect(page.get_by_role("status")).to_contain_text("the draft is not complete: fill in abstract, justification")
+    expect(page.locator("h1 .badge")).to_have_text("draft")
+
+    # Edited in the portal, checked field by field, then submitted.
+    page.get_by_role("link", name="Edit draft").click()
+    expect(page.get_by_label("Title")).to_have_value("Half an idea")
+    page.get_by_label("Abstract").fill("Does it copy?")
+    page.get_by_role("button", name="Submit proposal").click()
+    expect(page.locator("#justification-error")).to_have_text("This cannot be empty.")
+    page.get_by_label("Scientific justification").fill("Because we must know.")
+    page.get_by_label("Requested GPU-hours").fill("2")
+    page.get_by_role("button", name="Submit proposal").click()
+    expect(page.get_by_role("status")).to_contain_text("Proposal submitted.")
+    assert page.url == draft_url
+    lite_session.rollback()
+    proposal = lite_session.exec(select(Proposal)).one()
+    assert (proposal.state, proposal.abstract, proposal.job_plan["steps"]) == ("submitted", "Does it copy?", 600)
+
+    # A draft with nothing in it is listed by what it is, and can be deleted.
+    page.goto(f"{portal}/calls/{call.id}/propose")
+    page.get_by_role("button", name="Save draft").click()
+    page.goto(f"{portal}/proposals")
+    page.get_by_role("link", name="(untitled draft)").click()
+    page.get_by_role("button", name="Delete draft").click()
+    expect(page.get_by_role("status")).to_contain_text("Draft deleted.")
+    lite_session.rollback()
+    assert lite_session.exec(select(func.count()).select_from(Proposal)).one() == 1

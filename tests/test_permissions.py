@@ -79,6 +79,8 @@ CASES = [
          {"title": "x"}),
     Case("PATCH", "/api/proposals/{draft_id}", {"anonymous": 401, "other": 404, "admin": 404, "coi": 403}, "pi",
          {"title": "x"}),
+    Case("DELETE", "/api/proposals/{draft_id}", {"anonymous": 401, "other": 404, "admin": 404, "coi": 403}, "pi"),
+    Case("DELETE", "/api/proposals/{proposal_id}", {"anonymous": 401, "other": 404, "pi": 409}, ""),
     Case("POST", "/api/proposals/{draft_id}/submit", {"anonymous": 401, "other": 404, "admin": 404, "coi": 403},
          "pi"),
     Case("POST", "/api/proposals/{proposal_id}/members", {"anonymous": 401, "other": 404, "admin": 404,

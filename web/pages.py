@@ -30,7 +30,7 @@ from service.ledger.service import run_charged
 from service.models import PriorityClass, Proposal, Role, User
 from service.pool import service as pool
 from service.proposals import service as proposals
-from service.proposals.schemas import ProposalCreate
+from service.proposals.schemas import ProposalCreate, ProposalDraft
 from service.runs import service as runs
 from service.timeutil import utcnow
 from service.types import IdPath, gpu_hours, parse
@@ -146,10 +146,11 @@ def call_page(call_id: IdPath, request: Request, session: SessionDep):
 
 
 def _proposal_form(request: Request, session, call_id: int, values: dict[str, Any], error: str | None = None,
-                   status_code: int = 200, errors: dict[str, str] | None = None):
+                   status_code: int = 200, errors: dict[str, str] | None = None, draft_id: int | None = None):
     return render(request, "propose.html", {
         "call": calls.to_public(session, calls.get_call(session, call_id)), "values": values,
-        "kinds": plan_fields(), "error": error, "errors": errors or {},
+        "kinds": plan_fields(), "error": error, "errors": errors or {}, "draft_id": draft_id,
+        "action_url": f"/proposals/{draft_id}/edit" if draft_id else f"/calls/{call_id}/propose",
     }, status_code=status_code)
 
 
@@ -182,21 +183,91 @@ def propose_page(call_id: IdPath, request: Request, user: ResearcherUser, sessio
 @router.post("/calls/{call_id}/propose")
 async def propose_submit(call_id: IdPath, request: Request, user: ResearcherUser, session: SessionDep):
     form = {k: str(v) for k, v in (await request.form()).items()}
+    return _save_or_submit(request, session, user, form, call_id=call_id)
+
+
+def _save_or_submit(request: Request, session, user: User, form: dict[str, str], *, call_id: int,
+                    draft_id: int | None = None):
+    """"Save draft" keeps whatever is there; "Submit" checks every field first and shows each problem at it."""
     plan = plan_from_form(form)
-    problems = _form_problems(form, plan)
+    submitting = form.get("action") == "submit"
+    problems = _form_problems(form, plan) if submitting else _draft_problems(form, plan)
     if problems:
         summary = f"{len(problems)} problem{'s' if len(problems) > 1 else ''} to fix: see the marked fields."
-        return _proposal_form(request, session, call_id, form, summary, 422, problems)
+        return _proposal_form(request, session, call_id, form, summary, 422, problems, draft_id)
     try:
-        data = ProposalCreate.model_validate({**{k: form.get(k, "") for k in PROPOSAL_FIELDS}, "job_plan": plan,
-                                              "submit": form.get("action") == "submit"})
-        proposal = proposals.create_proposal(session, actor=user, call_id=call_id, data=data)
+        if submitting and draft_id is None:
+            data = ProposalCreate.model_validate({**{k: form.get(k, "") for k in PROPOSAL_FIELDS},
+                                                  "job_plan": plan, "submit": True})
+            proposal = proposals.create_proposal(session, actor=user, call_id=call_id, data=data)
+        else:
+            proposal = proposals.save_draft(session, actor=user, call_id=call_id, proposal_id=draft_id,
+                                            data=_draft(form, plan))
+            if submitting:
+                proposal = proposals.submit_proposal(session, actor=user, proposal_id=proposal.id)
     except DomainError as exc:
         session.rollback()
-        return _proposal_form(request, session, call_id, form, exc.message, exc.status_code)
+        return _proposal_form(request, session, call_id, form, exc.message, exc.status_code, None, draft_id)
     session.commit()
-    flash(request, "Proposal submitted." if proposal.state == "submitted" else "Draft saved.")
+    flash(request, "Proposal submitted." if proposal.state == "submitted"
+          else "Draft saved. Submitting it checks every field.")
     return _redirect(f"/proposals/{proposal.id}")
+
+
+def _draft(form: dict[str, str], plan: dict[str, Any]) -> ProposalDraft:
+    hours = form.get("requested_gpu_hours", "").strip()
+    return ProposalDraft.model_validate({**{k: form.get(k, "") for k in ("title", "abstract", "justification")},
+                                         "requested_gpu_hours": hours or 0, "job_plan": plan})
+
+
+def _draft_problems(form: dict[str, str], plan: dict[str, Any]) -> dict[str, str]:
+    """A draft refuses only what it could not keep (a GPU-hours figure that is no number, control characters)."""
+    try:
+        _draft(form, plan)
+    except ValidationError as exc:
+        return field_errors(exc, only=PROPOSAL_FIELDS)
+    return {}
+
+
+def _form_values(proposal: Proposal) -> dict[str, str]:
+    """A stored proposal as the form's fields."""
+    kind = proposal.job_kind or "train"
+    values = {"title": proposal.title, "abstract": proposal.abstract, "justification": proposal.justification,
+              "requested_gpu_hours": f"{proposal.requested_gpu_hours:g}" if proposal.requested_gpu_hours else "",
+              "job_kind": kind}
+    for name, value in proposal.job_plan.items():
+        if name != "kind":
+            values[f"{kind}.{name}"] = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+    return values
+
+
+@router.get("/proposals/{proposal_id}/edit")
+def edit_draft_page(proposal_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
+    proposal = proposals.get_visible(session, actor=user, proposal_id=proposal_id)
+    if proposal.state != "draft" or proposal.pi_id != user.id:
+        flash(request, "Only the PI edits a proposal, and only while it is a draft.", "error")
+        return _redirect(f"/proposals/{proposal_id}")
+    return _proposal_form(request, session, proposal.call_id, _form_values(proposal), draft_id=proposal.id)
+
+
+@router.post("/proposals/{proposal_id}/edit")
+async def edit_draft_submit(proposal_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
+    proposal = proposals.get_visible(session, actor=user, proposal_id=proposal_id)
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    return _save_or_submit(request, session, user, form, call_id=proposal.call_id, draft_id=proposal_id)
+
+
+@router.post("/proposals/{proposal_id}/delete")
+def delete_draft(proposal_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
+    try:
+        proposals.delete_draft(session, actor=user, proposal_id=proposal_id)
+    except DomainError as exc:
+        session.rollback()
+        flash(request, exc.message, "error")
+        return _redirect(f"/proposals/{proposal_id}")
+    session.commit()
+    flash(request, "Draft deleted.")
+    return _redirect("/proposals")
 
 
 @router.get("/proposals")

@@ -45,6 +45,13 @@ def update_proposal(proposal_id: IdPath, data: ProposalUpdate, user: CurrentUser
     return service.to_public(session, proposal)
 
 
+@router.delete("/proposals/{proposal_id}", status_code=204)
+def delete_draft(proposal_id: IdPath, user: CurrentUser, session: SessionDep) -> None:
+    """Throw a draft away (its PI); submitted proposals stay."""
+    service.delete_draft(session, actor=user, proposal_id=proposal_id)
+    session.commit()
+
+
 @router.post("/proposals/{proposal_id}/submit", response_model=ProposalPublic)
 def submit_proposal(proposal_id: IdPath, user: CurrentUser, session: SessionDep) -> ProposalPublic:
     """Submit a draft while its call is open (its PI)."""

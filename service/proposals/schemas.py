@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
 from service.models import ProposalState
-from service.types import Abstract, Email, GpuHours, Justification, Title
+from service.types import MAX_GPU_HOURS, Abstract, Email, GpuHours, Justification, Title, text
 
 
 class ProposalCreate(BaseModel):
@@ -16,6 +16,16 @@ class ProposalCreate(BaseModel):
     requested_gpu_hours: GpuHours
     job_plan: dict[str, Any] = Field(description="A typed job plan; see GET /api/job-plans/schema.")
     submit: bool = Field(False, description="Submit at once instead of keeping a draft.")
+
+
+class ProposalDraft(BaseModel):
+    """A draft keeps whatever is there (blank fields, an unfinished plan); submitting it checks everything."""
+
+    title: text(200) = ""
+    abstract: text(5_000) = ""
+    justification: text(20_000) = ""
+    requested_gpu_hours: Annotated[float, Field(ge=0, le=MAX_GPU_HOURS, allow_inf_nan=False)] = 0.0
+    job_plan: dict[str, Any] = Field(default_factory=dict)
 
 
 class ProposalUpdate(BaseModel):

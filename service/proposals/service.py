@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
 from sqlmodel import Session, select
 
 from jobs.config import JobPlanError, SampleConfig, TrainConfig, parse_job_plan
@@ -22,6 +23,7 @@ from service.proposals.schemas import (
     AwardPublic,
     MemberPublic,
     ProposalCreate,
+    ProposalDraft,
     ProposalPublic,
     ProposalUpdate,
 )
@@ -40,6 +42,53 @@ def validate_job_plan(session: Session, actor: User, plan: dict[str, Any]) -> Tr
         if artifact is None or not archive.can_download(session, actor, artifact.run_id):
             raise Invalid("job_plan.checkpoint_sha256: no checkpoint with that sha256 that you may use")
     return parsed
+
+
+def save_draft(session: Session, *, actor: User, call_id: int | None = None, proposal_id: int | None = None,
+               data: ProposalDraft) -> Proposal:
+    """Create a draft in a call, or overwrite the actor's own draft, with whatever is there: nothing is checked
+    but what the database could not hold. Submission checks everything."""
+    if proposal_id is None:
+        if not actor.has(Role.researcher):
+            raise Forbidden("only researchers write proposals")
+        call = get_call(session, call_id)
+        proposal = Proposal(call_id=call.id, pi_id=actor.id, title="", abstract="", justification="",
+                            requested_gpu_hours=0.0, job_kind="", job_plan={}, state=ProposalState.draft)
+    else:
+        proposal = _get_own_draft(session, actor, proposal_id)
+    kind = data.job_plan.get("kind")
+    proposal.title, proposal.abstract, proposal.justification = data.title.strip(), data.abstract, data.justification
+    proposal.requested_gpu_hours = data.requested_gpu_hours
+    proposal.job_plan, proposal.job_kind = data.job_plan, kind if isinstance(kind, str) and len(kind) <= 40 else ""
+    proposal.updated_at = utcnow()
+    session.add(proposal)
+    session.flush()
+    if proposal_id is None:
+        session.add(ProposalMember(proposal_id=proposal.id, user_id=actor.id, role=MemberRole.pi))
+        session.flush()
+    return proposal
+
+
+def delete_draft(session: Session, *, actor: User, proposal_id: int) -> None:
+    """The PI throws a draft away (members and all); a submitted proposal stays."""
+    proposal = _get_own_draft(session, actor, proposal_id)
+    for member in session.exec(select(ProposalMember).where(ProposalMember.proposal_id == proposal_id)):
+        session.delete(member)
+    session.flush()
+    session.delete(proposal)
+    session.flush()
+
+
+def _check_complete(proposal: Proposal) -> None:
+    """A draft must be whole before it is submitted: every text written, GPU-hours asked for."""
+    try:
+        ProposalCreate.model_validate({"title": proposal.title, "abstract": proposal.abstract,
+                                       "justification": proposal.justification,
+                                       "requested_gpu_hours": proposal.requested_gpu_hours,
+                                       "job_plan": proposal.job_plan})
+    except ValidationError as exc:
+        fields = sorted({str(e["loc"][0]).replace("_", " ") for e in exc.errors() if e["loc"]})
+        raise Invalid(f"the draft is not complete: fill in {', '.join(fields)}") from None
 
 
 def _check_capacity(call: Call, requested_gpu_hours: float) -> None:
@@ -125,8 +174,10 @@ def update_proposal(session: Session, *, actor: User, proposal_id: int, data: Pr
 
 def submit_proposal(session: Session, *, actor: User, proposal_id: int) -> Proposal:
     proposal = _get_own_draft(session, actor, proposal_id)
+    _check_complete(proposal)
     _check_submittable(session, get_call(session, proposal.call_id), proposal.requested_gpu_hours)
-    validate_job_plan(session, actor, proposal.job_plan)
+    plan = validate_job_plan(session, actor, proposal.job_plan)
+    proposal.job_plan, proposal.job_kind = plan.model_dump(mode="json"), plan.kind
     proposal.state, proposal.submitted_at = ProposalState.submitted, utcnow()
     session.add(proposal)
     session.flush()
