@@ -5,12 +5,23 @@ Pure pydantic, no torch and no Ray, so that the service validates a proposal wit
 
 from __future__ import annotations
 
+import json
 import math
+from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 DATASETS = ("commons-mini",)
+DATA_ROOT = Path(__file__).parent / "data"
+
+
+@lru_cache
+def dataset_authors(name: str) -> dict[str, str]:
+    """The authors of a bundled dataset's images, by their case-folded name, from its manifest."""
+    manifest = json.loads((DATA_ROOT / name.replace("-", "_") / "manifest.json").read_text())
+    return {entry["author"].casefold(): entry["author"] for entry in manifest["images"]}
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no NUL or other control characters (PostgreSQL refuses NUL)
 
 
@@ -22,24 +33,35 @@ class TrainConfig(_Plan):
     """Train an unconditional UNet2DModel with a DDPM noise schedule, then draw a sample grid."""
 
     kind: Literal["train"] = "train"
-    dataset: Literal["commons-mini"] = "commons-mini"
+    dataset: Literal["commons-mini"] = Field("commons-mini", title="Dataset",
+                                              description="The bundled set the model is trained on.")
     exclude_authors: list[Annotated[str, Field(min_length=1, max_length=200, pattern=PRINTABLE)]] = Field(
-        default_factory=list, max_length=100, description="Leave these authors' images out of training."
+        default_factory=list, max_length=100, title="Leave out these authors",
+        description="Their images are left out of training (names as the dataset's attribution gives them)."
     )
-    resolution: int = Field(16, ge=8, le=64, description="Side of the square training images, in pixels.")
+    resolution: int = Field(16, ge=8, le=64, title="Image size",
+        description="Side of the square training images, in pixels.")
     block_out_channels: list[Annotated[int, Field(ge=8, le=512)]] = Field(
-        default_factory=lambda: [32, 64, 64], min_length=2, max_length=4,
+        default_factory=lambda: [32, 64, 64], min_length=2, max_length=4, title="UNet channels per block",
         description="Channels of each UNet block; each halves the resolution after the first.",
     )
-    layers_per_block: int = Field(1, ge=1, le=3, description="ResNet layers in each UNet block.")
-    steps: int = Field(600, ge=1, le=200_000, description="Optimizer steps; about 3 a second on two CPU cores.")
-    batch_size: int = Field(64, ge=1, le=1024, description="Images per step (drawn with replacement).")
-    learning_rate: float = Field(1e-3, gt=0, le=1, description="AdamW learning rate.")
-    num_train_timesteps: int = Field(1000, ge=10, le=4000, description="Length of the DDPM noise schedule.")
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds batches, noise and samples: same seed, same run.")
-    checkpoint_every: int = Field(200, ge=1, description="Steps between resumable checkpoints.")
-    sample_count: int = Field(16, ge=1, le=64, description="Images in the sample grid drawn at the end.")
-    sample_inference_steps: int = Field(100, ge=1, le=4000, description="Denoising steps per sample.")
+    layers_per_block: int = Field(1, ge=1, le=3, title="Layers per block",
+        description="ResNet layers in each UNet block.")
+    steps: int = Field(600, ge=1, le=200_000, title="Training steps",
+        description="Optimizer steps, one batch each.")
+    batch_size: int = Field(64, ge=1, le=1024, title="Batch size",
+        description="Images per step (drawn with replacement).")
+    learning_rate: float = Field(1e-3, gt=0, le=1, title="Learning rate", description="AdamW learning rate.")
+    num_train_timesteps: int = Field(1000, ge=10, le=4000, title="Noise schedule length",
+        description="Length of the DDPM noise schedule.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, title="Random seed",
+        description="Seeds batches, noise and samples: same seed, same run.")
+    checkpoint_every: int = Field(200, ge=1, title="Checkpoint every (steps)",
+        description="Steps between resumable checkpoints.")
+    sample_count: int = Field(16, ge=1, le=64, title="Samples drawn at the end",
+        description="Images in the sample grid drawn at the end.")
+    sample_inference_steps: int = Field(100, ge=1, le=4000, title="Denoising steps per sample",
+                                        description="Denoising steps per sample.")
 
     @model_validator(mode="after")
     def _resolution_fits_unet(self) -> TrainConfig:
@@ -53,6 +75,13 @@ class TrainConfig(_Plan):
             )
         if self.sample_inference_steps > self.num_train_timesteps:
             raise ValueError("sample_inference_steps cannot exceed num_train_timesteps")
+        authors = dataset_authors(self.dataset)
+        unknown = [name for name in self.exclude_authors if name.casefold() not in authors]
+        if unknown:
+            raise ValueError(f"exclude_authors: no image in {self.dataset} is by {', '.join(map(repr, unknown))}; "
+                             f"its authors are {', '.join(sorted(authors.values()))}")
+        if {name.casefold() for name in self.exclude_authors} >= set(authors):
+            raise ValueError(f"exclude_authors leaves no image of {self.dataset} to train on")
         return self
 
 
@@ -60,10 +89,11 @@ class SampleConfig(_Plan):
     """Draw an image grid from a checkpoint already in the archive."""
 
     kind: Literal["sample"] = "sample"
-    checkpoint_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of a checkpoint artifact.")
-    count: int = Field(16, ge=1, le=256)
-    inference_steps: int = Field(100, ge=1, le=4000)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    checkpoint_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", title="Checkpoint (sha256)",
+        description="sha256 of a checkpoint artifact.")
+    count: int = Field(16, ge=1, le=256, title="Samples to draw")
+    inference_steps: int = Field(100, ge=1, le=4000, title="Denoising steps per sample")
+    seed: int = Field(0, ge=0, le=2**31 - 1, title="Random seed")
 
 
 JobPlan = Annotated[TrainConfig | SampleConfig, Field(discriminator="kind")]

@@ -173,6 +173,14 @@ def test_every_problem_of_a_proposal_is_shown_at_its_field(browser: Browser, por
     page.locator("input[name='train.steps']").fill("20")
     page.get_by_role("button", name="Submit proposal").click()
     expect(page.locator("#train-error")).to_contain_text("Resolution 18 must be divisible by 4")
+    # A misspelled author would silently leave nobody out: it is refused, naming the authors there are.
+    page.locator("input[name='train.resolution']").fill("16")
+    page.locator("input[name='train.exclude_authors']").fill("NASA, Nassa")
+    page.get_by_role("button", name="Submit proposal").click()
+    expect(page.locator("#train-exclude_authors-error")).to_contain_text("No image in commons-mini is by 'Nassa'")
+    expect(page.locator("#train-exclude_authors-error")).to_contain_text("Stefan van der Walt")
+    expect(page.locator("select[name='train.dataset']")).to_have_value("commons-mini")
+    expect(page.get_by_text("Training steps")).to_be_visible()
     assert "Value error" not in page.content() and "Input should be" not in page.content()
     lite_session.rollback()
     assert lite_session.exec(select(func.count()).select_from(Proposal)).one() == 0

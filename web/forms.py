@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import typing
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from jobs.config import JOB_KINDS
+from jobs.config import JOB_KINDS, dataset_authors
 
 
 def _is_list(annotation: Any) -> bool:
@@ -26,8 +27,13 @@ def plan_fields() -> dict[str, list[dict[str, Any]]]:
             default = defaults.get(name, None if info.is_required() else info.get_default(call_default_factory=True))
             is_list = _is_list(info.annotation)
             shown = ", ".join(str(v) for v in default) if is_list and default is not None else default
-            fields.append({"name": name, "default": "" if shown is None else shown, "list": is_list,
-                           "required": info.is_required(), "help": info.description or ""})
+            choices = list(typing.get_args(info.annotation)) if typing.get_origin(info.annotation) is Literal else []
+            help_text = info.description or ""
+            if name == "exclude_authors":
+                authors = sorted(dataset_authors(defaults["dataset"]).values())
+                help_text += f" Authors in {defaults['dataset']}: {', '.join(authors)}."
+            fields.append({"name": name, "label": info.title or name, "default": "" if shown is None else shown,
+                           "list": is_list, "required": info.is_required(), "help": help_text, "choices": choices})
         kinds[kind] = fields
     return kinds
 
@@ -82,8 +88,12 @@ def field_errors(exc: ValidationError, prefix: str = "", only: set[str] | None =
         loc = [str(part) for part in error["loc"]]
         if only is not None and (not loc or loc[0] not in only):
             continue
-        key = f"{prefix}{loc[0]}" if loc else prefix.rstrip(".") or "form"
         message = plain_message(error)
+        raw = str(error.get("msg", "")).removeprefix("Value error, ")
+        named = re.match(r"^([a-z_]+): (.+)$", raw, re.S) if not loc else None
+        if named:  # a rule of the whole model about one field ("exclude_authors: …") is shown at that field
+            loc, message = [named[1]], named[2][:1].upper() + named[2][1:]
+        key = f"{prefix}{loc[0]}" if loc else prefix.rstrip(".") or "form"
         if len(loc) > 1 and loc[1].isdigit():
             message = f"Item {int(loc[1]) + 1}: {message[:1].lower()}{message[1:]}"
         found.setdefault(key, message)

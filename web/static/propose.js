@@ -6,7 +6,7 @@
     document.querySelectorAll('.plan').forEach(el => {
       const on = el.dataset.kind === kind;
       el.hidden = !on;
-      el.querySelectorAll('input').forEach(i => i.disabled = !on);
+      el.querySelectorAll('input, select').forEach(i => i.disabled = !on);
     });
   }
   radios.forEach(r => r.addEventListener('change', showPlan));
