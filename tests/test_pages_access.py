@@ -37,6 +37,8 @@ def _as(client: TestClient, user) -> TestClient:
     ("GET", "/proposals/{proposal}", "reviewer", 404),
     ("GET", "/proposals/{proposal}", "pi", 200),
     ("GET", "/proposals/{proposal}", "admin", 200),
+    ("GET", "/runs", None, 303),
+    ("GET", "/runs", "other", 200),
     ("GET", "/runs/{run}", "other", 404),
     ("GET", "/runs/{run}", "pi", 200),
     ("POST", "/runs/{run}/cancel", "other", 303),  # refused with a message on the next page

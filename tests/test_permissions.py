@@ -88,6 +88,7 @@ CASES = [
     Case("POST", "/api/proposals/{submitted_id}/award", {"anonymous": 401, "pi": 403, "other": 403,
                                                          "reviewer": 403}, "admin", {"gpu_hours": 0.5}),
     Case("GET", "/api/proposals/{proposal_id}/runs", {"anonymous": 401, "other": 404, "reviewer": 404}, "coi"),
+    Case("GET", "/api/runs", {"anonymous": 401, "attempt": 401, "machine": 401}, "coi"),
     Case("GET", "/api/runs/{run_id}", {"anonymous": 401, "other": 404, "reviewer": 404, "attempt": 401}, "coi"),
     Case("GET", "/api/runs/{run_id}/ledger", {"anonymous": 401, "other": 404, "reviewer": 404, "attempt": 401},
          "coi"),

@@ -73,3 +73,37 @@ def test_a_run_page_tells_waiting_from_running_and_ends_in_words(browser: Browse
     expect(page.locator("#run-state")).to_have_text("cancelled")
     expect(page.locator("#run-gpu-seconds")).to_have_text("0")
     expect(page.locator("#run-started")).to_have_text("not yet")
+
+
+def test_admins_see_the_work_the_capacity_left_and_why_outputs_are_held(browser: Browser, portal: str,  # noqa: F811
+                                                                        lite_session: Session, lite_engine,
+                                                                        lite_settings) -> None:
+    from tests.factories import archive_outputs
+
+    admin, pi, other = create_user(lite_session, Role.admin), create_user(lite_session), create_user(lite_session)
+    call = create_call(lite_session, admin, capacity=10)
+    _, run = award(lite_session, admin, create_proposal(lite_session, pi, call, requested_gpu_hours=3),
+                   gpu_hours=3)
+    archive_outputs(lite_session, lite_settings, run, {"samples.png": b"png"})
+    pending = create_proposal(lite_session, other, call)
+    settings = lite_settings.model_copy(update={"run_on_head": False})
+    Scheduler(lite_engine, settings, ScriptedPool()).dispatch()  # no node takes work: the run waits, saying why
+
+    desk = _sign_in(browser, portal, admin.email)
+    desk.get_by_role("link", name="All runs").click()
+    active = desk.locator("#active-runs")
+    expect(active).to_contain_text(f"run {run.id}")
+    expect(active).to_contain_text("waiting: no node that takes work is online")
+    desk.goto(f"{portal}/runs/{run.id}")
+    held = desk.locator("#outputs-held")  # the samples and the run's manifest
+    expect(held).to_contain_text("2 files are in the archive, exclusive to the proposal's team")
+    desk.goto(f"{portal}/proposals/{pending.id}")
+    expect(desk.locator("#call-left")).to_have_text(f"The call “{call.title}” has 7 of its 10 GPU-hours left to award.")
+
+    # The PI sees their own runs only.
+    page = _sign_in(browser, portal, pi.email)
+    page.get_by_role("link", name="My runs").click()
+    expect(page.locator("#active-runs")).to_contain_text(f"run {run.id}")
+    page = _sign_in(browser, portal, other.email)
+    page.get_by_role("link", name="My runs").click()
+    expect(page.get_by_text("Nothing is queued or running.")).to_be_visible()

@@ -280,8 +280,10 @@ def proposal_page(proposal_id: IdPath, request: Request, user: CurrentUser, sess
     proposal = proposals.get_visible(session, actor=user, proposal_id=proposal_id)
     run_rows = [{"run": r, "artifacts": _artifacts_if_allowed(session, user, r.id),
                  "charged": run_charged(session, r.id)} for r in runs.list_for_proposal(session, proposal_id)]
+    call = calls.get_call(session, proposal.call_id)
     return render(request, "proposal.html", {
-        "p": proposals.to_public(session, proposal), "call": calls.get_call(session, proposal.call_id),
+        "p": proposals.to_public(session, proposal), "call": call,
+        "call_left": call.capacity_gpu_hours - calls.awarded_gpu_hours(session, call.id),
         "runs": run_rows, "is_pi": proposal.pi_id == user.id,
     })
 
@@ -322,6 +324,16 @@ async def proposal_award(proposal_id: IdPath, request: Request, admin: AdminUser
 # ---- runs --------------------------------------------------------------------------------------------------
 
 
+@router.get("/runs")
+def runs_page(request: Request, user: CurrentUser, session: SessionDep):
+    """Your runs (every run, for admins): what is queued or running first, then what ended."""
+    rows = [{"run": run, "detail": runs.describe(session, run), "proposal": session.get(Proposal, run.proposal_id)}
+            for run in runs.list_visible(session, actor=user)]
+    active = [r for r in rows if r["run"].state in ("queued", "running")]
+    ended = [r for r in rows if r["run"].state not in ("queued", "running")]
+    return render(request, "runs.html", {"active": active, "ended": ended})
+
+
 @router.get("/runs/{run_id}")
 def run_page(run_id: IdPath, request: Request, user: CurrentUser, session: SessionDep, settings: SettingsDep):
     run = runs.get_visible(session, actor=user, run_id=run_id)
@@ -336,6 +348,7 @@ def run_page(run_id: IdPath, request: Request, user: CurrentUser, session: Sessi
         "exclusive_until": archive.exclusive_until(session, run.id), "now": utcnow(),
         "can_cancel": user.has(Role.admin) or proposal.pi_id == user.id,
         "cpu_only": settings.gpus_per_run == 0,
+        "outputs_held": [] if artifacts else archive.list_artifacts(session, run.id),
     })
 
 

@@ -19,6 +19,12 @@ def artifact_url(run_id: int, name: str) -> str:
     return f"/api/runs/{run_id}/artifacts/{name}"
 
 
+@router.get("/runs", response_model=list[RunPublic])
+def list_runs(user: CurrentUser, session: SessionDep) -> list[RunPublic]:
+    """Your proposals' runs, newest first (every run, for admins): state, progress, attempts and charges."""
+    return [service.describe(session, run) for run in service.list_visible(session, actor=user)]
+
+
 @router.get("/runs/{run_id}", response_model=RunPublic)
 def get_run(run_id: IdPath, user: CurrentUser, session: SessionDep) -> RunPublic:
     """State, progress and GPU-seconds of a run: its proposal's members and admins."""

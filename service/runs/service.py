@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 from service.attempts.service import attempts_of
 from service.errors import Conflict, Forbidden, NotFound
 from service.ledger.service import entries_for_run, refunded_by_attempt, run_charged
-from service.models import Award, Proposal, Role, Run, RunState, User
+from service.models import Award, Proposal, ProposalMember, Role, Run, RunState, User
 from service.proposals.service import is_member
 from service.runs.schemas import AttemptPublic, ChargePublic, RunPublic
 from service.runs.state import FINAL, transition
@@ -33,6 +33,15 @@ def get_visible(session: Session, *, actor: User, run_id: int) -> Run:
     if run is None or not (actor.has(Role.admin) or is_member(session, actor, run.proposal_id)):
         raise NotFound(f"no run {run_id}")
     return run
+
+
+def list_visible(session: Session, *, actor: User, limit: int = 200) -> list[Run]:
+    """The runs `actor` may watch, newest first: every run for admins, their proposals' runs for the rest."""
+    query = select(Run)
+    if not actor.has(Role.admin):
+        query = query.join(ProposalMember, ProposalMember.proposal_id == Run.proposal_id).where(
+            ProposalMember.user_id == actor.id)
+    return list(session.exec(query.order_by(Run.id.desc()).limit(limit)))
 
 
 def list_for_proposal(session: Session, proposal_id: int) -> list[Run]:
