@@ -90,6 +90,7 @@ CASES = [
     Case("GET", "/api/proposals/{proposal_id}/runs", {"anonymous": 401, "other": 404, "reviewer": 404}, "coi"),
     Case("GET", "/api/runs", {"anonymous": 401, "attempt": 401, "machine": 401}, "coi"),
     Case("GET", "/api/runs/{run_id}", {"anonymous": 401, "other": 404, "reviewer": 404, "attempt": 401}, "coi"),
+    Case("GET", "/api/runs/{run_id}/log", {"anonymous": 401, "other": 404, "reviewer": 404, "attempt": 401}, "coi"),
     Case("GET", "/api/runs/{run_id}/ledger", {"anonymous": 401, "other": 404, "reviewer": 404, "attempt": 401},
          "coi"),
     Case("POST", "/api/runs/{run_id}/cancel", {"anonymous": 401, "other": 404, "reviewer": 404, "coi": 403}, "pi"),

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from jobs.config import JOB_KINDS
 from service.allocations.service import award_proposal
 from service.archive import service as archive
+from service.attempts.service import last_lines, latest_attempt
 from service.auth import service as auth
 from service.auth.browser import sign_in_browser, sign_out_browser
 from service.auth.schemas import Login, UserCreate
@@ -349,6 +350,7 @@ def run_page(run_id: IdPath, request: Request, user: CurrentUser, session: Sessi
         "can_cancel": user.has(Role.admin) or proposal.pi_id == user.id,
         "cpu_only": settings.gpus_per_run == 0,
         "outputs_held": [] if artifacts else archive.list_artifacts(session, run.id),
+        "log_lines": last_lines(session, latest.id) if (latest := latest_attempt(session, run.id)) else [],
     })
 
 

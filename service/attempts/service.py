@@ -62,6 +62,11 @@ def live_attempts(session: Session, pool: str) -> list[RunAttempt]:
                              .order_by(RunAttempt.id)))
 
 
+def latest_attempt(session: Session, run_id: int) -> RunAttempt | None:
+    return session.exec(select(RunAttempt).where(RunAttempt.run_id == run_id)
+                        .order_by(RunAttempt.number.desc())).first()
+
+
 def append_log(session: Session, attempt: RunAttempt, *, offset: int, text: str, max_bytes: int) -> int:
     """Append the text the job sends from `offset` on; a resend of what is already here is ignored. Returns how
     far the log now reaches; past `max_bytes` the rest is dropped with a note."""
@@ -91,15 +96,24 @@ def read_log(session: Session, attempt_id: int, since: int = 0) -> str:
     return "".join(chunks)
 
 
+def shown_lines(text: str) -> list[str]:
+    """A log's lines worth showing a person: no blank lines, no progress records."""
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("@@")]
+
+
 def tail_of(text: str, lines: int = 3) -> str:
-    """The last lines of a log worth showing (no progress records), joined by ' | '."""
-    kept = [line for line in text.splitlines() if line.strip() and not line.startswith("@@")]
-    return " | ".join(kept[-lines:])[-1500:]
+    """The last lines of a log worth showing, joined by ' | '."""
+    return " | ".join(shown_lines(text)[-lines:])[-1500:]
+
+
+def last_lines(session: Session, attempt_id: int, lines: int = 40, chunks: int = 16) -> list[str]:
+    """The last lines of the log the job sent (its last chunks only are read)."""
+    recent = session.exec(select(AttemptLogChunk.text).where(AttemptLogChunk.attempt_id == attempt_id)
+                          .order_by(AttemptLogChunk.offset.desc()).limit(chunks)).all()
+    return shown_lines("".join(reversed(recent)))[-lines:]
 
 
 def log_tail(session: Session, attempt_id: int, lines: int = 3) -> str:
-    """The tail of the log the job sent (its last chunks only are read)."""
-    recent = session.exec(select(AttemptLogChunk.text).where(AttemptLogChunk.attempt_id == attempt_id)
-                          .order_by(AttemptLogChunk.offset.desc()).limit(8)).all()
-    return tail_of("".join(reversed(recent)), lines)
+    """The tail of the log the job sent, joined by ' | '."""
+    return " | ".join(last_lines(session, attempt_id, lines, chunks=8))[-1500:]
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
+from pydantic import BaseModel
 
 from service.archive import service as archive
 from service.archive.ranges import ranged_response
+from service.attempts.service import last_lines, latest_attempt
 from service.deps import CurrentUser, OptionalUser, SessionDep, SettingsDep
 from service.runs import service
 from service.runs.schemas import ArtifactPublic, ChargePublic, RunPublic
@@ -35,6 +37,20 @@ def get_run(run_id: IdPath, user: CurrentUser, session: SessionDep) -> RunPublic
 def run_ledger(run_id: IdPath, user: CurrentUser, session: SessionDep) -> list[ChargePublic]:
     """Every GPU-second the run was charged or refunded, entry by entry: its proposal's members and admins."""
     return service.ledger_of(session, service.get_visible(session, actor=user, run_id=run_id))
+
+
+class LogTail(BaseModel):
+    attempt: int | None
+    lines: list[str]
+
+
+@router.get("/runs/{run_id}/log", response_model=LogTail)
+def run_log(run_id: IdPath, user: CurrentUser, session: SessionDep) -> LogTail:
+    """The last 40 lines of the latest attempt's log, as its job sent them: its proposal's members and admins."""
+    run = service.get_visible(session, actor=user, run_id=run_id)
+    attempt = latest_attempt(session, run.id)
+    return LogTail(attempt=attempt.number if attempt else None,
+                   lines=last_lines(session, attempt.id) if attempt else [])
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunPublic)

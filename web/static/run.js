@@ -20,5 +20,10 @@
       (d.loss !== undefined ? ' · loss ' + d.loss : '') +
       (run.state === 'running' && d.eta_s ? ' · about ' + d.eta_s + ' s left' : '');
     document.getElementById('run-gpu-seconds').textContent = run.gpu_seconds;
+    const log = await fetch('/api/runs/' + runId + '/log');
+    if (log.ok) {
+      const tail = await log.json();
+      if (tail.lines.length) document.getElementById('run-log').textContent = tail.lines.join('\n');
+    }
   }, 2000);
 })();
