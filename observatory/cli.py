@@ -26,7 +26,7 @@ pool_app = typer.Typer(help="Lend this machine to the pool.", no_args_is_help=Tr
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
 app.add_typer(pool_app, name="pool")
-console = Console()
+console = Console(soft_wrap=True)  # lines stay whole when the output is not a terminal
 
 
 @app.callback()
@@ -56,6 +56,7 @@ def _serve(settings: Settings, host: str, port: int, api: bool, scheduler: bool,
     # uvicorn re-raises SIGTERM after its own shutdown; turning it into an exception lets `finally` stop Ray.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # `db upgrade` says what it did; serving need not
     upgrade(settings.resolved_database_url)
     if api and not settings.job_api_url:  # jobs on this machine's Ray call this very server
         local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
@@ -101,20 +102,24 @@ def _serve(settings: Settings, host: str, port: int, api: bool, scheduler: bool,
 
 @app.command()
 def serve(
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: Annotated[str, typer.Option(help="The address the portal listens on (0.0.0.0: every interface).")
+                    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="The portal's port.")] = 8000,
     api: Annotated[bool, typer.Option(help="Serve the API and the portal.")] = True,
     scheduler: Annotated[bool, typer.Option(help="Run the scheduler loop (and a local Ray if configured).")] = True,
 ) -> None:
-    """Run the portal, the JSON API and the scheduler (deployments run them apart with --no-api/--no-scheduler)."""
+    """Run the portal, the JSON API and the scheduler (deployments run them apart with --no-api/--no-scheduler).
+
+    Settings come from OBSERVATORY_* environment variables (or a .env file): OBSERVATORY_DATABASE_URL,
+    OBSERVATORY_BASE_URL, OBSERVATORY_RAY_ADDRESS and the rest, listed in docs/operator.md."""
     if not api and not scheduler:
         _fail("nothing to run: drop --no-api or --no-scheduler")
     _serve(get_settings(), host, port, api, scheduler)
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: str = "head") -> None:
-    """Apply migrations up to REVISION."""
+def db_upgrade(revision: Annotated[str, typer.Argument(help="A revision id, or head.")] = "head") -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
     from service.migrations import upgrade
 
     settings = get_settings()
@@ -123,7 +128,8 @@ def db_upgrade(revision: str = "head") -> None:
 
 
 @db_app.command("downgrade")
-def db_downgrade(revision: str) -> None:
+def db_downgrade(revision: Annotated[str, typer.Argument(help="A revision id, or base (empties the database).")]
+                 ) -> None:
     """Revert migrations down to REVISION ('base' empties the database)."""
     from service.migrations import downgrade
 
@@ -156,6 +162,42 @@ def user_add(
     except DomainError as exc:
         _fail(exc.message)
     console.print(f"created {user.email} (id {user.id}), roles: {', '.join(user.roles)}")
+
+
+@user_app.command("list")
+def user_list() -> None:
+    """Every account: id, e-mail, name, roles."""
+    from sqlmodel import select
+
+    from service.db import session_scope
+    from service.migrations import upgrade
+    from service.models import User
+
+    upgrade(get_settings().resolved_database_url)
+    with session_scope() as session:
+        for user in session.exec(select(User).order_by(User.id)):
+            console.print(f"{user.id:>5}  {user.email:<36} {user.name:<28} {', '.join(user.roles)}")
+
+
+@user_app.command("password")
+def user_password(
+    email: str,
+    password: Annotated[str | None, typer.Option(help="The new password; prompted for when omitted.")] = None,
+) -> None:
+    """Set an account's password (and sign it out everywhere)."""
+    from service.auth.service import set_password
+    from service.db import session_scope
+    from service.migrations import upgrade
+
+    if password is None:
+        password = typer.prompt("new password", hide_input=True, confirmation_prompt=True)
+    upgrade(get_settings().resolved_database_url)
+    try:
+        with session_scope() as session:
+            user = set_password(session, email=email, password=password)
+    except DomainError as exc:
+        _fail(exc.message)
+    console.print(f"password set for {user.email}; its sessions and API tokens were signed out")
 
 
 @app.command()

@@ -106,3 +106,39 @@ def test_the_measurement_reads_every_card() -> None:
         "NVIDIA GeForce RTX 3090", 2, 23.5, "8.6")
     cpu_only = measure([])
     assert cpu_only["gpu_count"] == 0 and "gpu_model" not in cpu_only and cpu_only["cpus"] >= 1
+
+
+def test_user_list_and_password_reset(embedded) -> None:
+    runner = CliRunner()
+    for email, role in (("chair@example.org", "admin"), ("rosa@example.org", "researcher")):
+        added = runner.invoke(app, ["user", "add", email, "--role", role, "--role", "reviewer",
+                                    "--password", "amber kettle orbit"])
+        assert added.exit_code == 0, added.output
+    listed = runner.invoke(app, ["user", "list"])
+    assert listed.exit_code == 0
+    assert "chair@example.org" in listed.output and "admin, reviewer" in listed.output
+    assert "researcher, reviewer" in listed.output
+    from service.auth.service import authenticate, issue_token, user_for_token
+    from service.db import session_scope
+
+    with session_scope() as session:
+        user = authenticate(session, email="rosa@example.org", password="amber kettle orbit")
+        token = issue_token(session, user=user)
+    reset = runner.invoke(app, ["user", "password", "rosa@example.org", "--password", "violet harbour lantern"])
+    assert reset.exit_code == 0 and "signed out" in reset.output
+    with session_scope() as session:
+        assert user_for_token(session, token) is None  # the old token no longer works
+        assert authenticate(session, email="rosa@example.org", password="violet harbour lantern").id == user.id
+    missing = runner.invoke(app, ["user", "password", "nobody@example.org", "--password", "violet harbour lantern"])
+    assert missing.exit_code == 2 and "no account for nobody@example.org" in missing.output
+    weak = runner.invoke(app, ["user", "password", "rosa@example.org", "--password", "short"])
+    assert weak.exit_code == 2 and "at least 10 characters" in weak.output
+
+
+def test_both_migration_commands_take_the_revision_the_same_way(embedded) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["db", "upgrade", "0004"]).exit_code == 0
+    assert runner.invoke(app, ["db", "downgrade", "0003"]).exit_code == 0
+    upgraded = runner.invoke(app, ["db", "upgrade"])
+    assert upgraded.exit_code == 0 and "database at head" in upgraded.output
+    assert "OBSERVATORY_DATABASE_URL" in runner.invoke(app, ["serve", "--help"]).output

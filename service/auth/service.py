@@ -16,7 +16,7 @@ from sqlmodel import Session, delete, select
 from service.auth import throttle
 from service.auth.passwords import check_password
 from service.config import Settings
-from service.errors import Conflict, Forbidden, Invalid, Unauthenticated
+from service.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
 from service.models import SELF_SERVICE_ROLES, ApiToken, CredentialKind, Role, User
 from service.timeutil import utcnow
 from service.types import clean_text
@@ -71,6 +71,19 @@ def create_user(
     user = User(email=email, name=name.strip() or email, roles=sorted({str(r) for r in roles}) or ["researcher"],
                 password_hash=_hasher.hash(password) if password else None)
     session.add(user)
+    session.flush()
+    return user
+
+
+def set_password(session: Session, *, email: str, password: str) -> User:
+    """An operator resets an account's password; every session and token it had stops working."""
+    user = session.exec(select(User).where(User.email == normalise_email(email))).first()
+    if user is None:
+        raise NotFound(f"no account for {email}")
+    check_password(password, email=user.email, name=user.name)
+    user.password_hash = _hasher.hash(password)
+    session.add(user)
+    session.exec(delete(ApiToken).where(ApiToken.user_id == user.id))
     session.flush()
     return user
 
