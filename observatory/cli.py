@@ -57,6 +57,9 @@ def _serve(settings: Settings, host: str, port: int, api: bool, scheduler: bool,
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # `db upgrade` says what it did; serving need not
+    if watch is not None:  # the demo shows its run in the terminal; routine log lines would scroll it away
+        for name in ("observatory.scheduler", "ray"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     upgrade(settings.resolved_database_url)
     if api and not settings.job_api_url:  # jobs on this machine's Ray call this very server
         local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
@@ -78,7 +81,6 @@ def _serve(settings: Settings, host: str, port: int, api: bool, scheduler: bool,
             # The demo shows its run in the terminal; request logs would scroll it away.
             from observatory.watch import watch_run
 
-            logging.getLogger("observatory.scheduler").setLevel(logging.WARNING)
             watcher = threading.Thread(target=watch_run, daemon=True,
                                        args=(engine, watch, console, thread.stop_event, f"http://{host}:{port}"))
             watcher.start()

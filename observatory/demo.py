@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from datetime import timedelta
 
@@ -26,10 +27,15 @@ ACCOUNTS = [
 ]
 
 
+def demo_cpus() -> int:
+    """The demo's one run trains on up to four of this machine's cores (its torch threads follow)."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
 def demo_settings(settings: Settings) -> Settings:
     """The demo's own embedded observatory under var/demo/: it never touches a configured database or archive."""
     return settings.model_copy(update={"var_dir": settings.var_dir / "demo", "database_url": None,
-                                       "archive_dir": None, "ray_address": "local"})
+                                       "archive_dir": None, "ray_address": "local", "cpus_per_run": demo_cpus()})
 
 
 def reset(settings: Settings) -> None:
