@@ -58,7 +58,10 @@ def _serve(settings: Settings, host: str, port: int, api: bool, scheduler: bool,
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # `db upgrade` says what it did; serving need not
     if watch is not None:  # the demo shows its run in the terminal; routine log lines would scroll it away
-        for name in ("observatory.scheduler", "ray"):
+        import ray  # noqa: F401  (Ray sets its loggers' levels as it is imported: quieted after that)
+
+        for name in ("observatory.scheduler", "ray", "ray.dashboard.modules.dashboard_sdk",
+                     "ray._private.runtime_env.packaging"):
             logging.getLogger(name).setLevel(logging.WARNING)
     upgrade(settings.resolved_database_url)
     if api and not settings.job_api_url:  # jobs on this machine's Ray call this very server
