@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import Path
+from fastapi import Path, Query
 from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
 
 from service.errors import Invalid
@@ -56,6 +56,7 @@ Password = text(200)
 LoginEmail = text(320)  # not checked for shape: a sign-in attempt with any text is simply wrong
 GpuHours = Annotated[float, Field(gt=0, le=MAX_GPU_HOURS, allow_inf_nan=False)]
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+IdQuery = Annotated[int, Query(ge=1, le=MAX_ID)]
 ArtifactName = Annotated[str, Path(max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 
 _adapters: dict[int, TypeAdapter] = {}

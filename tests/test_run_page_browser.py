@@ -108,3 +108,35 @@ def test_admins_see_the_work_the_capacity_left_and_why_outputs_are_held(browser:
     page = _sign_in(browser, portal, other.email)
     page.get_by_role("link", name="My runs").click()
     expect(page.get_by_text("Nothing is queued or running.")).to_be_visible()
+
+
+def test_two_runs_side_by_side(browser: Browser, portal: str, lite_session: Session, lite_settings,  # noqa: F811
+                               lite_client) -> None:
+    from tests.factories import TINY_TRAIN, archive_outputs
+
+    admin, pi, other = create_user(lite_session, Role.admin), create_user(lite_session), create_user(lite_session)
+    call = create_call(lite_session, admin)
+    made = []
+    for steps, final in ((2, 0.5), (40, 0.02)):
+        plan = {**TINY_TRAIN, "steps": steps}
+        _, run = award(lite_session, admin, create_proposal(lite_session, pi, call, job_plan=plan))
+        metrics = {**METRICS, "final_loss": final, "loss_curve": [1.0, final]}
+        archive_outputs(lite_session, lite_settings, run, {"samples.png": TRAIN_FILES["samples.png"],
+                                                           "metrics.json": json.dumps(metrics).encode()})
+        made.append(run)
+    outsider = auth_headers(lite_session, other)
+    page = _sign_in(browser, portal, pi.email)
+    page.get_by_role("link", name="My runs").click()
+    page.locator("select[name=a]").select_option(str(made[0].id))
+    page.locator("select[name=b]").select_option(str(made[1].id))
+    page.get_by_role("button", name="Compare").click()
+    expect(page.locator("h1")).to_have_text(f"Run {made[0].id} beside run {made[1].id}")
+    expect(page.locator("img.compare-samples")).to_have_count(2)
+    expect(page.locator("#compare-runs")).to_contain_text("1.0000 → 0.5000")
+    expect(page.locator("#compare-runs")).to_contain_text("1.0000 → 0.0200")
+    differs = page.locator("#compare-plans tr.differs")
+    expect(differs).to_have_count(1)
+    expect(differs).to_contain_text("steps")
+    # Someone outside the proposal cannot compare its runs.
+    refused = lite_client.get(f"/runs/compare?a={made[0].id}&b={made[1].id}", headers=outsider)
+    assert refused.status_code == 404

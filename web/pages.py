@@ -34,7 +34,7 @@ from service.proposals import service as proposals
 from service.proposals.schemas import ProposalCreate, ProposalDraft
 from service.runs import service as runs
 from service.timeutil import utcnow
-from service.types import IdPath, gpu_hours, parse
+from service.types import IdPath, IdQuery, gpu_hours, parse
 from web.charts import loss_chart_from_metrics
 from web.forms import field_errors, plan_fields, plan_from_form
 from web.render import act as _act
@@ -333,6 +333,25 @@ def runs_page(request: Request, user: CurrentUser, session: SessionDep):
     active = [r for r in rows if r["run"].state in ("queued", "running")]
     ended = [r for r in rows if r["run"].state not in ("queued", "running")]
     return render(request, "runs.html", {"active": active, "ended": ended})
+
+
+@router.get("/runs/compare")
+def compare_page(request: Request, user: CurrentUser, session: SessionDep, settings: SettingsDep, a: IdQuery,
+                 b: IdQuery):
+    """Two runs side by side: their sample grids, loss curves and plans, with the plan's differences marked."""
+    sides = []
+    for run_id in (a, b):
+        run = runs.get_visible(session, actor=user, run_id=run_id)
+        artifacts = _artifacts_if_allowed(session, user, run.id)
+        metrics = next((x for x in artifacts if x.name == "metrics.json"), None)
+        chart = loss_chart_from_metrics(archive.read_object(archive.store_for(settings), metrics.sha256)) \
+            if metrics else None
+        sides.append({"run": run, "proposal": session.get(Proposal, run.proposal_id), "chart": chart,
+                      "samples": next((x for x in artifacts if x.kind == "samples"), None),
+                      "detail": runs.describe(session, run)})
+    keys = sorted({*sides[0]["run"].job_plan, *sides[1]["run"].job_plan} - {"kind"})
+    plan = [{"key": k, "a": sides[0]["run"].job_plan.get(k), "b": sides[1]["run"].job_plan.get(k)} for k in keys]
+    return render(request, "compare.html", {"sides": sides, "plan": plan})
 
 
 @router.get("/runs/{run_id}")
