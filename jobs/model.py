@@ -1,4 +1,4 @@
-"""The Commons diffusion model: a diffusers UNet2DModel under a DDPM noise schedule, and its checkpoint file."""
+"""The observatory's diffusion model: a diffusers UNet2DModel under a DDPM noise schedule, and its checkpoint file."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Train the Commons diffusion model on a bundled dataset, then draw a sample grid.
+"""Train the observatory's diffusion model on a bundled dataset, then draw a sample grid.
 
 Run on a pool node by jobs.runner as `python -m jobs.train --config JSON --output DIR`. Resumes exactly from
 DIR/state.pt when it exists (same batches, same noise), so a run moved to another node continues, not restarts;

@@ -18,8 +18,8 @@ from service.config import Settings, get_settings
 from service.errors import DomainError
 from service.models import Role
 
-app = typer.Typer(help="Commons Observatory: peer-reviewed GPU time for a Commons-only diffusion model.",
-                  no_args_is_help=True)
+app = typer.Typer(help="Commons Observatory: peer-reviewed GPU time for a diffusion model trained on openly "
+                       "licensed images.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 user_app = typer.Typer(help="Accounts.", no_args_is_help=True)
 pool_app = typer.Typer(help="Lend this machine to the pool.", no_args_is_help=True)

@@ -61,7 +61,7 @@ def seed(settings: Settings, steps: int) -> tuple[int, int]:
         call = create_call(session, actor=admin, data=CallCreate(
             title="Commons Observatory Cycle 1", opens_at=now - timedelta(days=1), closes_at=now + timedelta(days=30),
             capacity_gpu_hours=100, exclusive_months=12,
-            description="The first open call: train, sample or analyse the Commons diffusion model.",
+            description="The first open call: train, sample or analyse the observatory's diffusion model.",
         ))
         proposal = create_proposal(session, actor=researcher, call_id=call.id, data=ProposalCreate(
             title="Does a tiny Commons model copy its training images?",

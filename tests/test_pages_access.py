@@ -112,3 +112,10 @@ def test_portal_forms_open_a_call_and_sign_up(world, lite_client: TestClient) ->
     joined = post_form(client, "/signup", {"name": "N", "email": "n@example.org", "password": "amber kettle orbit"},
                          follow_redirects=False)
     assert joined.status_code == 303 and client.get("/api/me").json()["roles"] == ["researcher"]
+
+
+def test_pages_say_what_the_training_data_is(lite_client: TestClient) -> None:
+    """The only dataset is scikit-image's samples (one from Commons): no page may call the model Commons-trained."""
+    home = lite_client.get("/").text
+    assert "Wikimedia Commons images" not in home
+    assert "twelve public-domain and\n  CC0 sample images bundled with scikit-image" in home

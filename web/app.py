@@ -57,7 +57,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         title="Commons Observatory", version=installed_version(), dependencies=[Depends(verify_csrf)],
         lifespan=_lifespan, docs_url=None, redoc_url=None,
         max_body_size=settings.max_body_bytes,
-        description="Peer-reviewed GPU time on a volunteered pool, for a Commons-only diffusion model.")
+        description="Peer-reviewed GPU time on a volunteered pool, for a diffusion model trained on openly licensed "
+                    "images.")
     app.state.settings = settings
     app.state.engine = engine or engine_for(settings)
     app.state.oauth = make_oauth(settings)

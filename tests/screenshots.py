@@ -1,0 +1,111 @@
+"""Screenshots of the portal's main pages for the docs: `python -m tests.screenshots [FOLDER]` (default
+docs/screenshots/). It builds a throwaway observatory (SQLite in a temporary folder), fills it with a call, a
+researcher's two finished runs and a waiting one, and photographs the proposal form (with its field errors), a run
+page, the runs list and the comparison of the two runs in Debian's chromium."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+from playwright.sync_api import sync_playwright
+from sqlmodel import Session
+
+from jobs.dataset import load
+from scheduler.loop import Scheduler
+from service.config import Settings
+from service.db import make_engine
+from service.migrations import upgrade
+from service.models import Role, Run, RunState
+from service.timeutil import utcnow
+from tests.factories import (
+    PASSWORD,
+    TINY_TRAIN,
+    archive_outputs,
+    award,
+    create_call,
+    create_proposal,
+    create_user,
+)
+from tests.live import free_port, live_server
+from tests.pools import TRAIN_FILES, ScriptedPool
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def grid_png() -> bytes:
+    """A 4x3 grid of the bundled dataset's images: a stand-in sample grid with real pictures in it."""
+    images = load("commons-mini", 32).images
+    sheet = Image.new("RGB", (4 * 32, 3 * 32))
+    for i, image in enumerate(images[:12]):
+        pixels = ((image.permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype("uint8")
+        sheet.paste(Image.fromarray(pixels), ((i % 4) * 32, (i // 4) * 32))
+    out = io.BytesIO()
+    sheet.resize((256, 192), Image.Resampling.NEAREST).save(out, format="PNG")
+    return out.getvalue()
+
+
+def seed(settings: Settings, engine) -> tuple[str, list[int]]:  # type: ignore[no-untyped-def]
+    with Session(engine, expire_on_commit=False) as session:
+        admin, pi = create_user(session, Role.admin), create_user(session)
+        call = create_call(session, admin, capacity=20)
+        runs = []
+        for steps, curve in ((300, [1.1, 0.4, 0.12, 0.06, 0.04]), (900, [1.1, 0.3, 0.08, 0.03, 0.019])):
+            proposal = create_proposal(session, pi, call, title=f"Memorisation after {steps} steps",
+                                       job_plan={**TINY_TRAIN, "steps": steps})
+            _, run = award(session, admin, proposal)
+            metrics = {"steps": steps, "final_loss": curve[-1], "seconds_per_step": 0.18, "loss_curve": curve}
+            archive_outputs(session, settings, run, {**TRAIN_FILES, "samples.png": grid_png(),
+                                                     "training_images.png": grid_png(),
+                                                     "metrics.json": json.dumps(metrics).encode()})
+            # Shown as finished (this script photographs pages; the scheduler's tests cover how runs get there).
+            run = session.get(Run, run.id)
+            run.state, run.progress, run.finished_at = RunState.succeeded, 1.0, utcnow()
+            run.progress_detail = {"phase": "sample", "step": steps, "total": steps, "fraction": 1.0}
+            session.add(run)
+            session.commit()
+            runs.append(run.id)
+        award(session, admin, create_proposal(session, pi, call, title="A leave-out pair, first half"))
+        Scheduler(engine, settings.model_copy(update={"run_on_head": False}), ScriptedPool()).dispatch()
+        return pi.email, runs + [call.id]
+
+
+def main(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/observatory.db"
+        upgrade(url)
+        engine = make_engine(url)
+        settings = Settings(var_dir=Path(tmp) / "var", database_url=url, secret_key="screenshots",
+                            ray_address="unused")
+        email, (first, second, call_id) = seed(settings, engine)
+        port = free_port()
+        with live_server(settings, engine, port) as portal, sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.goto(f"{portal}/login")
+            page.get_by_label("Email").fill(email)
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            page.goto(f"{portal}/calls/{call_id}/propose")
+            page.get_by_label("Title").fill("  ")
+            page.locator("input[name='train.exclude_authors']").fill("Nassa")
+            page.get_by_role("button", name="Submit proposal").click()
+            shots = {"proposal-form.png": None, f"run-{second}.png": f"/runs/{second}", "runs.png": "/runs",
+                     "compare.png": f"/runs/compare?a={first}&b={second}"}
+            for name, path in shots.items():
+                if path:
+                    page.goto(portal + path)
+                page.screenshot(path=str(folder / name), full_page=True)
+                print(f"wrote {folder / name}")
+            browser.close()
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "screenshots")
