@@ -122,6 +122,31 @@ def estimated_vram_gb(plan: TrainConfig | SampleConfig) -> float:
     return math.ceil(gigabytes * 2) / 2
 
 
+# Measured with `python -m jobs.train` on the default train plan, one CPU core of this project's 2-core machines.
+REFERENCE_SECONDS_PER_STEP = 0.31
+
+
+def _work(resolution: int, channels: list[int], layers: int, images: int) -> float:
+    """A proxy for one forward and backward pass: convolution work over every block's pixels and channels."""
+    return images * sum(layers * (resolution // 2**i) ** 2 * c * c for i, c in enumerate(channels))
+
+
+def estimated_seconds(plan: TrainConfig | SampleConfig) -> float:
+    """Wall-clock seconds the plan takes on one CPU core, scaled from the measured reference step by the plan's
+    convolution work; sampling counts a third of a training step per image and denoising step. A GPU is faster,
+    so this is an upper estimate of its GPU-hours there."""
+    reference = TrainConfig()
+    ref = _work(reference.resolution, reference.block_out_channels, reference.layers_per_block, reference.batch_size)
+    if isinstance(plan, SampleConfig):
+        per_image = _work(reference.resolution, reference.block_out_channels, reference.layers_per_block, 1) / 3
+        return plan.count * plan.inference_steps * REFERENCE_SECONDS_PER_STEP * per_image / ref
+    step = _work(plan.resolution, plan.block_out_channels, plan.layers_per_block, plan.batch_size)
+    per_image = _work(plan.resolution, plan.block_out_channels, plan.layers_per_block, 1) / 3
+    train = plan.steps * REFERENCE_SECONDS_PER_STEP * step / ref
+    sample = plan.sample_count * plan.sample_inference_steps * REFERENCE_SECONDS_PER_STEP * per_image / ref
+    return train + sample
+
+
 class JobPlanError(ValueError):
     """A job plan that fails validation, with one readable line per problem."""
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
 
-from jobs.config import job_plan_schema
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from jobs.config import REFERENCE_SECONDS_PER_STEP, JobPlanError, estimated_seconds, job_plan_schema, parse_job_plan
 from service.attempts.api import router as job_router
 from service.auth.api import router as auth_router
 from service.calls.api import router as calls_router
+from service.errors import Invalid
 from service.pool.api import router as pool_router
 from service.proposals.api import router as proposals_router
 from service.runs.api import router as runs_router
@@ -22,6 +26,26 @@ router.include_router(pool_router)
 # Jobs send checkpoints and outputs here, so these routes take bodies far larger than the rest of the API.
 job_api = APIRouter(prefix="/api")
 job_api.include_router(job_router)
+
+
+class Estimate(BaseModel):
+    seconds: float
+    gpu_hours: float
+    basis: str
+
+
+@router.post("/job-plans/estimate", response_model=Estimate, tags=["proposals"])
+def job_plan_estimate(plan: dict[str, Any]) -> Estimate:
+    """How long a job plan takes, and so the GPU-hours to ask for, estimated from a measured step (public)."""
+    try:
+        seconds = estimated_seconds(parse_job_plan(plan))
+    except JobPlanError as exc:
+        raise Invalid(str(exc)) from None
+    return Estimate(seconds=round(seconds, 1), gpu_hours=round(seconds / 3600, 3), basis=ESTIMATE_BASIS)
+
+
+ESTIMATE_BASIS = (f"{REFERENCE_SECONDS_PER_STEP} s a step measured for the default train plan on one CPU core, "
+                  "scaled by the plan's size; a GPU is faster")
 
 
 @router.get("/job-plans/schema", tags=["proposals"])

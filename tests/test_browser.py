@@ -180,6 +180,13 @@ def test_every_problem_of_a_proposal_is_shown_at_its_field(browser: Browser, por
     expect(page.locator("#train-exclude_authors-error")).to_contain_text("No image in commons-mini is by 'Nassa'")
     expect(page.locator("#train-exclude_authors-error")).to_contain_text("Stefan van der Walt")
     expect(page.locator("select[name='train.dataset']")).to_have_value("commons-mini")
+    # The estimate beside the hours waits for a valid plan, then follows it as it changes.
+    expect(page.locator("#estimate")).to_be_empty()
+    page.locator("input[name='train.exclude_authors']").fill("NASA")
+    expect(page.locator("#estimate")).to_contain_text("about 0.00 GPU-hours (0 min 8 s)")  # 20 steps
+    page.locator("input[name='train.steps']").fill("6000")
+    expect(page.locator("#estimate")).to_contain_text("about 0.52 GPU-hours (31 min 2 s)")
+    expect(page.locator("#estimate")).to_contain_text("0.31 s a step measured for the default train plan")
     expect(page.get_by_text("Training steps")).to_be_visible()
     assert "Value error" not in page.content() and "Input should be" not in page.content()
     lite_session.rollback()

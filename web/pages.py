@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from jobs.config import JOB_KINDS
 from service.allocations.service import award_proposal
+from service.api import Estimate, job_plan_estimate
 from service.archive import service as archive
 from service.attempts.service import last_lines, latest_attempt
 from service.auth import service as auth
@@ -150,12 +151,21 @@ def _proposal_form(request: Request, session, call_id: int, values: dict[str, An
                    status_code: int = 200, errors: dict[str, str] | None = None, draft_id: int | None = None):
     return render(request, "propose.html", {
         "call": calls.to_public(session, calls.get_call(session, call_id)), "values": values,
+        "estimate": _estimate(plan_from_form(values)),
         "kinds": plan_fields(), "error": error, "errors": errors or {}, "draft_id": draft_id,
         "action_url": f"/proposals/{draft_id}/edit" if draft_id else f"/calls/{call_id}/propose",
     }, status_code=status_code)
 
 
 PROPOSAL_FIELDS = {"title", "abstract", "justification", "requested_gpu_hours"}
+
+
+def _estimate(plan: dict[str, Any]) -> Estimate | None:
+    """The plan's estimated cost, or None while the plan is not valid."""
+    try:
+        return job_plan_estimate(plan)
+    except DomainError:
+        return None
 
 
 def _form_problems(form: dict[str, str], plan: dict[str, Any]) -> dict[str, str]:
