@@ -19,10 +19,10 @@ from service.errors import DomainError
 from service.models import Role
 
 app = typer.Typer(help="Commons Observatory: peer-reviewed GPU time for a diffusion model trained on openly "
-                       "licensed images.", no_args_is_help=True)
-db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
-user_app = typer.Typer(help="Accounts.", no_args_is_help=True)
-pool_app = typer.Typer(help="Lend this machine to the pool.", no_args_is_help=True)
+                       "licensed images.", no_args_is_help=True, rich_markup_mode=None)
+db_app = typer.Typer(help="Database migrations.", no_args_is_help=True, rich_markup_mode=None)
+user_app = typer.Typer(help="Accounts.", no_args_is_help=True, rich_markup_mode=None)
+pool_app = typer.Typer(help="Lend this machine to the pool.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
 app.add_typer(pool_app, name="pool")
@@ -110,8 +110,10 @@ def serve(
     host: Annotated[str, typer.Option(help="The address the portal listens on (0.0.0.0: every interface).")
                     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="The portal's port.")] = 8000,
-    api: Annotated[bool, typer.Option(help="Serve the API and the portal.")] = True,
-    scheduler: Annotated[bool, typer.Option(help="Run the scheduler loop (and a local Ray if configured).")] = True,
+    api: Annotated[bool, typer.Option(help="Serve the API and the portal (on unless --no-api).",
+                                      show_default=False)] = True,
+    scheduler: Annotated[bool, typer.Option(help="Run the scheduler loop and, if configured, a local Ray (on "
+                                                 "unless --no-scheduler).", show_default=False)] = True,
 ) -> None:
     """Run the portal, the JSON API and the scheduler (deployments run them apart with --no-api/--no-scheduler).
 

@@ -142,3 +142,9 @@ def test_both_migration_commands_take_the_revision_the_same_way(embedded) -> Non
     upgraded = runner.invoke(app, ["db", "upgrade"])
     assert upgraded.exit_code == 0 and "database at head" in upgraded.output
     assert "OBSERVATORY_DATABASE_URL" in runner.invoke(app, ["serve", "--help"]).output
+
+
+def test_help_reads_plainly() -> None:
+    """Flags read as --api / --no-api, with no type column and no default named after the flag."""
+    shown = CliRunner().invoke(app, ["serve", "--help"]).output
+    assert "--api / --no-api" in shown and "<bool>" not in shown and "[default: api]" not in shown

@@ -27,7 +27,8 @@ from tests.factories import (
 from tests.pools import ScriptedPool
 
 PUBLIC = {
-    ("GET", "/api/calls"), ("GET", "/api/calls/{call_id}"), ("GET", "/api/job-plans/schema"), ("POST", "/api/job-plans/estimate"),
+    ("GET", "/api/calls"), ("GET", "/api/calls/{call_id}"), ("GET", "/api/job-plans/schema"),
+    ("POST", "/api/job-plans/estimate"),
     ("POST", "/api/auth/signup"), ("POST", "/api/auth/login"), ("GET", "/api/pool"),
 }
 
