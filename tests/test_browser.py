@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -235,3 +236,38 @@ def test_a_draft_keeps_whatever_is_there_and_is_edited_submitted_or_deleted(brow
     expect(page.get_by_role("status")).to_contain_text("Draft deleted.")
     lite_session.rollback()
     assert lite_session.exec(select(func.count()).select_from(Proposal)).one() == 1
+
+
+def test_a_sample_plan_offers_the_checkpoints_one_may_use(browser: Browser, portal: str, lite_session: Session,
+                                                          lite_settings) -> None:
+    from tests.factories import archive_outputs, award
+    from tests.pools import TRAIN_FILES
+
+    admin, researcher, outsider = (create_user(lite_session, role) for role in (Role.admin, Role.researcher,
+                                                                               Role.researcher))
+    call = create_call(lite_session, admin, capacity=5)
+    trained = create_proposal(lite_session, researcher, call, title="A model to sample")
+    _, run = award(lite_session, admin, trained)
+    archive_outputs(lite_session, lite_settings, run, TRAIN_FILES)
+    sha = hashlib.sha256(TRAIN_FILES["checkpoint.pt"]).hexdigest()
+
+    page = _sign_in(browser, portal, outsider.email)  # still exclusive to its team: not offered
+    page.goto(f"{portal}/calls/{call.id}/propose")
+    page.get_by_label("sample", exact=True).check()
+    expect(page.locator("input[name='sample.checkpoint_sha256']")).to_have_attribute(
+        "placeholder", "no checkpoint you may use yet: train one first")
+
+    page = _sign_in(browser, portal, researcher.email)
+    page.goto(f"{portal}/calls/{call.id}/propose")
+    page.get_by_label("sample", exact=True).check()
+    choice = page.locator("select[name='sample.checkpoint_sha256']")
+    expect(choice).to_contain_text(f"run {run.id} · A model to sample · {sha[:12]}")
+    page.get_by_label("Title").fill("Samples of it")
+    page.get_by_label("Abstract").fill("Look.")
+    page.get_by_label("Scientific justification").fill("To see.")
+    page.get_by_label("Requested GPU-hours").fill("1")
+    page.get_by_role("button", name="Submit proposal").click()
+    expect(page.get_by_role("status")).to_contain_text("Proposal submitted.")
+    lite_session.rollback()
+    made = lite_session.exec(select(Proposal).where(Proposal.title == "Samples of it")).one()
+    assert made.job_plan["checkpoint_sha256"] == sha

@@ -152,6 +152,7 @@ def _proposal_form(request: Request, session, call_id: int, values: dict[str, An
     return render(request, "propose.html", {
         "call": calls.to_public(session, calls.get_call(session, call_id)), "values": values,
         "estimate": _estimate(plan_from_form(values)),
+        "checkpoints": archive.usable_checkpoints(session, request.state.user) if request.state.user else [],
         "kinds": plan_fields(), "error": error, "errors": errors or {}, "draft_id": draft_id,
         "action_url": f"/proposals/{draft_id}/edit" if draft_id else f"/calls/{call_id}/propose",
     }, status_code=status_code)

@@ -157,6 +157,18 @@ def read_object(store: ArchiveStore, sha256: str, limit: int = 64 << 20) -> byte
     return b"".join(store.open_range(sha256, 0, limit - 1))
 
 
+def usable_checkpoints(session: Session, actor: User, limit: int = 100) -> list[tuple[str, str]]:
+    """The checkpoints `actor` may sample from, newest first, as (sha256, a label naming the run and proposal): their
+    own proposals' and those past their exclusive period (the same rule as downloads)."""
+    mine = select(ProposalMember.proposal_id).where(ProposalMember.user_id == actor.id)
+    rows = session.exec(
+        select(Artifact.sha256, Run.id, Proposal.title).join(Run, Run.id == Artifact.run_id)
+        .join(Proposal, Proposal.id == Run.proposal_id).join(Award, Award.id == Run.award_id)
+        .where(Artifact.kind == "checkpoint", (Run.proposal_id.in_(mine)) | (Award.exclusive_until <= utcnow()))
+        .order_by(Artifact.id.desc()).limit(limit)).all()
+    return [(sha, f"run {run_id} · {title or '(untitled)'} · {sha[:12]}") for sha, run_id, title in rows]
+
+
 def find_checkpoint(session: Session, sha256: str) -> Artifact | None:
     return session.exec(
         select(Artifact).where(Artifact.sha256 == sha256, Artifact.kind == "checkpoint").order_by(Artifact.id)
