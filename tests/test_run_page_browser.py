@@ -75,6 +75,22 @@ def test_a_run_page_tells_waiting_from_running_and_ends_in_words(browser: Browse
     expect(page.locator("#run-gpu-seconds")).to_have_text("0")
     expect(page.locator("#run-started")).to_have_text("not yet")
 
+    # A third, cancelled while its job waits in Ray's queue on its node: Ray is told to stop it at once, and the
+    # run ends cancelled without ever starting or costing anything.
+    _, queued = award(lite_session, admin, create_proposal(lite_session, pi, call))
+    assert scheduler.dispatch() == 1
+    page.goto(f"{portal}/runs/{queued.id}")
+    expect(page.locator("#run-state")).to_have_text("waiting")
+    page.get_by_role("button", name="Cancel run").click()
+    scheduler.reconcile()
+    assert pool.stopped == [pool.submitted[-1]]
+    pool.set(pool.submitted[-1], JobState.stopped)
+    scheduler.reconcile()
+    page.goto(f"{portal}/runs/{queued.id}")
+    expect(page.locator("#run-state")).to_have_text("cancelled")
+    expect(page.locator("#run-gpu-seconds")).to_have_text("0")
+    expect(page.locator("#run-started")).to_have_text("not yet")
+
 
 def test_admins_see_the_work_the_capacity_left_and_why_outputs_are_held(browser: Browser, portal: str,  # noqa: F811
                                                                         lite_session: Session, lite_engine,
