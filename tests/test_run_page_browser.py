@@ -117,8 +117,10 @@ def test_admins_see_the_work_the_capacity_left_and_why_outputs_are_held(browser:
     desk.goto(f"{portal}/proposals/{pending.id}")
     expect(desk.locator("#call-left")).to_have_text(f"The call “{call.title}” has 7 of its 10 GPU-hours left to award.")
 
-    # The PI sees their own runs only.
+    # The PI sees their own runs only, and each proposal in their list says how its runs stand.
     page = _sign_in(browser, portal, pi.email)
+    page.goto(f"{portal}/proposals")
+    expect(page.locator(".proposal-runs")).to_contain_text(f"run {run.id}: queued")
     page.get_by_role("link", name="My runs").click()
     expect(page.locator("#active-runs")).to_contain_text(f"run {run.id}")
     page = _sign_in(browser, portal, other.email)

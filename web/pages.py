@@ -62,6 +62,7 @@ def home(request: Request, session: SessionDep, user: OptionalUser):
     return render(request, "home.html", {
         "calls": [calls.to_public(session, c) for c in calls.list_calls(session)],
         "proposals": mine, "pool": pool.summary(session) if user else None,
+        "proposal_runs": runs.runs_by_proposal(session, [p.id for p in mine]),
     })
 
 
@@ -284,7 +285,9 @@ def delete_draft(proposal_id: IdPath, request: Request, user: CurrentUser, sessi
 
 @router.get("/proposals")
 def proposals_page(request: Request, user: CurrentUser, session: SessionDep):
-    return render(request, "proposals.html", {"proposals": proposals.list_visible(session, actor=user)})
+    listed = proposals.list_visible(session, actor=user)
+    return render(request, "proposals.html", {
+        "proposals": listed, "proposal_runs": runs.runs_by_proposal(session, [p.id for p in listed])})
 
 
 @router.get("/proposals/{proposal_id}")

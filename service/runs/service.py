@@ -44,6 +44,14 @@ def list_visible(session: Session, *, actor: User, limit: int = 200) -> list[Run
     return list(session.exec(query.order_by(Run.id.desc()).limit(limit)))
 
 
+def runs_by_proposal(session: Session, proposal_ids: list[int]) -> dict[int, list[Run]]:
+    """Each proposal's runs, oldest first, in one query (for lists that show how each proposal's work stands)."""
+    found: dict[int, list[Run]] = {pid: [] for pid in proposal_ids}
+    for run in session.exec(select(Run).where(Run.proposal_id.in_(proposal_ids)).order_by(Run.id)):
+        found[run.proposal_id].append(run)
+    return found
+
+
 def list_for_proposal(session: Session, proposal_id: int) -> list[Run]:
     return list(session.exec(select(Run).where(Run.proposal_id == proposal_id).order_by(Run.id)))
 
