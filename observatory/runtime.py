@@ -37,12 +37,8 @@ class Pool:
         return self.backend
 
 
-def ray_token(settings: Settings) -> str:
-    return settings.resolved_ray_auth_token()
-
-
 def open_pool(settings: Settings) -> Pool:
-    token = ray_token(settings)
+    token = settings.resolved_ray_auth_token()
     if settings.ray_address != "local":
         return Pool(RayBackend(settings.ray_address, token))
     head = start_head(base_port=settings.ray_port, dashboard_port=settings.ray_dashboard_port,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from service.files import private_dir, private_secret_file
+from service.files import private_dir
 
 
 def ray_ports(base: int) -> dict[str, int]:
@@ -30,11 +30,6 @@ def ray_ports(base: int) -> dict[str, int]:
         "dashboard-agent-grpc-port": base + 5, "runtime-env-agent-port": base + 6, "metrics-export-port": base + 7,
         "min-worker-port": base + 100, "max-worker-port": base + 199,
     }
-
-
-def load_or_make_token(path: Path) -> str:
-    """The pool's token, kept private from creation."""
-    return private_secret_file(path, lambda: secrets.token_hex(32))
 
 
 # A stopped job gets this long between SIGTERM and SIGKILL: time to save and ship its checkpoint.

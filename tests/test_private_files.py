@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.local_ray import load_or_make_token
 from service.archive.store import LocalStore
 from service.config import Settings
 from service.db import make_engine
@@ -39,7 +38,7 @@ def test_secrets_are_private_from_creation(tmp_path: Path, monkeypatch) -> None:
 
     monkeypatch.setattr(os, "open", watching_open)
     key = Settings(var_dir=tmp_path / "var").resolved_secret_key()
-    token = load_or_make_token(tmp_path / "var" / "ray" / "auth_token")
+    token = Settings(var_dir=tmp_path / "var").resolved_ray_auth_token()
     monkeypatch.undo()
     assert modes == [0o600, 0o600]  # created with the private mode, never widened and narrowed
     assert _mode(tmp_path / "var" / "secret_key") == 0o600 and _mode(tmp_path / "var" / "ray" / "auth_token") == 0o600

@@ -349,6 +349,13 @@ def runs_page(request: Request, user: CurrentUser, session: SessionDep):
     return render(request, "runs.html", {"active": active, "ended": ended})
 
 
+def _loss_chart(settings, artifacts: list):  # type: ignore[no-untyped-def]
+    """The loss chart of a run's metrics.json among the artifacts one may see; None without one."""
+    metrics = next((a for a in artifacts if a.name == "metrics.json"), None)
+    return loss_chart_from_metrics(archive.read_object(archive.store_for(settings), metrics.sha256)) \
+        if metrics else None
+
+
 @router.get("/runs/compare")
 def compare_page(request: Request, user: CurrentUser, session: SessionDep, settings: SettingsDep, a: IdQuery,
                  b: IdQuery):
@@ -357,10 +364,8 @@ def compare_page(request: Request, user: CurrentUser, session: SessionDep, setti
     for run_id in (a, b):
         run = runs.get_visible(session, actor=user, run_id=run_id)
         artifacts = _artifacts_if_allowed(session, user, run.id)
-        metrics = next((x for x in artifacts if x.name == "metrics.json"), None)
-        chart = loss_chart_from_metrics(archive.read_object(archive.store_for(settings), metrics.sha256)) \
-            if metrics else None
-        sides.append({"run": run, "proposal": session.get(Proposal, run.proposal_id), "chart": chart,
+        sides.append({"run": run, "proposal": session.get(Proposal, run.proposal_id),
+                      "chart": _loss_chart(settings, artifacts),
                       "samples": next((x for x in artifacts if x.kind == "samples"), None),
                       "detail": runs.describe(session, run)})
     keys = sorted({*sides[0]["run"].job_plan, *sides[1]["run"].job_plan} - {"kind"})
@@ -373,11 +378,8 @@ def run_page(run_id: IdPath, request: Request, user: CurrentUser, session: Sessi
     run = runs.get_visible(session, actor=user, run_id=run_id)
     proposal = session.get(Proposal, run.proposal_id)
     artifacts = _artifacts_if_allowed(session, user, run.id)
-    metrics = next((a for a in artifacts if a.name == "metrics.json"), None)
-    chart = loss_chart_from_metrics(archive.read_object(archive.store_for(settings), metrics.sha256)) \
-        if metrics else None
     return render(request, "run.html", {
-        "run": run, "proposal": proposal, "artifacts": artifacts, "loss_chart": chart,
+        "run": run, "proposal": proposal, "artifacts": artifacts, "loss_chart": _loss_chart(settings, artifacts),
         "detail": runs.describe(session, run),
         "exclusive_until": archive.exclusive_until(session, run.id), "now": utcnow(),
         "can_cancel": user.has(Role.admin) or proposal.pi_id == user.id,

@@ -201,9 +201,16 @@ def orders(session: Session, machine: Machine) -> Machine:
     machine.last_contact_at = utcnow()
     session.add(machine)
     session.flush()
-    if machine.state == MachineState.approved and machine.draining and not busy(session, machine.id):
-        _move(session, machine, MachineState.left, "drained: its last run ended, and it left the pool")
+    _leave_if_drained(session, machine)
     return machine
+
+
+def _leave_if_drained(session: Session, machine: Machine) -> bool:
+    """A draining machine with no run left leaves; returns whether it did."""
+    if machine.state != MachineState.approved or not machine.draining or busy(session, machine.id):
+        return False
+    _move(session, machine, MachineState.left, "drained: its last run ended, and it left the pool")
+    return True
 
 
 def enforce_owner_limits(session: Session) -> int:
@@ -221,8 +228,6 @@ def enforce_owner_limits(session: Session) -> int:
                 acted += bool(move_runs_off(session, machine, f"its owner's cap of {machine.hours_per_day:g} "
                                                               f"hours a day on {machine.name!r} was reached"))
     for machine in session.exec(select(Machine).where(Machine.state == MachineState.approved, Machine.draining)):
-        if not busy(session, machine.id):
-            _move(session, machine, MachineState.left, "drained: its last run ended, and it left the pool")
-            acted += 1
+        acted += _leave_if_drained(session, machine)
     session.flush()
     return acted
