@@ -13,6 +13,7 @@ import logging
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
@@ -60,12 +61,14 @@ class Dispatcher:
             metadata={"run_id": str(run.id), "proposal_id": str(run.proposal_id), "attempt": str(attempt.number),
                       "pool": self.settings.pool_name})
 
-    def dispatch(self) -> int:
-        try:
-            ray_nodes = self.backend.nodes()
-        except Exception:
-            log.exception("reading the pool's nodes failed; nothing is dispatched this tick")
-            return 0
+    def dispatch(self, ray_nodes: list[dict[str, Any]] | None = None) -> int:
+        """Place and start what fits on `ray_nodes` (the pool's nodes as Ray reports them; asked now if None)."""
+        if ray_nodes is None:
+            try:
+                ray_nodes = self.backend.nodes()
+            except Exception:
+                log.exception("reading the pool's nodes failed; nothing is dispatched this tick")
+                return 0
         with Session(self.engine, expire_on_commit=False) as session:
             facts = read_facts(session, self.settings, ray_nodes, self.vram)
         if not facts.queue:

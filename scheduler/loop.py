@@ -13,6 +13,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -49,11 +50,11 @@ class Scheduler:
         self.vram = VramCache()  # each run's GPU memory estimate, worked out once
         self._ticks = 0
 
-    def dispatch(self) -> int:
-        return Dispatcher(self.engine, self.settings, self.backend, self.store, self.vram).dispatch()
+    def dispatch(self, ray_nodes: list[dict[str, Any]] | None = None) -> int:
+        return Dispatcher(self.engine, self.settings, self.backend, self.store, self.vram).dispatch(ray_nodes)
 
-    def reconcile(self) -> int:
-        return Reconciler(self.engine, self.settings, self.backend, self.store).reconcile()
+    def reconcile(self, ray_nodes: list[dict[str, Any]] | None = None) -> int:
+        return Reconciler(self.engine, self.settings, self.backend, self.store).reconcile(ray_nodes)
 
     def claim_pool(self) -> None:
         """Say which Ray cluster this pool is; Conflict when another cluster already drives the same pool name."""
@@ -64,13 +65,13 @@ class Scheduler:
                        stale_after_s=max(30.0, 5 * self.settings.scheduler_interval_s))
             session.commit()
 
-    def watch_nodes(self) -> int:
-        """Record the pool as Ray sees it; returns the number of nodes alive."""
+    def watch_nodes(self, ray_nodes: list[dict[str, Any]] | None = None) -> int:
+        """Record the pool as Ray sees it (`ray_nodes`, or asked now); returns the number of nodes alive."""
         seen = [
             NodeSeen(node_id=n["node_id"], address=n.get("node_ip", ""), is_head=bool(n.get("is_head_node")),
                      alive=n.get("state") == "ALIVE", resources=n.get("resources_total") or {},
                      labels=n.get("labels") or {})
-            for n in self.backend.nodes()
+            for n in (self.backend.nodes() if ray_nodes is None else ray_nodes)
         ]
         with Session(self.engine) as session:
             record_nodes(session, seen)
@@ -86,11 +87,16 @@ class Scheduler:
     def tick(self) -> TickReport:
         if self._ticks % 5 == 0:
             self.claim_pool()
-        report = TickReport(dispatched=self.dispatch(), finished=self.reconcile())
+        try:  # the pool's nodes, asked once for the whole tick
+            ray_nodes = self.backend.nodes()
+        except Exception:
+            log.exception("reading the pool's nodes failed")
+            ray_nodes = None
+        report = TickReport(dispatched=self.dispatch(ray_nodes), finished=self.reconcile(ray_nodes))
         self._ticks += 1
         if self._ticks % 5 == 1:
             try:
-                self.watch_nodes()
+                self.watch_nodes(ray_nodes)
                 self.enforce_owner_limits()
             except Exception:
                 log.exception("reading the pool's nodes or applying the owners' limits failed")

@@ -40,12 +40,13 @@ class Reconciler:
     def __init__(self, engine: Engine, settings: Settings, backend: RayBackend, store: ArchiveStore) -> None:
         self.engine, self.settings, self.backend, self.store = engine, settings, backend, store
 
-    def reconcile(self) -> int:
+    def reconcile(self, ray_nodes: list[dict[str, Any]] | None = None) -> int:
+        """Follow every running attempt; `ray_nodes` is the pool as Ray reported it this tick (asked now if None)."""
         with Session(self.engine, expire_on_commit=False) as session:
             ids = [a.id for a in live_attempts(session, self.settings.pool_name) if a.state == AttemptState.running]
         if not ids:
             return 0
-        alive = self._alive_nodes()
+        alive = self._alive_nodes(ray_nodes)
         finished = 0
         for attempt_id in ids:
             try:
@@ -55,11 +56,12 @@ class Reconciler:
                 self._count_failure(attempt_id, exc)
         return finished
 
-    def _alive_nodes(self) -> set[str] | None:
+    def _alive_nodes(self, ray_nodes: list[dict[str, Any]] | None) -> set[str] | None:
         try:
-            return {n["node_id"] for n in self.backend.nodes() if n.get("state") == "ALIVE"}
+            nodes = self.backend.nodes() if ray_nodes is None else ray_nodes
         except Exception:
             return None  # unknown: judge by Ray's job states alone
+        return {n["node_id"] for n in nodes if n.get("state") == "ALIVE"}
 
     def _reconcile_one(self, attempt_id: int, alive: set[str] | None) -> int:
         with Session(self.engine, expire_on_commit=False) as session:
