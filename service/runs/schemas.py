@@ -56,3 +56,6 @@ class RunPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    # Waiting: queued, or handed to its node but its job has not begun there. Began: its first job's first report.
+    waiting: bool = False
+    began_at: datetime | None = None

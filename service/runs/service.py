@@ -130,6 +130,10 @@ def describe(session: Session, run: Run) -> RunPublic:
             "charged": run_charged(session, run.id, a.number), "refunded": refunds.get(a.number, 0)})
         for a in attempts_of(session, run.id)
     ]
+    latest = public.attempts[-1] if public.attempts else None
+    public.waiting = run.state == RunState.queued or (
+        run.state == RunState.running and latest is not None and latest.started_at is None)
+    public.began_at = next((a.started_at for a in public.attempts if a.started_at), None)
     return public
 
 

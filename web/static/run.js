@@ -8,9 +8,7 @@
     const r = await fetch('/api/runs/' + runId);
     if (!r.ok) return;
     const run = await r.json();
-    const latest = run.attempts.length ? run.attempts[run.attempts.length - 1] : null;
-    const state = run.state === 'queued' || (run.state === 'running' && latest && !latest.started_at)
-      ? 'waiting' : run.state;
+    const state = run.waiting ? 'waiting' : run.state;
     if (state !== shown) { location.reload(); return; }
     if (state === 'waiting') return;
     document.getElementById('run-progress').value = run.progress;
