@@ -213,7 +213,8 @@ def demo(
     port: int = 8000,
     steps: Annotated[int, typer.Option(help="Training steps of the demo run.")] = 900,
 ) -> None:
-    """A fresh embedded observatory under var/demo/: a call, demo accounts, one proposal awarded and training."""
+    """A fresh embedded observatory under var/demo/: demo accounts, calls with proposals under review, and one
+    proposal awarded and training."""
     from observatory.demo import ACCOUNTS, demo_settings, reset, seed
 
     settings = demo_settings(get_settings())
@@ -223,7 +224,8 @@ def demo(
     console.print(f"\n[bold]Commons Observatory demo[/bold] at [link={url}]{url}[/link]")
     console.print(f"The awarded proposal: {url}/proposals/{proposal_id}; its run trains {steps} steps.")
     console.print(f"Its data lives in {settings.var_dir} (reset at every `observatory demo`).")
-    for email, _name, role, password in ACCOUNTS:
+    console.print(f"Four proposals await review: sign in as a reviewer and open {url}/review.")
+    for email, _name, role, password, _institution in ACCOUNTS:
         console.print(f"  {role:<10} {email:<34} password: {password}")
     console.print("Ctrl-C stops it.\n")
     _serve(settings, host, port, api=True, scheduler=True, watch=run_id)

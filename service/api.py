@@ -14,6 +14,7 @@ from service.calls.api import router as calls_router
 from service.errors import Invalid
 from service.pool.api import router as pool_router
 from service.proposals.api import router as proposals_router
+from service.review.api import router as review_router
 from service.runs.api import router as runs_router
 
 router = APIRouter(prefix="/api")
@@ -22,6 +23,7 @@ router.include_router(calls_router)
 router.include_router(proposals_router)
 router.include_router(runs_router)
 router.include_router(pool_router)
+router.include_router(review_router)
 
 # Jobs send checkpoints and outputs here, so these routes take bodies far larger than the rest of the API.
 job_api = APIRouter(prefix="/api")

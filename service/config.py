@@ -113,6 +113,17 @@ class Settings(BaseSettings):
     scheduler_interval_s: float = 2.0
     claim_ttl_s: int = 120
 
+    # E-mail: the outbox is sent through this SMTP server by the API's mail loop; with no host, mail waits in the
+    # outbox (admins see it) until one is set.
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    mail_from: str = "Commons Observatory <observatory@localhost>"
+    mail_interval_s: float = 15.0
+    invite_days: int = 14
+
     oidc_name: str = "ORCID"
     oidc_server_metadata_url: str | None = None
     oidc_client_id: str | None = None

@@ -53,8 +53,10 @@ Justification = text(20_000, 1)
 Description = text(10_000)
 Name = text(200, 1)
 Password = text(200)
+Reason = text(2000)  # why a decision was made, as recorded
 LoginEmail = text(320)  # not checked for shape: a sign-in attempt with any text is simply wrong
 GpuHours = Annotated[float, Field(gt=0, le=MAX_GPU_HOURS, allow_inf_nan=False)]
+IdInt = Annotated[int, Field(ge=1, le=MAX_ID)]
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 IdQuery = Annotated[int, Query(ge=1, le=MAX_ID)]
 ArtifactName = Annotated[str, Path(max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]

@@ -15,12 +15,15 @@ from service.allocations.service import award_proposal
 from service.archive.service import missing_outputs, record, store_for, write_manifest
 from service.auth.service import create_user as _create_user
 from service.auth.service import issue_token
-from service.calls.schemas import CallCreate
+from service.calls.schemas import CallCreate, CycleCreate
 from service.calls.service import create_call as _create_call
+from service.calls.service import create_cycle as _create_cycle
 from service.config import Settings
-from service.models import Call, Machine, Proposal, Role, Run, User
+from service.models import Call, CallKind, Cycle, Machine, Proposal, ProposalState, Role, Run, User
+from service.proposals import states, team
 from service.proposals.schemas import ProposalCreate
 from service.proposals.service import create_proposal as _create_proposal
+from service.review import assignments
 from service.timeutil import utcnow
 
 PASSWORD = "correct horse battery"
@@ -30,24 +33,50 @@ TINY_TRAIN = {"kind": "train", "steps": 2, "batch_size": 8, "block_out_channels"
 _counter = {"n": 0}
 
 
-def create_user(session: Session, role: Role = Role.researcher, email: str | None = None) -> User:
+def create_user(session: Session, role: Role = Role.researcher, email: str | None = None, *,
+                institution: str = "", name: str | None = None) -> User:
     _counter["n"] += 1
     email = email or f"{role}{_counter['n']}@example.org"
-    user = _create_user(session, email=email, name=f"{role.title()} {_counter['n']}", roles=[role], password=PASSWORD)
+    user = _create_user(session, email=email, name=name or f"{role.title()} {_counter['n']}", roles=[role],
+                        password=PASSWORD, institution=institution)
     session.commit()
     return user
 
 
 def create_call(session: Session, admin: User, *, open_now: bool = True, capacity: float = 10.0,
-                exclusive_months: int = 12) -> Call:
+                exclusive_months: int = 12, **settings: Any) -> Call:
     now = utcnow()
     opens = now - timedelta(days=1) if open_now else now - timedelta(days=30)
     closes = now + timedelta(days=30) if open_now else now - timedelta(days=1)
     call = _create_call(session, actor=admin, data=CallCreate(
         title="Cycle test", opens_at=opens, closes_at=closes, capacity_gpu_hours=capacity,
-        exclusive_months=exclusive_months))
+        exclusive_months=exclusive_months, **settings))
     session.commit()
     return call
+
+
+def create_cycle(session: Session, admin: User, *, capacity: float = 100.0, reserve: float = 10.0) -> Cycle:
+    cycle = _create_cycle(session, actor=admin, data=CycleCreate(name="Cycle test", capacity_gpu_hours=capacity,
+                                                                 director_reserve_gpu_hours=reserve))
+    session.commit()
+    return cycle
+
+
+def close_call(session: Session, call: Call) -> Call:
+    """The call's deadline passes now."""
+    call = session.get(Call, call.id)
+    call.closes_at = utcnow() - timedelta(seconds=1)
+    session.add(call)
+    session.commit()
+    return call
+
+
+def start_review(session: Session, admin: User, call: Call):
+    """Close the call now and start its review, as the chair would."""
+    close_call(session, call)
+    started = assignments.start_review(session, actor=admin, call_id=call.id)
+    session.commit()
+    return started
 
 
 def proposal_body(**overrides: Any) -> dict[str, Any]:
@@ -63,10 +92,30 @@ def create_proposal(session: Session, pi: User, call: Call, **overrides: Any) ->
     return proposal
 
 
-def award(session: Session, admin: User, proposal: Proposal, gpu_hours: float = 1.0):
-    award_, run = award_proposal(session, actor=admin, proposal_id=proposal.id, gpu_hours=gpu_hours)
+def award(session: Session, admin: User, proposal: Proposal, gpu_hours: float = 1.0, **kwargs: Any):
+    """Award a submitted proposal as the committee would, putting it under review first (without reviewers) when
+    its call is a regular one."""
+    under_review(session, admin, proposal)
+    kwargs.setdefault("reason", "awarded by a test")  # so that no ranking stands in the way
+    award_, run = award_proposal(session, actor=admin, proposal_id=proposal.id, gpu_hours=gpu_hours, **kwargs)
     session.commit()
     return award_, run
+
+
+def under_review(session: Session, admin: User, proposal: Proposal) -> Proposal:
+    """A submitted proposal of a regular call goes under review by itself (no reviewers), ready to be decided."""
+    proposal = session.get(Proposal, proposal.id)
+    if proposal.state == ProposalState.submitted and session.get(Call, proposal.call_id).kind == CallKind.regular:
+        states.move(session, proposal, ProposalState.under_review, actor=admin, reason="test: straight to review")
+        session.commit()
+    return proposal
+
+
+def add_coi(session: Session, pi: User, proposal: Proposal, coi: User) -> None:
+    """`coi` joins the proposal's team through an invite link the PI makes, as a co-investigator would."""
+    _, link = team.invite(session, actor=pi, proposal_id=proposal.id, email=coi.email, base_url="http://x")
+    team.accept(session, actor=coi, raw=link.rsplit("/", 1)[1])
+    session.commit()
 
 
 def auth_headers(session: Session, user: User) -> dict[str, str]:

@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, func, select
 
 from service.models import Proposal, Role
-from tests.factories import create_call, create_user, login, proposal_body
+from tests.factories import close_call, create_call, create_user, login, proposal_body
 
 
 def test_signup_login_me_logout(lite_client: TestClient) -> None:
@@ -66,10 +66,17 @@ def test_proposal_flow_and_award(lite_client: TestClient, lite_session: Session)
     submitted = lite_client.post(f"/api/proposals/{draft['id']}/submit", headers=pi).json()
     assert submitted["state"] == "submitted"
     chief = login(lite_client, admin.email)
+    early = lite_client.post(f"/api/proposals/{draft['id']}/award", headers=chief, json={"gpu_hours": 1.5})
+    assert early.status_code == 409 and "not under review" in early.json()["detail"]
+    assert lite_client.post(f"/api/calls/{call.id}/review", headers=chief).status_code == 409  # still open
+    close_call(lite_session, call)
+    started = lite_client.post(f"/api/calls/{call.id}/review", headers=chief).json()
+    assert started["proposals"] == 1
     awarded = lite_client.post(f"/api/proposals/{draft['id']}/award", headers=chief, json={"gpu_hours": 1.5})
     assert awarded.status_code == 201 and awarded.json()["award"]["gpu_hours"] == 1.5
+    assert awarded.json()["state"] == "accepted"
     runs = lite_client.get(f"/api/proposals/{draft['id']}/runs", headers=pi).json()
     assert [r["state"] for r in runs] == ["queued"]
     listed = lite_client.get("/api/calls").json()
-    assert listed[0]["awarded_gpu_hours"] == 1.5 and listed[0]["is_open"]
+    assert listed[0]["awarded_gpu_hours"] == 1.5 and not listed[0]["is_open"]
     assert "train" in str(lite_client.get("/api/job-plans/schema").json())

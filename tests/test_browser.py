@@ -10,8 +10,8 @@ import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 from sqlmodel import Session, func, select
 
-from service.models import Proposal, Role
-from tests.factories import PASSWORD, create_call, create_proposal, create_user
+from service.models import CallKind, Proposal, Role
+from tests.factories import PASSWORD, create_call, create_cycle, create_proposal, create_user
 from tests.live import live_server
 
 pytestmark = pytest.mark.browser
@@ -48,7 +48,8 @@ def _sign_in(browser: Browser, portal: str, email: str):
 
 def test_propose_award_and_see_the_run(browser: Browser, portal: str, lite_session: Session, tmp_path) -> None:
     admin, researcher = create_user(lite_session, Role.admin), create_user(lite_session)
-    call = create_call(lite_session, admin, capacity=5)
+    cycle = create_cycle(lite_session, admin)
+    call = create_call(lite_session, admin, capacity=5, kind=CallKind.director, cycle_id=cycle.id)
 
     page = _sign_in(browser, portal, researcher.email)
     page.get_by_role("link", name=call.title).click()

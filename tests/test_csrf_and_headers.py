@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from service.models import Proposal, ProposalMember, Role, Run
+from service.models import Proposal, ProposalInvite, ProposalMember, Role, Run
 from tests.factories import (
     PASSWORD,
     archive_outputs,
@@ -42,7 +42,7 @@ def test_a_cross_site_form_post_is_refused(lite_client: TestClient, lite_session
     _sign_in(lite_client, pi)
     token = csrf_token(lite_client)
     # The attacker's page cannot read the token: without it the browser's cookie is not enough.
-    no_token = lite_client.post(f"/proposals/{draft.id}/members", data={"email": victim.email})
+    no_token = lite_client.post(f"/proposals/{draft.id}/invites", data={"email": victim.email})
     assert no_token.status_code == 403 and "reload the page" in no_token.text
     # Even with a token, a request whose Origin is another site is refused.
     foreign = lite_client.post(f"/proposals/{draft.id}/submit", data={"csrf_token": token}, headers={"Origin": EVIL})
@@ -52,6 +52,7 @@ def test_a_cross_site_form_post_is_refused(lite_client: TestClient, lite_session
     assert referred.status_code == 403
     lite_session.expire_all()
     assert lite_session.get(ProposalMember, (draft.id, victim.id)) is None
+    assert lite_session.exec(select(ProposalInvite)).first() is None
     assert lite_session.get(Proposal, draft.id).state == "draft"
     # The portal's own form, from its own origin, goes through.
     mine = lite_client.post(f"/proposals/{draft.id}/submit", data={"csrf_token": token},

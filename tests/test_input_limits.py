@@ -14,7 +14,7 @@ HUGE_ID = 2**63
 
 ID_ROUTES = [
     ("GET", "/api/calls/{id}"), ("POST", "/api/calls/{id}/proposals"), ("GET", "/api/proposals/{id}"),
-    ("PATCH", "/api/proposals/{id}"), ("POST", "/api/proposals/{id}/submit"), ("POST", "/api/proposals/{id}/members"),
+    ("PATCH", "/api/proposals/{id}"), ("POST", "/api/proposals/{id}/submit"), ("POST", "/api/proposals/{id}/invites"),
     ("POST", "/api/proposals/{id}/award"), ("GET", "/api/proposals/{id}/runs"), ("GET", "/api/runs/{id}"),
     ("POST", "/api/runs/{id}/cancel"), ("GET", "/api/runs/{id}/artifacts"), ("GET", "/api/runs/{id}/artifacts/x.png"),
     ("GET", "/calls/{id}"), ("GET", "/proposals/{id}"), ("GET", "/runs/{id}"),
@@ -46,7 +46,7 @@ def test_nul_and_control_characters_are_refused_everywhere(client: TestClient, s
         assert client.post("/api/auth/signup", json=payload).status_code == 422
     assert client.post("/api/auth/login", json={"email": "x\x00", "password": "p"}).status_code == 422
     proposal = create_proposal(session, researcher, call)
-    response = client.post(f"/api/proposals/{proposal.id}/members", headers=headers, json={"email": "\x00@a.b"})
+    response = client.post(f"/api/proposals/{proposal.id}/invites", headers=headers, json={"email": "\x00@a.b"})
     assert response.status_code == 422
     assert client.get("/api/runs/1/artifacts/a%00b").status_code in (404, 422)
 

@@ -14,7 +14,7 @@ from service.models import Machine, MachineState, PoolNode, Role, Run, RunAttemp
 from service.pool import machines
 from service.pool.standing import MACHINE_LABEL, labels_for
 from service.runs.state import STOP_MOVE
-from tests.factories import auth_headers, award, create_call, create_machine, create_proposal, create_user
+from tests.factories import auth_headers, award, create_call, create_machine, create_proposal, create_user, start_review
 from tests.pools import FakeJob, ScriptedPool, current_run
 
 
@@ -277,6 +277,7 @@ def test_an_award_in_class_a_is_placed_before_an_older_one_in_class_c(people, li
     admin, _ = people
     call = create_call(lite_session, admin)
     older, newer = (create_proposal(lite_session, create_user(lite_session), call) for _ in range(2))
+    start_review(lite_session, admin, call)
     headers = auth_headers(lite_session, admin)
     for proposal, priority in ((older, "C"), (newer, "A")):
         made = lite_client.post(f"/api/proposals/{proposal.id}/award", headers=headers,

@@ -8,10 +8,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from oidc_provider_mock import User, run_server_in_thread
+from sqlmodel import select
 
 from service.db import session_scope
-from service.models import Role
-from service.proposals.service import add_member
+from service.models import OutboxMessage, Role
+from service.proposals import team
 from tests.factories import create_call, create_proposal, create_user, post_form
 from web.app import create_app
 
@@ -78,7 +79,7 @@ def test_oidc_off_when_not_configured(lite_client: TestClient) -> None:
 
 def test_an_unverified_email_is_never_taken_or_matched(oidc_client: TestClient, provider: str) -> None:
     """A provider that does not vouch for an address cannot claim it: the owner can still sign up, and a PI who
-    adds that address adds the owner."""
+    invites that address sends the link to the owner."""
     _sign_in(oidc_client, provider, "squatter")
     squatter = oidc_client.get("/api/me").json()
     assert squatter["email"] != "victim@example.org" and squatter["email"].startswith("squatter@")
@@ -90,5 +91,6 @@ def test_an_unverified_email_is_never_taken_or_matched(oidc_client: TestClient, 
     with session_scope(oidc_client.app.state.engine) as session:
         pi = create_user(session)
         proposal = create_proposal(session, pi, create_call(session, create_user(session, Role.admin)))
-        member = add_member(session, actor=pi, proposal_id=proposal.id, email="victim@example.org")
-        assert member.user_id == owner.json()["user"]["id"] != squatter["id"]
+        team.invite(session, actor=pi, proposal_id=proposal.id, email="victim@example.org", base_url="http://x")
+        sent_to = session.exec(select(OutboxMessage.to_address).where(OutboxMessage.kind == "notice")).all()
+        assert "victim@example.org" in sent_to and squatter["email"] not in sent_to

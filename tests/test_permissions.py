@@ -9,25 +9,32 @@ from dataclasses import dataclass
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from jobs.version import installed_version
 from scheduler.loop import Scheduler
-from service.models import Role, Run
-from service.proposals.service import add_member
+from service.models import ReviewAssignment, Role, Run
+from service.proposals import team
+from service.review import assignments, committee, reviews
+from service.review.reviews import ReviewCreate
 from tests.factories import (
+    add_coi,
     archive_outputs,
     auth_headers,
     award,
+    close_call,
     create_call,
     create_machine,
     create_proposal,
     create_user,
+    start_review,
+    under_review,
 )
 from tests.pools import ScriptedPool
 
 PUBLIC = {
     ("GET", "/api/calls"), ("GET", "/api/calls/{call_id}"), ("GET", "/api/job-plans/schema"),
+    ("GET", "/api/cycles"), ("GET", "/api/cycles/{cycle_id}"), ("GET", "/api/accepted"),
     ("POST", "/api/job-plans/estimate"),
     ("POST", "/api/auth/signup"), ("POST", "/api/auth/login"), ("GET", "/api/pool"),
 }
@@ -76,7 +83,7 @@ CASES = [
     Case("GET", "/api/pool/nodes", {"anonymous": 401, "other": 403, "reviewer": 403, "pi": 403}, "admin"),
     Case("GET", "/api/proposals/{proposal_id}", {"anonymous": 401, "other": 404, "reviewer": 404}, "admin"),
     Case("GET", "/api/proposals/{draft_id}", {"anonymous": 401, "other": 404, "admin": 404}, "pi"),
-    Case("PATCH", "/api/proposals/{proposal_id}", {"anonymous": 401, "other": 404, "admin": 404}, "",
+    Case("PATCH", "/api/proposals/{proposal_id}", {"anonymous": 401, "other": 404, "admin": 403}, "",
          {"title": "x"}),
     Case("PATCH", "/api/proposals/{draft_id}", {"anonymous": 401, "other": 404, "admin": 404, "coi": 403}, "pi",
          {"title": "x"}),
@@ -84,10 +91,51 @@ CASES = [
     Case("DELETE", "/api/proposals/{proposal_id}", {"anonymous": 401, "other": 404, "pi": 409}, ""),
     Case("POST", "/api/proposals/{draft_id}/submit", {"anonymous": 401, "other": 404, "admin": 404, "coi": 403},
          "pi"),
-    Case("POST", "/api/proposals/{proposal_id}/members", {"anonymous": 401, "other": 404, "admin": 404,
-                                                          "coi": 403}, "pi", {"email": "{spare_email}"}),
+    Case("POST", "/api/proposals/{proposal_id}/invites", {"anonymous": 401, "other": 404, "reviewer": 404,
+                                                          "admin": 403, "coi": 403}, "pi", {"email": "{spare_email}"}),
+    Case("GET", "/api/proposals/{proposal_id}/invites", {"anonymous": 401, "other": 404, "admin": 403, "coi": 403},
+         "pi"),
+    Case("DELETE", "/api/proposals/{proposal_id}/invites/{invite_id}", {"anonymous": 401, "other": 404, "admin": 403,
+                                                                        "coi": 403}, "pi"),
+    Case("POST", "/api/invites/accept", {"anonymous": 401, "machine": 401, "reviewer": 403}, "other",
+         {"token": "{invite_token}"}),
+    Case("DELETE", "/api/proposals/{proposal_id}/members/{coi_id}", {"anonymous": 401, "other": 404, "admin": 403,
+                                                                     "reviewer": 404}, "pi"),
+    Case("POST", "/api/proposals/{proposal_id}/pi", {"anonymous": 401, "other": 404, "admin": 403, "coi": 403}, "pi",
+         {"user_id": "{coi_id}"}),
+    Case("POST", "/api/proposals/{draft_id}/withdraw", {"anonymous": 401, "other": 404, "admin": 404, "coi": 403},
+         "pi", {}),
     Case("POST", "/api/proposals/{submitted_id}/award", {"anonymous": 401, "pi": 403, "other": 403,
                                                          "reviewer": 403}, "admin", {"gpu_hours": 0.5}),
+    Case("POST", "/api/proposals/{submitted_id}/decline", {"anonymous": 401, "pi": 403, "other": 403,
+                                                           "reviewer": 403}, "admin", {"reason": "r"}),
+    Case("GET", "/api/proposals/{proposal_id}/feedback", {"anonymous": 401, "other": 404, "reviewer": 404}, "coi"),
+    Case("PUT", "/api/proposals/{released_id}/reviews/{review_id}/rating", {"anonymous": 401, "other": 404,
+                                                                            "reviewer": 404}, "pi",
+         {"helpfulness": 4}),
+    Case("PATCH", "/api/me", {"anonymous": 401, "attempt": 401, "machine": 401}, "other", {"institution": "Lyon"}),
+    Case("PUT", "/api/users/{spare_id}/roles", {"anonymous": 401, "other": 403, "reviewer": 403, "pi": 403}, "admin",
+         {"roles": ["researcher", "reviewer"]}),
+    Case("POST", "/api/cycles", {"anonymous": 401, "other": 403, "reviewer": 403}, "admin",
+         {"name": "C2", "capacity_gpu_hours": 100, "director_reserve_gpu_hours": 10}),
+    Case("POST", "/api/calls/{closed_call_id}/review", {"anonymous": 401, "other": 403, "reviewer": 403, "pi": 403},
+         "admin"),
+    Case("GET", "/api/calls/{reviewed_call_id}/ranking", {"anonymous": 401, "other": 403, "reviewer": 403,
+                                                          "pi": 403}, "admin"),
+    Case("POST", "/api/calls/{reviewed_call_id}/release", {"anonymous": 401, "other": 403, "reviewer": 403,
+                                                           "pi": 403}, "admin"),
+    Case("GET", "/api/review/assignments", {"anonymous": 401, "machine": 401, "other": 403, "admin": 403}, "reviewer"),
+    Case("GET", "/api/review/assignments/{assignment_id}", {"anonymous": 401, "other": 404, "admin": 404, "pi": 404},
+         "reviewer"),
+    Case("POST", "/api/review/assignments/{assignment_id}/accept", {"anonymous": 401, "other": 404, "admin": 404,
+                                                                    "pi": 404}, "reviewer"),
+    Case("POST", "/api/review/assignments/{assignment_id}/conflict", {"anonymous": 401, "other": 404, "admin": 404,
+                                                                      "pi": 404}, "reviewer", {"reason": "my student"}),
+    Case("PUT", "/api/review/assignments/{accepted_assignment_id}/review", {"anonymous": 401, "other": 404,
+                                                                            "admin": 404, "pi": 404}, "reviewer",
+         {"grade": 2.0, "expertise": "high", "for_committee": "c", "for_pi": "p"}),
+    Case("GET", "/api/review/reviewers", {"anonymous": 401, "other": 403, "reviewer": 403, "pi": 403}, "admin"),
+    Case("GET", "/api/audit", {"anonymous": 401, "other": 403, "reviewer": 403, "pi": 403, "machine": 401}, "admin"),
     Case("GET", "/api/proposals/{proposal_id}/runs", {"anonymous": 401, "other": 404, "reviewer": 404}, "coi"),
     Case("GET", "/api/runs", {"anonymous": 401, "attempt": 401, "machine": 401}, "coi"),
     Case("GET", "/api/runs/{run_id}", {"anonymous": 401, "other": 404, "reviewer": 404, "attempt": 401}, "coi"),
@@ -122,7 +170,27 @@ def world(lite_session: Session, lite_settings, lite_engine, tmp_path):
     submitted = create_proposal(s, people["pi"], call)
     draft = create_proposal(s, people["pi"], call, submit=False)
     for proposal in (awarded, draft):
-        add_member(s, actor=people["pi"], proposal_id=proposal.id, email=people["coi"].email)
+        add_coi(s, people["pi"], proposal, people["coi"])
+    under_review(s, people["admin"], submitted)
+    invite, _ = team.invite(s, actor=people["pi"], proposal_id=awarded.id, email=spare.email, base_url="http://x")
+    _, invite_link = team.invite(s, actor=people["pi"], proposal_id=awarded.id, email="o@example.org",
+                                 base_url="http://x")
+    closed = create_call(s, people["admin"], reviewers_per_proposal=1)
+    create_proposal(s, people["pi"], closed)
+    close_call(s, closed)
+    reviewed = create_call(s, people["admin"], reviewers_per_proposal=1)
+    waiting, taken = (create_proposal(s, people["other"], reviewed) for _ in range(2))
+    start_review(s, people["admin"], reviewed)
+    assignment_of = {a.proposal_id: a.id for a in s.exec(select(ReviewAssignment))}
+    assignments.accept(s, actor=people["reviewer"], assignment_id=assignment_of[taken.id])
+    released = create_call(s, people["admin"], reviewers_per_proposal=1)
+    released_proposal = create_proposal(s, people["pi"], released)
+    start_review(s, people["admin"], released)
+    graded = s.exec(select(ReviewAssignment).where(ReviewAssignment.proposal_id == released_proposal.id)).one()
+    assignments.accept(s, actor=people["reviewer"], assignment_id=graded.id)
+    review = reviews.submit(s, actor=people["reviewer"], assignment_id=graded.id, data=ReviewCreate(
+        grade=2, expertise="high", for_committee="c", for_pi="p"))
+    committee.release(s, actor=people["admin"], call_id=released.id)
     s.commit()
     _, run = award(s, people["admin"], awarded)
     run = s.get(Run, run.id)
@@ -138,7 +206,11 @@ def world(lite_session: Session, lite_settings, lite_engine, tmp_path):
     headers["attempt"] = {"Authorization": f"Bearer {pool.token()}"}
     ids = {"call_id": call.id, "proposal_id": awarded.id, "submitted_id": submitted.id, "draft_id": draft.id,
            "run_id": run.id, "name": "samples.png", "machine_id": machine.id,
-           "pending_machine_id": pending.id, "spare_email": spare.email, "sha256": "0" * 64}
+           "pending_machine_id": pending.id, "spare_email": spare.email, "sha256": "0" * 64,
+           "invite_id": invite.id, "invite_token": invite_link.rsplit("/", 1)[1], "coi_id": people["coi"].id,
+           "spare_id": spare.id, "closed_call_id": closed.id, "reviewed_call_id": reviewed.id,
+           "assignment_id": assignment_of[waiting.id], "accepted_assignment_id": assignment_of[taken.id],
+           "released_id": released_proposal.id, "review_id": review.id}
     return headers, ids
 
 
@@ -181,7 +253,15 @@ def test_outputs_become_public_after_the_exclusive_period(world, lite_client: Te
 def test_every_api_route_is_covered(lite_client: TestClient) -> None:
     spec = lite_client.get("/openapi.json").json()
     routes = {(method.upper(), path) for path, item in spec["paths"].items() for method in item}
-    covered = {(c.method, c.route.replace("{draft_id}", "{proposal_id}").replace("{submitted_id}", "{proposal_id}")
-                .replace("{pending_machine_id}", "{machine_id}")) for c in CASES}
+    aliases = {"{draft_id}": "{proposal_id}", "{submitted_id}": "{proposal_id}", "{released_id}": "{proposal_id}",
+               "{pending_machine_id}": "{machine_id}", "{coi_id}": "{user_id}", "{spare_id}": "{user_id}",
+               "{closed_call_id}": "{call_id}", "{reviewed_call_id}": "{call_id}",
+               "{accepted_assignment_id}": "{assignment_id}"}
+    covered = set()
+    for c in CASES:
+        route = c.route
+        for alias, name in aliases.items():
+            route = route.replace(alias, name)
+        covered.add((c.method, route))
     api_routes = {r for r in routes if r[1].startswith("/api/")}
     assert api_routes - covered - PUBLIC == set()

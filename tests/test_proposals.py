@@ -9,8 +9,9 @@ from service.allocations.service import award_proposal
 from service.errors import Conflict, Forbidden, Invalid, NotFound
 from service.models import Award, Proposal, ProposalState, Role, Run, RunState
 from service.proposals import service as proposals
+from service.proposals.access import is_member
 from service.proposals.schemas import ProposalCreate, ProposalUpdate
-from tests.factories import award, create_call, create_proposal, create_user, proposal_body
+from tests.factories import award, create_call, create_proposal, create_user, proposal_body, start_review
 
 
 def _count(session: Session, model) -> int:
@@ -27,8 +28,8 @@ def test_submit_in_open_call_makes_pi_a_member(session: Session, people) -> None
     call = create_call(session, people["admin"])
     proposal = create_proposal(session, people["pi"], call)
     assert proposal.state == ProposalState.submitted
-    assert proposals.is_member(session, people["pi"], proposal.id)
-    assert not proposals.is_member(session, people["other"], proposal.id)
+    assert is_member(session, people["pi"], proposal.id)
+    assert not is_member(session, people["other"], proposal.id)
     assert proposal.job_plan["steps"] == 2 and proposal.job_plan["learning_rate"] == 1e-3  # defaults filled in
 
 
@@ -93,19 +94,20 @@ def test_award_queues_a_run_and_sets_exclusive_period(session: Session, people) 
     award_, run = award(session, people["admin"], proposal, gpu_hours=0.5)
     assert run.state == RunState.queued and run.job_plan == proposal.job_plan
     assert (award_.exclusive_until - award_.awarded_at).days in range(365, 367)
-    assert session.get(Proposal, proposal.id).state == ProposalState.awarded
+    assert session.get(Proposal, proposal.id).state == ProposalState.accepted
 
 
 def test_award_rules(session: Session, people) -> None:
     call = create_call(session, people["admin"], capacity=1.5)
     first = create_proposal(session, people["pi"], call, requested_gpu_hours=1.0)
     second = create_proposal(session, people["other"], call, requested_gpu_hours=1.0)
+    start_review(session, people["admin"], call)
     with pytest.raises(Invalid, match="exceeds the 1 requested"):
         award_proposal(session, actor=people["admin"], proposal_id=first.id, gpu_hours=2.0)
     with pytest.raises(Forbidden):
         award_proposal(session, actor=people["pi"], proposal_id=first.id, gpu_hours=1.0)
     award(session, people["admin"], first, gpu_hours=1.0)
-    with pytest.raises(Conflict, match="already has an award"):
+    with pytest.raises(Conflict, match="already accepted"):
         award_proposal(session, actor=people["admin"], proposal_id=first.id, gpu_hours=0.1)
     with pytest.raises(Conflict, match="0.5 GPU-hours left"):
         award_proposal(session, actor=people["admin"], proposal_id=second.id, gpu_hours=1.0)

@@ -12,7 +12,7 @@ import pytest
 from sqlmodel import Session, select
 
 from service.models import Award, Proposal, Role
-from tests.factories import auth_headers, create_call, create_proposal, create_user
+from tests.factories import auth_headers, create_call, create_proposal, create_user, start_review
 from tests.live import live_server
 
 
@@ -48,8 +48,9 @@ def _statuses(responses: list[httpx.Response]) -> Counter[int]:
 
 def test_concurrent_awards_stay_within_the_calls_capacity(server: str, session: Session) -> None:
     admin = create_user(session, Role.admin)
-    call = create_call(session, admin, capacity=5)
+    call = create_call(session, admin, capacity=5, triage_fraction=0)
     proposals = [create_proposal(session, create_user(session), call) for _ in range(10)]
+    start_review(session, admin, call)
     headers = auth_headers(session, admin)
     responses = _race([("POST", f"{server}/api/proposals/{p.id}/award", headers, {"gpu_hours": 1})
                        for p in proposals])
@@ -62,7 +63,9 @@ def test_concurrent_awards_stay_within_the_calls_capacity(server: str, session: 
 
 def test_one_proposal_is_awarded_once(server: str, session: Session) -> None:
     admin = create_user(session, Role.admin)
-    proposal = create_proposal(session, create_user(session), create_call(session, admin, capacity=100))
+    call = create_call(session, admin, capacity=100)
+    proposal = create_proposal(session, create_user(session), call)
+    start_review(session, admin, call)
     headers = auth_headers(session, admin)
     responses = _race([("POST", f"{server}/api/proposals/{proposal.id}/award", headers, {"gpu_hours": 1})] * 20)
     assert _statuses(responses) == Counter({201: 1, 409: 19}), [r.text for r in responses]

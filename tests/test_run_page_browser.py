@@ -14,7 +14,7 @@ from sqlmodel import Session
 from scheduler.loop import Scheduler
 from scheduler.ray_backend import JobState
 from service.models import Role
-from tests.factories import auth_headers, award, create_call, create_proposal, create_user
+from tests.factories import auth_headers, award, create_call, create_proposal, create_user, under_review
 from tests.pools import TRAIN_FILES, FakeJob, ScriptedPool
 from tests.test_browser import _sign_in, browser, portal  # noqa: F401  (the module's fixtures)
 
@@ -102,7 +102,7 @@ def test_admins_see_the_work_the_capacity_left_and_why_outputs_are_held(browser:
     _, run = award(lite_session, admin, create_proposal(lite_session, pi, call, requested_gpu_hours=3),
                    gpu_hours=3)
     archive_outputs(lite_session, lite_settings, run, {"samples.png": b"png"})
-    pending = create_proposal(lite_session, other, call)
+    pending = under_review(lite_session, admin, create_proposal(lite_session, other, call))
     settings = lite_settings.model_copy(update={"run_on_head": False})
     Scheduler(lite_engine, settings, ScriptedPool()).dispatch()  # no node takes work: the run waits, saying why
 

@@ -14,7 +14,7 @@ from scheduler.loop import Scheduler
 from service.db import make_engine, writer
 from service.errors import Conflict, Forbidden
 from service.ledger import service as ledger
-from service.models import EntryKind, LedgerEntry, Role, Run, RunEvent, RunState
+from service.models import EntryKind, LedgerEntry, Proposal, Role, Run, RunEvent, RunState
 from service.runs import service as runs
 from service.runs.state import TRANSITIONS, can_move, transition
 from service.timeutil import utcnow
@@ -109,10 +109,10 @@ def test_cancel_of_running_run_is_a_request(session: Session, queued_run) -> Non
 
 
 def test_co_investigator_cannot_cancel(session: Session, queued_run) -> None:
-    from service.proposals.service import add_member
+    from tests.factories import add_coi
 
     coi = create_user(session)
-    add_member(session, actor=queued_run["pi"], proposal_id=queued_run["run"].proposal_id, email=coi.email)
+    add_coi(session, queued_run["pi"], session.get(Proposal, queued_run["run"].proposal_id), coi)
     session.commit()
     assert runs.get_visible(session, actor=coi, run_id=queued_run["run"].id)
     with pytest.raises(Forbidden):

@@ -31,6 +31,8 @@ from web.middleware import LoadShedding, SecurityHeaders
 from web.pages import router as pages_router
 from web.pool_pages import router as pool_pages_router
 from web.render import render
+from web.review_pages import router as review_pages_router
+from web.team_pages import router as team_pages_router
 
 STATIC = Path(__file__).parent / "static"
 
@@ -112,6 +114,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(oidc_router)
     app.include_router(pages_router, max_body_size=settings.max_form_bytes)
     app.include_router(pool_pages_router, max_body_size=settings.max_form_bytes)
+    app.include_router(review_pages_router, max_body_size=settings.max_form_bytes)
+    app.include_router(team_pages_router, max_body_size=settings.max_form_bytes)
     app.include_router(api_docs_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount(API_DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="api-docs-assets")

@@ -9,7 +9,6 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from jobs.config import JOB_KINDS
-from service.allocations.service import award_proposal
 from service.api import Estimate, job_plan_estimate
 from service.archive import service as archive
 from service.attempts.service import last_lines, latest_attempt
@@ -17,7 +16,7 @@ from service.auth import service as auth
 from service.auth.browser import sign_in_browser, sign_out_browser
 from service.auth.schemas import Login, UserCreate
 from service.calls import service as calls
-from service.calls.schemas import CallCreate
+from service.calls.schemas import CallCreate, CycleCreate
 from service.deps import (
     AdminUser,
     CurrentUser,
@@ -29,17 +28,19 @@ from service.deps import (
 )
 from service.errors import DomainError
 from service.ledger.service import run_charged
-from service.models import PriorityClass, Proposal, Role, User
+from service.models import Proposal, Role, User
 from service.pool import service as pool
+from service.proposals import access, team
 from service.proposals import service as proposals
 from service.proposals.schemas import ProposalCreate, ProposalDraft
+from service.review import feedback
 from service.runs import service as runs
 from service.timeutil import utcnow
-from service.types import IdPath, IdQuery, gpu_hours, parse
+from service.types import IdPath, IdQuery
 from web.charts import loss_chart_from_metrics
 from web.forms import field_errors, plan_fields, plan_from_form
 from web.render import act as _act
-from web.render import flash, render
+from web.render import flash, form_fields, render
 from web.render import redirect as _redirect
 
 router = APIRouter(include_in_schema=False)
@@ -102,12 +103,12 @@ def signup_page(request: Request):
 @router.post("/signup")
 async def signup_submit(request: Request, session: SessionDep):
     form = await request.form()
-    values = {k: str(form.get(k, "")) for k in ("email", "name", "password")}
+    values = {k: str(form.get(k, "")) for k in ("email", "name", "password", "institution")}
     shown = {k: v for k, v in values.items() if k != "password"}
     try:
         data = UserCreate.model_validate(values)
         user = await run_in_threadpool(auth.sign_up, session, email=data.email, name=data.name,
-                                       password=data.password)
+                                       password=data.password, institution=data.institution)
     except ValidationError as exc:
         return render(request, "signup.html", {"error": _problems(exc), "values": shown}, status_code=422)
     except DomainError as exc:
@@ -120,21 +121,45 @@ async def signup_submit(request: Request, session: SessionDep):
 # ---- calls -------------------------------------------------------------------------------------------------
 
 
+CALL_DEFAULTS = {"exclusive_months": 12, "reviewers_per_proposal": 3, "reviewer_cap": 8, "triage_fraction": 0.3,
+                 "dual_anonymous": "true", "kind": "regular"}
+
+
+def _call_form(request: Request, session, values: dict[str, Any], error: str | None = None, status_code: int = 200):
+    cycles = [calls.cycle_public(session, c) for c in calls.list_cycles(session)]
+    return render(request, "call_new.html", {"values": values, "error": error, "cycles": cycles},
+                  status_code=status_code)
+
+
 @router.get("/calls/new")
-def new_call_page(request: Request, admin: AdminUser):
-    return render(request, "call_new.html", {"values": {"exclusive_months": 12}})
+def new_call_page(request: Request, admin: AdminUser, session: SessionDep):
+    return _call_form(request, session, dict(CALL_DEFAULTS))
+
+
+@router.post("/cycles/new")
+async def new_cycle_submit(request: Request, admin: AdminUser, session: SessionDep):
+    form = {k: v for k, v in (await form_fields(request)).items() if v.strip()}
+    try:
+        cycle = calls.create_cycle(session, actor=admin, data=CycleCreate.model_validate(form))
+    except ValidationError as exc:
+        return _call_form(request, session, dict(CALL_DEFAULTS), _problems(exc), 422)
+    except DomainError as exc:
+        return _call_form(request, session, dict(CALL_DEFAULTS), exc.message, exc.status_code)
+    session.commit()
+    flash(request, f"Cycle '{cycle.name}' made: open its calls below.")
+    return _redirect("/calls/new")
 
 
 @router.post("/calls/new")
 async def new_call_submit(request: Request, admin: AdminUser, session: SessionDep):
-    form = {k: str(v) for k, v in (await request.form()).items()}
+    form = await form_fields(request)
     try:
-        data = CallCreate.model_validate(form)
+        data = CallCreate.model_validate({k: v for k, v in form.items() if v.strip()})
         call = calls.create_call(session, actor=admin, data=data)
     except ValidationError as exc:
-        return render(request, "call_new.html", {"error": _problems(exc), "values": form}, status_code=422)
+        return _call_form(request, session, form, _problems(exc), 422)
     except DomainError as exc:
-        return render(request, "call_new.html", {"error": exc.message, "values": form}, status_code=exc.status_code)
+        return _call_form(request, session, form, exc.message, exc.status_code)
     session.commit()
     flash(request, f"Call '{call.title}' is open for proposals.")
     return _redirect(f"/calls/{call.id}")
@@ -296,10 +321,18 @@ def proposal_page(proposal_id: IdPath, request: Request, user: CurrentUser, sess
     run_rows = [{"run": r, "artifacts": _artifacts_if_allowed(session, user, r.id),
                  "charged": run_charged(session, r.id)} for r in runs.list_for_proposal(session, proposal_id)]
     call = calls.get_call(session, proposal.call_id)
+    is_pi = proposal.pi_id == user.id
+    shown = request.session.pop("invite_link", None)
     return render(request, "proposal.html", {
         "p": proposals.to_public(session, proposal), "call": call,
         "call_left": call.capacity_gpu_hours - calls.awarded_gpu_hours(session, call.id),
-        "runs": run_rows, "is_pi": proposal.pi_id == user.id,
+        "runs": run_rows, "is_pi": is_pi, "is_member": access.is_member(session, user, proposal_id),
+        "invites": team.invites(session, actor=user, proposal_id=proposal_id) if is_pi else [],
+        "invite_link": shown if shown and shown.get("proposal") == proposal_id else None,
+        "feedback": feedback.feedback(session, actor=user, proposal_id=proposal_id),
+        "decidable": user.has("admin") and (proposal.state == "under_review" or (
+            proposal.state == "submitted" and call.kind != "regular")),
+        "events": proposals.events(session, proposal_id),
     })
 
 
@@ -311,29 +344,6 @@ def _artifacts_if_allowed(session, user: User | None, run_id: int) -> list:
 def proposal_submit(proposal_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
     return _act(request, session, f"/proposals/{proposal_id}", "Proposal submitted.",
                 lambda: proposals.submit_proposal(session, actor=user, proposal_id=proposal_id))
-
-
-@router.post("/proposals/{proposal_id}/members")
-async def proposal_add_member(proposal_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
-    email = str((await request.form()).get("email", ""))
-    return _act(request, session, f"/proposals/{proposal_id}", "Co-investigator added.",
-                lambda: proposals.add_member(session, actor=user, proposal_id=proposal_id, email=email))
-
-
-@router.post("/proposals/{proposal_id}/award")
-async def proposal_award(proposal_id: IdPath, request: Request, admin: AdminUser, session: SessionDep,
-                         settings: SettingsDep):
-    url = f"/proposals/{proposal_id}"
-    form = await request.form()
-    try:
-        hours = gpu_hours(str(form.get("gpu_hours", "")))
-        priority = parse(PriorityClass, str(form.get("priority", "B")), "priority")
-    except DomainError as exc:
-        flash(request, exc.message, "error")
-        return _redirect(url)
-    return _act(request, session, url, f"Awarded {hours:g} GPU-hours in class {priority}; the run is queued.",
-                lambda: award_proposal(session, actor=admin, proposal_id=proposal_id, gpu_hours=hours,
-                                       priority=priority, gpus_per_run=max(settings.gpus_per_run, 1)))
 
 
 # ---- runs --------------------------------------------------------------------------------------------------

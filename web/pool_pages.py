@@ -13,7 +13,7 @@ from service.pool import machines, service, standing
 from service.pool.api import join_command
 from service.pool.schemas import MachineControls, MachineCreate, MachineDecision
 from service.types import IdPath
-from web.render import act, flash, redirect, render
+from web.render import act, flash, form_fields, redirect, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -42,10 +42,6 @@ def become_owner(request: Request, user: CurrentUser, session: SessionDep):
                lambda: auth.take_role(session, user, Role.owner))
 
 
-async def _form(request: Request) -> dict[str, str]:
-    return {k: str(v) for k, v in (await request.form()).items() if k != "csrf_token"}
-
-
 def _checked(model, form: dict):  # type: ignore[no-untyped-def]
     try:
         return model.model_validate(form)
@@ -56,7 +52,7 @@ def _checked(model, form: dict):  # type: ignore[no-untyped-def]
 
 @router.post("/machines")
 async def register_machine(request: Request, user: CurrentUser, session: SessionDep):
-    form = await _form(request)
+    form = await form_fields(request)
     form["show_owner"] = "show_owner" in form
     found: dict = {}
 
@@ -81,7 +77,7 @@ def machine_page(machine_id: IdPath, request: Request, user: CurrentUser, sessio
 
 @router.post("/machines/{machine_id}/controls")
 async def control_machine(machine_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
-    form = await _form(request)
+    form = await form_fields(request)
     url = f"/machines/{machine_id}"
     if form.get("hours_per_day", None) == "":
         form.pop("hours_per_day")
@@ -92,7 +88,7 @@ async def control_machine(machine_id: IdPath, request: Request, user: CurrentUse
 
 @router.post("/machines/{machine_id}/decision")
 async def decide_machine(machine_id: IdPath, request: Request, admin: AdminUser, session: SessionDep):
-    form = await _form(request)
+    form = await form_fields(request)
 
     def decide() -> None:
         data = _checked(MachineDecision, form)

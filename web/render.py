@@ -32,6 +32,11 @@ def current_user(request: Request) -> User | None:
             return None
 
 
+async def form_fields(request: Request) -> dict[str, str]:
+    """A posted form's fields as text, without its CSRF token."""
+    return {k: str(v) for k, v in (await request.form()).items() if k != "csrf_token"}
+
+
 def flash(request: Request, message: str, kind: str = "info") -> None:
     request.session.setdefault("flash", []).append({"message": message, "kind": kind})
 

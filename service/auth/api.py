@@ -5,13 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from service.audit.service import record
 from service.auth import service
 from service.auth.browser import sign_out_browser
-from service.auth.schemas import Login, TokenPublic, UserCreate, UserPublic
+from service.auth.schemas import Login, ProfileUpdate, RolesSet, TokenPublic, UserCreate, UserPublic
 from service.config import Settings
 from service.deps import AdminUser, CurrentUser, SessionDep, SettingsDep, client_address
 from service.models import Role, User
-from service.types import Email, Name, Password
+from service.types import Email, IdPath, Name, Password, text
 
 router = APIRouter(tags=["auth"])
 
@@ -27,7 +28,8 @@ def _token(session: SessionDep, settings: Settings, user: User) -> TokenPublic:
 @router.post("/auth/signup", response_model=TokenPublic, status_code=201)
 def signup(data: UserCreate, session: SessionDep, settings: SettingsDep) -> TokenPublic:
     """Create a researcher account with a local password and return an API token (it expires)."""
-    user = service.sign_up(session, email=data.email, name=data.name, password=data.password)
+    user = service.sign_up(session, email=data.email, name=data.name, password=data.password,
+                           institution=data.institution)
     return _token(session, settings, user)
 
 
@@ -57,6 +59,14 @@ def me(user: CurrentUser) -> UserPublic:
     return UserPublic.model_validate(user, from_attributes=True)
 
 
+@router.patch("/me", response_model=UserPublic)
+def update_me(data: ProfileUpdate, user: CurrentUser, session: SessionDep) -> UserPublic:
+    """Change your name or institution."""
+    user = service.update_profile(session, user, name=data.name, institution=data.institution)
+    session.commit()
+    return UserPublic.model_validate(user, from_attributes=True)
+
+
 class RoleTaken(BaseModel):
     role: Role
 
@@ -74,11 +84,22 @@ class AccountCreate(BaseModel):
     name: Name
     roles: list[Role] = Field(default=[Role.researcher], min_length=1, max_length=len(Role))
     password: Password | None = None
+    institution: text(200) = ""
 
 
 @router.post("/users", response_model=UserPublic, status_code=201)
 def create_account(data: AccountCreate, admin: AdminUser, session: SessionDep) -> UserPublic:
     """Admins create accounts holding any roles (reviewers, other admins)."""
-    user = service.create_user(session, email=data.email, name=data.name, roles=data.roles, password=data.password)
+    user = service.create_user(session, email=data.email, name=data.name, roles=data.roles, password=data.password,
+                               institution=data.institution)
+    record(session, admin, "role.set", f"user:{user.id}", before=[], after=list(user.roles))
+    session.commit()
+    return UserPublic.model_validate(user, from_attributes=True)
+
+
+@router.put("/users/{user_id}/roles", response_model=UserPublic)
+def set_roles(user_id: IdPath, data: RolesSet, admin: AdminUser, session: SessionDep) -> UserPublic:
+    """Set the roles a person holds (admins): e.g. make a researcher a reviewer too. Recorded in the audit log."""
+    user = service.set_roles(session, actor=admin, user_id=user_id, roles=data.roles)
     session.commit()
     return UserPublic.model_validate(user, from_attributes=True)

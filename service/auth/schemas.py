@@ -2,16 +2,26 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from service.models import Role
-from service.types import Email, LoginEmail, Name, Password
+from service.types import Email, LoginEmail, Name, Password, text
 
 
 class UserCreate(BaseModel):
     email: Email
     name: Name
     password: Password
+    institution: text(200) = Field("", description="Used to keep reviewers off their colleagues' proposals.")
+
+
+class ProfileUpdate(BaseModel):
+    name: Name | None = None
+    institution: text(200) | None = None
+
+
+class RolesSet(BaseModel):
+    roles: list[Role] = Field(min_length=1, max_length=len(Role))
 
 
 class Login(BaseModel):
@@ -24,6 +34,7 @@ class UserPublic(BaseModel):
     email: str
     name: str
     roles: list[Role]
+    institution: str
     orcid: str | None
     created_at: datetime
 

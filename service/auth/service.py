@@ -13,6 +13,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from sqlmodel import Session, delete, select
 
+from service.audit.service import record
 from service.auth import throttle
 from service.auth.passwords import check_password
 from service.config import Settings
@@ -59,7 +60,7 @@ def normalise_email(email: str) -> str:
 
 def create_user(
     session: Session, *, email: str, name: str, roles: Iterable[Role] = (Role.researcher,),
-    password: str | None = None
+    password: str | None = None, institution: str = ""
 ) -> User:
     email = normalise_email(email)
     if "@" not in email:
@@ -69,7 +70,7 @@ def create_user(
     if session.exec(select(User).where(User.email == email)).first():
         raise AccountExists(f"an account for {email} already exists")
     user = User(email=email, name=name.strip() or email, roles=sorted({str(r) for r in roles}) or ["researcher"],
-                password_hash=_hasher.hash(password) if password else None)
+                password_hash=_hasher.hash(password) if password else None, institution=institution.strip())
     session.add(user)
     session.flush()
     return user
@@ -98,13 +99,47 @@ def take_role(session: Session, user: User, role: Role) -> User:
         user.roles = sorted({*user.roles, str(role)})
         session.add(user)
         session.flush()
+        record(session, user, "role.take", f"user:{user.id}", role=str(role))
     return user
 
 
-def sign_up(session: Session, *, email: str, name: str, password: str) -> User:
+def set_roles(session: Session, *, actor: User, user_id: int, roles: Iterable[Role]) -> User:
+    """An admin sets the roles a person holds (recorded in the audit log). An admin cannot drop their own admin
+    role, so that the observatory is never left without one by accident."""
+    if not actor.has(Role.admin):
+        raise Forbidden("only admins give roles")
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no user {user_id}")
+    new = sorted({str(r) for r in roles})
+    if not new:
+        raise Invalid("roles: a person holds at least one role")
+    if user.id == actor.id and str(Role.admin) not in new:
+        raise Conflict("you cannot take your own admin role away; another admin can")
+    before, user.roles = list(user.roles), new
+    session.add(user)
+    session.flush()
+    record(session, actor, "role.set", f"user:{user.id}", before=before, after=new)
+    return user
+
+
+def update_profile(session: Session, user: User, *, name: str | None = None,
+                   institution: str | None = None) -> User:
+    """A person's own name and institution (reviewers from a team member's institution are kept off a proposal)."""
+    user = session.merge(user)
+    if name is not None:
+        user.name = name.strip()
+    if institution is not None:
+        user.institution = institution.strip()
+    session.add(user)
+    session.flush()
+    return user
+
+
+def sign_up(session: Session, *, email: str, name: str, password: str, institution: str = "") -> User:
     """A researcher signs themselves up. Unlike an admin, they are not told whether the address has an account."""
     try:
-        return create_user(session, email=email, name=name, password=password)
+        return create_user(session, email=email, name=name, password=password, institution=institution)
     except AccountExists:
         raise Conflict(CANNOT_SIGN_UP) from None
 
@@ -131,7 +166,8 @@ def authenticate(session: Session, *, email: str, password: str, address: str | 
 # ---- credentials: API tokens and portal sessions -------------------------------------------------------------
 
 
-def _token_hash(raw: str) -> str:
+def token_hash(raw: str) -> str:
+    """What is stored of a secret token (API tokens, sessions, machine tokens, invite links): its sha256."""
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
@@ -142,14 +178,14 @@ def issue_token(session: Session, *, user: User, kind: CredentialKind = Credenti
     now = utcnow()
     lifetime = policy.session_max if kind == CredentialKind.web else policy.token_max
     raw = ("obs_" if kind == CredentialKind.api else "") + secrets.token_urlsafe(32)
-    session.add(ApiToken(user_id=user.id, token_hash=_token_hash(raw), kind=kind, created_at=now,
+    session.add(ApiToken(user_id=user.id, token_hash=token_hash(raw), kind=kind, created_at=now,
                          last_used_at=now, expires_at=now + lifetime))
     session.flush()
     return raw
 
 
 def revoke_token(session: Session, *, raw: str) -> None:
-    session.exec(delete(ApiToken).where(ApiToken.token_hash == _token_hash(raw)))
+    session.exec(delete(ApiToken).where(ApiToken.token_hash == token_hash(raw)))
 
 
 def _expired(token: ApiToken, policy: CredentialPolicy, now: datetime) -> bool:
@@ -161,7 +197,7 @@ def _expired(token: ApiToken, policy: CredentialPolicy, now: datetime) -> bool:
 def credential_for(session: Session, raw: str, kind: CredentialKind,
                    policy: CredentialPolicy | None = None) -> ApiToken | None:
     """The live credential of that kind for a raw token, or None (unknown, revoked, expired or idle too long)."""
-    token = session.exec(select(ApiToken).where(ApiToken.token_hash == _token_hash(raw))).first()
+    token = session.exec(select(ApiToken).where(ApiToken.token_hash == token_hash(raw))).first()
     if token is None or token.kind != kind or _expired(token, policy or CredentialPolicy(), utcnow()):
         return None
     return token

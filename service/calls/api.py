@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.calls import service
-from service.calls.schemas import CallCreate, CallPublic
+from service.calls.schemas import CallCreate, CallPublic, CycleCreate, CyclePublic
 from service.deps import AdminUser, SessionDep
 from service.types import IdPath
 
@@ -30,3 +30,23 @@ def create_call(data: CallCreate, admin: AdminUser, session: SessionDep) -> Call
     call = service.create_call(session, actor=admin, data=data)
     session.commit()
     return service.to_public(session, call)
+
+
+@router.get("/cycles", response_model=list[CyclePublic])
+def list_cycles(session: SessionDep) -> list[CyclePublic]:
+    """Every cycle with its capacity and the Director's reserve. Public."""
+    return [service.cycle_public(session, c) for c in service.list_cycles(session)]
+
+
+@router.get("/cycles/{cycle_id}", response_model=CyclePublic)
+def get_cycle(cycle_id: IdPath, session: SessionDep) -> CyclePublic:
+    """One cycle. Public."""
+    return service.cycle_public(session, service.get_cycle(session, cycle_id))
+
+
+@router.post("/cycles", response_model=CyclePublic, status_code=201)
+def create_cycle(data: CycleCreate, admin: AdminUser, session: SessionDep) -> CyclePublic:
+    """Open a cycle (admins): its capacity, and the Director's reserve (at most 10% of it)."""
+    cycle = service.create_cycle(session, actor=admin, data=data)
+    session.commit()
+    return service.cycle_public(session, cycle)

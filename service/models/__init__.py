@@ -1,33 +1,54 @@
 """Every table, re-exported so that Alembic and the tests see the whole metadata."""
 
-from service.models.call import Call
+from service.models.audit import AuditEntry, OutboxMessage, ProposalEvent
+from service.models.call import DIRECTOR_RESERVE_LIMIT, Call, CallKind, Cycle
 from service.models.ledger import EntryKind, LedgerAccount, LedgerEntry
 from service.models.pool import Machine, MachineState, PoolClaim, PoolNode
 from service.models.proposal import Award, MemberRole, PriorityClass, Proposal, ProposalMember, ProposalState
+from service.models.review import (
+    AssignmentState,
+    Expertise,
+    ProposalInvite,
+    Review,
+    ReviewAssignment,
+    ReviewRating,
+)
 from service.models.run import Artifact, AttemptLogChunk, AttemptState, Run, RunAttempt, RunEvent, RunState
 from service.models.user import SELF_SERVICE_ROLES, ApiToken, CredentialKind, LoginFailure, Role, User
 
 __all__ = [
     "ApiToken",
     "Artifact",
+    "AssignmentState",
     "AttemptLogChunk",
     "AttemptState",
+    "AuditEntry",
     "Award",
     "Call",
+    "CallKind",
     "CredentialKind",
+    "Cycle",
+    "DIRECTOR_RESERVE_LIMIT",
     "EntryKind",
+    "Expertise",
     "LedgerAccount",
     "LedgerEntry",
     "LoginFailure",
     "Machine",
     "MachineState",
     "MemberRole",
+    "OutboxMessage",
     "PoolClaim",
     "PoolNode",
     "PriorityClass",
     "Proposal",
+    "ProposalEvent",
+    "ProposalInvite",
     "ProposalMember",
     "ProposalState",
+    "Review",
+    "ReviewAssignment",
+    "ReviewRating",
     "Role",
     "Run",
     "RunAttempt",

@@ -22,9 +22,14 @@ class PriorityClass(StrEnum):
 
 
 class ProposalState(StrEnum):
+    """See `service.proposals.states` for the transitions."""
+
     draft = "draft"
     submitted = "submitted"
-    awarded = "awarded"
+    under_review = "under_review"
+    accepted = "accepted"
+    declined = "declined"
+    withdrawn = "withdrawn"
 
 
 class MemberRole(StrEnum):
@@ -45,6 +50,8 @@ class Proposal(SQLModel, table=True):
     job_kind: str = Field(max_length=40)
     job_plan: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     state: ProposalState = Field(default=ProposalState.draft, sa_type=enum_column(ProposalState, 20))
+    # A supplemental proposal tops up this award (its PI's); it carries no job plan of its own.
+    parent_award_id: int | None = None  # an award id (no foreign key: awards refer to proposals)
     submitted_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -68,3 +75,5 @@ class Award(SQLModel, table=True):
     awarded_by: int = Field(foreign_key="users.id")
     awarded_at: datetime = Field(default_factory=utcnow)
     exclusive_until: datetime
+    # A supplement's GPU-hours are credited to the award it tops up; it has no account or run of its own.
+    tops_up_award_id: int | None = Field(default=None, foreign_key="awards.id")

@@ -39,6 +39,8 @@ class User(SQLModel, table=True):
     oidc_issuer: str | None = Field(default=None, max_length=500)
     oidc_subject: str | None = Field(default=None, max_length=255)
     orcid: str | None = Field(default=None, max_length=19)
+    # Reviewers from a team member's institution are kept off that proposal.
+    institution: str = Field(default="", max_length=200)
     created_at: datetime = Field(default_factory=utcnow)
 
     def has(self, role: Role | str) -> bool:

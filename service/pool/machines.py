@@ -18,12 +18,12 @@ machine asks for its orders and stops its Ray node when it is told to leave.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 
 from sqlalchemy import update
 from sqlmodel import Session, select
 
+from service.auth.service import token_hash
 from service.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
 from service.models import Machine, MachineState, Role, Run, RunAttempt, User
 from service.pool.schemas import Measurement
@@ -39,10 +39,6 @@ ALLOWED = {
     MachineState.rejected: set(),
     MachineState.left: set(),
 }
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 # ---- who may see and do what: the one place that answers it --------------------------------------------------

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.allocations.schemas import AwardCreate
-from service.allocations.service import award_proposal
+from service.allocations.schemas import AwardCreate, Decline
+from service.allocations.service import award_proposal, decline_proposal
 from service.deps import AdminUser, CurrentUser, ResearcherUser, SessionDep, SettingsDep
-from service.proposals import service
-from service.proposals.schemas import MemberAdd, ProposalCreate, ProposalPublic, ProposalUpdate
+from service.proposals import service, team
+from service.proposals.schemas import (
+    InviteAccept,
+    InviteCreate,
+    InvitePublic,
+    ProposalCreate,
+    ProposalPublic,
+    ProposalUpdate,
+    TransferPi,
+    Withdrawal,
+)
 from service.runs.schemas import RunPublic
 from service.runs.service import list_for_proposal
 from service.types import IdPath
@@ -26,13 +35,13 @@ def create_proposal(call_id: IdPath, data: ProposalCreate, user: ResearcherUser,
 
 @router.get("/proposals", response_model=list[ProposalPublic])
 def list_proposals(user: CurrentUser, session: SessionDep) -> list[ProposalPublic]:
-    """Your proposals; for admins, every submitted proposal."""
+    """The proposals you may read: your teams' and, for admins (the committee), every submitted one."""
     return [service.to_public(session, p) for p in service.list_visible(session, actor=user)]
 
 
 @router.get("/proposals/{proposal_id}", response_model=ProposalPublic)
 def get_proposal(proposal_id: IdPath, user: CurrentUser, session: SessionDep) -> ProposalPublic:
-    """One proposal: its members, and admins once it is submitted."""
+    """One proposal: for its team, and for admins (the committee) once it is submitted. Reviewers read packets."""
     return service.to_public(session, service.get_visible(session, actor=user, proposal_id=proposal_id))
 
 
@@ -60,22 +69,84 @@ def submit_proposal(proposal_id: IdPath, user: CurrentUser, session: SessionDep)
     return service.to_public(session, proposal)
 
 
-@router.post("/proposals/{proposal_id}/members", response_model=ProposalPublic, status_code=201)
-def add_member(proposal_id: IdPath, data: MemberAdd, user: CurrentUser, session: SessionDep) -> ProposalPublic:
-    """Add a co-investigator who has an account (its PI)."""
-    service.add_member(session, actor=user, proposal_id=proposal_id, email=data.email)
+@router.post("/proposals/{proposal_id}/withdraw", response_model=ProposalPublic)
+def withdraw(proposal_id: IdPath, user: CurrentUser, session: SessionDep,
+             data: Withdrawal | None = None) -> ProposalPublic:
+    """Withdraw the proposal, at any time before a decision (its PI); a reason is optional."""
+    proposal = service.withdraw(session, actor=user, proposal_id=proposal_id, reason=data.reason if data else "")
     session.commit()
-    return service.to_public(session, service.get_visible(session, actor=user, proposal_id=proposal_id))
+    return service.to_public(session, proposal)
+
+
+@router.post("/proposals/{proposal_id}/invites", response_model=InvitePublic, status_code=201)
+def invite(proposal_id: IdPath, data: InviteCreate, user: CurrentUser, session: SessionDep,
+           settings: SettingsDep) -> InvitePublic:
+    """Invite a co-investigator (its PI): a single-use link is e-mailed to them, and returned here once. They join
+    only by accepting it."""
+    row, link = team.invite(session, actor=user, proposal_id=proposal_id, email=data.email,
+                            base_url=settings.base_url, days=settings.invite_days)
+    session.commit()
+    return _invite_public(row, link)
+
+
+def _invite_public(row, link: str | None = None) -> InvitePublic:  # type: ignore[no-untyped-def]
+    return InvitePublic(id=row.id, email=row.email, created_at=row.created_at, expires_at=row.expires_at,
+                        used=row.used_at is not None, link=link)
+
+
+@router.get("/proposals/{proposal_id}/invites", response_model=list[InvitePublic])
+def list_invites(proposal_id: IdPath, user: CurrentUser, session: SessionDep) -> list[InvitePublic]:
+    """The proposal's invites, used or not (its PI); the links themselves are not shown again."""
+    return [_invite_public(row) for row in team.invites(session, actor=user, proposal_id=proposal_id)]
+
+
+@router.delete("/proposals/{proposal_id}/invites/{invite_id}", status_code=204)
+def revoke_invite(proposal_id: IdPath, invite_id: IdPath, user: CurrentUser, session: SessionDep) -> None:
+    """Withdraw an invite that has not been accepted (its PI)."""
+    team.revoke_invite(session, actor=user, proposal_id=proposal_id, invite_id=invite_id)
+    session.commit()
+
+
+@router.post("/invites/accept", response_model=ProposalPublic)
+def accept_invite(data: InviteAccept, user: CurrentUser, session: SessionDep) -> ProposalPublic:
+    """Join a proposal's team as co-investigator with the invite link's token (the part after /invites/)."""
+    proposal = team.accept(session, actor=user, raw=data.token)
+    session.commit()
+    return service.to_public(session, proposal)
+
+
+@router.delete("/proposals/{proposal_id}/members/{user_id}", status_code=204)
+def remove_member(proposal_id: IdPath, user_id: IdPath, user: CurrentUser, session: SessionDep) -> None:
+    """Remove a co-investigator (its PI), or leave the team yourself (a co-investigator)."""
+    team.remove_member(session, actor=user, proposal_id=proposal_id, user_id=user_id)
+    session.commit()
+
+
+@router.post("/proposals/{proposal_id}/pi", response_model=ProposalPublic)
+def transfer_pi(proposal_id: IdPath, data: TransferPi, user: CurrentUser, session: SessionDep) -> ProposalPublic:
+    """Hand the PI role to a co-investigator (its PI), who becomes PI; you stay on as co-investigator."""
+    proposal = team.transfer_pi(session, actor=user, proposal_id=proposal_id, user_id=data.user_id)
+    session.commit()
+    return service.to_public(session, proposal)
 
 
 @router.post("/proposals/{proposal_id}/award", response_model=ProposalPublic, status_code=201)
 def award(proposal_id: IdPath, data: AwardCreate, admin: AdminUser, session: SessionDep,
           settings: SettingsDep) -> ProposalPublic:
-    """Award GPU-hours to a submitted proposal (admins); its run is queued for the scheduler."""
+    """Award GPU-hours (the committee): a proposal under review, or a Director's Discretionary or supplemental one.
+    Its run is queued for the scheduler; a supplement tops up its award instead."""
     award_proposal(session, actor=admin, proposal_id=proposal_id, gpu_hours=data.gpu_hours,
-                   priority=data.priority, gpus_per_run=max(settings.gpus_per_run, 1))
+                   priority=data.priority, gpus_per_run=max(settings.gpus_per_run, 1), reason=data.reason)
     session.commit()
     return service.to_public(session, service.get_visible(session, actor=admin, proposal_id=proposal_id))
+
+
+@router.post("/proposals/{proposal_id}/decline", response_model=ProposalPublic)
+def decline(proposal_id: IdPath, data: Decline, admin: AdminUser, session: SessionDep) -> ProposalPublic:
+    """Decline a proposal (the committee)."""
+    proposal = decline_proposal(session, actor=admin, proposal_id=proposal_id, reason=data.reason)
+    session.commit()
+    return service.to_public(session, proposal)
 
 
 @router.get("/proposals/{proposal_id}/runs", response_model=list[RunPublic])

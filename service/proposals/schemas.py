@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from service.models import ProposalState
-from service.types import MAX_GPU_HOURS, Abstract, Email, GpuHours, Justification, Title, text
+from service.types import MAX_GPU_HOURS, Abstract, Email, GpuHours, IdInt, Justification, Title, text
 
 
 class ProposalCreate(BaseModel):
@@ -14,7 +14,9 @@ class ProposalCreate(BaseModel):
     abstract: Abstract
     justification: Justification
     requested_gpu_hours: GpuHours
-    job_plan: dict[str, Any] = Field(description="A typed job plan; see GET /api/job-plans/schema.")
+    job_plan: dict[str, Any] = Field(default_factory=dict, description="A typed job plan; see GET "
+                                     "/api/job-plans/schema. A supplemental proposal has none.")
+    parent_award_id: IdInt | None = Field(None, description="In a supplemental call: the award to top up.")
     submit: bool = Field(False, description="Submit at once instead of keeping a draft.")
 
 
@@ -26,6 +28,7 @@ class ProposalDraft(BaseModel):
     justification: text(20_000) = ""
     requested_gpu_hours: Annotated[float, Field(ge=0, le=MAX_GPU_HOURS, allow_inf_nan=False)] = 0.0
     job_plan: dict[str, Any] = Field(default_factory=dict)
+    parent_award_id: IdInt | None = None
 
 
 class ProposalUpdate(BaseModel):
@@ -36,8 +39,29 @@ class ProposalUpdate(BaseModel):
     job_plan: dict[str, Any] | None = None
 
 
-class MemberAdd(BaseModel):
-    email: Email
+class InviteCreate(BaseModel):
+    email: Email = Field(description="Where the single-use invite link is sent.")
+
+
+class InvitePublic(BaseModel):
+    id: int
+    email: str
+    created_at: datetime
+    expires_at: datetime
+    used: bool
+    link: str | None = Field(None, description="The link itself: given once, when the invite is made.")
+
+
+class InviteAccept(BaseModel):
+    token: text(100, 1)
+
+
+class TransferPi(BaseModel):
+    user_id: IdInt = Field(description="A co-investigator who becomes the PI.")
+
+
+class Withdrawal(BaseModel):
+    reason: text(1000) = ""
 
 
 class MemberPublic(BaseModel):
@@ -67,6 +91,7 @@ class ProposalPublic(BaseModel):
     job_kind: str
     job_plan: dict[str, Any]
     state: ProposalState
+    parent_award_id: int | None
     submitted_at: datetime | None
     created_at: datetime
     members: list[MemberPublic]

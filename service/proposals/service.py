@@ -1,6 +1,6 @@
 """Proposals: written by a researcher (the PI) in an open call, kept as a draft, then submitted.
 
-States: draft -> submitted -> awarded. Only this module and `service.allocations` change them.
+Their states change only through `service.proposals.states`; who may do what is `service.proposals.access`.
 Every check runs before anything is written, so a refused request leaves nothing half-stored.
 """
 
@@ -13,12 +13,25 @@ from sqlmodel import Session, select
 
 from jobs.config import JobPlanError, SampleConfig, TrainConfig, parse_job_plan
 from service.archive import service as archive
-from service.auth.service import normalise_email
 from service.calls.service import get_call, is_open
-from service.db import lock
-from service.errors import Conflict, Forbidden, Invalid, NotFound
+from service.errors import Conflict, Forbidden, Invalid
 from service.ledger.service import award_used
-from service.models import Award, Call, MemberRole, Proposal, ProposalMember, ProposalState, Role, User
+from service.mail import outbox
+from service.models import (
+    Award,
+    Call,
+    CallKind,
+    MemberRole,
+    Proposal,
+    ProposalEvent,
+    ProposalInvite,
+    ProposalMember,
+    ProposalState,
+    Role,
+    User,
+)
+from service.proposals import access, states
+from service.proposals.access import Act
 from service.proposals.schemas import (
     AwardPublic,
     MemberPublic,
@@ -28,7 +41,6 @@ from service.proposals.schemas import (
     ProposalUpdate,
 )
 from service.timeutil import utcnow
-from service.types import Email, parse
 
 
 def validate_job_plan(session: Session, actor: User, plan: dict[str, Any]) -> TrainConfig | SampleConfig:
@@ -60,6 +72,7 @@ def save_draft(session: Session, *, actor: User, call_id: int | None = None, pro
     proposal.title, proposal.abstract, proposal.justification = data.title.strip(), data.abstract, data.justification
     proposal.requested_gpu_hours = data.requested_gpu_hours
     proposal.job_plan, proposal.job_kind = data.job_plan, kind if isinstance(kind, str) and len(kind) <= 40 else ""
+    proposal.parent_award_id = data.parent_award_id
     proposal.updated_at = utcnow()
     session.add(proposal)
     session.flush()
@@ -70,10 +83,11 @@ def save_draft(session: Session, *, actor: User, call_id: int | None = None, pro
 
 
 def delete_draft(session: Session, *, actor: User, proposal_id: int) -> None:
-    """The PI throws a draft away (members and all); a submitted proposal stays."""
+    """The PI throws a draft away (members, invites and all); a submitted proposal stays."""
     proposal = _get_own_draft(session, actor, proposal_id)
-    for member in session.exec(select(ProposalMember).where(ProposalMember.proposal_id == proposal_id)):
-        session.delete(member)
+    for model in (ProposalMember, ProposalInvite, ProposalEvent):
+        for row in session.exec(select(model).where(model.proposal_id == proposal_id)):
+            session.delete(row)
     session.flush()
     session.delete(proposal)
     session.flush()
@@ -108,48 +122,40 @@ def create_proposal(session: Session, *, actor: User, call_id: int, data: Propos
     if not actor.has(Role.researcher):
         raise Forbidden("only researchers write proposals")
     call = get_call(session, call_id)
-    plan = validate_job_plan(session, actor, data.job_plan)
+    if call.kind == CallKind.supplemental:
+        _check_top_up(session, actor, call, data.parent_award_id, data.requested_gpu_hours)
+        kind, plan_json = "supplement", {}
+    else:
+        plan = validate_job_plan(session, actor, data.job_plan)
+        kind, plan_json = plan.kind, plan.model_dump(mode="json")
     if data.submit:
         _check_submittable(session, call, data.requested_gpu_hours)
     else:
         _check_capacity(call, data.requested_gpu_hours)
-    now = utcnow()
     proposal = Proposal(
         call_id=call.id, pi_id=actor.id, title=data.title.strip(), abstract=data.abstract,
         justification=data.justification, requested_gpu_hours=data.requested_gpu_hours,
-        job_kind=plan.kind, job_plan=plan.model_dump(mode="json"),
-        state=ProposalState.submitted if data.submit else ProposalState.draft,
-        submitted_at=now if data.submit else None,
+        job_kind=kind, job_plan=plan_json, state=ProposalState.draft,
+        parent_award_id=data.parent_award_id if call.kind == CallKind.supplemental else None,
     )
     session.add(proposal)
     session.flush()
     session.add(ProposalMember(proposal_id=proposal.id, user_id=actor.id, role=MemberRole.pi))
     session.flush()
+    if data.submit:
+        states.move(session, proposal, ProposalState.submitted, actor=actor)
+        confirm_submission(session, proposal, call)
     return proposal
-
-
-def is_member(session: Session, user: User | None, proposal_id: int) -> bool:
-    return user is not None and session.get(ProposalMember, (proposal_id, user.id)) is not None
 
 
 def get_visible(session: Session, *, actor: User, proposal_id: int) -> Proposal:
-    """A proposal its members may see, and admins once it is submitted; 404 to anyone else."""
-    proposal = session.get(Proposal, proposal_id)
-    if proposal is None or not (
-        is_member(session, actor, proposal_id)
-        or (actor.has(Role.admin) and proposal.state != ProposalState.draft)
-    ):
-        raise NotFound(f"no proposal {proposal_id}")
-    return proposal
+    """A proposal `actor` may read (see `service.proposals.access`); 404 to anyone else."""
+    return access.get(session, actor, proposal_id)
 
 
 def _get_own_draft(session: Session, actor: User, proposal_id: int) -> Proposal:
     """The actor's own draft, locked, so that an edit and a submission cannot both pass the draft check."""
-    proposal = lock(session, Proposal, proposal_id)
-    if proposal is None or not is_member(session, actor, proposal_id):
-        raise NotFound(f"no proposal {proposal_id}")
-    if proposal.pi_id != actor.id:
-        raise Forbidden("only the PI changes or submits a proposal")
+    proposal = access.get(session, actor, proposal_id, Act.write, for_update=True)
     if proposal.state != ProposalState.draft:
         raise Conflict(f"proposal {proposal_id} is {proposal.state}; only a draft can change")
     return proposal
@@ -176,41 +182,58 @@ def submit_proposal(session: Session, *, actor: User, proposal_id: int) -> Propo
     proposal = _get_own_draft(session, actor, proposal_id)
     _check_complete(proposal)
     _check_submittable(session, get_call(session, proposal.call_id), proposal.requested_gpu_hours)
-    plan = validate_job_plan(session, actor, proposal.job_plan)
-    proposal.job_plan, proposal.job_kind = plan.model_dump(mode="json"), plan.kind
-    proposal.state, proposal.submitted_at = ProposalState.submitted, utcnow()
+    call = get_call(session, proposal.call_id)
+    if call.kind == CallKind.supplemental:
+        _check_top_up(session, actor, call, proposal.parent_award_id, proposal.requested_gpu_hours)
+    else:
+        plan = validate_job_plan(session, actor, proposal.job_plan)
+        proposal.job_plan, proposal.job_kind = plan.model_dump(mode="json"), plan.kind
     session.add(proposal)
-    session.flush()
+    states.move(session, proposal, ProposalState.submitted, actor=actor)
+    confirm_submission(session, proposal, call)
     return proposal
 
 
-def add_member(session: Session, *, actor: User, proposal_id: int, email: str) -> ProposalMember:
-    """The PI adds a co-investigator who already has an account. The refusal is the same whether the address has
-    no account or an account of another role, so that it reveals neither."""
-    email = parse(Email, email, "email")
-    proposal = lock(session, Proposal, proposal_id)
-    if proposal is None or not is_member(session, actor, proposal_id):
-        raise NotFound(f"no proposal {proposal_id}")
-    if proposal.pi_id != actor.id:
-        raise Forbidden("only the PI adds co-investigators")
-    user = session.exec(select(User).where(User.email == normalise_email(email))).first()
-    if user is None or not user.has(Role.researcher):
-        raise NotFound(f"no researcher account can be added as {email}; co-investigators sign up as researchers "
-                       "first")
-    if session.get(ProposalMember, (proposal_id, user.id)):
-        raise Conflict(f"{email} is already a member")
-    member = ProposalMember(proposal_id=proposal_id, user_id=user.id, role=MemberRole.coi)
-    session.add(member)
-    session.flush()
-    return member
+def confirm_submission(session: Session, proposal: Proposal, call: Call) -> None:
+    """The e-mail that confirms a submission to the whole team."""
+    outbox.queue_all(session, team(session, proposal.id),
+                     f"Submitted: {proposal.title}",
+                     f"The proposal “{proposal.title}” (number {proposal.id}) was submitted to the call "
+                     f"“{call.title}” on {proposal.submitted_at:%Y-%m-%d %H:%M} UTC. Its text is now frozen; you may "
+                     "still withdraw it before a decision.")
+
+
+def events(session: Session, proposal_id: int) -> list[ProposalEvent]:
+    """The proposal's changes of state, oldest first (who made them is not shown to the team)."""
+    return list(session.exec(select(ProposalEvent).where(ProposalEvent.proposal_id == proposal_id)
+                             .order_by(ProposalEvent.id)))
+
+
+def team(session: Session, proposal_id: int) -> list[User]:
+    return list(session.exec(select(User).join(ProposalMember).where(ProposalMember.proposal_id == proposal_id)))
+
+
+def withdraw(session: Session, *, actor: User, proposal_id: int, reason: str = "") -> Proposal:
+    """The PI withdraws the proposal at any time before a decision."""
+    proposal = access.get(session, actor, proposal_id, Act.write, for_update=True)
+    return states.move(session, proposal, ProposalState.withdrawn, actor=actor, reason=reason or "withdrawn by the PI")
+
+
+def _check_top_up(session: Session, actor: User, call: Call, parent_award_id: int | None, hours: float) -> None:
+    """A supplemental proposal tops up an award of a proposal its PI leads, by at most that award's GPU-hours."""
+    if parent_award_id is None:
+        raise Invalid("parent_award_id: a supplemental proposal names the award it tops up")
+    parent = session.get(Award, parent_award_id)
+    owner = session.get(Proposal, parent.proposal_id) if parent else None
+    if parent is None or owner is None or owner.pi_id != actor.id or parent.tops_up_award_id is not None:
+        raise Invalid(f"parent_award_id: you lead no award {parent_award_id}")
+    if hours > parent.gpu_hours:
+        raise Invalid(f"requested_gpu_hours: a top-up is at most the award's own {parent.gpu_hours:g} GPU-hours")
 
 
 def list_visible(session: Session, *, actor: User) -> list[Proposal]:
-    if actor.has(Role.admin):
-        query = select(Proposal).where(Proposal.state != ProposalState.draft)
-    else:
-        query = select(Proposal).join(ProposalMember).where(ProposalMember.user_id == actor.id)
-    return list(session.exec(query.order_by(Proposal.id.desc())))
+    """What `actor` may read, newest first."""
+    return list(session.exec(select(Proposal).where(access.readable(actor)).order_by(Proposal.id.desc())))
 
 
 def to_public(session: Session, proposal: Proposal) -> ProposalPublic:

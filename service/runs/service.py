@@ -13,7 +13,7 @@ from service.attempts.service import attempts_of
 from service.errors import Conflict, Forbidden, NotFound
 from service.ledger.service import entries_for_run, refunded_by_attempt, run_charged
 from service.models import Award, Proposal, ProposalMember, Role, Run, RunState, User
-from service.proposals.service import is_member
+from service.proposals.access import is_member
 from service.runs.schemas import AttemptPublic, ChargePublic, RunPublic
 from service.runs.state import FINAL, transition
 from service.timeutil import utcnow
