@@ -122,6 +122,7 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     mail_from: str = "Commons Observatory <observatory@localhost>"
     mail_interval_s: float = 15.0
+    mail_loop: bool = True  # whether this portal process sends the outbox (any number may: each claims its mail)
     invite_days: int = 14
 
     oidc_name: str = "ORCID"

@@ -1,7 +1,9 @@
-"""create_app(): the JSON API, OIDC sign-in and the portal's pages in one ASGI app. No loops start here."""
+"""create_app(): the JSON API, OIDC sign-in and the portal's pages in one ASGI app. The only loop it starts sends the
+e-mail outbox (when an SMTP server is set); the scheduler runs elsewhere."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +26,7 @@ from service.auth.oidc import router as oidc_router
 from service.config import Settings, get_settings
 from service.db import engine_for
 from service.errors import Busy, Conflict, DomainError, Unauthenticated
+from service.mail.sender import run_mail_loop
 from web.api_docs import API_DOCS_ASSETS, swagger_ui_path
 from web.api_docs import router as api_docs_router
 from web.csrf import verify_csrf
@@ -47,8 +50,16 @@ class ObservatoryApp(FastAPI):
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Routes run in this many threads: no more than the database pool can serve at once.
-    anyio.to_thread.current_default_thread_limiter().total_tokens = app.state.settings.request_threads
-    yield
+    settings = app.state.settings
+    anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
+    stop = threading.Event()
+    if settings.smtp_host and settings.mail_loop:  # the outbox is sent from the portal, which holds the SMTP secret
+        threading.Thread(target=run_mail_loop, args=(app.state.engine, settings, stop), name="mail-loop",
+                         daemon=True).start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:

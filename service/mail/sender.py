@@ -2,6 +2,8 @@
 
 A message that fails stays in the outbox and is tried again later (30 s, then doubling, up to an hour), so nothing
 is lost while the SMTP server is down. Messages of a digest kind waiting for one address go out as one e-mail.
+Each group is claimed (its retry time pushed past the send) before it is sent, so that two portal processes
+running the loop never send the same message twice.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from itertools import groupby
 
+from sqlalchemy import func, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -24,6 +27,7 @@ from service.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(hours=1)
+CLAIM = timedelta(minutes=5)
 
 
 def _compose(settings: Settings, group: list[OutboxMessage]) -> EmailMessage:
@@ -65,6 +69,13 @@ def deliver(engine: Engine, settings: Settings, *, now: datetime | None = None, 
                                 .order_by(OutboxMessage.id).limit(limit)))
         session.commit()
         for group in _groups(due):
+            ids = [m.id for m in group]
+            claimed = session.exec(update(OutboxMessage).where(
+                OutboxMessage.id.in_(ids), OutboxMessage.sent_at.is_(None), OutboxMessage.next_attempt_at <= now)
+                .values(next_attempt_at=now + CLAIM)).rowcount
+            session.commit()
+            if claimed != len(ids):
+                continue  # another loop has (some of) it
             try:
                 _send(settings, _compose(settings, group))
             except (OSError, smtplib.SMTPException) as exc:
@@ -85,7 +96,7 @@ def deliver(engine: Engine, settings: Settings, *, now: datetime | None = None, 
 
 def waiting(session: Session) -> int:
     """How many messages wait to be sent."""
-    return len(session.exec(select(OutboxMessage.id).where(OutboxMessage.sent_at.is_(None))).all())
+    return session.exec(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.sent_at.is_(None))).one()
 
 
 def run_mail_loop(engine: Engine, settings: Settings, stop: threading.Event) -> None:
