@@ -49,7 +49,7 @@ def test_mail_waits_while_smtp_is_down_and_goes_out_once_it_is_back(session: Ses
     _queue_some(session)
     sent, failed = deliver(engine, settings)  # nothing listens on the port yet
     assert (sent, failed) == (0, 4)
-    session.expire_all()
+    session.rollback()
     waiting = session.exec(select(OutboxMessage)).all()
     assert all(m.sent_at is None and m.attempts == 1 and m.last_error for m in waiting)
     assert all(m.next_attempt_at > utcnow() for m in waiting)
@@ -73,7 +73,7 @@ def test_mail_waits_while_smtp_is_down_and_goes_out_once_it_is_back(session: Ses
     body = digest[0].get_content()
     assert all(f"Please review {t}." in body for t in "ABC")
     assert [m["Subject"] for m in by_address["other-rev@example.org"]] == ["Review: “D”"]
-    session.expire_all()
+    session.rollback()  # end this session's read: the loop's commits are what counts
     assert all(m.sent_at is not None for m in session.exec(select(OutboxMessage)))
 
 

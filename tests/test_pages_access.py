@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlmodel import Session
+from sqlmodel import Session, select
 
-from service.models import Role
-from tests.factories import PASSWORD, award, create_call, create_machine, create_proposal, create_user, post_form
+from service.models import ReviewAssignment, Role
+from tests.factories import (
+    PASSWORD,
+    award,
+    create_call,
+    create_machine,
+    create_proposal,
+    create_user,
+    post_form,
+    start_review,
+)
 
 
 @pytest.fixture
@@ -17,8 +26,13 @@ def world(lite_session: Session):
     call = create_call(lite_session, admin)
     _, run = award(lite_session, admin, create_proposal(lite_session, pi, call))
     machine, _ = create_machine(lite_session, owner, admin)
+    reviewed = create_call(lite_session, admin, reviewers_per_proposal=1)
+    create_proposal(lite_session, other, reviewed)
+    start_review(lite_session, admin, reviewed)
+    assignment = lite_session.exec(select(ReviewAssignment)).one()
     return ({"admin": admin, "pi": pi, "other": other, "reviewer": reviewer, "owner": owner},
-            {"call": call.id, "proposal": run.proposal_id, "run": run.id, "machine": machine.id})
+            {"call": call.id, "proposal": run.proposal_id, "run": run.id, "machine": machine.id,
+             "assignment": assignment.id, "reviewed": reviewed.id})
 
 
 def _as(client: TestClient, user) -> TestClient:
@@ -61,6 +75,28 @@ def _as(client: TestClient, user) -> TestClient:
     ("POST", "/proposals/{proposal}/award", "pi", 403),
     ("GET", "/calls/{call}", None, 200),
     ("GET", "/", None, 200),
+    ("GET", "/review", None, 303),
+    ("GET", "/review", "pi", 403),
+    ("GET", "/review", "reviewer", 200),
+    ("GET", "/review/{assignment}", "reviewer", 200),
+    ("GET", "/review/{assignment}", "admin", 404),
+    ("GET", "/review/{assignment}", "other", 404),
+    ("POST", "/review/{assignment}/accept", "pi", 303),  # refused with a message on the next page
+    ("GET", "/calls/{reviewed}/ranking", None, 303),
+    ("GET", "/calls/{reviewed}/ranking", "reviewer", 403),
+    ("GET", "/calls/{reviewed}/ranking", "pi", 403),
+    ("GET", "/calls/{reviewed}/ranking", "admin", 200),
+    ("POST", "/calls/{reviewed}/release", "reviewer", 403),
+    ("POST", "/calls/{call}/review", "pi", 403),
+    ("POST", "/proposals/{proposal}/decline", "pi", 403),
+    ("GET", "/accepted", None, 200),
+    ("GET", "/reviewers", "reviewer", 403),
+    ("GET", "/reviewers", "admin", 200),
+    ("GET", "/audit", "pi", 403),
+    ("GET", "/audit", "admin", 200),
+    ("GET", "/invites/inv_made-up", None, 404),
+    ("POST", "/proposals/{proposal}/invites", "other", 303),  # refused with a message on the next page
+    ("POST", "/proposals/{proposal}/withdraw", "other", 303),
 ])
 def test_page_access(world, lite_client: TestClient, method, path, who, status) -> None:
     people, ids = world

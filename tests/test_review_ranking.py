@@ -7,7 +7,7 @@ import random
 import pytest
 
 from service.review import matching
-from service.review.ranking import Grade, band, normalise, rank, trimmed_mean, triage_line
+from service.review.ranking import Grade, band, normalise, rank, triage_line, trimmed_mean
 
 
 def test_normalisation_and_ranking_on_a_worked_example() -> None:

@@ -60,5 +60,5 @@ def feasibility(session: Session, plan: dict[str, Any], requested_gpu_hours: flo
         basis = (f"the plan's size and a reference step measured on one CPU core (fewer than {MIN_PAST_RUNS} past "
                  f"{parsed.kind} runs to calibrate by)")
     hours = seconds / 3600
-    return Feasibility(gpu_hours=round(hours, 4), vram_gb=estimated_vram_gb(parsed), basis=basis,
+    return Feasibility(gpu_hours=hours, vram_gb=estimated_vram_gb(parsed), basis=basis,
                        past_runs=len(ratios), fits_request=hours <= requested_gpu_hours)
