@@ -11,8 +11,8 @@ import httpx
 import pytest
 from sqlmodel import Session, select
 
-from service.models import Award, Proposal, Role
-from tests.factories import auth_headers, create_call, create_proposal, create_user, start_review
+from service.models import Award, CallKind, Proposal, Role
+from tests.factories import auth_headers, create_call, create_cycle, create_proposal, create_user, start_review
 from tests.live import live_server
 
 
@@ -59,6 +59,23 @@ def test_concurrent_awards_stay_within_the_calls_capacity(server: str, session: 
     _fresh(session)
     awarded = session.exec(select(Award)).all()
     assert len(awarded) == 5 and sum(a.gpu_hours for a in awarded) == 5
+
+
+def test_concurrent_directors_awards_stay_within_the_reserve(server: str, session: Session) -> None:
+    """Two Director's Discretionary calls draw on one cycle's reserve of 4 GPU-hours: of ten awards of one GPU-hour
+    made at once across both, four succeed, whatever the calls' own capacities."""
+    admin = create_user(session, Role.admin)
+    cycle = create_cycle(session, admin, capacity=40, reserve=4)
+    calls = [create_call(session, admin, capacity=4, kind=CallKind.director, cycle_id=cycle.id) for _ in range(2)]
+    proposals = [create_proposal(session, create_user(session), calls[i % 2]) for i in range(10)]
+    headers = auth_headers(session, admin)
+    responses = _race([("POST", f"{server}/api/proposals/{p.id}/award", headers, {"gpu_hours": 1})
+                       for p in proposals])
+    assert _statuses(responses) == Counter({201: 4, 409: 6}), [r.text for r in responses]
+    assert all("Director's reserve" in r.json()["detail"] or "left to award" in r.json()["detail"]
+               for r in responses if r.status_code == 409)
+    _fresh(session)
+    assert sum(a.gpu_hours for a in session.exec(select(Award))) == 4
 
 
 def test_one_proposal_is_awarded_once(server: str, session: Session) -> None:

@@ -90,5 +90,6 @@ def band(score: float | None, position: int, count: int) -> str:
     if score is None:
         return "not graded"
     word = next(name for limit, name in BANDS if score <= limit)
-    quarter = ("top quarter", "second quarter", "third quarter", "bottom quarter")[min(3, (position - 1) * 4 // count)]
+    middle = (position - 0.5) / count  # where the proposal's place in the ranking lies, 0 (top) to 1
+    quarter = ("top quarter", "second quarter", "third quarter", "bottom quarter")[min(3, int(middle * 4))]
     return f"{word} ({score:.1f}), {quarter} of {count}"
