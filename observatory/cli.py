@@ -171,6 +171,32 @@ def user_add(
     console.print(f"created {user.email} (id {user.id}), roles: {', '.join(user.roles)}")
 
 
+@user_app.command("roles")
+def user_roles(
+    email: str,
+    role: Annotated[list[Role], typer.Option(help="researcher, reviewer, owner or admin; repeat for several. The "
+                                                  "account holds exactly these afterwards.")],
+) -> None:
+    """Set the roles an account holds (recorded in the audit log), e.g. make a researcher a reviewer too."""
+    from sqlmodel import select
+
+    from service.auth.service import normalise_email, set_roles
+    from service.db import session_scope
+    from service.migrations import upgrade
+    from service.models import User
+
+    upgrade(get_settings().resolved_database_url)
+    try:
+        with session_scope() as session:
+            user = session.exec(select(User).where(User.email == normalise_email(email))).first()
+            if user is None:
+                _fail(f"no account for {email}")
+            user = set_roles(session, actor=None, user_id=user.id, roles=role)
+    except DomainError as exc:
+        _fail(exc.message)
+    console.print(f"{user.email} now holds: {', '.join(user.roles)}")
+
+
 @user_app.command("list")
 def user_list() -> None:
     """Every account: id, e-mail, name, roles."""

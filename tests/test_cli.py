@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from observatory.cli import app
 from service.config import get_settings
 from service.db import get_engine, make_engine
-from service.models import User
+from service.models import Proposal, ReviewAssignment, User
 
 
 @pytest.fixture
@@ -63,6 +63,16 @@ def test_demo_keeps_to_its_own_folder(embedded, monkeypatch) -> None:
     engine = make_engine(settings.resolved_database_url)
     with Session(engine) as session:
         assert {r for u in session.exec(select(User)) for r in u.roles} == {"admin", "researcher", "reviewer"}
+        # A call under review that a newcomer can click through: four proposals, three reviewers each, and the
+        # reviewer who shares the PI's institution kept off her proposal.
+        under_review = session.exec(select(Proposal).where(Proposal.state == "under_review")).all()
+        assert len(under_review) == 4
+        for proposal in under_review:
+            reviewers = [session.get(User, a.reviewer_id) for a in session.exec(
+                select(ReviewAssignment).where(ReviewAssignment.proposal_id == proposal.id))]
+            pi = session.get(User, proposal.pi_id)
+            assert len(reviewers) == 3 and pi.institution not in {r.institution for r in reviewers}
+        assert session.get(Proposal, proposal_id).state == "accepted"
     engine.dispose()
     reset(settings)
     assert (proposal_id, run_id) == (1, 1) and not (embedded / "demo" / "observatory.db").exists()
@@ -133,6 +143,14 @@ def test_user_list_and_password_reset(embedded) -> None:
     assert missing.exit_code == 2 and "no account for nobody@example.org" in missing.output
     weak = runner.invoke(app, ["user", "password", "rosa@example.org", "--password", "short"])
     assert weak.exit_code == 2 and "at least 10 characters" in weak.output
+    roles = runner.invoke(app, ["user", "roles", "rosa@example.org", "--role", "researcher"])
+    assert roles.exit_code == 0 and "now holds: researcher" in roles.output
+    assert runner.invoke(app, ["user", "roles", "nobody@example.org", "--role", "reviewer"]).exit_code == 2
+    from service.models import AuditEntry
+
+    with session_scope() as session:
+        entry = session.exec(select(AuditEntry).where(AuditEntry.action == "role.set")).all()[-1]
+        assert entry.detail["after"] == ["researcher"] and entry.detail["before"] == ["researcher", "reviewer"]
 
 
 def test_both_migration_commands_take_the_revision_the_same_way(embedded) -> None:

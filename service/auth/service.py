@@ -103,10 +103,11 @@ def take_role(session: Session, user: User, role: Role) -> User:
     return user
 
 
-def set_roles(session: Session, *, actor: User, user_id: int, roles: Iterable[Role]) -> User:
-    """An admin sets the roles a person holds (recorded in the audit log). An admin cannot drop their own admin
-    role, so that the observatory is never left without one by accident."""
-    if not actor.has(Role.admin):
+def set_roles(session: Session, *, actor: User | None, user_id: int, roles: Iterable[Role]) -> User:
+    """An admin (or, with `actor` None, the operator at the command line) sets the roles a person holds, recorded
+    in the audit log. An admin cannot drop their own admin role, so that the observatory is never left without one
+    by accident."""
+    if actor is not None and not actor.has(Role.admin):
         raise Forbidden("only admins give roles")
     user = session.get(User, user_id)
     if user is None:
@@ -114,12 +115,13 @@ def set_roles(session: Session, *, actor: User, user_id: int, roles: Iterable[Ro
     new = sorted({str(r) for r in roles})
     if not new:
         raise Invalid("roles: a person holds at least one role")
-    if user.id == actor.id and str(Role.admin) not in new:
+    if actor is not None and user.id == actor.id and str(Role.admin) not in new:
         raise Conflict("you cannot take your own admin role away; another admin can")
     before, user.roles = list(user.roles), new
     session.add(user)
     session.flush()
-    record(session, actor, "role.set", f"user:{user.id}", before=before, after=new)
+    record(session, actor, "role.set", f"user:{user.id}", before=before, after=new,
+           by="" if actor else "the operator (command line)")
     return user
 
 

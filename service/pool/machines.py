@@ -23,6 +23,7 @@ import secrets
 from sqlalchemy import update
 from sqlmodel import Session, select
 
+from service.audit.service import record
 from service.auth.service import token_hash
 from service.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
 from service.models import Machine, MachineState, Role, Run, RunAttempt, User
@@ -112,14 +113,19 @@ def decide(session: Session, admin: User, machine_id: int, *, approve: bool, mes
     machine = machine_for(session, admin, machine_id, as_admin=True)
     if not approve and not message.strip():
         raise Invalid("say why the machine is rejected: its owner reads it")
-    return _move(session, machine, MachineState.approved if approve else MachineState.rejected, message, admin)
+    moved = _move(session, machine, MachineState.approved if approve else MachineState.rejected, message, admin)
+    record(session, admin, "machine.approve" if approve else "machine.reject", f"machine:{machine_id}",
+           message=message)
+    return moved
 
 
 def revoke(session: Session, admin: User, machine_id: int, *, message: str) -> Machine:
     machine = machine_for(session, admin, machine_id, as_admin=True)
     if not message.strip():
         raise Invalid("say why the machine is revoked: its owner reads it")
-    return _move(session, machine, MachineState.revoked, message, admin)
+    moved = _move(session, machine, MachineState.revoked, message, admin)
+    record(session, admin, "machine.revoke", f"machine:{machine_id}", message=message)
+    return moved
 
 
 def leave(session: Session, owner: User, machine_id: int) -> Machine:
