@@ -48,9 +48,13 @@ def drive(scheduler: Scheduler, engine: Engine, run_id: int, timeout: float = 24
 
 
 def _open_call(client: TestClient, admin_headers: dict) -> int:
+    """A Director's Discretionary call, so that its proposals are decided as soon as they are submitted."""
+    cycle = client.post("/api/cycles", headers=admin_headers, json={
+        "name": "Cycle 1", "capacity_gpu_hours": 100, "director_reserve_gpu_hours": 10})
+    assert cycle.status_code == 201, cycle.text
     response = client.post("/api/calls", headers=admin_headers, json={
-        "title": "Cycle 1", "opens_at": "2026-01-01T00:00:00Z", "closes_at": "2036-01-01T00:00:00Z",
-        "capacity_gpu_hours": 10, "exclusive_months": 12})
+        "title": "Cycle 1 DD", "kind": "director", "cycle_id": cycle.json()["id"], "opens_at": "2026-01-01T00:00:00Z",
+        "closes_at": "2036-01-01T00:00:00Z", "capacity_gpu_hours": 10, "exclusive_months": 12})
     assert response.status_code == 201, response.text
     return response.json()["id"]
 
