@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from service.models import ReviewAssignment, Role
+from service.models import ReviewAssignment, Role, User
 from tests.factories import (
     PASSWORD,
     award,
@@ -14,6 +14,7 @@ from tests.factories import (
     create_machine,
     create_proposal,
     create_user,
+    csrf_token,
     post_form,
     start_review,
 )
@@ -97,6 +98,11 @@ def _as(client: TestClient, user) -> TestClient:
     ("GET", "/invites/inv_made-up", None, 404),
     ("POST", "/proposals/{proposal}/invites", "other", 303),  # refused with a message on the next page
     ("POST", "/proposals/{proposal}/withdraw", "other", 303),
+    ("GET", "/account", None, 303),
+    ("GET", "/account", "reviewer", 200),
+    ("GET", "/people", "pi", 403),
+    ("GET", "/people", "admin", 200),
+    ("POST", "/people/{machine}/roles", "reviewer", 403),
 ])
 def test_page_access(world, lite_client: TestClient, method, path, who, status) -> None:
     people, ids = world
@@ -148,6 +154,26 @@ def test_portal_forms_open_a_call_and_sign_up(world, lite_client: TestClient) ->
     joined = post_form(client, "/signup", {"name": "N", "email": "n@example.org", "password": "amber kettle orbit"},
                          follow_redirects=False)
     assert joined.status_code == 303 and client.get("/api/me").json()["roles"] == ["researcher"]
+
+
+def test_people_and_account_pages_change_roles_and_institution(world, lite_client: TestClient,
+                                                               lite_session: Session) -> None:
+    people, _ = world
+    client = _as(lite_client, people["admin"])
+    response = client.post(f"/people/{people['other'].id}/roles",
+                           data={"role": ["researcher", "reviewer"], "csrf_token": csrf_token(client)})
+    assert response.status_code == 200 and "Roles saved" in response.text
+    lite_session.rollback()
+    assert lite_session.get(User, people["other"].id).roles == ["researcher", "reviewer"]
+    client = _as(lite_client, people["other"])
+    saved = post_form(client, "/account", {"name": "Other Person", "institution": "Lund"})
+    assert "Saved." in saved.text
+    lite_session.rollback()
+    assert lite_session.get(User, people["other"].id).institution == "Lund"
+    refused = post_form(client, "/account", {"name": "  ", "institution": "Lund"})
+    assert 'class="flash error"' in refused.text and "name:" in refused.text
+    lite_session.rollback()
+    assert lite_session.get(User, people["other"].id).name == "Other Person"
 
 
 def test_pages_say_what_the_training_data_is(lite_client: TestClient) -> None:
