@@ -176,6 +176,19 @@ def test_people_and_account_pages_change_roles_and_institution(world, lite_clien
     assert lite_session.get(User, people["other"].id).name == "Other Person"
 
 
+def test_the_review_form_names_each_problem_at_its_field(world, lite_client: TestClient) -> None:
+    people, ids = world
+    client = _as(lite_client, people["reviewer"])
+    post_form(client, f"/review/{ids['assignment']}/accept")
+    response = post_form(client, f"/review/{ids['assignment']}", {"grade": "9", "expertise": "high",
+                                                                  "for_committee": "Fine.", "for_pi": " "})
+    assert response.status_code == 422
+    assert response.text.count('aria-invalid="true"') == 2 and "Fine." in response.text  # what was typed stays
+    saved = post_form(client, f"/review/{ids['assignment']}", {"grade": "2.5", "expertise": "high",
+                                                               "for_committee": "Fine.", "for_pi": "Clear."})
+    assert "Review saved" in saved.text and "Revise review" in saved.text
+
+
 def test_pages_say_what_the_training_data_is(lite_client: TestClient) -> None:
     """The only dataset is scikit-image's samples (one from Commons): no page may call the model Commons-trained."""
     home = lite_client.get("/").text

@@ -339,6 +339,12 @@ def test_a_supplement_tops_up_its_award_and_starts_no_run(session: Session, admi
     award_proposal(session, actor=admin, proposal_id=supplement.id, gpu_hours=1.5)
     session.commit()
     assert award_balance(session, parent.id) == round(3.5 * 3600)
+    parent = session.get(Award, parent.id)
+    parent.exclusive_until = utcnow() - timedelta(seconds=1)
+    session.add(parent)
+    session.commit()
+    with pytest.raises(Invalid, match="no longer active"):
+        create_proposal(session, pi, top_ups, parent_award_id=parent.id, job_plan={}, requested_gpu_hours=0.5)
     assert len(session.exec(select(Run)).all()) == 1
     assert session.exec(select(OutboxMessage).where(OutboxMessage.subject == f"Decision: {supplement.title}")).one()
 

@@ -28,12 +28,16 @@ def review_queue(request: Request, user: CurrentUser, session: SessionDep):
     return render(request, "review_queue.html", {"rows": rows})
 
 
-@router.get("/review/{assignment_id}")
-def review_page(assignment_id: IdPath, request: Request, user: CurrentUser, session: SessionDep,
-                errors: dict | None = None, values: dict | None = None):
+def _review_form(request: Request, session, user: User, assignment_id: int, errors: dict[str, str] | None = None,
+                 values: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
     shown = packets.packet(session, assignments.own_assignment(session, user, assignment_id))
     return render(request, "review.html", {"p": shown, "errors": errors or {}, "values": values or {},
-                                           "expertise": list(Expertise)})
+                                           "expertise": list(Expertise)}, status_code=422 if errors else 200)
+
+
+@router.get("/review/{assignment_id}")
+def review_page(assignment_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
+    return _review_form(request, session, user, assignment_id)
 
 
 @router.post("/review/{assignment_id}/accept")
@@ -60,7 +64,7 @@ async def review_submit(assignment_id: IdPath, request: Request, user: CurrentUs
         data = ReviewCreate.model_validate({k: form.get(k, "") for k in ("grade", "expertise", "for_committee",
                                                                           "for_pi")})
     except ValidationError as exc:
-        return review_page(assignment_id, request, user, session, errors=field_errors(exc), values=form)
+        return _review_form(request, session, user, assignment_id, errors=field_errors(exc), values=form)
     return act(request, session, f"/review/{assignment_id}", "Review saved. You may revise it until the decisions "
                "are released.", lambda: reviews.submit(session, actor=user, assignment_id=assignment_id, data=data))
 

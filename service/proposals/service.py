@@ -220,13 +220,17 @@ def withdraw(session: Session, *, actor: User, proposal_id: int, reason: str = "
 
 
 def _check_top_up(session: Session, actor: User, call: Call, parent_award_id: int | None, hours: float) -> None:
-    """A supplemental proposal tops up an award of a proposal its PI leads, by at most that award's GPU-hours."""
+    """A supplemental proposal tops up an active award (within its exclusive period) of a proposal its PI leads, by
+    at most that award's GPU-hours."""
     if parent_award_id is None:
         raise Invalid("parent_award_id: a supplemental proposal names the award it tops up")
     parent = session.get(Award, parent_award_id)
     owner = session.get(Proposal, parent.proposal_id) if parent else None
     if parent is None or owner is None or owner.pi_id != actor.id or parent.tops_up_award_id is not None:
         raise Invalid(f"parent_award_id: you lead no award {parent_award_id}")
+    if parent.exclusive_until <= utcnow():
+        raise Invalid(f"parent_award_id: award {parent_award_id} is no longer active (its exclusive period ended "
+                      f"{parent.exclusive_until:%Y-%m-%d})")
     if hours > parent.gpu_hours:
         raise Invalid(f"requested_gpu_hours: a top-up is at most the award's own {parent.gpu_hours:g} GPU-hours")
 
