@@ -44,12 +44,12 @@ def create_user(session: Session, role: Role = Role.researcher, email: str | Non
 
 
 def create_call(session: Session, admin: User, *, open_now: bool = True, capacity: float = 10.0,
-                exclusive_months: int = 12, **settings: Any) -> Call:
+                exclusive_months: int = 12, title: str = "Cycle test", **settings: Any) -> Call:
     now = utcnow()
     opens = now - timedelta(days=1) if open_now else now - timedelta(days=30)
     closes = now + timedelta(days=30) if open_now else now - timedelta(days=1)
     call = _create_call(session, actor=admin, data=CallCreate(
-        title="Cycle test", opens_at=opens, closes_at=closes, capacity_gpu_hours=capacity,
+        title=title, opens_at=opens, closes_at=closes, capacity_gpu_hours=capacity,
         exclusive_months=exclusive_months, **settings))
     session.commit()
     return call

@@ -1,7 +1,8 @@
 """Screenshots of the portal's main pages for the docs: `python -m tests.screenshots [FOLDER]` (default
 docs/screenshots/). It builds a throwaway observatory (SQLite in a temporary folder), fills it with a call, a
-researcher's two finished runs and a waiting one, and photographs the proposal form (with its field errors), a run
-page, the runs list and the comparison of the two runs in Debian's chromium."""
+researcher's two finished runs and a waiting one, and a call under review, and photographs the proposal form (with
+its field errors), a run page, the runs list, the comparison of the two runs, a reviewer's packet and the chair's
+ranking in Debian's chromium."""
 
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ from pathlib import Path
 
 from PIL import Image
 from playwright.sync_api import sync_playwright
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from jobs.dataset import load
 from scheduler.loop import Scheduler
 from service.config import Settings
 from service.db import make_engine
 from service.migrations import upgrade
-from service.models import Role, Run, RunState
+from service.models import Proposal, ReviewAssignment, Role, Run, RunState
+from service.review import assignments, reviews
+from service.review.reviews import ReviewCreate
 from service.timeutil import utcnow
 from tests.factories import (
     PASSWORD,
@@ -30,6 +33,7 @@ from tests.factories import (
     create_call,
     create_proposal,
     create_user,
+    start_review,
 )
 from tests.live import free_port, live_server
 from tests.pools import TRAIN_FILES, ScriptedPool
@@ -75,6 +79,49 @@ def seed(settings: Settings, engine) -> tuple[str, list[int]]:  # type: ignore[n
         return pi.email, runs + [call.id]
 
 
+REVIEWED = {"Which training images does a small model reproduce?": (1.6, 2.0, 1.4),
+            "Leaving one author out": (2.2, 2.6, 2.0), "Sampling steps against fidelity": (3.1, 3.4, 2.9),
+            "Resolution and memorisation": (4.2, 3.9, 4.4)}
+
+
+def seed_review(engine) -> tuple[str, str, int, int]:  # type: ignore[no-untyped-def]
+    """A call reviewed by three reviewers, one review still to write; returns a reviewer's and the chair's e-mail,
+    that reviewer's open assignment and the call."""
+    with Session(engine, expire_on_commit=False) as session:
+        chair = create_user(session, Role.admin, name="Ada Chair")
+        panel = [create_user(session, Role.reviewer, name=n) for n in ("Rui Reviewer", "Rhea Reviewer",
+                                                                         "Remy Reviewer")]
+        call = create_call(session, chair, capacity=6, reviewers_per_proposal=3, title="Cycle 1 open call")
+        for i, title in enumerate(REVIEWED):
+            author = create_user(session, name=f"Author {i + 1}")
+            create_proposal(session, author, call, title=title, requested_gpu_hours=2,
+                            job_plan={"kind": "train", "steps": 300 * (i + 1)},
+                            abstract="Train on the bundled images and measure what the samples borrow from them.")
+        start_review(session, chair, call)
+        open_assignment = None
+        for a in session.exec(select(ReviewAssignment).order_by(ReviewAssignment.id)):
+            reviewer = next(r for r in panel if r.id == a.reviewer_id)
+            title = session.get(Proposal, a.proposal_id).title
+            assignments.accept(session, actor=reviewer, assignment_id=a.id)
+            if reviewer is panel[0] and open_assignment is None:
+                open_assignment = a.id  # left for the screenshot: accepted, not yet reviewed
+                continue
+            reviews.submit(session, actor=reviewer, assignment_id=a.id, data=ReviewCreate(
+                grade=REVIEWED[title][panel.index(reviewer)], expertise="high",
+                for_committee="Sound plan; the feasibility fits the request.", for_pi="Clear and feasible."))
+        session.commit()
+        return panel[0].email, chair.email, open_assignment, call.id
+
+
+def _signed_in(browser, portal: str, email: str):  # type: ignore[no-untyped-def]
+    page = browser.new_context(viewport={"width": 1100, "height": 900}).new_page()
+    page.goto(f"{portal}/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    return page
+
+
 def main(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,6 +131,7 @@ def main(folder: Path) -> None:
         settings = Settings(var_dir=Path(tmp) / "var", database_url=url, secret_key="screenshots",
                             ray_address="unused")
         email, (first, second, call_id) = seed(settings, engine)
+        reviewer, chair, assignment, reviewed = seed_review(engine)
         port = free_port()
         with live_server(settings, engine, port) as portal, sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -101,6 +149,12 @@ def main(folder: Path) -> None:
             for name, path in shots.items():
                 if path:
                     page.goto(portal + path)
+                page.screenshot(path=str(folder / name), full_page=True)
+                print(f"wrote {folder / name}")
+            for who, name, path in ((reviewer, "review.png", f"/review/{assignment}"),
+                                    (chair, "ranking.png", f"/calls/{reviewed}/ranking")):
+                page = _signed_in(browser, portal, who)
+                page.goto(portal + path)
                 page.screenshot(path=str(folder / name), full_page=True)
                 print(f"wrote {folder / name}")
             browser.close()

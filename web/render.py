@@ -19,6 +19,22 @@ from web.csrf import csrf_token
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
 
+def gpu_time(hours: float | None) -> str:
+    """GPU time in the unit that reads best: seconds, minutes or hours."""
+    if hours is None:
+        return "unknown"
+    seconds = hours * 3600
+    if seconds < 90:
+        whole = max(round(seconds), 1)
+        return f"{whole} GPU-second{'s' if whole != 1 else ''}"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} GPU-minutes"
+    return f"{hours:.2f} GPU-hours"
+
+
+templates.env.filters["gpu_time"] = gpu_time
+
+
 def current_user(request: Request) -> User | None:
     """The user a route's dependency already found, else the portal session's (pages without one)."""
     if hasattr(request.state, "user"):
