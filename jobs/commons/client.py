@@ -1,0 +1,154 @@
+"""A polite client for the MediaWiki API of Commons: files by category (with depth), by search or by title, with
+their image info (url, sha1, size, mime, extmetadata, and a thumbnail at the training size).
+
+Polite: a descriptive User-Agent with a contact, `maxlag`, at most one request per `min_interval_s`, and retries
+with backoff on 429, 503 and maxlag answers, honouring Retry-After. Continuation is followed to the end, and a
+page whose data is spread over several batches is merged and handed out once, when its batch is complete.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+IIPROP = "url|sha1|size|mime|extmetadata|timestamp"
+
+
+class CommonsError(RuntimeError):
+    """The API answered with an error, or kept refusing after every retry."""
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _merge(into: dict[str, Any], part: dict[str, Any]) -> None:
+    """Fold one batch's data for a page into what earlier batches gave (lists are extended, without repeats)."""
+    for key, value in part.items():
+        if isinstance(value, list) and isinstance(into.get(key), list):
+            into[key].extend(v for v in value if v not in into[key])
+        elif key not in into:
+            into[key] = value
+
+
+def _pages(data: dict[str, Any]) -> list[dict[str, Any]]:
+    pages = (data.get("query") or {}).get("pages") or []
+    return list(pages.values()) if isinstance(pages, dict) else list(pages)
+
+
+class CommonsClient:
+    def __init__(self, api_url: str, *, user_agent: str, thumb_width: int = 64, min_interval_s: float = 1.0,
+                 max_retries: int = 6, maxlag_s: int = 5, http: httpx.Client | None = None,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+        if "@" not in user_agent and "http" not in user_agent:
+            raise ValueError("the User-Agent must say how to reach you (an e-mail address or a URL)")
+        self.api_url, self.thumb_width = api_url, thumb_width
+        self.min_interval_s, self.max_retries, self.maxlag_s = min_interval_s, max_retries, maxlag_s
+        self.http = http or httpx.Client(timeout=60, headers={"User-Agent": user_agent}, follow_redirects=True)
+        self.http.headers["User-Agent"] = user_agent
+        self._sleep, self._clock, self._last = sleep, clock, -1e9
+        self.requests = 0
+
+    def _wait_turn(self) -> None:
+        wait = self._last + self.min_interval_s - self._clock()
+        if wait > 0:
+            self._sleep(wait)
+        self._last = self._clock()
+
+    def get(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One API call, retried on throttling and overload; raises CommonsError on an API error."""
+        query = {"action": "query", "format": "json", "maxlag": self.maxlag_s, **params}
+        for attempt in range(self.max_retries + 1):
+            self._wait_turn()
+            self.requests += 1
+            try:
+                response = self.http.get(self.api_url, params=query)
+            except httpx.TransportError as exc:
+                problem, delay = f"{type(exc).__name__}: {exc}", None
+            else:
+                data = response.json() if response.status_code == 200 else None
+                error = (data or {}).get("error") if isinstance(data, dict) else None
+                if response.status_code == 200 and not error:
+                    return data
+                if error and error.get("code") != "maxlag":
+                    raise CommonsError(f"the Commons API refused: {error.get('code')}: {error.get('info', '')}")
+                if response.status_code not in RETRY_STATUSES and not error:
+                    raise CommonsError(f"the Commons API answered HTTP {response.status_code}")
+                problem = f"HTTP {response.status_code}" + (f" ({error.get('code')})" if error else "")
+                delay = _retry_after(response.headers.get("Retry-After"))
+            if attempt == self.max_retries:
+                raise CommonsError(f"the Commons API kept refusing ({problem}) after {self.max_retries} retries")
+            self._sleep(delay if delay is not None else min(2.0 ** attempt, 60.0))
+        raise AssertionError("unreachable")
+
+    def pages(self, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every page a query yields, continuation followed, each page merged across batches and yielded once."""
+        pending: dict[Any, dict[str, Any]] = {}
+        cont: dict[str, Any] = {}
+        while True:
+            data = self.get({**params, **cont})
+            for page in _pages(data):
+                _merge(pending.setdefault(page.get("pageid", page.get("title")), {}), page)
+            if "batchcomplete" in data or "continue" not in data:
+                yield from pending.values()
+                pending.clear()
+            if "continue" not in data:
+                return
+            cont = {k: v for k, v in data["continue"].items()}
+
+    def _imageinfo(self) -> dict[str, Any]:
+        return {"prop": "imageinfo", "iiprop": IIPROP, "iiurlwidth": self.thumb_width}
+
+    def category(self, name: str, depth: int = 0) -> Iterator[dict[str, Any]]:
+        """The files in a category and, down to `depth` levels, in its subcategories (each file once)."""
+        seen_pages: set[Any] = set()
+        seen_categories: set[str] = set()
+        level = [name if name.startswith("Category:") else f"Category:{name}"]
+        for current_depth in range(depth + 1):
+            below: list[str] = []
+            for category in level:
+                if category in seen_categories:
+                    continue
+                seen_categories.add(category)
+                for page in self.pages({"generator": "categorymembers", "gcmtitle": category, "gcmtype": "file",
+                                        "gcmlimit": 50, **self._imageinfo()}):
+                    key = page.get("pageid", page.get("title"))
+                    if key not in seen_pages:
+                        seen_pages.add(key)
+                        yield page
+                if current_depth < depth:
+                    below += [p["title"] for p in self.pages({"generator": "categorymembers", "gcmtitle": category,
+                                                              "gcmtype": "subcat", "gcmlimit": 50})]
+            level = below
+
+    def search(self, text: str, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """Files whose page matches a search."""
+        for count, page in enumerate(self.pages({"generator": "search", "gsrsearch": text, "gsrnamespace": 6,
+                                                 "gsrlimit": 50, **self._imageinfo()})):
+            if limit is not None and count >= limit:
+                return
+            yield page
+
+    def titles(self, titles: Iterable[str]) -> Iterator[dict[str, Any]]:
+        """Named files ("File:…"), fifty to a request."""
+        batch: list[str] = []
+        for title in titles:
+            batch.append(title if title.startswith("File:") else f"File:{title}")
+            if len(batch) == 50:
+                yield from self.pages({"titles": "|".join(batch), **self._imageinfo()})
+                batch = []
+        if batch:
+            yield from self.pages({"titles": "|".join(batch), **self._imageinfo()})
