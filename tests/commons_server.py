@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 RECORDED = Path(__file__).resolve().parent / "data" / "commons-api"
-Answer = tuple[int, dict[str, str], Any]  # status, headers, JSON body
+Answer = tuple[int, dict[str, str], Any]  # status, headers, a JSON body (or bytes, sent as they are)
 
 
 def recorded(name: str) -> Any:
@@ -34,12 +34,14 @@ def commons_api(answer: Callable[[dict[str, str]], Answer]) -> Iterator[tuple[st
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the standard library's name
             params = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+            params["_path"] = urlsplit(self.path).path
             script.requests.append(params)
             script.headers.append(dict(self.headers))
             status, headers, body = script.answer(params)
-            data = json.dumps(body).encode()
+            raw = isinstance(body, bytes)
+            data = body if raw else json.dumps(body).encode()
             self.send_response(status)
-            for key, value in {"Content-Type": "application/json", **headers}.items():
+            for key, value in {"Content-Type": "image/png" if raw else "application/json", **headers}.items():
                 self.send_header(key, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

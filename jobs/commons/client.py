@@ -68,31 +68,40 @@ class CommonsClient:
             self._sleep(wait)
         self._last = self._clock()
 
-    def get(self, params: dict[str, Any]) -> dict[str, Any]:
-        """One API call, retried on throttling and overload; raises CommonsError on an API error."""
-        query = {"action": "query", "format": "json", "maxlag": self.maxlag_s, **params}
+    def _request(self, url: str, params: dict[str, Any] | None, *, api: bool) -> httpx.Response:
+        """One GET, retried on throttling, overload, maxlag and broken connections; raises CommonsError."""
         for attempt in range(self.max_retries + 1):
             self._wait_turn()
             self.requests += 1
             try:
-                response = self.http.get(self.api_url, params=query)
+                response = self.http.get(url, params=params)
             except httpx.TransportError as exc:
                 problem, delay = f"{type(exc).__name__}: {exc}", None
             else:
-                data = response.json() if response.status_code == 200 else None
-                error = (data or {}).get("error") if isinstance(data, dict) else None
+                data = response.json() if api and response.status_code == 200 else None
+                error = data.get("error") if isinstance(data, dict) else None
                 if response.status_code == 200 and not error:
-                    return data
+                    return response
                 if error and error.get("code") != "maxlag":
                     raise CommonsError(f"the Commons API refused: {error.get('code')}: {error.get('info', '')}")
                 if response.status_code not in RETRY_STATUSES and not error:
-                    raise CommonsError(f"the Commons API answered HTTP {response.status_code}")
+                    raise CommonsError(f"{'the Commons API' if api else url} answered HTTP {response.status_code}")
                 problem = f"HTTP {response.status_code}" + (f" ({error.get('code')})" if error else "")
                 delay = _retry_after(response.headers.get("Retry-After"))
             if attempt == self.max_retries:
-                raise CommonsError(f"the Commons API kept refusing ({problem}) after {self.max_retries} retries")
+                raise CommonsError(f"{'the Commons API' if api else url} kept refusing ({problem}) after "
+                                   f"{self.max_retries} retries")
             self._sleep(delay if delay is not None else min(2.0 ** attempt, 60.0))
         raise AssertionError("unreachable")
+
+    def get(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One API call; raises CommonsError on an API error or when it keeps being refused."""
+        query = {"action": "query", "format": "json", "maxlag": self.maxlag_s, **params}
+        return self._request(self.api_url, query, api=True).json()
+
+    def fetch(self, url: str) -> bytes:
+        """A file's bytes (an image or its thumbnail), under the same rate limit and retries as the API."""
+        return self._request(url, None, api=False).content
 
     def pages(self, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Every page a query yields, continuation followed, each page merged across batches and yielded once."""

@@ -1,0 +1,282 @@
+"""Commons ingest: from a source (a category, a search, a list of titles) to a dataset version on disk.
+
+Each file is judged before anything is downloaded: its license against the policy, its title, description, author
+and categories against the name blocklist. Then its thumbnail at the training size is downloaded (the original,
+checked against the API's sha1 and size, when Commons gives no smaller rendition), cropped to a centred square and
+resized, and compared with what was already kept: the same bytes, or an image a few bits of perceptual hash away,
+is a duplicate and is reported with the image it duplicates. Every outcome is appended to `state.jsonl` in the
+work folder as it happens, so an interrupted ingest resumes where it stopped and downloads nothing twice.
+
+The dataset version is written to `out/`: tar shards of PNGs, `manifest.jsonl` (one provenance record per image),
+`attribution.txt` (for people), `rejected.jsonl`, `duplicates.jsonl` and `dataset.json`. It is named by one digest
+over the manifest's records without their retrieval times, so the same images with the same provenance give the
+same digest whenever they are fetched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from jobs.commons import licenses, metadata
+from jobs.commons.client import CommonsClient, CommonsError
+
+VOLATILE = frozenset({"retrieved_at"})  # left out of the digest: the same data fetched twice is the same version
+
+
+@dataclass(frozen=True)
+class Source:
+    """What to ingest: a category (with the depth of subcategories), a search, or named files."""
+
+    category: str | None = None
+    depth: int = 0
+    search: str | None = None
+    titles: tuple[str, ...] = ()
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if sum(bool(x) for x in (self.category, self.search, self.titles)) != 1:
+            raise ValueError("name exactly one source: a category, a search, or titles")
+
+    def describe(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, (), 0) or k == "depth" and self.category}
+
+
+@dataclass(frozen=True)
+class Rules:
+    resolution: int = 64
+    policy: frozenset[str] = licenses.DEFAULT_POLICY
+    blocklist: tuple[str, ...] = ()
+    near_duplicate_bits: int = 4  # dHash distance at or below which two images are one
+    shard_size: int = 1000
+
+
+@dataclass
+class DatasetVersion:
+    name: str
+    digest: str
+    images: int
+    licenses: dict[str, int]
+    rejected: dict[str, int]
+    duplicates: int
+    folder: Path
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def _pages(client: CommonsClient, source: Source) -> Iterator[dict[str, Any]]:
+    if source.category:
+        found = client.category(source.category, source.depth)
+    elif source.search:
+        found = client.search(source.search)
+    else:
+        found = client.titles(source.titles)
+    for count, page in enumerate(found):
+        if source.limit is not None and count >= source.limit:
+            return
+        yield page
+
+
+def square(image: Image.Image, size: int) -> tuple[Image.Image, list[dict[str, Any]]]:
+    """The image cropped to a centred square and resized to `size`, with the steps taken."""
+    if image.format == "JPEG":
+        image.draft("RGB", (size, size))  # decode at the smallest scale that still covers the size
+    image = image.convert("RGB")
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    box = (left, top, left + side, top + side)
+    steps: list[dict[str, Any]] = [{"op": "decode", "size": [width, height]}]
+    if (width, height) != (side, side):
+        steps.append({"op": "crop", "box": list(box)})
+    if side != size:
+        steps.append({"op": "resize", "size": [size, size], "filter": "lanczos"})
+    return image.crop(box).resize((size, size), Image.Resampling.LANCZOS), steps
+
+
+def dhash(image: Image.Image) -> int:
+    """A 64-bit difference hash: near-identical pictures differ in a few bits."""
+    pixels = np.asarray(image.convert("L").resize((9, 8), Image.Resampling.LANCZOS), dtype=np.int16)
+    bits = (pixels[:, 1:] > pixels[:, :-1]).flatten()
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def _png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+class Ingest:
+    """One ingest's work folder: its state so far, and the steps that add to it."""
+
+    def __init__(self, client: CommonsClient, source: Source, rules: Rules, work: Path,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        self.client, self.source, self.rules, self.work = client, source, rules, work
+        self.progress = progress or (lambda kept, seen: None)
+        (work / "images").mkdir(parents=True, exist_ok=True)
+        self.state_path = work / "state.jsonl"
+        self.done: dict[str, dict[str, Any]] = {}
+        if self.state_path.exists():
+            for line in self.state_path.read_text().splitlines():
+                if line.strip():
+                    entry = json.loads(line)
+                    self.done[entry["key"]] = entry
+        self.kept = [e["record"] for e in self.done.values() if e["outcome"] == "kept"]
+        self.by_bytes = {r["downloaded_sha256"]: r["title"] for r in self.kept}
+        self.by_sha1 = {r["original_sha1"]: r["title"] for r in self.kept if r.get("original_sha1")}
+        self.hashes = [(int(r["dhash"], 16), r["title"]) for r in self.kept]
+
+    def _note(self, key: str, outcome: str, **entry: Any) -> None:
+        line = {"key": key, "outcome": outcome, **entry}
+        with self.state_path.open("a") as state:
+            state.write(json.dumps(line, sort_keys=True) + "\n")
+        self.done[key] = line
+
+    def run(self) -> None:
+        for seen, page in enumerate(_pages(self.client, self.source), start=1):
+            key = str(page.get("pageid") or page.get("title"))
+            if key not in self.done:
+                self._one(key, page)
+            self.progress(len(self.kept), seen)
+
+    def _one(self, key: str, page: dict[str, Any]) -> None:
+        title = page.get("title", key)
+        meta = metadata.read(page)
+        if meta is None:
+            return self._note(key, "rejected", title=title, reason="no image info: deleted, or not a file")
+        verdict = licenses.judge(meta.raw, self.rules.policy)
+        if not verdict.accepted:
+            return self._note(key, "rejected", title=title, reason=verdict.reason)
+        blocked = metadata.blocked(meta, list(self.rules.blocklist))
+        if blocked:
+            return self._note(key, "rejected", title=title, reason=blocked)
+        info = page["imageinfo"][0]
+        if info.get("sha1") and info["sha1"] in self.by_sha1:
+            return self._note(key, "duplicate", title=title, of=self.by_sha1[info["sha1"]], how="same original sha1")
+        url = info.get("thumburl") or info.get("url")
+        if not url:
+            return self._note(key, "rejected", title=title, reason="the API gave no URL for the file")
+        try:
+            data = self.client.fetch(url)
+        except CommonsError as exc:
+            return self._note(key, "rejected", title=title, reason=f"download failed: {exc}")
+        original = url == info.get("url")
+        if original and info.get("size") is not None and len(data) != int(info["size"]):
+            return self._note(key, "rejected", title=title, reason=f"downloaded {len(data)} bytes, the API said "
+                                                                    f"{info['size']}")
+        if original and info.get("sha1") and hashlib.sha1(data).hexdigest() != info["sha1"]:  # noqa: S324 - Commons' own
+            return self._note(key, "rejected", title=title, reason="the downloaded bytes' sha1 is not the API's")
+        downloaded = hashlib.sha256(data).hexdigest()
+        if downloaded in self.by_bytes:
+            return self._note(key, "duplicate", title=title, of=self.by_bytes[downloaded], how="same bytes")
+        try:
+            with Image.open(io.BytesIO(data)) as opened:
+                image, steps = square(opened, self.rules.resolution)
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            return self._note(key, "rejected", title=title, reason=f"not a readable image ({exc})")
+        near = dhash(image)
+        for other, other_title in self.hashes:
+            if bin(near ^ other).count("1") <= self.rules.near_duplicate_bits:
+                return self._note(key, "duplicate", title=title, of=other_title,
+                                  how=f"perceptual hash {bin(near ^ other).count('1')} bits away")
+        png = _png(image)
+        image_sha = hashlib.sha256(png).hexdigest()
+        (self.work / "images" / f"{image_sha}.png").write_bytes(png)
+        record = {
+            "title": title, "page_id": meta.page_id, "file_timestamp": info.get("timestamp"),
+            "description_url": info.get("descriptionurl"), "original_url": info.get("url"),
+            "original_sha1": info.get("sha1"), "original_size": info.get("size"), "original_mime": info.get("mime"),
+            "downloaded_url": url, "downloaded_sha256": downloaded, "downloaded_bytes": len(data),
+            "author": meta.author, "author_url": meta.author_url, "credit": meta.credit,
+            "license": verdict.name, "license_family": verdict.family, "license_version": verdict.version,
+            "license_port": verdict.port, "license_url": meta.license_url,
+            "attribution_required": verdict.attribution_required, "categories": meta.categories,
+            "retrieved_at": datetime.now(UTC).isoformat(timespec="seconds"), "transformations": steps,
+            "image_sha256": image_sha, "dhash": f"{near:016x}", "width": self.rules.resolution,
+            "height": self.rules.resolution,
+        }
+        self.kept.append(record)
+        self.by_bytes[downloaded] = title
+        if info.get("sha1"):
+            self.by_sha1[info["sha1"]] = title
+        self.hashes.append((near, title))
+        self._note(key, "kept", record=record)
+
+
+def _tar(path: Path, members: list[tuple[str, bytes]]) -> None:
+    """A tar file whose bytes depend only on its members (fixed times, owners and modes)."""
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            entry = tarfile.TarInfo(name)
+            entry.size, entry.mtime, entry.mode, entry.uid, entry.gid = len(data), 0, 0o644, 0, 0
+            tar.addfile(entry, io.BytesIO(data))
+
+
+def digest_of(records: list[dict[str, Any]]) -> str:
+    lines = [json.dumps({k: v for k, v in r.items() if k not in VOLATILE}, sort_keys=True) for r in records]
+    return "sha256:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _attribution(name: str, records: list[dict[str, Any]]) -> str:
+    lines = [f"{name}: {len(records)} images from Wikimedia Commons, each under the license named with it.", ""]
+    for r in records:
+        author = f"{r['author']} ({r['author_url']})" if r["author_url"] else r["author"]
+        license_ = f"{r['license']} ({r['license_url']})" if r["license_url"] else r["license"]
+        lines.append(f"{r['title']} — by {author} — {license_} — {r['description_url'] or ''}".rstrip(" —"))
+        if r["credit"]:
+            lines.append(f"    credit: {r['credit']}")
+        lines.append(f"    changed: cropped to a centred square and resized to {r['width']}x{r['height']} pixels")
+    return "\n".join(lines) + "\n"
+
+
+def write_version(ingest: Ingest, name: str, out: Path) -> DatasetVersion:
+    """Write the dataset version from the work folder's state."""
+    out.mkdir(parents=True, exist_ok=True)
+    records = sorted(ingest.kept, key=lambda r: r["title"])
+    size = ingest.rules.shard_size
+    manifest = []
+    for index in range(0, len(records), size):
+        shard = f"shard-{index // size:05d}.tar"
+        chunk = records[index:index + size]
+        _tar(out / shard, [(f"{r['image_sha256']}.png", (ingest.work / "images" / f"{r['image_sha256']}.png")
+                            .read_bytes()) for r in chunk])
+        manifest += [{**r, "shard": shard, "member": f"{r['image_sha256']}.png"} for r in chunk]
+    digest = digest_of(manifest)
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in manifest))
+    (out / "attribution.txt").write_text(_attribution(name, records))
+    rejected = [e for e in ingest.done.values() if e["outcome"] == "rejected"]
+    duplicates = [e for e in ingest.done.values() if e["outcome"] == "duplicate"]
+    (out / "rejected.jsonl").write_text("".join(json.dumps({"title": e["title"], "reason": e["reason"]},
+                                                           sort_keys=True) + "\n" for e in rejected))
+    (out / "duplicates.jsonl").write_text("".join(json.dumps({"title": e["title"], "of": e["of"], "how": e["how"]},
+                                                             sort_keys=True) + "\n" for e in duplicates))
+    version = DatasetVersion(
+        name=name, digest=digest, images=len(records),
+        licenses=dict(Counter(r["license"] for r in records)),
+        rejected=dict(Counter(e["reason"].split(":")[0] for e in rejected)), duplicates=len(duplicates),
+        folder=out, source=ingest.source.describe())
+    (out / "dataset.json").write_text(json.dumps({
+        "name": name, "digest": digest, "images": version.images, "licenses": version.licenses,
+        "rejected": version.rejected, "duplicates": version.duplicates, "source": version.source,
+        "resolution": ingest.rules.resolution, "shards": sorted({r["shard"] for r in manifest}),
+        "origin": "Wikimedia Commons"}, indent=2, sort_keys=True) + "\n")
+    return version
+
+
+def ingest(client: CommonsClient, source: Source, rules: Rules, work: Path, name: str,
+           progress: Callable[[int, int], None] | None = None) -> DatasetVersion:
+    """Run (or resume) an ingest in `work`, and write its dataset version to `work/out`."""
+    job = Ingest(client, source, rules, work, progress)
+    job.run()
+    return write_version(job, name, work / "out")

@@ -1,0 +1,223 @@
+"""Commons ingest end to end, offline: a stand-in Commons API (recorded metadata, generated images) on loopback.
+Accepted and refused licenses, the blocklist, a sha mismatch, duplicates exact and near, throttling, an interrupted
+and resumed ingest, and the dataset version's manifest, attribution file and digest."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jobs.commons.client import CommonsClient
+from jobs.commons.ingest import Rules, Source, ingest
+from tests.commons_server import commons_api, recorded
+
+UA = "CommonsObservatoryTests/0.2 (ops@observatory.example)"
+
+
+def picture(seed: int, size: tuple[int, int] = (96, 72), brighter: int = 0) -> bytes:
+    """A blocky random picture: each seed looks different, and `brighter` keeps its look."""
+    blocks = np.random.default_rng(seed).integers(16, 230, (6, 8, 3))
+    image = Image.fromarray(np.clip(blocks + brighter, 0, 255).astype("uint8")).resize(size, Image.Resampling.NEAREST)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _extmetadata(source: dict, **changes: str) -> dict:
+    extmetadata = copy.deepcopy(source)
+    for key, value in changes.items():
+        extmetadata[key] = {"value": value, "source": "test"}
+    return extmetadata
+
+
+class FakeCommons:
+    """Twelve files over two listing batches, and their image bytes."""
+
+    def __init__(self) -> None:
+        listing = list(recorded("wmc_pretty123.json")["query"]["pages"].values())
+        pd = listing[0]["imageinfo"][0]["extmetadata"]  # Public domain, an Italian Wikipedia uploader
+        by_sa_de = next(p for p in listing if "Heidelberg" in p["title"])["imageinfo"][0]["extmetadata"]
+        ptrqs = recorded("image_data_example.json")["imageinfo"][0]["extmetadata"]  # CC BY-SA 4.0, user link
+        munch = recorded("page_44672212_left.json")["imageinfo"][0]["extmetadata"]
+        self.images: dict[str, bytes] = {}
+        self.fetches: Counter[str] = Counter()
+        self.throttled: set[str] = set()
+        pages = []
+
+        def add(title: str, extmetadata: dict | None, data: bytes | None, *, thumb: bool = True,
+                sha1: str | None = None, size: int | None = None) -> None:
+            pageid = 1000 + len(pages)
+            page = {"pageid": pageid, "ns": 6, "title": title}
+            if extmetadata is not None:
+                name = f"{pageid}.png"
+                original = f"/upload/original/{name}"
+                info = {"url": f"BASE{original}", "descriptionurl": f"https://commons.wikimedia.org/wiki/{title}",
+                        "sha1": sha1 or hashlib.sha1(b"the original, larger file " + title.encode()).hexdigest(),
+                        "size": size or 1_000_000, "mime": "image/png", "timestamp": "2019-09-01T00:38:47Z",
+                        "extmetadata": extmetadata, "width": 960, "height": 720}
+                if thumb:
+                    info |= {"thumburl": f"BASE/upload/thumb/{name}", "thumbwidth": 96, "thumbheight": 72}
+                    self.images[f"/upload/thumb/{name}"] = data
+                else:
+                    self.images[original] = data
+                page["imageinfo"] = [info]
+            pages.append(page)
+
+        add("File:Volcano.png", pd, picture(1))
+        add("File:Heidelberg street.png", by_sa_de, picture(2))
+        add("File:Lone tree.png", ptrqs, picture(3))
+        add("File:Non commercial.png", _extmetadata(pd, LicenseShortName="CC BY-NC 2.0"), picture(4))
+        add("File:Logo.png", _extmetadata(ptrqs, Restrictions="trademarked"), picture(5))
+        add("File:Night in Nice.png", munch, picture(6))
+        original = picture(7, (64, 64))
+        add("File:Small original.png", pd, original, thumb=False, sha1=hashlib.sha1(original).hexdigest(),
+            size=len(original))
+        add("File:Tampered.png", pd, picture(8, (64, 64)), thumb=False, sha1="0" * 40, size=len(picture(8, (64, 64))))
+        add("File:Volcano copy.png", pd, picture(1))
+        add("File:Volcano brighter.png", pd, picture(1, brighter=4))
+        add("File:Deleted.png", None, None)
+        add("File:Harbour.png", ptrqs, picture(9, (72, 96)))
+        self.throttled.add("/upload/thumb/1001.png")
+        self.batches = [pages[:6], pages[6:]]
+
+    def answer(self, params: dict[str, str]):
+        path = params["_path"]
+        if path == "/w/api.php":
+            second = "gcmcontinue" in params
+            body = {"batchcomplete": "", "query": {"pages": {str(p["pageid"]): self._absolute(p)
+                                                             for p in self.batches[1 if second else 0]}}}
+            if not second:
+                body["continue"] = {"gcmcontinue": "file|next", "continue": "gcmcontinue||"}
+            return 200, {}, body
+        self.fetches[path] += 1
+        if path in self.throttled:
+            self.throttled.discard(path)
+            return 429, {"Retry-After": "1"}, {}
+        return (200, {}, self.images[path]) if path in self.images else (404, {}, {})
+
+    def _absolute(self, page: dict) -> dict:
+        return json.loads(json.dumps(page).replace("BASE", self.base))
+
+
+@pytest.fixture
+def commons():
+    fake = FakeCommons()
+    with commons_api(fake.answer) as (url, script):
+        fake.base = url.rsplit("/w/api.php", 1)[0]
+        yield fake, url, script
+
+
+class Interrupting(CommonsClient):
+    """Stops the process (as Ctrl-C or a lost node would) at its n-th download."""
+
+    def __init__(self, *args, stop_at: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.stop_at, self.downloads = stop_at, 0
+
+    def fetch(self, url: str) -> bytes:
+        self.downloads += 1
+        if self.downloads == self.stop_at:
+            raise KeyboardInterrupt
+        return super().fetch(url)
+
+
+RULES = Rules(resolution=32, blocklist=("Edvard Munch",), shard_size=3)
+SOURCE = Source(category="Test images")
+
+
+def _client(url: str, sleeps: list[float], cls=CommonsClient, **kwargs) -> CommonsClient:
+    return cls(url, user_agent=UA, min_interval_s=0, sleep=sleeps.append, thumb_width=64, **kwargs)
+
+
+def test_an_ingest_keeps_what_the_policy_allows_and_says_why_it_left_the_rest(commons, tmp_path: Path) -> None:
+    fake, url, script = commons
+    sleeps: list[float] = []
+    progress: list[tuple[int, int]] = []
+    version = ingest(_client(url, sleeps), SOURCE, RULES, tmp_path / "work", "commons-test",
+                     progress=lambda kept, seen: progress.append((kept, seen)))
+    out = version.folder
+    assert version.images == 5 and version.duplicates == 2
+    assert version.licenses == {"Public domain": 2, "CC BY-SA 3.0 de": 1, "CC BY-SA 4.0": 2}
+    rejected = {json.loads(line)["title"]: json.loads(line)["reason"]
+                for line in (out / "rejected.jsonl").read_text().splitlines()}
+    assert rejected == {
+        "File:Non commercial.png": "license 'CC BY-NC 2.0' (CC BY-NC) is outside the policy",
+        "File:Logo.png": "restrictions apply: trademarked",
+        "File:Night in Nice.png": "blocklisted name 'Edvard Munch' in the author",
+        "File:Tampered.png": "the downloaded bytes' sha1 is not the API's",
+        "File:Deleted.png": "no image info: deleted, or not a file",
+    }
+    duplicates = [json.loads(line) for line in (out / "duplicates.jsonl").read_text().splitlines()]
+    assert {(d["title"], d["of"], d["how"].split(" ")[0]) for d in duplicates} == {
+        ("File:Volcano copy.png", "File:Volcano.png", "same"),
+        ("File:Volcano brighter.png", "File:Volcano.png", "perceptual")}
+    # Nothing refused on its metadata was downloaded; the throttled download was waited out once.
+    assert fake.fetches["/upload/thumb/1003.png"] == fake.fetches["/upload/thumb/1004.png"] == 0
+    assert fake.fetches["/upload/thumb/1001.png"] == 2 and sleeps == [1.0]
+    assert progress[-1] == (5, 12)
+    assert all(h["User-Agent"] == UA for h in script.headers)
+
+    # The manifest, field by field, for one image; its bytes are in its shard.
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["title"] for r in manifest] == sorted(r["title"] for r in manifest)
+    tree = next(r for r in manifest if r["title"] == "File:Lone tree.png")
+    served = fake.images["/upload/thumb/1002.png"]
+    assert tree["page_id"] == 1002 and tree["file_timestamp"] == "2019-09-01T00:38:47Z"
+    assert tree["author"] == "PtrQs" and tree["author_url"] == "https://commons.wikimedia.org/wiki/User:PtrQs"
+    assert tree["credit"] == "Own work" and tree["attribution_required"] is True
+    assert tree["license"] == "CC BY-SA 4.0" and tree["license_family"] == "cc-by-sa"
+    assert tree["license_url"] == "https://creativecommons.org/licenses/by-sa/4.0" and tree["license_version"] == "4.0"
+    assert "Trees in Finistère" in tree["categories"]
+    assert tree["downloaded_sha256"] == hashlib.sha256(served).hexdigest()
+    assert tree["downloaded_bytes"] == len(served) and tree["downloaded_url"].endswith("/upload/thumb/1002.png")
+    assert tree["original_sha1"] and tree["original_mime"] == "image/png" and tree["retrieved_at"]
+    assert tree["transformations"] == [{"op": "decode", "size": [96, 72]}, {"op": "crop", "box": [12, 0, 84, 72]},
+                                       {"op": "resize", "size": [32, 32], "filter": "lanczos"}]
+    with tarfile.open(out / tree["shard"]) as tar:
+        member = tar.extractfile(tree["member"]).read()
+    assert hashlib.sha256(member).hexdigest() == tree["image_sha256"]
+    assert Image.open(io.BytesIO(member)).size == (32, 32)
+    small = next(r for r in manifest if r["title"] == "File:Small original.png")
+    assert small["downloaded_url"] == small["original_url"] and small["transformations"][-1]["op"] == "resize"
+    assert len(list(out.glob("shard-*.tar"))) == 2  # five images, three to a shard
+
+    attribution = (out / "attribution.txt").read_text()
+    assert attribution.startswith("commons-test: 5 images from Wikimedia Commons")
+    assert ("File:Lone tree.png — by PtrQs (https://commons.wikimedia.org/wiki/User:PtrQs) — CC BY-SA 4.0 "
+            "(https://creativecommons.org/licenses/by-sa/4.0)") in attribution
+    described = json.loads((out / "dataset.json").read_text())
+    assert described["digest"] == version.digest and described["source"] == {"category": "Test images", "depth": 0}
+    assert described["origin"] == "Wikimedia Commons" and described["images"] == 5
+
+
+def test_an_interrupted_ingest_resumes_without_downloading_anything_twice(commons, tmp_path: Path) -> None:
+    fake, url, _ = commons
+    sleeps: list[float] = []
+    with pytest.raises(KeyboardInterrupt):
+        ingest(_client(url, sleeps, Interrupting, stop_at=4), SOURCE, RULES, tmp_path / "work", "commons-test")
+    before = Counter(fake.fetches)
+    assert sum(before.values()) == 4  # three downloads (one throttled twice), then the stop
+    resumed = ingest(_client(url, sleeps), SOURCE, RULES, tmp_path / "work", "commons-test")
+    assert all(count == 1 for path, count in fake.fetches.items() if path != "/upload/thumb/1001.png")
+    assert fake.fetches["/upload/thumb/1001.png"] == 2  # its throttled first try, then once
+
+    # A second, uninterrupted ingest of the same data elsewhere names the same version.
+    fresh = ingest(_client(url, sleeps), SOURCE, RULES, tmp_path / "again", "commons-test")
+    assert fresh.digest == resumed.digest and fresh.digest.startswith("sha256:") and resumed.images == 5
+    assert (tmp_path / "again/out/shard-00000.tar").read_bytes() == (tmp_path / "work/out/shard-00000.tar").read_bytes()
+
+
+def test_a_source_names_one_thing() -> None:
+    with pytest.raises(ValueError, match="exactly one source"):
+        Source(category="A", search="b")
+    with pytest.raises(ValueError, match="exactly one source"):
+        Source()
