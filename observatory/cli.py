@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from observatory.console import console
+from observatory.console import fail as _fail
+from observatory.datasets import dataset_app
 from service.config import Settings, get_settings
 from service.errors import DomainError
 from service.models import Role
@@ -26,18 +28,13 @@ pool_app = typer.Typer(help="Lend this machine to the pool.", no_args_is_help=Tr
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
 app.add_typer(pool_app, name="pool")
-console = Console(soft_wrap=True)  # lines stay whole when the output is not a terminal
+app.add_typer(dataset_app, name="dataset")
 
 
 @app.callback()
 def _private_files() -> None:
     """Everything the observatory writes (database, archive, secrets, logs) is its own user's alone."""
     os.umask(0o077)
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(2)
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:

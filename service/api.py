@@ -11,6 +11,7 @@ from jobs.config import REFERENCE_SECONDS_PER_STEP, JobPlanError, estimated_seco
 from service.attempts.api import router as job_router
 from service.auth.api import router as auth_router
 from service.calls.api import router as calls_router
+from service.datasets.api import router as datasets_router
 from service.errors import Invalid
 from service.pool.api import router as pool_router
 from service.proposals.api import router as proposals_router
@@ -24,6 +25,7 @@ router.include_router(proposals_router)
 router.include_router(runs_router)
 router.include_router(pool_router)
 router.include_router(review_router)
+router.include_router(datasets_router)
 
 # Jobs send checkpoints and outputs here, so these routes take bodies far larger than the rest of the API.
 job_api = APIRouter(prefix="/api")

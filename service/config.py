@@ -125,6 +125,12 @@ class Settings(BaseSettings):
     mail_loop: bool = True  # whether this portal process sends the outbox (any number may: each claims its mail)
     invite_days: int = 14
 
+    # Commons ingest (`observatory dataset ingest`): the MediaWiki API it asks, the contact its User-Agent gives
+    # (Wikimedia asks every client for one), and the least time between two requests.
+    commons_api_url: str = "https://commons.wikimedia.org/w/api.php"
+    commons_contact: str | None = None
+    commons_min_interval_s: float = 1.0
+
     oidc_name: str = "ORCID"
     oidc_server_metadata_url: str | None = None
     oidc_client_id: str | None = None

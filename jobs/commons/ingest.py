@@ -125,6 +125,14 @@ class Ingest:
         self.client, self.source, self.rules, self.work = client, source, rules, work
         self.progress = progress or (lambda kept, seen: None)
         (work / "images").mkdir(parents=True, exist_ok=True)
+        settled = {"source": source.describe(), "resolution": rules.resolution, "policy": sorted(rules.policy),
+                   "blocklist": list(rules.blocklist), "near_duplicate_bits": rules.near_duplicate_bits}
+        settled = json.loads(json.dumps(settled, sort_keys=True))
+        recorded = work / "ingest.json"
+        if recorded.exists() and json.loads(recorded.read_text()) != settled:
+            raise ValueError(f"the work folder {work} holds an ingest with other options; resume it with the same "
+                             "ones, or use another folder")
+        recorded.write_text(json.dumps(settled, sort_keys=True))
         self.state_path = work / "state.jsonl"
         self.done: dict[str, dict[str, Any]] = {}
         if self.state_path.exists():

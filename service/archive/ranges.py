@@ -4,18 +4,27 @@ downloads) as RFC 9110 describes them."""
 from __future__ import annotations
 
 import re
+from typing import Protocol
 from urllib.parse import quote
 
 from fastapi import Response
 from fastapi.responses import StreamingResponse
 
 from service.archive.store import ArchiveStore
-from service.models import Artifact
 
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-def ranged_response(store: ArchiveStore, artifact: Artifact, range_header: str | None, disposition: str,
+class Stored(Protocol):
+    """What is served: a run's artifact, or a dataset version's file."""
+
+    name: str
+    sha256: str
+    size: int
+    media_type: str
+
+
+def ranged_response(store: ArchiveStore, artifact: Stored, range_header: str | None, disposition: str,
                     headers: dict[str, str]) -> Response:
     size = artifact.size
     headers = {**headers, "Accept-Ranges": "bytes",

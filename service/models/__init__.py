@@ -2,6 +2,7 @@
 
 from service.models.audit import AuditEntry, OutboxMessage, ProposalEvent
 from service.models.call import DIRECTOR_RESERVE_LIMIT, Call, CallKind, Cycle
+from service.models.dataset import DatasetVersion
 from service.models.ledger import EntryKind, LedgerAccount, LedgerEntry
 from service.models.pool import Machine, MachineState, PoolClaim, PoolNode
 from service.models.proposal import Award, MemberRole, PriorityClass, Proposal, ProposalMember, ProposalState
@@ -28,6 +29,7 @@ __all__ = [
     "CallKind",
     "CredentialKind",
     "Cycle",
+    "DatasetVersion",
     "DIRECTOR_RESERVE_LIMIT",
     "EntryKind",
     "Expertise",

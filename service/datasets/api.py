@@ -1,0 +1,92 @@
+"""Dataset versions: public to read and to download (every image in them is openly licensed, with its author and
+license in the manifest and the attribution file)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, Response
+from pydantic import BaseModel
+
+from service.archive.ranges import ranged_response
+from service.archive.service import store_for
+from service.datasets import service
+from service.deps import SessionDep, SettingsDep
+from service.errors import NotFound
+from service.models import DatasetVersion
+
+router = APIRouter(tags=["datasets"])
+Ref = Annotated[str, Path(max_length=120, pattern=r"^(sha256:[0-9a-f]{64}|[a-z0-9][a-z0-9-]{0,79}(@[0-9]{1,9})?)$",
+                          description="name@version, name (its latest version) or sha256:…")]
+FileName = Annotated[str, Path(max_length=40, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+MEDIA = {".tar": "application/x-tar", ".jsonl": "application/x-ndjson", ".json": "application/json",
+         ".txt": "text/plain; charset=utf-8"}
+
+
+class DatasetFile(BaseModel):
+    name: str
+    sha256: str
+    size: int
+    url: str
+
+
+class DatasetPublic(BaseModel):
+    ref: str
+    name: str
+    version: int
+    digest: str
+    origin: str
+    images: int
+    licenses: dict[str, int]
+    rejected: dict[str, int]
+    duplicates: int
+    source: dict[str, Any]
+    resolution: int
+    files: list[DatasetFile]
+    created_at: datetime
+
+
+def to_public(version: DatasetVersion) -> DatasetPublic:
+    ref = f"{version.name}@{version.version}"
+    files = [DatasetFile(name=name, sha256=f["sha256"], size=f["size"], url=f"/api/datasets/{ref}/files/{name}")
+             for name, f in sorted(version.files.items())]
+    return DatasetPublic(
+        ref=ref, files=files,
+        **version.model_dump(include={"name", "version", "digest", "origin", "images", "licenses", "rejected",
+                                      "duplicates", "source", "resolution", "created_at"}))
+
+
+@router.get("/datasets", response_model=list[DatasetPublic])
+def list_datasets(session: SessionDep) -> list[DatasetPublic]:
+    """Every registered dataset version, newest version of each name first. Public."""
+    return [to_public(v) for v in service.listing(session)]
+
+
+@router.get("/datasets/{ref}", response_model=DatasetPublic)
+def get_dataset(ref: Ref, session: SessionDep) -> DatasetPublic:
+    """One dataset version: its digest, where its images came from, its licenses and files. Public."""
+    return to_public(service.find(session, ref))
+
+
+@dataclass
+class _File:
+    name: str
+    sha256: str
+    size: int
+    media_type: str
+
+
+@router.get("/datasets/{ref}/files/{name}")
+def download_dataset_file(ref: Ref, name: FileName, request: Request, session: SessionDep,
+                          settings: SettingsDep) -> Response:
+    """Download one of a dataset version's files (a shard, the manifest, the attribution file…); supports byte
+    ranges. Public."""
+    version = service.find(session, ref)
+    stored = version.files.get(name)
+    if stored is None:
+        raise NotFound(f"dataset {ref} has no file {name!r}")
+    media = next((m for suffix, m in MEDIA.items() if name.endswith(suffix)), "application/octet-stream")
+    return ranged_response(store_for(settings), _File(name, stored["sha256"], stored["size"], media),
+                           request.headers.get("range"), "attachment", {})

@@ -1,0 +1,34 @@
+"""Registered dataset versions: what a job may train on, named `name@version` or by digest."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from service.timeutil import utcnow
+
+
+class DatasetVersion(SQLModel, table=True):
+    """One immutable version: its files are in the archive by sha256, its digest names its contents."""
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_dataset_name_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=80, index=True)
+    version: int
+    digest: str = Field(max_length=80, unique=True)
+    origin: str = Field(max_length=80)  # where every image came from, e.g. "Wikimedia Commons"
+    images: int
+    licenses: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    rejected: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    duplicates: int = 0
+    source: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    resolution: int
+    # file name -> {"sha256": …, "size": …}: the shards, manifest.jsonl, attribution.txt, rejected.jsonl, …
+    files: dict[str, dict[str, Any]] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_by: int | None = Field(default=None, foreign_key="users.id")  # None: the operator's command line
+    created_at: datetime = Field(default_factory=utcnow)

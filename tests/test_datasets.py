@@ -1,0 +1,95 @@
+"""`observatory dataset ingest` against a stand-in Commons, the registered version in the database and the archive,
+and the public dataset API."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from observatory.cli import app
+from service.config import get_settings
+from service.db import get_engine
+from tests.test_commons_ingest import commons  # noqa: F401  (the stand-in Commons)
+from web.app import create_app
+
+
+@pytest.fixture
+def embedded(tmp_path, monkeypatch, commons):  # noqa: F811
+    fake, url, script = commons
+    monkeypatch.setenv("OBSERVATORY_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("OBSERVATORY_COMMONS_API_URL", url)
+    monkeypatch.setenv("OBSERVATORY_COMMONS_MIN_INTERVAL_S", "0")
+    monkeypatch.delenv("OBSERVATORY_COMMONS_CONTACT", raising=False)
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+    yield tmp_path, fake, script
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+
+
+ARGS = ["dataset", "ingest", "--name", "commons-test", "--category", "Test images", "--resolution", "32",
+        "--contact", "ops@observatory.example"]
+
+
+def test_ingest_registers_a_version_once_and_the_api_serves_it(embedded) -> None:
+    tmp_path, fake, script = embedded
+    blocklist = tmp_path / "names.txt"
+    blocklist.write_text("Edvard Munch\n\n")
+    runner = CliRunner()
+    made = runner.invoke(app, [*ARGS, "--blocklist", str(blocklist)])
+    assert made.exit_code == 0, made.output
+    assert "registered commons-test@1 (sha256:" in made.output
+    assert "5 images (CC BY-SA 3.0 de 1, CC BY-SA 4.0 2, Public domain 2); 5 left out, 2 duplicates" in made.output
+    assert script.headers[0]["User-Agent"].endswith("(ops@observatory.example)")
+    fetched = sum(fake.fetches.values())
+    again = runner.invoke(app, [*ARGS, "--blocklist", str(blocklist)])
+    assert again.exit_code == 0 and "already registered as commons-test@1" in again.output
+    assert sum(fake.fetches.values()) == fetched  # resumed from the work folder: nothing downloaded again
+    listed = runner.invoke(app, ["dataset", "list"])
+    assert "commons-test@1" in listed.output and "Wikimedia Commons" in listed.output
+
+    with TestClient(create_app(get_settings())) as client:
+        shown = client.get("/api/datasets/commons-test@1").json()
+        assert shown["images"] == 5 and shown["origin"] == "Wikimedia Commons"
+        assert shown["licenses"] == {"CC BY-SA 3.0 de": 1, "CC BY-SA 4.0": 2, "Public domain": 2}
+        assert client.get("/api/datasets/commons-test").json()["digest"] == shown["digest"]
+        assert client.get(f"/api/datasets/{shown['digest']}").json()["ref"] == "commons-test@1"
+        files = {f["name"]: f for f in shown["files"]}
+        assert {"manifest.jsonl", "attribution.txt", "shard-00000.tar", "rejected.jsonl"} <= set(files)
+        manifest = client.get(files["manifest.jsonl"]["url"])
+        assert manifest.status_code == 200 and hashlib.sha256(manifest.content).hexdigest() == \
+            files["manifest.jsonl"]["sha256"]
+        assert len(manifest.text.splitlines()) == 5 and json.loads(manifest.text.splitlines()[0])["license"]
+        part = client.get(files["shard-00000.tar"]["url"], headers={"Range": "bytes=0-99"})
+        assert part.status_code == 206 and len(part.content) == 100
+        assert client.get("/api/datasets/commons-test@2").status_code == 404
+        assert client.get("/api/datasets/commons-test@1/files/state.jsonl").status_code == 404
+        assert client.get("/api/datasets/Bad Name").status_code == 422
+        assert [d["ref"] for d in client.get("/api/datasets").json()] == ["commons-test@1"]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--search", "trees"], "exactly one source"),
+    (["--license", "gfdl"], "gfdl is not one of"),
+    (["--blocklist", "/nonexistent/names.txt"], "no file"),
+])
+def test_ingest_says_what_is_wrong(embedded, extra, message) -> None:
+    result = CliRunner().invoke(app, [*ARGS, *extra])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_ingest_needs_a_contact_and_a_proper_name(embedded) -> None:
+    runner = CliRunner()
+    no_contact = runner.invoke(app, ["dataset", "ingest", "--name", "x", "--category", "Trees"])
+    assert no_contact.exit_code == 2 and "how Wikimedia can reach you" in no_contact.output
+    bad = runner.invoke(app, ["dataset", "ingest", "--name", "Bad Name", "--category", "Trees", "--contact", "a@b.c"])
+    assert bad.exit_code == 2 and "not a dataset name" in bad.output
+    other = runner.invoke(app, [*ARGS, "--resolution", "48"])
+    assert other.exit_code == 0
+    work = str(embedded[0] / "var/ingest/commons-test")
+    clash = runner.invoke(app, [*ARGS[:-4], "--resolution", "32", "--work", work, "--contact", "a@b.c"])
+    assert clash.exit_code == 2 and "other options" in clash.output
