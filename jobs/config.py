@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-DATASETS = ("commons-mini",)
+DATASETS = ("skimage-samples",)
 DATA_ROOT = Path(__file__).parent / "data"
 
 
@@ -33,7 +33,7 @@ class TrainConfig(_Plan):
     """Train an unconditional UNet2DModel with a DDPM noise schedule, then draw a sample grid."""
 
     kind: Literal["train"] = "train"
-    dataset: Literal["commons-mini"] = Field("commons-mini", title="Dataset",
+    dataset: Literal["skimage-samples"] = Field("skimage-samples", title="Dataset",
                                               description="The bundled set the model is trained on.")
     exclude_authors: list[Annotated[str, Field(min_length=1, max_length=200, pattern=PRINTABLE)]] = Field(
         default_factory=list, max_length=100, title="Leave out these authors",

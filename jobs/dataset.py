@@ -1,4 +1,4 @@
-"""The bundled `commons-mini` dataset: images plus a manifest with license, author and source for each."""
+"""The bundled `skimage-samples` dataset: images plus a manifest with license, author and source for each."""
 
 from __future__ import annotations
 

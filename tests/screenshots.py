@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def grid_png() -> bytes:
     """A 4x3 grid of the bundled dataset's images: a stand-in sample grid with real pictures in it."""
-    images = load("commons-mini", 32).images
+    images = load("skimage-samples", 32).images
     sheet = Image.new("RGB", (4 * 32, 3 * 32))
     for i, image in enumerate(images[:12]):
         pixels = ((image.permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype("uint8")

@@ -179,9 +179,9 @@ def test_every_problem_of_a_proposal_is_shown_at_its_field(browser: Browser, por
     page.locator("input[name='train.resolution']").fill("16")
     page.locator("input[name='train.exclude_authors']").fill("NASA, Nassa")
     page.get_by_role("button", name="Submit proposal").click()
-    expect(page.locator("#train-exclude_authors-error")).to_contain_text("No image in commons-mini is by 'Nassa'")
+    expect(page.locator("#train-exclude_authors-error")).to_contain_text("No image in skimage-samples is by 'Nassa'")
     expect(page.locator("#train-exclude_authors-error")).to_contain_text("Stefan van der Walt")
-    expect(page.locator("select[name='train.dataset']")).to_have_value("commons-mini")
+    expect(page.locator("select[name='train.dataset']")).to_have_value("skimage-samples")
     # The estimate beside the hours waits for a valid plan, then follows it as it changes.
     expect(page.locator("#estimate")).to_be_empty()
     page.locator("input[name='train.exclude_authors']").fill("NASA")

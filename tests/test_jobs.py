@@ -101,29 +101,29 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     cfg = TrainConfig.model_validate(TINY_TRAIN)
     train_main(cfg, tmp_path)
     unet, noise_scheduler, meta = load_checkpoint(tmp_path / "checkpoint.pt", torch.device("cpu"))
-    assert meta["dataset"] == "commons-mini" and len(meta["dataset_digest"]) == 64
+    assert meta["dataset"] == "skimage-samples" and len(meta["dataset_digest"]) == 64
     assert noise_scheduler.config.num_train_timesteps == 20 and unet.config.sample_size == 8
 
 
 def test_leaving_out_an_author() -> None:
-    full = datasets.load("commons-mini", 8)
-    without = datasets.load("commons-mini", 8, exclude_authors=["nasa"])
+    full = datasets.load("skimage-samples", 8)
+    without = datasets.load("skimage-samples", 8, exclude_authors=["nasa"])
     assert full.images.shape[0] == 12 and without.images.shape[0] == 10
     assert "NASA" not in {e["author"] for e in without.entries} and without.digest != full.digest
     with pytest.raises(ValueError, match="no images left"):
-        datasets.load("commons-mini", 8, exclude_authors=sorted({e["author"] for e in full.entries}))
+        datasets.load("skimage-samples", 8, exclude_authors=sorted({e["author"] for e in full.entries}))
 
 
 def test_manifest_checksums_are_enforced(tmp_path: Path, monkeypatch) -> None:
-    folder = tmp_path / "commons_mini"
+    folder = tmp_path / "skimage_samples"
     folder.mkdir()
-    source = datasets.DATA_ROOT / "commons_mini"
+    source = datasets.DATA_ROOT / "skimage_samples"
     for path in source.iterdir():
         (folder / path.name).write_bytes(path.read_bytes())
     (folder / "chelsea.png").write_bytes((source / "coffee.png").read_bytes())
     monkeypatch.setattr(datasets, "DATA_ROOT", tmp_path)
     with pytest.raises(ValueError, match="chelsea.png does not match"):
-        datasets.load("commons-mini", 8)
+        datasets.load("skimage-samples", 8)
 
 
 @pytest.mark.parametrize(("plan", "fragment"), [

@@ -72,3 +72,45 @@ def test_usage_charged_before_the_ledger_moves_into_it(db_url: str) -> None:
                                                ("debit", -124, "debit:run-1:before-ledger", 1)]
     finally:
         engine.dispose()
+
+
+def test_calls_get_cycles_awarded_becomes_accepted_and_plans_name_the_renamed_set(db_url: str) -> None:
+    """0006 gives each existing call a cycle of its own and makes awarded proposals accepted; 0008 renames the
+    bundled set in stored plans. Nothing is lost either way."""
+    import json
+
+    from sqlalchemy import text
+
+    engine = make_engine(db_url)
+    try:
+        downgrade(db_url, "0005")
+        with engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO users (id, email, name, roles, password_hash, created_at, email_verified) "
+                "VALUES (1, 'a@x.org', 'A', '[\"admin\"]', NULL, CURRENT_TIMESTAMP, false)"))
+            connection.execute(text(
+                "INSERT INTO calls (id, title, description, opens_at, closes_at, capacity_gpu_hours, "
+                "exclusive_months, created_by, created_at) VALUES (7, 'Old call', '', CURRENT_TIMESTAMP, "
+                "CURRENT_TIMESTAMP, 25, 12, 1, CURRENT_TIMESTAMP)"))
+            connection.execute(text(
+                "INSERT INTO proposals (id, call_id, pi_id, title, abstract, justification, requested_gpu_hours, "
+                "job_kind, job_plan, state, created_at, updated_at) VALUES (1, 7, 1, 'P', 'a', 'j', 2, 'train', "
+                "'{\"kind\": \"train\", \"dataset\": \"commons-mini\", \"steps\": 5}', 'awarded', CURRENT_TIMESTAMP, "
+                "CURRENT_TIMESTAMP)"))
+        upgrade(db_url)
+        with engine.connect() as connection:
+            call = connection.execute(text(
+                "SELECT c.kind, c.dual_anonymous, y.name, y.capacity_gpu_hours, y.director_reserve_gpu_hours "
+                "FROM calls c JOIN cycles y ON y.id = c.cycle_id WHERE c.id = 7")).one()
+            proposal = connection.execute(text("SELECT state, job_plan FROM proposals WHERE id = 1")).one()
+        assert tuple(call)[0] == "regular" and bool(call[1]) and tuple(call)[2:] == ("Old call", 25, 0)
+        plan = proposal[1] if isinstance(proposal[1], dict) else json.loads(proposal[1])
+        assert proposal[0] == "accepted" and plan == {"kind": "train", "dataset": "skimage-samples", "steps": 5}
+        downgrade(db_url, "0005")
+        with engine.connect() as connection:
+            back = connection.execute(text("SELECT state, job_plan FROM proposals WHERE id = 1")).one()
+        plan = back[1] if isinstance(back[1], dict) else json.loads(back[1])
+        assert back[0] == "awarded" and plan["dataset"] == "commons-mini"
+        upgrade(db_url)
+    finally:
+        engine.dispose()

@@ -1,8 +1,8 @@
-"""Rebuild the bundled `commons-mini` dataset from the public-domain and CC0 images inside scikit-image.
+"""Rebuild the bundled `skimage-samples` dataset from the public-domain and CC0 images inside scikit-image.
 
 Each image is centre-cropped to a square and reduced to 32x32; the manifest records title, author, license and
 source for every file, as stated in scikit-image's `skimage/data/_fetchers.py`. Needs the `data` extra:
-`pip install -e '.[data]'` then `python -m jobs.data.build_commons_mini`.
+`pip install -e '.[data]'` then `python -m jobs.data.build_skimage_samples`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 SIDE = 32
-OUT = Path(__file__).parent / "commons_mini"
+OUT = Path(__file__).parent / "skimage_samples"
 
 # name in skimage.data, title, author, license, source
 SOURCES = [
@@ -67,7 +67,7 @@ def main() -> None:
             "license_url": LICENSE_URLS[license_code], "source_url": source,
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         })
-    manifest = {"name": "commons-mini", "version": 1, "side": SIDE, "images": entries}
+    manifest = {"name": "skimage-samples", "version": 1, "side": SIDE, "images": entries}
     (OUT / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     print(f"wrote {len(entries)} images to {OUT}")
 
