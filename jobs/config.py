@@ -62,6 +62,14 @@ class TrainConfig(_Plan):
         description="Images in the sample grid drawn at the end.")
     sample_inference_steps: int = Field(100, ge=1, le=4000, title="Denoising steps per sample",
                                         description="Denoising steps per sample.")
+    sampler: Literal["ddpm", "ddim"] = Field("ddpm", title="Sampler",
+        description="DDPM, or DDIM (deterministic, and good with far fewer denoising steps).")
+    ema_decay: float = Field(0.999, ge=0, lt=1, title="EMA decay",
+        description="The samples and the checkpoint use the weights averaged over the steps with this decay "
+                    "(warmed up over the first steps); 0 uses the last step's weights.")
+    gradient_accumulation: int = Field(1, ge=1, le=64, title="Batches per step",
+        description="Batches whose gradients are summed into each optimizer step: an effective batch of batch "
+                    "size times this.")
 
     @model_validator(mode="after")
     def _resolution_fits_unet(self) -> TrainConfig:
@@ -93,6 +101,8 @@ class SampleConfig(_Plan):
         description="sha256 of a checkpoint artifact.")
     count: int = Field(16, ge=1, le=256, title="Samples to draw")
     inference_steps: int = Field(100, ge=1, le=4000, title="Denoising steps per sample")
+    sampler: Literal["ddpm", "ddim"] = Field("ddpm", title="Sampler",
+        description="DDPM, or DDIM (deterministic, and good with far fewer denoising steps).")
     seed: int = Field(0, ge=0, le=2**31 - 1, title="Random seed")
 
 
@@ -108,9 +118,9 @@ def estimated_vram_gb(plan: TrainConfig | SampleConfig) -> float:
     """A rough upper estimate of the GPU memory a plan needs, rounded up to half a GB: used to place it on a card
     big enough, not to promise it fits.
 
-    Training keeps each UNet weight four times (weights, gradients, AdamW's two moments) and about 40 activation
-    values per pixel per channel of each block for the batch; sampling has a checkpoint of unknown size, so it
-    asks for 2 GB.
+    Training keeps each UNet weight four times (weights, gradients, AdamW's two moments), five with the weight
+    average, and about 40 activation values per pixel per channel of each block for the batch (one batch at a time,
+    however many are accumulated); sampling has a checkpoint of unknown size, so it asks for 2 GB.
     """
     if isinstance(plan, SampleConfig):
         return 2.0
@@ -118,7 +128,8 @@ def estimated_vram_gb(plan: TrainConfig | SampleConfig) -> float:
     weights = sum(plan.layers_per_block * 2 * 9 * c * c for c in channels) * 4  # two 3x3 convs per ResNet layer
     pixels = [plan.resolution // 2**i for i in range(len(channels))]
     activations = sum(40 * p * p * c for p, c in zip(pixels, channels, strict=True)) * plan.batch_size
-    gigabytes = CUDA_CONTEXT_GB + (4 * weights + 4 * activations) / 2**30
+    copies = 5 if plan.ema_decay > 0 else 4
+    gigabytes = CUDA_CONTEXT_GB + (copies * weights + 4 * activations) / 2**30
     return math.ceil(gigabytes * 2) / 2
 
 
@@ -142,7 +153,7 @@ def estimated_seconds(plan: TrainConfig | SampleConfig) -> float:
         return plan.count * plan.inference_steps * REFERENCE_SECONDS_PER_STEP * per_image / ref
     step = _work(plan.resolution, plan.block_out_channels, plan.layers_per_block, plan.batch_size)
     per_image = _work(plan.resolution, plan.block_out_channels, plan.layers_per_block, 1) / 3
-    train = plan.steps * REFERENCE_SECONDS_PER_STEP * step / ref
+    train = plan.steps * plan.gradient_accumulation * REFERENCE_SECONDS_PER_STEP * step / ref
     sample = plan.sample_count * plan.sample_inference_steps * REFERENCE_SECONDS_PER_STEP * per_image / ref
     return train + sample
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
 from jobs.config import TrainConfig
 
@@ -67,13 +67,16 @@ def _plain(config: dict[str, Any]) -> dict[str, Any]:
 @torch.no_grad()
 def draw_samples(
     unet: UNet2DModel, noise_scheduler: DDPMScheduler, count: int, inference_steps: int, seed: int,
-    device: torch.device, on_step: Any = None,
+    device: torch.device, on_step: Any = None, sampler: str = "ddpm",
 ) -> torch.Tensor:
-    """Run the reverse diffusion from seeded noise; returns count x 3 x R x R in [-1, 1]."""
+    """Run the reverse diffusion from seeded noise, by DDPM or (deterministic) DDIM over the same noise schedule;
+    returns count x 3 x R x R in [-1, 1]."""
     unet.eval()
     side = unet.config.sample_size
     generator = torch.Generator("cpu").manual_seed(seed)
     images = torch.randn((count, 3, side, side), generator=generator).to(device)
+    if sampler == "ddim":
+        noise_scheduler = DDIMScheduler.from_config(noise_scheduler.config)
     noise_scheduler.set_timesteps(inference_steps)
     for index, timestep in enumerate(noise_scheduler.timesteps):
         predicted_noise = unet(images, timestep).sample

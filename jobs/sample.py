@@ -43,11 +43,11 @@ def main(cfg: SampleConfig, checkpoint: Path, output: Path) -> None:
     unet, noise_scheduler, meta = load_checkpoint(checkpoint, device)
     samples = draw_samples(
         unet, noise_scheduler, cfg.count, cfg.inference_steps, cfg.seed, device,
-        lambda done, total: progress.report(done, total, phase="sample"),
+        lambda done, total: progress.report(done, total, phase="sample"), sampler=cfg.sampler,
     )
     to_grid(samples).save(output / "samples.png")
     (output / "metrics.json").write_text(json.dumps(
-        {"device": str(device), "count": cfg.count, "inference_steps": cfg.inference_steps,
+        {"device": str(device), "count": cfg.count, "inference_steps": cfg.inference_steps, "sampler": cfg.sampler,
          "checkpoint_meta": meta}, indent=2, default=str))
     declare(output, KINDS["sample"].outputs)
     print(f"done: {cfg.count} samples", flush=True)

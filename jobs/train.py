@@ -1,7 +1,9 @@
 """Train the observatory's diffusion model on a bundled dataset, then draw a sample grid.
 
-Run on a pool node by jobs.runner as `python -m jobs.train --config JSON --output DIR`. Resumes exactly from
-DIR/state.pt when it exists (same batches, same noise), so a run moved to another node continues, not restarts;
+Run on a pool node by jobs.runner as `python -m jobs.train --config JSON --output DIR`. Each optimizer step sums
+the gradients of `gradient_accumulation` batches; an exponential moving average of the weights (`ema_decay`) is
+kept beside them, and the samples and the checkpoint use it. Resumes exactly from DIR/state.pt when it exists
+(same batches, same noise, same average), so a run moved to another node continues, not restarts;
 each saved state is announced with a checkpoint line, which the runner ships off the node. On SIGTERM it saves
 its state at the next step and stops. Writes: checkpoint.pt, samples.png, training_images.png, metrics.json,
 attribution.json, and outputs.json declaring them (jobs.outputs).
@@ -10,10 +12,11 @@ attribution.json, and outputs.json declaring them (jobs.outputs).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -53,6 +56,39 @@ class TrainResult:
     steps_run: int
     final_loss: float
     seconds_per_step: float
+    ema: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # the averaged weights, by name
+
+
+class Average:
+    """An exponential moving average of a model's parameters, warmed up over the first steps (the decay at step t
+    is min(decay, (1 + t) / (10 + t))), so that short runs are not dominated by their random start."""
+
+    def __init__(self, unet, decay: float) -> None:  # type: ignore[no-untyped-def]
+        self.decay = decay
+        self.names = [name for name, _ in unet.named_parameters()]
+        self.params = [p for _, p in unet.named_parameters()]
+        self.shadow = [p.detach().clone().float() for p in self.params]
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_mul_(self.shadow, decay)
+        torch._foreach_add_(self.shadow, [p.detach().float() for p in self.params], alpha=1 - decay)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.names, self.shadow, strict=True))
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        for tensor, name in zip(self.shadow, self.names, strict=True):
+            tensor.copy_(state[name])
+
+    def apply_to(self, unet):  # type: ignore[no-untyped-def]
+        """A copy of `unet` carrying the averaged weights."""
+        averaged = copy.deepcopy(unet)
+        with torch.no_grad():
+            for param, tensor in zip(averaged.parameters(), self.shadow, strict=True):
+                param.copy_(tensor)
+        return averaged
 
 
 class Stopped(Exception):
@@ -66,15 +102,20 @@ def _on_sigterm(signum, frame) -> None:  # type: ignore[no-untyped-def]
     _stop_requested["signal"] = True
 
 
-def _save_state(path: Path, step: int, unet, optimizer, generator: torch.Generator, losses: list[float]) -> None:
+def _save_state(path: Path, step: int, unet, optimizer, generator: torch.Generator, losses: list[float],
+                average: Average | None = None) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, "unet": unet.state_dict(), "optimizer": optimizer.state_dict(),
-                "generator": generator.get_state(), "losses": losses}, tmp)
+    state = {"step": step, "unet": unet.state_dict(), "optimizer": optimizer.state_dict(),
+             "generator": generator.get_state(), "losses": losses}
+    if average is not None:
+        state["ema"] = average.state()
+    torch.save(state, tmp)
     tmp.replace(path)
     progress.checkpoint(step)
 
 
-def restore_state(path: Path, unet, optimizer, generator: torch.Generator) -> tuple[int, list[float]]:
+def restore_state(path: Path, unet, optimizer, generator: torch.Generator,
+                  average: Average | None = None) -> tuple[int, list[float]]:
     """Load a resume state written on any device into a model on any device.
 
     The file is read onto the CPU: the model and optimizer copy their tensors to wherever they live, and the
@@ -85,6 +126,10 @@ def restore_state(path: Path, unet, optimizer, generator: torch.Generator) -> tu
     unet.load_state_dict(state["unet"])
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])
+    if average is not None:
+        if "ema" not in state:
+            raise ValueError(f"{path} holds no weight average; it was written by a run without one")
+        average.load(state["ema"])
     return state["step"], list(state["losses"])
 
 
@@ -99,12 +144,13 @@ def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, re
     noise_scheduler = build_noise_scheduler(cfg)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate)
     generator = torch.Generator("cpu").manual_seed(cfg.seed)
+    average = Average(unet, cfg.ema_decay) if cfg.ema_decay > 0 else None
     losses: list[float] = []
     step = 0
 
     state_path = output / "state.pt"
     if state_path.exists():
-        step, losses = restore_state(state_path, unet, optimizer, generator)
+        step, losses = restore_state(state_path, unet, optimizer, generator, average)
         print(f"resumed from step {step}", flush=True)
 
     report_every = max(1, cfg.steps // 100)
@@ -113,24 +159,29 @@ def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, re
     last_report = started
     while step < cfg.steps:
         if _stop_requested["signal"]:
-            _save_state(state_path, step, unet, optimizer, generator, losses)
+            _save_state(state_path, step, unet, optimizer, generator, losses, average)
             print(f"stopped on request at step {step}; state saved", flush=True)
             raise Stopped
-        # Every random draw comes from one CPU generator, so a resumed run sees the same batches and noise.
-        index = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=generator)
-        flip = torch.rand(cfg.batch_size, generator=generator) < 0.5
-        noise = torch.randn((cfg.batch_size, *images.shape[1:]), generator=generator)
-        timesteps = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=generator)
-        clean = images[index.to(device)]
-        clean = torch.where(flip.to(device)[:, None, None, None], clean.flip(-1), clean)
-        noise, timesteps = noise.to(device), timesteps.to(device)
-        noisy = noise_scheduler.add_noise(clean, noise, timesteps)
-        loss = F.mse_loss(unet(noisy, timesteps).sample, noise)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        step_loss = 0.0
+        for _ in range(cfg.gradient_accumulation):
+            # Every random draw comes from one CPU generator, so a resumed run sees the same batches and noise.
+            index = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=generator)
+            flip = torch.rand(cfg.batch_size, generator=generator) < 0.5
+            noise = torch.randn((cfg.batch_size, *images.shape[1:]), generator=generator)
+            timesteps = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=generator)
+            clean = images[index.to(device)]
+            clean = torch.where(flip.to(device)[:, None, None, None], clean.flip(-1), clean)
+            noise, timesteps = noise.to(device), timesteps.to(device)
+            noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+            loss = F.mse_loss(unet(noisy, timesteps).sample, noise) / cfg.gradient_accumulation
+            loss.backward()
+            step_loss += loss.item()
         optimizer.step()
         step += 1
-        losses.append(loss.item())
+        if average is not None:
+            average.update(step)
+        losses.append(step_loss)
         # Report every 1% of the steps, and at least every 2 seconds so that long runs still show life.
         if report and (step % report_every == 0 or step == cfg.steps or time.perf_counter() - last_report > 2):
             per_step = (time.perf_counter() - started) / (step - first_step)
@@ -138,11 +189,12 @@ def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, re
                             eta_s=round(per_step * (cfg.steps - step)))
             last_report = time.perf_counter()
         if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            _save_state(state_path, step, unet, optimizer, generator, losses)
+            _save_state(state_path, step, unet, optimizer, generator, losses, average)
     elapsed = time.perf_counter() - started
     steps_run = step - first_step
-    _save_state(state_path, step, unet, optimizer, generator, losses)
-    result = TrainResult(steps_run, losses[-1] if losses else float("nan"), elapsed / max(steps_run, 1))
+    _save_state(state_path, step, unet, optimizer, generator, losses, average)
+    result = TrainResult(steps_run, losses[-1] if losses else float("nan"), elapsed / max(steps_run, 1),
+                         average.state() if average is not None else None)
     return unet, noise_scheduler, data, losses, result
 
 
@@ -177,8 +229,13 @@ def main(cfg: TrainConfig, output: Path) -> TrainResult | None:
     except Stopped:
         return None
 
+    if cfg.ema_decay > 0:  # the average is what is kept and sampled from
+        average = Average(unet, cfg.ema_decay)
+        average.load(result.ema)
+        unet = average.apply_to(unet)
     meta = {"dataset": data.name, "dataset_digest": data.digest, "images": len(data.entries),
-            "steps": cfg.steps, "config": cfg.model_dump()}
+            "steps": cfg.steps, "config": cfg.model_dump(),
+            "weights": f"average (EMA, decay {cfg.ema_decay})" if cfg.ema_decay > 0 else "last step"}
     save_checkpoint(output / "checkpoint.pt", unet, noise_scheduler, meta)
     to_grid(data.images).save(output / "training_images.png")
 
@@ -187,7 +244,7 @@ def main(cfg: TrainConfig, output: Path) -> TrainResult | None:
             progress.report(cfg.steps, cfg.steps, phase="sample", sample_step=done, sample_total=total)
 
     samples = draw_samples(unet, noise_scheduler, cfg.sample_count, cfg.sample_inference_steps, cfg.seed,
-                           device, on_sample_step)
+                           device, on_sample_step, sampler=cfg.sampler)
     to_grid(samples).save(output / "samples.png")
 
     metrics = {

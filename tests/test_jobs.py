@@ -41,15 +41,61 @@ def test_train_then_sample_writes_every_output(tmp_path: Path, capsys) -> None:
     assert (tmp_path / "sample" / "samples.png").exists()
 
 
-def test_resume_is_exact(tmp_path: Path) -> None:
-    cfg = TrainConfig.model_validate({**TINY_TRAIN, "steps": 4, "checkpoint_every": 2})
-    straight, *_ = train(cfg, tmp_path / "straight", report=False)
+@pytest.mark.parametrize("accumulation", [1, 3])
+def test_resume_is_exact_weights_and_average_alike(tmp_path: Path, accumulation: int) -> None:
+    cfg = TrainConfig.model_validate({**TINY_TRAIN, "steps": 4, "checkpoint_every": 2, "ema_decay": 0.9,
+                                      "gradient_accumulation": accumulation})
+    straight, _, _, _, straight_result = train(cfg, tmp_path / "straight", report=False)
     half = cfg.model_copy(update={"steps": 2})
     train(half, tmp_path / "resumed", report=False)
     resumed, _, _, losses, result = train(cfg, tmp_path / "resumed", report=False)
     assert result.steps_run == 2 and len(losses) == 4
     for key, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
+    assert straight_result.ema.keys() == result.ema.keys()
+    for key, value in straight_result.ema.items():
+        assert torch.equal(value, result.ema[key]), key
+    # The average is not the last weights: it lags behind them.
+    assert not all(torch.equal(v, dict(straight.named_parameters())[k]) for k, v in straight_result.ema.items())
+
+
+def test_the_checkpoint_keeps_the_average_and_samples_come_from_it(tmp_path: Path) -> None:
+    averaged = TrainConfig.model_validate({**TINY_TRAIN, "steps": 3, "ema_decay": 0.5})
+    train_main(averaged, tmp_path / "ema")
+    unet, _, meta = load_checkpoint(tmp_path / "ema" / "checkpoint.pt", torch.device("cpu"))
+    assert meta["weights"] == "average (EMA, decay 0.5)"
+    last = TrainConfig.model_validate({**TINY_TRAIN, "steps": 3, "ema_decay": 0})
+    raw, *_ = train(last, tmp_path / "raw", report=False)
+    train_main(last, tmp_path / "plain")
+    plain, _, plain_meta = load_checkpoint(tmp_path / "plain" / "checkpoint.pt", torch.device("cpu"))
+    assert plain_meta["weights"] == "last step"
+    assert all(torch.equal(v, raw.state_dict()[k]) for k, v in plain.state_dict().items())
+    assert not all(torch.equal(v, plain.state_dict()[k]) for k, v in unet.state_dict().items())
+
+
+def test_a_state_without_an_average_is_refused_by_a_run_with_one(tmp_path: Path) -> None:
+    train(TrainConfig.model_validate({**TINY_TRAIN, "steps": 2, "ema_decay": 0}), tmp_path, report=False)
+    with pytest.raises(ValueError, match="holds no weight average"):
+        train(TrainConfig.model_validate({**TINY_TRAIN, "steps": 4, "ema_decay": 0.9}), tmp_path, report=False)
+
+
+def test_ddim_sampling_is_deterministic_and_differs_from_ddpm(tmp_path: Path) -> None:
+    train_main(TrainConfig.model_validate({**TINY_TRAIN, "steps": 2}), tmp_path / "train")
+    checkpoint = tmp_path / "train" / "checkpoint.pt"
+    for name, sampler in (("a", "ddim"), ("b", "ddim"), ("c", "ddpm")):
+        sample_main(SampleConfig(checkpoint_sha256="0" * 64, count=2, inference_steps=4, sampler=sampler),
+                    checkpoint, tmp_path / name)
+    grid = {name: (tmp_path / name / "samples.png").read_bytes() for name in "abc"}
+    assert grid["a"] == grid["b"] and grid["a"] != grid["c"]
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["sampler"] == "ddim"
+
+
+def test_gradient_accumulation_counts_in_the_estimate() -> None:
+    from jobs.config import estimated_seconds
+
+    one = TrainConfig.model_validate({**TINY_TRAIN, "steps": 100, "sample_count": 1, "sample_inference_steps": 1})
+    four = one.model_copy(update={"gradient_accumulation": 4})
+    assert estimated_seconds(four) == pytest.approx(4 * estimated_seconds(one), rel=0.01)
 
 
 @pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")
