@@ -13,6 +13,7 @@ from service.auth.api import router as auth_router
 from service.calls.api import router as calls_router
 from service.datasets.api import router as datasets_router
 from service.errors import Invalid
+from service.modelcards.api import router as models_router
 from service.pool.api import router as pool_router
 from service.proposals.api import router as proposals_router
 from service.review.api import router as review_router
@@ -26,6 +27,7 @@ router.include_router(runs_router)
 router.include_router(pool_router)
 router.include_router(review_router)
 router.include_router(datasets_router)
+router.include_router(models_router)
 
 # Jobs send checkpoints and outputs here, so these routes take bodies far larger than the rest of the API.
 job_api = APIRouter(prefix="/api")

@@ -8,8 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"service", "web", "scheduler", "jobs", "observatory"}
 # The protocol between the observatory and its jobs: configs, the kind registry, outputs, progress lines, the
-# release a node must run.
-PROTOCOL = {"jobs.config", "jobs.kinds", "jobs.outputs", "jobs.progress", "jobs.version"}
+# release a node must run, and the license families both sides name.
+PROTOCOL = {"jobs.config", "jobs.kinds", "jobs.outputs", "jobs.progress", "jobs.version", "jobs.commons.licenses"}
 ALLOWED = {
     "jobs": {"jobs"},
     "service": {"service"} | PROTOCOL,

@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 
 from jobs.version import installed_version
 from scheduler.loop import Scheduler
-from service.models import ReviewAssignment, Role, Run
+from service.models import ReviewAssignment, Role, Run, RunState
 from service.proposals import team
 from service.review import assignments, committee, reviews
 from service.review.reviews import ReviewCreate
@@ -30,12 +30,13 @@ from tests.factories import (
     start_review,
     under_review,
 )
-from tests.pools import ScriptedPool
+from tests.pools import TRAIN_FILES, ScriptedPool
 
 PUBLIC = {
     ("GET", "/api/calls"), ("GET", "/api/calls/{call_id}"), ("GET", "/api/job-plans/schema"),
     ("GET", "/api/cycles"), ("GET", "/api/cycles/{cycle_id}"), ("GET", "/api/accepted"),
     ("GET", "/api/datasets"), ("GET", "/api/datasets/{ref}"), ("GET", "/api/datasets/{ref}/files/{name}"),
+    ("GET", "/api/models"), ("GET", "/api/models/{name}/{version}"),
     ("POST", "/api/job-plans/estimate"),
     ("POST", "/api/auth/signup"), ("POST", "/api/auth/login"), ("GET", "/api/pool"),
 }
@@ -136,6 +137,8 @@ CASES = [
                                                                             "admin": 404, "pi": 404}, "reviewer",
          {"grade": 2.0, "expertise": "high", "for_committee": "c", "for_pi": "p"}),
     Case("GET", "/api/review/reviewers", {"anonymous": 401, "other": 403, "reviewer": 403, "pi": 403}, "admin"),
+    Case("POST", "/api/models", {"anonymous": 401, "pi": 403, "reviewer": 403, "machine": 401}, "admin",
+         {"run_id": "{model_run_id}", "name": "commons-model"}),
     Case("GET", "/api/audit", {"anonymous": 401, "other": 403, "reviewer": 403, "pi": 403, "machine": 401}, "admin"),
     Case("GET", "/api/proposals/{proposal_id}/runs", {"anonymous": 401, "other": 404, "reviewer": 404}, "coi"),
     Case("GET", "/api/runs", {"anonymous": 401, "attempt": 401, "machine": 401}, "coi"),
@@ -193,6 +196,12 @@ def world(lite_session: Session, lite_settings, lite_engine, tmp_path):
         grade=2, expertise="high", for_committee="c", for_pi="p"))
     committee.release(s, actor=people["admin"], call_id=released.id)
     s.commit()
+    _, model_run = award(s, people["admin"], create_proposal(s, people["pi"], call))
+    archive_outputs(s, lite_settings, model_run, TRAIN_FILES)
+    model_run = s.get(Run, model_run.id)
+    model_run.state = RunState.succeeded
+    s.add(model_run)
+    s.commit()
     _, run = award(s, people["admin"], awarded)
     run = s.get(Run, run.id)
     archive_outputs(s, lite_settings, run, {"samples.png": b"png"})
@@ -211,7 +220,7 @@ def world(lite_session: Session, lite_settings, lite_engine, tmp_path):
            "invite_id": invite.id, "invite_token": invite_link.rsplit("/", 1)[1], "coi_id": people["coi"].id,
            "spare_id": spare.id, "closed_call_id": closed.id, "reviewed_call_id": reviewed.id,
            "assignment_id": assignment_of[waiting.id], "accepted_assignment_id": assignment_of[taken.id],
-           "released_id": released_proposal.id, "review_id": review.id}
+           "released_id": released_proposal.id, "review_id": review.id, "model_run_id": model_run.id}
     return headers, ids
 
 

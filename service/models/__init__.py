@@ -4,6 +4,7 @@ from service.models.audit import AuditEntry, OutboxMessage, ProposalEvent
 from service.models.call import DIRECTOR_RESERVE_LIMIT, Call, CallKind, Cycle
 from service.models.dataset import DatasetVersion
 from service.models.ledger import EntryKind, LedgerAccount, LedgerEntry
+from service.models.model_version import ModelVersion
 from service.models.pool import Machine, MachineState, PoolClaim, PoolNode
 from service.models.proposal import Award, MemberRole, PriorityClass, Proposal, ProposalMember, ProposalState
 from service.models.review import (
@@ -39,6 +40,7 @@ __all__ = [
     "Machine",
     "MachineState",
     "MemberRole",
+    "ModelVersion",
     "OutboxMessage",
     "PoolClaim",
     "PoolNode",

@@ -1,0 +1,105 @@
+"""The shared model's versions and their cards: an admin registers a version from a succeeded train run, and its
+card says what it was trained on, under which licenses, what that asks of its users, and what it cost.
+
+A card's terms follow from its training data's licenses: attribution where a license requires it, and, for CC
+BY-SA images, the question whether share-alike reaches the weights or the outputs, stated as open. Nothing here is
+legal advice, and the card says so.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from jobs.commons.licenses import CC_BY, CC_BY_SA, classify
+from service.archive.store import ArchiveStore
+from service.audit.service import record
+from service.errors import Conflict, Forbidden, Invalid, NotFound
+from service.ledger.service import run_charged
+from service.models import Artifact, ModelVersion, Role, Run, RunState, User
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,79}$"
+
+
+def _artifact(session: Session, run_id: int, name: str) -> Artifact | None:
+    return session.exec(select(Artifact).where(Artifact.run_id == run_id, Artifact.name == name)).first()
+
+
+def _needs_attribution(entry: dict) -> bool:
+    if "attribution_required" in entry:
+        return bool(entry["attribution_required"])
+    family, *_ = classify(str(entry.get("license", "")))
+    return family in (CC_BY, CC_BY_SA)
+
+
+def register(session: Session, store: ArchiveStore, *, actor: User, run_id: int, name: str,
+             notes: str = "") -> ModelVersion:
+    """A new version of model `name` from a succeeded train run (admins)."""
+    if not actor.has(Role.admin):
+        raise Forbidden("only admins register model versions")
+    if not re.match(NAME_PATTERN, name):
+        raise Invalid(f"name: {name!r} is not a model name (lower-case letters, digits and dashes)")
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"no run {run_id}")
+    if run.job_kind != "train" or run.state != RunState.succeeded:
+        raise Conflict(f"run {run_id} is a {run.state} {run.job_kind} run; a model version comes from a succeeded "
+                       "train run")
+    if session.exec(select(ModelVersion).where(ModelVersion.run_id == run_id)).first():
+        raise Conflict(f"run {run_id} is already registered as a model version")
+    checkpoint, attribution = _artifact(session, run_id, "checkpoint.pt"), _artifact(session, run_id,
+                                                                                      "attribution.json")
+    if checkpoint is None or attribution is None:
+        raise Conflict(f"run {run_id} has no checkpoint or attribution file in the archive")
+    data = json.loads(b"".join(store.open_range(attribution.sha256)))
+    entries = list(data.get("images", []))
+    licenses = Counter(str(e.get("license", "unknown")) for e in entries)
+    latest = session.exec(select(func.max(ModelVersion.version)).where(ModelVersion.name == name)).one()
+    version = ModelVersion(
+        name=name, version=(latest or 0) + 1, run_id=run_id, checkpoint_sha256=checkpoint.sha256,
+        attribution_sha256=attribution.sha256, dataset=str(data.get("dataset", run.job_plan.get("dataset", ""))),
+        dataset_digest=str(data.get("digest", "")), images=len(entries), licenses=dict(licenses),
+        attribution_required=sum(_needs_attribution(e) for e in entries),
+        share_alike=sum(classify(str(e.get("license", "")))[0] == CC_BY_SA for e in entries),
+        config=dict(run.job_plan), steps=int(run.job_plan.get("steps", 0)), gpu_seconds=run_charged(session, run_id),
+        notes=notes.strip(), created_by=actor.id)
+    session.add(version)
+    session.flush()
+    record(session, actor, "model.register", f"model:{version.id}", name=name, version=version.version,
+           run=run_id)
+    return version
+
+
+def terms(version: ModelVersion) -> list[str]:
+    """What the training data's licenses ask of the model's users, in plain words."""
+    out = []
+    if version.attribution_required:
+        out.append(f"Attribution: {version.attribution_required} of the {version.images} training images are under "
+                   "licenses that require crediting their authors; the attribution file lists every image with its "
+                   "author and license.")
+    else:
+        out.append("No training image's license requires attribution; the attribution file credits every author "
+                   "all the same.")
+    if version.share_alike:
+        out.append(f"Share-alike: {version.share_alike} training images are CC BY-SA. Whether share-alike reaches "
+                   "a model's weights, or what it generates, is an open question; this card does not answer it.")
+    out.append("This card describes the training data's licenses; it is not legal advice.")
+    return out
+
+
+def find(session: Session, name: str, number: int | None = None) -> ModelVersion:
+    query = select(ModelVersion).where(ModelVersion.name == name)
+    if number is not None:
+        query = query.where(ModelVersion.version == number)
+    found = session.exec(query.order_by(ModelVersion.version.desc())).first()
+    if found is None:
+        raise NotFound(f"no model version {name}{f'@{number}' if number is not None else ''}")
+    return found
+
+
+def listing(session: Session) -> list[ModelVersion]:
+    return list(session.exec(select(ModelVersion).order_by(ModelVersion.name, ModelVersion.version.desc())))
