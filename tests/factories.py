@@ -19,6 +19,7 @@ from service.calls.schemas import CallCreate, CycleCreate
 from service.calls.service import create_call as _create_call
 from service.calls.service import create_cycle as _create_cycle
 from service.config import Settings
+from service.db import writer
 from service.models import Call, CallKind, Cycle, Machine, Proposal, ProposalState, Role, Run, User
 from service.proposals import states, team
 from service.proposals.schemas import ProposalCreate
@@ -33,8 +34,17 @@ TINY_TRAIN = {"kind": "train", "steps": 2, "batch_size": 8, "block_out_channels"
 _counter = {"n": 0}
 
 
+def _write(session: Session) -> None:
+    """Begin the factory's next transaction as the portal's writers do (BEGIN IMMEDIATE on SQLite): a live server
+    may be writing to the same file, and a transaction that read first could not then write."""
+    if session.in_transaction():
+        session.commit()
+    session.connection(execution_options=writer(session.get_bind()).get_execution_options())
+
+
 def create_user(session: Session, role: Role = Role.researcher, email: str | None = None, *,
                 institution: str = "", name: str | None = None) -> User:
+    _write(session)
     _counter["n"] += 1
     email = email or f"{role}{_counter['n']}@example.org"
     user = _create_user(session, email=email, name=name or f"{role.title()} {_counter['n']}", roles=[role],
@@ -45,6 +55,7 @@ def create_user(session: Session, role: Role = Role.researcher, email: str | Non
 
 def create_call(session: Session, admin: User, *, open_now: bool = True, capacity: float = 10.0,
                 exclusive_months: int = 12, title: str = "Cycle test", **settings: Any) -> Call:
+    _write(session)
     now = utcnow()
     opens = now - timedelta(days=1) if open_now else now - timedelta(days=30)
     closes = now + timedelta(days=30) if open_now else now - timedelta(days=1)
@@ -56,6 +67,7 @@ def create_call(session: Session, admin: User, *, open_now: bool = True, capacit
 
 
 def create_cycle(session: Session, admin: User, *, capacity: float = 100.0, reserve: float = 10.0) -> Cycle:
+    _write(session)
     cycle = _create_cycle(session, actor=admin, data=CycleCreate(name="Cycle test", capacity_gpu_hours=capacity,
                                                                  director_reserve_gpu_hours=reserve))
     session.commit()
@@ -64,6 +76,7 @@ def create_cycle(session: Session, admin: User, *, capacity: float = 100.0, rese
 
 def close_call(session: Session, call: Call) -> Call:
     """The call's deadline passes now."""
+    _write(session)
     call = session.get(Call, call.id)
     call.closes_at = utcnow() - timedelta(seconds=1)
     session.add(call)
@@ -73,6 +86,7 @@ def close_call(session: Session, call: Call) -> Call:
 
 def start_review(session: Session, admin: User, call: Call):
     """Close the call now and start its review, as the chair would."""
+    _write(session)
     close_call(session, call)
     started = assignments.start_review(session, actor=admin, call_id=call.id)
     session.commit()
@@ -87,6 +101,7 @@ def proposal_body(**overrides: Any) -> dict[str, Any]:
 
 
 def create_proposal(session: Session, pi: User, call: Call, **overrides: Any) -> Proposal:
+    _write(session)
     proposal = _create_proposal(session, actor=pi, call_id=call.id, data=ProposalCreate(**proposal_body(**overrides)))
     session.commit()
     return proposal
@@ -96,6 +111,7 @@ def award(session: Session, admin: User, proposal: Proposal, gpu_hours: float = 
     """Award a submitted proposal as the committee would, putting it under review first (without reviewers) when
     its call is a regular one."""
     under_review(session, admin, proposal)
+    _write(session)
     kwargs.setdefault("reason", "awarded by a test")  # so that no ranking stands in the way
     award_, run = award_proposal(session, actor=admin, proposal_id=proposal.id, gpu_hours=gpu_hours, **kwargs)
     session.commit()
@@ -104,10 +120,11 @@ def award(session: Session, admin: User, proposal: Proposal, gpu_hours: float = 
 
 def under_review(session: Session, admin: User, proposal: Proposal) -> Proposal:
     """A submitted proposal of a regular call goes under review by itself (no reviewers), ready to be decided."""
+    _write(session)
     proposal = session.get(Proposal, proposal.id)
     if proposal.state == ProposalState.submitted and session.get(Call, proposal.call_id).kind == CallKind.regular:
         states.move(session, proposal, ProposalState.under_review, actor=admin, reason="test: straight to review")
-        session.commit()
+    session.commit()
     return proposal
 
 

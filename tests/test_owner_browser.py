@@ -22,6 +22,7 @@ from scheduler.local_ray import start_head
 from scheduler.loop import Scheduler
 from scheduler.ray_backend import RayBackend
 from service.attempts.service import attempts_of
+from service.db import writer
 from service.models import Machine, Role, Run, RunState
 from tests.factories import TINY_TRAIN, award, create_call, create_proposal, create_user
 from tests.live import free_port, live_server
@@ -95,8 +96,11 @@ def test_owner_lends_a_machine(browser: Browser, tmp_path: Path, lite_engine, li
         # Paused, it gets no work: the run waits and says why.
         page.get_by_role("button", name="Pause").click()
         expect(page.get_by_text("paused", exact=True)).to_be_visible()
-        _, run = award(lite_session, admin, create_proposal(lite_session, pi, create_call(lite_session, admin),
-                                                            job_plan=TINY_TRAIN))
+        # Written in a writer's transaction (BEGIN IMMEDIATE), as the portal writes: the join command's calls write
+        # to the same SQLite file meanwhile, and a plain transaction that read first could not then write.
+        with Session(writer(lite_engine), expire_on_commit=False) as session:
+            _, run = award(session, admin, create_proposal(session, pi, create_call(session, admin),
+                                                           job_plan=TINY_TRAIN))
         for _ in range(6):
             scheduler.tick()
             time.sleep(0.3)
