@@ -133,6 +133,13 @@ def restore_state(path: Path, unet, optimizer, generator: torch.Generator,
     return state["step"], list(state["losses"])
 
 
+def _gpu_memory(device: torch.device) -> dict[str, float]:
+    """The most GPU memory the job has held so far, in GB (nothing on a CPU)."""
+    if device.type != "cuda":
+        return {}
+    return {"gpu_memory_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)}
+
+
 def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, report: bool = True):
     """Train to cfg.steps, resuming from output/state.pt; returns the model, schedule, dataset and timing."""
     device = device or pick_device()
@@ -186,7 +193,9 @@ def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, re
         if report and (step % report_every == 0 or step == cfg.steps or time.perf_counter() - last_report > 2):
             per_step = (time.perf_counter() - started) / (step - first_step)
             progress.report(step, cfg.steps, phase="train", loss=round(losses[-1], 5),
-                            eta_s=round(per_step * (cfg.steps - step)))
+                            eta_s=round(per_step * (cfg.steps - step)),
+                            images_per_s=round(cfg.batch_size * cfg.gradient_accumulation / per_step, 1),
+                            **_gpu_memory(device))
             last_report = time.perf_counter()
         if step % cfg.checkpoint_every == 0 and step < cfg.steps:
             _save_state(state_path, step, unet, optimizer, generator, losses, average)
@@ -250,6 +259,8 @@ def main(cfg: TrainConfig, output: Path) -> TrainResult | None:
     metrics = {
         "device": str(device), "parameters": sum(p.numel() for p in unet.parameters()),
         "steps": cfg.steps, "final_loss": result.final_loss, "seconds_per_step": result.seconds_per_step,
+        "images_per_s": round(cfg.batch_size * cfg.gradient_accumulation / max(result.seconds_per_step, 1e-9), 1),
+        **_gpu_memory(device),
         "loss_curve": losses[:: max(1, len(losses) // 200)], "dataset_digest": data.digest,
         "config": cfg.model_dump(mode="json"),
     }

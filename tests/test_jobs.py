@@ -33,8 +33,14 @@ def test_train_then_sample_writes_every_output(tmp_path: Path, capsys) -> None:
     assert Image.open(tmp_path / "train" / "samples.png").size[0] > 0
     attribution = json.loads((tmp_path / "train" / "attribution.json").read_text())
     assert len(attribution["images"]) == 12 and all(e["license"] in {"PD", "CC0-1.0"} for e in attribution["images"])
-    record = progress.latest(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    record = progress.latest(out)
     assert record and record["fraction"] == 1.0
+    records = [found[1] for found in map(progress.parse, out.splitlines()) if found and found[0] == "progress"]
+    training = [r for r in records if r.get("phase") == "train"]
+    assert training and all(r["images_per_s"] > 0 and "gpu_memory_gb" not in r for r in training)  # a CPU: no GPU
+    metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    assert metrics["images_per_s"] > 0 and metrics["steps"] == 2
 
     sample_main(SampleConfig(checkpoint_sha256="0" * 64, count=3, inference_steps=2),
                 tmp_path / "train" / "checkpoint.pt", tmp_path / "sample")

@@ -48,8 +48,10 @@ def test_a_run_page_tells_waiting_from_running_and_ends_in_words(browser: Browse
     job.start()
     expect(page.locator("#run-state")).to_have_text("running", timeout=10_000)
     expect(page.locator("#run-started")).not_to_have_text("not yet")
-    job.log("step 450 loss 0.0301\n@@progress {}\n", {"phase": "train", "step": 450, "total": 900, "fraction": 0.5})
+    job.log("step 450 loss 0.0301\n@@progress {}\n", {"phase": "train", "step": 450, "total": 900, "fraction": 0.5,
+                                                        "images_per_s": 212.5, "gpu_memory_gb": 3.1})
     expect(page.locator("#run-progress-text")).to_contain_text("step 450 / 900", timeout=10_000)
+    expect(page.locator("#run-progress-text")).to_contain_text("212.5 images/s · 3.1 GB of GPU memory")
     expect(page.locator("#run-log")).to_have_text("step 450 loss 0.0301", timeout=10_000)  # live, no records
 
     job.outputs({**TRAIN_FILES, "metrics.json": json.dumps(METRICS).encode()})

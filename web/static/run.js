@@ -16,6 +16,8 @@
     document.getElementById('run-progress-text').textContent = Math.floor(run.progress * 100) + '%' +
       (d.phase ? ' · ' + d.phase : '') + (d.step ? ' · step ' + d.step + ' / ' + d.total : '') +
       (d.loss !== undefined ? ' · loss ' + d.loss : '') +
+      (run.state === 'running' && d.images_per_s ? ' · ' + d.images_per_s + ' images/s' : '') +
+      (run.state === 'running' && d.gpu_memory_gb ? ' · ' + d.gpu_memory_gb + ' GB of GPU memory' : '') +
       (run.state === 'running' && d.eta_s ? ' · about ' + d.eta_s + ' s left' : '');
     document.getElementById('run-gpu-seconds').textContent = run.gpu_seconds;
     const log = await fetch('/api/runs/' + runId + '/log');
