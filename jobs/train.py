@@ -82,13 +82,15 @@ class Average:
         for tensor, name in zip(self.shadow, self.names, strict=True):
             tensor.copy_(state[name])
 
-    def apply_to(self, unet):  # type: ignore[no-untyped-def]
-        """A copy of `unet` carrying the averaged weights."""
-        averaged = copy.deepcopy(unet)
-        with torch.no_grad():
-            for param, tensor in zip(averaged.parameters(), self.shadow, strict=True):
-                param.copy_(tensor)
-        return averaged
+
+
+def with_weights(unet, weights: dict[str, torch.Tensor]):  # type: ignore[no-untyped-def]
+    """A copy of `unet` carrying `weights` (parameters by name), such as the average."""
+    averaged = copy.deepcopy(unet)
+    with torch.no_grad():
+        for name, param in averaged.named_parameters():
+            param.copy_(weights[name])
+    return averaged
 
 
 class Stopped(Exception):
@@ -238,10 +240,8 @@ def main(cfg: TrainConfig, output: Path) -> TrainResult | None:
     except Stopped:
         return None
 
-    if cfg.ema_decay > 0:  # the average is what is kept and sampled from
-        average = Average(unet, cfg.ema_decay)
-        average.load(result.ema)
-        unet = average.apply_to(unet)
+    if result.ema is not None:  # the average is what is kept and sampled from
+        unet = with_weights(unet, result.ema)
     meta = {"dataset": data.name, "dataset_digest": data.digest, "images": len(data.entries),
             "steps": cfg.steps, "config": cfg.model_dump(),
             "weights": f"average (EMA, decay {cfg.ema_decay})" if cfg.ema_decay > 0 else "last step"}

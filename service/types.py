@@ -56,6 +56,7 @@ Password = text(200)
 Reason = text(2000)  # why a decision was made, as recorded
 LoginEmail = text(320)  # not checked for shape: a sign-in attempt with any text is simply wrong
 GpuHours = Annotated[float, Field(gt=0, le=MAX_GPU_HOURS, allow_inf_nan=False)]
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,79}$"  # the names of datasets and models: lower-case letters, digits, dashes
 IdInt = Annotated[int, Field(ge=1, le=MAX_ID)]
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 IdQuery = Annotated[int, Query(ge=1, le=MAX_ID)]

@@ -64,6 +64,8 @@ def test_ingest_registers_a_version_once_and_the_api_serves_it(embedded) -> None
         assert manifest.status_code == 200 and hashlib.sha256(manifest.content).hexdigest() == \
             files["manifest.jsonl"]["sha256"]
         assert len(manifest.text.splitlines()) == 5 and json.loads(manifest.text.splitlines()[0])["license"]
+        assert manifest.headers["content-security-policy"] == "default-src 'none'; sandbox"
+        assert manifest.headers["x-content-sha256"] == files["manifest.jsonl"]["sha256"]
         part = client.get(files["shard-00000.tar"]["url"], headers={"Range": "bytes=0-99"})
         assert part.status_code == 206 and len(part.content) == 100
         assert client.get("/api/datasets/commons-test@2").status_code == 404

@@ -123,11 +123,16 @@ def visible_artifacts(session: Session, *, actor: User | None, run_id: int) -> l
     return list_artifacts(session, run_id)
 
 
+def find_artifact(session: Session, run_id: int, name: str) -> Artifact | None:
+    """A run's output by name, whoever asks (callers check access)."""
+    return session.exec(select(Artifact).where(Artifact.run_id == run_id, Artifact.name == name)).first()
+
+
 def open_artifact(session: Session, *, actor: User | None, store: ArchiveStore, run_id: int,
                   name: str) -> Artifact:
     if not can_download(session, actor, run_id):
         raise NotFound(f"no outputs of run {run_id} that you may read")
-    artifact = session.exec(select(Artifact).where(Artifact.run_id == run_id, Artifact.name == name)).first()
+    artifact = find_artifact(session, run_id, name)
     if artifact is None:
         raise NotFound(f"run {run_id} has no output named {name!r}")
     if not store.exists(artifact.sha256):

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel
 
 from service.archive.ranges import ranged_response
-from service.archive.service import store_for
+from service.archive.service import DOWNLOAD_HEADERS, store_for
 from service.datasets import service
 from service.deps import SessionDep, SettingsDep
 from service.errors import NotFound
@@ -89,4 +89,5 @@ def download_dataset_file(ref: Ref, name: FileName, request: Request, session: S
         raise NotFound(f"dataset {ref} has no file {name!r}")
     media = next((m for suffix, m in MEDIA.items() if name.endswith(suffix)), "application/octet-stream")
     return ranged_response(store_for(settings), _File(name, stored["sha256"], stored["size"], media),
-                           request.headers.get("range"), "attachment", {})
+                           request.headers.get("range"), "attachment",
+                           {"X-Content-SHA256": stored["sha256"], **DOWNLOAD_HEADERS})

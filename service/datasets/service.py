@@ -18,8 +18,9 @@ from service.archive.store import ArchiveStore
 from service.audit.service import record
 from service.errors import Invalid, NotFound
 from service.models import DatasetVersion, User
+from service.types import SLUG_PATTERN
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,79}$")
+NAME = re.compile(SLUG_PATTERN)
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 FILES = ("manifest.jsonl", "attribution.txt", "rejected.jsonl", "duplicates.jsonl", "dataset.json")
 

@@ -16,17 +16,15 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from jobs.commons.licenses import CC_BY, CC_BY_SA, classify
+from service.archive.service import find_artifact, read_object
 from service.archive.store import ArchiveStore
 from service.audit.service import record
 from service.errors import Conflict, Forbidden, Invalid, NotFound
 from service.ledger.service import run_charged
-from service.models import Artifact, ModelVersion, Role, Run, RunState, User
+from service.models import ModelVersion, Role, Run, RunState, User
+from service.types import SLUG_PATTERN
 
-NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,79}$"
-
-
-def _artifact(session: Session, run_id: int, name: str) -> Artifact | None:
-    return session.exec(select(Artifact).where(Artifact.run_id == run_id, Artifact.name == name)).first()
+NAME_PATTERN = SLUG_PATTERN
 
 
 def _needs_attribution(entry: dict) -> bool:
@@ -51,11 +49,11 @@ def register(session: Session, store: ArchiveStore, *, actor: User, run_id: int,
                        "train run")
     if session.exec(select(ModelVersion).where(ModelVersion.run_id == run_id)).first():
         raise Conflict(f"run {run_id} is already registered as a model version")
-    checkpoint, attribution = _artifact(session, run_id, "checkpoint.pt"), _artifact(session, run_id,
-                                                                                      "attribution.json")
+    checkpoint, attribution = find_artifact(session, run_id, "checkpoint.pt"), find_artifact(session, run_id,
+                                                                                              "attribution.json")
     if checkpoint is None or attribution is None:
         raise Conflict(f"run {run_id} has no checkpoint or attribution file in the archive")
-    data = json.loads(b"".join(store.open_range(attribution.sha256)))
+    data = json.loads(read_object(store, attribution.sha256))
     entries = list(data.get("images", []))
     licenses = Counter(str(e.get("license", "unknown")) for e in entries)
     latest = session.exec(select(func.max(ModelVersion.version)).where(ModelVersion.name == name)).one()

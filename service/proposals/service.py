@@ -181,8 +181,8 @@ def update_proposal(session: Session, *, actor: User, proposal_id: int, data: Pr
 def submit_proposal(session: Session, *, actor: User, proposal_id: int) -> Proposal:
     proposal = _get_own_draft(session, actor, proposal_id)
     _check_complete(proposal)
-    _check_submittable(session, get_call(session, proposal.call_id), proposal.requested_gpu_hours)
     call = get_call(session, proposal.call_id)
+    _check_submittable(session, call, proposal.requested_gpu_hours)
     if call.kind == CallKind.supplemental:
         _check_top_up(session, actor, call, proposal.parent_award_id, proposal.requested_gpu_hours)
     else:

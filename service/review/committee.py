@@ -76,11 +76,13 @@ def table(session: Session, *, actor: User, call_id: int) -> list[RankRow]:
     for a in session.exec(select(ReviewAssignment).where(ReviewAssignment.call_id == call.id)
                           .order_by(ReviewAssignment.id)):
         assignments[a.proposal_id].append(a)
+    calibrations: dict[str, list[float]] = {}
     for ranked in ranking(session, call):
         proposal = session.get(Proposal, ranked.proposal_id)
         row = RankRow(ranked=ranked, proposal=proposal, team=team(session, proposal.id),
                       award=session.exec(select(Award).where(Award.proposal_id == proposal.id)).first(),
-                      feasibility=feasibility(session, proposal.job_plan, proposal.requested_gpu_hours))
+                      feasibility=feasibility(session, proposal.job_plan, proposal.requested_gpu_hours,
+                                              calibrations))
         for a in assignments[proposal.id]:
             review = session.exec(select(Review).where(Review.assignment_id == a.id)).first()
             row.reviews.append((session.get(User, a.reviewer_id), a, review))

@@ -43,14 +43,20 @@ def _calibration(session: Session, kind: str) -> list[float]:
     return ratios
 
 
-def feasibility(session: Session, plan: dict[str, Any], requested_gpu_hours: float) -> Feasibility:
+def feasibility(session: Session, plan: dict[str, Any], requested_gpu_hours: float,
+                calibrations: dict[str, list[float]] | None = None) -> Feasibility:
+    """`calibrations`, when given, keeps each kind's past-run ratios across calls (a page showing many plans
+    reads the past runs once)."""
     try:
         parsed = parse_job_plan(plan)
     except JobPlanError:
         return Feasibility(gpu_hours=None, vram_gb=None, basis="no job plan to estimate", past_runs=0,
                            fits_request=None)
     seconds = estimated_seconds(parsed)
-    ratios = _calibration(session, parsed.kind)
+    calibrations = {} if calibrations is None else calibrations
+    if parsed.kind not in calibrations:
+        calibrations[parsed.kind] = _calibration(session, parsed.kind)
+    ratios = calibrations[parsed.kind]
     if len(ratios) >= MIN_PAST_RUNS:
         factor = median(ratios)
         seconds *= factor
