@@ -5,23 +5,16 @@ Pure pydantic, no torch and no Ray, so that the service validates a proposal wit
 
 from __future__ import annotations
 
-import json
 import math
-from functools import lru_cache
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-DATASETS = ("skimage-samples",)
-DATA_ROOT = Path(__file__).parent / "data"
-
-
-@lru_cache
-def dataset_authors(name: str) -> dict[str, str]:
-    """The authors of a bundled dataset's images, by their case-folded name, from its manifest."""
-    manifest = json.loads((DATA_ROOT / name.replace("-", "_") / "manifest.json").read_text())
-    return {entry["author"].casefold(): entry["author"] for entry in manifest["images"]}
+DATASET_REF = r"^([a-z0-9][a-z0-9-]{0,79}(@[1-9][0-9]{0,8})?|sha256:[0-9a-f]{64})$"  # name, name@N or digest
+MODEL_REF = r"^[a-z0-9][a-z0-9-]{0,79}@[1-9][0-9]{0,8}$"  # name@N
+SHA256 = r"^[0-9a-f]{64}$"
+# Fields the observatory fills in when it accepts a plan (what a name pointed to then), never a person.
+PINNED = ("dataset_digest", "base_checkpoint_sha256")
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no NUL or other control characters (PostgreSQL refuses NUL)
 
 
@@ -30,11 +23,26 @@ class _Plan(BaseModel):
 
 
 class TrainConfig(_Plan):
-    """Train an unconditional UNet2DModel with a DDPM noise schedule, then draw a sample grid."""
+    """Train a UNet2DModel (unconditional, or conditioned on the dataset's classes) with a DDPM noise schedule, from
+    scratch or from a registered model version, then draw a sample grid."""
 
     kind: Literal["train"] = "train"
-    dataset: Literal["skimage-samples"] = Field("skimage-samples", title="Dataset",
-                                              description="The bundled set the model is trained on.")
+    dataset: str = Field("skimage-samples", pattern=DATASET_REF, title="Dataset",
+                         description="A registered dataset version: name@version, a name (its latest version when "
+                                     "the plan is accepted) or sha256:digest.")
+    dataset_digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", title="Dataset digest",
+                                       description="Filled in by the observatory: the version's digest.")
+    conditioning: Literal["none", "class"] = Field("none", title="Conditioning",
+        description="none, or class: a class-conditional model over the dataset's classes (the Commons categories "
+                    "chosen at ingest), sampled class by class.")
+    base_model: str | None = Field(None, pattern=MODEL_REF, title="Fine-tune from model version",
+        description="A registered model version (name@version) to start from; the architecture comes with it "
+                    "and must match this plan's.")
+    base_checkpoint_sha256: str | None = Field(None, pattern=SHA256, title="Base checkpoint (sha256)",
+                                               description="Filled in by the observatory: the base's checkpoint.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", title="Precision on GPUs",
+        description="Mixed precision for the forward and backward passes on a GPU (auto: bf16 where the card has "
+                    "it, else fp16); the weights, their average and the optimizer stay in fp32. CPUs use fp32.")
     exclude_authors: list[Annotated[str, Field(min_length=1, max_length=200, pattern=PRINTABLE)]] = Field(
         default_factory=list, max_length=100, title="Leave out these authors",
         description="Their images are left out of training (names as the dataset's attribution gives them)."
@@ -83,45 +91,105 @@ class TrainConfig(_Plan):
             )
         if self.sample_inference_steps > self.num_train_timesteps:
             raise ValueError("sample_inference_steps cannot exceed num_train_timesteps")
-        authors = dataset_authors(self.dataset)
-        unknown = [name for name in self.exclude_authors if name.casefold() not in authors]
-        if unknown:
-            raise ValueError(f"exclude_authors: no image in {self.dataset} is by {', '.join(map(repr, unknown))}; "
-                             f"its authors are {', '.join(sorted(authors.values()))}")
-        if {name.casefold() for name in self.exclude_authors} >= set(authors):
-            raise ValueError(f"exclude_authors leaves no image of {self.dataset} to train on")
         return self
 
 
 class SampleConfig(_Plan):
-    """Draw an image grid from a checkpoint already in the archive."""
+    """Draw an image grid from a registered model version or a checkpoint already in the archive."""
 
     kind: Literal["sample"] = "sample"
-    checkpoint_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", title="Checkpoint (sha256)",
-        description="sha256 of a checkpoint artifact.")
+    model: str | None = Field(None, pattern=MODEL_REF, title="Model version",
+                              description="A registered model version (name@version); or give a checkpoint.")
+    checkpoint_sha256: str | None = Field(None, pattern=SHA256, title="Checkpoint (sha256)",
+        description="sha256 of a checkpoint artifact; filled in from the model version when one is named.")
     count: int = Field(16, ge=1, le=256, title="Samples to draw")
     inference_steps: int = Field(100, ge=1, le=4000, title="Denoising steps per sample")
     sampler: Literal["ddpm", "ddim"] = Field("ddpm", title="Sampler",
         description="DDPM, or DDIM (deterministic, and good with far fewer denoising steps).")
-    seed: int = Field(0, ge=0, le=2**31 - 1, title="Random seed")
+    seed: int = Field(0, ge=0, le=2**31 - 1, title="Random seed",
+                      description="The first image's seed; the others take the next ones.")
+    seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(
+        default_factory=list, max_length=256, title="Seeds",
+        description="One seed per image, instead of a count and a first seed: the same seed (and class) always "
+                    "gives the same image.")
+    classes: list[Annotated[str, Field(min_length=1, max_length=300, pattern=PRINTABLE)]] = Field(
+        default_factory=list, max_length=64, title="Classes",
+        description="For a class-conditional model: the classes to draw, taken in turn image by image "
+                    "(default: every class in turn).")
+
+    @model_validator(mode="after")
+    def _one_source_and_count(self) -> SampleConfig:
+        if not self.model and not self.checkpoint_sha256:
+            raise ValueError("name a model version (model) or a checkpoint (checkpoint_sha256)")
+        if self.seeds and "count" in self.model_fields_set and self.count != len(self.seeds):
+            raise ValueError(f"count {self.count} differs from the {len(self.seeds)} seeds given")
+        if self.seeds:
+            self.count = len(self.seeds)
+        return self
+
+    @property
+    def image_seeds(self) -> list[int]:
+        return list(self.seeds) or [self.seed + i for i in range(self.count)]
 
 
-JobPlan = Annotated[TrainConfig | SampleConfig, Field(discriminator="kind")]
-JOB_KINDS: dict[str, type[_Plan]] = {"train": TrainConfig, "sample": SampleConfig}
-_adapter: TypeAdapter[TrainConfig | SampleConfig] = TypeAdapter(JobPlan)
+CommonsText = Annotated[str, Field(min_length=1, max_length=255, pattern=PRINTABLE)]
+
+
+class IngestConfig(_Plan):
+    """Ingest openly licensed files from Wikimedia Commons into a new version of a dataset, registered when the run
+    succeeds. The node needs to reach Commons; what it asks and keeps is the same as `observatory dataset ingest`."""
+
+    kind: Literal["ingest"] = "ingest"
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,79}$", title="Dataset name",
+                      description="e.g. commons-trees; each ingest under a name is its next version.")
+    categories: list[CommonsText] = Field(default_factory=list, max_length=20, title="Commons categories",
+        description="Categories to take files from, e.g. Trees in Finistère; several become the dataset's classes.")
+    depth: int = Field(0, ge=0, le=5, title="Subcategory depth",
+                       description="How many levels of subcategories to include.")
+    search: CommonsText | None = Field(None, title="Search",
+                                       description="A search among Commons files instead of categories.")
+    titles: list[CommonsText] = Field(default_factory=list, max_length=500, title="File titles",
+                                      description="Named files (File:…) instead of categories or a search.")
+    limit: int = Field(500, ge=1, le=100_000, title="At most this many files",
+                       description="Files looked at, kept or not.")
+    resolution: int = Field(64, ge=8, le=1024, title="Image size",
+                            description="Side of the square images kept, in pixels.")
+    licenses: list[Literal["public-domain", "cc0", "cc-by", "cc-by-sa"]] = Field(
+        default_factory=lambda: ["public-domain", "cc0", "cc-by", "cc-by-sa"], min_length=1, max_length=4,
+        title="License families allowed", description="Everything else, and anything unclear, is left out.")
+    blocklist: list[CommonsText] = Field(default_factory=list, max_length=1000, title="Names left out",
+        description="People, artists, trademarks: files whose title, description, author or categories name one "
+                    "are left out.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> IngestConfig:
+        if sum(bool(x) for x in (self.categories, self.search, self.titles)) != 1:
+            raise ValueError("name exactly one source: categories, a search, or titles")
+        if len(set(self.categories)) != len(self.categories):
+            raise ValueError("categories: a category is named twice")
+        return self
+
+
+Plan = TrainConfig | SampleConfig | IngestConfig
+JobPlan = Annotated[Plan, Field(discriminator="kind")]
+JOB_KINDS: dict[str, type[_Plan]] = {"train": TrainConfig, "sample": SampleConfig, "ingest": IngestConfig}
+_adapter: TypeAdapter[Plan] = TypeAdapter(JobPlan)
+INGEST_SECONDS_PER_FILE = 2.5  # two polite API calls and a thumbnail at the default rate limit, with a margin
 
 
 CUDA_CONTEXT_GB = 0.5  # what PyTorch's CUDA context takes on a card before the job allocates anything
 
 
-def estimated_vram_gb(plan: TrainConfig | SampleConfig) -> float:
+def estimated_vram_gb(plan: Plan) -> float:
     """A rough upper estimate of the GPU memory a plan needs, rounded up to half a GB: used to place it on a card
     big enough, not to promise it fits.
 
     Training keeps each UNet weight four times (weights, gradients, AdamW's two moments), five with the weight
     average, and about 40 activation values per pixel per channel of each block for the batch (one batch at a time,
-    however many are accumulated); sampling has a checkpoint of unknown size, so it asks for 2 GB.
+    however many are accumulated); sampling has a checkpoint of unknown size, so it asks for 2 GB; an ingest needs none.
     """
+    if isinstance(plan, IngestConfig):
+        return 0.0
     if isinstance(plan, SampleConfig):
         return 2.0
     channels = plan.block_out_channels
@@ -142,15 +210,18 @@ def _work(resolution: int, channels: list[int], layers: int, images: int) -> flo
     return images * sum(layers * (resolution // 2**i) ** 2 * c * c for i, c in enumerate(channels))
 
 
-def estimated_seconds(plan: TrainConfig | SampleConfig) -> float:
+def estimated_seconds(plan: Plan) -> float:
     """Wall-clock seconds the plan takes on one CPU core, scaled from the measured reference step by the plan's
     convolution work; sampling counts a third of a training step per image and denoising step. A GPU is faster,
-    so this is an upper estimate of its GPU-hours there."""
+    so this is an upper estimate of its GPU-hours there. An ingest is paced by Commons' rate limit, not the
+    machine: a couple of seconds a file."""
+    if isinstance(plan, IngestConfig):
+        return plan.limit * INGEST_SECONDS_PER_FILE
     reference = TrainConfig()
     ref = _work(reference.resolution, reference.block_out_channels, reference.layers_per_block, reference.batch_size)
     if isinstance(plan, SampleConfig):
         per_image = _work(reference.resolution, reference.block_out_channels, reference.layers_per_block, 1) / 3
-        return plan.count * plan.inference_steps * REFERENCE_SECONDS_PER_STEP * per_image / ref
+        return len(plan.image_seeds) * plan.inference_steps * REFERENCE_SECONDS_PER_STEP * per_image / ref
     step = _work(plan.resolution, plan.block_out_channels, plan.layers_per_block, plan.batch_size)
     per_image = _work(plan.resolution, plan.block_out_channels, plan.layers_per_block, 1) / 3
     train = plan.steps * plan.gradient_accumulation * REFERENCE_SECONDS_PER_STEP * step / ref
@@ -166,7 +237,7 @@ class JobPlanError(ValueError):
         self.problems = problems
 
 
-def parse_job_plan(data: Any) -> TrainConfig | SampleConfig:
+def parse_job_plan(data: Any) -> Plan:
     """Validate a job plan, naming each field that is wrong."""
     try:
         return _adapter.validate_python(data)

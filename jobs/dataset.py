@@ -1,9 +1,13 @@
-"""The bundled `skimage-samples` dataset: images plus a manifest with license, author and source for each."""
+"""A dataset version on the node: the package's manifest and shards that the runner fetched by digest, checked
+against the version's digest and each image's sha256, decoded and resized for training.
+
+Run by hand (no runner, no inputs), a job packages the bundled set itself (jobs.data.bundled), so that
+`python -m jobs.train` works on a checkout without an observatory."""
 
 from __future__ import annotations
 
-import hashlib
-import json
+import io
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,38 +16,60 @@ import numpy as np
 import torch
 from PIL import Image
 
-DATA_ROOT = Path(__file__).parent / "data"
+from jobs.data import bundled
+from jobs.package import INPUT_PREFIX, MANIFEST, read_images
 
 
 @dataclass(frozen=True)
 class Dataset:
     name: str
     images: torch.Tensor  # N x 3 x R x R in [-1, 1]
-    entries: list[dict[str, Any]]  # manifest entries of the images used, in order
-    digest: str  # sha256 over the manifest entries used
+    entries: list[dict[str, Any]]  # manifest records of the images used, in order
+    digest: str  # the dataset version's digest (sha256 over its whole manifest)
+    classes: list[str]  # class names, when the model is class-conditional; empty otherwise
+    labels: torch.Tensor | None = None  # N class indices into `classes`
 
 
-def load_manifest(name: str) -> dict[str, Any]:
-    folder = DATA_ROOT / name.replace("-", "_")
-    return json.loads((folder / "manifest.json").read_text())
+def local_inputs(name: str, folder: Path) -> dict[str, Path]:
+    """The bundled set packaged into `folder`, as the inputs a runner would have fetched."""
+    if name.partition("@")[0] != bundled.NAME:
+        raise ValueError(f"dataset {name!r} is fetched from the observatory; only {bundled.NAME} is bundled")
+    bundled.package(folder)
+    return {f"{INPUT_PREFIX}{file.name}": file for file in folder.iterdir()
+            if file.name == MANIFEST or file.suffix == ".tar"}
 
 
-def load(name: str, resolution: int, exclude_authors: list[str] | None = None) -> Dataset:
-    """Load, verify and resize a bundled dataset, leaving out the named authors' images."""
-    folder = DATA_ROOT / name.replace("-", "_")
-    manifest = load_manifest(name)
+def load(inputs: dict[str, Path], digest: str | None, resolution: int, *, name: str = "",
+         exclude_authors: list[str] | None = None, conditional: bool = False) -> Dataset:
+    """Check and load a fetched package, leaving out the named authors' images (compared case-folded). With no
+    package among the inputs (a job run by hand), the bundled set `name` is packaged here and loaded."""
+    files = {key.removeprefix(INPUT_PREFIX): Path(path) for key, path in inputs.items()
+             if key.startswith(INPUT_PREFIX)}
+    if not files:
+        with tempfile.TemporaryDirectory(prefix="bundled-") as folder:
+            return load(local_inputs(name, Path(folder)), digest, resolution, name=name,
+                        exclude_authors=exclude_authors, conditional=conditional)
+    if MANIFEST not in files:
+        raise ValueError("the dataset's manifest was not sent to the job")
+    digest, records = read_images(files[MANIFEST], files, digest)
     excluded = {author.casefold() for author in exclude_authors or []}
-    entries = [e for e in manifest["images"] if e["author"].casefold() not in excluded]
-    if not entries:
-        raise ValueError(f"dataset {name!r} has no images left after excluding {sorted(excluded)}")
+    kept = [(record, data) for record, data in records if str(record.get("author", "")).casefold() not in excluded]
+    if not kept:
+        raise ValueError(f"dataset {name or digest} has no images left after excluding {sorted(excluded)}")
+    classes: list[str] = []
+    labels = None
+    if conditional:
+        classes = sorted({str(record["class"]) for record, _ in records if record.get("class")})
+        if not classes or any(not record.get("class") for record, _ in kept):
+            raise ValueError(f"dataset {name or digest} has no class for every image: it cannot train a "
+                             "class-conditional model")
+        labels = torch.tensor([classes.index(str(record["class"])) for record, _ in kept])
     arrays = []
-    for entry in entries:
-        raw = (folder / entry["file"]).read_bytes()
-        if hashlib.sha256(raw).hexdigest() != entry["sha256"]:
-            raise ValueError(f"{entry['file']} does not match its manifest checksum")
-        with Image.open(folder / entry["file"]) as image:
+    for _, data in kept:
+        with Image.open(io.BytesIO(data)) as image:
             image = image.convert("RGB").resize((resolution, resolution), Image.Resampling.BICUBIC)
             arrays.append(np.asarray(image, dtype=np.float32) / 127.5 - 1.0)
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    digest = hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
-    return Dataset(name=name, images=images, entries=entries, digest=digest)
+    return Dataset(name=name, images=images, entries=[record for record, _ in kept], digest=digest,
+                   classes=classes, labels=labels)
+

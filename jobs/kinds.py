@@ -15,13 +15,16 @@ PNG, JSON = "image/png", "application/json"
 @dataclass(frozen=True)
 class JobKind:
     """`inputs` names the plan's fields that hold an archived object's sha256: the job is sent those objects,
-    fetched by digest. `resumable` kinds ship a checkpoint (`RESUME_STATE`) and restart from it."""
+    fetched by digest. A kind that `uses_dataset` is also sent its dataset version's manifest and shards
+    (jobs.package). `resumable` kinds ship a checkpoint (`RESUME_STATE`) and restart from it."""
 
     name: str
     module: str
     outputs: tuple[OutputSpec, ...]
     inputs: tuple[str, ...] = ()
     resumable: bool = False
+    uses_dataset: bool = False
+    makes_dataset: bool = False  # its `dataset.tar` is registered as a dataset version when the run succeeds
 
     @property
     def config(self) -> type:
@@ -42,7 +45,12 @@ KINDS: dict[str, JobKind] = {
         OutputSpec("training_images.png", "dataset-preview", PNG),
         OutputSpec("metrics.json", "metrics", JSON),
         OutputSpec("attribution.json", "attribution", JSON),
-    ), resumable=True),
+    ), inputs=("base_checkpoint_sha256",), resumable=True, uses_dataset=True),
+    "ingest": JobKind("ingest", "jobs.ingest", (
+        OutputSpec("dataset.tar", "dataset-package", "application/x-tar"),
+        OutputSpec("dataset.json", "dataset-summary", JSON),
+        OutputSpec("attribution.txt", "attribution", "text/plain; charset=utf-8"),
+    ), resumable=True, makes_dataset=True),
     "sample": JobKind("sample", "jobs.sample", (
         OutputSpec("samples.png", "samples", PNG),
         OutputSpec("metrics.json", "metrics", JSON),

@@ -18,7 +18,9 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def build_unet(cfg: TrainConfig) -> UNet2DModel:
+def build_unet(cfg: TrainConfig, num_classes: int = 0) -> UNet2DModel:
+    """The plan's UNet; with `num_classes`, a class-conditional one (a learned embedding per class, added to the
+    timestep's)."""
     blocks = len(cfg.block_out_channels)
     return UNet2DModel(
         sample_size=cfg.resolution,
@@ -29,6 +31,7 @@ def build_unet(cfg: TrainConfig) -> UNet2DModel:
         down_block_types=("DownBlock2D",) * blocks,
         up_block_types=("UpBlock2D",) * blocks,
         norm_num_groups=8,
+        num_class_embeds=num_classes or None,
     )
 
 
@@ -64,23 +67,39 @@ def _plain(config: dict[str, Any]) -> dict[str, Any]:
     return {key: list(value) if isinstance(value, tuple) else value for key, value in config.items()}
 
 
+def class_labels(classes: list[str], wanted: list[str], count: int) -> list[int] | None:
+    """Each image's class index, taking `wanted` (default: every class) in turn; None for an unconditional model."""
+    if not classes:
+        if wanted:
+            raise ValueError("this model is not class-conditional: it cannot draw by class")
+        return None
+    unknown = [name for name in wanted if name not in classes]
+    if unknown:
+        raise ValueError(f"the model has no class {', '.join(map(repr, unknown))}; its classes are "
+                         f"{', '.join(classes)}")
+    order = [classes.index(name) for name in wanted] or list(range(len(classes)))
+    return [order[i % len(order)] for i in range(count)]
+
+
 @torch.no_grad()
 def draw_samples(
-    unet: UNet2DModel, noise_scheduler: DDPMScheduler, count: int, inference_steps: int, seed: int,
-    device: torch.device, on_step: Any = None, sampler: str = "ddpm",
+    unet: UNet2DModel, noise_scheduler: DDPMScheduler, seeds: list[int], inference_steps: int,
+    device: torch.device, on_step: Any = None, sampler: str = "ddpm", labels: list[int] | None = None,
 ) -> torch.Tensor:
-    """Run the reverse diffusion from seeded noise, by DDPM or (deterministic) DDIM over the same noise schedule;
-    returns count x 3 x R x R in [-1, 1]."""
+    """Run the reverse diffusion, by DDPM or (deterministic) DDIM over the same noise schedule, one image per seed
+    (and class label): each image's noise comes from its own seed's generator, so the same seed and class give the
+    same image in any batch. Returns len(seeds) x 3 x R x R in [-1, 1]."""
     unet.eval()
     side = unet.config.sample_size
-    generator = torch.Generator("cpu").manual_seed(seed)
-    images = torch.randn((count, 3, side, side), generator=generator).to(device)
+    generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+    images = torch.cat([torch.randn((1, 3, side, side), generator=g) for g in generators]).to(device)
+    class_tensor = torch.tensor(labels, device=device) if labels is not None else None
     if sampler == "ddim":
         noise_scheduler = DDIMScheduler.from_config(noise_scheduler.config)
     noise_scheduler.set_timesteps(inference_steps)
     for index, timestep in enumerate(noise_scheduler.timesteps):
-        predicted_noise = unet(images, timestep).sample
-        images = noise_scheduler.step(predicted_noise, timestep, images, generator=generator).prev_sample
+        predicted_noise = unet(images, timestep, class_labels=class_tensor).sample
+        images = noise_scheduler.step(predicted_noise, timestep, images, generator=generators).prev_sample
         if on_step is not None:
             on_step(index + 1, len(noise_scheduler.timesteps))
     return images.clamp(-1, 1).cpu()

@@ -1,4 +1,5 @@
-"""Draw an image grid from a checkpoint in the archive.
+"""Draw an image grid from a checkpoint in the archive (a registered model version's, or any run's): one image per
+seed, by class for a class-conditional model.
 
 Run on a pool node by jobs.runner as `python -m jobs.sample --config JSON --inputs JSON --output DIR`, where the
 inputs map `checkpoint_sha256` to the checkpoint the runner fetched by that digest.
@@ -16,7 +17,7 @@ from jobs import progress
 from jobs.config import SampleConfig
 from jobs.imaging import to_grid
 from jobs.kinds import KINDS
-from jobs.model import draw_samples, load_checkpoint, pick_device
+from jobs.model import class_labels, draw_samples, load_checkpoint, pick_device
 from jobs.outputs import declare
 
 
@@ -41,13 +42,18 @@ def main(cfg: SampleConfig, checkpoint: Path, output: Path) -> None:
     device = pick_device()
     output.mkdir(parents=True, exist_ok=True)
     unet, noise_scheduler, meta = load_checkpoint(checkpoint, device)
+    seeds = cfg.image_seeds
+    labels = class_labels(list(meta.get("classes") or []), cfg.classes, len(seeds))
     samples = draw_samples(
-        unet, noise_scheduler, cfg.count, cfg.inference_steps, cfg.seed, device,
-        lambda done, total: progress.report(done, total, phase="sample"), sampler=cfg.sampler,
+        unet, noise_scheduler, seeds, cfg.inference_steps, device,
+        lambda done, total: progress.report(done, total, phase="sample"), sampler=cfg.sampler, labels=labels,
     )
     to_grid(samples).save(output / "samples.png")
+    classes = meta.get("classes") or []
     (output / "metrics.json").write_text(json.dumps(
-        {"device": str(device), "count": cfg.count, "inference_steps": cfg.inference_steps, "sampler": cfg.sampler,
+        {"device": str(device), "count": len(seeds), "inference_steps": cfg.inference_steps, "sampler": cfg.sampler,
+         "images": [{"seed": seed, **({"class": classes[label]} if labels else {})}
+                    for seed, label in zip(seeds, labels or [0] * len(seeds), strict=True)],
          "checkpoint_meta": meta}, indent=2, default=str))
     declare(output, KINDS["sample"].outputs)
     print(f"done: {cfg.count} samples", flush=True)

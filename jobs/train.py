@@ -1,9 +1,12 @@
-"""Train the observatory's diffusion model on a bundled dataset, then draw a sample grid.
+"""Train the observatory's diffusion model on a registered dataset version, then draw a sample grid.
 
-Run on a pool node by jobs.runner as `python -m jobs.train --config JSON --output DIR`. Each optimizer step sums
-the gradients of `gradient_accumulation` batches; an exponential moving average of the weights (`ema_decay`) is
-kept beside them, and the samples and the checkpoint use it. Resumes exactly from DIR/state.pt when it exists
-(same batches, same noise, same average), so a run moved to another node continues, not restarts;
+Run on a pool node by jobs.runner as `python -m jobs.train --config JSON --output DIR --inputs JSON`: the inputs
+are the dataset's manifest and shards (checked against the plan's dataset digest) and, to fine-tune, the base
+model's checkpoint. Each optimizer step sums the gradients of `gradient_accumulation` batches; an exponential
+moving average of the weights (`ema_decay`) is kept beside them, and the samples and the checkpoint use it. On a
+GPU the passes run in mixed precision (bf16 or fp16), every random draw comes from a generator on the GPU and the
+losses are read back in batches, so the loop never waits on the host. Resumes exactly from DIR/state.pt when it
+exists (same batches, same noise, same average), so a run moved to another node continues, not restarts;
 each saved state is announced with a checkpoint line, which the runner ships off the node. On SIGTERM it saves
 its state at the next step and stops. Writes: checkpoint.pt, samples.png, training_images.png, metrics.json,
 attribution.json, and outputs.json declaring them (jobs.outputs).
@@ -27,7 +30,14 @@ from jobs import progress
 from jobs.config import TrainConfig
 from jobs.imaging import to_grid
 from jobs.kinds import KINDS
-from jobs.model import build_noise_scheduler, build_unet, draw_samples, pick_device, save_checkpoint
+from jobs.model import (
+    build_noise_scheduler,
+    build_unet,
+    class_labels,
+    draw_samples,
+    pick_device,
+    save_checkpoint,
+)
 from jobs.outputs import declare
 
 # ---- arguments ---------------------------------------------------------------------------------------------
@@ -37,6 +47,7 @@ from jobs.outputs import declare
 class Args:
     cfg: TrainConfig
     output: Path
+    inputs: dict[str, Path] = field(default_factory=dict)
 
 
 def parse(argv: list[str] | None = None) -> Args:
@@ -45,7 +56,8 @@ def parse(argv: list[str] | None = None) -> Args:
     parser.add_argument("--output", required=True, type=Path, help="folder for outputs and resume state")
     parser.add_argument("--inputs", default="{}", help="the plan's inputs fetched to this node, as JSON (none)")
     ns = parser.parse_args(argv)
-    return Args(cfg=TrainConfig.model_validate_json(ns.config), output=ns.output)
+    inputs = {name: Path(path) for name, path in json.loads(ns.inputs).items()}
+    return Args(cfg=TrainConfig.model_validate_json(ns.config), output=ns.output, inputs=inputs)
 
 
 # ---- the training loop -------------------------------------------------------------------------------------
@@ -105,29 +117,41 @@ def _on_sigterm(signum, frame) -> None:  # type: ignore[no-untyped-def]
 
 
 def _save_state(path: Path, step: int, unet, optimizer, generator: torch.Generator, losses: list[float],
-                average: Average | None = None) -> None:
+                average: Average | None = None, scaler=None) -> None:  # type: ignore[no-untyped-def]
     tmp = path.with_suffix(".tmp")
     state = {"step": step, "unet": unet.state_dict(), "optimizer": optimizer.state_dict(),
-             "generator": generator.get_state(), "losses": losses}
+             "generator": generator.get_state(), "generator_device": generator.device.type, "losses": losses}
     if average is not None:
         state["ema"] = average.state()
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
     torch.save(state, tmp)
     tmp.replace(path)
     progress.checkpoint(step)
 
 
-def restore_state(path: Path, unet, optimizer, generator: torch.Generator,
-                  average: Average | None = None) -> tuple[int, list[float]]:
+def restore_state(path: Path, unet, optimizer, generator: torch.Generator, average: Average | None = None,
+                  scaler=None, seed: int = 0) -> tuple[int, list[float]]:  # type: ignore[no-untyped-def]
     """Load a resume state written on any device into a model on any device.
 
     The file is read onto the CPU: the model and optimizer copy their tensors to wherever they live, and the
-    random generator, a CPU generator, takes its state as the CPU byte tensor it must be (mapping the file onto a
-    GPU would hand it a CUDA tensor, which it refuses).
+    random generator (on the CPU, or on the GPU) takes its state as the CPU byte tensor it must be (mapping the file
+    onto a GPU would hand it a CUDA tensor, which it refuses). A state written by a generator of the other kind
+    (a GPU run resumed on a CPU, or the reverse) cannot continue its random stream: the generator is seeded from
+    the seed and the step instead, and the job says so.
     """
     state = torch.load(path, map_location="cpu", weights_only=True)
     unet.load_state_dict(state["unet"])
     optimizer.load_state_dict(state["optimizer"])
-    generator.set_state(state["generator"])
+    if state.get("generator_device", "cpu") == generator.device.type:
+        generator.set_state(state["generator"])
+    else:
+        generator.manual_seed(seed + int(state["step"]))
+        print(f"the saved state's random generator was on {state.get('generator_device', 'cpu')}, this one is on "
+              f"{generator.device.type}: batches and noise from step {state['step']} on differ from an unbroken "
+              "run's", flush=True)
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
     if average is not None:
         if "ema" not in state:
             raise ValueError(f"{path} holds no weight average; it was written by a run without one")
@@ -142,57 +166,111 @@ def _gpu_memory(device: torch.device) -> dict[str, float]:
     return {"gpu_memory_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)}
 
 
-def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, report: bool = True):
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The mixed-precision type of the passes on a GPU (None: fp32, as on every CPU)."""
+    if device.type != "cuda" or cfg.precision == "fp32":
+        return None
+    if cfg.precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cfg.precision == "bf16" else torch.float16
+
+
+def load_base(unet, path: Path, classes: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """Start from a registered model version's weights; the architecture and classes must be the same."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    base_classes = list(payload.get("meta", {}).get("classes") or [])
+    if base_classes != classes:
+        raise ValueError(f"the base model's classes ({', '.join(base_classes) or 'none'}) are not this dataset's "
+                         f"({', '.join(classes) or 'none'})")
+    try:
+        unet.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise ValueError(f"the base model's weights do not fit this plan's UNet: {str(exc)[:300]}") from None
+
+
+def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, report: bool = True,
+          inputs: dict[str, Path] | None = None):
     """Train to cfg.steps, resuming from output/state.pt; returns the model, schedule, dataset and timing."""
     device = device or pick_device()
     output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    data = datasets.load(cfg.dataset, cfg.resolution, cfg.exclude_authors)
+    inputs = dict(inputs or {})
+    data = datasets.load(inputs, cfg.dataset_digest, cfg.resolution, name=cfg.dataset,
+                         exclude_authors=cfg.exclude_authors, conditional=cfg.conditioning == "class")
     images = data.images.to(device)
-    unet = build_unet(cfg).to(device)
+    labels = data.labels.to(device) if data.labels is not None else None
+    unet = build_unet(cfg, len(data.classes)).to(device)
+    if cfg.base_checkpoint_sha256:
+        if "base_checkpoint_sha256" not in inputs:
+            raise ValueError("the plan fine-tunes a base model, but its checkpoint was not sent to the job")
+        load_base(unet, inputs["base_checkpoint_sha256"], data.classes)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     noise_scheduler = build_noise_scheduler(cfg)
+    noise_scheduler.alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)  # add_noise reads it every step
     optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate)
-    generator = torch.Generator("cpu").manual_seed(cfg.seed)
+    # Every random draw comes from one generator on the training device, so a resumed run sees the same batches
+    # and noise, and a GPU never waits for draws made on the host.
+    generator = torch.Generator(device).manual_seed(cfg.seed)
     average = Average(unet, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    half = autocast_dtype(cfg, device)
+    scaler = torch.amp.GradScaler("cuda") if half == torch.float16 else None
     losses: list[float] = []
+    pending: list[torch.Tensor] = []  # step losses still on the device, read back in batches
     step = 0
 
     state_path = output / "state.pt"
     if state_path.exists():
-        step, losses = restore_state(state_path, unet, optimizer, generator, average)
+        step, losses = restore_state(state_path, unet, optimizer, generator, average, scaler, cfg.seed)
         print(f"resumed from step {step}", flush=True)
+
+    def settle() -> None:
+        if pending:
+            losses.extend(torch.stack(pending).tolist())
+            pending.clear()
+
+    def save() -> None:
+        settle()
+        _save_state(state_path, step, unet, optimizer, generator, losses, average, scaler)
 
     report_every = max(1, cfg.steps // 100)
     unet.train()
     started, first_step = time.perf_counter(), step
     last_report = started
+    shape = (cfg.batch_size, *images.shape[1:])
     while step < cfg.steps:
         if _stop_requested["signal"]:
-            _save_state(state_path, step, unet, optimizer, generator, losses, average)
+            save()
             print(f"stopped on request at step {step}; state saved", flush=True)
             raise Stopped
         optimizer.zero_grad(set_to_none=True)
-        step_loss = 0.0
+        step_loss = torch.zeros((), device=device)
         for _ in range(cfg.gradient_accumulation):
-            # Every random draw comes from one CPU generator, so a resumed run sees the same batches and noise.
-            index = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=generator)
-            flip = torch.rand(cfg.batch_size, generator=generator) < 0.5
-            noise = torch.randn((cfg.batch_size, *images.shape[1:]), generator=generator)
-            timesteps = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=generator)
-            clean = images[index.to(device)]
-            clean = torch.where(flip.to(device)[:, None, None, None], clean.flip(-1), clean)
-            noise, timesteps = noise.to(device), timesteps.to(device)
+            index = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=generator, device=device)
+            flip = torch.rand(cfg.batch_size, generator=generator, device=device) < 0.5
+            noise = torch.randn(shape, generator=generator, device=device)
+            timesteps = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=generator,
+                                      device=device)
+            clean = images[index]
+            clean = torch.where(flip[:, None, None, None], clean.flip(-1), clean)
             noisy = noise_scheduler.add_noise(clean, noise, timesteps)
-            loss = F.mse_loss(unet(noisy, timesteps).sample, noise) / cfg.gradient_accumulation
-            loss.backward()
-            step_loss += loss.item()
-        optimizer.step()
+            with torch.autocast(device.type, dtype=half or torch.float32, enabled=half is not None):
+                predicted = unet(noisy, timesteps, class_labels=labels[index] if labels is not None else None).sample
+            loss = F.mse_loss(predicted.float(), noise) / cfg.gradient_accumulation
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            step_loss += loss.detach()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         step += 1
         if average is not None:
             average.update(step)
-        losses.append(step_loss)
+        pending.append(step_loss)
         # Report every 1% of the steps, and at least every 2 seconds so that long runs still show life.
         if report and (step % report_every == 0 or step == cfg.steps or time.perf_counter() - last_report > 2):
+            settle()
             per_step = (time.perf_counter() - started) / (step - first_step)
             progress.report(step, cfg.steps, phase="train", loss=round(losses[-1], 5),
                             eta_s=round(per_step * (cfg.steps - step)),
@@ -200,10 +278,10 @@ def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, re
                             **_gpu_memory(device))
             last_report = time.perf_counter()
         if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            _save_state(state_path, step, unet, optimizer, generator, losses, average)
+            save()
+    save()
     elapsed = time.perf_counter() - started
     steps_run = step - first_step
-    _save_state(state_path, step, unet, optimizer, generator, losses, average)
     result = TrainResult(steps_run, losses[-1] if losses else float("nan"), elapsed / max(steps_run, 1),
                          average.state() if average is not None else None)
     return unet, noise_scheduler, data, losses, result
@@ -225,7 +303,7 @@ def _already_done(cfg: TrainConfig, output: Path) -> TrainResult | None:
     return TrainResult(0, metrics["final_loss"], metrics["seconds_per_step"])
 
 
-def main(cfg: TrainConfig, output: Path) -> TrainResult | None:
+def main(cfg: TrainConfig, output: Path, inputs: dict[str, Path] | None = None) -> TrainResult | None:
     signal.signal(signal.SIGTERM, _on_sigterm)
     done = _already_done(cfg, output)
     if done is not None:
@@ -236,14 +314,14 @@ def main(cfg: TrainConfig, output: Path) -> TrainResult | None:
     device = pick_device()
     print(f"training on {device} with {torch.get_num_threads()} CPU threads: {cfg.model_dump_json()}", flush=True)
     try:
-        unet, noise_scheduler, data, losses, result = train(cfg, output, device)
+        unet, noise_scheduler, data, losses, result = train(cfg, output, device, inputs=inputs)
     except Stopped:
         return None
 
     if result.ema is not None:  # the average is what is kept and sampled from
         unet = with_weights(unet, result.ema)
     meta = {"dataset": data.name, "dataset_digest": data.digest, "images": len(data.entries),
-            "steps": cfg.steps, "config": cfg.model_dump(),
+            "classes": data.classes, "steps": cfg.steps, "config": cfg.model_dump(),
             "weights": f"average (EMA, decay {cfg.ema_decay})" if cfg.ema_decay > 0 else "last step"}
     save_checkpoint(output / "checkpoint.pt", unet, noise_scheduler, meta)
     to_grid(data.images).save(output / "training_images.png")
@@ -252,15 +330,16 @@ def main(cfg: TrainConfig, output: Path) -> TrainResult | None:
         if done % max(1, total // 20) == 0 or done == total:
             progress.report(cfg.steps, cfg.steps, phase="sample", sample_step=done, sample_total=total)
 
-    samples = draw_samples(unet, noise_scheduler, cfg.sample_count, cfg.sample_inference_steps, cfg.seed,
-                           device, on_sample_step, sampler=cfg.sampler)
+    seeds = [cfg.seed + i for i in range(cfg.sample_count)]
+    samples = draw_samples(unet, noise_scheduler, seeds, cfg.sample_inference_steps, device, on_sample_step,
+                           sampler=cfg.sampler, labels=class_labels(data.classes, [], len(seeds)))
     to_grid(samples).save(output / "samples.png")
 
     metrics = {
         "device": str(device), "parameters": sum(p.numel() for p in unet.parameters()),
         "steps": cfg.steps, "final_loss": result.final_loss, "seconds_per_step": result.seconds_per_step,
         "images_per_s": round(cfg.batch_size * cfg.gradient_accumulation / max(result.seconds_per_step, 1e-9), 1),
-        **_gpu_memory(device),
+        **_gpu_memory(device), "precision": str(autocast_dtype(cfg, device) or torch.float32).removeprefix("torch."),
         "loss_curve": losses[:: max(1, len(losses) // 200)], "dataset_digest": data.digest,
         "config": cfg.model_dump(mode="json"),
     }
@@ -276,4 +355,4 @@ def main(cfg: TrainConfig, output: Path) -> TrainResult | None:
 
 if __name__ == "__main__":
     args = parse()
-    main(args.cfg, args.output)
+    main(args.cfg, args.output, args.inputs)

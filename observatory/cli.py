@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlmodel import Session
 
 from observatory.console import console
 from observatory.console import fail as _fail
@@ -35,6 +36,21 @@ app.add_typer(dataset_app, name="dataset")
 def _private_files() -> None:
     """Everything the observatory writes (database, archive, secrets, logs) is its own user's alone."""
     os.umask(0o077)
+
+
+def register_bundled(settings: Settings) -> None:
+    """The bundled offline set, registered as a dataset version if it is not yet (its files into the archive)."""
+    from service.archive.service import store_for
+    from service.datasets.service import ensure_bundled
+    from service.db import engine_for
+
+    engine = engine_for(settings)
+    try:
+        with Session(engine) as session:
+            ensure_bundled(session, store_for(settings))
+            session.commit()
+    finally:
+        engine.dispose()
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
@@ -61,6 +77,7 @@ def _serve(settings: Settings, host: str, port: int, api: bool, scheduler: bool,
                      "ray._private.runtime_env.packaging"):
             logging.getLogger(name).setLevel(logging.WARNING)
     upgrade(settings.resolved_database_url)
+    register_bundled(settings)
     if api and not settings.job_api_url:  # jobs on this machine's Ray call this very server
         local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         settings = settings.model_copy(update={"job_api_url": f"http://{local}:{port}"})

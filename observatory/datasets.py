@@ -21,7 +21,9 @@ dataset_app = typer.Typer(help="Training sets: ingest from Wikimedia Commons, li
 def ingest(
     name: Annotated[str, typer.Option(help="The dataset's name, e.g. commons-trees; each ingest under it is a new "
                                            "version.")],
-    category: Annotated[str | None, typer.Option(help="A Commons category, e.g. 'Trees in Finistère'.")] = None,
+    category: Annotated[list[str] | None, typer.Option(help="A Commons category, e.g. 'Trees in Finistère'; "
+                                                          "repeat for several, which become the dataset's classes "
+                                                          "(for a class-conditional model).")] = None,
     depth: Annotated[int, typer.Option(min=0, max=5, help="How many levels of subcategories to include.")] = 0,
     search: Annotated[str | None, typer.Option(help="A search among Commons files instead of a category.")] = None,
     title: Annotated[list[str] | None, typer.Option(help="A file's title (File:…); repeat for several.")] = None,
@@ -56,7 +58,8 @@ def ingest(
     settings = get_settings()
     try:
         check_name(name)
-        source = Source(category=category, depth=depth, search=search, titles=tuple(title or ()), limit=limit)
+        source = Source(categories=tuple(category or ()), depth=depth, search=search, titles=tuple(title or ()),
+                        limit=limit)
     except (DomainError, ValueError) as exc:
         _fail(getattr(exc, "message", str(exc)))
     policy = frozenset(license_ or licenses.FAMILIES)

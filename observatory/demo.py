@@ -9,10 +9,12 @@ from datetime import timedelta
 from sqlmodel import Session
 
 from service.allocations.service import award_proposal
+from service.archive.service import store_for
 from service.auth.service import create_user
 from service.calls.schemas import CallCreate, CycleCreate
 from service.calls.service import create_call, create_cycle
 from service.config import Settings
+from service.datasets.service import ensure_bundled
 from service.db import make_engine
 from service.migrations import upgrade
 from service.models import Call, CallKind, PriorityClass, Role
@@ -75,6 +77,7 @@ def seed(settings: Settings, steps: int) -> tuple[int, int]:
     upgrade(settings.resolved_database_url)
     engine = make_engine(settings.resolved_database_url)
     with Session(engine, expire_on_commit=False) as session:
+        ensure_bundled(session, store_for(settings))
         people = [create_user(session, email=e, name=n, roles=[r], password=p, institution=i)
                   for e, n, r, p, i in ACCOUNTS]
         admin, researcher = people[0], people[1]

@@ -19,7 +19,6 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from jobs.kinds import job_kind
 from scheduler.local_ray import JOB_STOP_WAIT_S
 from scheduler.placement import PoolFacts, VramCache, read_facts, run_needs
 from scheduler.policy import decide
@@ -27,7 +26,8 @@ from scheduler.ray_backend import NODE_ID_LABEL, JobRequest, JobState, RayBacken
 from service.archive.store import ArchiveStore
 from service.attempts.service import new_attempt
 from service.config import Settings
-from service.errors import Conflict
+from service.datasets.pinning import run_inputs
+from service.errors import Conflict, DomainError
 from service.models import AttemptState, Run, RunAttempt, RunState
 from service.runs import service as runs
 from service.runs.state import move_attempt, transition
@@ -53,6 +53,10 @@ class Dispatcher:
         python = shlex.quote(self.settings.job_python or sys.executable)
         env = {"OBSERVATORY_JOB_URL": self.settings.resolved_job_api_url, "OBSERVATORY_JOB_TOKEN": token,
                "RAY_JOB_STOP_WAIT_TIME_S": JOB_STOP_WAIT_S}
+        if run.job_kind == "ingest":  # where Commons is, and whom Wikimedia may write to about these requests
+            env |= {"OBSERVATORY_COMMONS_API_URL": self.settings.commons_api_url,
+                    "OBSERVATORY_COMMONS_CONTACT": self.settings.commons_contact or "",
+                    "OBSERVATORY_COMMONS_MIN_INTERVAL_S": str(self.settings.commons_min_interval_s)}
         gpus, cpus = run_needs(self.settings)
         return JobRequest(
             submission_id=attempt.submission_id, entrypoint=f"{python} -m jobs.runner",
@@ -116,7 +120,7 @@ class Dispatcher:
             run = session.get(Run, run_id)
             leftover = session.exec(select(RunAttempt).where(RunAttempt.run_id == run_id,
                                                              RunAttempt.state == AttemptState.starting)).first()
-        problem = self._missing_inputs(run)
+            problem = self._missing_inputs(session, run)
         on_pool = leftover is not None and self.backend.snapshot(leftover.submission_id).state != JobState.unknown
         # Phase 1, a short write guarded by the claim: cancel, fail, adopt the leftover, or write a new attempt.
         with Session(self.engine, expire_on_commit=False) as session:
@@ -175,10 +179,10 @@ class Dispatcher:
         log.info("run %s submitted as %s", run.id, attempt.submission_id)
         return 1
 
-    def _missing_inputs(self, run: Run) -> str | None:
+    def _missing_inputs(self, session: Session, run: Run) -> str | None:
         try:
-            digests = job_kind(run.job_kind).input_digests(run.job_plan)
-        except ValueError as exc:
-            return str(exc)
+            digests = run_inputs(session, run)
+        except (ValueError, DomainError) as exc:
+            return getattr(exc, "message", str(exc))
         missing = [field for field, sha in digests.items() if not self.store.exists(sha)]
         return f"inputs not in the archive: {', '.join(missing)}" if missing else None

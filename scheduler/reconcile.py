@@ -23,7 +23,8 @@ from service.archive import service as archive
 from service.archive.store import ArchiveStore
 from service.attempts.service import attempts_of, live_attempts, log_tail, read_log, tail_of
 from service.config import Settings
-from service.errors import Conflict
+from service.datasets import service as datasets
+from service.errors import Conflict, DomainError
 from service.models import AttemptState, Run, RunAttempt, RunState
 from service.runs.state import STOP_BUDGET, STOP_MOVE, move_attempt, transition
 from service.timeutil import utcnow
@@ -149,7 +150,14 @@ class Reconciler:
             missing = archive.missing_outputs(session, run, kind)
             if missing:
                 return RunState.failed, f"the job ended, but outputs are missing: {', '.join(missing)}", {}
-            return RunState.succeeded, "finished; outputs are in the archive", {
+            registered = ""
+            if kind.makes_dataset:
+                try:
+                    version = datasets.register_from_run(session, self.store, run)
+                except DomainError as exc:
+                    return RunState.failed, f"the job ended, but its dataset was refused: {exc.message}", {}
+                registered = f"; registered as dataset {version.name}@{version.version}"
+            return RunState.succeeded, f"finished; outputs are in the archive{registered}", {
                 "progress": 1.0, "progress_detail": {**run.progress_detail, "fraction": 1.0}}
         if verdict.outcome == Outcome.failed:
             return RunState.failed, f"the job failed: {verdict.reason}", {}

@@ -48,8 +48,16 @@ def _settings(tmp_path: Path, url: str) -> Settings:
                     pool_join_address="head.pool.example:6379")
 
 
-def _engine(url: str) -> Iterator[Engine]:
+def _engine(url: str, tmp_path: Path) -> Iterator[Engine]:
+    """The database, with the bundled dataset registered (and its files in the archive of `_settings`), as a
+    serving observatory has it."""
+    from service.archive.service import store_for
+    from service.datasets.service import ensure_bundled
+
     engine = make_engine(url)
+    with Session(engine) as session:
+        ensure_bundled(session, store_for(_settings(tmp_path, url)))
+        session.commit()
     yield engine
     engine.dispose()
 
@@ -68,8 +76,8 @@ def _client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
 
 # On both databases (the data layer), and on SQLite only (behaviour above it: lite_*).
 @pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    yield from _engine(db_url)
+def engine(db_url: str, tmp_path: Path) -> Iterator[Engine]:
+    yield from _engine(db_url, tmp_path)
 
 
 @pytest.fixture
@@ -88,8 +96,8 @@ def client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def lite_engine(sqlite_url: str) -> Iterator[Engine]:
-    yield from _engine(sqlite_url)
+def lite_engine(sqlite_url: str, tmp_path: Path) -> Iterator[Engine]:
+    yield from _engine(sqlite_url, tmp_path)
 
 
 @pytest.fixture

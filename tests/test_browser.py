@@ -175,15 +175,15 @@ def test_every_problem_of_a_proposal_is_shown_at_its_field(browser: Browser, por
     page.locator("input[name='train.steps']").fill("20")
     page.get_by_role("button", name="Submit proposal").click()
     expect(page.locator("#train-error")).to_contain_text("Resolution 18 must be divisible by 4")
+    expect(page.locator("#estimate")).to_be_empty()  # the estimate waits for a plan of a valid shape
     # A misspelled author would silently leave nobody out: it is refused, naming the authors there are.
     page.locator("input[name='train.resolution']").fill("16")
     page.locator("input[name='train.exclude_authors']").fill("NASA, Nassa")
     page.get_by_role("button", name="Submit proposal").click()
-    expect(page.locator("#train-exclude_authors-error")).to_contain_text("No image in skimage-samples is by 'Nassa'")
+    expect(page.locator("#train-exclude_authors-error")).to_contain_text("No image in skimage-samples@1 is by 'Nassa'")
     expect(page.locator("#train-exclude_authors-error")).to_contain_text("Stefan van der Walt")
-    expect(page.locator("select[name='train.dataset']")).to_have_value("skimage-samples")
-    # The estimate beside the hours waits for a valid plan, then follows it as it changes.
-    expect(page.locator("#estimate")).to_be_empty()
+    expect(page.locator("select[name='train.dataset']")).to_have_value("skimage-samples@1")
+    # The estimate beside the hours follows the plan as it changes.
     page.locator("input[name='train.exclude_authors']").fill("NASA")
     expect(page.locator("#estimate")).to_contain_text("about 0.00 GPU-hours (0 min 8 s)")  # 20 steps
     page.locator("input[name='train.steps']").fill("6000")

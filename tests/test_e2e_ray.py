@@ -153,3 +153,41 @@ def test_cancel_and_exhausted_award_stop_runs(scheduler, lite_client, lite_sessi
     assert second.state == "cancelled" and "used up" in second.message
     starved_view = lite_client.get(f"/api/runs/{starved}", headers=pi).json()
     assert starved_view["gpu_seconds"] == 4  # 0.001 GPU-hours, rounded to whole seconds; never more
+
+
+def test_commons_ingest_to_a_model_card(scheduler, lite_client: TestClient, lite_session: Session,
+                                        lite_engine) -> None:
+    """An ingest run on the pool registers a dataset version; a train run on it becomes a model version registered
+    from the portal, whose card gives the license breakdown of its Commons images."""
+    from tests.commons_server import fake_commons
+    from tests.factories import PASSWORD, post_form
+
+    admin_user = create_user(lite_session, Role.admin)
+    admin, pi = login(lite_client, admin_user.email), login(lite_client, create_user(lite_session).email)
+    call_id = _open_call(lite_client, admin)
+    with fake_commons() as (_, url, requests):
+        pool = Scheduler(lite_engine, scheduler.settings.model_copy(update={
+            "commons_api_url": url, "commons_contact": "ops@observatory.example", "commons_min_interval_s": 0}),
+            scheduler.backend)
+        ingest_run = _propose_and_award(lite_client, call_id, pi, admin, {
+            "kind": "ingest", "name": "commons-test", "categories": ["Test images"], "resolution": 16,
+            "blocklist": ["Edvard Munch"]})
+        run = drive(pool, lite_engine, ingest_run)
+    assert run.state == "succeeded", run.message
+    assert run.message.endswith("registered as dataset commons-test@1")
+    assert all("ops@observatory.example" in h["User-Agent"] for h in requests.headers)
+    dataset = lite_client.get("/api/datasets/commons-test@1").json()
+    assert dataset["images"] == 5 and dataset["origin"] == "Wikimedia Commons"
+    assert dataset["licenses"] == {"Public domain": 2, "CC BY-SA 3.0 de": 1, "CC BY-SA 4.0": 2}
+
+    train_run = _propose_and_award(lite_client, call_id, pi, admin, {**TINY_TRAIN, "dataset": "commons-test@1"})
+    run = drive(scheduler, lite_engine, train_run)
+    assert run.state == "succeeded", run.message
+    assert run.job_plan["dataset_digest"] == dataset["digest"]
+
+    post_form(lite_client, "/login", {"email": admin_user.email, "password": PASSWORD, "next": "/"})
+    done = post_form(lite_client, f"/runs/{train_run}/register-model", {"name": "commons-model", "notes": ""})
+    assert "Registered commons-model@1." in done.text
+    card = lite_client.get("/models/commons-model/1").text
+    assert "Public domain: 2" in card and "CC BY-SA 3.0 de: 1" in card and "CC BY-SA 4.0: 2" in card
+    assert "Wikimedia Commons" in card and "commons-test@1" in card

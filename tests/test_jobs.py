@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ from PIL import Image
 from jobs import dataset as datasets
 from jobs import progress
 from jobs.config import JobPlanError, SampleConfig, TrainConfig, parse_job_plan
+from jobs.data import bundled
 from jobs.model import build_unet, load_checkpoint
+from jobs.package import write_tar
 from jobs.sample import main as sample_main
 from jobs.train import main as train_main
 from jobs.train import restore_state, train
@@ -153,29 +156,55 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     cfg = TrainConfig.model_validate(TINY_TRAIN)
     train_main(cfg, tmp_path)
     unet, noise_scheduler, meta = load_checkpoint(tmp_path / "checkpoint.pt", torch.device("cpu"))
-    assert meta["dataset"] == "skimage-samples" and len(meta["dataset_digest"]) == 64
+    assert meta["dataset"] == "skimage-samples" and meta["dataset_digest"].startswith("sha256:")
+    assert meta["classes"] == []  # unconditional
     assert noise_scheduler.config.num_train_timesteps == 20 and unet.config.sample_size == 8
 
 
 def test_leaving_out_an_author() -> None:
-    full = datasets.load("skimage-samples", 8)
-    without = datasets.load("skimage-samples", 8, exclude_authors=["nasa"])
+    full = datasets.load({}, None, 8, name="skimage-samples")
+    without = datasets.load({}, None, 8, name="skimage-samples", exclude_authors=["nasa"])
     assert full.images.shape[0] == 12 and without.images.shape[0] == 10
-    assert "NASA" not in {e["author"] for e in without.entries} and without.digest != full.digest
+    assert "NASA" not in {e["author"] for e in without.entries}
+    assert without.digest == full.digest  # the same dataset version, fewer of its images
     with pytest.raises(ValueError, match="no images left"):
-        datasets.load("skimage-samples", 8, exclude_authors=sorted({e["author"] for e in full.entries}))
+        datasets.load({}, None, 8, name="skimage-samples", exclude_authors=sorted({e["author"] for e in full.entries}))
 
 
-def test_manifest_checksums_are_enforced(tmp_path: Path, monkeypatch) -> None:
-    folder = tmp_path / "skimage_samples"
-    folder.mkdir()
-    source = datasets.DATA_ROOT / "skimage_samples"
-    for path in source.iterdir():
-        (folder / path.name).write_bytes(path.read_bytes())
-    (folder / "chelsea.png").write_bytes((source / "coffee.png").read_bytes())
-    monkeypatch.setattr(datasets, "DATA_ROOT", tmp_path)
-    with pytest.raises(ValueError, match="chelsea.png does not match"):
-        datasets.load("skimage-samples", 8)
+def _package(tmp_path: Path) -> tuple[dict[str, Path], str]:
+    folder = bundled.package(tmp_path / "package")
+    described = json.loads((folder / "dataset.json").read_text())
+    return {f"dataset:{f.name}": f for f in folder.iterdir() if f.suffix in (".tar", ".jsonl")}, described["digest"]
+
+
+def test_a_package_is_checked_against_its_digest_and_checksums(tmp_path: Path) -> None:
+    inputs, digest = _package(tmp_path)
+    assert datasets.load(inputs, digest, 8).digest == digest
+    with pytest.raises(ValueError, match="does not have the digest"):
+        datasets.load(inputs, "sha256:" + "0" * 64, 8)
+    shard = inputs["dataset:shard-00000.tar"]
+    with tarfile.open(shard) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar]
+    swapped = [(members[0][0], members[1][1]), *members[1:]]  # one image's bytes replaced by another's
+    write_tar(shard, swapped)
+    with pytest.raises(ValueError, match=f"{members[0][0]} in shard-00000.tar does not match"):
+        datasets.load(inputs, digest, 8)
+    write_tar(shard, members[1:])
+    with pytest.raises(ValueError, match=f"{members[0][0]} is missing"):
+        datasets.load(inputs, digest, 8)
+    del inputs["dataset:shard-00000.tar"]
+    with pytest.raises(ValueError, match="shard-00000.tar was not sent"):
+        datasets.load(inputs, digest, 8)
+
+
+def test_the_bundled_package_is_the_same_bytes_every_time(tmp_path: Path) -> None:
+    first, second = bundled.package(tmp_path / "a"), bundled.package(tmp_path / "b")
+    for name in ("manifest.jsonl", "shard-00000.tar", "dataset.json", "attribution.txt"):
+        assert (first / name).read_bytes() == (second / name).read_bytes()
+    described = json.loads((first / "dataset.json").read_text())
+    assert described["origin"] == "scikit-image sample images" and described["images"] == 12
+    assert described["classes"] == ["drawing", "photograph", "scientific", "texture"]
+    assert "not from Wikimedia Commons" in (first / "attribution.txt").read_text()
 
 
 @pytest.mark.parametrize(("plan", "fragment"), [

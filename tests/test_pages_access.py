@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from sqlmodel import Session, select
 
 from service.models import ReviewAssignment, Role, User
@@ -190,7 +193,19 @@ def test_the_review_form_names_each_problem_at_its_field(world, lite_client: Tes
 
 
 def test_pages_say_what_the_training_data_is(lite_client: TestClient) -> None:
-    """The only dataset is scikit-image's samples (one from Commons): no page may call the model Commons-trained."""
+    """The bundled set is scikit-image's samples (one from Commons): no page may call it, or the model, Commons."""
     home = lite_client.get("/").text
     assert "Wikimedia Commons images" not in home
-    assert "twelve public-domain and\n  CC0 sample images bundled with scikit-image" in home
+    assert "<code>skimage-samples</code>, is not one of them" in home
+    listing = lite_client.get("/datasets").text
+    assert "scikit-image sample images <span class=\"muted\">(not a Commons dataset)</span>" in listing
+    page = lite_client.get("/datasets/skimage-samples@1")
+    assert page.status_code == 200 and "this is not a Commons dataset" in page.text
+    assert "Every image came from Wikimedia Commons" not in page.text and "Stefan van der Walt" in page.text
+    sheet = lite_client.get("/datasets/skimage-samples@1/sheet.png")
+    assert sheet.status_code == 200 and sheet.content.startswith(b"\x89PNG")
+    with Image.open(io.BytesIO(sheet.content)) as image:
+        assert image.size == (4 * 50 + 2, 3 * 50 + 2)  # twelve 48-pixel tiles, four to a row
+    assert lite_client.get("/datasets/nothing@9").status_code == 404
+    assert lite_client.get("/api/datasets/skimage-samples@1").json()["classes"] == [
+        "drawing", "photograph", "scientific", "texture"]

@@ -169,3 +169,26 @@ def test_a_cancel_racing_the_claim_never_leaves_a_finished_run_running(db_url: s
             assert set(submitted) <= set(pool.stopped), "a cancelled run's job was left on the pool"
     running = [session.get(Run, i) for i in ids if session.get(Run, i).state == RunState.running]
     assert all(r.cancel_requested for r in running)  # the cancel landed as a request the scheduler acts on
+
+
+def test_the_run_page_plots_the_loss_as_the_run_reports_it(lite_client, lite_session: Session) -> None:
+    from tests.factories import auth_headers
+
+    admin, pi = create_user(lite_session, Role.admin), create_user(lite_session)
+    _, run = award(lite_session, admin, create_proposal(lite_session, pi, create_call(lite_session, admin)))
+    run = lite_session.get(Run, run.id)
+    for step in range(1, 1001):  # a thousand progress lines: the curve keeps at most 200 points, evenly spaced
+        runs.record_progress(run, {"step": step, "total": 1000, "loss": 1.0 / step, "fraction": step / 1000})
+    curve = run.progress_detail["curve"]
+    assert 100 < len(curve) <= runs.CURVE_POINTS and curve[-1] == [1000, 0.001]
+    gaps = {b[0] - a[0] for a, b in zip(curve, curve[1:], strict=False)}
+    assert gaps == {run.progress_detail["curve_every"]}
+    run.state = RunState.running
+    lite_session.add(run)
+    lite_session.commit()
+    page = lite_client.get(f"/runs/{run.id}", headers=auth_headers(lite_session, pi)).text
+    assert 'id="live-loss-chart"' in page and f"Training loss so far, log scale: {curve[0][1]:.4f} → 0.0010" in page
+    points = page.split('id="live-loss-line"')[1].split('points="')[1].split('"')[0].split()
+    assert len(points) == len(curve) and points[0].startswith("6.0,6.0")  # the highest loss, top left
+    api = lite_client.get(f"/api/runs/{run.id}", headers=auth_headers(lite_session, pi)).json()
+    assert api["progress_detail"]["curve"] == curve

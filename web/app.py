@@ -30,6 +30,7 @@ from service.mail.sender import run_mail_loop
 from web.api_docs import API_DOCS_ASSETS, swagger_ui_path
 from web.api_docs import router as api_docs_router
 from web.csrf import verify_csrf
+from web.dataset_pages import router as dataset_pages_router
 from web.middleware import LoadShedding, SecurityHeaders
 from web.model_pages import router as model_pages_router
 from web.pages import router as pages_router
@@ -131,6 +132,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(team_pages_router, max_body_size=settings.max_form_bytes)
     app.include_router(people_pages_router, max_body_size=settings.max_form_bytes)
     app.include_router(model_pages_router, max_body_size=settings.max_form_bytes)
+    app.include_router(dataset_pages_router, max_body_size=settings.max_form_bytes)
     app.include_router(api_docs_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount(API_DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="api-docs-assets")

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from jobs.config import JOB_KINDS, dataset_authors
+from jobs.config import JOB_KINDS, PINNED
 
 
 def _is_list(annotation: Any) -> bool:
@@ -22,16 +22,13 @@ def plan_fields() -> dict[str, list[dict[str, Any]]]:
         defaults = model.model_construct().model_dump() if kind == "train" else {}
         fields = []
         for name, info in model.model_fields.items():
-            if name == "kind":
+            if name == "kind" or name in PINNED:
                 continue
             default = defaults.get(name, None if info.is_required() else info.get_default(call_default_factory=True))
             is_list = _is_list(info.annotation)
             shown = ", ".join(str(v) for v in default) if is_list and default is not None else default
             choices = list(typing.get_args(info.annotation)) if typing.get_origin(info.annotation) is Literal else []
             help_text = info.description or ""
-            if name == "exclude_authors":
-                authors = sorted(dataset_authors(defaults["dataset"]).values())
-                help_text += f" Authors in {defaults['dataset']}: {', '.join(authors)}."
             fields.append({"name": name, "label": info.title or name, "default": "" if shown is None else shown,
                            "list": is_list, "required": info.is_required(), "help": help_text, "choices": choices})
         kinds[kind] = fields
@@ -98,3 +95,13 @@ def field_errors(exc: ValidationError, prefix: str = "", only: set[str] | None =
             message = f"Item {int(loc[1]) + 1}: {message[:1].lower()}{message[1:]}"
         found.setdefault(key, message)
     return found
+
+
+def service_plan_error(message: str, kind: str) -> dict[str, str] | None:
+    """A problem the service found with a plan ("job_plan.FIELD: …", or "job_plan: …" for the whole plan), keyed by
+    the form's field; None when the message is about something else."""
+    named = re.match(r"^job_plan(?:\.([a-z_]+))?: (.+)$", message, re.S)
+    if named is None or kind not in JOB_KINDS:
+        return None
+    key = f"{kind}.{named[1]}" if named[1] else kind
+    return {key: named[2][:1].upper() + named[2][1:]}

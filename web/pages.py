@@ -17,6 +17,7 @@ from service.auth.browser import sign_in_browser, sign_out_browser
 from service.auth.schemas import Login, UserCreate
 from service.calls import service as calls
 from service.calls.schemas import CallCreate, CycleCreate
+from service.datasets import service as dataset_service
 from service.deps import (
     AdminUser,
     CurrentUser,
@@ -28,6 +29,7 @@ from service.deps import (
 )
 from service.errors import DomainError
 from service.ledger.service import run_charged
+from service.modelcards import service as model_service
 from service.models import Proposal, Role, User
 from service.pool import service as pool
 from service.proposals import access, team
@@ -37,8 +39,8 @@ from service.review import feedback
 from service.runs import service as runs
 from service.timeutil import utcnow
 from service.types import IdPath, IdQuery
-from web.charts import loss_chart_from_metrics
-from web.forms import field_errors, plan_fields, plan_from_form
+from web.charts import loss_chart, loss_chart_from_metrics
+from web.forms import field_errors, plan_fields, plan_from_form, service_plan_error
 from web.render import act as _act
 from web.render import flash, form_fields, render
 from web.render import redirect as _redirect
@@ -178,10 +180,33 @@ def _proposal_form(request: Request, session, call_id: int, values: dict[str, An
     return render(request, "propose.html", {
         "call": calls.to_public(session, calls.get_call(session, call_id)), "values": values,
         "estimate": _estimate(plan_from_form(values)),
-        "checkpoints": archive.usable_checkpoints(session, request.state.user) if request.state.user else [],
+        "options": _plan_options(session, request.state.user), "authors": _dataset_authors(session),
         "kinds": plan_fields(), "error": error, "errors": errors or {}, "draft_id": draft_id,
         "action_url": f"/proposals/{draft_id}/edit" if draft_id else f"/calls/{call_id}/propose",
     }, status_code=status_code)
+
+
+def _plan_options(session, user) -> dict[str, list[tuple[str, str]]]:
+    """The choices of the plan fields that name registered things: datasets, model versions, checkpoints."""
+    data = [(f"{d.name}@{d.version}", f"{d.name}@{d.version}: {d.images} images, {d.origin}")
+            for d in dataset_service.listing(session)]
+    versions = [(f"{m.name}@{m.version}", f"{m.name}@{m.version}: {m.steps} steps on {m.dataset}")
+                for m in model_service.listing(session)]
+    checkpoints = archive.usable_checkpoints(session, user) if user else []
+    options = {"train.dataset": data, "train.base_model": [("", "none: train from scratch"), *versions],
+               "sample.model": [*versions, ("", "none: the checkpoint below")],
+               "sample.checkpoint_sha256": [*([("", "none: the model version above")] if versions else []),
+                                            *checkpoints]}
+    return {key: choices for key, choices in options.items() if any(value for value, _ in choices)}
+
+
+def _dataset_authors(session) -> str:
+    """The authors whose images a run may leave out, per dataset version (long lists are on its page)."""
+    parts = []
+    for d in dataset_service.listing(session):
+        names = ", ".join(d.authors) if len(d.authors) <= 30 else f"{len(d.authors)} authors, listed on /datasets"
+        parts.append(f"{d.name}@{d.version}: {names}")
+    return "; ".join(parts)
 
 
 PROPOSAL_FIELDS = {"title", "abstract", "justification", "requested_gpu_hours"}
@@ -195,8 +220,9 @@ def _estimate(plan: dict[str, Any]) -> Estimate | None:
         return None
 
 
-def _form_problems(form: dict[str, str], plan: dict[str, Any]) -> dict[str, str]:
-    """Every problem of a proposal form, field by field, in plain words (empty: it may go to the service)."""
+def _form_problems(session, user: User, form: dict[str, str], plan: dict[str, Any]) -> dict[str, str]:
+    """Every problem of a proposal form, field by field, in plain words (empty: it may go to the service): the
+    job's own rules, then what the plan names (a dataset's authors, a base model's architecture)."""
     problems: dict[str, str] = {}
     try:
         ProposalCreate.model_validate({**{k: form.get(k, "") for k in PROPOSAL_FIELDS}, "job_plan": plan})
@@ -210,6 +236,11 @@ def _form_problems(form: dict[str, str], plan: dict[str, Any]) -> dict[str, str]
             model.model_validate(plan)
         except ValidationError as exc:
             problems |= field_errors(exc, prefix=f"{plan['kind']}.")
+        else:
+            try:
+                proposals.validate_job_plan(session, user, plan)
+            except DomainError as exc:
+                problems |= service_plan_error(exc.message, plan["kind"]) or {plan["kind"]: exc.message}
     return problems
 
 
@@ -229,7 +260,7 @@ def _save_or_submit(request: Request, session, user: User, form: dict[str, str],
     """"Save draft" keeps whatever is there; "Submit" checks every field first and shows each problem at it."""
     plan = plan_from_form(form)
     submitting = form.get("action") == "submit"
-    problems = _form_problems(form, plan) if submitting else _draft_problems(form, plan)
+    problems = _form_problems(session, user, form, plan) if submitting else _draft_problems(form, plan)
     if problems:
         summary = f"{len(problems)} problem{'s' if len(problems) > 1 else ''} to fix: see the marked fields."
         return _proposal_form(request, session, call_id, form, summary, 422, problems, draft_id)
@@ -245,6 +276,10 @@ def _save_or_submit(request: Request, session, user: User, form: dict[str, str],
                 proposal = proposals.submit_proposal(session, actor=user, proposal_id=proposal.id)
     except DomainError as exc:
         session.rollback()
+        at_field = service_plan_error(exc.message, str(plan.get("kind", "")))
+        if at_field:
+            return _proposal_form(request, session, call_id, form, "1 problem to fix: see the marked fields.",
+                                  exc.status_code, at_field, draft_id)
         return _proposal_form(request, session, call_id, form, exc.message, exc.status_code, None, draft_id)
     session.commit()
     flash(request, "Proposal submitted." if proposal.state == "submitted"
@@ -390,6 +425,7 @@ def run_page(run_id: IdPath, request: Request, user: CurrentUser, session: Sessi
     artifacts = _artifacts_if_allowed(session, user, run.id)
     return render(request, "run.html", {
         "run": run, "proposal": proposal, "artifacts": artifacts, "loss_chart": _loss_chart(settings, artifacts),
+        "live_chart": loss_chart([point[1] for point in run.progress_detail.get("curve", [])]),
         "detail": runs.describe(session, run),
         "exclusive_until": archive.exclusive_until(session, run.id), "now": utcnow(),
         "can_cancel": user.has(Role.admin) or proposal.pi_id == user.id,

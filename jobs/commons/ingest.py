@@ -7,10 +7,10 @@ resized, and compared with what was already kept: the same bytes, or an image a 
 is a duplicate and is reported with the image it duplicates. Every outcome is appended to `state.jsonl` in the
 work folder as it happens, so an interrupted ingest resumes where it stopped and downloads nothing twice.
 
-The dataset version is written to `out/`: tar shards of PNGs, `manifest.jsonl` (one provenance record per image),
-`attribution.txt` (for people), `rejected.jsonl`, `duplicates.jsonl` and `dataset.json`. It is named by one digest
-over the manifest's records without their retrieval times, so the same images with the same provenance give the
-same digest whenever they are fetched.
+The dataset version is written to `out/` as a package (see jobs.package): tar shards of PNGs, `manifest.jsonl`
+(one provenance record per image), `attribution.txt` (for people), `rejected.jsonl`, `duplicates.jsonl` and
+`dataset.json`, named by one digest over the manifest. An ingest of several categories makes them the dataset's
+classes: each image's class is the first category it was found in.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import tarfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -31,26 +30,34 @@ from PIL import Image, UnidentifiedImageError
 
 from jobs.commons import licenses, metadata
 from jobs.commons.client import CommonsClient, CommonsError
-
-VOLATILE = frozenset({"retrieved_at"})  # left out of the digest: the same data fetched twice is the same version
+from jobs.package import write_manifest, write_tar
 
 
 @dataclass(frozen=True)
 class Source:
-    """What to ingest: a category (with the depth of subcategories), a search, or named files."""
+    """What to ingest: categories (with the depth of subcategories), a search, or named files."""
 
-    category: str | None = None
+    categories: tuple[str, ...] = ()
     depth: int = 0
     search: str | None = None
     titles: tuple[str, ...] = ()
     limit: int | None = None
 
     def __post_init__(self) -> None:
-        if sum(bool(x) for x in (self.category, self.search, self.titles)) != 1:
-            raise ValueError("name exactly one source: a category, a search, or titles")
+        if sum(bool(x) for x in (self.categories, self.search, self.titles)) != 1:
+            raise ValueError("name exactly one source: categories, a search, or titles")
+        if len(set(self.categories)) != len(self.categories):
+            raise ValueError("a category is named twice")
 
     def describe(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in (None, (), 0) or k == "depth" and self.category}
+        described = {k: v for k, v in asdict(self).items()
+                     if v not in (None, (), 0) or k == "depth" and self.categories}
+        return json.loads(json.dumps(described))
+
+    @property
+    def classes(self) -> list[str]:
+        """The dataset's classes: its categories, when there are several."""
+        return list(self.categories) if len(self.categories) > 1 else []
 
 
 @dataclass(frozen=True)
@@ -74,9 +81,15 @@ class DatasetVersion:
     source: dict[str, Any] = field(default_factory=dict)
 
 
+def _by_category(client: CommonsClient, source: Source) -> Iterator[dict[str, Any]]:
+    for category in source.categories:
+        for page in client.category(category, source.depth):
+            yield {**page, "found_in": category}
+
+
 def _pages(client: CommonsClient, source: Source) -> Iterator[dict[str, Any]]:
-    if source.category:
-        found = client.category(source.category, source.depth)
+    if source.categories:
+        found = _by_category(client, source)
     elif source.search:
         found = client.search(source.search)
     else:
@@ -214,26 +227,14 @@ class Ingest:
             "image_sha256": image_sha, "dhash": f"{near:016x}", "width": self.rules.resolution,
             "height": self.rules.resolution,
         }
+        if self.source.classes:
+            record["class"] = page["found_in"]
         self.kept.append(record)
         self.by_bytes[downloaded] = title
         if info.get("sha1"):
             self.by_sha1[info["sha1"]] = title
         self.hashes.append((near, title))
         self._note(key, "kept", record=record)
-
-
-def _tar(path: Path, members: list[tuple[str, bytes]]) -> None:
-    """A tar file whose bytes depend only on its members (fixed times, owners and modes)."""
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in members:
-            entry = tarfile.TarInfo(name)
-            entry.size, entry.mtime, entry.mode, entry.uid, entry.gid = len(data), 0, 0o644, 0, 0
-            tar.addfile(entry, io.BytesIO(data))
-
-
-def digest_of(records: list[dict[str, Any]]) -> str:
-    lines = [json.dumps({k: v for k, v in r.items() if k not in VOLATILE}, sort_keys=True) for r in records]
-    return "sha256:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def _attribution(name: str, records: list[dict[str, Any]]) -> str:
@@ -257,11 +258,10 @@ def write_version(ingest: Ingest, name: str, out: Path) -> DatasetVersion:
     for index in range(0, len(records), size):
         shard = f"shard-{index // size:05d}.tar"
         chunk = records[index:index + size]
-        _tar(out / shard, [(f"{r['image_sha256']}.png", (ingest.work / "images" / f"{r['image_sha256']}.png")
+        write_tar(out / shard, [(f"{r['image_sha256']}.png", (ingest.work / "images" / f"{r['image_sha256']}.png")
                             .read_bytes()) for r in chunk])
         manifest += [{**r, "shard": shard, "member": f"{r['image_sha256']}.png"} for r in chunk]
-    digest = digest_of(manifest)
-    (out / "manifest.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in manifest))
+    digest = write_manifest(out / "manifest.jsonl", manifest)
     (out / "attribution.txt").write_text(_attribution(name, records))
     rejected = [e for e in ingest.done.values() if e["outcome"] == "rejected"]
     duplicates = [e for e in ingest.done.values() if e["outcome"] == "duplicate"]
@@ -278,7 +278,7 @@ def write_version(ingest: Ingest, name: str, out: Path) -> DatasetVersion:
         "name": name, "digest": digest, "images": version.images, "licenses": version.licenses,
         "rejected": version.rejected, "duplicates": version.duplicates, "source": version.source,
         "resolution": ingest.rules.resolution, "shards": sorted({r["shard"] for r in manifest}),
-        "origin": "Wikimedia Commons"}, indent=2, sort_keys=True) + "\n")
+        "origin": "Wikimedia Commons", "classes": ingest.source.classes}, indent=2, sort_keys=True) + "\n")
     return version
 
 

@@ -39,6 +39,11 @@ SOURCES = [
      "http://openclipart.org/detail/158377/horse-by-marauder"),
 ]
 
+# The class of each image, for a class-conditional model.
+CLASSES = {"astronaut": "photograph", "chelsea": "photograph", "coffee": "photograph", "rocket": "photograph",
+           "camera": "photograph", "coins": "photograph", "brick": "texture", "grass": "texture",
+           "gravel": "texture", "retina": "scientific", "hubble_deep_field": "scientific", "horse": "drawing"}
+
 LICENSE_URLS = {
     "PD": "https://creativecommons.org/publicdomain/mark/1.0/",
     "CC0-1.0": "https://creativecommons.org/publicdomain/zero/1.0/",
@@ -64,7 +69,7 @@ def main() -> None:
         _square_rgb(getattr(data, name)()).save(path, optimize=True)
         entries.append({
             "file": path.name, "title": title, "author": author, "license": license_code,
-            "license_url": LICENSE_URLS[license_code], "source_url": source,
+            "license_url": LICENSE_URLS[license_code], "source_url": source, "class": CLASSES[name],
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         })
     manifest = {"name": "skimage-samples", "version": 1, "side": SIDE, "images": entries}

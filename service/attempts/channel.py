@@ -14,6 +14,7 @@ from service.archive.store import ArchiveStore
 from service.attempts import service as attempts
 from service.attempts.schemas import Control, JobEnd, JobHello, JobInput, JobPlanOut, LogChunk, Received
 from service.config import Settings
+from service.datasets import pinning
 from service.errors import Busy, Conflict, NotFound
 from service.models import Run, RunAttempt
 from service.runs.service import record_progress
@@ -52,7 +53,7 @@ def hello(session: Session, settings: Settings, store: ArchiveStore, attempt: Ru
     run = _heard(session, attempt)
     attempt.node_name = data.node_name
     kind = job_kind(run.job_kind)
-    wanted_inputs = kind.input_digests(run.job_plan)
+    wanted_inputs = pinning.run_inputs(session, run)
     if attempt.resume_sha256:
         wanted_inputs[RESUME_INPUT] = attempt.resume_sha256
     inputs = [JobInput(field=field, sha256=sha, size=store.size(sha)) for field, sha in wanted_inputs.items()
@@ -61,14 +62,14 @@ def hello(session: Session, settings: Settings, store: ArchiveStore, attempt: Ru
     if missing:
         raise NotFound(f"inputs not in the archive: {', '.join(sorted(missing))}")
     return JobPlanOut(run_id=run.id, attempt=attempt.number, kind=kind.name, module=kind.module,
-                      config=run.job_plan, inputs=inputs, resume_sha256=attempt.resume_sha256,
+                      config=pinning.job_config(session, run), inputs=inputs, resume_sha256=attempt.resume_sha256,
                       resume_step=attempt.resume_step, checkpoint_interval_s=settings.checkpoint_ship_interval_s,
                       max_output_bytes=settings.max_output_bytes)
 
 
 def allowed_input(session: Session, attempt: RunAttempt, sha256: str) -> bool:
     run = session.get(Run, attempt.run_id)
-    allowed = set(job_kind(run.job_kind).input_digests(run.job_plan).values()) | {attempt.resume_sha256}
+    allowed = set(pinning.run_inputs(session, run).values()) | {attempt.resume_sha256}
     return sha256 in allowed
 
 

@@ -44,6 +44,9 @@ class DatasetPublic(BaseModel):
     duplicates: int
     source: dict[str, Any]
     resolution: int
+    classes: list[str]
+    authors: list[str]
+    run_id: int | None  # the ingest run that made it; None when registered from the command line
     files: list[DatasetFile]
     created_at: datetime
 
@@ -55,7 +58,8 @@ def to_public(version: DatasetVersion) -> DatasetPublic:
     return DatasetPublic(
         ref=ref, files=files,
         **version.model_dump(include={"name", "version", "digest", "origin", "images", "licenses", "rejected",
-                                      "duplicates", "source", "resolution", "created_at"}))
+                                      "duplicates", "source", "resolution", "classes", "authors", "run_id",
+                                      "created_at"}))
 
 
 @router.get("/datasets", response_model=list[DatasetPublic])

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import json
 import re
+import tarfile
+import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from jobs.data.bundled import package as bundled_package
+from jobs.package import verify
+from service.archive.service import find_artifact
 from service.archive.store import ArchiveStore
 from service.audit.service import record
 from service.errors import Invalid, NotFound
-from service.models import DatasetVersion, User
+from service.models import DatasetVersion, Proposal, Run, User
 from service.types import SLUG_PATTERN
 
 NAME = re.compile(SLUG_PATTERN)
@@ -31,11 +37,37 @@ def check_name(name: str) -> str:
     return name
 
 
-def register(session: Session, store: ArchiveStore, folder: Path, *, actor: User | None) -> tuple[DatasetVersion, bool]:
-    """Register the dataset version written in `folder` (by `jobs.commons.ingest`); returns it, and whether it is
-    new. Its files go into the archive first, so a registered version always has them."""
-    described = json.loads((folder / "dataset.json").read_text())
-    name, digest = check_name(described["name"]), described["digest"]
+SHARD = re.compile(r"^shard-[0-9]{5}\.tar$")
+
+
+def _described(folder: Path) -> dict[str, Any]:
+    try:
+        described = json.loads((folder / "dataset.json").read_text())
+        if not isinstance(described, dict) or not isinstance(described.get("shards"), list):
+            raise ValueError("dataset.json names no shards")
+    except (OSError, ValueError) as exc:
+        raise Invalid(f"the dataset package has no readable dataset.json ({exc})") from None
+    bad = [str(shard) for shard in described["shards"] if not SHARD.match(str(shard))]
+    missing = [file for file in [*FILES, *described["shards"]] if not (folder / str(file)).is_file()]
+    if bad or missing:
+        raise Invalid(f"the dataset package is incomplete: {', '.join(bad + missing)}")
+    return described
+
+
+def register(session: Session, store: ArchiveStore, folder: Path, *, actor: User | None,
+             run_id: int | None = None) -> tuple[DatasetVersion, bool]:
+    """Register the dataset package in `folder` (jobs.package); returns its version, and whether it is new.
+
+    Nothing of dataset.json is taken on trust but its name, source and origin: the manifest must have the digest
+    it states, every image must match its checksum, and the counts are made from the manifest. The files go into
+    the archive first, so a registered version always has them."""
+    described = _described(folder)
+    name = check_name(str(described.get("name", "")))
+    try:
+        digest, records = verify(folder / "manifest.jsonl", {s: folder / s for s in described["shards"]},
+                                 str(described.get("digest", "")))
+    except (ValueError, KeyError) as exc:
+        raise Invalid(f"the dataset package does not check out: {exc}") from None
     if not DIGEST.match(digest):
         raise Invalid(f"digest: {digest!r} is not a sha256 digest")
     existing = session.exec(select(DatasetVersion).where(DatasetVersion.digest == digest)).first()
@@ -48,15 +80,45 @@ def register(session: Session, store: ArchiveStore, folder: Path, *, actor: User
         files[file] = {"sha256": sha, "size": size}
     latest = session.exec(select(func.max(DatasetVersion.version)).where(DatasetVersion.name == name)).one()
     version = DatasetVersion(
-        name=name, version=(latest or 0) + 1, digest=digest, origin=described["origin"],
-        images=described["images"], licenses=described["licenses"], rejected=described["rejected"],
-        duplicates=described["duplicates"], source=described["source"], resolution=described["resolution"],
-        files=files, created_by=actor.id if actor else None)
+        name=name, version=(latest or 0) + 1, digest=digest, origin=str(described.get("origin", "unknown"))[:80],
+        images=len(records), licenses=dict(Counter(str(r.get("license", "unknown")) for r in records)),
+        rejected=dict(described.get("rejected") or {}), duplicates=int(described.get("duplicates") or 0),
+        source=dict(described.get("source") or {}), resolution=int(described.get("resolution") or 0),
+        classes=sorted({str(r["class"]) for r in records if r.get("class")}),
+        authors=sorted({str(r["author"]) for r in records if r.get("author")}), files=files,
+        created_by=actor.id if actor else None, run_id=run_id)
     session.add(version)
     session.flush()
     record(session, actor, "dataset.register", f"dataset:{version.id}", name=name, version=version.version,
-           digest=digest, images=version.images)
+           digest=digest, images=version.images, run=run_id)
     return version, True
+
+
+def register_from_run(session: Session, store: ArchiveStore, run: Run) -> DatasetVersion:
+    """The dataset version an ingest run made: its `dataset.tar` unpacked (plain files with plain names only) and
+    registered under the name its plan gave, by the proposal's PI."""
+    artifact = find_artifact(session, run.id, "dataset.tar")
+    if artifact is None:
+        raise Invalid(f"run {run.id} has no dataset.tar in the archive")
+    with tempfile.TemporaryDirectory(prefix="dataset-") as tmp:
+        folder = Path(tmp)
+        with (folder / ".package.tar").open("wb") as handle:
+            for block in store.open_range(artifact.sha256):
+                handle.write(block)
+        try:
+            with tarfile.open(folder / ".package.tar") as tar:
+                for entry in tar:
+                    if not entry.isfile() or "/" in entry.name or entry.name.startswith("."):
+                        raise Invalid(f"dataset.tar holds {entry.name!r}, which is not a package file")
+                    (folder / entry.name).write_bytes(tar.extractfile(entry).read())
+        except tarfile.TarError as exc:
+            raise Invalid(f"dataset.tar is not a readable tar file ({exc})") from None
+        described = _described(folder)
+        if described.get("name") != run.job_plan.get("name"):
+            raise Invalid(f"the package is named {described.get('name')!r}, not {run.job_plan.get('name')!r}")
+        proposal = session.get(Proposal, run.proposal_id)
+        version, _ = register(session, store, folder, actor=session.get(User, proposal.pi_id), run_id=run.id)
+    return version
 
 
 def find(session: Session, ref: str) -> DatasetVersion:
@@ -78,3 +140,10 @@ def find(session: Session, ref: str) -> DatasetVersion:
 
 def listing(session: Session) -> list[DatasetVersion]:
     return list(session.exec(select(DatasetVersion).order_by(DatasetVersion.name, DatasetVersion.version.desc())))
+
+
+def ensure_bundled(session: Session, store: ArchiveStore) -> DatasetVersion:
+    """The bundled offline set, registered (once: the same bytes give the same digest) with its files archived."""
+    with tempfile.TemporaryDirectory(prefix="bundled-") as folder:
+        version, _ = register(session, store, bundled_package(Path(folder)), actor=None)
+    return version

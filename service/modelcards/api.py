@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
+from sqlmodel import Session
 
 from service.archive.service import store_for
 from service.deps import AdminUser, SessionDep, SettingsDep
@@ -34,6 +36,9 @@ class ModelCard(BaseModel):
     attribution_sha256: str
     dataset: str
     dataset_digest: str
+    dataset_origin: str
+    classes: list[str]
+    parent: str | None
     images: int
     licenses: dict[str, int]
     attribution_required: int
@@ -47,22 +52,23 @@ class ModelCard(BaseModel):
     card_url: str
 
 
-def card(version: ModelVersion) -> ModelCard:
+def card(session: Session, version: ModelVersion) -> ModelCard:
     ref = f"{version.name}@{version.version}"
     return ModelCard(ref=ref, terms=service.terms(version), card_url=f"/models/{version.name}/{version.version}",
+                     **asdict(service.lineage(session, version)),
                      **version.model_dump(exclude={"id", "parent_id", "created_by"}))
 
 
 @router.get("/models", response_model=list[ModelCard])
 def list_models(session: SessionDep) -> list[ModelCard]:
     """Every registered version of the shared model, with its card. Public."""
-    return [card(v) for v in service.listing(session)]
+    return [card(session, v) for v in service.listing(session)]
 
 
 @router.get("/models/{name}/{version}", response_model=ModelCard)
 def get_model(name: ModelName, version: Number, session: SessionDep) -> ModelCard:
     """One version's card: training data, licenses and what they ask, configuration, compute. Public."""
-    return card(service.find(session, name, version))
+    return card(session, service.find(session, name, version))
 
 
 @router.post("/models", response_model=ModelCard, status_code=201)
@@ -71,4 +77,4 @@ def register_model(data: ModelRegister, admin: AdminUser, session: SessionDep, s
     version = service.register(session, store_for(settings), actor=admin, run_id=data.run_id, name=data.name,
                                notes=data.notes)
     session.commit()
-    return card(version)
+    return card(session, version)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from dataclasses import dataclass
 
 from sqlalchemy import func
 from sqlmodel import Session, select
@@ -21,7 +22,7 @@ from service.archive.store import ArchiveStore
 from service.audit.service import record
 from service.errors import Conflict, Forbidden, Invalid, NotFound
 from service.ledger.service import run_charged
-from service.models import ModelVersion, Role, Run, RunState, User
+from service.models import DatasetVersion, ModelVersion, Role, Run, RunState, User
 from service.types import SLUG_PATTERN
 
 NAME_PATTERN = SLUG_PATTERN
@@ -56,6 +57,10 @@ def register(session: Session, store: ArchiveStore, *, actor: User, run_id: int,
     data = json.loads(read_object(store, attribution.sha256))
     entries = list(data.get("images", []))
     licenses = Counter(str(e.get("license", "unknown")) for e in entries)
+    parent = None
+    if run.job_plan.get("base_model"):
+        base_name, _, base_number = str(run.job_plan["base_model"]).partition("@")
+        parent = find(session, base_name, int(base_number))
     latest = session.exec(select(func.max(ModelVersion.version)).where(ModelVersion.name == name)).one()
     version = ModelVersion(
         name=name, version=(latest or 0) + 1, run_id=run_id, checkpoint_sha256=checkpoint.sha256,
@@ -64,7 +69,7 @@ def register(session: Session, store: ArchiveStore, *, actor: User, run_id: int,
         attribution_required=sum(_needs_attribution(e) for e in entries),
         share_alike=sum(classify(str(e.get("license", "")))[0] == CC_BY_SA for e in entries),
         config=dict(run.job_plan), steps=int(run.job_plan.get("steps", 0)), gpu_seconds=run_charged(session, run_id),
-        notes=notes.strip(), created_by=actor.id)
+        parent_id=parent.id if parent else None, notes=notes.strip(), created_by=actor.id)
     session.add(version)
     session.flush()
     record(session, actor, "model.register", f"model:{version.id}", name=name, version=version.version,
@@ -101,3 +106,21 @@ def find(session: Session, name: str, number: int | None = None) -> ModelVersion
 
 def listing(session: Session) -> list[ModelVersion]:
     return list(session.exec(select(ModelVersion).order_by(ModelVersion.name, ModelVersion.version.desc())))
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """What a card says beyond the version's own row: the version it was fine-tuned from, and its dataset."""
+
+    parent: str | None  # name@version
+    dataset_origin: str  # where every training image came from, as its dataset version says
+    classes: list[str]  # the classes a class-conditional model draws
+
+
+def lineage(session: Session, version: ModelVersion) -> Lineage:
+    parent = session.get(ModelVersion, version.parent_id) if version.parent_id else None
+    dataset = session.exec(select(DatasetVersion).where(DatasetVersion.digest == version.dataset_digest)).first()
+    conditional = version.config.get("conditioning") == "class"
+    return Lineage(parent=f"{parent.name}@{parent.version}" if parent else None,
+                   dataset_origin=dataset.origin if dataset else "unknown (the dataset version is not registered)",
+                   classes=list(dataset.classes) if dataset and conditional else [])

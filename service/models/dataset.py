@@ -28,7 +28,11 @@ class DatasetVersion(SQLModel, table=True):
     duplicates: int = 0
     source: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     resolution: int
+    classes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
+    # every author named in the manifest, as written there: what a run may leave out with `exclude_authors`
+    authors: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
     # file name -> {"sha256": …, "size": …}: the shards, manifest.jsonl, attribution.txt, rejected.jsonl, …
     files: dict[str, dict[str, Any]] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_by: int | None = Field(default=None, foreign_key="users.id")  # None: the operator's command line
+    run_id: int | None = Field(default=None, foreign_key="runs.id")  # the ingest run that made it, if one did
     created_at: datetime = Field(default_factory=utcnow)

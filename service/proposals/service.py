@@ -11,9 +11,10 @@ from typing import Any
 from pydantic import ValidationError
 from sqlmodel import Session, select
 
-from jobs.config import JobPlanError, SampleConfig, TrainConfig, parse_job_plan
+from jobs.config import JobPlanError, Plan, SampleConfig, TrainConfig, parse_job_plan
 from service.archive import service as archive
 from service.calls.service import get_call, is_open
+from service.datasets import pinning
 from service.errors import Conflict, Forbidden, Invalid
 from service.ledger.service import award_used
 from service.mail import outbox
@@ -43,12 +44,17 @@ from service.proposals.schemas import (
 from service.timeutil import utcnow
 
 
-def validate_job_plan(session: Session, actor: User, plan: dict[str, Any]) -> TrainConfig | SampleConfig:
-    """The plan parsed by the job's own config model; a sample plan must name a checkpoint the actor may read."""
+def validate_job_plan(session: Session, actor: User, plan: dict[str, Any]) -> Plan:
+    """The plan parsed by the job's own config model, its names pinned to what they point to now (see
+    service.datasets.pinning); a sample plan must name a model version, or a checkpoint the actor may read."""
     try:
         parsed = parse_job_plan(plan)
     except JobPlanError as exc:
         raise Invalid(str(exc)) from None
+    if isinstance(parsed, TrainConfig):
+        return pinning.pin_train(session, parsed)
+    if isinstance(parsed, SampleConfig) and parsed.model:
+        return pinning.pin_sample(session, parsed)
     if isinstance(parsed, SampleConfig):
         artifact = archive.find_checkpoint(session, parsed.checkpoint_sha256)
         if artifact is None or not archive.can_download(session, actor, artifact.run_id):

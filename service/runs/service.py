@@ -113,8 +113,24 @@ def claim_queued(session: Session, *, limit: int, ttl_s: int, now: datetime | No
     return token, runs
 
 
+CURVE_POINTS = 200  # the live loss curve keeps at most this many (step, loss) points, evenly spaced
+
+
 def record_progress(run: Run, detail: dict[str, Any]) -> None:
-    run.progress_detail = detail
+    """The job's latest progress line, and the run's loss curve so far: a reported (step, loss) is kept when its
+    step is a multiple of `curve_every`, which doubles (dropping the points between) whenever the curve is full."""
+    previous = run.progress_detail or {}
+    curve = [p for p in previous.get("curve", []) if isinstance(p, list) and len(p) == 2]
+    every = int(previous.get("curve_every", 1))
+    step, loss = detail.get("step"), detail.get("loss")
+    if isinstance(step, int) and isinstance(loss, int | float) and step % every == 0 \
+            and (not curve or step > curve[-1][0]):
+        curve.append([step, loss])
+        while len(curve) > CURVE_POINTS:
+            every *= 2
+            curve = [p for p in curve if p[0] % every == 0]
+    kept = {"curve": curve, "curve_every": every} if curve else {}
+    run.progress_detail = {**{k: v for k, v in detail.items() if k not in ("curve", "curve_every")}, **kept}
     fraction = detail.get("fraction")
     if isinstance(fraction, int | float):
         run.progress = max(0.0, min(1.0, float(fraction)))

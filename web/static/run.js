@@ -1,6 +1,20 @@
 // Follow a run: poll the JSON API, and reload when what the page shows changes state (it starts on its node,
 // or ends and has outputs to show).
 (() => {
+  // The loss so far on a log scale, drawn as web/charts.py draws it on the server.
+  const drawLoss = (curve) => {
+    const line = document.getElementById('live-loss-line');
+    const values = curve.map((p) => p[1]).filter((v) => v > 0 && Number.isFinite(v));
+    if (!line || values.length < 2) return;
+    const [width, height, pad] = [360, 120, 6];
+    const logs = values.map(Math.log10);
+    const low = Math.min(...logs), high = Math.max(...logs), span = (high - low) || 1;
+    const step = (width - 2 * pad) / (logs.length - 1);
+    line.setAttribute('points', logs.map((v, i) =>
+      (pad + i * step).toFixed(1) + ',' + (pad + (high - v) / span * (height - 2 * pad)).toFixed(1)).join(' '));
+    document.getElementById('live-loss-caption').textContent = 'Training loss so far, log scale: ' +
+      values[0].toFixed(4) + ' → ' + values[values.length - 1].toFixed(4);
+  };
   const script = document.currentScript;
   const runId = script.dataset.runId;
   const shown = script.dataset.shownState;
@@ -20,6 +34,7 @@
       (run.state === 'running' && d.gpu_memory_gb ? ' · ' + d.gpu_memory_gb + ' GB of GPU memory' : '') +
       (run.state === 'running' && d.eta_s ? ' · about ' + d.eta_s + ' s left' : '');
     document.getElementById('run-gpu-seconds').textContent = run.gpu_seconds;
+    drawLoss(d.curve || []);
     const log = await fetch('/api/runs/' + runId + '/log');
     if (log.ok) {
       const tail = await log.json();

@@ -1,0 +1,109 @@
+"""What a job plan's names point to, fixed when the plan is accepted: the dataset version (its name@version and
+digest), the model version to fine-tune or sample (its checkpoint), checked against each other, so that a run
+trains on exactly what its reviewers read. And, for a run, the archived objects its job is sent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session, select
+
+from jobs.config import SampleConfig, TrainConfig
+from jobs.kinds import job_kind
+from jobs.package import job_inputs
+from service.datasets import service as datasets
+from service.errors import Invalid, NotFound
+from service.modelcards import service as models
+from service.models import DatasetVersion, ModelVersion, Run
+
+# The fields a fine-tune takes over from its base: the UNet's shape and the noise schedule.
+ARCHITECTURE = ("resolution", "block_out_channels", "layers_per_block", "num_train_timesteps", "conditioning")
+
+
+def _model(session: Session, ref: str, field: str) -> ModelVersion:
+    name, _, number = ref.partition("@")
+    try:
+        return models.find(session, name, int(number))
+    except NotFound:
+        raise Invalid(f"job_plan.{field}: no model version {ref!r}") from None
+
+
+def _dataset(session: Session, ref: str) -> DatasetVersion:
+    try:
+        return datasets.find(session, ref)
+    except NotFound:
+        raise Invalid(f"job_plan.dataset: no dataset version {ref!r} (see /datasets)") from None
+
+
+def base_classes(session: Session, base: ModelVersion) -> list[str]:
+    if base.config.get("conditioning") != "class":
+        return []
+    dataset = session.exec(select(DatasetVersion).where(DatasetVersion.digest == base.dataset_digest)).first()
+    return list(dataset.classes) if dataset is not None else []
+
+
+def pin_train(session: Session, plan: TrainConfig) -> TrainConfig:
+    dataset = _dataset(session, plan.dataset)
+    if plan.dataset_digest and plan.dataset_digest != dataset.digest:
+        raise Invalid(f"job_plan.dataset_digest: {plan.dataset} is {dataset.digest}, not {plan.dataset_digest}")
+    authors = {name.casefold(): name for name in dataset.authors}
+    unknown = [name for name in plan.exclude_authors if name.casefold() not in authors]
+    ref = f"{dataset.name}@{dataset.version}"
+    if unknown:
+        raise Invalid(f"job_plan.exclude_authors: no image in {ref} is by {', '.join(map(repr, unknown))}; its "
+                      f"authors are {', '.join(sorted(authors.values()))}")
+    if authors and {name.casefold() for name in plan.exclude_authors} >= set(authors):
+        raise Invalid(f"job_plan.exclude_authors: this leaves no image of {ref} to train on")
+    if plan.conditioning == "class" and not dataset.classes:
+        raise Invalid(f"job_plan.conditioning: {ref} has no classes (ingest several categories to make some)")
+    changes: dict[str, Any] = {"dataset": ref, "dataset_digest": dataset.digest, "base_checkpoint_sha256": None}
+    if plan.base_model:
+        base = _model(session, plan.base_model, "base_model")
+        differs = [f"{field} {getattr(plan, field)!r} (the base has {base.config.get(field, 'none')!r})"
+                   for field in ARCHITECTURE if base.config.get(field, "none") != getattr(plan, field)]
+        if differs:
+            raise Invalid(f"job_plan: a fine-tune keeps its base's architecture; change {'; '.join(differs)}")
+        if plan.conditioning == "class" and base_classes(session, base) != dataset.classes:
+            raise Invalid(f"job_plan.dataset: {ref}'s classes ({', '.join(dataset.classes)}) are not those "
+                          f"{plan.base_model} was trained on")
+        changes["base_checkpoint_sha256"] = base.checkpoint_sha256
+    return plan.model_copy(update=changes)
+
+
+def pin_sample(session: Session, plan: SampleConfig) -> SampleConfig:
+    if not plan.model:
+        return plan
+    version = _model(session, plan.model, "model")
+    if plan.checkpoint_sha256 and plan.checkpoint_sha256 != version.checkpoint_sha256:
+        raise Invalid(f"job_plan.checkpoint_sha256: {plan.model}'s checkpoint is {version.checkpoint_sha256}")
+    classes = base_classes(session, version)
+    if plan.classes and not classes:
+        raise Invalid(f"job_plan.classes: {plan.model} is not class-conditional")
+    unknown = [name for name in plan.classes if name not in classes]
+    if unknown:
+        raise Invalid(f"job_plan.classes: {plan.model} has no class {', '.join(map(repr, unknown))}; its classes "
+                      f"are {', '.join(classes)}")
+    return plan.model_copy(update={"checkpoint_sha256": version.checkpoint_sha256})
+
+
+def run_inputs(session: Session, run: Run) -> dict[str, str]:
+    """The archived objects a run's job is sent, input name -> sha256: the plan's own (a checkpoint), and the
+    files of its dataset version (`dataset:manifest.jsonl`, `dataset:shard-…`)."""
+    kind = job_kind(run.job_kind)
+    inputs = kind.input_digests(run.job_plan)
+    if kind.uses_dataset:
+        ref = run.job_plan.get("dataset_digest") or run.job_plan.get("dataset") or ""
+        try:
+            dataset = datasets.find(session, str(ref))
+        except NotFound:
+            raise NotFound(f"the run's dataset {ref!r} is not registered") from None
+        inputs.update(job_inputs(dataset.files))
+    return inputs
+
+
+def job_config(session: Session, run: Run) -> dict[str, Any]:
+    """The plan the job runs: a plan accepted before datasets were pinned gets its version's digest now."""
+    plan = dict(run.job_plan)
+    if job_kind(run.job_kind).uses_dataset and not plan.get("dataset_digest"):
+        plan["dataset_digest"] = datasets.find(session, str(plan.get("dataset", ""))).digest
+    return plan

@@ -1,0 +1,177 @@
+"""The `ingest` job kind: a Commons ingest as a pool job (classes from categories, stop and resume on another node
+without downloading anything twice) and the registration of its package, which takes nothing on trust."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session
+
+from jobs import ingest as ingest_job
+from jobs.commons.client import CommonsClient
+from jobs.config import IngestConfig, parse_job_plan
+from jobs.package import write_tar
+from service.datasets.service import register_from_run
+from service.errors import Invalid
+from service.models import Proposal, Role, Run
+from tests.commons_server import fake_commons
+from tests.factories import archive_outputs, award, create_call, create_proposal, create_user
+
+UA = "CommonsObservatoryTests/0.2 (ops@observatory.example)"
+PLAN = {"kind": "ingest", "name": "commons-test", "categories": ["Test images"], "resolution": 16,
+        "blocklist": ["Edvard Munch"]}
+
+
+class Counting(CommonsClient):
+    """Counts downloads per URL, and asks the job to stop (as SIGTERM would) at its n-th one."""
+
+    def __init__(self, *args, stop_at: int | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.stop_at, self.downloads = stop_at, []
+
+    def fetch(self, url: str) -> bytes:
+        self.downloads.append(url)
+        if len(self.downloads) == self.stop_at:
+            ingest_job._stop["asked"] = True
+        return super().fetch(url)
+
+
+@pytest.fixture(autouse=True)
+def _no_stop_left_over():
+    ingest_job._stop["asked"] = False
+    yield
+    ingest_job._stop["asked"] = False
+
+
+def _client(url: str, **kwargs) -> Counting:
+    return Counting(url, user_agent=UA, min_interval_s=0, sleep=lambda s: None, thumb_width=32, **kwargs)
+
+
+def test_a_stopped_ingest_resumes_on_another_node_without_downloading_twice(tmp_path: Path) -> None:
+    cfg = IngestConfig.model_validate(PLAN)
+    with fake_commons() as (_, url, _):
+        straight = _client(url)
+        assert ingest_job.main(cfg, tmp_path / "straight", straight)
+        stopping = _client(url, stop_at=3)
+        assert not ingest_job.main(cfg, tmp_path / "first", stopping)
+        assert not (tmp_path / "first" / "dataset.tar").exists() and (tmp_path / "first" / "state.pt").exists()
+        # Another node gets only the shipped state, as the runner hands it over.
+        (tmp_path / "second").mkdir()
+        shutil.copyfile(tmp_path / "first" / "state.pt", tmp_path / "second" / "state.pt")
+        ingest_job._stop["asked"] = False
+        resumed = _client(url)
+        assert ingest_job.main(cfg, tmp_path / "second", resumed)
+    assert sorted(stopping.downloads + resumed.downloads) == sorted(straight.downloads)
+    assert not set(stopping.downloads) & set(resumed.downloads)
+    straight_json = json.loads((tmp_path / "straight" / "dataset.json").read_text())
+    resumed_json = json.loads((tmp_path / "second" / "dataset.json").read_text())
+    assert resumed_json["digest"] == straight_json["digest"] and resumed_json["images"] == 5
+    assert (tmp_path / "second" / "dataset.tar").read_bytes() == (tmp_path / "straight" / "dataset.tar").read_bytes()
+    declared = json.loads((tmp_path / "second" / "outputs.json").read_text())
+    assert {d["name"] for d in declared["outputs"]} == {"dataset.tar", "dataset.json", "attribution.txt"}
+    assert not (tmp_path / "second" / "state.pt").exists()
+
+
+def test_several_categories_become_the_dataset_s_classes(tmp_path: Path) -> None:
+    cfg = IngestConfig.model_validate({**PLAN, "categories": ["Trees", "Towns"]})
+    with fake_commons() as (fake, url, _):
+        fake.categories = {"Category:Trees": [0, 2, 11], "Category:Towns": [1, 2, 6]}  # Lone tree is in both
+        assert ingest_job.main(cfg, tmp_path, _client(url))
+    described = json.loads((tmp_path / "dataset.json").read_text())
+    assert described["classes"] == ["Trees", "Towns"]
+    with tarfile.open(tmp_path / "dataset.tar") as tar:
+        manifest = [json.loads(line) for line in tar.extractfile("manifest.jsonl").read().splitlines()]
+    assert {r["title"]: r["class"] for r in manifest} == {
+        "File:Volcano.png": "Trees", "File:Lone tree.png": "Trees", "File:Harbour.png": "Trees",
+        "File:Heidelberg street.png": "Towns", "File:Small original.png": "Towns"}
+
+
+def test_an_ingest_plan_names_one_source() -> None:
+    for plan, message in [({"categories": []}, "exactly one source"),
+                          ({"search": "trees"}, "exactly one source"),
+                          ({"categories": ["A", "A"]}, "named twice"),
+                          ({"licenses": ["cc-by-nc"]}, "licenses"),
+                          ({"name": "Bad Name"}, "name")]:
+        with pytest.raises(ValueError, match=message):
+            parse_job_plan({**PLAN, **plan})
+
+
+def _ingest_run(session: Session, settings, files: dict[str, bytes]) -> Run:
+    admin = create_user(session, Role.admin)
+    _, run = award(session, admin, create_proposal(session, create_user(session), create_call(session, admin),
+                                                   job_plan=PLAN))
+    run = session.get(Run, run.id)
+    archive_outputs(session, settings, run, files)
+    return run
+
+
+def _outputs(tmp_path: Path) -> dict[str, bytes]:
+    with fake_commons() as (_, url, _):
+        assert ingest_job.main(IngestConfig.model_validate(PLAN), tmp_path, _client(url))
+    return {name: (tmp_path / name).read_bytes() for name in ("dataset.tar", "dataset.json", "attribution.txt")}
+
+
+def test_an_ingest_run_s_package_is_registered_by_its_pi(lite_session: Session, lite_settings,
+                                                         tmp_path: Path) -> None:
+    run = _ingest_run(lite_session, lite_settings, _outputs(tmp_path))
+    version = register_from_run(lite_session, _store(lite_settings), run)
+    assert (version.name, version.version, version.images, version.run_id) == ("commons-test", 1, 5, run.id)
+    assert version.origin == "Wikimedia Commons"
+    assert version.created_by == lite_session.get(Proposal, run.proposal_id).pi_id
+    assert version.licenses == {"Public domain": 2, "CC BY-SA 3.0 de": 1, "CC BY-SA 4.0": 2}
+    assert "PtrQs" in version.authors
+
+
+def _store(settings):
+    from service.archive.service import store_for
+
+    return store_for(settings)
+
+
+def _repacked(package: bytes, change, out: Path) -> bytes:  # type: ignore[no-untyped-def]
+    with tarfile.open(fileobj=io.BytesIO(package)) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar}
+    write_tar(out, list(change(members).items()))
+    return out.read_bytes()
+
+
+def _swapped_image(shard: bytes) -> bytes:
+    """The shard with its first image's bytes replaced by its second's."""
+    with tarfile.open(fileobj=io.BytesIO(shard)) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in [(members[0][0], members[1][1]), *members[1:]]:
+            entry = tarfile.TarInfo(name)
+            entry.size = len(data)
+            tar.addfile(entry, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _tampered_manifest(members: dict[str, bytes]) -> dict[str, bytes]:
+    lines = members["manifest.jsonl"].decode().splitlines()
+    first = json.loads(lines[0])
+    first["license"] = "CC0"  # a license the file never had
+    return {**members, "manifest.jsonl": ("\n".join([json.dumps(first, sort_keys=True), *lines[1:]]) + "\n").encode()}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (_tampered_manifest, "does not have the digest"),
+    (lambda m: {**m, "shard-00000.tar": _swapped_image(m["shard-00000.tar"])}, "does not match its manifest"),
+    (lambda m: {**m, "../escape": b"x"}, "not a package file"),
+    (lambda m: {k: v for k, v in m.items() if k != "attribution.txt"}, "incomplete: attribution.txt"),
+    (lambda m: {**m, "dataset.json": json.dumps({**json.loads(m["dataset.json"]), "name": "other"}).encode()},
+     "named 'other', not 'commons-test'"),
+])
+def test_a_package_that_does_not_check_out_is_refused(lite_session: Session, lite_settings, tmp_path: Path,
+                                                      change, message) -> None:
+    files = _outputs(tmp_path)
+    files["dataset.tar"] = _repacked(files["dataset.tar"], change, tmp_path / "repacked.tar")
+    run = _ingest_run(lite_session, lite_settings, files)
+    with pytest.raises(Invalid, match=message):
+        register_from_run(lite_session, _store(lite_settings), run)
