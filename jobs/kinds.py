@@ -25,6 +25,7 @@ class JobKind:
     resumable: bool = False
     uses_dataset: bool = False
     makes_dataset: bool = False  # its `dataset.tar` is registered as a dataset version when the run succeeds
+    uses_gpu: bool = True  # False: it runs on a CPU core of whichever node has one free, GPU or not
 
     @property
     def config(self) -> type:
@@ -50,7 +51,7 @@ KINDS: dict[str, JobKind] = {
         OutputSpec("dataset.tar", "dataset-package", "application/x-tar"),
         OutputSpec("dataset.json", "dataset-summary", JSON),
         OutputSpec("attribution.txt", "attribution", "text/plain; charset=utf-8"),
-    ), resumable=True, makes_dataset=True),
+    ), resumable=True, makes_dataset=True, uses_gpu=False),
     "sample": JobKind("sample", "jobs.sample", (
         OutputSpec("samples.png", "samples", PNG),
         OutputSpec("metrics.json", "metrics", JSON),

@@ -57,7 +57,7 @@ class Dispatcher:
             env |= {"OBSERVATORY_COMMONS_API_URL": self.settings.commons_api_url,
                     "OBSERVATORY_COMMONS_CONTACT": self.settings.commons_contact or "",
                     "OBSERVATORY_COMMONS_MIN_INTERVAL_S": str(self.settings.commons_min_interval_s)}
-        gpus, cpus = run_needs(self.settings)
+        gpus, cpus = run_needs(self.settings, run.job_kind)
         return JobRequest(
             submission_id=attempt.submission_id, entrypoint=f"{python} -m jobs.runner",
             num_cpus=cpus, num_gpus=gpus, env=env, py_modules=[job_code_folder()],

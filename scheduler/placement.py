@@ -3,7 +3,6 @@ nodes as Ray reports them joined with the machines they belong to and the attemp
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +10,7 @@ from sqlalchemy import or_
 from sqlmodel import Session, select
 
 from jobs.config import estimated_vram_gb, parse_job_plan
+from jobs.kinds import KINDS
 from scheduler.policy import NodeView, QueuedRun, Share
 from service.config import Settings
 from service.ledger.service import award_standings
@@ -44,27 +44,40 @@ class VramCache:
         return self.known[run_id]
 
 
-def run_needs(settings: Settings) -> tuple[int, float]:
-    """(GPUs, CPUs) a run of this pool asks Ray for: GPU runs ask for GPUs alone."""
+def run_needs(settings: Settings, kind: str | None = None) -> tuple[int, float]:
+    """(GPUs, CPUs) a run of this pool asks Ray for: GPU runs ask for GPUs alone; a kind that uses no GPU (an
+    ingest) asks for one CPU."""
+    if kind in KINDS and not KINDS[kind].uses_gpu:
+        return 0, 1.0
     gpus = settings.gpus_per_run
     return gpus, 0.0 if gpus else float(settings.cpus_per_run)
 
 
+def _needs(settings: Settings, run_id: int, plan: dict[str, Any], vram: VramCache) -> tuple[int, float, float]:
+    """(GPUs, CPUs, GPU memory in GB) a queued run needs."""
+    gpus, cpus = run_needs(settings, str(plan.get("kind", "")))
+    return gpus, cpus, vram.of(run_id, plan) if gpus else 0.0
+
+
 def read_facts(session: Session, settings: Settings, ray_nodes: list[dict[str, Any]], vram: VramCache) -> PoolFacts:
     now = utcnow()
-    gpus, cpus = run_needs(settings)
     claimable = (Run.state == RunState.queued) & or_(Run.claim_token.is_(None), Run.claim_expires_at < now)
     rows = session.exec(select(Run.id, Run.award_id, Run.job_plan, Award.priority)
                         .join(Award, Award.id == Run.award_id).where(claimable)).all()
-    queue = [QueuedRun(run_id, award_id, str(priority), gpus, cpus, vram.of(run_id, plan) if gpus else 0.0)
+    queue = [QueuedRun(run_id, award_id, str(priority), *_needs(settings, run_id, plan, vram))
              for run_id, award_id, plan, priority in rows]
     standings = award_standings(session, sorted({r.award_id for r in queue}))
     shares = {award_id: Share(*standing) for award_id, standing in standings.items()}
     machines = {m.id: m for m in session.exec(select(Machine).where(Machine.state != MachineState.rejected))}
     capped = [m.id for m in machines.values() if m.hours_per_day is not None]
     today = hours_on(session, capped, since=day_start(now), now=now) if capped else {}
-    on_node = Counter(session.exec(select(RunAttempt.node_id).where(
-        RunAttempt.pool == settings.pool_name, RunAttempt.state.in_(LIVE_ATTEMPT))).all())
+    used: dict[str, list[float]] = {}  # node -> [GPUs, CPUs] its live attempts hold
+    for node_id, kind in session.exec(select(RunAttempt.node_id, Run.job_kind).join(Run, Run.id == RunAttempt.run_id)
+                                      .where(RunAttempt.pool == settings.pool_name,
+                                             RunAttempt.state.in_(LIVE_ATTEMPT))).all():
+        gpus, cpus = run_needs(settings, kind)
+        held = used.setdefault(str(node_id), [0.0, 0.0])
+        held[0], held[1] = held[0] + gpus, held[1] + cpus
     nodes, machine_of, gpu_model_of = [], {}, {}
     for raw in ray_nodes:
         if raw.get("state") != "ALIVE":
@@ -73,9 +86,9 @@ def read_facts(session: Session, settings: Settings, ray_nodes: list[dict[str, A
         total = raw.get("resources_total") or {}
         label = str((raw.get("labels") or {}).get(MACHINE_LABEL, ""))
         machine = machines.get(int(label)) if label.isdigit() else None
-        running = on_node.get(node_id, 0)
-        view = NodeView(node_id, float(total.get("GPU", 0)) - running * gpus,
-                        float(total.get("CPU", 0)) - running * cpus,
+        held_gpus, held_cpus = used.get(node_id, (0.0, 0.0))
+        view = NodeView(node_id, float(total.get("GPU", 0)) - held_gpus,
+                        float(total.get("CPU", 0)) - held_cpus,
                         vram_gb=machine.vram_gb if machine else 0.0, machine_id=machine.id if machine else None)
         view.blocked = _why_blocked(raw, machine, label, today, settings)
         nodes.append(view)

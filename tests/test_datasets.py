@@ -95,3 +95,17 @@ def test_ingest_needs_a_contact_and_a_proper_name(embedded) -> None:
     work = str(embedded[0] / "var/ingest/commons-test")
     clash = runner.invoke(app, [*ARGS[:-4], "--resolution", "32", "--work", work, "--contact", "a@b.c"])
     assert clash.exit_code == 2 and "other options" in clash.output
+
+
+def test_the_bundled_set_is_registered_once_and_its_files_put_back_where_missing(lite_session, lite_settings,
+                                                                                 tmp_path) -> None:
+    from service.archive.service import store_for
+    from service.datasets.service import ensure_bundled, listing
+
+    first = ensure_bundled(lite_session, store_for(lite_settings))  # the fixture registered it already
+    assert [f"{v.name}@{v.version}" for v in listing(lite_session)] == ["skimage-samples@1"]
+    moved = store_for(lite_settings.model_copy(update={"var_dir": tmp_path / "elsewhere"}))
+    assert not any(moved.exists(f["sha256"]) for f in first.files.values())
+    again = ensure_bundled(lite_session, moved)
+    assert again.id == first.id and all(moved.exists(f["sha256"]) for f in again.files.values())
+    assert first.origin == "scikit-image sample images" and first.images == 12

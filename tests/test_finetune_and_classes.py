@@ -99,6 +99,18 @@ def test_fine_tuning_starts_from_the_registered_version(lite_client: TestClient,
     base_sha = lite_client.get(f"/api/models/{ref.replace('@', '/')}").json()["checkpoint_sha256"]
     assert plan["base_checkpoint_sha256"] == base_sha
 
+    # A sample plan names the version too; the proposal form offers the versions for both.
+    sample = lite_client.post(f"/api/calls/{call.id}/proposals", headers=headers, json={
+        **body, "job_plan": {"kind": "sample", "model": ref, "seeds": [1, 2, 3]}})
+    assert sample.status_code == 201 and sample.json()["job_plan"]["checkpoint_sha256"] == base_sha
+    assert sample.json()["job_plan"]["count"] == 3
+    by_class = lite_client.post(f"/api/calls/{call.id}/proposals", headers=headers, json={
+        **body, "job_plan": {"kind": "sample", "model": ref, "classes": ["texture"]}})
+    assert by_class.status_code == 422 and f"{ref} is not class-conditional" in by_class.json()["detail"]
+    form = lite_client.get(f"/calls/{call.id}/propose", headers=headers).text
+    assert f'<option value="{ref}"' in form and "none: train from scratch" in form
+    assert '<option value="skimage-samples@1"' in form
+
     # The job starts from the base's weights: one step at a negligible learning rate stays on them.
     base, _, _ = load_checkpoint(checkpoint, torch.device("cpu"))
     tuned_plan = TrainConfig.model_validate({**plan, "steps": 1, "learning_rate": 1e-12, "ema_decay": 0})

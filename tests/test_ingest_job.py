@@ -175,3 +175,39 @@ def test_a_package_that_does_not_check_out_is_refused(lite_session: Session, lit
     run = _ingest_run(lite_session, lite_settings, files)
     with pytest.raises(Invalid, match=message):
         register_from_run(lite_session, _store(lite_settings), run)
+
+
+def test_an_ingest_asks_the_pool_for_a_cpu_and_is_told_where_commons_is(lite_engine, lite_session: Session,
+                                                                         lite_settings) -> None:
+    """On a GPU pool, a node whose GPU is busy training still takes an ingest: it needs a CPU core, not a GPU."""
+    from scheduler.loop import Scheduler
+    from service.pool.standing import labels_for
+    from tests.factories import create_machine
+    from tests.pools import ScriptedPool
+
+    admin = create_user(lite_session, Role.admin)
+    machine, _ = create_machine(lite_session, create_user(lite_session), admin, gpu_model="GeForce GTX 1080 Ti",
+                                gpu_count=1, vram_gb=11, cpus=4)
+
+    class OneGpuMachine(ScriptedPool):
+        def nodes(self):  # type: ignore[no-untyped-def]
+            return [{"node_id": "attic", "state": "ALIVE", "labels": labels_for(machine),
+                     "resources_total": {"CPU": 4, "GPU": 1}}]
+
+    settings = lite_settings.model_copy(update={
+        "gpus_per_run": 1, "commons_api_url": "http://commons.test/w/api.php",
+        "commons_contact": "ops@observatory.example", "commons_min_interval_s": 2.0})
+    pool = OneGpuMachine()
+    call = create_call(lite_session, admin, capacity=10)
+    award(lite_session, admin, create_proposal(lite_session, create_user(lite_session), call))
+    scheduler = Scheduler(lite_engine, settings, pool)
+    assert scheduler.dispatch() == 1 and pool.requests[0].num_gpus == 1  # the GPU is now busy
+    award(lite_session, admin, create_proposal(lite_session, create_user(lite_session), call))
+    award(lite_session, admin, create_proposal(lite_session, create_user(lite_session), call, job_plan=PLAN))
+    assert scheduler.dispatch() == 1  # the second train run waits for the GPU; the ingest starts
+    ingest = pool.requests[1]
+    assert (ingest.num_gpus, ingest.num_cpus) == (0, 1.0)
+    assert ingest.env["OBSERVATORY_COMMONS_API_URL"] == "http://commons.test/w/api.php"
+    assert ingest.env["OBSERVATORY_COMMONS_CONTACT"] == "ops@observatory.example"
+    assert ingest.env["OBSERVATORY_COMMONS_MIN_INTERVAL_S"] == "2.0"
+    assert "OBSERVATORY_COMMONS_CONTACT" not in pool.requests[0].env

@@ -126,6 +126,51 @@ def test_a_resume_state_loads_into_a_model_on_another_device(tmp_path: Path) -> 
         torch.Generator("cpu").set_state(saved["generator"].to("meta"))
 
 
+def test_a_state_from_a_generator_of_the_other_kind_reseeds_and_says_so(tmp_path: Path, capsys) -> None:
+    """A GPU run's generator state cannot continue on a CPU (nor the reverse): the generator is seeded from the seed
+    and the step, so the run goes on, and the log says its batches now differ from an unbroken run's."""
+    cfg = TrainConfig.model_validate({**TINY_TRAIN, "steps": 2, "seed": 5})
+    train(cfg, tmp_path, report=False)
+    state = torch.load(tmp_path / "state.pt", map_location="cpu", weights_only=True)
+    assert state["generator_device"] == "cpu"
+    state["generator_device"] = "cuda"
+    state["generator"] = torch.zeros(16, dtype=torch.uint8)  # a Philox state, which a CPU generator refuses
+    torch.save(state, tmp_path / "state.pt")
+    unet = build_unet(cfg)
+    generator = torch.Generator("cpu")
+    step, _ = restore_state(tmp_path / "state.pt", unet, torch.optim.AdamW(unet.parameters()), generator, seed=5)
+    assert step == 2 and "batches and noise from step 2 on differ" in capsys.readouterr().out
+    assert torch.equal(generator.get_state(), torch.Generator("cpu").manual_seed(7).get_state())
+
+
+def test_mixed_precision_is_for_gpus(monkeypatch) -> None:
+    from jobs.train import autocast_dtype
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    for precision in ("auto", "bf16", "fp16", "fp32"):
+        assert autocast_dtype(TrainConfig(precision=precision), cpu) is None  # CPUs train in fp32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert autocast_dtype(TrainConfig(), gpu) == torch.bfloat16
+    assert autocast_dtype(TrainConfig(precision="fp16"), gpu) == torch.float16
+    assert autocast_dtype(TrainConfig(precision="fp32"), gpu) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)  # a 1080 Ti
+    assert autocast_dtype(TrainConfig(), gpu) == torch.float16
+
+
+def test_a_class_conditional_resume_is_exact(tmp_path: Path) -> None:
+    cfg = TrainConfig.model_validate({**TINY_TRAIN, "steps": 4, "checkpoint_every": 2, "ema_decay": 0.9,
+                                      "conditioning": "class"})
+    straight, _, data, _, straight_result = train(cfg, tmp_path / "straight", report=False)
+    assert data.classes == ["drawing", "photograph", "scientific", "texture"] and data.labels.shape == (12,)
+    train(cfg.model_copy(update={"steps": 2}), tmp_path / "resumed", report=False)
+    resumed, _, _, _, result = train(cfg, tmp_path / "resumed", report=False)
+    assert "class_embedding.weight" in straight.state_dict()
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    for key, value in straight_result.ema.items():
+        assert torch.equal(value, result.ema[key]), key
+
+
 def test_a_job_asked_to_stop_saves_its_state_and_announces_it(tmp_path: Path, capsys) -> None:
     from jobs import train as train_module
 

@@ -30,6 +30,7 @@ from scheduler.loop import Scheduler
 from scheduler.ray_backend import RayBackend
 from service.archive.service import list_artifacts, read_object, store_for
 from service.attempts.service import attempts_of
+from service.datasets.service import ensure_bundled
 from service.ledger.service import entries_for_run, run_charged
 from service.models import AttemptState, Role, Run, RunState
 from service.pool.standing import labels_for
@@ -66,6 +67,7 @@ def test_work_leaves_the_node_and_survives_its_loss(store: str, tmp_path: Path, 
         s3 = stack.enter_context(s3_server()) if store == "s3" else {}
         served = lite_settings.model_copy(update={**s3, "checkpoint_ship_interval_s": 0.5})
         url = stack.enter_context(live_server(served, lite_engine))
+        ensure_bundled(lite_session, store_for(served))  # the bundled set's files in this test's store too
         # The head takes no runs at first, so the pool places the run on the owner's machine that joins.
         settings = served.model_copy(update={"job_python": sys.executable, "job_api_url": url, "run_on_head": False})
         token = secrets.token_hex(16)

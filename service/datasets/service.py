@@ -143,7 +143,14 @@ def listing(session: Session) -> list[DatasetVersion]:
 
 
 def ensure_bundled(session: Session, store: ArchiveStore) -> DatasetVersion:
-    """The bundled offline set, registered (once: the same bytes give the same digest) with its files archived."""
+    """The bundled offline set, registered (once: the same bytes give the same digest) with its files in `store`;
+    files missing from it (an archive moved to another store) are put back."""
     with tempfile.TemporaryDirectory(prefix="bundled-") as folder:
-        version, _ = register(session, store, bundled_package(Path(folder)), actor=None)
+        package = bundled_package(Path(folder))
+        version, new = register(session, store, package, actor=None)
+        if not new:
+            for name, stored in version.files.items():
+                if not store.exists(stored["sha256"]):
+                    with (package / name).open("rb") as stream:
+                        store.put(stream)
     return version
