@@ -15,6 +15,7 @@ MODEL_REF = r"^[a-z0-9][a-z0-9-]{0,79}@[1-9][0-9]{0,8}$"  # name@N
 SHA256 = r"^[0-9a-f]{64}$"
 # Fields the observatory fills in when it accepts a plan (what a name pointed to then), never a person.
 PINNED = ("dataset_digest", "base_checkpoint_sha256")
+PINNED_BY_KIND = {"replication": ("checkpoint_sha256", "dataset", "dataset_digest")}
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no NUL or other control characters (PostgreSQL refuses NUL)
 
 
@@ -148,8 +149,8 @@ class IngestConfig(_Plan):
                        description="How many levels of subcategories to include.")
     search: CommonsText | None = Field(None, title="Search",
                                        description="A search among Commons files instead of categories.")
-    titles: list[CommonsText] = Field(default_factory=list, max_length=500, title="File titles",
-                                      description="Named files (File:…) instead of categories or a search.")
+    titles: list[CommonsText] = Field(default_factory=list, max_length=500, title="Named files",
+                                      description="Files named File:… instead of categories or a search.")
     limit: int = Field(500, ge=1, le=100_000, title="At most this many files",
                        description="Files looked at, kept or not.")
     resolution: int = Field(64, ge=8, le=1024, title="Image size",
@@ -157,9 +158,9 @@ class IngestConfig(_Plan):
     licenses: list[Literal["public-domain", "cc0", "cc-by", "cc-by-sa"]] = Field(
         default_factory=lambda: ["public-domain", "cc0", "cc-by", "cc-by-sa"], min_length=1, max_length=4,
         title="License families allowed", description="Everything else, and anything unclear, is left out.")
-    blocklist: list[CommonsText] = Field(default_factory=list, max_length=1000, title="Names left out",
-        description="People, artists, trademarks: files whose title, description, author or categories name one "
-                    "are left out.")
+    blocklist: list[CommonsText] = Field(default_factory=list, max_length=1000, title="Blocklist",
+        description="People, artists, trademarks: a file that names one anywhere on its page (its name, "
+                    "description, author or categories) is left out.")
 
     @model_validator(mode="after")
     def _one_source(self) -> IngestConfig:
@@ -170,9 +171,35 @@ class IngestConfig(_Plan):
         return self
 
 
-Plan = TrainConfig | SampleConfig | IngestConfig
+class ReplicationConfig(_Plan):
+    """Replication search: draw samples from a registered model version and find each one's nearest training
+    images, by pixel L2, tiled L2 (the largest tile distance) and an offline structure descriptor; a sample whose
+    tiled distance falls below the threshold calibrated on the training set itself is counted as a copy."""
+
+    kind: Literal["replication"] = "replication"
+    model: str = Field(pattern=MODEL_REF, title="Model version", description="name@version of the model analysed.")
+    checkpoint_sha256: str | None = Field(None, pattern=SHA256, title="Checkpoint (sha256)",
+                                          description="Filled in by the observatory: the version's checkpoint.")
+    dataset: str | None = Field(None, pattern=DATASET_REF, title="Training set searched",
+                                description="Filled in by the observatory: the dataset version the model was "
+                                            "trained on.")
+    dataset_digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", title="Dataset digest",
+                                       description="Filled in by the observatory: that version's digest.")
+    samples: int = Field(64, ge=1, le=4096, title="Samples drawn", description="Generated images searched for.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, title="Random seed",
+                      description="The first sample's seed; the others take the next ones.")
+    inference_steps: int = Field(50, ge=1, le=4000, title="Denoising steps per sample")
+    sampler: Literal["ddpm", "ddim"] = Field("ddim", title="Sampler")
+    top_k: int = Field(3, ge=1, le=20, title="Neighbours kept per sample")
+    calibration_percentile: float = Field(1.0, gt=0, lt=50, title="Threshold percentile",
+        description="The copy threshold is this percentile of the tiled distances between distinct training "
+                    "images and their nearest other training image.")
+
+
+Plan = TrainConfig | SampleConfig | IngestConfig | ReplicationConfig
 JobPlan = Annotated[Plan, Field(discriminator="kind")]
-JOB_KINDS: dict[str, type[_Plan]] = {"train": TrainConfig, "sample": SampleConfig, "ingest": IngestConfig}
+JOB_KINDS: dict[str, type[_Plan]] = {"train": TrainConfig, "sample": SampleConfig, "ingest": IngestConfig,
+                                     "replication": ReplicationConfig}
 _adapter: TypeAdapter[Plan] = TypeAdapter(JobPlan)
 INGEST_SECONDS_PER_FILE = 2.5  # two polite API calls and a thumbnail at the default rate limit, with a margin
 
@@ -190,7 +217,7 @@ def estimated_vram_gb(plan: Plan) -> float:
     """
     if isinstance(plan, IngestConfig):
         return 0.0
-    if isinstance(plan, SampleConfig):
+    if isinstance(plan, SampleConfig | ReplicationConfig):
         return 2.0
     channels = plan.block_out_channels
     weights = sum(plan.layers_per_block * 2 * 9 * c * c for c in channels) * 4  # two 3x3 convs per ResNet layer
@@ -219,9 +246,10 @@ def estimated_seconds(plan: Plan) -> float:
         return plan.limit * INGEST_SECONDS_PER_FILE
     reference = TrainConfig()
     ref = _work(reference.resolution, reference.block_out_channels, reference.layers_per_block, reference.batch_size)
-    if isinstance(plan, SampleConfig):
+    if isinstance(plan, SampleConfig | ReplicationConfig):
         per_image = _work(reference.resolution, reference.block_out_channels, reference.layers_per_block, 1) / 3
-        return len(plan.image_seeds) * plan.inference_steps * REFERENCE_SECONDS_PER_STEP * per_image / ref
+        images = len(plan.image_seeds) if isinstance(plan, SampleConfig) else plan.samples
+        return images * plan.inference_steps * REFERENCE_SECONDS_PER_STEP * per_image / ref
     step = _work(plan.resolution, plan.block_out_channels, plan.layers_per_block, plan.batch_size)
     per_image = _work(plan.resolution, plan.block_out_channels, plan.layers_per_block, 1) / 3
     train = plan.steps * plan.gradient_accumulation * REFERENCE_SECONDS_PER_STEP * step / ref

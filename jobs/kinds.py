@@ -52,6 +52,10 @@ KINDS: dict[str, JobKind] = {
         OutputSpec("dataset.json", "dataset-summary", JSON),
         OutputSpec("attribution.txt", "attribution", "text/plain; charset=utf-8"),
     ), resumable=True, makes_dataset=True, uses_gpu=False),
+    "replication": JobKind("replication", "jobs.analysis.replication", (
+        OutputSpec("results.json", "analysis-results", JSON),
+        OutputSpec("report.html", "report", "text/html; charset=utf-8"),
+    ), inputs=("checkpoint_sha256",), uses_dataset=True),
     "sample": JobKind("sample", "jobs.sample", (
         OutputSpec("samples.png", "samples", PNG),
         OutputSpec("metrics.json", "metrics", JSON),

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from jobs.config import JOB_KINDS, PINNED
+from jobs.config import JOB_KINDS, PINNED, PINNED_BY_KIND
 
 
 def _is_list(annotation: Any) -> bool:
@@ -22,7 +22,7 @@ def plan_fields() -> dict[str, list[dict[str, Any]]]:
         defaults = model.model_construct().model_dump() if kind == "train" else {}
         fields = []
         for name, info in model.model_fields.items():
-            if name == "kind" or name in PINNED:
+            if name == "kind" or name in PINNED or name in PINNED_BY_KIND.get(kind, ()):
                 continue
             default = defaults.get(name, None if info.is_required() else info.get_default(call_default_factory=True))
             is_list = _is_list(info.annotation)

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from jobs.config import JOB_KINDS
+from service.analyses import service as analyses
 from service.api import Estimate, job_plan_estimate
 from service.archive import service as archive
 from service.attempts.service import last_lines, latest_attempt
@@ -432,6 +433,8 @@ def run_page(run_id: IdPath, request: Request, user: CurrentUser, session: Sessi
         "cpu_only": settings.gpus_per_run == 0,
         "outputs_held": [] if artifacts else archive.list_artifacts(session, run.id),
         "log_lines": last_lines(session, latest.id) if (latest := latest_attempt(session, run.id)) else [],
+        "analyses": analyses.of_training_run(session, user, run) if run.job_kind == "train" else [],
+        "report": next((a for a in artifacts if a.kind == "report"), None),
     })
 
 

@@ -148,6 +148,20 @@ INLINE_RASTER = {"image/png": (b"\x89PNG\r\n\x1a\n",), "image/jpeg": (b"\xff\xd8
 DOWNLOAD_HEADERS = {"Content-Security-Policy": "default-src 'none'; sandbox", "X-Content-Type-Options": "nosniff"}
 
 
+# An analysis report (self-contained HTML) is shown in place as a sandboxed document: it may show its inline styles
+# and data: pictures, and nothing else; with no script allowed and an opaque origin, whatever it holds runs nothing.
+REPORT_HEADERS = {"Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+                                             "sandbox; frame-ancestors 'none'",
+                  "X-Content-Type-Options": "nosniff"}
+
+
+def served_as(artifact: Artifact, store: ArchiveStore) -> tuple[str, dict[str, str]]:
+    """How a download is served: (disposition, headers)."""
+    if artifact.kind == "report" and artifact.media_type.startswith("text/html"):
+        return "inline", dict(REPORT_HEADERS)
+    return ("inline" if shown_inline(artifact, store) else "attachment"), dict(DOWNLOAD_HEADERS)
+
+
 def shown_inline(artifact: Artifact, store: ArchiveStore) -> bool:
     """Whether a browser may show this output in place: a raster type whose bytes really are that type."""
     signatures = INLINE_RASTER.get(artifact.media_type)

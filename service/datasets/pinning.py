@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from jobs.config import SampleConfig, TrainConfig
+from jobs.config import ReplicationConfig, SampleConfig, TrainConfig
 from jobs.kinds import job_kind
 from jobs.package import job_inputs
 from service.datasets import service as datasets
@@ -84,6 +84,17 @@ def pin_sample(session: Session, plan: SampleConfig) -> SampleConfig:
         raise Invalid(f"job_plan.classes: {plan.model} has no class {', '.join(map(repr, unknown))}; its classes "
                       f"are {', '.join(classes)}")
     return plan.model_copy(update={"checkpoint_sha256": version.checkpoint_sha256})
+
+
+def pin_replication(session: Session, plan: ReplicationConfig) -> ReplicationConfig:
+    """An analysis of a model version searches that version's own training set."""
+    version = _model(session, plan.model, "model")
+    dataset = session.exec(select(DatasetVersion).where(DatasetVersion.digest == version.dataset_digest)).first()
+    if dataset is None:
+        raise Invalid(f"job_plan.model: {plan.model} was trained on {version.dataset_digest}, which is not a "
+                      "registered dataset version; its training set cannot be searched")
+    return plan.model_copy(update={"checkpoint_sha256": version.checkpoint_sha256,
+                                   "dataset": f"{dataset.name}@{dataset.version}", "dataset_digest": dataset.digest})
 
 
 def run_inputs(session: Session, run: Run) -> dict[str, str]:

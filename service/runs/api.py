@@ -76,12 +76,13 @@ def download_artifact(run_id: IdPath, name: ArtifactName, request: Request, user
                       settings: SettingsDep) -> Response:
     """Download one output (same access rule as the list); supports HTTP range requests.
 
-    Raster images that really are images are shown in place; everything else is an attachment, and no download
-    may run script or be sniffed as another type."""
+    Raster images that really are images are shown in place, and so are analysis reports, as sandboxed documents
+    that may run no script; everything else is an attachment, and no download may run script or be sniffed as
+    another type."""
     store = archive.store_for(settings)
     artifact = archive.open_artifact(session, actor=user, store=store, run_id=run_id, name=name)
-    disposition = "inline" if archive.shown_inline(artifact, store) else "attachment"
-    headers = {"X-Content-SHA256": artifact.sha256, **archive.DOWNLOAD_HEADERS}
+    disposition, served = archive.served_as(artifact, store)
+    headers = {"X-Content-SHA256": artifact.sha256, **served}
     path = store.local_path(artifact.sha256)
     if path is not None:
         return FileResponse(path, media_type=artifact.media_type, filename=artifact.name,

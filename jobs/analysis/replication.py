@@ -1,0 +1,195 @@
+"""Replication search: does the model regenerate its training images?
+
+Run by jobs.runner as `python -m jobs.analysis.replication --config JSON --inputs JSON --output DIR`; the inputs are
+the model version's checkpoint (`checkpoint_sha256`) and its training set's manifest and shards (`dataset:…`).
+
+It draws `samples` images (seeds seed, seed+1, …), and for each finds its nearest distinct training images by pixel
+L2, tiled L2 (the largest of the 4x4 tiles' distances) and cosine similarity of an offline structure descriptor
+(jobs.analysis.descriptors), exactly. As Carlini et al. (2023) do, a sample is a copy when its tiled distance to
+the nearest training image is small *relative to* its distances to the next 50: generated images that are merely
+blurry come about equally near to many. The threshold on that ratio is calibrated on the training set itself: the
+`calibration_percentile`-th percentile of the same ratio for each distinct training image among the others.
+Beside the numbers it puts the capacity figures (model bytes, training bytes, bits of model per training image).
+
+Writes results.json (sorted keys, rounded numbers, no times: the same inputs and seed give the same bytes),
+report.html (self-contained: inline pictures, no script) and outputs.json declaring them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from jobs import dataset as datasets
+from jobs import progress
+from jobs.analysis import descriptors, report, search
+from jobs.config import ReplicationConfig
+from jobs.kinds import KINDS
+from jobs.model import class_labels, draw_samples, load_checkpoint, pick_device
+from jobs.outputs import declare
+
+DIGITS = 6
+
+
+def _round(value: Any) -> Any:
+    """Numbers rounded to DIGITS significant places, recursively, so that results compare byte for byte."""
+    if isinstance(value, float | np.floating):
+        return float(f"{float(value):.{DIGITS}g}")
+    if isinstance(value, dict):
+        return {k: _round(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_round(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def to_unit(images: torch.Tensor) -> np.ndarray:
+    """N x 3 x H x W in [-1, 1] as N x H x W x 3 float32 in [0, 1]."""
+    return ((images.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32)
+
+
+def grid_for(side: int) -> int:
+    return next(g for g in (4, 2, 1) if side % g == 0)
+
+
+NEIGHBOURHOOD = 50  # the nearest training images a distance is compared with (Carlini et al. use 50)
+
+
+def ratios(distances: np.ndarray) -> np.ndarray:
+    """Each row's nearest distance over the mean of the next ones: near 1 for an image about as near to many
+    training images, far below 1 for one much nearer to a single image than to the rest (a copy)."""
+    rest = distances[:, 1:].mean(axis=1)
+    return distances[:, 0] / np.maximum(rest, 1e-12)
+
+
+def calibrate(train_tiles: np.ndarray, train_features: np.ndarray, percentile: float) -> dict[str, Any]:
+    """Thresholds from the distinct training images themselves: how near each comes to its nearest other one,
+    absolutely (tiled L2), relatively (the ratio above) and by descriptor similarity."""
+    count = len(train_tiles)
+    if count < 3:
+        return {"tiled_l2": 0.0, "ratio": 0.0, "similarity": 1.0, "pairs": count}
+    k = min(NEIGHBOURHOOD, count - 1) + 1
+    tiles_d, _ = search.tiled_l2(train_tiles, train_tiles, k + 1)
+    sims, _ = search.topk_similarity(train_features, train_features, 2)
+    others = tiles_d[:, 1:]  # leave each image itself out
+    return {"tiled_l2": float(np.percentile(others[:, 0], percentile)),
+            "ratio": float(np.percentile(ratios(others), percentile)),
+            "similarity": float(np.percentile(sims[:, 1], 100 - percentile)), "pairs": count}
+
+
+def summary(top_similarity: np.ndarray, copies: np.ndarray, thresholds: dict[str, Any]) -> dict[str, Any]:
+    """Somepalli et al.'s figures on the top-1 similarity, and the share of samples counted as copies."""
+    return {
+        "similarity_mean": float(top_similarity.mean()),
+        "similarity_p75": float(np.percentile(top_similarity, 75)),
+        "similarity_p90": float(np.percentile(top_similarity, 90)),
+        "similarity_p95": float(np.percentile(top_similarity, 95)),
+        "over_similarity_threshold": float((top_similarity > thresholds["similarity"]).mean()),
+        "copies": int(copies.sum()),
+        "copy_fraction": float(copies.mean()),
+    }
+
+
+def capacity(unet, data: datasets.Dataset, png_bytes: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    parameters = sum(p.numel() for p in unet.parameters())
+    images = len(data.entries)
+    return {"parameters": parameters, "model_bytes": parameters * 4, "training_images": images,
+            "training_pixel_bytes": int(data.images.numel()), "training_png_bytes": png_bytes,
+            "model_bits_per_training_image": parameters * 32 / max(images, 1)}
+
+
+def analyse(cfg: ReplicationConfig, checkpoint: Path, inputs: dict[str, Path]) -> tuple[dict[str, Any], dict]:
+    """The results, and what the report shows (pictures and provenance)."""
+    device = pick_device()
+    unet, noise_scheduler, meta = load_checkpoint(checkpoint, device)
+    side = int(unet.config.sample_size)
+    data = datasets.load(inputs, cfg.dataset_digest, side, name=cfg.dataset or "")
+    seeds = [cfg.seed + i for i in range(cfg.samples)]
+    labels = class_labels(list(meta.get("classes") or []), [], len(seeds))
+    drawn = draw_samples(unet, noise_scheduler, seeds, cfg.inference_steps, device,
+                         lambda done, total: progress.report(done, total + 1, phase="sample"),
+                         sampler=cfg.sampler, labels=labels)
+    # The search runs over distinct training images; how often each was repeated in training is reported with it.
+    shas = [e["image_sha256"] for e in data.entries]
+    repeats = Counter(shas)
+    _, first = np.unique(shas, return_index=True)
+    first = np.sort(first)
+    samples, training = to_unit(drawn), to_unit(data.images[torch.from_numpy(first)])
+    grid = grid_for(side)
+    sample_tiles, train_tiles = descriptors.tiles(samples, grid), descriptors.tiles(training, grid)
+    sample_features, train_features = descriptors.features(samples), descriptors.features(training)
+    k = min(cfg.top_k, len(training))
+    pixel_d, pixel_i = search.topk_l2(descriptors.pixels(samples), descriptors.pixels(training), k)
+    wide = min(NEIGHBOURHOOD, len(training) - 1) + 1
+    tiled_d, tiled_i = search.tiled_l2(sample_tiles, train_tiles, max(k, wide))
+    relative = ratios(tiled_d) if wide > 1 else np.ones(len(samples))
+    sims, sim_i = search.topk_similarity(sample_features, train_features, k)
+    thresholds = calibrate(train_tiles, train_features, cfg.calibration_percentile)
+    copies = relative < thresholds["ratio"]
+    progress.report(cfg.samples + 1, cfg.samples + 1, phase="search")
+
+    def neighbour(index: int, **scores: float) -> dict[str, Any]:
+        entry = data.entries[first[index]]
+        return {"index": int(index), "title": entry.get("title"), "author": entry.get("author"),
+                "license": entry.get("license"), "image_sha256": entry.get("image_sha256"),
+                "times_in_training": repeats[entry.get("image_sha256")], **scores}
+
+    per_sample = []
+    for row, seed in enumerate(seeds):
+        per_sample.append({
+            "seed": seed, **({"class": meta["classes"][labels[row]]} if labels else {}),
+            "tiled_l2": [neighbour(i, distance=float(d))
+                         for d, i in zip(tiled_d[row, :k], tiled_i[row, :k], strict=True)],
+            "ratio": float(relative[row]),
+            "pixel_l2": [neighbour(i, distance=float(d)) for d, i in zip(pixel_d[row], pixel_i[row], strict=True)],
+            "similarity": [neighbour(i, similarity=float(s)) for s, i in zip(sims[row], sim_i[row], strict=True)],
+            "copy": bool(copies[row]),
+        })
+    copied = sorted({s["tiled_l2"][0]["index"] for s in per_sample if s["copy"]})
+    results = _round({
+        "kind": "replication", "config": cfg.model_dump(mode="json"),
+        "model": {"classes": meta.get("classes") or [], "dataset_digest": meta.get("dataset_digest"),
+                  "steps": meta.get("steps"), "weights": meta.get("weights")},
+        "dataset": {"ref": cfg.dataset, "digest": data.digest, "images": len(data.entries),
+                    "distinct_images": len(first), "resolution": side},
+        "thresholds": {**thresholds, "percentile": cfg.calibration_percentile, "tile_grid": grid},
+        "summary": {**summary(sims[:, 0], copies, thresholds), "training_images_copied": len(copied)},
+        "copied": [neighbour(i) for i in copied],
+        "capacity": capacity(unet, data, sum(p.stat().st_size for n, p in inputs.items() if n.endswith(".tar"))),
+        "samples": per_sample,
+    })
+    return results, {"samples": samples, "training": training}
+
+
+def main(cfg: ReplicationConfig, checkpoint: Path, inputs: dict[str, Path], output: Path) -> dict[str, Any]:
+    output.mkdir(parents=True, exist_ok=True)
+    results, pictures = analyse(cfg, checkpoint, inputs)
+    (output / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    (output / "report.html").write_text(report.replication(results, pictures["samples"], pictures["training"]))
+    declare(output, KINDS["replication"].outputs)
+    s = results["summary"]
+    print(f"done: {s['copies']} of {cfg.samples} samples are copies (distance ratio under "
+          f"{results['thresholds']['ratio']:.4g}); top-1 similarity mean {s['similarity_mean']:.3f}, "
+          f"95th percentile {s['similarity_p95']:.3f}", flush=True)
+    return results
+
+
+def parse(argv: list[str] | None = None) -> tuple[ReplicationConfig, Path, dict[str, Path], Path]:
+    parser = argparse.ArgumentParser(prog="jobs.analysis.replication", description=__doc__)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--inputs", required=True, help='{"checkpoint_sha256": PATH, "dataset:…": PATH}, as JSON')
+    parser.add_argument("--output", required=True, type=Path)
+    ns = parser.parse_args(argv)
+    inputs = {name: Path(path) for name, path in json.loads(ns.inputs).items()}
+    return ReplicationConfig.model_validate_json(ns.config), inputs.pop("checkpoint_sha256"), inputs, ns.output
+
+
+if __name__ == "__main__":
+    main(*parse())

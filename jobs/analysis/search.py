@@ -1,0 +1,95 @@
+"""Nearest-neighbour search: exact, in blocks of matrix products (numpy), and an inverted-file index for large
+sets. Distances are Euclidean; on unit vectors the similarity is the dot product."""
+
+from __future__ import annotations
+
+import numpy as np
+
+BLOCK = 8192  # base vectors per block: the distance block stays a few tens of MB
+
+
+def _merge(best_d: np.ndarray, best_i: np.ndarray, d: np.ndarray, offset: int, k: int,
+           largest: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Merge a block's scores into the running top-k (smallest distances, or largest similarities)."""
+    take = min(k, d.shape[1])
+    part = np.argpartition(-d if largest else d, take - 1, axis=1)[:, :take]
+    cand_d = np.concatenate([best_d, np.take_along_axis(d, part, 1)], axis=1)
+    cand_i = np.concatenate([best_i, part + offset], axis=1)
+    order = np.argsort(-cand_d if largest else cand_d, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(cand_d, order, 1), np.take_along_axis(cand_i, order, 1)
+
+
+def topk_l2(queries: np.ndarray, base: np.ndarray, k: int, block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """Exact: the k nearest base vectors of each query, (distances, indices), nearest first."""
+    queries, base = queries.astype(np.float32), base.astype(np.float32)
+    q_norm = (queries**2).sum(1, keepdims=True)
+    best_d = np.full((len(queries), 0), np.inf, dtype=np.float32)
+    best_i = np.zeros((len(queries), 0), dtype=np.int64)
+    for start in range(0, len(base), block):
+        chunk = base[start:start + block]
+        d = q_norm + (chunk**2).sum(1)[None, :] - 2 * queries @ chunk.T
+        best_d, best_i = _merge(best_d, best_i, d, start, k, largest=False)
+    return np.sqrt(np.maximum(best_d, 0)), best_i
+
+
+def topk_similarity(queries: np.ndarray, base: np.ndarray, k: int,
+                    block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """Exact: the k most similar unit base vectors of each unit query, (cosine similarities, indices)."""
+    queries, base = queries.astype(np.float32), base.astype(np.float32)
+    best_s = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_i = np.zeros((len(queries), 0), dtype=np.int64)
+    for start in range(0, len(base), block):
+        best_s, best_i = _merge(best_s, best_i, queries @ base[start:start + block].T, start, k, largest=True)
+    return best_s, best_i
+
+
+def tiled_l2(queries: np.ndarray, base: np.ndarray, k: int, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Exact tiled L2 (N x tiles x d arrays): the distance of two images is their largest tile distance. In
+    float64, so that an image's distance to itself is 0 to the last digit shown."""
+    queries, base = queries.astype(np.float64), base.astype(np.float64)
+    best_d = np.full((len(queries), 0), np.inf, dtype=np.float64)
+    best_i = np.zeros((len(queries), 0), dtype=np.int64)
+    q_norm = (queries**2).sum(2)  # N x tiles
+    for start in range(0, len(base), block):
+        chunk = base[start:start + block]
+        worst = np.zeros((len(queries), len(chunk)), dtype=np.float64)
+        for t in range(queries.shape[1]):
+            d = q_norm[:, t:t + 1] + (chunk[:, t] ** 2).sum(1)[None, :] - 2 * queries[:, t] @ chunk[:, t].T
+            np.maximum(worst, d, out=worst)
+        best_d, best_i = _merge(best_d, best_i, worst, start, k, largest=False)
+    return np.sqrt(np.maximum(best_d, 0)), best_i
+
+
+class IVFIndex:
+    """An inverted-file index: k-means cells over the base vectors; a query searches its `probes` nearest cells
+    exactly. Deterministic given its seed."""
+
+    def __init__(self, base: np.ndarray, cells: int, seed: int = 0, iterations: int = 10) -> None:
+        self.base = base.astype(np.float32)
+        rng = np.random.default_rng(seed)
+        sample = self.base[rng.choice(len(self.base), size=min(len(self.base), cells * 40), replace=False)]
+        centroids = sample[rng.choice(len(sample), size=cells, replace=False)].copy()
+        for _ in range(iterations):
+            _, nearest = topk_l2(sample, centroids, 1)
+            for cell in range(cells):
+                members = sample[nearest[:, 0] == cell]
+                if len(members):
+                    centroids[cell] = members.mean(0)
+        self.centroids = centroids
+        _, assigned = topk_l2(self.base, centroids, 1)
+        order = np.argsort(assigned[:, 0], kind="stable")
+        self.ids = order
+        self.bounds = np.searchsorted(assigned[order, 0], np.arange(cells + 1))
+
+    def search(self, queries: np.ndarray, k: int, probes: int = 8) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate: the k nearest base vectors of each query among its `probes` nearest cells."""
+        _, cells = topk_l2(queries, self.centroids, probes)
+        out_d = np.full((len(queries), k), np.inf, dtype=np.float32)
+        out_i = np.full((len(queries), k), -1, dtype=np.int64)
+        for row, query in enumerate(queries):
+            ids = np.concatenate([self.ids[self.bounds[c]:self.bounds[c + 1]] for c in cells[row]])
+            if len(ids) == 0:
+                continue
+            d, i = topk_l2(query[None], self.base[ids], min(k, len(ids)))
+            out_d[row, :d.shape[1]], out_i[row, :d.shape[1]] = d[0], ids[i[0]]
+        return out_d, out_i

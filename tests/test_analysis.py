@@ -1,0 +1,155 @@
+"""The analysis tooling's parts: descriptors and search, the replication search (deterministic, escaped), its plans
+pinned to a model version and its training set, and its report served so that nothing in it can run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from jobs.analysis import descriptors, report, search
+from jobs.analysis.replication import main as replication_main
+from jobs.config import ReplicationConfig, TrainConfig
+from jobs.dataset import local_inputs
+from jobs.train import main as train_main
+from service.models import Role, Run, RunState
+from tests.factories import TINY_TRAIN, archive_outputs, auth_headers, award, create_call, create_proposal, create_user
+
+
+def test_a_copy_is_nearest_by_every_measure_and_the_tiled_distance_needs_every_tile() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.random((50, 16, 16, 3)).astype(np.float32)
+    noisy = np.clip(base[7] + rng.normal(0, 0.02, base[7].shape), 0, 1).astype(np.float32)
+    patched = base[9].copy()
+    patched[:4, :4] = 1 - patched[:4, :4]  # one tile of sixteen changed: close on average, not everywhere
+    queries = np.stack([base[3], noisy, patched])
+    d, i = search.topk_l2(descriptors.pixels(queries), descriptors.pixels(base), 2)
+    assert list(i[:, 0]) == [3, 7, 9] and d[0, 0] < 1e-3
+    tiled, tiled_i = search.tiled_l2(descriptors.tiles(queries), descriptors.tiles(base), 1)
+    assert list(tiled_i[:2, 0]) == [3, 7] and tiled[0, 0] == 0.0
+    # The one changed tile decides the patched image's tiled distance to its original: not a copy by that measure.
+    to_original, _ = search.tiled_l2(descriptors.tiles(patched[None]), descriptors.tiles(base[9:10]), 1)
+    assert to_original[0, 0] > 10 * tiled[1, 0] and to_original[0, 0] > tiled[2, 0]
+    sims, sim_i = search.topk_similarity(descriptors.features(queries), descriptors.features(base), 1)
+    assert list(sim_i[:2, 0]) == [3, 7] and sims[0, 0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_exact_search_is_exact_and_the_index_finds_most_neighbours() -> None:
+    rng = np.random.default_rng(1)
+    centres = rng.normal(0, 4, (40, 32))
+    base = (centres[rng.integers(0, 40, 5000)] + rng.normal(0, 1, (5000, 32))).astype(np.float32)
+    queries = (centres[rng.integers(0, 40, 50)] + rng.normal(0, 1, (50, 32))).astype(np.float32)
+    truth = np.argsort(((queries[:, None] - base[None]) ** 2).sum(-1), axis=1)[:, :5]
+    _, exact = search.topk_l2(queries, base, 5, block=700)  # several blocks, merged
+    assert (exact == truth).all()
+    index = search.IVFIndex(base, cells=40, seed=0)
+    _, found = index.search(queries, 5, probes=4)
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(found, truth, strict=True)])
+    assert recall >= 0.9
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("model")
+    train_main(TrainConfig.model_validate({**TINY_TRAIN, "resolution": 16}), out)
+    return out / "checkpoint.pt"
+
+
+def test_the_replication_search_gives_the_same_bytes_for_the_same_seed(tiny_model: Path, tmp_path: Path) -> None:
+    inputs = local_inputs("skimage-samples", tmp_path / "package")
+    cfg = ReplicationConfig(model="tiny@1", samples=6, inference_steps=3)
+    first = replication_main(cfg, tiny_model, inputs, tmp_path / "a")
+    replication_main(cfg, tiny_model, inputs, tmp_path / "b")
+    replication_main(cfg.model_copy(update={"seed": 1}), tiny_model, inputs, tmp_path / "c")
+    digest = {name: hashlib.sha256((tmp_path / name / "results.json").read_bytes()).hexdigest() for name in "abc"}
+    assert digest["a"] == digest["b"] != digest["c"]
+    assert (tmp_path / "a" / "report.html").read_bytes() == (tmp_path / "b" / "report.html").read_bytes()
+    assert first["dataset"]["distinct_images"] == 12 and len(first["samples"]) == 6
+    assert first["thresholds"]["pairs"] == 12 and first["thresholds"]["tile_grid"] == 4
+    nearest = first["samples"][0]["tiled_l2"][0]
+    assert {"title", "author", "license", "distance", "times_in_training"} <= set(nearest)
+    capacity = first["capacity"]
+    assert capacity["model_bits_per_training_image"] == pytest.approx(capacity["parameters"] * 32 / 12, rel=1e-5)
+
+
+def test_the_report_escapes_what_the_provenance_says(tiny_model: Path, tmp_path: Path) -> None:
+    inputs = local_inputs("skimage-samples", tmp_path / "package")
+    results = replication_main(ReplicationConfig(model="tiny@1", samples=2, inference_steps=2), tiny_model, inputs,
+                               tmp_path / "r")
+    results["samples"][0]["tiled_l2"][0]["title"] = "<script>alert(1)</script>"
+    results["samples"][0]["tiled_l2"][0]["author"] = '"><img src=x onerror=alert(1)>'
+    pictures = np.zeros((2, 16, 16, 3), dtype=np.float32)
+    page = report.replication(results, pictures, np.zeros((12, 16, 16, 3), dtype=np.float32))
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "onerror=alert(1)>" not in page and "&quot;&gt;&lt;img" in page
+
+
+def _model_run(client: TestClient, session: Session, settings, tiny_model: Path) -> tuple[str, dict]:
+    """tiny_model archived as a succeeded run's outputs, registered as tiny@1."""
+    admin = create_user(session, Role.admin)
+    _, run = award(session, admin, create_proposal(session, create_user(session), create_call(session, admin),
+                                                   job_plan={**TINY_TRAIN, "resolution": 16}))
+    run = session.get(Run, run.id)
+    attribution = {"dataset": "skimage-samples@1", "digest": run.job_plan["dataset_digest"], "images": []}
+    archive_outputs(session, settings, run, {"checkpoint.pt": tiny_model.read_bytes(), "samples.png": b"\x89PNG",
+                                             "training_images.png": b"\x89PNG", "metrics.json": b"{}",
+                                             "attribution.json": json.dumps(attribution).encode()})
+    run.state = RunState.succeeded
+    session.add(run)
+    session.commit()
+    made = client.post("/api/models", headers=auth_headers(session, admin), json={"run_id": run.id, "name": "tiny"})
+    assert made.status_code == 201, made.text
+    return made.json()["ref"], {"admin": admin, "run": run}
+
+
+def test_a_replication_plan_searches_the_model_s_own_training_set(lite_client: TestClient, lite_session: Session,
+                                                                 lite_settings, tiny_model: Path) -> None:
+    ref, _ = _model_run(lite_client, lite_session, lite_settings, tiny_model)
+    researcher = create_user(lite_session)
+    call = create_call(lite_session, create_user(lite_session, Role.admin))
+    headers = auth_headers(lite_session, researcher)
+    body = {"title": "Does it copy?", "abstract": "A", "justification": "J", "requested_gpu_hours": 1.0,
+            "submit": False}
+    made = lite_client.post(f"/api/calls/{call.id}/proposals", headers=headers,
+                            json={**body, "job_plan": {"kind": "replication", "model": ref, "samples": 8}})
+    assert made.status_code == 201, made.text
+    plan = made.json()["job_plan"]
+    card = lite_client.get(f"/api/models/{ref.replace('@', '/')}").json()
+    assert plan["checkpoint_sha256"] == card["checkpoint_sha256"] and plan["dataset"] == "skimage-samples@1"
+    assert plan["dataset_digest"] == card["dataset_digest"]
+    missing = lite_client.post(f"/api/calls/{call.id}/proposals", headers=headers,
+                               json={**body, "job_plan": {"kind": "replication", "model": "nothing@3"}})
+    assert missing.status_code == 422 and "no model version 'nothing@3'" in missing.json()["detail"]
+    schema = lite_client.get("/api/job-plans/schema").json()
+    assert "replication" in json.dumps(schema)
+
+
+def test_a_report_is_shown_as_a_sandboxed_page_and_the_training_run_links_it(
+        lite_client: TestClient, lite_session: Session, lite_settings, tiny_model: Path) -> None:
+    ref, made = _model_run(lite_client, lite_session, lite_settings, tiny_model)
+    admin = made["admin"]
+    pi = create_user(lite_session)
+    _, analysis = award(lite_session, admin, create_proposal(lite_session, pi, create_call(lite_session, admin),
+                                                             job_plan={"kind": "replication", "model": ref}))
+    analysis = lite_session.get(Run, analysis.id)
+    page = b"<!doctype html><title>report</title><script>document.title='ran'</script><p>numbers</p>"
+    archive_outputs(lite_session, lite_settings, analysis, {"results.json": b"{}", "report.html": page})
+    shown = lite_client.get(f"/api/runs/{analysis.id}/artifacts/report.html", headers=auth_headers(lite_session, pi))
+    assert shown.status_code == 200 and shown.headers["content-disposition"].startswith("inline")
+    policy = shown.headers["content-security-policy"]
+    assert "sandbox" in policy and "script-src" not in policy and policy.startswith("default-src 'none'")
+    assert shown.headers["x-content-type-options"] == "nosniff"
+    results = lite_client.get(f"/api/runs/{analysis.id}/artifacts/results.json",
+                              headers=auth_headers(lite_session, pi))
+    assert results.headers["content-disposition"].startswith("attachment")
+    run_page = lite_client.get(f"/runs/{analysis.id}", headers=auth_headers(lite_session, pi)).text
+    assert 'id="report"' in run_page
+    # The training run's page lists the analysis; its report link waits until the viewer may read it.
+    training = lite_client.get(f"/runs/{made['run'].id}", headers=auth_headers(lite_session, admin)).text
+    assert 'id="analyses"' in training and f"<tr><td>{analysis.id}</td><td>replication</td><td>{ref}</td>" in training
+    assert "report</a>" not in training  # the analysis is still exclusive to its own team
