@@ -192,8 +192,11 @@ class ReplicationConfig(_Plan):
     sampler: Literal["ddpm", "ddim"] = Field("ddim", title="Sampler")
     top_k: int = Field(3, ge=1, le=20, title="Neighbours kept per sample")
     calibration_percentile: float = Field(1.0, gt=0, lt=50, title="Threshold percentile",
-        description="The copy threshold is this percentile of the tiled distances between distinct training "
-                    "images and their nearest other training image.")
+        description="The copy threshold starts from this percentile of the same distance ratio among the distinct "
+                    "training images themselves…")
+    calibration_fraction: float = Field(0.5, gt=0, le=1, title="Threshold fraction",
+        description="…times this: a copy must be this much nearer (relatively) to one training image than the "
+                    "nearest pairs of distinct training images are to each other.")
 
 
 Plan = TrainConfig | SampleConfig | IngestConfig | ReplicationConfig

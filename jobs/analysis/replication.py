@@ -7,8 +7,9 @@ It draws `samples` images (seeds seed, seed+1, …), and for each finds its near
 L2, tiled L2 (the largest of the 4x4 tiles' distances) and cosine similarity of an offline structure descriptor
 (jobs.analysis.descriptors), exactly. As Carlini et al. (2023) do, a sample is a copy when its tiled distance to
 the nearest training image is small *relative to* its distances to the next 50: generated images that are merely
-blurry come about equally near to many. The threshold on that ratio is calibrated on the training set itself: the
-`calibration_percentile`-th percentile of the same ratio for each distinct training image among the others.
+blurry come about equally near to many. The threshold on that ratio is calibrated on the training set itself:
+`calibration_fraction` times the `calibration_percentile`-th percentile of the same ratio for each distinct training
+image among the others (a copy must be clearly nearer than the nearest pairs of distinct training images are).
 Beside the numbers it puts the capacity figures (model bytes, training bytes, bits of model per training image).
 
 Writes results.json (sorted keys, rounded numbers, no times: the same inputs and seed give the same bytes),
@@ -69,18 +70,21 @@ def ratios(distances: np.ndarray) -> np.ndarray:
     return distances[:, 0] / np.maximum(rest, 1e-12)
 
 
-def calibrate(train_tiles: np.ndarray, train_features: np.ndarray, percentile: float) -> dict[str, Any]:
+def calibrate(train_tiles: np.ndarray, train_features: np.ndarray, percentile: float,
+              fraction: float) -> dict[str, Any]:
     """Thresholds from the distinct training images themselves: how near each comes to its nearest other one,
-    absolutely (tiled L2), relatively (the ratio above) and by descriptor similarity."""
+    absolutely (tiled L2), relatively (the ratio above; the copy threshold is `fraction` of its percentile) and by
+    descriptor similarity."""
     count = len(train_tiles)
     if count < 3:
-        return {"tiled_l2": 0.0, "ratio": 0.0, "similarity": 1.0, "pairs": count}
+        return {"tiled_l2": 0.0, "training_ratio": 0.0, "ratio": 0.0, "similarity": 1.0, "pairs": count}
     k = min(NEIGHBOURHOOD, count - 1) + 1
     tiles_d, _ = search.tiled_l2(train_tiles, train_tiles, k + 1)
     sims, _ = search.topk_similarity(train_features, train_features, 2)
     others = tiles_d[:, 1:]  # leave each image itself out
     return {"tiled_l2": float(np.percentile(others[:, 0], percentile)),
-            "ratio": float(np.percentile(ratios(others), percentile)),
+            "training_ratio": float(np.percentile(ratios(others), percentile)),
+            "ratio": fraction * float(np.percentile(ratios(others), percentile)),
             "similarity": float(np.percentile(sims[:, 1], 100 - percentile)), "pairs": count}
 
 
@@ -131,7 +135,7 @@ def analyse(cfg: ReplicationConfig, checkpoint: Path, inputs: dict[str, Path]) -
     tiled_d, tiled_i = search.tiled_l2(sample_tiles, train_tiles, max(k, wide))
     relative = ratios(tiled_d) if wide > 1 else np.ones(len(samples))
     sims, sim_i = search.topk_similarity(sample_features, train_features, k)
-    thresholds = calibrate(train_tiles, train_features, cfg.calibration_percentile)
+    thresholds = calibrate(train_tiles, train_features, cfg.calibration_percentile, cfg.calibration_fraction)
     copies = relative < thresholds["ratio"]
     progress.report(cfg.samples + 1, cfg.samples + 1, phase="search")
 
@@ -159,7 +163,8 @@ def analyse(cfg: ReplicationConfig, checkpoint: Path, inputs: dict[str, Path]) -
                   "steps": meta.get("steps"), "weights": meta.get("weights")},
         "dataset": {"ref": cfg.dataset, "digest": data.digest, "images": len(data.entries),
                     "distinct_images": len(first), "resolution": side},
-        "thresholds": {**thresholds, "percentile": cfg.calibration_percentile, "tile_grid": grid},
+        "thresholds": {**thresholds, "percentile": cfg.calibration_percentile,
+                       "fraction": cfg.calibration_fraction, "tile_grid": grid},
         "summary": {**summary(sims[:, 0], copies, thresholds), "training_images_copied": len(copied)},
         "copied": [neighbour(i) for i in copied],
         "capacity": capacity(unet, data, sum(p.stat().st_size for n, p in inputs.items() if n.endswith(".tar"))),

@@ -87,9 +87,10 @@ def replication(results: dict[str, Any], samples: np.ndarray, training: np.ndarr
 regenerating {_count(s["training_images_copied"], "distinct training image")}.</p>
 <dl>
 <dt>Copy threshold</dt><dd>a sample is a copy when its tiled L2 distance ({t["tile_grid"]}x{t["tile_grid"]}
-tiles) to the nearest training image is under {t["ratio"]:.3g} times its mean distance to the next ones: the
-{t["percentile"]:g}th percentile of that ratio among the {t["pairs"]} distinct training images themselves (whose
-nearest other image lies {t["tiled_l2"]:.4g} away at that percentile)</dd>
+tiles) to the nearest training image is under {t["ratio"]:.3g} times its mean distance to the next ones:
+{t["fraction"]:g} times {t["training_ratio"]:.3g}, the {t["percentile"]:g}th percentile of that ratio among the
+{t["pairs"]} distinct training images themselves (whose nearest other image lies {t["tiled_l2"]:.4g} away at that
+percentile)</dd>
 <dt>Top-1 similarity</dt><dd>mean {s["similarity_mean"]:.3f}; 75th {s["similarity_p75"]:.3f}, 90th
 {s["similarity_p90"]:.3f}, 95th percentile {s["similarity_p95"]:.3f}; {s["over_similarity_threshold"]:.1%} over
 {t["similarity"]:.3f}, the {100 - t["percentile"]:g}th percentile among training images</dd>

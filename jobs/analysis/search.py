@@ -82,14 +82,24 @@ class IVFIndex:
         self.bounds = np.searchsorted(assigned[order, 0], np.arange(cells + 1))
 
     def search(self, queries: np.ndarray, k: int, probes: int = 8) -> tuple[np.ndarray, np.ndarray]:
-        """Approximate: the k nearest base vectors of each query among its `probes` nearest cells."""
+        """Approximate: the k nearest base vectors of each query among its `probes` nearest cells. Cell by cell:
+        the queries that probe a cell are compared with its members in one matrix product."""
+        queries = queries.astype(np.float32)
         _, cells = topk_l2(queries, self.centroids, probes)
-        out_d = np.full((len(queries), k), np.inf, dtype=np.float32)
-        out_i = np.full((len(queries), k), -1, dtype=np.int64)
-        for row, query in enumerate(queries):
-            ids = np.concatenate([self.ids[self.bounds[c]:self.bounds[c + 1]] for c in cells[row]])
+        best_d = np.full((len(queries), k), np.inf, dtype=np.float32)
+        best_i = np.full((len(queries), k), -1, dtype=np.int64)
+        q_norm = (queries**2).sum(1)
+        for cell in np.unique(cells):
+            rows = np.nonzero((cells == cell).any(axis=1))[0]
+            ids = self.ids[self.bounds[cell]:self.bounds[cell + 1]]
             if len(ids) == 0:
                 continue
-            d, i = topk_l2(query[None], self.base[ids], min(k, len(ids)))
-            out_d[row, :d.shape[1]], out_i[row, :d.shape[1]] = d[0], ids[i[0]]
-        return out_d, out_i
+            members = self.base[ids]
+            d = q_norm[rows, None] + (members**2).sum(1)[None, :] - 2 * queries[rows] @ members.T
+            take = min(k, len(ids))
+            part = np.argpartition(d, take - 1, axis=1)[:, :take]
+            cand_d = np.concatenate([best_d[rows], np.take_along_axis(d, part, 1)], axis=1)
+            cand_i = np.concatenate([best_i[rows], ids[part]], axis=1)
+            order = np.argsort(cand_d, axis=1, kind="stable")[:, :k]
+            best_d[rows], best_i[rows] = np.take_along_axis(cand_d, order, 1), np.take_along_axis(cand_i, order, 1)
+        return np.sqrt(np.maximum(best_d, 0)), best_i

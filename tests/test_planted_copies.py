@@ -1,0 +1,80 @@
+"""The planted-copy check, the analysis tooling's regression test: a generated dataset with five pictures repeated
+60 times among 100 distinct ones, trained until the model memorises the repeated ones. The replication search
+must flag the planted pictures, flag few or none of the others, and find nothing of pictures it never trained on;
+with no repetition (k = 1) it must find no copy at all. About a minute and a half of training each, on 2 cores."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from jobs.analysis import descriptors, planted, search
+from jobs.analysis.replication import main as replication_main
+from jobs.analysis.replication import ratios, to_unit
+from jobs.config import ReplicationConfig, TrainConfig
+from jobs.model import draw_samples, load_checkpoint
+from jobs.package import INPUT_PREFIX
+from jobs.train import main as train_main
+
+DISTINCT, PLANTED, SIDE, SAMPLES = 100, 5, 16, 128
+
+
+def _memorised(folder: Path, copies: int) -> tuple[dict, Path, Path]:
+    package = planted.package(folder / "package", distinct=DISTINCT, planted=PLANTED, copies=copies, side=SIDE,
+                              held_out=50)
+    digest = json.loads((package / "dataset.json").read_text())["digest"]
+    inputs = {f"{INPUT_PREFIX}{name}": package / name for name in ("manifest.jsonl", "shard-00000.tar")}
+    train_main(TrainConfig(dataset="planted-copies", dataset_digest=digest, resolution=SIDE, steps=500,
+                           batch_size=64, ema_decay=0.995, sample_count=1, sample_inference_steps=2,
+                           checkpoint_every=10**6), folder / "train", inputs)
+    checkpoint = folder / "train" / "checkpoint.pt"
+    results = replication_main(ReplicationConfig(model="planted@1", samples=SAMPLES, inference_steps=25,
+                                                 dataset_digest=digest), checkpoint, inputs, folder / "analysis")
+    return results, checkpoint, package
+
+
+def _held_out_hits(results: dict, checkpoint: Path, package: Path) -> list[int]:
+    """Samples whose nearest image, among the training images and 50 never trained on, is one never trained on
+    and is near enough to count as a copy of it."""
+    unet, scheduler, _ = load_checkpoint(checkpoint, torch.device("cpu"))
+    samples = to_unit(draw_samples(unet, scheduler, list(range(SAMPLES)), 25, torch.device("cpu"), sampler="ddim"))
+    held = [np.asarray(Image.open(io.BytesIO(bytes.fromhex(h))).convert("RGB"), dtype=np.float32) / 255
+            for h in json.loads((package / "held_out.json").read_text())]
+    manifest = [json.loads(line) for line in (package / "manifest.jsonl").read_text().splitlines()]
+    with tarfile.open(package / "shard-00000.tar") as tar:
+        training = {m.name: np.asarray(Image.open(tar.extractfile(m)).convert("RGB"), dtype=np.float32) / 255
+                    for m in tar}
+    distinct = [training[m] for m in dict.fromkeys(r["member"] for r in manifest)]
+    everything = np.stack(distinct + held)
+    distances, nearest = search.tiled_l2(descriptors.tiles(samples), descriptors.tiles(everything), 51)
+    copies = ratios(distances) < results["thresholds"]["ratio"]
+    return [i for i in range(SAMPLES) if copies[i] and nearest[i, 0] >= len(distinct)]
+
+
+@pytest.mark.slow
+def test_the_planted_pictures_are_found_and_nothing_else(tmp_path: Path) -> None:
+    results, checkpoint, package = _memorised(tmp_path, copies=60)
+    found = {c["title"].split(" (")[0]: c["times_in_training"] for c in results["copied"]}
+    planted_found = {t for t in found if t.startswith("planted-")}
+    false_positives = sorted(t for t in found if not t.startswith("planted-"))
+    assert planted_found == {f"planted-{i}" for i in range(PLANTED)}, found
+    assert all(found[t] == 60 for t in planted_found)
+    assert len(false_positives) <= 1, f"distinct pictures counted as copies: {false_positives}"
+    assert _held_out_hits(results, checkpoint, package) == []
+    # The copies lie well apart from the rest: the margin the threshold works in.
+    copy_ratios = [s["ratio"] for s in results["samples"] if s["copy"]]
+    assert max(copy_ratios) < results["thresholds"]["ratio"] <= results["thresholds"]["training_ratio"] / 2 + 1e-9
+
+
+@pytest.mark.slow
+def test_with_no_repetition_nothing_is_counted_as_a_copy(tmp_path: Path) -> None:
+    results, _, _ = _memorised(tmp_path, copies=1)
+    assert results["summary"]["copies"] == 0 and results["copied"] == []
+    assert min(s["ratio"] for s in results["samples"]) > results["thresholds"]["ratio"]
