@@ -15,7 +15,8 @@ MODEL_REF = r"^[a-z0-9][a-z0-9-]{0,79}@[1-9][0-9]{0,8}$"  # name@N
 SHA256 = r"^[0-9a-f]{64}$"
 # Fields the observatory fills in when it accepts a plan (what a name pointed to then), never a person.
 PINNED = ("dataset_digest", "base_checkpoint_sha256")
-PINNED_BY_KIND = {"replication": ("checkpoint_sha256", "dataset", "dataset_digest")}
+PINNED_BY_KIND = {"replication": ("checkpoint_sha256", "dataset", "dataset_digest"),
+                  "duplication": ("dataset_digest",)}
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no NUL or other control characters (PostgreSQL refuses NUL)
 
 
@@ -199,10 +200,24 @@ class ReplicationConfig(_Plan):
                     "nearest pairs of distinct training images are to each other.")
 
 
-Plan = TrainConfig | SampleConfig | IngestConfig | ReplicationConfig
+class DuplicationConfig(_Plan):
+    """Duplication audit of a dataset version: images repeated in its manifest, and near duplicates among its
+    distinct images (every tile within a small RMS difference)."""
+
+    kind: Literal["duplication"] = "duplication"
+    dataset: str = Field(pattern=DATASET_REF, title="Dataset", description="The dataset version audited.")
+    dataset_digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", title="Dataset digest",
+                                       description="Filled in by the observatory: the version's digest.")
+    max_tile_rms: float = Field(0.04, gt=0, le=0.5, title="Near-duplicate tolerance",
+        description="Two distinct images are near duplicates when every one of their 4x4 tiles differs by at most "
+                    "this root-mean-square (on a 0 to 1 scale).")
+    resolution: int = Field(32, ge=8, le=256, title="Compared at", description="Side the images are compared at.")
+
+
+Plan = TrainConfig | SampleConfig | IngestConfig | ReplicationConfig | DuplicationConfig
 JobPlan = Annotated[Plan, Field(discriminator="kind")]
 JOB_KINDS: dict[str, type[_Plan]] = {"train": TrainConfig, "sample": SampleConfig, "ingest": IngestConfig,
-                                     "replication": ReplicationConfig}
+                                     "replication": ReplicationConfig, "duplication": DuplicationConfig}
 _adapter: TypeAdapter[Plan] = TypeAdapter(JobPlan)
 INGEST_SECONDS_PER_FILE = 2.5  # two polite API calls and a thumbnail at the default rate limit, with a margin
 
@@ -218,7 +233,7 @@ def estimated_vram_gb(plan: Plan) -> float:
     average, and about 40 activation values per pixel per channel of each block for the batch (one batch at a time,
     however many are accumulated); sampling has a checkpoint of unknown size, so it asks for 2 GB; an ingest needs none.
     """
-    if isinstance(plan, IngestConfig):
+    if isinstance(plan, IngestConfig | DuplicationConfig):
         return 0.0
     if isinstance(plan, SampleConfig | ReplicationConfig):
         return 2.0
@@ -247,6 +262,8 @@ def estimated_seconds(plan: Plan) -> float:
     machine: a couple of seconds a file."""
     if isinstance(plan, IngestConfig):
         return plan.limit * INGEST_SECONDS_PER_FILE
+    if isinstance(plan, DuplicationConfig):
+        return 60.0  # a search over the distinct images: seconds for thousands, minutes for hundreds of thousands
     reference = TrainConfig()
     ref = _work(reference.resolution, reference.block_out_channels, reference.layers_per_block, reference.batch_size)
     if isinstance(plan, SampleConfig | ReplicationConfig):

@@ -56,6 +56,10 @@ KINDS: dict[str, JobKind] = {
         OutputSpec("results.json", "analysis-results", JSON),
         OutputSpec("report.html", "report", "text/html; charset=utf-8"),
     ), inputs=("checkpoint_sha256",), uses_dataset=True),
+    "duplication": JobKind("duplication", "jobs.analysis.duplication", (
+        OutputSpec("results.json", "analysis-results", JSON),
+        OutputSpec("report.html", "report", "text/html; charset=utf-8"),
+    ), uses_dataset=True, uses_gpu=False),
     "sample": JobKind("sample", "jobs.sample", (
         OutputSpec("samples.png", "samples", PNG),
         OutputSpec("metrics.json", "metrics", JSON),

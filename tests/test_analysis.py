@@ -125,8 +125,12 @@ def test_a_replication_plan_searches_the_model_s_own_training_set(lite_client: T
     missing = lite_client.post(f"/api/calls/{call.id}/proposals", headers=headers,
                                json={**body, "job_plan": {"kind": "replication", "model": "nothing@3"}})
     assert missing.status_code == 422 and "no model version 'nothing@3'" in missing.json()["detail"]
-    schema = lite_client.get("/api/job-plans/schema").json()
-    assert "replication" in json.dumps(schema)
+    audit = lite_client.post(f"/api/calls/{call.id}/proposals", headers=headers,
+                             json={**body, "job_plan": {"kind": "duplication", "dataset": "skimage-samples"}})
+    assert audit.status_code == 201 and audit.json()["job_plan"]["dataset"] == "skimage-samples@1"
+    assert audit.json()["job_plan"]["dataset_digest"] == card["dataset_digest"]
+    schema = json.dumps(lite_client.get("/api/job-plans/schema").json())
+    assert '"replication"' in schema and '"duplication"' in schema
 
 
 def test_a_report_is_shown_as_a_sandboxed_page_and_the_training_run_links_it(
@@ -153,3 +157,25 @@ def test_a_report_is_shown_as_a_sandboxed_page_and_the_training_run_links_it(
     training = lite_client.get(f"/runs/{made['run'].id}", headers=auth_headers(lite_session, admin)).text
     assert 'id="analyses"' in training and f"<tr><td>{analysis.id}</td><td>replication</td><td>{ref}</td>" in training
     assert "report</a>" not in training  # the analysis is still exclusive to its own team
+
+
+def test_the_duplication_audit_counts_repeats_and_finds_near_duplicates(tmp_path: Path) -> None:
+    from jobs.analysis import planted
+    from jobs.analysis.duplication import main as duplication_main
+    from jobs.config import DuplicationConfig
+
+    package = planted.package(tmp_path / "package", distinct=30, planted=2, copies=4, near=3)
+    digest = json.loads((package / "dataset.json").read_text())["digest"]
+    inputs = {f"dataset:{name}": package / name for name in ("manifest.jsonl", "shard-00000.tar")}
+    cfg = DuplicationConfig(dataset="planted-copies", dataset_digest=digest, resolution=16)
+    results = duplication_main(cfg, inputs, tmp_path / "a")
+    s = results["summary"]
+    assert (s["records_repeating_an_image"], s["images_repeated"], s["most_repeats"]) == (6, 2, 4)
+    pairs = {tuple(sorted((p["a"]["title"], p["b"]["title"]))) for p in results["near_duplicates"]}
+    assert pairs == {(f"distinct-{i}", f"near-{i}") for i in range(3)}
+    assert all(p["tile_rms"] <= 0.04 for p in results["near_duplicates"])
+    assert results["repeats_histogram"] == {"1": 33, "4": 2}
+    duplication_main(cfg, inputs, tmp_path / "b")
+    assert (tmp_path / "a" / "results.json").read_bytes() == (tmp_path / "b" / "results.json").read_bytes()
+    page = (tmp_path / "a" / "report.html").read_text()
+    assert "Duplication audit: planted-copies" in page and "<script" not in page

@@ -191,3 +191,29 @@ def test_commons_ingest_to_a_model_card(scheduler, lite_client: TestClient, lite
     card = lite_client.get("/models/commons-model/1").text
     assert "Public domain: 2" in card and "CC BY-SA 3.0 de: 1" in card and "CC BY-SA 4.0: 2" in card
     assert "Wikimedia Commons" in card and "commons-test@1" in card
+
+
+def test_a_replication_search_runs_on_the_pool_and_its_report_is_shown(scheduler, lite_client: TestClient,
+                                                                      lite_session: Session, lite_engine) -> None:
+    """Train, register the model from the portal, then search its samples for its training images on the pool:
+    the job gets the checkpoint and the training set by digest, and the report is served as a sandboxed page."""
+    from tests.factories import PASSWORD, post_form
+
+    admin_user = create_user(lite_session, Role.admin)
+    admin, pi = login(lite_client, admin_user.email), login(lite_client, create_user(lite_session).email)
+    call_id = _open_call(lite_client, admin)
+    train_run = _propose_and_award(lite_client, call_id, pi, admin, {**TINY_TRAIN, "resolution": 16})
+    assert drive(scheduler, lite_engine, train_run).state == "succeeded"
+    post_form(lite_client, "/login", {"email": admin_user.email, "password": PASSWORD, "next": "/"})
+    assert "Registered tiny@1." in post_form(lite_client, f"/runs/{train_run}/register-model", {"name": "tiny"}).text
+
+    analysis = _propose_and_award(lite_client, call_id, pi, admin, {"kind": "replication", "model": "tiny@1",
+                                                                     "samples": 8, "inference_steps": 4})
+    run = drive(scheduler, lite_engine, analysis)
+    assert run.state == "succeeded", run.message
+    results = lite_client.get(f"/api/runs/{analysis}/artifacts/results.json", headers=pi).json()
+    assert results["dataset"]["ref"] == "skimage-samples@1" and len(results["samples"]) == 8
+    assert results["summary"]["copies"] >= 0 and results["thresholds"]["pairs"] == 12
+    report = lite_client.get(f"/api/runs/{analysis}/artifacts/report.html", headers=pi)
+    assert report.status_code == 200 and "Replication search: tiny@1" in report.text
+    assert "sandbox" in report.headers["content-security-policy"]

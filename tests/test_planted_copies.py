@@ -16,8 +16,9 @@ import torch
 from PIL import Image
 
 from jobs.analysis import descriptors, planted, search
+from jobs.analysis.common import to_unit
 from jobs.analysis.replication import main as replication_main
-from jobs.analysis.replication import ratios, to_unit
+from jobs.analysis.replication import ratios
 from jobs.config import ReplicationConfig, TrainConfig
 from jobs.model import draw_samples, load_checkpoint
 from jobs.package import INPUT_PREFIX

@@ -30,14 +30,25 @@ def picture(rng: np.random.Generator, side: int) -> bytes:
     return out.getvalue()
 
 
+def nudged(data: bytes, rng: np.random.Generator) -> bytes:
+    """The picture with every pixel moved by at most 2 levels of 255: a near duplicate."""
+    pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
+    pixels = np.clip(pixels + rng.integers(-2, 3, pixels.shape), 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
 def package(out: Path, *, distinct: int, planted: int, copies: int, side: int = 16, seed: int = 0,
-            held_out: int = 0) -> Path:
-    """Write the package: `distinct` pictures once each and `planted` pictures `copies` times each (and, beside
-    it in held_out.json, `held_out` pictures never trained on, as a control)."""
+            held_out: int = 0, near: int = 0) -> Path:
+    """Write the package: `distinct` pictures once each and `planted` pictures `copies` times each, with `near`
+    of the distinct ones nudged into a near duplicate of themselves (and, beside it in held_out.json, `held_out`
+    pictures never trained on, as a control)."""
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     pictures = [(f"planted-{i}", picture(rng, side), copies) for i in range(planted)]
     pictures += [(f"distinct-{i}", picture(rng, side), 1) for i in range(distinct)]
+    pictures += [(f"near-{i}", nudged(pictures[planted + i][1], rng), 1) for i in range(near)]
     controls = [picture(rng, side) for _ in range(held_out)]
 
     members, records = {}, []

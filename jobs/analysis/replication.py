@@ -30,35 +30,11 @@ import torch
 from jobs import dataset as datasets
 from jobs import progress
 from jobs.analysis import descriptors, report, search
+from jobs.analysis.common import grid_for, rounded, to_unit
 from jobs.config import ReplicationConfig
 from jobs.kinds import KINDS
 from jobs.model import class_labels, draw_samples, load_checkpoint, pick_device
 from jobs.outputs import declare
-
-DIGITS = 6
-
-
-def _round(value: Any) -> Any:
-    """Numbers rounded to DIGITS significant places, recursively, so that results compare byte for byte."""
-    if isinstance(value, float | np.floating):
-        return float(f"{float(value):.{DIGITS}g}")
-    if isinstance(value, dict):
-        return {k: _round(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_round(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-def to_unit(images: torch.Tensor) -> np.ndarray:
-    """N x 3 x H x W in [-1, 1] as N x H x W x 3 float32 in [0, 1]."""
-    return ((images.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32)
-
-
-def grid_for(side: int) -> int:
-    return next(g for g in (4, 2, 1) if side % g == 0)
-
 
 NEIGHBOURHOOD = 50  # the nearest training images a distance is compared with (Carlini et al. use 50)
 
@@ -157,7 +133,7 @@ def analyse(cfg: ReplicationConfig, checkpoint: Path, inputs: dict[str, Path]) -
             "copy": bool(copies[row]),
         })
     copied = sorted({s["tiled_l2"][0]["index"] for s in per_sample if s["copy"]})
-    results = _round({
+    results = rounded({
         "kind": "replication", "config": cfg.model_dump(mode="json"),
         "model": {"classes": meta.get("classes") or [], "dataset_digest": meta.get("dataset_digest"),
                   "steps": meta.get("steps"), "weights": meta.get("weights")},

@@ -51,9 +51,11 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _who(neighbour: dict[str, Any]) -> str:
+def who(neighbour: dict[str, Any]) -> str:
     parts = [neighbour.get("title") or "untitled", f"by {neighbour.get('author') or 'unknown'}",
-             neighbour.get("license") or "license unknown", f"{neighbour.get('times_in_training', 1)}x in training"]
+             neighbour.get("license") or "license unknown"]
+    if "times_in_training" in neighbour:
+        parts.append(f"{neighbour['times_in_training']}x in training")
     return html.escape(" · ".join(str(p) for p in parts))
 
 
@@ -71,11 +73,11 @@ def replication(results: dict[str, Any], samples: np.ndarray, training: np.ndarr
                     f'<td><img src="{png(training[nearest["index"]])}" alt="nearest training image"></td>'
                     f'<td>{nearest["distance"]:.4g} ({sample["ratio"]:.2f})</td>'
                     f'<td>{sample["similarity"][0]["similarity"]:.3f}</td>'
-                    f'<td>{verdict}</td><td>{_who(nearest)}<br><span class="muted">seed {sample["seed"]}'
+                    f'<td>{verdict}</td><td>{who(nearest)}<br><span class="muted">seed {sample["seed"]}'
                     f'{" · class " + html.escape(str(sample["class"])) if "class" in sample else ""}</span></td></tr>')
     relative = [x["ratio"] for x in results["samples"]]
     similar = [x["similarity"][0]["similarity"] for x in results["samples"]]
-    copied = "".join(f"<li>{_who(c)}</li>" for c in results["copied"]) or "<li>none</li>"
+    copied = "".join(f"<li>{who(c)}</li>" for c in results["copied"]) or "<li>none</li>"
     dataset = results["dataset"]
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Replication search · {html.escape(str(results["config"]["model"]))}</title><style>{STYLE}</style></head><body>

@@ -10,7 +10,7 @@ from sqlmodel import Session, select
 from service.archive.service import can_download, find_artifact
 from service.models import ModelVersion, Run, User
 
-ANALYSIS_KINDS = ("replication",)
+ANALYSIS_KINDS = ("replication",)  # the kinds that analyse a model version (`model` in their plans)
 
 
 @dataclass(frozen=True)

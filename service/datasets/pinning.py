@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from jobs.config import ReplicationConfig, SampleConfig, TrainConfig
+from jobs.config import DuplicationConfig, ReplicationConfig, SampleConfig, TrainConfig
 from jobs.kinds import job_kind
 from jobs.package import job_inputs
 from service.datasets import service as datasets
@@ -95,6 +95,11 @@ def pin_replication(session: Session, plan: ReplicationConfig) -> ReplicationCon
                       "registered dataset version; its training set cannot be searched")
     return plan.model_copy(update={"checkpoint_sha256": version.checkpoint_sha256,
                                    "dataset": f"{dataset.name}@{dataset.version}", "dataset_digest": dataset.digest})
+
+
+def pin_duplication(session: Session, plan: DuplicationConfig) -> DuplicationConfig:
+    dataset = _dataset(session, plan.dataset)
+    return plan.model_copy(update={"dataset": f"{dataset.name}@{dataset.version}", "dataset_digest": dataset.digest})
 
 
 def run_inputs(session: Session, run: Run) -> dict[str, str]:

@@ -11,7 +11,15 @@ from typing import Any
 from pydantic import ValidationError
 from sqlmodel import Session, select
 
-from jobs.config import JobPlanError, Plan, ReplicationConfig, SampleConfig, TrainConfig, parse_job_plan
+from jobs.config import (
+    DuplicationConfig,
+    JobPlanError,
+    Plan,
+    ReplicationConfig,
+    SampleConfig,
+    TrainConfig,
+    parse_job_plan,
+)
 from service.archive import service as archive
 from service.calls.service import get_call, is_open
 from service.datasets import pinning
@@ -57,6 +65,8 @@ def validate_job_plan(session: Session, actor: User, plan: dict[str, Any]) -> Pl
         return pinning.pin_sample(session, parsed)
     if isinstance(parsed, ReplicationConfig):
         return pinning.pin_replication(session, parsed)
+    if isinstance(parsed, DuplicationConfig):
+        return pinning.pin_duplication(session, parsed)
     if isinstance(parsed, SampleConfig):
         artifact = archive.find_checkpoint(session, parsed.checkpoint_sha256)
         if artifact is None or not archive.can_download(session, actor, artifact.run_id):
