@@ -179,3 +179,16 @@ def test_the_duplication_audit_counts_repeats_and_finds_near_duplicates(tmp_path
     assert (tmp_path / "a" / "results.json").read_bytes() == (tmp_path / "b" / "results.json").read_bytes()
     page = (tmp_path / "a" / "report.html").read_text()
     assert "Duplication audit: planted-copies" in page and "<script" not in page
+
+
+def test_past_the_exact_limit_the_index_finds_the_same_tiled_neighbours() -> None:
+    rng = np.random.default_rng(2)
+    base = rng.random((3000, 8, 8, 3)).astype(np.float32)
+    queries = np.clip(base[rng.integers(0, 3000, 20)] + rng.normal(0, 0.03, (20, 8, 8, 3)), 0, 1)
+    queries = np.concatenate([queries, rng.random((5, 8, 8, 3))]).astype(np.float32)
+    q, b = descriptors.tiles(queries), descriptors.tiles(base)
+    exact_d, exact_i = search.tiled_l2(q, b, 3)
+    found_d, found_i = search.tiled_nearest(q, b, 3, exact_limit=1000)
+    assert (found_i[:20, 0] == exact_i[:20, 0]).all()  # every near copy is found
+    assert np.allclose(found_d[:20, 0], exact_d[:20, 0])
+    assert (found_d >= exact_d - 1e-9).all()  # never nearer than the truth

@@ -5,9 +5,10 @@ the model version's checkpoint (`checkpoint_sha256`) and its training set's mani
 
 It draws `samples` images (seeds seed, seed+1, …), and for each finds its nearest distinct training images by pixel
 L2, tiled L2 (the largest of the 4x4 tiles' distances) and cosine similarity of an offline structure descriptor
-(jobs.analysis.descriptors), exactly. As Carlini et al. (2023) do, a sample is a copy when its tiled distance to
-the nearest training image is small *relative to* its distances to the next 50: generated images that are merely
-blurry come about equally near to many. The threshold on that ratio is calibrated on the training set itself:
+(jobs.analysis.descriptors): exactly, or for training sets past 20,000 images among each sample's 256 nearest by
+pixel L2 found with an index (jobs.analysis.search). As Carlini et al. (2023) do, a sample is a copy when its tiled
+distance to the nearest training image is small *relative to* its distances to the next 50: generated images that
+are merely blurry come about equally near to many. The threshold on that ratio is calibrated on the training set itself:
 `calibration_fraction` times the `calibration_percentile`-th percentile of the same ratio for each distinct training
 image among the others (a copy must be clearly nearer than the nearest pairs of distinct training images are).
 Beside the numbers it puts the capacity figures (model bytes, training bytes, bits of model per training image).
@@ -37,6 +38,7 @@ from jobs.model import class_labels, draw_samples, load_checkpoint, pick_device
 from jobs.outputs import declare
 
 NEIGHBOURHOOD = 50  # the nearest training images a distance is compared with (Carlini et al. use 50)
+CALIBRATION_SAMPLE = 2000  # training images whose own ratios calibrate the threshold (all, when fewer)
 
 
 def ratios(distances: np.ndarray) -> np.ndarray:
@@ -55,8 +57,11 @@ def calibrate(train_tiles: np.ndarray, train_features: np.ndarray, percentile: f
     if count < 3:
         return {"tiled_l2": 0.0, "training_ratio": 0.0, "ratio": 0.0, "similarity": 1.0, "pairs": count}
     k = min(NEIGHBOURHOOD, count - 1) + 1
-    tiles_d, _ = search.tiled_l2(train_tiles, train_tiles, k + 1)
-    sims, _ = search.topk_similarity(train_features, train_features, 2)
+    chosen = np.arange(count)
+    if count > CALIBRATION_SAMPLE:  # a fixed random sample of them: the same inputs give the same thresholds
+        chosen = np.sort(np.random.default_rng(0).choice(count, CALIBRATION_SAMPLE, replace=False))
+    tiles_d, _ = search.tiled_nearest(train_tiles[chosen], train_tiles, k + 1)
+    sims, _ = search.topk_similarity(train_features[chosen], train_features, 2)
     others = tiles_d[:, 1:]  # leave each image itself out
     return {"tiled_l2": float(np.percentile(others[:, 0], percentile)),
             "training_ratio": float(np.percentile(ratios(others), percentile)),
@@ -108,7 +113,7 @@ def analyse(cfg: ReplicationConfig, checkpoint: Path, inputs: dict[str, Path]) -
     k = min(cfg.top_k, len(training))
     pixel_d, pixel_i = search.topk_l2(descriptors.pixels(samples), descriptors.pixels(training), k)
     wide = min(NEIGHBOURHOOD, len(training) - 1) + 1
-    tiled_d, tiled_i = search.tiled_l2(sample_tiles, train_tiles, max(k, wide))
+    tiled_d, tiled_i = search.tiled_nearest(sample_tiles, train_tiles, max(k, wide))
     relative = ratios(tiled_d) if wide > 1 else np.ones(len(samples))
     sims, sim_i = search.topk_similarity(sample_features, train_features, k)
     thresholds = calibrate(train_tiles, train_features, cfg.calibration_percentile, cfg.calibration_fraction)

@@ -19,15 +19,23 @@ def _merge(best_d: np.ndarray, best_i: np.ndarray, d: np.ndarray, offset: int, k
     return np.take_along_axis(cand_d, order, 1), np.take_along_axis(cand_i, order, 1)
 
 
-def topk_l2(queries: np.ndarray, base: np.ndarray, k: int, block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
+def norms(base: np.ndarray) -> np.ndarray:
+    """Each base vector's squared length, to be given to `topk_l2` when the same base is searched many times."""
+    return np.einsum("ij,ij->i", base, base)
+
+
+def topk_l2(queries: np.ndarray, base: np.ndarray, k: int, block: int = BLOCK,
+            base_norms: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact: the k nearest base vectors of each query, (distances, indices), nearest first."""
-    queries, base = queries.astype(np.float32), base.astype(np.float32)
+    queries, base = queries.astype(np.float32, copy=False), base.astype(np.float32, copy=False)
+    if base_norms is None:
+        base_norms = norms(base)
     q_norm = (queries**2).sum(1, keepdims=True)
     best_d = np.full((len(queries), 0), np.inf, dtype=np.float32)
     best_i = np.zeros((len(queries), 0), dtype=np.int64)
     for start in range(0, len(base), block):
         chunk = base[start:start + block]
-        d = q_norm + (chunk**2).sum(1)[None, :] - 2 * queries @ chunk.T
+        d = q_norm + base_norms[None, start:start + block] - 2 * queries @ chunk.T
         best_d, best_i = _merge(best_d, best_i, d, start, k, largest=False)
     return np.sqrt(np.maximum(best_d, 0)), best_i
 
@@ -76,6 +84,7 @@ class IVFIndex:
                 if len(members):
                     centroids[cell] = members.mean(0)
         self.centroids = centroids
+        self.norms = norms(self.base)
         _, assigned = topk_l2(self.base, centroids, 1)
         order = np.argsort(assigned[:, 0], kind="stable")
         self.ids = order
@@ -94,8 +103,7 @@ class IVFIndex:
             ids = self.ids[self.bounds[cell]:self.bounds[cell + 1]]
             if len(ids) == 0:
                 continue
-            members = self.base[ids]
-            d = q_norm[rows, None] + (members**2).sum(1)[None, :] - 2 * queries[rows] @ members.T
+            d = q_norm[rows, None] + self.norms[ids][None, :] - 2 * queries[rows] @ self.base[ids].T
             take = min(k, len(ids))
             part = np.argpartition(d, take - 1, axis=1)[:, :take]
             cand_d = np.concatenate([best_d[rows], np.take_along_axis(d, part, 1)], axis=1)
@@ -103,3 +111,26 @@ class IVFIndex:
             order = np.argsort(cand_d, axis=1, kind="stable")[:, :k]
             best_d[rows], best_i[rows] = np.take_along_axis(cand_d, order, 1), np.take_along_axis(cand_i, order, 1)
         return np.sqrt(np.maximum(best_d, 0)), best_i
+
+
+EXACT_LIMIT = 20_000  # base sets up to this size are searched exactly; larger ones through the index
+CANDIDATES = 256  # the pixel-space neighbours (found with the index) whose tiled distance is then computed
+
+
+def tiled_nearest(queries: np.ndarray, base: np.ndarray, k: int, exact_limit: int = EXACT_LIMIT,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest base images by tiled L2 (N x tiles x d arrays): exact up to `exact_limit` base images;
+    beyond, exact among each query's CANDIDATES nearest by pixel L2, found with an inverted-file index (a copy is
+    near in pixel space too, so it is among them)."""
+    if len(base) <= exact_limit:
+        return tiled_l2(queries, base, k)
+    flat_q, flat_b = queries.reshape(len(queries), -1), base.reshape(len(base), -1)
+    index = IVFIndex(flat_b, cells=max(16, int(np.sqrt(len(base)))), seed=seed)
+    _, candidates = index.search(flat_q, min(CANDIDATES, len(base)), probes=16)
+    out_d = np.full((len(queries), k), np.inf)
+    out_i = np.full((len(queries), k), -1, dtype=np.int64)
+    for row, ids in enumerate(candidates):
+        ids = ids[ids >= 0]
+        d, i = tiled_l2(queries[row:row + 1], base[ids], min(k, len(ids)))
+        out_d[row, :d.shape[1]], out_i[row, :d.shape[1]] = d[0], ids[i[0]]
+    return out_d, out_i
