@@ -55,6 +55,7 @@ KINDS: dict[str, JobKind] = {
     "replication": JobKind("replication", "jobs.analysis.replication", (
         OutputSpec("results.json", "analysis-results", JSON),
         OutputSpec("report.html", "report", "text/html; charset=utf-8"),
+        OutputSpec("pairs.png", "pairs", PNG),
     ), inputs=("checkpoint_sha256",), uses_dataset=True),
     "duplication": JobKind("duplication", "jobs.analysis.duplication", (
         OutputSpec("results.json", "analysis-results", JSON),

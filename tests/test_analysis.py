@@ -192,3 +192,64 @@ def test_past_the_exact_limit_the_index_finds_the_same_tiled_neighbours() -> Non
     assert (found_i[:20, 0] == exact_i[:20, 0]).all()  # every near copy is found
     assert np.allclose(found_d[:20, 0], exact_d[:20, 0])
     assert (found_d >= exact_d - 1e-9).all()  # never nearer than the truth
+
+
+def test_people_mark_the_shown_pairs_and_see_how_the_threshold_agrees(
+        lite_client: TestClient, lite_session: Session, lite_settings, tiny_model: Path, tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    from tests.factories import PASSWORD, add_coi, post_form
+
+    inputs = local_inputs("skimage-samples", tmp_path / "package")
+    results = replication_main(ReplicationConfig(model="tiny@1", samples=5, inference_steps=2), tiny_model, inputs,
+                               tmp_path / "r")
+    admin, pi, coi, outsider = (create_user(lite_session, role) for role in (Role.admin, Role.researcher,
+                                                                              Role.researcher, Role.researcher))
+    proposal = create_proposal(lite_session, pi, create_call(lite_session, admin))
+    add_coi(lite_session, pi, proposal, coi)
+    _, run = award(lite_session, admin, proposal)
+    run = lite_session.get(Run, run.id)
+    run.job_kind, run.state = "replication", RunState.succeeded
+    lite_session.add(run)
+    lite_session.commit()
+    archive_outputs(lite_session, lite_settings, run, {name: (tmp_path / "r" / name).read_bytes()
+                                                       for name in ("results.json", "report.html", "pairs.png")})
+    mine, theirs = auth_headers(lite_session, pi), auth_headers(lite_session, coi)
+    listed = lite_client.get(f"/api/runs/{run.id}/pairs", headers=mine).json()
+    assert [p["seed"] for p in listed["pairs"]] == [results["samples"][i]["seed"] for i in results["shown"]]
+    assert listed["agreement"] == {"marked": 0, "agree": 0, "missed": 0, "over": 0, "fraction": None}
+    first = listed["pairs"][0]
+    picture = lite_client.get(first["picture_url"], headers=mine)
+    with Image.open(io.BytesIO(picture.content)) as image:
+        assert image.size == (2 * 64 + 4, 64)  # a 16-pixel sample and its original, enlarged 4 times
+    assert lite_client.get(f"/api/runs/{run.id}/pairs/99.png", headers=mine).status_code == 404
+
+    automatic = first["automatic"]
+    people_say = "not_copy" if automatic == "copy" else "copy"
+    marked = lite_client.put(f"/api/runs/{run.id}/pairs/{first['seed']}", headers=mine,
+                             json={"verdict": people_say}).json()
+    assert marked["pairs"][0]["mine"] == people_say and marked["pairs"][0]["marks"] == {people_say: 1}
+    assert marked["agreement"]["marked"] == 1 and marked["agreement"]["agree"] == 0
+    agreed = lite_client.put(f"/api/runs/{run.id}/pairs/{listed['pairs'][1]['seed']}", headers=theirs,
+                             json={"verdict": listed["pairs"][1]["automatic"]}).json()["agreement"]
+    assert (agreed["marked"], agreed["agree"], agreed["fraction"]) == (2, 1, 0.5)
+    changed = lite_client.put(f"/api/runs/{run.id}/pairs/{first['seed']}", headers=mine,
+                              json={"verdict": automatic}).json()  # a mark can be changed, never doubled
+    assert changed["pairs"][0]["marks"] == {automatic: 1} and changed["agreement"]["agree"] == 2
+
+    assert lite_client.put(f"/api/runs/{run.id}/pairs/123456", headers=mine,
+                           json={"verdict": "copy"}).status_code == 422
+    assert lite_client.put(f"/api/runs/{run.id}/pairs/{first['seed']}", headers=mine,
+                           json={"verdict": "maybe"}).status_code == 422
+    assert lite_client.get(f"/api/runs/{run.id}/pairs", headers=auth_headers(lite_session, outsider)).status_code \
+        == 404
+
+    post_form(lite_client, "/login", {"email": pi.email, "password": PASSWORD, "next": "/"})
+    page = " ".join(lite_client.get(f"/runs/{run.id}/pairs").text.split())
+    assert "Of 2 marked pairs, the automatic verdict agrees with people's on 2 (100%)" in page
+    assert 'id="pairs"' in page
+    done = post_form(lite_client, f"/runs/{run.id}/pairs/{listed['pairs'][2]['seed']}", {"verdict": "copy"})
+    assert f"Marked sample {listed['pairs'][2]['seed']}: a copy." in done.text
+    assert "mark its pairs" in lite_client.get(f"/runs/{run.id}").text

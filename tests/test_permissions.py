@@ -5,10 +5,13 @@ The last test walks the app's routes, so a new endpoint cannot land without an e
 
 from __future__ import annotations
 
+import io
+import json
 from dataclasses import dataclass
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from sqlmodel import Session, select
 
 from jobs.version import installed_version
@@ -40,6 +43,20 @@ PUBLIC = {
     ("POST", "/api/job-plans/estimate"),
     ("POST", "/api/auth/signup"), ("POST", "/api/auth/login"), ("GET", "/api/pool"),
 }
+
+
+def _pairs_png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (2 * 16 + 4, 16), "gray").save(out, format="PNG")
+    return out.getvalue()
+
+
+# A replication search's outputs, as small as they come: one shown pair, of sample 7.
+ANALYSIS_FILES = {
+    "results.json": json.dumps({"shown": [0], "pair_picture": {"side": 4, "scale": 4, "gap": 4}, "samples": [
+        {"seed": 7, "copy": False, "ratio": 0.9, "tiled_l2": [{"index": 0, "title": "t", "image_sha256": "a" * 64,
+                                                               "distance": 1.0}]}]}).encode(),
+    "report.html": b"<!doctype html><title>r</title>", "pairs.png": _pairs_png()}
 
 
 @dataclass(frozen=True)
@@ -151,6 +168,12 @@ CASES = [
          "coi"),
     Case("GET", "/api/runs/{run_id}/artifacts/{name}", {"anonymous": 404, "other": 404, "reviewer": 404,
                                                          "admin": 404}, "coi"),
+    Case("GET", "/api/runs/{analysis_id}/pairs", {"anonymous": 401, "other": 404, "reviewer": 404, "attempt": 401},
+         "pi"),
+    Case("PUT", "/api/runs/{analysis_id}/pairs/{seed}", {"anonymous": 401, "other": 404, "reviewer": 404,
+                                                         "machine": 401}, "pi", {"verdict": "copy"}),
+    Case("GET", "/api/runs/{analysis_id}/pairs/{row}.png", {"anonymous": 404, "other": 404, "reviewer": 404,
+                                                            "admin": 404}, "pi"),
     # The job channel takes a live attempt's token and no person's.
     Case("POST", "/api/job/start", {"anonymous": 401, "admin": 401, "pi": 401}, "attempt",
          {"node_name": "owner-box", "worker_version": installed_version()}),
@@ -205,6 +228,12 @@ def world(lite_session: Session, lite_settings, lite_engine, tmp_path):
     _, run = award(s, people["admin"], awarded)
     run = s.get(Run, run.id)
     archive_outputs(s, lite_settings, run, {"samples.png": b"png"})
+    _, analysis = award(s, people["admin"], create_proposal(s, people["pi"], call))
+    analysis = s.get(Run, analysis.id)
+    analysis.job_kind, analysis.state = "replication", RunState.succeeded
+    s.add(analysis)
+    s.commit()
+    archive_outputs(s, lite_settings, analysis, ANALYSIS_FILES)
     machine, machine_token = create_machine(s, people["owner"], people["admin"])
     pending, _ = create_machine(s, people["owner"], name="second box")
     headers = {who: auth_headers(s, user) for who, user in people.items()}
@@ -220,7 +249,8 @@ def world(lite_session: Session, lite_settings, lite_engine, tmp_path):
            "invite_id": invite.id, "invite_token": invite_link.rsplit("/", 1)[1], "coi_id": people["coi"].id,
            "spare_id": spare.id, "closed_call_id": closed.id, "reviewed_call_id": reviewed.id,
            "assignment_id": assignment_of[waiting.id], "accepted_assignment_id": assignment_of[taken.id],
-           "released_id": released_proposal.id, "review_id": review.id, "model_run_id": model_run.id}
+           "released_id": released_proposal.id, "review_id": review.id, "model_run_id": model_run.id,
+           "analysis_id": analysis.id, "seed": 7, "row": 0}
     return headers, ids
 
 
@@ -263,7 +293,8 @@ def test_outputs_become_public_after_the_exclusive_period(world, lite_client: Te
 def test_every_api_route_is_covered(lite_client: TestClient) -> None:
     spec = lite_client.get("/openapi.json").json()
     routes = {(method.upper(), path) for path, item in spec["paths"].items() for method in item}
-    aliases = {"{draft_id}": "{proposal_id}", "{submitted_id}": "{proposal_id}", "{released_id}": "{proposal_id}",
+    aliases = {"{analysis_id}": "{run_id}",
+               "{draft_id}": "{proposal_id}", "{submitted_id}": "{proposal_id}", "{released_id}": "{proposal_id}",
                "{pending_machine_id}": "{machine_id}", "{coi_id}": "{user_id}", "{spare_id}": "{user_id}",
                "{closed_call_id}": "{call_id}", "{reviewed_call_id}": "{call_id}",
                "{accepted_assignment_id}": "{assignment_id}"}

@@ -27,6 +27,7 @@ from service.config import Settings, get_settings
 from service.db import engine_for
 from service.errors import Busy, Conflict, DomainError, Unauthenticated
 from service.mail.sender import run_mail_loop
+from web.analysis_pages import router as analysis_pages_router
 from web.api_docs import API_DOCS_ASSETS, swagger_ui_path
 from web.api_docs import router as api_docs_router
 from web.csrf import verify_csrf
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(people_pages_router, max_body_size=settings.max_form_bytes)
     app.include_router(model_pages_router, max_body_size=settings.max_form_bytes)
     app.include_router(dataset_pages_router, max_body_size=settings.max_form_bytes)
+    app.include_router(analysis_pages_router, max_body_size=settings.max_form_bytes)
     app.include_router(api_docs_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount(API_DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="api-docs-assets")

@@ -14,7 +14,8 @@ image among the others (a copy must be clearly nearer than the nearest pairs of 
 Beside the numbers it puts the capacity figures (model bytes, training bytes, bits of model per training image).
 
 Writes results.json (sorted keys, rounded numbers, no times: the same inputs and seed give the same bytes),
-report.html (self-contained: inline pictures, no script) and outputs.json declaring them.
+report.html (self-contained: inline pictures, no script), pairs.png (the shown pairs, a row each, for the portal's
+marking page) and outputs.json declaring them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from jobs import dataset as datasets
 from jobs import progress
@@ -38,6 +40,8 @@ from jobs.model import class_labels, draw_samples, load_checkpoint, pick_device
 from jobs.outputs import declare
 
 NEIGHBOURHOOD = 50  # the nearest training images a distance is compared with (Carlini et al. use 50)
+SHOWN = 48  # pairs shown in the report and offered for marking
+PAIR_SCALE, PAIR_GAP = 4, 4  # pairs.png: each image enlarged 4 times, 4 white pixels between sample and original
 CALIBRATION_SAMPLE = 2000  # training images whose own ratios calibrate the threshold (all, when fewer)
 
 
@@ -138,6 +142,7 @@ def analyse(cfg: ReplicationConfig, checkpoint: Path, inputs: dict[str, Path]) -
             "copy": bool(copies[row]),
         })
     copied = sorted({s["tiled_l2"][0]["index"] for s in per_sample if s["copy"]})
+    shown = sorted(range(len(per_sample)), key=lambda i: (relative[i], i))[:SHOWN]
     results = rounded({
         "kind": "replication", "config": cfg.model_dump(mode="json"),
         "model": {"classes": meta.get("classes") or [], "dataset_digest": meta.get("dataset_digest"),
@@ -150,8 +155,23 @@ def analyse(cfg: ReplicationConfig, checkpoint: Path, inputs: dict[str, Path]) -
         "copied": [neighbour(i) for i in copied],
         "capacity": capacity(unet, data, sum(p.stat().st_size for n, p in inputs.items() if n.endswith(".tar"))),
         "samples": per_sample,
+        # The pairs people are shown and may mark, most copy-like first: rows of pairs.png, by sample index.
+        "shown": shown, "pair_picture": {"scale": PAIR_SCALE, "gap": PAIR_GAP, "side": side},
     })
     return results, {"samples": samples, "training": training}
+
+
+def pairs_picture(results: dict[str, Any], samples: np.ndarray, training: np.ndarray) -> Image.Image:
+    """The shown pairs as one picture: a row each, the sample left, its nearest training image right."""
+    side, scale, gap = (results["pair_picture"][key] for key in ("side", "scale", "gap"))
+    tile = side * scale
+    sheet = Image.new("RGB", (2 * tile + gap, max(1, len(results["shown"])) * tile), "white")
+    for row, index in enumerate(results["shown"]):
+        nearest = results["samples"][index]["tiled_l2"][0]["index"]
+        for column, image in enumerate((samples[index], training[nearest])):
+            picture = Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8))
+            sheet.paste(picture.resize((tile, tile), Image.Resampling.NEAREST), (column * (tile + gap), row * tile))
+    return sheet
 
 
 def main(cfg: ReplicationConfig, checkpoint: Path, inputs: dict[str, Path], output: Path) -> dict[str, Any]:
@@ -159,6 +179,7 @@ def main(cfg: ReplicationConfig, checkpoint: Path, inputs: dict[str, Path], outp
     results, pictures = analyse(cfg, checkpoint, inputs)
     (output / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
     (output / "report.html").write_text(report.replication(results, pictures["samples"], pictures["training"]))
+    pairs_picture(results, pictures["samples"], pictures["training"]).save(output / "pairs.png")
     declare(output, KINDS["replication"].outputs)
     s = results["summary"]
     print(f"done: {s['copies']} of {cfg.samples} samples are copies (distance ratio under "

@@ -63,9 +63,8 @@ def replication(results: dict[str, Any], samples: np.ndarray, training: np.ndarr
     """The replication report: the numbers, two histograms, and the samples nearest to a training image, each
     beside it, with its provenance."""
     t, s, cap = results["thresholds"], results["summary"], results["capacity"]
-    order = sorted(range(len(results["samples"])), key=lambda i: results["samples"][i]["ratio"])
     rows = []
-    for i in order[:shown]:
+    for i in results["shown"][:shown]:
         sample = results["samples"][i]
         nearest = sample["tiled_l2"][0]
         verdict = '<span class="copy">copy</span>' if sample["copy"] else "not a copy"

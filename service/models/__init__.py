@@ -4,6 +4,7 @@ from service.models.audit import AuditEntry, OutboxMessage, ProposalEvent
 from service.models.call import DIRECTOR_RESERVE_LIMIT, Call, CallKind, Cycle
 from service.models.dataset import DatasetVersion
 from service.models.ledger import EntryKind, LedgerAccount, LedgerEntry
+from service.models.mark import PairMark, Verdict
 from service.models.model_version import ModelVersion
 from service.models.pool import Machine, MachineState, PoolClaim, PoolNode
 from service.models.proposal import Award, MemberRole, PriorityClass, Proposal, ProposalMember, ProposalState
@@ -19,6 +20,7 @@ from service.models.run import Artifact, AttemptLogChunk, AttemptState, Run, Run
 from service.models.user import SELF_SERVICE_ROLES, ApiToken, CredentialKind, LoginFailure, Role, User
 
 __all__ = [
+    "Verdict",
     "ApiToken",
     "Artifact",
     "AssignmentState",
@@ -38,6 +40,7 @@ __all__ = [
     "LedgerEntry",
     "LoginFailure",
     "Machine",
+    "PairMark",
     "MachineState",
     "MemberRole",
     "ModelVersion",

@@ -1,0 +1,132 @@
+"""People's judgement beside the automatic one: members of an analysis run's proposal (and admins) mark each shown
+pair "copy" or "not a copy"; the agreement between their marks and the automatic verdict is counted.
+
+Who may see the pairs may mark them: the run's outputs are its team's during the exclusive period, then public,
+but marks are the team's and the admins' alone (a member of the public reads the numbers, not marks them)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from service.archive.service import find_artifact, read_object
+from service.archive.store import ArchiveStore
+from service.errors import Conflict, Invalid, NotFound
+from service.models import PairMark, Role, Run, RunState, User, Verdict
+from service.proposals.access import is_member
+from service.timeutil import utcnow
+
+MARKED_KINDS = ("replication",)
+
+
+@dataclass
+class Pair:
+    row: int  # its row in pairs.png
+    seed: int
+    nearest: dict[str, Any]  # the training image: title, author, license, image_sha256, distance
+    ratio: float
+    automatic: Verdict
+    mine: Verdict | None = None
+    marks: dict[str, int] = field(default_factory=dict)  # verdict -> how many people gave it
+
+
+@dataclass
+class Agreement:
+    marked: int  # pairs with at least one mark
+    agree: int  # of those, pairs whose majority mark is the automatic verdict
+    missed: int  # people say copy, the threshold did not
+    over: int  # the threshold says copy, people did not
+
+    @property
+    def fraction(self) -> float | None:
+        return self.agree / self.marked if self.marked else None
+
+
+def marking_run(session: Session, actor: User, run_id: int) -> Run:
+    """A succeeded analysis run whose pairs `actor` may mark: 404 to anyone who may not watch it."""
+    run = session.get(Run, run_id)
+    if run is None or not (actor.has(Role.admin) or is_member(session, actor, run.proposal_id)):
+        raise NotFound(f"no run {run_id}")
+    if run.job_kind not in MARKED_KINDS:
+        raise Conflict(f"run {run_id} is a {run.job_kind} run; only a replication search shows pairs to mark")
+    if run.state != RunState.succeeded:
+        raise Conflict(f"run {run_id} is {run.state}; its pairs can be marked once it has succeeded")
+    return run
+
+
+def results_of(session: Session, store: ArchiveStore, run_id: int) -> dict[str, Any]:
+    """An analysis run's results.json (callers check who may read it)."""
+    artifact = find_artifact(session, run_id, "results.json")
+    if artifact is None or not store.exists(artifact.sha256):
+        raise NotFound(f"run {run_id} has no results in the archive")
+    try:
+        results = json.loads(read_object(store, artifact.sha256))
+    except ValueError:
+        raise Conflict(f"run {run_id}'s results.json is not JSON") from None
+    return results if isinstance(results, dict) else {}
+
+
+def pairs(session: Session, store: ArchiveStore, actor: User, run_id: int) -> tuple[list[Pair], Agreement]:
+    """The shown pairs with the automatic verdict, the actor's own mark and everyone's, and the agreement."""
+    run = marking_run(session, actor, run_id)
+    results = results_of(session, store, run.id)
+    marks = session.exec(select(PairMark).where(PairMark.run_id == run.id)).all()
+    shown = []
+    for row, index in enumerate(results.get("shown", [])):
+        sample = results["samples"][index]
+        pair = Pair(row=row, seed=sample["seed"], nearest=sample["tiled_l2"][0], ratio=sample["ratio"],
+                    automatic=Verdict.copy if sample["copy"] else Verdict.not_copy)
+        for mark in marks:
+            if mark.seed == pair.seed:
+                pair.marks[mark.verdict] = pair.marks.get(mark.verdict, 0) + 1
+                if mark.user_id == actor.id:
+                    pair.mine = mark.verdict
+        shown.append(pair)
+    return shown, agreement(shown)
+
+
+def agreement(shown: list[Pair]) -> Agreement:
+    """How the automatic verdict agrees with people's: per marked pair, its majority mark (a tie counts as
+    disagreement either way)."""
+    marked = agree = missed = over = 0
+    for pair in shown:
+        copy, not_copy = pair.marks.get(Verdict.copy, 0), pair.marks.get(Verdict.not_copy, 0)
+        if not copy and not not_copy:
+            continue
+        marked += 1
+        people = Verdict.copy if copy > not_copy else Verdict.not_copy if not_copy > copy else None
+        if people == pair.automatic:
+            agree += 1
+        elif pair.automatic == Verdict.not_copy and copy >= not_copy:
+            missed += 1
+        else:
+            over += 1
+    return Agreement(marked, agree, missed, over)
+
+
+def mark(session: Session, store: ArchiveStore, actor: User, run_id: int, seed: int, verdict: Verdict) -> PairMark:
+    """Record (or change) the actor's mark on the shown pair of sample `seed`."""
+    run = marking_run(session, actor, run_id)
+    if not isinstance(verdict, Verdict):
+        raise Invalid("verdict: copy or not_copy")
+    results = results_of(session, store, run.id)
+    shown = {results["samples"][i]["seed"]: results["samples"][i] for i in results.get("shown", [])}
+    if seed not in shown:
+        raise Invalid(f"seed: sample {seed} is not among the pairs shown for marking")
+    existing = session.exec(select(PairMark).where(PairMark.run_id == run.id, PairMark.seed == seed,
+                                                   PairMark.user_id == actor.id)).first()
+    if existing is None:
+        existing = PairMark(run_id=run.id, seed=seed, user_id=actor.id, verdict=verdict,
+                            training_sha256=str(shown[seed]["tiled_l2"][0].get("image_sha256") or "")[:64])
+    existing.verdict, existing.updated_at = verdict, utcnow()
+    session.add(existing)
+    try:
+        session.flush()
+    except IntegrityError:  # the same person's mark, sent twice at once: the other one is kept
+        session.rollback()
+        raise Conflict("this pair was just marked by you from elsewhere; reload to see the mark") from None
+    return existing

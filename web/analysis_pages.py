@@ -1,0 +1,41 @@
+"""The portal's page of an analysis run's pairs: each shown pair with the automatic verdict, and buttons for the
+team (and admins) to mark it a copy or not; at the top, how the automatic verdict agrees with their marks."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from service.analyses import marks
+from service.analyses.api import Seed
+from service.archive.service import store_for
+from service.deps import CurrentUser, SessionDep, SettingsDep
+from service.errors import DomainError, Invalid
+from service.models import Verdict
+from service.types import IdPath
+from web.render import flash, form_fields, redirect, render
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/runs/{run_id}/pairs")
+def pairs_page(run_id: IdPath, request: Request, user: CurrentUser, session: SessionDep, settings: SettingsDep):
+    shown, agreement = marks.pairs(session, store_for(settings), user, run_id)
+    return render(request, "pairs.html", {"run_id": run_id, "pairs": shown, "agreement": agreement})
+
+
+@router.post("/runs/{run_id}/pairs/{seed}")
+async def mark_pair(run_id: IdPath, seed: Seed, request: Request, user: CurrentUser, session: SessionDep,
+                    settings: SettingsDep):
+    form = await form_fields(request)
+    verdict = form.get("verdict", "")
+    try:
+        if verdict not in {v.value for v in Verdict}:
+            raise Invalid("verdict: choose copy or not a copy")
+        marks.mark(session, store_for(settings), user, run_id, seed, Verdict(verdict))
+    except DomainError as exc:
+        session.rollback()
+        flash(request, exc.message, "error")
+        return redirect(f"/runs/{run_id}/pairs")
+    session.commit()
+    flash(request, f"Marked sample {seed}: {'a copy' if verdict == 'copy' else 'not a copy'}.")
+    return redirect(f"/runs/{run_id}/pairs#pair-{seed}")
