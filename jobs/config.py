@@ -16,7 +16,9 @@ SHA256 = r"^[0-9a-f]{64}$"
 # Fields the observatory fills in when it accepts a plan (what a name pointed to then), never a person.
 PINNED = ("dataset_digest", "base_checkpoint_sha256")
 PINNED_BY_KIND = {"replication": ("checkpoint_sha256", "dataset", "dataset_digest"),
-                  "duplication": ("dataset_digest",)}
+                  "duplication": ("dataset_digest",),
+                  "ablation": ("with_checkpoint_sha256", "without_checkpoint_sha256", "dataset", "dataset_digest",
+                               "left_out", "control")}
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no NUL or other control characters (PostgreSQL refuses NUL)
 
 
@@ -49,6 +51,10 @@ class TrainConfig(_Plan):
         default_factory=list, max_length=100, title="Leave out these authors",
         description="Their images are left out of training (names as the dataset's attribution gives them)."
     )
+    leave_out_authors: list[Annotated[str, Field(min_length=1, max_length=200, pattern=PRINTABLE)]] = Field(
+        default_factory=list, max_length=100, title="Leave-out twin without these authors",
+        description="For a leave-out ablation: the award runs this plan twice with the same seeds, once as it is and "
+                    "once without these authors' images too; an ablation analysis then compares the twins.")
     resolution: int = Field(16, ge=8, le=64, title="Image size",
         description="Side of the square training images, in pixels.")
     block_out_channels: list[Annotated[int, Field(ge=8, le=512)]] = Field(
@@ -214,10 +220,40 @@ class DuplicationConfig(_Plan):
     resolution: int = Field(32, ge=8, le=256, title="Compared at", description="Side the images are compared at.")
 
 
-Plan = TrainConfig | SampleConfig | IngestConfig | ReplicationConfig | DuplicationConfig
+class AblationConfig(_Plan):
+    """Leave-out ablation: two model versions trained alike, one without some authors' images. Do the samples of
+    the model that saw those images come closer to them than its twin's do, beyond what both do for images neither
+    saw? With bootstrap confidence intervals, and one sentence saying what the numbers show."""
+
+    kind: Literal["ablation"] = "ablation"
+    with_model: str = Field(pattern=MODEL_REF, title="Model that saw them", description="name@version")
+    without_model: str = Field(pattern=MODEL_REF, title="Its twin that did not", description="name@version")
+    samples: int = Field(64, ge=2, le=4096, title="Samples per model",
+                         description="Drawn from each model with the same seeds.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, title="Random seed",
+                      description="Seeds the samples (seed, seed+1, …) and the bootstrap.")
+    inference_steps: int = Field(50, ge=1, le=4000, title="Denoising steps per sample")
+    sampler: Literal["ddpm", "ddim"] = Field("ddim", title="Sampler")
+    bootstrap: int = Field(1000, ge=100, le=20_000, title="Bootstrap resamples")
+    with_checkpoint_sha256: str | None = Field(None, pattern=SHA256, title="Its checkpoint",
+                                               description="Filled in by the observatory.")
+    without_checkpoint_sha256: str | None = Field(None, pattern=SHA256, title="The twin's checkpoint",
+                                                  description="Filled in by the observatory.")
+    dataset: str | None = Field(None, pattern=DATASET_REF, title="Dataset",
+                                description="Filled in by the observatory: the twins' dataset version.")
+    dataset_digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", title="Dataset digest",
+                                       description="Filled in by the observatory.")
+    left_out: list[str] = Field(default_factory=list, title="Left out of the twin",
+                                description="Filled in by the observatory: the authors only the twin did not see.")
+    control: list[str] = Field(default_factory=list, title="Seen by neither",
+                               description="Filled in by the observatory: the authors both left out (the control).")
+
+
+Plan = TrainConfig | SampleConfig | IngestConfig | ReplicationConfig | DuplicationConfig | AblationConfig
 JobPlan = Annotated[Plan, Field(discriminator="kind")]
 JOB_KINDS: dict[str, type[_Plan]] = {"train": TrainConfig, "sample": SampleConfig, "ingest": IngestConfig,
-                                     "replication": ReplicationConfig, "duplication": DuplicationConfig}
+                                     "replication": ReplicationConfig, "duplication": DuplicationConfig,
+                                     "ablation": AblationConfig}
 _adapter: TypeAdapter[Plan] = TypeAdapter(JobPlan)
 INGEST_SECONDS_PER_FILE = 2.5  # two polite API calls and a thumbnail at the default rate limit, with a margin
 
@@ -235,7 +271,7 @@ def estimated_vram_gb(plan: Plan) -> float:
     """
     if isinstance(plan, IngestConfig | DuplicationConfig):
         return 0.0
-    if isinstance(plan, SampleConfig | ReplicationConfig):
+    if isinstance(plan, SampleConfig | ReplicationConfig | AblationConfig):
         return 2.0
     channels = plan.block_out_channels
     weights = sum(plan.layers_per_block * 2 * 9 * c * c for c in channels) * 4  # two 3x3 convs per ResNet layer
@@ -266,15 +302,16 @@ def estimated_seconds(plan: Plan) -> float:
         return 60.0  # a search over the distinct images: seconds for thousands, minutes for hundreds of thousands
     reference = TrainConfig()
     ref = _work(reference.resolution, reference.block_out_channels, reference.layers_per_block, reference.batch_size)
-    if isinstance(plan, SampleConfig | ReplicationConfig):
+    if isinstance(plan, SampleConfig | ReplicationConfig | AblationConfig):
         per_image = _work(reference.resolution, reference.block_out_channels, reference.layers_per_block, 1) / 3
         images = len(plan.image_seeds) if isinstance(plan, SampleConfig) else plan.samples
+        images *= 2 if isinstance(plan, AblationConfig) else 1  # an ablation samples both twins
         return images * plan.inference_steps * REFERENCE_SECONDS_PER_STEP * per_image / ref
     step = _work(plan.resolution, plan.block_out_channels, plan.layers_per_block, plan.batch_size)
     per_image = _work(plan.resolution, plan.block_out_channels, plan.layers_per_block, 1) / 3
     train = plan.steps * plan.gradient_accumulation * REFERENCE_SECONDS_PER_STEP * step / ref
     sample = plan.sample_count * plan.sample_inference_steps * REFERENCE_SECONDS_PER_STEP * per_image / ref
-    return train + sample
+    return (train + sample) * (2 if plan.leave_out_authors else 1)  # a leave-out twin trains twice
 
 
 class JobPlanError(ValueError):

@@ -61,6 +61,10 @@ KINDS: dict[str, JobKind] = {
         OutputSpec("results.json", "analysis-results", JSON),
         OutputSpec("report.html", "report", "text/html; charset=utf-8"),
     ), uses_dataset=True, uses_gpu=False),
+    "ablation": JobKind("ablation", "jobs.analysis.ablation", (
+        OutputSpec("results.json", "analysis-results", JSON),
+        OutputSpec("report.html", "report", "text/html; charset=utf-8"),
+    ), inputs=("with_checkpoint_sha256", "without_checkpoint_sha256"), uses_dataset=True),
     "sample": JobKind("sample", "jobs.sample", (
         OutputSpec("samples.png", "samples", PNG),
         OutputSpec("metrics.json", "metrics", JSON),

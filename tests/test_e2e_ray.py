@@ -217,3 +217,39 @@ def test_a_replication_search_runs_on_the_pool_and_its_report_is_shown(scheduler
     report = lite_client.get(f"/api/runs/{analysis}/artifacts/report.html", headers=pi)
     assert report.status_code == 200 and "Replication search: tiny@1" in report.text
     assert "sandbox" in report.headers["content-security-policy"]
+
+
+def test_a_leave_out_ablation_end_to_end(scheduler, lite_client: TestClient, lite_session: Session,
+                                         lite_engine) -> None:
+    """One proposal's award trains a plan and its twin without one author (the same seeds), both become model
+    versions, and the ablation analysis compares them, with intervals, in a report."""
+    from tests.factories import PASSWORD, post_form
+
+    admin_user = create_user(lite_session, Role.admin)
+    admin, pi = login(lite_client, admin_user.email), login(lite_client, create_user(lite_session).email)
+    call_id = _open_call(lite_client, admin)
+    plan = {**TINY_TRAIN, "resolution": 16, "exclude_authors": ["Lav Varshney"],
+            "leave_out_authors": ["Stefan van der Walt"]}
+    proposal = lite_client.post(f"/api/calls/{call_id}/proposals", headers=pi, json=proposal_body(job_plan=plan))
+    assert lite_client.post(f"/api/proposals/{proposal.json()['id']}/award", headers=admin,
+                            json={"gpu_hours": 1.0}).status_code == 201
+    runs = lite_client.get(f"/api/proposals/{proposal.json()['id']}/runs", headers=pi).json()
+    assert len(runs) == 2
+    post_form(lite_client, "/login", {"email": admin_user.email, "password": PASSWORD, "next": "/"})
+    refs = []
+    for listed in sorted(runs, key=lambda r: r["id"]):
+        assert drive(scheduler, lite_engine, listed["id"]).state == "succeeded"
+        done = post_form(lite_client, f"/runs/{listed['id']}/register-model", {"name": "twins"})
+        refs.append(f"twins@{len(refs) + 1}")
+        assert f"Registered {refs[-1]}." in done.text
+    analysis = _propose_and_award(lite_client, call_id, pi, admin, {
+        "kind": "ablation", "with_model": refs[0], "without_model": refs[1], "samples": 6, "inference_steps": 3,
+        "bootstrap": 200})
+    run = drive(scheduler, lite_engine, analysis)
+    assert run.state == "succeeded", run.message
+    results = lite_client.get(f"/api/runs/{analysis}/artifacts/results.json", headers=pi).json()
+    assert results["config"]["left_out"] == ["Stefan van der Walt"] and results["config"]["control"] == ["Lav Varshney"]
+    effect = results["scores"]["effect"]
+    assert effect["low"] <= effect["high"] and "95% interval" in results["sentence"]
+    report = lite_client.get(f"/api/runs/{analysis}/artifacts/report.html", headers=pi)
+    assert report.status_code == 200 and results["sentence"].split(":")[0] in report.text

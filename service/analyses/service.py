@@ -10,7 +10,8 @@ from sqlmodel import Session, select
 from service.archive.service import can_download, find_artifact
 from service.models import ModelVersion, Run, User
 
-ANALYSIS_KINDS = ("replication",)  # the kinds that analyse a model version (`model` in their plans)
+ANALYSIS_KINDS = ("replication", "ablation")  # the kinds that analyse model versions
+MODEL_FIELDS = ("model", "with_model", "without_model")  # where their plans name them
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,8 @@ def of_training_run(session: Session, actor: User | None, run: Run) -> list[Anal
     found = session.exec(select(Run).where(Run.job_kind.in_(ANALYSIS_KINDS)).order_by(Run.id.desc())).all()
     out = []
     for analysis in found:
-        model = str(analysis.job_plan.get("model", ""))
-        if model not in refs:
+        model = next((str(analysis.job_plan[f]) for f in MODEL_FIELDS if analysis.job_plan.get(f) in refs), None)
+        if model is None:
             continue
         readable = can_download(session, actor, analysis.id)
         report = find_artifact(session, analysis.id, "report.html") if readable else None

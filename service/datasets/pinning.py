@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from jobs.config import DuplicationConfig, ReplicationConfig, SampleConfig, TrainConfig
+from jobs.config import AblationConfig, DuplicationConfig, ReplicationConfig, SampleConfig, TrainConfig
 from jobs.kinds import job_kind
 from jobs.package import job_inputs
 from service.datasets import service as datasets
@@ -54,6 +54,12 @@ def pin_train(session: Session, plan: TrainConfig) -> TrainConfig:
                       f"authors are {', '.join(sorted(authors.values()))}")
     if authors and {name.casefold() for name in plan.exclude_authors} >= set(authors):
         raise Invalid(f"job_plan.exclude_authors: this leaves no image of {ref} to train on")
+    unknown = [name for name in plan.leave_out_authors if name.casefold() not in authors]
+    if unknown:
+        raise Invalid(f"job_plan.leave_out_authors: no image in {ref} is by {', '.join(map(repr, unknown))}")
+    twin_out = {name.casefold() for name in [*plan.exclude_authors, *plan.leave_out_authors]}
+    if plan.leave_out_authors and authors and twin_out >= set(authors):
+        raise Invalid(f"job_plan.leave_out_authors: the twin would have no image of {ref} left to train on")
     if plan.conditioning == "class" and not dataset.classes:
         raise Invalid(f"job_plan.conditioning: {ref} has no classes (ingest several categories to make some)")
     changes: dict[str, Any] = {"dataset": ref, "dataset_digest": dataset.digest, "base_checkpoint_sha256": None}
@@ -95,6 +101,39 @@ def pin_replication(session: Session, plan: ReplicationConfig) -> ReplicationCon
                       "registered dataset version; its training set cannot be searched")
     return plan.model_copy(update={"checkpoint_sha256": version.checkpoint_sha256,
                                    "dataset": f"{dataset.name}@{dataset.version}", "dataset_digest": dataset.digest})
+
+
+TWIN_FREE = ("exclude_authors", "leave_out_authors", "dataset_digest")  # what twins may differ in (the digest is
+# the same whenever the dataset is, but older plans may lack it)
+
+
+def pin_ablation(session: Session, plan: AblationConfig) -> AblationConfig:
+    """The twins must be trained alike on one dataset version, the twin leaving out more authors; the authors both
+    left out are the control."""
+    seen, twin = _model(session, plan.with_model, "with_model"), _model(session, plan.without_model, "without_model")
+    if seen.id == twin.id:
+        raise Invalid("job_plan: name two different model versions, the one that saw the images and its twin")
+    if seen.dataset_digest != twin.dataset_digest:
+        raise Invalid(f"job_plan: {plan.with_model} and {plan.without_model} were trained on different datasets")
+    differs = sorted(key for key in {*seen.config, *twin.config} - set(TWIN_FREE)
+                     if seen.config.get(key) != twin.config.get(key))
+    if differs:
+        raise Invalid(f"job_plan: the twins were not trained alike: they differ in {', '.join(differs)}")
+    seen_out = {a.casefold(): a for a in seen.config.get("exclude_authors", [])}
+    twin_out = {a.casefold(): a for a in twin.config.get("exclude_authors", [])}
+    if not set(seen_out) <= set(twin_out) or set(seen_out) == set(twin_out):
+        raise Invalid(f"job_plan.without_model: {plan.without_model} must leave out every author "
+                      f"{plan.with_model} left out, and more")
+    if not seen_out:
+        raise Invalid("job_plan: the twins leave out no author in common, so no image was seen by neither: train "
+                      "both without a control author (exclude_authors) to compare against")
+    dataset = session.exec(select(DatasetVersion).where(DatasetVersion.digest == seen.dataset_digest)).first()
+    if dataset is None:
+        raise Invalid(f"job_plan: the twins' dataset {seen.dataset_digest} is not a registered dataset version")
+    return plan.model_copy(update={
+        "with_checkpoint_sha256": seen.checkpoint_sha256, "without_checkpoint_sha256": twin.checkpoint_sha256,
+        "dataset": f"{dataset.name}@{dataset.version}", "dataset_digest": dataset.digest,
+        "left_out": sorted(twin_out[a] for a in set(twin_out) - set(seen_out)), "control": sorted(seen_out.values())})
 
 
 def pin_duplication(session: Session, plan: DuplicationConfig) -> DuplicationConfig:

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from sqlmodel import Session, select
 
 from jobs.config import (
+    AblationConfig,
     DuplicationConfig,
     JobPlanError,
     Plan,
@@ -67,6 +68,8 @@ def validate_job_plan(session: Session, actor: User, plan: dict[str, Any]) -> Pl
         return pinning.pin_replication(session, parsed)
     if isinstance(parsed, DuplicationConfig):
         return pinning.pin_duplication(session, parsed)
+    if isinstance(parsed, AblationConfig):
+        return pinning.pin_ablation(session, parsed)
     if isinstance(parsed, SampleConfig):
         artifact = archive.find_checkpoint(session, parsed.checkpoint_sha256)
         if artifact is None or not archive.can_download(session, actor, artifact.run_id):

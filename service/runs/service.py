@@ -20,11 +20,20 @@ from service.timeutil import utcnow
 
 
 def create_run(session: Session, *, award: Award, proposal: Proposal, gpus: int = 1) -> Run:
-    run = Run(award_id=award.id, proposal_id=proposal.id, job_kind=proposal.job_kind,
-              job_plan=dict(proposal.job_plan), gpus=gpus)
-    session.add(run)
-    session.flush()
-    return run
+    """The award's run of the proposal's plan; returned first of two for a train plan that asks for a leave-out
+    twin (`leave_out_authors`): the same plan, once as it is and once without those authors too."""
+    plans = [dict(proposal.job_plan)]
+    leave_out = list(proposal.job_plan.get("leave_out_authors") or []) if proposal.job_kind == "train" else []
+    if leave_out:
+        plans = [{**plans[0], "leave_out_authors": []},
+                 {**plans[0], "leave_out_authors": [], "exclude_authors": [
+                     *plans[0].get("exclude_authors", []), *leave_out]}]
+    runs = [Run(award_id=award.id, proposal_id=proposal.id, job_kind=proposal.job_kind, job_plan=plan, gpus=gpus)
+            for plan in plans]
+    for run in runs:
+        session.add(run)
+        session.flush()
+    return runs[0]
 
 
 def get_visible(session: Session, *, actor: User, run_id: int) -> Run:

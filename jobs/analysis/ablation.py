@@ -1,0 +1,202 @@
+"""Leave-out ablation: does a model that saw some authors' images make pictures closer to them than its twin that
+did not? ("Train it without X and see whether it still generates 'by X'.")
+
+Run by jobs.runner as `python -m jobs.analysis.ablation --config JSON --inputs JSON --output DIR`; the inputs are
+the two checkpoints (`with_checkpoint_sha256`, `without_checkpoint_sha256`) and the twins' dataset version.
+
+Both models draw `samples` images with the same seeds. For each image of the left-out authors (L), and of the
+control authors that neither model saw (C), its closeness to a model is the highest descriptor similarity
+(jobs.analysis.descriptors) among that model's samples. The effect is the difference in differences:
+(L with - C with) - (L without - C without): how much nearer the left-out images the model that saw them comes,
+beyond what seeing the rest of the data does for images neither saw. Confidence intervals come from a bootstrap
+over the samples and the images (percentile, 95%), seeded: the same inputs and seed give the same bytes.
+
+Writes results.json, report.html (the numbers, a plot with the intervals, the nearest samples beside each left-out
+image, one sentence saying what they show) and outputs.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jobs import dataset as datasets
+from jobs import progress
+from jobs.analysis import descriptors, report
+from jobs.analysis.common import rounded, to_unit
+from jobs.config import AblationConfig
+from jobs.kinds import KINDS
+from jobs.model import class_labels, draw_samples, load_checkpoint, pick_device
+from jobs.outputs import declare
+
+
+def _samples(checkpoint: Path, cfg: AblationConfig) -> tuple[np.ndarray, int]:
+    device = pick_device()
+    unet, scheduler, meta = load_checkpoint(checkpoint, device)
+    seeds = [cfg.seed + i for i in range(cfg.samples)]
+    labels = class_labels(list(meta.get("classes") or []), [], len(seeds))
+    drawn = draw_samples(unet, scheduler, seeds, cfg.inference_steps, device, sampler=cfg.sampler, labels=labels)
+    return to_unit(drawn), int(unet.config.sample_size)
+
+
+def closeness(similarity: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> float:
+    """Mean over the chosen images (columns) of their highest similarity among the chosen samples (rows)."""
+    return float(similarity[rows][:, columns].max(axis=0).mean())
+
+
+def bootstrap(sims: dict[str, np.ndarray], cfg: AblationConfig) -> dict[str, Any]:
+    """Each score and the effect, with percentile 95% intervals over resampled samples and images."""
+    rng = np.random.default_rng(cfg.seed)
+    n = cfg.samples
+    n_left, n_control = sims["left_with"].shape[1], sims["control_with"].shape[1]
+    every = np.arange(n)
+
+    def scores(rows: np.ndarray, left: np.ndarray, control: np.ndarray) -> np.ndarray:
+        values = [closeness(sims[key], rows, cols) for key, cols in (
+            ("left_with", left), ("left_without", left), ("control_with", control), ("control_without", control))]
+        return np.array([*values, (values[0] - values[2]) - (values[1] - values[3])])
+
+    point = scores(every, np.arange(n_left), np.arange(n_control))
+    draws = np.array([scores(rng.integers(0, n, n), rng.integers(0, n_left, n_left),
+                             rng.integers(0, n_control, n_control)) for _ in range(cfg.bootstrap)])
+    low, high = np.percentile(draws, 2.5, axis=0), np.percentile(draws, 97.5, axis=0)
+    names = ("left_with", "left_without", "control_with", "control_without", "effect")
+    return {name: {"value": float(point[i]), "low": float(low[i]), "high": float(high[i])}
+            for i, name in enumerate(names)}
+
+
+def sentence(effect: dict[str, float], left_out: list[str]) -> str:
+    who = ", ".join(left_out)
+    interval = f"{effect['value']:.3f} (95% interval {effect['low']:.3f} to {effect['high']:.3f})"
+    if effect["low"] > 0:
+        return (f"The model that saw the images of {who} makes pictures closer to them than its twin that did not, "
+                f"by {interval} in descriptor similarity beyond what it does for images neither saw: training on "
+                f"them left a trace specific to them.")
+    if effect["high"] < 0:
+        return (f"The twin that never saw the images of {who} comes closer to them than the model that did, by "
+                f"{interval}: no trace of those images specific to the model that saw them.")
+    return (f"No difference beyond chance: the effect is {interval}, an interval that includes zero; with these "
+            f"samples the two models cannot be told apart on the images of {who}.")
+
+
+def analyse(cfg: AblationConfig, checkpoints: dict[str, Path], inputs: dict[str, Path]) -> tuple[dict, dict]:
+    with_samples, side = _samples(checkpoints["with"], cfg)
+    progress.report(1, 3, phase="sample")
+    without_samples, other_side = _samples(checkpoints["without"], cfg)
+    progress.report(2, 3, phase="sample")
+    if side != other_side:
+        raise ValueError(f"the twins draw {side}- and {other_side}-pixel images: they were not trained alike")
+    data = datasets.load(inputs, cfg.dataset_digest, side, name=cfg.dataset or "")
+    authors = [str(e.get("author", "")).casefold() for e in data.entries]
+    left = np.array([i for i, a in enumerate(authors) if a in {x.casefold() for x in cfg.left_out}])
+    control = np.array([i for i, a in enumerate(authors) if a in {x.casefold() for x in cfg.control}])
+    if len(left) == 0 or len(control) == 0:
+        raise ValueError("the dataset has no image of the left-out authors, or none of the control authors")
+    images = to_unit(data.images)
+    features = descriptors.features(images)
+    sims = {f"{part}_{model}": descriptors.features(samples) @ features[idx].T
+            for model, samples in (("with", with_samples), ("without", without_samples))
+            for part, idx in (("left", left), ("control", control))}
+    scores = bootstrap(sims, cfg)
+    progress.report(3, 3, phase="bootstrap")
+
+    def image(index: int) -> dict[str, Any]:
+        entry = data.entries[index]
+        return {"index": int(index), "title": entry.get("title"), "author": entry.get("author"),
+                "license": entry.get("license")}
+
+    nearest = [{"image": image(int(i)), "with": {"seed": cfg.seed + int(sims["left_with"][:, j].argmax()),
+                                                 "similarity": float(sims["left_with"][:, j].max())},
+                "without": {"seed": cfg.seed + int(sims["left_without"][:, j].argmax()),
+                            "similarity": float(sims["left_without"][:, j].max())}}
+               for j, i in enumerate(left)]
+    results = rounded({
+        "kind": "ablation", "config": cfg.model_dump(mode="json"),
+        "dataset": {"ref": cfg.dataset, "digest": data.digest, "left_out_images": len(left),
+                    "control_images": len(control)},
+        "scores": scores, "sentence": sentence(scores["effect"], cfg.left_out), "nearest": nearest,
+    })
+    return results, {"with": with_samples, "without": without_samples, "images": images}
+
+
+def plot(scores: dict[str, dict[str, float]], width: int = 460, height: int = 180) -> str:
+    """Bars for the four closeness scores, each with its interval: the model that saw the images dark, the twin
+    light."""
+    bars = [("left_with", "left out: model"), ("left_without", "left out: twin"),
+            ("control_with", "control: model"), ("control_without", "control: twin")]
+    top = max(scores[key]["high"] for key, _ in bars) or 1.0
+    step, base = (width - 20) / len(bars), height - 30
+
+    def y(value: float) -> float:
+        return base - max(value, 0.0) / top * (height - 50)
+
+    parts = []
+    for i, (key, label) in enumerate(bars):
+        s, x = scores[key], 10 + i * step
+        colour = "#8aa4cc" if key.endswith("without") else "#1f5fbf"
+        parts.append(f'<rect x="{x + 8:.0f}" y="{y(s["value"]):.0f}" width="{step - 16:.0f}" '
+                     f'height="{base - y(s["value"]):.0f}" fill="{colour}"/>'
+                     f'<line x1="{x + step / 2:.0f}" x2="{x + step / 2:.0f}" y1="{y(s["low"]):.0f}" '
+                     f'y2="{y(s["high"]):.0f}" stroke="#1d2330" stroke-width="2"/>'
+                     f'<text x="{x + step / 2:.0f}" y="{height - 12}" font-size="10" text-anchor="middle">'
+                     f'{html.escape(label)}</text>')
+    return (f'<svg width="{width}" height="{height}" role="img" aria-label="closeness with 95% intervals">'
+            f'<rect width="100%" height="100%" fill="#fff" stroke="#d8dde5"/>{"".join(parts)}</svg>')
+
+
+def render(results: dict[str, Any], pictures: dict[str, np.ndarray]) -> str:
+    s, cfg = results["scores"], results["config"]
+    rows = "".join(
+        f'<tr><td><img src="{report.png(pictures["images"][n["image"]["index"]])}" alt="left-out image"></td>'
+        f'<td><img src="{report.png(pictures["with"][n["with"]["seed"] - cfg["seed"]])}" alt="nearest sample">'
+        f'<br>{n["with"]["similarity"]:.3f}</td>'
+        f'<td><img src="{report.png(pictures["without"][n["without"]["seed"] - cfg["seed"]])}" '
+        f'alt="twin\'s nearest sample"><br>{n["without"]["similarity"]:.3f}</td><td>{report.who(n["image"])}</td></tr>'
+        for n in results["nearest"][:40])
+    table = "".join(f"<tr><td>{html.escape(key.replace('_', ' '))}</td><td>{v['value']:.4f}</td>"
+                    f"<td>{v['low']:.4f} to {v['high']:.4f}</td></tr>" for key, v in s.items())
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Leave-out ablation · {html.escape(cfg["with_model"])} vs {html.escape(cfg["without_model"])}</title>
+<style>{report.STYLE}</style></head><body>
+<h1>Leave-out ablation: {html.escape(cfg["with_model"])} and its twin {html.escape(cfg["without_model"])}</h1>
+<p id="sentence"><strong>{html.escape(results["sentence"])}</strong></p>
+<p>Left out of the twin: {html.escape(", ".join(cfg["left_out"]))} ({results["dataset"]["left_out_images"]}
+images); seen by neither (the control): {html.escape(", ".join(cfg["control"]))}
+({results["dataset"]["control_images"]} images). {cfg["samples"]} samples from each model, the same seeds;
+{cfg["bootstrap"]} bootstrap resamples.</p>
+{plot(s)}
+<table><tr><th>Score</th><th>Value</th><th>95% interval</th></tr>{table}</table>
+<h2>Each left-out image and the nearest sample of each model</h2>
+<table><tr><th>Left-out image</th><th>Model that saw it</th><th>Its twin</th><th>Provenance</th></tr>{rows}</table>
+</body></html>
+"""
+
+
+def main(cfg: AblationConfig, checkpoints: dict[str, Path], inputs: dict[str, Path], output: Path) -> dict:
+    output.mkdir(parents=True, exist_ok=True)
+    results, pictures = analyse(cfg, checkpoints, inputs)
+    (output / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    (output / "report.html").write_text(render(results, pictures))
+    declare(output, KINDS["ablation"].outputs)
+    print(f"done: {results['sentence']}", flush=True)
+    return results
+
+
+def parse(argv: list[str] | None = None) -> tuple[AblationConfig, dict[str, Path], dict[str, Path], Path]:
+    parser = argparse.ArgumentParser(prog="jobs.analysis.ablation", description=__doc__)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--inputs", required=True)
+    parser.add_argument("--output", required=True, type=Path)
+    ns = parser.parse_args(argv)
+    inputs = {name: Path(path) for name, path in json.loads(ns.inputs).items()}
+    checkpoints = {"with": inputs.pop("with_checkpoint_sha256"), "without": inputs.pop("without_checkpoint_sha256")}
+    return AblationConfig.model_validate_json(ns.config), checkpoints, inputs, ns.output
+
+
+if __name__ == "__main__":
+    main(*parse())
