@@ -16,6 +16,7 @@ SHA256 = r"^[0-9a-f]{64}$"
 # Fields the observatory fills in when it accepts a plan (what a name pointed to then), never a person.
 PINNED = ("dataset_digest", "base_checkpoint_sha256")
 PINNED_BY_KIND = {"replication": ("checkpoint_sha256", "dataset", "dataset_digest"),
+                  "extraction": ("checkpoint_sha256", "dataset", "dataset_digest"),
                   "duplication": ("dataset_digest",),
                   "ablation": ("with_checkpoint_sha256", "without_checkpoint_sha256", "dataset", "dataset_digest",
                                "left_out", "control")}
@@ -206,6 +207,28 @@ class ReplicationConfig(_Plan):
                     "nearest pairs of distinct training images are to each other.")
 
 
+class ExtractionConfig(_Plan):
+    """Extraction attack (after Carlini et al. 2023): draw many samples; groups of generations nearly identical to
+    one another are what a model regenerates again and again; a group whose images match a training image is an
+    extracted training image."""
+
+    kind: Literal["extraction"] = "extraction"
+    model: str = Field(pattern=MODEL_REF, title="Model version", description="name@version of the model attacked.")
+    checkpoint_sha256: str | None = Field(None, pattern=SHA256, title="Checkpoint (sha256)",
+                                          description="Filled in by the observatory: the version's checkpoint.")
+    dataset: str | None = Field(None, pattern=DATASET_REF, title="Training set",
+                                description="Filled in by the observatory: the version's training set.")
+    dataset_digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", title="Dataset digest",
+                                       description="Filled in by the observatory.")
+    samples_per_class: int = Field(256, ge=2, le=4096, title="Samples per class",
+                                   description="Samples drawn per class (in all, for an unconditional model).")
+    seed: int = Field(0, ge=0, le=2**31 - 1, title="Random seed")
+    inference_steps: int = Field(25, ge=1, le=4000, title="Denoising steps per sample")
+    sampler: Literal["ddpm", "ddim"] = Field("ddim", title="Sampler")
+    min_group: int = Field(5, ge=2, le=1000, title="Smallest group",
+                           description="Generations nearly identical to one another that make a group.")
+
+
 class DuplicationConfig(_Plan):
     """Duplication audit of a dataset version: images repeated in its manifest, and near duplicates among its
     distinct images (every tile within a small RMS difference)."""
@@ -249,11 +272,12 @@ class AblationConfig(_Plan):
                                description="Filled in by the observatory: the authors both left out (the control).")
 
 
-Plan = TrainConfig | SampleConfig | IngestConfig | ReplicationConfig | DuplicationConfig | AblationConfig
+Plan = (TrainConfig | SampleConfig | IngestConfig | ReplicationConfig | DuplicationConfig | AblationConfig
+        | ExtractionConfig)
 JobPlan = Annotated[Plan, Field(discriminator="kind")]
 JOB_KINDS: dict[str, type[_Plan]] = {"train": TrainConfig, "sample": SampleConfig, "ingest": IngestConfig,
                                      "replication": ReplicationConfig, "duplication": DuplicationConfig,
-                                     "ablation": AblationConfig}
+                                     "ablation": AblationConfig, "extraction": ExtractionConfig}
 _adapter: TypeAdapter[Plan] = TypeAdapter(JobPlan)
 INGEST_SECONDS_PER_FILE = 2.5  # two polite API calls and a thumbnail at the default rate limit, with a margin
 
@@ -271,7 +295,7 @@ def estimated_vram_gb(plan: Plan) -> float:
     """
     if isinstance(plan, IngestConfig | DuplicationConfig):
         return 0.0
-    if isinstance(plan, SampleConfig | ReplicationConfig | AblationConfig):
+    if isinstance(plan, SampleConfig | ReplicationConfig | AblationConfig | ExtractionConfig):
         return 2.0
     channels = plan.block_out_channels
     weights = sum(plan.layers_per_block * 2 * 9 * c * c for c in channels) * 4  # two 3x3 convs per ResNet layer
@@ -302,9 +326,10 @@ def estimated_seconds(plan: Plan) -> float:
         return 60.0  # a search over the distinct images: seconds for thousands, minutes for hundreds of thousands
     reference = TrainConfig()
     ref = _work(reference.resolution, reference.block_out_channels, reference.layers_per_block, reference.batch_size)
-    if isinstance(plan, SampleConfig | ReplicationConfig | AblationConfig):
+    if isinstance(plan, SampleConfig | ReplicationConfig | AblationConfig | ExtractionConfig):
         per_image = _work(reference.resolution, reference.block_out_channels, reference.layers_per_block, 1) / 3
-        images = len(plan.image_seeds) if isinstance(plan, SampleConfig) else plan.samples
+        images = (len(plan.image_seeds) if isinstance(plan, SampleConfig)
+                  else plan.samples_per_class if isinstance(plan, ExtractionConfig) else plan.samples)
         images *= 2 if isinstance(plan, AblationConfig) else 1  # an ablation samples both twins
         return images * plan.inference_steps * REFERENCE_SECONDS_PER_STEP * per_image / ref
     step = _work(plan.resolution, plan.block_out_channels, plan.layers_per_block, plan.batch_size)

@@ -61,6 +61,10 @@ KINDS: dict[str, JobKind] = {
         OutputSpec("results.json", "analysis-results", JSON),
         OutputSpec("report.html", "report", "text/html; charset=utf-8"),
     ), uses_dataset=True, uses_gpu=False),
+    "extraction": JobKind("extraction", "jobs.analysis.extraction", (
+        OutputSpec("results.json", "analysis-results", JSON),
+        OutputSpec("report.html", "report", "text/html; charset=utf-8"),
+    ), inputs=("checkpoint_sha256",), uses_dataset=True),
     "ablation": JobKind("ablation", "jobs.analysis.ablation", (
         OutputSpec("results.json", "analysis-results", JSON),
         OutputSpec("report.html", "report", "text/html; charset=utf-8"),

@@ -125,12 +125,16 @@ def test_a_replication_plan_searches_the_model_s_own_training_set(lite_client: T
     missing = lite_client.post(f"/api/calls/{call.id}/proposals", headers=headers,
                                json={**body, "job_plan": {"kind": "replication", "model": "nothing@3"}})
     assert missing.status_code == 422 and "no model version 'nothing@3'" in missing.json()["detail"]
+    attack = lite_client.post(f"/api/calls/{call.id}/proposals", headers=headers,
+                              json={**body, "job_plan": {"kind": "extraction", "model": ref}})
+    assert attack.status_code == 201 and attack.json()["job_plan"]["checkpoint_sha256"] == card["checkpoint_sha256"]
+    assert attack.json()["job_plan"]["dataset"] == "skimage-samples@1"
     audit = lite_client.post(f"/api/calls/{call.id}/proposals", headers=headers,
                              json={**body, "job_plan": {"kind": "duplication", "dataset": "skimage-samples"}})
     assert audit.status_code == 201 and audit.json()["job_plan"]["dataset"] == "skimage-samples@1"
     assert audit.json()["job_plan"]["dataset_digest"] == card["dataset_digest"]
     schema = json.dumps(lite_client.get("/api/job-plans/schema").json())
-    assert '"replication"' in schema and '"duplication"' in schema
+    assert all(f'"{kind}"' in schema for kind in ("replication", "duplication", "extraction", "ablation"))
 
 
 def test_a_report_is_shown_as_a_sandboxed_page_and_the_training_run_links_it(

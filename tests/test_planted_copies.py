@@ -17,9 +17,10 @@ from PIL import Image
 
 from jobs.analysis import descriptors, planted, search
 from jobs.analysis.common import to_unit
+from jobs.analysis.extraction import main as extraction_main
 from jobs.analysis.replication import main as replication_main
 from jobs.analysis.replication import ratios
-from jobs.config import ReplicationConfig, TrainConfig
+from jobs.config import ExtractionConfig, ReplicationConfig, TrainConfig
 from jobs.model import draw_samples, load_checkpoint
 from jobs.package import INPUT_PREFIX
 from jobs.train import main as train_main
@@ -59,9 +60,27 @@ def _held_out_hits(results: dict, checkpoint: Path, package: Path) -> list[int]:
     return [i for i in range(SAMPLES) if copies[i] and nearest[i, 0] >= len(distinct)]
 
 
+@pytest.fixture(scope="module")
+def planted_model(tmp_path_factory) -> tuple[dict, Path, Path]:
+    return _memorised(tmp_path_factory.mktemp("planted"), copies=60)
+
+
+@pytest.fixture(scope="module")
+def control_model(tmp_path_factory) -> tuple[dict, Path, Path]:
+    return _memorised(tmp_path_factory.mktemp("control"), copies=1)
+
+
+def _extraction(model: tuple[dict, Path, Path], out: Path) -> dict:
+    _, checkpoint, package = model
+    digest = json.loads((package / "dataset.json").read_text())["digest"]
+    inputs = {f"{INPUT_PREFIX}{name}": package / name for name in ("manifest.jsonl", "shard-00000.tar")}
+    return extraction_main(ExtractionConfig(model="planted@1", samples_per_class=SAMPLES, inference_steps=25,
+                                            dataset_digest=digest), checkpoint, inputs, out)
+
+
 @pytest.mark.slow
-def test_the_planted_pictures_are_found_and_nothing_else(tmp_path: Path) -> None:
-    results, checkpoint, package = _memorised(tmp_path, copies=60)
+def test_the_planted_pictures_are_found_and_nothing_else(planted_model) -> None:
+    results, checkpoint, package = planted_model
     found = {c["title"].split(" (")[0]: c["times_in_training"] for c in results["copied"]}
     planted_found = {t for t in found if t.startswith("planted-")}
     false_positives = sorted(t for t in found if not t.startswith("planted-"))
@@ -75,7 +94,17 @@ def test_the_planted_pictures_are_found_and_nothing_else(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_with_no_repetition_nothing_is_counted_as_a_copy(tmp_path: Path) -> None:
-    results, _, _ = _memorised(tmp_path, copies=1)
+def test_with_no_repetition_nothing_is_counted_as_a_copy(control_model) -> None:
+    results, _, _ = control_model
     assert results["summary"]["copies"] == 0 and results["copied"] == []
     assert min(s["ratio"] for s in results["samples"]) > results["thresholds"]["ratio"]
+
+
+@pytest.mark.slow
+def test_the_extraction_attack_extracts_the_planted_pictures_only(planted_model, control_model,
+                                                                 tmp_path: Path) -> None:
+    results = _extraction(planted_model, tmp_path / "planted")
+    extracted = {g["nearest"]["title"].split(" (")[0] for g in results["groups"] if g["extracted"]}
+    assert extracted and extracted <= {f"planted-{i}" for i in range(PLANTED)}, results["groups"]
+    assert all(g["size"] >= 5 for g in results["groups"])
+    assert _extraction(control_model, tmp_path / "control")["summary"]["extracted_images"] == 0

@@ -8,7 +8,14 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from jobs.config import AblationConfig, DuplicationConfig, ReplicationConfig, SampleConfig, TrainConfig
+from jobs.config import (
+    AblationConfig,
+    DuplicationConfig,
+    ExtractionConfig,
+    ReplicationConfig,
+    SampleConfig,
+    TrainConfig,
+)
 from jobs.kinds import job_kind
 from jobs.package import job_inputs
 from service.datasets import service as datasets
@@ -92,7 +99,7 @@ def pin_sample(session: Session, plan: SampleConfig) -> SampleConfig:
     return plan.model_copy(update={"checkpoint_sha256": version.checkpoint_sha256})
 
 
-def pin_replication(session: Session, plan: ReplicationConfig) -> ReplicationConfig:
+def pin_model_analysis(session: Session, plan: ReplicationConfig | ExtractionConfig) -> Any:
     """An analysis of a model version searches that version's own training set."""
     version = _model(session, plan.model, "model")
     dataset = session.exec(select(DatasetVersion).where(DatasetVersion.digest == version.dataset_digest)).first()

@@ -14,6 +14,7 @@ from sqlmodel import Session, select
 from jobs.config import (
     AblationConfig,
     DuplicationConfig,
+    ExtractionConfig,
     JobPlanError,
     Plan,
     ReplicationConfig,
@@ -64,8 +65,8 @@ def validate_job_plan(session: Session, actor: User, plan: dict[str, Any]) -> Pl
         return pinning.pin_train(session, parsed)
     if isinstance(parsed, SampleConfig) and parsed.model:
         return pinning.pin_sample(session, parsed)
-    if isinstance(parsed, ReplicationConfig):
-        return pinning.pin_replication(session, parsed)
+    if isinstance(parsed, ReplicationConfig | ExtractionConfig):
+        return pinning.pin_model_analysis(session, parsed)
     if isinstance(parsed, DuplicationConfig):
         return pinning.pin_duplication(session, parsed)
     if isinstance(parsed, AblationConfig):

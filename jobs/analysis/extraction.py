@@ -1,0 +1,159 @@
+"""Extraction attack, after Carlini et al. (2023): what does the model regenerate again and again, and is it a
+training image?
+
+Run by jobs.runner as `python -m jobs.analysis.extraction --config JSON --inputs JSON --output DIR`, with the model
+version's checkpoint and its training set as inputs. It draws `samples_per_class` images per class (seeds seed,
+seed+1, …). Two generations are near duplicates of each other when their tiled L2 distance is under half the
+distance at which the closest pairs of distinct training images lie (the 1st percentile; a memorised image comes
+out nearly the same every time, a learned one does not). Near duplicates link into groups (connected components,
+a looser notion than the paper's cliques); a group of at least `min_group` generations is matched, by its medoid,
+against the training set with the replication search's relative test: a match is an extracted training image.
+
+Writes results.json (the same inputs and seed give the same bytes), report.html and outputs.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from jobs import dataset as datasets
+from jobs import progress
+from jobs.analysis import descriptors, report, search
+from jobs.analysis.common import grid_for, rounded, to_unit
+from jobs.analysis.replication import NEIGHBOURHOOD, calibrate, ratios
+from jobs.config import ExtractionConfig
+from jobs.kinds import KINDS
+from jobs.model import draw_samples, load_checkpoint, pick_device
+from jobs.outputs import declare
+
+GENERATION_FRACTION = 0.5  # near duplicates among generations: under this fraction of the training pairs' distance
+
+
+def groups_of(edges: list[tuple[int, int]], count: int) -> list[list[int]]:
+    """Connected components of the near-duplicate graph, largest first (then by their first member)."""
+    parent = list(range(count))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in edges:
+        parent[root(a)] = root(b)
+    members: dict[int, list[int]] = {}
+    for i in range(count):
+        members.setdefault(root(i), []).append(i)
+    return sorted(members.values(), key=lambda g: (-len(g), g[0]))
+
+
+def analyse(cfg: ExtractionConfig, checkpoint: Path, inputs: dict[str, Path]) -> tuple[dict[str, Any], dict]:
+    device = pick_device()
+    unet, scheduler, meta = load_checkpoint(checkpoint, device)
+    side = int(unet.config.sample_size)
+    classes = list(meta.get("classes") or [])
+    per = cfg.samples_per_class
+    drawn, seeds, labels = [], [], []
+    for c in range(max(1, len(classes))):
+        batch_seeds = [cfg.seed + c * per + i for i in range(per)]
+        batch_labels = [c] * per if classes else None
+        drawn.append(draw_samples(unet, scheduler, batch_seeds, cfg.inference_steps, device, sampler=cfg.sampler,
+                                  labels=batch_labels))
+        seeds += batch_seeds
+        labels += [c] * per
+        progress.report(c + 1, max(1, len(classes)) + 1, phase="sample")
+    samples = to_unit(torch.cat(drawn))
+    data = datasets.load(inputs, cfg.dataset_digest, side, name=cfg.dataset or "")
+    shas = [e["image_sha256"] for e in data.entries]
+    repeats = Counter(shas)
+    _, first = np.unique(shas, return_index=True)
+    first = np.sort(first)
+    training = to_unit(data.images[torch.from_numpy(first)])
+    grid = grid_for(side)
+    sample_tiles, train_tiles = descriptors.tiles(samples, grid), descriptors.tiles(training, grid)
+    thresholds = calibrate(train_tiles, descriptors.features(training), 1.0, 0.5)
+    limit = GENERATION_FRACTION * thresholds["tiled_l2"]
+    near_d, near_i = search.tiled_nearest(sample_tiles, sample_tiles, min(len(samples), 2 * cfg.min_group + 1))
+    edges = [(a, int(b)) for a in range(len(samples)) for d, b in zip(near_d[a, 1:], near_i[a, 1:], strict=True)
+             if d < limit]
+    groups = [g for g in groups_of(edges, len(samples)) if len(g) >= cfg.min_group]
+    wide = min(NEIGHBOURHOOD, len(training) - 1) + 1
+    found = []
+    for group in groups:
+        inner, _ = search.tiled_l2(sample_tiles[group], sample_tiles[group], len(group))
+        medoid = group[int(inner.sum(axis=1).argmin())]
+        d, i = search.tiled_l2(sample_tiles[medoid:medoid + 1], train_tiles, wide)
+        relative = float(ratios(d)[0]) if wide > 1 else 1.0
+        entry = data.entries[first[int(i[0, 0])]]
+        found.append({
+            "size": len(group), "seeds": [seeds[m] for m in group], "medoid": medoid, "medoid_seed": seeds[medoid],
+            **({"class": classes[labels[medoid]]} if classes else {}),
+            "nearest": {"index": int(i[0, 0]), "title": entry.get("title"), "author": entry.get("author"),
+                        "license": entry.get("license"), "image_sha256": entry.get("image_sha256"),
+                        "times_in_training": repeats[entry.get("image_sha256")], "distance": float(d[0, 0])},
+            "ratio": relative, "extracted": relative < thresholds["ratio"]})
+    progress.report(1, 1, phase="match")
+    extracted = sorted({g["nearest"]["index"] for g in found if g["extracted"]})
+    results = rounded({
+        "kind": "extraction", "config": cfg.model_dump(mode="json"),
+        "dataset": {"ref": cfg.dataset, "digest": data.digest, "distinct_images": len(first)},
+        "thresholds": {**thresholds, "generation_distance": limit, "tile_grid": grid},
+        "summary": {"samples": len(samples), "groups": len(found), "extracted_images": len(extracted),
+                    "generations_in_extracted_groups": sum(g["size"] for g in found if g["extracted"])},
+        "groups": found,
+    })
+    return results, {"samples": samples, "training": training}
+
+
+def render(results: dict[str, Any], pictures: dict[str, np.ndarray]) -> str:
+    s, cfg = results["summary"], results["config"]
+    rows = "".join(
+        f'<tr><td><img src="{report.png(pictures["samples"][g["medoid"]])}" alt="the group\'s medoid"></td>'
+        f'<td><img src="{report.png(pictures["training"][g["nearest"]["index"]])}" alt="nearest training image">'
+        f'</td><td>{g["size"]}</td><td>{g["nearest"]["distance"]:.4g} ({g["ratio"]:.2f})</td>'
+        f'<td>{"<strong>extracted</strong>" if g["extracted"] else "not a training image"}</td>'
+        f'<td>{report.who(g["nearest"])}</td></tr>' for g in results["groups"][:60])
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Extraction attack · {html.escape(cfg["model"])}</title><style>{report.STYLE}</style></head><body>
+<h1>Extraction attack: {html.escape(cfg["model"])}</h1>
+<p>{s["samples"]} generations; {s["groups"]} groups of at least {cfg["min_group"]} near-identical ones (tiled L2
+under {results["thresholds"]["generation_distance"]:.4g}); <strong>{s["extracted_images"]} training images
+extracted</strong>, regenerated {s["generations_in_extracted_groups"]} times in all.</p>
+<table><tr><th>Group (medoid)</th><th>Nearest training image</th><th>Size</th><th>Tiled L2 (ratio)</th>
+<th>Verdict</th><th>Training image</th></tr>{rows}</table>
+</body></html>
+"""
+
+
+def main(cfg: ExtractionConfig, checkpoint: Path, inputs: dict[str, Path], output: Path) -> dict[str, Any]:
+    output.mkdir(parents=True, exist_ok=True)
+    results, pictures = analyse(cfg, checkpoint, inputs)
+    (output / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    (output / "report.html").write_text(render(results, pictures))
+    declare(output, KINDS["extraction"].outputs)
+    s = results["summary"]
+    print(f"done: {s['groups']} groups of near-identical generations, {s['extracted_images']} training images "
+          f"extracted", flush=True)
+    return results
+
+
+def parse(argv: list[str] | None = None) -> tuple[ExtractionConfig, Path, dict[str, Path], Path]:
+    parser = argparse.ArgumentParser(prog="jobs.analysis.extraction", description=__doc__)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--inputs", required=True)
+    parser.add_argument("--output", required=True, type=Path)
+    ns = parser.parse_args(argv)
+    inputs = {name: Path(path) for name, path in json.loads(ns.inputs).items()}
+    return ExtractionConfig.model_validate_json(ns.config), inputs.pop("checkpoint_sha256"), inputs, ns.output
+
+
+if __name__ == "__main__":
+    main(*parse())
