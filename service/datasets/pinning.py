@@ -110,8 +110,9 @@ def pin_model_analysis(session: Session, plan: ReplicationConfig | ExtractionCon
                                    "dataset": f"{dataset.name}@{dataset.version}", "dataset_digest": dataset.digest})
 
 
-TWIN_FREE = ("exclude_authors", "leave_out_authors", "dataset_digest")  # what twins may differ in (the digest is
-# the same whenever the dataset is, but older plans may lack it)
+# What twins may differ in: the authors left out (the digest is the same when the dataset is, but a plan accepted
+# before digests were pinned lacks it; the datasets themselves are compared by the versions' digests).
+TWIN_FREE = ("exclude_authors", "leave_out_authors", "dataset_digest")
 
 
 def pin_ablation(session: Session, plan: AblationConfig) -> AblationConfig:
