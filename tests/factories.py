@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 from datetime import timedelta
 from typing import Any
@@ -20,7 +21,7 @@ from service.calls.service import create_call as _create_call
 from service.calls.service import create_cycle as _create_cycle
 from service.config import Settings
 from service.db import writer
-from service.models import Call, CallKind, Cycle, Machine, Proposal, ProposalState, Role, Run, User
+from service.models import Call, CallKind, Cycle, Machine, Proposal, ProposalState, Role, Run, RunState, User
 from service.proposals import states, team
 from service.proposals.schemas import ProposalCreate
 from service.proposals.service import create_proposal as _create_proposal
@@ -189,3 +190,22 @@ def create_machine(session: Session, owner: User, admin: User | None = None, *, 
         machines.record_join(session, machine, Measurement(**{"release": "0.2.0", "cpus": 2, **measured}))
     session.commit()
     return machine, token
+
+
+def registered_model(client: TestClient, session: Session, settings: Settings, admin: User, checkpoint: bytes,
+                     plan: dict[str, Any], name: str = "tiny") -> tuple[str, Run]:
+    """A checkpoint archived as a succeeded train run's outputs (trained on the plan's pinned dataset), registered
+    from the API as a version of model `name`: its name@N, and the run."""
+    _, run = award(session, admin, create_proposal(session, create_user(session), create_call(session, admin),
+                                                   job_plan=plan))
+    run = session.get(Run, run.id)
+    attribution = {"dataset": run.job_plan["dataset"], "digest": run.job_plan["dataset_digest"], "images": []}
+    archive_outputs(session, settings, run, {"checkpoint.pt": checkpoint, "samples.png": b"\x89PNG",
+                                             "training_images.png": b"\x89PNG", "metrics.json": b"{}",
+                                             "attribution.json": json.dumps(attribution).encode()})
+    run.state = RunState.succeeded
+    session.add(run)
+    session.commit()
+    made = client.post("/api/models", headers=auth_headers(session, admin), json={"run_id": run.id, "name": name})
+    assert made.status_code == 201, made.text
+    return made.json()["ref"], run

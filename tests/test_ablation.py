@@ -4,7 +4,6 @@ analysis compares the twins against the left-out images and a control neither sa
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,8 @@ from jobs.analysis.ablation import main as ablation_main
 from jobs.config import AblationConfig, TrainConfig
 from jobs.dataset import local_inputs
 from jobs.train import main as train_main
-from service.models import Role, Run, RunState
-from tests.factories import TINY_TRAIN, archive_outputs, auth_headers, award, create_call, create_proposal, create_user
+from service.models import Role, Run
+from tests.factories import TINY_TRAIN, auth_headers, award, create_call, create_proposal, create_user, registered_model
 
 PLAN = {**TINY_TRAIN, "resolution": 16, "exclude_authors": ["Lav Varshney"],
         "leave_out_authors": ["Stefan van der Walt"]}
@@ -68,19 +67,7 @@ def test_the_ablation_gives_intervals_a_sentence_and_the_same_bytes_for_the_same
 
 
 def _registered(client: TestClient, session: Session, settings, checkpoint: Path, plan: dict, admin) -> str:
-    _, run = award(session, admin, create_proposal(session, create_user(session), create_call(session, admin),
-                                                   job_plan=plan))
-    run = session.get(Run, run.id)
-    attribution = {"dataset": "skimage-samples@1", "digest": run.job_plan["dataset_digest"], "images": []}
-    archive_outputs(session, settings, run, {"checkpoint.pt": checkpoint.read_bytes(), "samples.png": b"\x89PNG",
-                                             "training_images.png": b"\x89PNG", "metrics.json": b"{}",
-                                             "attribution.json": json.dumps(attribution).encode()})
-    run.state = RunState.succeeded
-    session.add(run)
-    session.commit()
-    made = client.post("/api/models", headers=auth_headers(session, admin), json={"run_id": run.id, "name": "twin"})
-    assert made.status_code == 201, made.text
-    return made.json()["ref"]
+    return registered_model(client, session, settings, admin, checkpoint.read_bytes(), plan, name="twin")[0]
 
 
 def test_an_ablation_plan_names_twins_trained_alike(lite_client: TestClient, lite_session: Session, lite_settings,

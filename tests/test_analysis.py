@@ -18,7 +18,16 @@ from jobs.config import ReplicationConfig, TrainConfig
 from jobs.dataset import local_inputs
 from jobs.train import main as train_main
 from service.models import Role, Run, RunState
-from tests.factories import TINY_TRAIN, archive_outputs, auth_headers, award, create_call, create_proposal, create_user
+from tests.factories import (
+    TINY_TRAIN,
+    archive_outputs,
+    auth_headers,
+    award,
+    create_call,
+    create_proposal,
+    create_user,
+    registered_model,
+)
 
 
 def test_a_copy_is_nearest_by_every_measure_and_the_tiled_distance_needs_every_tile() -> None:
@@ -90,21 +99,11 @@ def test_the_report_escapes_what_the_provenance_says(tiny_model: Path, tmp_path:
 
 
 def _model_run(client: TestClient, session: Session, settings, tiny_model: Path) -> tuple[str, dict]:
-    """tiny_model archived as a succeeded run's outputs, registered as tiny@1."""
+    """tiny_model registered as tiny@1."""
     admin = create_user(session, Role.admin)
-    _, run = award(session, admin, create_proposal(session, create_user(session), create_call(session, admin),
-                                                   job_plan={**TINY_TRAIN, "resolution": 16}))
-    run = session.get(Run, run.id)
-    attribution = {"dataset": "skimage-samples@1", "digest": run.job_plan["dataset_digest"], "images": []}
-    archive_outputs(session, settings, run, {"checkpoint.pt": tiny_model.read_bytes(), "samples.png": b"\x89PNG",
-                                             "training_images.png": b"\x89PNG", "metrics.json": b"{}",
-                                             "attribution.json": json.dumps(attribution).encode()})
-    run.state = RunState.succeeded
-    session.add(run)
-    session.commit()
-    made = client.post("/api/models", headers=auth_headers(session, admin), json={"run_id": run.id, "name": "tiny"})
-    assert made.status_code == 201, made.text
-    return made.json()["ref"], {"admin": admin, "run": run}
+    ref, run = registered_model(client, session, settings, admin, tiny_model.read_bytes(),
+                                {**TINY_TRAIN, "resolution": 16})
+    return ref, {"admin": admin, "run": run}
 
 
 def test_a_replication_plan_searches_the_model_s_own_training_set(lite_client: TestClient, lite_session: Session,

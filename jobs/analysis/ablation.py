@@ -17,9 +17,7 @@ image, one sentence saying what they show) and outputs.json.
 
 from __future__ import annotations
 
-import argparse
 import html
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +26,9 @@ import numpy as np
 from jobs import dataset as datasets
 from jobs import progress
 from jobs.analysis import descriptors, report
-from jobs.analysis.common import rounded, to_unit
+from jobs.analysis.common import arguments, rounded, to_unit, write
 from jobs.config import AblationConfig
-from jobs.kinds import KINDS
 from jobs.model import class_labels, draw_samples, load_checkpoint, pick_device
-from jobs.outputs import declare
 
 
 def _samples(checkpoint: Path, cfg: AblationConfig) -> tuple[np.ndarray, int]:
@@ -178,24 +174,16 @@ images); seen by neither (the control): {html.escape(", ".join(cfg["control"]))}
 
 
 def main(cfg: AblationConfig, checkpoints: dict[str, Path], inputs: dict[str, Path], output: Path) -> dict:
-    output.mkdir(parents=True, exist_ok=True)
     results, pictures = analyse(cfg, checkpoints, inputs)
-    (output / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
-    (output / "report.html").write_text(render(results, pictures))
-    declare(output, KINDS["ablation"].outputs)
+    write(output, "ablation", results, render(results, pictures))
     print(f"done: {results['sentence']}", flush=True)
     return results
 
 
 def parse(argv: list[str] | None = None) -> tuple[AblationConfig, dict[str, Path], dict[str, Path], Path]:
-    parser = argparse.ArgumentParser(prog="jobs.analysis.ablation", description=__doc__)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--inputs", required=True)
-    parser.add_argument("--output", required=True, type=Path)
-    ns = parser.parse_args(argv)
-    inputs = {name: Path(path) for name, path in json.loads(ns.inputs).items()}
+    config, inputs, output = arguments("jobs.analysis.ablation", __doc__, argv)
     checkpoints = {"with": inputs.pop("with_checkpoint_sha256"), "without": inputs.pop("without_checkpoint_sha256")}
-    return AblationConfig.model_validate_json(ns.config), checkpoints, inputs, ns.output
+    return AblationConfig.model_validate_json(config), checkpoints, inputs, output
 
 
 if __name__ == "__main__":

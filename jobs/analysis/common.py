@@ -1,12 +1,18 @@
-"""What the analyses share: images as arrays in [0, 1], the tile grid, and results rounded to compare byte for
-byte."""
+"""What the analyses share: images as arrays in [0, 1], the tile grid, results rounded to compare byte for byte,
+their command line and the outputs they write."""
 
 from __future__ import annotations
 
+import argparse
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from jobs.kinds import KINDS
+from jobs.outputs import declare
 
 DIGITS = 6
 
@@ -31,3 +37,22 @@ def to_unit(images: torch.Tensor) -> np.ndarray:
 
 def grid_for(side: int) -> int:
     return next(g for g in (4, 2, 1) if side % g == 0)
+
+
+def arguments(prog: str, doc: str | None, argv: list[str] | None = None) -> tuple[str, dict[str, Path], Path]:
+    """An analysis job's command line, as jobs.runner gives it: (the plan as JSON, the inputs by name, the output
+    folder)."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc)
+    parser.add_argument("--config", required=True, help="the job plan, as JSON")
+    parser.add_argument("--inputs", required=True, help="the inputs fetched to this node, name -> path, as JSON")
+    parser.add_argument("--output", required=True, type=Path)
+    ns = parser.parse_args(argv)
+    return ns.config, {name: Path(path) for name, path in json.loads(ns.inputs).items()}, ns.output
+
+
+def write(output: Path, kind: str, results: dict[str, Any], page: str) -> None:
+    """results.json (sorted keys: the same results give the same bytes), report.html, and their declaration."""
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    (output / "report.html").write_text(page)
+    declare(output, KINDS[kind].outputs)

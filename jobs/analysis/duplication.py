@@ -12,9 +12,7 @@ Writes results.json (the same inputs give the same bytes), report.html and outpu
 
 from __future__ import annotations
 
-import argparse
 import html
-import json
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -25,10 +23,8 @@ import torch
 from jobs import dataset as datasets
 from jobs import progress
 from jobs.analysis import descriptors, report, search
-from jobs.analysis.common import grid_for, rounded, to_unit
+from jobs.analysis.common import arguments, grid_for, rounded, to_unit, write
 from jobs.config import DuplicationConfig
-from jobs.kinds import KINDS
-from jobs.outputs import declare
 
 NEIGHBOURS = 10  # near duplicates looked for per image
 
@@ -103,11 +99,8 @@ of the records are duplicated in one way or the other.</p>
 
 
 def main(cfg: DuplicationConfig, inputs: dict[str, Path], output: Path) -> dict[str, Any]:
-    output.mkdir(parents=True, exist_ok=True)
     results, images = audit(cfg, inputs)
-    (output / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
-    (output / "report.html").write_text(render(results, images))
-    declare(output, KINDS["duplication"].outputs)
+    write(output, "duplication", results, render(results, images))
     s = results["summary"]
     print(f"done: {s['records_repeating_an_image']} repeated records, {s['near_duplicate_pairs']} near-duplicate "
           f"pairs", flush=True)
@@ -115,13 +108,8 @@ def main(cfg: DuplicationConfig, inputs: dict[str, Path], output: Path) -> dict[
 
 
 def parse(argv: list[str] | None = None) -> tuple[DuplicationConfig, dict[str, Path], Path]:
-    parser = argparse.ArgumentParser(prog="jobs.analysis.duplication", description=__doc__)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--inputs", required=True, help='{"dataset:…": PATH}, as JSON')
-    parser.add_argument("--output", required=True, type=Path)
-    ns = parser.parse_args(argv)
-    inputs = {name: Path(path) for name, path in json.loads(ns.inputs).items()}
-    return DuplicationConfig.model_validate_json(ns.config), inputs, ns.output
+    config, inputs, output = arguments("jobs.analysis.duplication", __doc__, argv)
+    return DuplicationConfig.model_validate_json(config), inputs, output
 
 
 if __name__ == "__main__":

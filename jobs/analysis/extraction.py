@@ -14,9 +14,7 @@ Writes results.json (the same inputs and seed give the same bytes), report.html 
 
 from __future__ import annotations
 
-import argparse
 import html
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,12 +25,10 @@ import torch
 from jobs import dataset as datasets
 from jobs import progress
 from jobs.analysis import descriptors, report, search
-from jobs.analysis.common import grid_for, rounded, to_unit
+from jobs.analysis.common import arguments, grid_for, rounded, to_unit, write
 from jobs.analysis.replication import NEIGHBOURHOOD, calibrate, ratios
 from jobs.config import ExtractionConfig
-from jobs.kinds import KINDS
 from jobs.model import draw_samples, load_checkpoint, pick_device
-from jobs.outputs import declare
 
 GENERATION_FRACTION = 0.5  # near duplicates among generations: under this fraction of the training pairs' distance
 
@@ -134,11 +130,8 @@ extracted</strong>, regenerated {s["generations_in_extracted_groups"]} times in 
 
 
 def main(cfg: ExtractionConfig, checkpoint: Path, inputs: dict[str, Path], output: Path) -> dict[str, Any]:
-    output.mkdir(parents=True, exist_ok=True)
     results, pictures = analyse(cfg, checkpoint, inputs)
-    (output / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
-    (output / "report.html").write_text(render(results, pictures))
-    declare(output, KINDS["extraction"].outputs)
+    write(output, "extraction", results, render(results, pictures))
     s = results["summary"]
     print(f"done: {s['groups']} groups of near-identical generations, {s['extracted_images']} training images "
           f"extracted", flush=True)
@@ -146,13 +139,8 @@ def main(cfg: ExtractionConfig, checkpoint: Path, inputs: dict[str, Path], outpu
 
 
 def parse(argv: list[str] | None = None) -> tuple[ExtractionConfig, Path, dict[str, Path], Path]:
-    parser = argparse.ArgumentParser(prog="jobs.analysis.extraction", description=__doc__)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--inputs", required=True)
-    parser.add_argument("--output", required=True, type=Path)
-    ns = parser.parse_args(argv)
-    inputs = {name: Path(path) for name, path in json.loads(ns.inputs).items()}
-    return ExtractionConfig.model_validate_json(ns.config), inputs.pop("checkpoint_sha256"), inputs, ns.output
+    config, inputs, output = arguments("jobs.analysis.extraction", __doc__, argv)
+    return ExtractionConfig.model_validate_json(config), inputs.pop("checkpoint_sha256"), inputs, output
 
 
 if __name__ == "__main__":

@@ -20,8 +20,6 @@ marking page) and outputs.json declaring them.
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -33,11 +31,9 @@ from PIL import Image
 from jobs import dataset as datasets
 from jobs import progress
 from jobs.analysis import descriptors, report, search
-from jobs.analysis.common import grid_for, rounded, to_unit
+from jobs.analysis.common import arguments, grid_for, rounded, to_unit, write
 from jobs.config import ReplicationConfig
-from jobs.kinds import KINDS
 from jobs.model import class_labels, draw_samples, load_checkpoint, pick_device
-from jobs.outputs import declare
 
 NEIGHBOURHOOD = 50  # the nearest training images a distance is compared with (Carlini et al. use 50)
 SHOWN = 48  # pairs shown in the report and offered for marking
@@ -175,12 +171,10 @@ def pairs_picture(results: dict[str, Any], samples: np.ndarray, training: np.nda
 
 
 def main(cfg: ReplicationConfig, checkpoint: Path, inputs: dict[str, Path], output: Path) -> dict[str, Any]:
-    output.mkdir(parents=True, exist_ok=True)
     results, pictures = analyse(cfg, checkpoint, inputs)
-    (output / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
-    (output / "report.html").write_text(report.replication(results, pictures["samples"], pictures["training"]))
+    output.mkdir(parents=True, exist_ok=True)
     pairs_picture(results, pictures["samples"], pictures["training"]).save(output / "pairs.png")
-    declare(output, KINDS["replication"].outputs)
+    write(output, "replication", results, report.replication(results, pictures["samples"], pictures["training"]))
     s = results["summary"]
     print(f"done: {s['copies']} of {cfg.samples} samples are copies (distance ratio under "
           f"{results['thresholds']['ratio']:.4g}); top-1 similarity mean {s['similarity_mean']:.3f}, "
@@ -189,13 +183,8 @@ def main(cfg: ReplicationConfig, checkpoint: Path, inputs: dict[str, Path], outp
 
 
 def parse(argv: list[str] | None = None) -> tuple[ReplicationConfig, Path, dict[str, Path], Path]:
-    parser = argparse.ArgumentParser(prog="jobs.analysis.replication", description=__doc__)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--inputs", required=True, help='{"checkpoint_sha256": PATH, "dataset:…": PATH}, as JSON')
-    parser.add_argument("--output", required=True, type=Path)
-    ns = parser.parse_args(argv)
-    inputs = {name: Path(path) for name, path in json.loads(ns.inputs).items()}
-    return ReplicationConfig.model_validate_json(ns.config), inputs.pop("checkpoint_sha256"), inputs, ns.output
+    config, inputs, output = arguments("jobs.analysis.replication", __doc__, argv)
+    return ReplicationConfig.model_validate_json(config), inputs.pop("checkpoint_sha256"), inputs, output
 
 
 if __name__ == "__main__":
