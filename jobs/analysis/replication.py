@@ -63,9 +63,9 @@ def calibrate(train_tiles: np.ndarray, train_features: np.ndarray, percentile: f
     tiles_d, _ = search.tiled_nearest(train_tiles[chosen], train_tiles, k + 1)
     sims, _ = search.topk_similarity(train_features[chosen], train_features, 2)
     others = tiles_d[:, 1:]  # leave each image itself out
+    training_ratio = float(np.percentile(ratios(others), percentile))
     return {"tiled_l2": float(np.percentile(others[:, 0], percentile)),
-            "training_ratio": float(np.percentile(ratios(others), percentile)),
-            "ratio": fraction * float(np.percentile(ratios(others), percentile)),
+            "training_ratio": training_ratio, "ratio": fraction * training_ratio,
             "similarity": float(np.percentile(sims[:, 1], 100 - percentile)), "pairs": count}
 
 

@@ -16,8 +16,8 @@ from sqlmodel import Session, select
 from service.archive.service import find_artifact, read_object
 from service.archive.store import ArchiveStore
 from service.errors import Conflict, Invalid, NotFound
-from service.models import PairMark, Role, Run, RunState, User, Verdict
-from service.proposals.access import is_member
+from service.models import PairMark, Run, RunState, User, Verdict
+from service.runs.service import get_visible
 from service.timeutil import utcnow
 
 MARKED_KINDS = ("replication",)
@@ -48,9 +48,7 @@ class Agreement:
 
 def marking_run(session: Session, actor: User, run_id: int) -> Run:
     """A succeeded analysis run whose pairs `actor` may mark: 404 to anyone who may not watch it."""
-    run = session.get(Run, run_id)
-    if run is None or not (actor.has(Role.admin) or is_member(session, actor, run.proposal_id)):
-        raise NotFound(f"no run {run_id}")
+    run = get_visible(session, actor=actor, run_id=run_id)
     if run.job_kind not in MARKED_KINDS:
         raise Conflict(f"run {run_id} is a {run.job_kind} run; only a replication search shows pairs to mark")
     if run.state != RunState.succeeded:

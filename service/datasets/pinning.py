@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from jobs.config import (
     AblationConfig,
@@ -45,7 +45,7 @@ def _dataset(session: Session, ref: str) -> DatasetVersion:
 def base_classes(session: Session, base: ModelVersion) -> list[str]:
     if base.config.get("conditioning") != "class":
         return []
-    dataset = session.exec(select(DatasetVersion).where(DatasetVersion.digest == base.dataset_digest)).first()
+    dataset = datasets.by_digest(session, base.dataset_digest)
     return list(dataset.classes) if dataset is not None else []
 
 
@@ -102,7 +102,7 @@ def pin_sample(session: Session, plan: SampleConfig) -> SampleConfig:
 def pin_model_analysis(session: Session, plan: ReplicationConfig | ExtractionConfig) -> Any:
     """An analysis of a model version searches that version's own training set."""
     version = _model(session, plan.model, "model")
-    dataset = session.exec(select(DatasetVersion).where(DatasetVersion.digest == version.dataset_digest)).first()
+    dataset = datasets.by_digest(session, version.dataset_digest)
     if dataset is None:
         raise Invalid(f"job_plan.model: {plan.model} was trained on {version.dataset_digest}, which is not a "
                       "registered dataset version; its training set cannot be searched")
@@ -135,7 +135,7 @@ def pin_ablation(session: Session, plan: AblationConfig) -> AblationConfig:
     if not seen_out:
         raise Invalid("job_plan: the twins leave out no author in common, so no image was seen by neither: train "
                       "both without a control author (exclude_authors) to compare against")
-    dataset = session.exec(select(DatasetVersion).where(DatasetVersion.digest == seen.dataset_digest)).first()
+    dataset = datasets.by_digest(session, seen.dataset_digest)
     if dataset is None:
         raise Invalid(f"job_plan: the twins' dataset {seen.dataset_digest} is not a registered dataset version")
     return plan.model_copy(update={

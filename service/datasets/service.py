@@ -70,7 +70,7 @@ def register(session: Session, store: ArchiveStore, folder: Path, *, actor: User
         raise Invalid(f"the dataset package does not check out: {exc}") from None
     if not DIGEST.match(digest):
         raise Invalid(f"digest: {digest!r} is not a sha256 digest")
-    existing = session.exec(select(DatasetVersion).where(DatasetVersion.digest == digest)).first()
+    existing = by_digest(session, digest)
     if existing is not None:
         return existing, False
     files: dict[str, dict[str, Any]] = {}
@@ -121,10 +121,15 @@ def register_from_run(session: Session, store: ArchiveStore, run: Run) -> Datase
     return version
 
 
+def by_digest(session: Session, digest: str) -> DatasetVersion | None:
+    """The version with this digest (`sha256:…`), if one is registered."""
+    return session.exec(select(DatasetVersion).where(DatasetVersion.digest == digest)).first()
+
+
 def find(session: Session, ref: str) -> DatasetVersion:
     """A version named `name@version`, `name` (its latest) or `sha256:…`."""
     if ref.startswith("sha256:"):
-        found = session.exec(select(DatasetVersion).where(DatasetVersion.digest == ref)).first()
+        found = by_digest(session, ref)
     else:
         name, _, number = ref.partition("@")
         query = select(DatasetVersion).where(DatasetVersion.name == name)

@@ -20,9 +20,10 @@ from jobs.commons.licenses import CC_BY, CC_BY_SA, classify
 from service.archive.service import find_artifact, read_object
 from service.archive.store import ArchiveStore
 from service.audit.service import record
+from service.datasets.service import by_digest
 from service.errors import Conflict, Forbidden, Invalid, NotFound
 from service.ledger.service import run_charged
-from service.models import DatasetVersion, ModelVersion, Role, Run, RunState, User
+from service.models import ModelVersion, Role, Run, RunState, User
 from service.types import SLUG_PATTERN
 
 NAME_PATTERN = SLUG_PATTERN
@@ -119,7 +120,7 @@ class Lineage:
 
 def lineage(session: Session, version: ModelVersion) -> Lineage:
     parent = session.get(ModelVersion, version.parent_id) if version.parent_id else None
-    dataset = session.exec(select(DatasetVersion).where(DatasetVersion.digest == version.dataset_digest)).first()
+    dataset = by_digest(session, version.dataset_digest)
     conditional = version.config.get("conditioning") == "class"
     return Lineage(parent=f"{parent.name}@{parent.version}" if parent else None,
                    dataset_origin=dataset.origin if dataset else "unknown (the dataset version is not registered)",
