@@ -5,11 +5,11 @@ are the dataset's manifest and shards (checked against the plan's dataset digest
 model's checkpoint. Each optimizer step sums the gradients of `gradient_accumulation` batches; an exponential
 moving average of the weights (`ema_decay`) is kept beside them, and the samples and the checkpoint use it. On a
 GPU the passes run in mixed precision (bf16 or fp16), every random draw comes from a generator on the GPU and the
-losses are read back in batches, so the loop never waits on the host. Resumes exactly from DIR/state.pt when it
-exists (same batches, same noise, same average), so a run moved to another node continues, not restarts;
-each saved state is announced with a checkpoint line, which the runner ships off the node. On SIGTERM it saves
-its state at the next step and stops. Writes: checkpoint.pt, samples.png, training_images.png, metrics.json,
-attribution.json, and outputs.json declaring them (jobs.outputs).
+losses are copied back without waiting for the card, so the loop never stalls it. Resumes exactly from
+DIR/state.pt when it exists (same batches, same noise, same average), so a run moved to another node continues,
+not restarts; each saved state is announced with a checkpoint line, which the runner ships off the node. On
+SIGTERM it saves its state at the next step and stops. Writes: checkpoint.pt, samples.png, training_images.png,
+metrics.json, attribution.json, and outputs.json declaring them (jobs.outputs).
 """
 
 from __future__ import annotations
@@ -94,6 +94,48 @@ class Average:
         for tensor, name in zip(self.shadow, self.names, strict=True):
             tensor.copy_(state[name])
 
+
+
+class Losses:
+    """The step losses, kept on the device and copied to the host without waiting for the card. A progress line
+    shows the latest loss the card has finished, so the loop never stalls the GPU to read one (reading the newest
+    step's loss waits for that step: on an H100, reporting every step that way cost a sixth of the step time)."""
+
+    def __init__(self, values: list[float]) -> None:
+        self.values = values  # every step's loss, from step 1, as far as read back
+        self.pending: list[torch.Tensor] = []
+        self.copies: list[tuple[torch.Tensor, torch.cuda.Event]] = []  # host copies under way, oldest first
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.pending.append(loss)
+
+    def poll(self) -> None:
+        """Start copying the pending losses to the host, and take in the copies already done."""
+        if self.pending:
+            stacked, self.pending = torch.stack(self.pending), []
+            if stacked.is_cuda:
+                event = torch.cuda.Event()
+                host = stacked.to("cpu", non_blocking=True)  # into pinned memory: the host does not wait
+                event.record()
+                self.copies.append((host, event))
+            else:
+                self.values.extend(stacked.tolist())
+        while self.copies and self.copies[0][1].query():
+            self.values.extend(self.copies.pop(0)[0].tolist())
+
+    def latest(self) -> dict[str, float | int]:
+        """For a progress line: the newest loss read back and its step (nothing before the first is)."""
+        self.poll()
+        return {"loss": round(self.values[-1], 5), "loss_step": len(self.values)} if self.values else {}
+
+    def settle(self) -> list[float]:
+        """Every loss so far, waiting for the card where it must."""
+        self.poll()
+        for host, event in self.copies:
+            event.synchronize()
+            self.values.extend(host.tolist())
+        self.copies = []
+        return self.values
 
 
 def with_weights(unet, weights: dict[str, torch.Tensor]):  # type: ignore[no-untyped-def]
@@ -215,23 +257,17 @@ def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, re
     average = Average(unet, cfg.ema_decay) if cfg.ema_decay > 0 else None
     half = autocast_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda") if half == torch.float16 else None
-    losses: list[float] = []
-    pending: list[torch.Tensor] = []  # step losses still on the device, read back in batches
+    losses = Losses([])
     step = 0
 
     state_path = output / "state.pt"
     if state_path.exists():
-        step, losses = restore_state(state_path, unet, optimizer, generator, average, scaler, cfg.seed)
+        step, restored = restore_state(state_path, unet, optimizer, generator, average, scaler, cfg.seed)
+        losses = Losses(restored)
         print(f"resumed from step {step}", flush=True)
 
-    def settle() -> None:
-        if pending:
-            losses.extend(torch.stack(pending).tolist())
-            pending.clear()
-
     def save() -> None:
-        settle()
-        _save_state(state_path, step, unet, optimizer, generator, losses, average, scaler)
+        _save_state(state_path, step, unet, optimizer, generator, losses.settle(), average, scaler)
 
     report_every = max(1, cfg.steps // 100)
     unet.train()
@@ -267,12 +303,11 @@ def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, re
         step += 1
         if average is not None:
             average.update(step)
-        pending.append(step_loss)
+        losses.add(step_loss)
         # Report every 1% of the steps, and at least every 2 seconds so that long runs still show life.
         if report and (step % report_every == 0 or step == cfg.steps or time.perf_counter() - last_report > 2):
-            settle()
             per_step = (time.perf_counter() - started) / (step - first_step)
-            progress.report(step, cfg.steps, phase="train", loss=round(losses[-1], 5),
+            progress.report(step, cfg.steps, phase="train", **losses.latest(),
                             eta_s=round(per_step * (cfg.steps - step)),
                             images_per_s=round(cfg.batch_size * cfg.gradient_accumulation / per_step, 1),
                             **_gpu_memory(device))
@@ -282,9 +317,10 @@ def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, re
     save()
     elapsed = time.perf_counter() - started
     steps_run = step - first_step
-    result = TrainResult(steps_run, losses[-1] if losses else float("nan"), elapsed / max(steps_run, 1),
+    values = losses.settle()
+    result = TrainResult(steps_run, values[-1] if values else float("nan"), elapsed / max(steps_run, 1),
                          average.state() if average is not None else None)
-    return unet, noise_scheduler, data, losses, result
+    return unet, noise_scheduler, data, values, result
 
 
 # ---- main --------------------------------------------------------------------------------------------------

@@ -143,6 +143,19 @@ def test_a_state_from_a_generator_of_the_other_kind_reseeds_and_says_so(tmp_path
     assert torch.equal(generator.get_state(), torch.Generator("cpu").manual_seed(7).get_state())
 
 
+def test_step_losses_are_read_back_in_order_and_reported_with_their_step() -> None:
+    from jobs.train import Losses
+
+    losses = Losses([0.9, 0.8])  # as restored from a state at step 2
+    assert losses.latest() == {"loss": 0.8, "loss_step": 2}
+    for value in (0.7, 0.6, 0.5):
+        losses.add(torch.tensor(value))
+    assert losses.latest() == {"loss": 0.5, "loss_step": 5}  # on a CPU the copy is done at once
+    losses.add(torch.tensor(0.4))
+    assert losses.settle() == pytest.approx([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    assert Losses([]).latest() == {}
+
+
 def test_mixed_precision_is_for_gpus(monkeypatch) -> None:
     from jobs.train import autocast_dtype
 

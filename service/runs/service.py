@@ -131,7 +131,7 @@ def record_progress(run: Run, detail: dict[str, Any]) -> None:
     previous = run.progress_detail or {}
     curve = [p for p in previous.get("curve", []) if isinstance(p, list) and len(p) == 2]
     every = int(previous.get("curve_every", 1))
-    step, loss = detail.get("step"), detail.get("loss")
+    step, loss = detail.get("loss_step", detail.get("step")), detail.get("loss")  # a loss may lag its line
     if isinstance(step, int) and isinstance(loss, int | float) and step % every == 0 \
             and (not curve or step > curve[-1][0]):
         curve.append([step, loss])
