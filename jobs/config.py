@@ -17,6 +17,7 @@ SHA256 = r"^[0-9a-f]{64}$"
 PINNED = ("dataset_digest", "base_checkpoint_sha256")
 PINNED_BY_KIND = {"replication": ("checkpoint_sha256", "dataset", "dataset_digest"),
                   "extraction": ("checkpoint_sha256", "dataset", "dataset_digest"),
+                  "quality": ("checkpoint_sha256", "dataset", "dataset_digest"),
                   "duplication": ("dataset_digest",),
                   "ablation": ("with_checkpoint_sha256", "without_checkpoint_sha256", "dataset", "dataset_digest",
                                "left_out", "control")}
@@ -229,6 +230,32 @@ class ExtractionConfig(_Plan):
                            description="Generations nearly identical to one another that make a group.")
 
 
+class QualityConfig(_Plan):
+    """Sample quality: FID, KID, precision and recall of the model's samples against its training images, beside
+    the same figures for two halves of the training set. On the project's offline descriptor (not comparable with
+    published Inception figures), or on a local Inception network the node's operator provides."""
+
+    kind: Literal["quality"] = "quality"
+    model: str = Field(pattern=MODEL_REF, title="Model version", description="name@version of the model measured.")
+    checkpoint_sha256: str | None = Field(None, pattern=SHA256, title="Checkpoint (sha256)",
+                                          description="Filled in by the observatory: the version's checkpoint.")
+    dataset: str | None = Field(None, pattern=DATASET_REF, title="Training set",
+                                description="Filled in by the observatory: the version's training set.")
+    dataset_digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", title="Dataset digest",
+                                       description="Filled in by the observatory.")
+    samples: int = Field(256, ge=4, le=10_000, title="Samples drawn")
+    seed: int = Field(0, ge=0, le=2**31 - 1, title="Random seed",
+                      description="Seeds the samples (seed, seed+1, …) and the random subsets.")
+    inference_steps: int = Field(50, ge=1, le=4000, title="Denoising steps per sample")
+    sampler: Literal["ddpm", "ddim"] = Field("ddim", title="Sampler")
+    features: Literal["descriptor", "inception"] = Field("descriptor", title="Features",
+        description="descriptor: the project's offline structure descriptor; inception: the TorchScript Inception "
+                    "network the node's operator keeps locally (nothing is downloaded).")
+    kid_subsets: int = Field(50, ge=1, le=1000, title="KID subsets")
+    nearest_k: int = Field(3, ge=1, le=20, title="Neighbours for precision and recall",
+                           description="A point's manifold ball reaches its k-th nearest neighbour.")
+
+
 class DuplicationConfig(_Plan):
     """Duplication audit of a dataset version: images repeated in its manifest, and near duplicates among its
     distinct images (every tile within a small RMS difference)."""
@@ -273,11 +300,14 @@ class AblationConfig(_Plan):
 
 
 Plan = (TrainConfig | SampleConfig | IngestConfig | ReplicationConfig | DuplicationConfig | AblationConfig
-        | ExtractionConfig)
+        | ExtractionConfig | QualityConfig)
+# The analyses of one model version against its own training set: pinned alike, sized by their samples.
+ModelAnalysis = ReplicationConfig | ExtractionConfig | QualityConfig
 JobPlan = Annotated[Plan, Field(discriminator="kind")]
 JOB_KINDS: dict[str, type[_Plan]] = {"train": TrainConfig, "sample": SampleConfig, "ingest": IngestConfig,
                                      "replication": ReplicationConfig, "duplication": DuplicationConfig,
-                                     "ablation": AblationConfig, "extraction": ExtractionConfig}
+                                     "ablation": AblationConfig, "extraction": ExtractionConfig,
+                                     "quality": QualityConfig}
 _adapter: TypeAdapter[Plan] = TypeAdapter(JobPlan)
 INGEST_SECONDS_PER_FILE = 2.5  # two polite API calls and a thumbnail at the default rate limit, with a margin
 
@@ -295,7 +325,7 @@ def estimated_vram_gb(plan: Plan) -> float:
     """
     if isinstance(plan, IngestConfig | DuplicationConfig):
         return 0.0
-    if isinstance(plan, SampleConfig | ReplicationConfig | AblationConfig | ExtractionConfig):
+    if isinstance(plan, SampleConfig | AblationConfig | ModelAnalysis):
         return 2.0
     channels = plan.block_out_channels
     weights = sum(plan.layers_per_block * 2 * 9 * c * c for c in channels) * 4  # two 3x3 convs per ResNet layer
@@ -326,7 +356,7 @@ def estimated_seconds(plan: Plan) -> float:
         return 60.0  # a search over the distinct images: seconds for thousands, minutes for hundreds of thousands
     reference = TrainConfig()
     ref = _work(reference.resolution, reference.block_out_channels, reference.layers_per_block, reference.batch_size)
-    if isinstance(plan, SampleConfig | ReplicationConfig | AblationConfig | ExtractionConfig):
+    if isinstance(plan, SampleConfig | AblationConfig | ModelAnalysis):
         per_image = _work(reference.resolution, reference.block_out_channels, reference.layers_per_block, 1) / 3
         images = (len(plan.image_seeds) if isinstance(plan, SampleConfig)
                   else plan.samples_per_class if isinstance(plan, ExtractionConfig) else plan.samples)

@@ -65,6 +65,10 @@ KINDS: dict[str, JobKind] = {
         OutputSpec("results.json", "analysis-results", JSON),
         OutputSpec("report.html", "report", "text/html; charset=utf-8"),
     ), inputs=("checkpoint_sha256",), uses_dataset=True),
+    "quality": JobKind("quality", "jobs.analysis.quality", (
+        OutputSpec("results.json", "analysis-results", JSON),
+        OutputSpec("report.html", "report", "text/html; charset=utf-8"),
+    ), inputs=("checkpoint_sha256",), uses_dataset=True),
     "ablation": JobKind("ablation", "jobs.analysis.ablation", (
         OutputSpec("results.json", "analysis-results", JSON),
         OutputSpec("report.html", "report", "text/html; charset=utf-8"),

@@ -132,8 +132,12 @@ def test_a_replication_plan_searches_the_model_s_own_training_set(lite_client: T
                              json={**body, "job_plan": {"kind": "duplication", "dataset": "skimage-samples"}})
     assert audit.status_code == 201 and audit.json()["job_plan"]["dataset"] == "skimage-samples@1"
     assert audit.json()["job_plan"]["dataset_digest"] == card["dataset_digest"]
+    measured = lite_client.post(f"/api/calls/{call.id}/proposals", headers=headers,
+                                json={**body, "job_plan": {"kind": "quality", "model": ref, "samples": 64}})
+    assert measured.status_code == 201 and measured.json()["job_plan"]["dataset_digest"] == card["dataset_digest"]
+    assert measured.json()["job_plan"]["checkpoint_sha256"] == card["checkpoint_sha256"]
     schema = json.dumps(lite_client.get("/api/job-plans/schema").json())
-    assert all(f'"{kind}"' in schema for kind in ("replication", "duplication", "extraction", "ablation"))
+    assert all(f'"{kind}"' in schema for kind in ("replication", "duplication", "extraction", "ablation", "quality"))
 
 
 def test_a_report_is_shown_as_a_sandboxed_page_and_the_training_run_links_it(

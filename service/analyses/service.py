@@ -10,7 +10,7 @@ from sqlmodel import Session, select
 from service.archive.service import can_download, find_artifact
 from service.models import ModelVersion, Run, User
 
-ANALYSIS_KINDS = ("replication", "extraction", "ablation")  # the kinds that analyse model versions
+ANALYSIS_KINDS = ("replication", "extraction", "quality", "ablation")  # the kinds that analyse model versions
 MODEL_FIELDS = ("model", "with_model", "without_model")  # where their plans name them
 
 

@@ -11,8 +11,7 @@ from sqlmodel import Session
 from jobs.config import (
     AblationConfig,
     DuplicationConfig,
-    ExtractionConfig,
-    ReplicationConfig,
+    ModelAnalysis,
     SampleConfig,
     TrainConfig,
 )
@@ -99,8 +98,8 @@ def pin_sample(session: Session, plan: SampleConfig) -> SampleConfig:
     return plan.model_copy(update={"checkpoint_sha256": version.checkpoint_sha256})
 
 
-def pin_model_analysis(session: Session, plan: ReplicationConfig | ExtractionConfig) -> Any:
-    """An analysis of a model version searches that version's own training set."""
+def pin_model_analysis(session: Session, plan: ModelAnalysis) -> Any:
+    """An analysis of a model version measures it against that version's own training set."""
     version = _model(session, plan.model, "model")
     dataset = datasets.by_digest(session, version.dataset_digest)
     if dataset is None:

@@ -14,10 +14,9 @@ from sqlmodel import Session, select
 from jobs.config import (
     AblationConfig,
     DuplicationConfig,
-    ExtractionConfig,
     JobPlanError,
+    ModelAnalysis,
     Plan,
-    ReplicationConfig,
     SampleConfig,
     TrainConfig,
     parse_job_plan,
@@ -65,7 +64,7 @@ def validate_job_plan(session: Session, actor: User, plan: dict[str, Any]) -> Pl
         return pinning.pin_train(session, parsed)
     if isinstance(parsed, SampleConfig) and parsed.model:
         return pinning.pin_sample(session, parsed)
-    if isinstance(parsed, ReplicationConfig | ExtractionConfig):
+    if isinstance(parsed, ModelAnalysis):
         return pinning.pin_model_analysis(session, parsed)
     if isinstance(parsed, DuplicationConfig):
         return pinning.pin_duplication(session, parsed)
