@@ -180,25 +180,46 @@ class IngestConfig(_Plan):
         return self
 
 
-class ReplicationConfig(_Plan):
-    """Replication search: draw samples from a registered model version and find each one's nearest training
-    images, by pixel L2, tiled L2 (the largest tile distance) and an offline structure descriptor; a sample whose
-    tiled distance falls below the threshold calibrated on the training set itself is counted as a copy."""
+class _ModelAnalysisPlan(_Plan):
+    """What the analyses of one model against its own training set share: the model (a registered version, or a
+    finished training run's checkpoint) and, filled in when the plan is accepted, its checkpoint and training set."""
 
-    kind: Literal["replication"] = "replication"
-    model: str = Field(pattern=MODEL_REF, title="Model version", description="name@version of the model analysed.")
+    model: str | None = Field(None, pattern=MODEL_REF, title="Model version",
+                              description="name@version of the model analysed; or name a training run instead.")
+    run: int | None = Field(None, ge=1, le=2**31 - 1, title="Training run",
+                            description="A finished training run whose checkpoint is analysed, instead of a model "
+                                        "version (one whose outputs you may download).")
     checkpoint_sha256: str | None = Field(None, pattern=SHA256, title="Checkpoint (sha256)",
-                                          description="Filled in by the observatory: the version's checkpoint.")
-    dataset: str | None = Field(None, pattern=DATASET_REF, title="Training set searched",
+                                          description="Filled in by the observatory: the model's checkpoint.")
+    dataset: str | None = Field(None, pattern=DATASET_REF, title="Training set",
                                 description="Filled in by the observatory: the dataset version the model was "
                                             "trained on.")
     dataset_digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", title="Dataset digest",
                                        description="Filled in by the observatory: that version's digest.")
-    samples: int = Field(64, ge=1, le=4096, title="Samples drawn", description="Generated images searched for.")
     seed: int = Field(0, ge=0, le=2**31 - 1, title="Random seed",
                       description="The first sample's seed; the others take the next ones.")
     inference_steps: int = Field(50, ge=1, le=4000, title="Denoising steps per sample")
     sampler: Literal["ddpm", "ddim"] = Field("ddim", title="Sampler")
+
+    @model_validator(mode="after")
+    def _one_model(self) -> _ModelAnalysisPlan:
+        if (self.model is None) == (self.run is None):
+            raise ValueError("name the model analysed: a model version (model) or a training run (run), not both")
+        return self
+
+    @property
+    def subject(self) -> str:
+        """What is analysed, as people read it: name@version, or run N."""
+        return self.model or f"run {self.run}"
+
+
+class ReplicationConfig(_ModelAnalysisPlan):
+    """Replication search: draw samples from a model and find each one's nearest training images, by pixel L2,
+    tiled L2 (the largest tile distance) and an offline structure descriptor; a sample whose tiled distance falls
+    below the threshold calibrated on the training set itself is counted as a copy."""
+
+    kind: Literal["replication"] = "replication"
+    samples: int = Field(64, ge=1, le=4096, title="Samples drawn", description="Generated images searched for.")
     top_k: int = Field(3, ge=1, le=20, title="Neighbours kept per sample")
     calibration_percentile: float = Field(1.0, gt=0, lt=50, title="Threshold percentile",
         description="The copy threshold starts from this percentile of the same distance ratio among the distinct "
@@ -208,46 +229,26 @@ class ReplicationConfig(_Plan):
                     "nearest pairs of distinct training images are to each other.")
 
 
-class ExtractionConfig(_Plan):
+class ExtractionConfig(_ModelAnalysisPlan):
     """Extraction attack (after Carlini et al. 2023): draw many samples; groups of generations nearly identical to
     one another are what a model regenerates again and again; a group whose images match a training image is an
     extracted training image."""
 
     kind: Literal["extraction"] = "extraction"
-    model: str = Field(pattern=MODEL_REF, title="Model version", description="name@version of the model attacked.")
-    checkpoint_sha256: str | None = Field(None, pattern=SHA256, title="Checkpoint (sha256)",
-                                          description="Filled in by the observatory: the version's checkpoint.")
-    dataset: str | None = Field(None, pattern=DATASET_REF, title="Training set",
-                                description="Filled in by the observatory: the version's training set.")
-    dataset_digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", title="Dataset digest",
-                                       description="Filled in by the observatory.")
     samples_per_class: int = Field(256, ge=2, le=4096, title="Samples per class",
                                    description="Samples drawn per class (in all, for an unconditional model).")
-    seed: int = Field(0, ge=0, le=2**31 - 1, title="Random seed")
     inference_steps: int = Field(25, ge=1, le=4000, title="Denoising steps per sample")
-    sampler: Literal["ddpm", "ddim"] = Field("ddim", title="Sampler")
     min_group: int = Field(5, ge=2, le=1000, title="Smallest group",
                            description="Generations nearly identical to one another that make a group.")
 
 
-class QualityConfig(_Plan):
+class QualityConfig(_ModelAnalysisPlan):
     """Sample quality: FID, KID, precision and recall of the model's samples against its training images, beside
     the same figures for two halves of the training set. On the project's offline descriptor (not comparable with
     published Inception figures), or on a local Inception network the node's operator provides."""
 
     kind: Literal["quality"] = "quality"
-    model: str = Field(pattern=MODEL_REF, title="Model version", description="name@version of the model measured.")
-    checkpoint_sha256: str | None = Field(None, pattern=SHA256, title="Checkpoint (sha256)",
-                                          description="Filled in by the observatory: the version's checkpoint.")
-    dataset: str | None = Field(None, pattern=DATASET_REF, title="Training set",
-                                description="Filled in by the observatory: the version's training set.")
-    dataset_digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", title="Dataset digest",
-                                       description="Filled in by the observatory.")
     samples: int = Field(256, ge=4, le=10_000, title="Samples drawn")
-    seed: int = Field(0, ge=0, le=2**31 - 1, title="Random seed",
-                      description="Seeds the samples (seed, seed+1, …) and the random subsets.")
-    inference_steps: int = Field(50, ge=1, le=4000, title="Denoising steps per sample")
-    sampler: Literal["ddpm", "ddim"] = Field("ddim", title="Sampler")
     features: Literal["descriptor", "inception"] = Field("descriptor", title="Features",
         description="descriptor: the project's offline structure descriptor; inception: the TorchScript Inception "
                     "network the node's operator keeps locally (nothing is downloaded).")

@@ -218,6 +218,16 @@ def test_a_replication_search_runs_on_the_pool_and_its_report_is_shown(scheduler
     assert report.status_code == 200 and "Replication search: tiny@1" in report.text
     assert "sandbox" in report.headers["content-security-policy"]
 
+    # "Analyse this run": the team measures the training run itself on its own award, on the pool.
+    asked = lite_client.post(f"/api/runs/{train_run}/analyses", headers=pi, json={"job_plan": {
+        "kind": "quality", "samples": 8, "inference_steps": 3, "kid_subsets": 2}})
+    assert asked.status_code == 201, asked.text
+    run = drive(scheduler, lite_engine, asked.json()["id"])
+    assert run.state == "succeeded", run.message
+    measured = lite_client.get(f"/api/runs/{run.id}/artifacts/results.json", headers=pi).json()
+    assert measured["subject"] == f"run {train_run}" and measured["model_vs_training"]["images"] == [12, 8]
+    assert "Sample quality: run" in lite_client.get(f"/api/runs/{run.id}/artifacts/report.html", headers=pi).text
+
 
 def test_a_leave_out_ablation_end_to_end(scheduler, lite_client: TestClient, lite_session: Session,
                                          lite_engine) -> None:

@@ -174,6 +174,9 @@ CASES = [
                                                          "machine": 401}, "pi", {"verdict": "copy"}),
     Case("GET", "/api/runs/{analysis_id}/pairs/{row}.png", {"anonymous": 404, "other": 404, "reviewer": 404,
                                                             "admin": 404}, "pi"),
+    Case("POST", "/api/runs/{model_run_id}/analyses", {"anonymous": 401, "other": 404, "reviewer": 404,
+                                                       "admin": 403, "machine": 401, "attempt": 401}, "pi",
+         {"job_plan": {"kind": "quality", "samples": 8}}),
     # The job channel takes a live attempt's token and no person's.
     Case("POST", "/api/job/start", {"anonymous": 401, "admin": 401, "pi": 401}, "attempt",
          {"node_name": "owner-box", "worker_version": installed_version()}),
@@ -293,7 +296,7 @@ def test_outputs_become_public_after_the_exclusive_period(world, lite_client: Te
 def test_every_api_route_is_covered(lite_client: TestClient) -> None:
     spec = lite_client.get("/openapi.json").json()
     routes = {(method.upper(), path) for path, item in spec["paths"].items() for method in item}
-    aliases = {"{analysis_id}": "{run_id}",
+    aliases = {"{analysis_id}": "{run_id}", "{model_run_id}": "{run_id}",
                "{draft_id}": "{proposal_id}", "{submitted_id}": "{proposal_id}", "{released_id}": "{proposal_id}",
                "{pending_machine_id}": "{machine_id}", "{coi_id}": "{user_id}", "{spare_id}": "{user_id}",
                "{closed_call_id}": "{call_id}", "{reviewed_call_id}": "{call_id}",

@@ -1,11 +1,12 @@
 """The portal's page of an analysis run's pairs: each shown pair with the automatic verdict, and buttons for the
-team (and admins) to mark it a copy or not; at the top, how the automatic verdict agrees with their marks."""
+team (and admins) to mark it a copy or not; at the top, how the automatic verdict agrees with their marks. And the
+training run page's form that asks for an analysis of the run on its own award."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from service.analyses import marks
+from service.analyses import followup, marks
 from service.analyses.api import Seed
 from service.archive.service import store_for
 from service.deps import CurrentUser, SessionDep, SettingsDep
@@ -39,3 +40,27 @@ async def mark_pair(run_id: IdPath, seed: Seed, request: Request, user: CurrentU
     session.commit()
     flash(request, f"Marked sample {seed}: {'a copy' if verdict == 'copy' else 'not a copy'}.")
     return redirect(f"/runs/{run_id}/pairs#pair-{seed}")
+
+
+@router.post("/runs/{run_id}/analyses")
+async def analyse_run(run_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
+    form = await form_fields(request)
+    try:
+        plan = {"kind": form.get("kind", ""), "run": run_id}
+        count = parse_count(form.get("samples", ""))
+        plan["samples_per_class" if plan["kind"] == "extraction" else "samples"] = count
+        analysis = followup.request(session, user, run_id, plan)
+    except DomainError as exc:
+        session.rollback()
+        flash(request, exc.message, "error")
+        return redirect(f"/runs/{run_id}#analyse")
+    session.commit()
+    article = "an" if analysis.job_kind[0] in "aeiou" else "a"
+    flash(request, f"Run {analysis.id} queued: {article} {analysis.job_kind} analysis of run {run_id}.")
+    return redirect(f"/runs/{analysis.id}")
+
+
+def parse_count(text: str) -> int:
+    if not text.strip().isdigit():
+        raise Invalid("samples: a whole number of samples")
+    return int(text.strip())

@@ -31,7 +31,7 @@ from service.deps import (
 from service.errors import DomainError
 from service.ledger.service import run_charged
 from service.modelcards import service as model_service
-from service.models import Proposal, Role, User
+from service.models import Proposal, Role, RunState, User
 from service.pool import service as pool
 from service.proposals import access, team
 from service.proposals import service as proposals
@@ -434,6 +434,8 @@ def run_page(run_id: IdPath, request: Request, user: CurrentUser, session: Sessi
         "outputs_held": [] if artifacts else archive.list_artifacts(session, run.id),
         "log_lines": last_lines(session, latest.id) if (latest := latest_attempt(session, run.id)) else [],
         "analyses": analyses.of_training_run(session, user, run) if run.job_kind == "train" else [],
+        "can_analyse": run.job_kind == "train" and run.state == RunState.succeeded
+                       and access.is_member(session, user, run.proposal_id),
         "report": next((a for a in artifacts if a.kind == "report"), None),
     })
 

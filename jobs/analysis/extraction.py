@@ -99,7 +99,7 @@ def analyse(cfg: ExtractionConfig, checkpoint: Path, inputs: dict[str, Path]) ->
     progress.report(1, 1, phase="match")
     extracted = sorted({g["nearest"]["index"] for g in found if g["extracted"]})
     results = rounded({
-        "kind": "extraction", "config": cfg.model_dump(mode="json"),
+        "kind": "extraction", "subject": cfg.subject, "config": cfg.model_dump(mode="json"),
         "dataset": {"ref": cfg.dataset, "digest": data.digest, "distinct_images": len(first)},
         "thresholds": {**thresholds, "generation_distance": limit, "tile_grid": grid},
         "summary": {"samples": len(samples), "groups": len(found), "extracted_images": len(extracted),
@@ -118,8 +118,8 @@ def render(results: dict[str, Any], pictures: dict[str, np.ndarray]) -> str:
         f'<td>{"<strong>extracted</strong>" if g["extracted"] else "not a training image"}</td>'
         f'<td>{report.who(g["nearest"])}</td></tr>' for g in results["groups"][:60])
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>Extraction attack · {html.escape(cfg["model"])}</title><style>{report.STYLE}</style></head><body>
-<h1>Extraction attack: {html.escape(cfg["model"])}</h1>
+<title>Extraction attack · {html.escape(results["subject"])}</title><style>{report.STYLE}</style></head><body>
+<h1>Extraction attack: {html.escape(results["subject"])}</h1>
 <p>{s["samples"]} generations; {s["groups"]} groups of at least {cfg["min_group"]} near-identical ones (tiled L2
 under {results["thresholds"]["generation_distance"]:.4g}); <strong>{s["extracted_images"]} training images
 extracted</strong>, regenerated {s["generations_in_extracted_groups"]} times in all.</p>

@@ -171,7 +171,7 @@ def analyse(cfg: QualityConfig, checkpoint: Path, inputs: dict[str, Path]) -> tu
         f"computed on the features of the node's TorchScript network (sha256 {weights}): comparable with published "
         "Inception figures only if that file is the standard Inception network, and at the same image counts")
     results = rounded({
-        "kind": "quality", "config": cfg.model_dump(mode="json"),
+        "kind": "quality", "subject": cfg.subject, "config": cfg.model_dump(mode="json"),
         "model": {"classes": meta.get("classes") or [], "steps": meta.get("steps"), "weights": meta.get("weights")},
         "dataset": {"ref": cfg.dataset, "digest": data.digest, "distinct_images": len(first),
                     "compared": len(chosen), "resolution": side},
@@ -185,7 +185,7 @@ def analyse(cfg: QualityConfig, checkpoint: Path, inputs: dict[str, Path]) -> tu
 
 
 def render(results: dict[str, Any], pictures: dict[str, np.ndarray]) -> str:
-    cfg, model, floor = results["config"], results["model_vs_training"], results["training_half_vs_half"]
+    model, floor = results["model_vs_training"], results["training_half_vs_half"]
 
     def row(name: str, key: str, better: str) -> str:
         extra = f" ± {model['kid_std']:.3g}" if key == "kid" else ""
@@ -197,8 +197,8 @@ def render(results: dict[str, Any], pictures: dict[str, np.ndarray]) -> str:
 
     nearest = results["nearest_real"]
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>Sample quality · {html.escape(cfg["model"])}</title><style>{report.STYLE}</style></head><body>
-<h1>Sample quality: {html.escape(cfg["model"])}</h1>
+<title>Sample quality · {html.escape(results["subject"])}</title><style>{report.STYLE}</style></head><body>
+<h1>Sample quality: {html.escape(results["subject"])}</h1>
 <p>{model["images"][1]} samples against {model["images"][0]} distinct training images of
 {html.escape(str(results["dataset"]["ref"] or results["dataset"]["digest"]))}, on {results["features"]["dimensions"]}
 features ({html.escape(results["features"]["name"])}).</p>

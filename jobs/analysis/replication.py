@@ -140,7 +140,7 @@ def analyse(cfg: ReplicationConfig, checkpoint: Path, inputs: dict[str, Path]) -
     copied = sorted({s["tiled_l2"][0]["index"] for s in per_sample if s["copy"]})
     shown = sorted(range(len(per_sample)), key=lambda i: (relative[i], i))[:SHOWN]
     results = rounded({
-        "kind": "replication", "config": cfg.model_dump(mode="json"),
+        "kind": "replication", "subject": cfg.subject, "config": cfg.model_dump(mode="json"),
         "model": {"classes": meta.get("classes") or [], "dataset_digest": meta.get("dataset_digest"),
                   "steps": meta.get("steps"), "weights": meta.get("weights")},
         "dataset": {"ref": cfg.dataset, "digest": data.digest, "images": len(data.entries),

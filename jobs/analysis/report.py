@@ -79,8 +79,8 @@ def replication(results: dict[str, Any], samples: np.ndarray, training: np.ndarr
     copied = "".join(f"<li>{who(c)}</li>" for c in results["copied"]) or "<li>none</li>"
     dataset = results["dataset"]
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>Replication search · {html.escape(str(results["config"]["model"]))}</title><style>{STYLE}</style></head><body>
-<h1>Replication search: {html.escape(str(results["config"]["model"]))}</h1>
+<title>Replication search · {html.escape(results["subject"])}</title><style>{STYLE}</style></head><body>
+<h1>Replication search: {html.escape(results["subject"])}</h1>
 <p>{len(results["samples"])} samples searched against the {dataset["distinct_images"]} distinct images (of
 {dataset["images"]}) of
 <code>{html.escape(str(dataset["ref"]))}</code> ({html.escape(str(dataset["digest"]))}).

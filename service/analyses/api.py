@@ -10,11 +10,13 @@ from fastapi import APIRouter, Path, Response
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from service.analyses import marks
+from service.analyses import followup, marks
 from service.archive.service import DOWNLOAD_HEADERS, open_artifact, read_object, store_for
 from service.deps import CurrentUser, OptionalUser, SessionDep, SettingsDep
 from service.errors import NotFound
 from service.models import Verdict
+from service.runs.schemas import RunPublic
+from service.runs.service import describe
 from service.types import IdPath
 
 router = APIRouter(tags=["analyses"])
@@ -24,6 +26,10 @@ Row = Annotated[int, Path(ge=0, le=10_000)]
 
 class MarkIn(BaseModel):
     verdict: Verdict = Field(description="copy, or not_copy")
+
+
+class FollowUpIn(BaseModel):
+    job_plan: dict[str, Any] = Field(description="A replication, extraction or quality plan; its `run` is this run.")
 
 
 class PairsOut(BaseModel):
@@ -69,3 +75,11 @@ def pair_picture(run_id: IdPath, row: Row, user: OptionalUser, session: SessionD
         out = io.BytesIO()
         sheet.crop((0, row * tile, sheet.width, (row + 1) * tile)).save(out, format="PNG")
     return Response(out.getvalue(), media_type="image/png", headers=dict(DOWNLOAD_HEADERS))
+
+
+@router.post("/runs/{run_id}/analyses", response_model=RunPublic, status_code=201)
+def analyse_run(run_id: IdPath, data: FollowUpIn, user: CurrentUser, session: SessionDep) -> RunPublic:
+    """Analyse this finished training run on its own award ("analyse this run"): the proposal's team."""
+    run = followup.request(session, user, run_id, data.job_plan)
+    session.commit()
+    return describe(session, run)

@@ -22,14 +22,14 @@ class Analysis:
 
 
 def of_training_run(session: Session, actor: User | None, run: Run) -> list[Analysis]:
-    """The analysis runs of the model versions registered from `run`, newest first."""
+    """The analysis runs of `run` itself and of the model versions registered from it, newest first."""
     refs = [f"{v.name}@{v.version}" for v in session.exec(select(ModelVersion).where(ModelVersion.run_id == run.id))]
-    if not refs:
-        return []
     found = session.exec(select(Run).where(Run.job_kind.in_(ANALYSIS_KINDS)).order_by(Run.id.desc())).all()
     out = []
     for analysis in found:
         model = next((str(analysis.job_plan[f]) for f in MODEL_FIELDS if analysis.job_plan.get(f) in refs), None)
+        if model is None and analysis.job_plan.get("run") == run.id:
+            model = f"run {run.id}"
         if model is None:
             continue
         readable = can_download(session, actor, analysis.id)

@@ -17,10 +17,11 @@ from jobs.config import (
 )
 from jobs.kinds import job_kind
 from jobs.package import job_inputs
+from service.archive import service as archive
 from service.datasets import service as datasets
 from service.errors import Invalid, NotFound
 from service.modelcards import service as models
-from service.models import DatasetVersion, ModelVersion, Run
+from service.models import DatasetVersion, ModelVersion, Run, RunState, User
 
 # The fields a fine-tune takes over from its base: the UNet's shape and the noise schedule.
 ARCHITECTURE = ("resolution", "block_out_channels", "layers_per_block", "num_train_timesteps", "conditioning")
@@ -98,14 +99,24 @@ def pin_sample(session: Session, plan: SampleConfig) -> SampleConfig:
     return plan.model_copy(update={"checkpoint_sha256": version.checkpoint_sha256})
 
 
-def pin_model_analysis(session: Session, plan: ModelAnalysis) -> Any:
-    """An analysis of a model version measures it against that version's own training set."""
-    version = _model(session, plan.model, "model")
-    dataset = datasets.by_digest(session, version.dataset_digest)
+def pin_model_analysis(session: Session, actor: User, plan: ModelAnalysis) -> Any:
+    """An analysis measures a model against its own training set: a model version's, or a finished training run's
+    (whose checkpoint the actor may download)."""
+    if plan.model:
+        version = _model(session, plan.model, "model")
+        checkpoint, digest, field = version.checkpoint_sha256, version.dataset_digest, "model"
+    else:
+        run = session.get(Run, plan.run)
+        artifact = archive.find_artifact(session, run.id, "checkpoint.pt") if run else None
+        if run is None or run.job_kind != "train" or run.state != RunState.succeeded or artifact is None \
+                or not archive.can_download(session, actor, run.id):
+            raise Invalid(f"job_plan.run: no finished training run {plan.run} whose checkpoint you may use")
+        checkpoint, digest, field = artifact.sha256, run.job_plan.get("dataset_digest"), "run"
+    dataset = datasets.by_digest(session, digest) if digest else None
     if dataset is None:
-        raise Invalid(f"job_plan.model: {plan.model} was trained on {version.dataset_digest}, which is not a "
-                      "registered dataset version; its training set cannot be searched")
-    return plan.model_copy(update={"checkpoint_sha256": version.checkpoint_sha256,
+        raise Invalid(f"job_plan.{field}: {plan.subject} was trained on {digest or 'an unpinned dataset'}, which is "
+                      "not a registered dataset version; its training set cannot be searched")
+    return plan.model_copy(update={"checkpoint_sha256": checkpoint,
                                    "dataset": f"{dataset.name}@{dataset.version}", "dataset_digest": dataset.digest})
 
 

@@ -65,7 +65,7 @@ def validate_job_plan(session: Session, actor: User, plan: dict[str, Any]) -> Pl
     if isinstance(parsed, SampleConfig) and parsed.model:
         return pinning.pin_sample(session, parsed)
     if isinstance(parsed, ModelAnalysis):
-        return pinning.pin_model_analysis(session, parsed)
+        return pinning.pin_model_analysis(session, actor, parsed)
     if isinstance(parsed, DuplicationConfig):
         return pinning.pin_duplication(session, parsed)
     if isinstance(parsed, AblationConfig):
