@@ -252,10 +252,27 @@ def test_people_mark_the_shown_pairs_and_see_how_the_threshold_agrees(
                            json={"verdict": "maybe"}).status_code == 422
     assert lite_client.get(f"/api/runs/{run.id}/pairs", headers=auth_headers(lite_session, outsider)).status_code \
         == 404
+    # A reviewer who reviewed the proposal marks too (and sees the pictures during the exclusive period); another
+    # reviewer does not.
+    from service.models import AssignmentState, ReviewAssignment
+
+    reviewer, other_reviewer = create_user(lite_session, Role.reviewer), create_user(lite_session, Role.reviewer)
+    lite_session.add(ReviewAssignment(call_id=proposal.call_id, proposal_id=proposal.id, reviewer_id=reviewer.id,
+                                      state=AssignmentState.submitted))
+    lite_session.commit()
+    judge = auth_headers(lite_session, reviewer)
+    assert lite_client.get(first["picture_url"], headers=judge).status_code == 200
+    judged = lite_client.put(f"/api/runs/{run.id}/pairs/{listed['pairs'][3]['seed']}", headers=judge,
+                             json={"verdict": listed["pairs"][3]["automatic"]})
+    assert judged.status_code == 200 and judged.json()["pairs"][3]["mine"] == listed["pairs"][3]["automatic"]
+    assert judged.json()["agreement"]["marked"] == 3
+    stranger = auth_headers(lite_session, other_reviewer)
+    assert lite_client.get(f"/api/runs/{run.id}/pairs", headers=stranger).status_code == 404
+    assert lite_client.get(first["picture_url"], headers=stranger).status_code == 404
 
     post_form(lite_client, "/login", {"email": pi.email, "password": PASSWORD, "next": "/"})
     page = " ".join(lite_client.get(f"/runs/{run.id}/pairs").text.split())
-    assert "Of 2 marked pairs, the automatic verdict agrees with people's on 2 (100%)" in page
+    assert "Of 3 marked pairs, the automatic verdict agrees with people's on 3 (100%)" in page
     assert 'id="pairs"' in page
     done = post_form(lite_client, f"/runs/{run.id}/pairs/{listed['pairs'][2]['seed']}", {"verdict": "copy"})
     assert f"Marked sample {listed['pairs'][2]['seed']}: a copy." in done.text

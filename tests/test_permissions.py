@@ -172,8 +172,8 @@ CASES = [
          "pi"),
     Case("PUT", "/api/runs/{analysis_id}/pairs/{seed}", {"anonymous": 401, "other": 404, "reviewer": 404,
                                                          "machine": 401}, "pi", {"verdict": "copy"}),
-    Case("GET", "/api/runs/{analysis_id}/pairs/{row}.png", {"anonymous": 404, "other": 404, "reviewer": 404,
-                                                            "admin": 404}, "pi"),
+    Case("GET", "/api/runs/{analysis_id}/pairs/{row}.png", {"anonymous": 404, "other": 404, "reviewer": 404},
+         "admin"),  # those who may mark the pairs see them (admins, the team, the proposal's reviewers)
     Case("POST", "/api/runs/{model_run_id}/analyses", {"anonymous": 401, "other": 404, "reviewer": 404,
                                                        "admin": 403, "machine": 401, "attempt": 401}, "pi",
          {"job_plan": {"kind": "quality", "samples": 8}}),

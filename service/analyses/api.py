@@ -11,7 +11,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from service.analyses import followup, marks
-from service.archive.service import DOWNLOAD_HEADERS, open_artifact, read_object, store_for
+from service.archive.service import DOWNLOAD_HEADERS, read_object, store_for
 from service.deps import CurrentUser, OptionalUser, SessionDep, SettingsDep
 from service.errors import NotFound
 from service.models import Verdict
@@ -63,10 +63,10 @@ def mark_pair(run_id: IdPath, seed: Seed, data: MarkIn, user: CurrentUser, sessi
 
 @router.get("/runs/{run_id}/pairs/{row}.png")
 def pair_picture(run_id: IdPath, row: Row, user: OptionalUser, session: SessionDep, settings: SettingsDep) -> Response:
-    """One shown pair as a picture (the sample left, its nearest training image right): whoever may download the
-    run's outputs."""
+    """One shown pair as a picture (the sample left, its nearest training image right): those who may mark the
+    run's pairs, and whoever may download its outputs."""
     store = store_for(settings)
-    artifact = open_artifact(session, actor=user, store=store, run_id=run_id, name="pairs.png")
+    artifact = marks.pairs_sheet(session, store, user, run_id)
     geometry = marks.results_of(session, store, run_id).get("pair_picture", {})
     tile = int(geometry.get("side", 0)) * int(geometry.get("scale", 0))
     with Image.open(io.BytesIO(read_object(store, artifact.sha256))) as sheet:

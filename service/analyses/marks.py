@@ -1,8 +1,9 @@
-"""People's judgement beside the automatic one: members of an analysis run's proposal (and admins) mark each shown
-pair "copy" or "not a copy"; the agreement between their marks and the automatic verdict is counted.
+"""People's judgement beside the automatic one: members of an analysis run's proposal, the reviewers who reviewed
+it, and admins mark each shown pair "copy" or "not a copy"; the agreement between their marks and the automatic
+verdict is counted.
 
-Who may see the pairs may mark them: the run's outputs are its team's during the exclusive period, then public,
-but marks are the team's and the admins' alone (a member of the public reads the numbers, not marks them)."""
+The run's outputs are its team's during the exclusive period, then public; marks stay with those who may mark (a
+member of the public reads the numbers, not marks them). Reviewers see the pairs, never who marked what."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from service.archive.service import find_artifact, read_object
+from service.archive.service import find_artifact, open_artifact, read_object
 from service.archive.store import ArchiveStore
 from service.errors import Conflict, Invalid, NotFound
-from service.models import PairMark, Run, RunState, User, Verdict
-from service.runs.service import get_visible
+from service.models import Artifact, AssignmentState, PairMark, ReviewAssignment, Role, Run, RunState, User, Verdict
+from service.proposals.access import is_member
 from service.timeutil import utcnow
 
 MARKED_KINDS = ("replication",)
@@ -46,14 +47,38 @@ class Agreement:
         return self.agree / self.marked if self.marked else None
 
 
+def may_mark(session: Session, actor: User | None, run: Run) -> bool:
+    """The run's team and admins; and the reviewers who reviewed its proposal (their assignment accepted)."""
+    if actor is None:
+        return False
+    if actor.has(Role.admin) or is_member(session, actor, run.proposal_id):
+        return True
+    return actor.has(Role.reviewer) and session.exec(select(ReviewAssignment.id).where(
+        ReviewAssignment.proposal_id == run.proposal_id, ReviewAssignment.reviewer_id == actor.id,
+        ReviewAssignment.state.in_([AssignmentState.accepted, AssignmentState.submitted]))).first() is not None
+
+
 def marking_run(session: Session, actor: User, run_id: int) -> Run:
-    """A succeeded analysis run whose pairs `actor` may mark: 404 to anyone who may not watch it."""
-    run = get_visible(session, actor=actor, run_id=run_id)
+    """A succeeded analysis run whose pairs `actor` may mark: 404 to anyone who may not."""
+    run = session.get(Run, run_id)
+    if run is None or not may_mark(session, actor, run):
+        raise NotFound(f"no run {run_id}")
     if run.job_kind not in MARKED_KINDS:
         raise Conflict(f"run {run_id} is a {run.job_kind} run; only a replication search shows pairs to mark")
     if run.state != RunState.succeeded:
         raise Conflict(f"run {run_id} is {run.state}; its pairs can be marked once it has succeeded")
     return run
+
+
+def pairs_sheet(session: Session, store: ArchiveStore, actor: User | None, run_id: int) -> Artifact:
+    """The run's pairs.png: for those who may mark its pairs, and for whoever may download its outputs."""
+    run = session.get(Run, run_id)
+    if run is None or not may_mark(session, actor, run):
+        return open_artifact(session, actor=actor, store=store, run_id=run_id, name="pairs.png")
+    artifact = find_artifact(session, run_id, "pairs.png")
+    if artifact is None or not store.exists(artifact.sha256):
+        raise NotFound(f"run {run_id} has no pairs picture in the archive")
+    return artifact
 
 
 def results_of(session: Session, store: ArchiveStore, run_id: int) -> dict[str, Any]:
