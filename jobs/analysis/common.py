@@ -6,15 +6,17 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from pydantic import BaseModel
 
 from jobs.kinds import KINDS
 from jobs.outputs import declare
 
 DIGITS = 6
+T = TypeVar("T", bound=BaseModel)
 
 
 def rounded(value: Any) -> Any:
@@ -48,6 +50,13 @@ def arguments(prog: str, doc: str | None, argv: list[str] | None = None) -> tupl
     parser.add_argument("--output", required=True, type=Path)
     ns = parser.parse_args(argv)
     return ns.config, {name: Path(path) for name, path in json.loads(ns.inputs).items()}, ns.output
+
+
+def model_analysis_arguments(prog: str, doc: str | None, config_type: type[T],
+                             argv: list[str] | None = None) -> tuple[T, Path, dict[str, Path], Path]:
+    """The command line of an analysis of one model: (its plan, the checkpoint, the other inputs, the output)."""
+    config, inputs, output = arguments(prog, doc, argv)
+    return config_type.model_validate_json(config), inputs.pop("checkpoint_sha256"), inputs, output
 
 
 def write(output: Path, kind: str, results: dict[str, Any], page: str) -> None:

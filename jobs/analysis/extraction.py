@@ -25,7 +25,7 @@ import torch
 from jobs import dataset as datasets
 from jobs import progress
 from jobs.analysis import descriptors, report, search
-from jobs.analysis.common import arguments, grid_for, rounded, to_unit, write
+from jobs.analysis.common import grid_for, model_analysis_arguments, rounded, to_unit, write
 from jobs.analysis.replication import NEIGHBOURHOOD, calibrate, ratios
 from jobs.config import ExtractionConfig
 from jobs.model import draw_samples, load_checkpoint, pick_device
@@ -139,8 +139,7 @@ def main(cfg: ExtractionConfig, checkpoint: Path, inputs: dict[str, Path], outpu
 
 
 def parse(argv: list[str] | None = None) -> tuple[ExtractionConfig, Path, dict[str, Path], Path]:
-    config, inputs, output = arguments("jobs.analysis.extraction", __doc__, argv)
-    return ExtractionConfig.model_validate_json(config), inputs.pop("checkpoint_sha256"), inputs, output
+    return model_analysis_arguments("jobs.analysis.extraction", __doc__, ExtractionConfig, argv)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ import torch
 from jobs import dataset as datasets
 from jobs import progress
 from jobs.analysis import descriptors, report
-from jobs.analysis.common import arguments, rounded, to_unit, write
+from jobs.analysis.common import model_analysis_arguments, rounded, to_unit, write
 from jobs.config import QualityConfig
 from jobs.model import class_labels, draw_samples, load_checkpoint, pick_device
 
@@ -229,8 +229,7 @@ def main(cfg: QualityConfig, checkpoint: Path, inputs: dict[str, Path], output: 
 
 
 def parse(argv: list[str] | None = None) -> tuple[QualityConfig, Path, dict[str, Path], Path]:
-    config, inputs, output = arguments("jobs.analysis.quality", __doc__, argv)
-    return QualityConfig.model_validate_json(config), inputs.pop("checkpoint_sha256"), inputs, output
+    return model_analysis_arguments("jobs.analysis.quality", __doc__, QualityConfig, argv)
 
 
 if __name__ == "__main__":

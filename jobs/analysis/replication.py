@@ -31,7 +31,7 @@ from PIL import Image
 from jobs import dataset as datasets
 from jobs import progress
 from jobs.analysis import descriptors, report, search
-from jobs.analysis.common import arguments, grid_for, rounded, to_unit, write
+from jobs.analysis.common import grid_for, model_analysis_arguments, rounded, to_unit, write
 from jobs.config import ReplicationConfig
 from jobs.model import class_labels, draw_samples, load_checkpoint, pick_device
 
@@ -183,8 +183,7 @@ def main(cfg: ReplicationConfig, checkpoint: Path, inputs: dict[str, Path], outp
 
 
 def parse(argv: list[str] | None = None) -> tuple[ReplicationConfig, Path, dict[str, Path], Path]:
-    config, inputs, output = arguments("jobs.analysis.replication", __doc__, argv)
-    return ReplicationConfig.model_validate_json(config), inputs.pop("checkpoint_sha256"), inputs, output
+    return model_analysis_arguments("jobs.analysis.replication", __doc__, ReplicationConfig, argv)
 
 
 if __name__ == "__main__":
