@@ -159,7 +159,7 @@ class Reconciler:
                 registered = f"; registered as dataset {version.name}@{version.version}"
             return RunState.succeeded, f"finished; outputs are in the archive{registered}", {
                 "progress": 1.0, "progress_detail": {**run.progress_detail, "fraction": 1.0}}
-        if verdict.outcome == Outcome.failed:
+        if verdict.outcome == Outcome.failed and not (run.cancel_requested or run.stop_reason == STOP_BUDGET):
             return RunState.failed, f"the job failed: {verdict.reason}", {}
         if run.stop_reason == STOP_MOVE and not run.cancel_requested:
             resume = f"from its checkpoint at step {run.resume_step}" if run.resume_sha256 else "from the start"
@@ -173,6 +173,8 @@ class Reconciler:
                 why = "stopped: the award's GPU-hours are used up"
             else:
                 why = f"stopped ({verdict.reason})"
+            if verdict.outcome == Outcome.failed:  # asked to stop, it ended badly: stopped all the same, and said
+                kept += f"; the job ended with an error on the way: {verdict.reason[-300:]}"
             return RunState.cancelled, why + kept, {}
         retries = run.retries_used + (verdict.outcome == Outcome.killed)
         losses = sum(a.state == AttemptState.lost for a in attempts_of(session, run.id))

@@ -128,6 +128,26 @@ def test_a_killed_job_is_retried_within_its_budget_then_fails_in_words(world, li
     assert "progress json" not in run.message
 
 
+def test_a_job_asked_to_stop_that_then_fails_is_cancelled_and_says_how_it_ended(world, lite_engine,
+                                                                               lite_session) -> None:
+    """A cancel is what the team asked for: a job that errs on its way down (say its last call is refused) ends
+    the run cancelled, not failed, and the message keeps the job's last words."""
+    scheduler, pool, run_id, client, pi = world
+    job = FakeJob(client, pool.token())
+    job.start()
+    pool.set(pool.submitted[0], JobState.running)
+    scheduler.reconcile()
+    request_cancel(lite_session, actor=pi, run_id=run_id)
+    lite_session.commit()
+    job.log("OSError: no space left on device\n")
+    job.end(1)
+    pool.set(pool.submitted[0], JobState.failed, exit_code=1)
+    scheduler.reconcile()
+    run = current_run(lite_engine, run_id)
+    assert run.state == RunState.cancelled and run.message.startswith("cancelled on request")
+    assert "ended with an error on the way" in run.message and "no space left on device" in run.message
+
+
 def test_a_job_that_failed_on_its_own_fails_with_its_last_words(world, lite_engine) -> None:
     scheduler, pool, run_id, client, _ = world
     job = FakeJob(client, pool.token())
