@@ -80,10 +80,23 @@ def test_the_replication_search_gives_the_same_bytes_for_the_same_seed(tiny_mode
     assert (tmp_path / "a" / "report.html").read_bytes() == (tmp_path / "b" / "report.html").read_bytes()
     assert first["dataset"]["distinct_images"] == 12 and len(first["samples"]) == 6
     assert first["thresholds"]["pairs"] == 12 and first["thresholds"]["tile_grid"] == 4
+    assert [(r["from"], r["images"]) for r in first["by_repetition"]] == [(1, 12)]  # the bundled set: no repeats
+    assert "Duplication and replication" in (tmp_path / "a" / "report.html").read_text()
     nearest = first["samples"][0]["tiled_l2"][0]
     assert {"title", "author", "license", "distance", "times_in_training"} <= set(nearest)
     capacity = first["capacity"]
     assert capacity["model_bits_per_training_image"] == pytest.approx(capacity["parameters"] * 32 / 12, rel=1e-5)
+
+
+def test_replication_is_counted_by_how_often_each_image_was_repeated() -> None:
+    from collections import Counter
+
+    from jobs.analysis.replication import by_repetition
+
+    rows = by_repetition([1, 1, 1, 1, 2, 3, 60, 60], Counter({0: 1, 6: 9, 7: 4}))
+    assert [(r["from"], r["to"], r["images"], r["copied"], r["samples"]) for r in rows] == [
+        (1, 1, 4, 1, 1), (2, 3, 2, 0, 0), (32, 63, 2, 2, 13)]
+    assert [r["rate"] for r in rows] == [0.25, 0.0, 1.0]
 
 
 def test_the_report_escapes_what_the_provenance_says(tiny_model: Path, tmp_path: Path) -> None:

@@ -88,6 +88,11 @@ def test_the_planted_pictures_are_found_and_nothing_else(planted_model) -> None:
     assert all(found[t] == 60 for t in planted_found)
     assert len(false_positives) <= 1, f"distinct pictures counted as copies: {false_positives}"
     assert _held_out_hits(results, checkpoint, package) == []
+    # Duplication and replication in one table: every picture repeated 60 times was regenerated, almost none of
+    # those seen once.
+    rows = {row["from"]: row for row in results["by_repetition"]}
+    assert set(rows) == {1, 32} and rows[32]["images"] == rows[32]["copied"] == PLANTED and rows[32]["to"] == 63
+    assert rows[1]["images"] == DISTINCT and rows[1]["copied"] == len(false_positives)
     # The copies lie well apart from the rest: the margin the threshold works in.
     copy_ratios = [s["ratio"] for s in results["samples"] if s["copy"]]
     assert max(copy_ratios) < results["thresholds"]["ratio"] <= results["thresholds"]["training_ratio"] / 2 + 1e-9
@@ -97,6 +102,8 @@ def test_the_planted_pictures_are_found_and_nothing_else(planted_model) -> None:
 def test_with_no_repetition_nothing_is_counted_as_a_copy(control_model) -> None:
     results, _, _ = control_model
     assert results["summary"]["copies"] == 0 and results["copied"] == []
+    assert results["by_repetition"] == [{"from": 1, "to": 1, "images": DISTINCT + PLANTED, "copied": 0,
+                                         "samples": 0, "rate": 0.0}]
     assert min(s["ratio"] for s in results["samples"]) > results["thresholds"]["ratio"]
 
 

@@ -82,6 +82,20 @@ def summary(top_similarity: np.ndarray, copies: np.ndarray, thresholds: dict[str
     }
 
 
+def by_repetition(times: list[int], copies_of: Counter) -> list[dict[str, Any]]:
+    """How replication relates to duplication: the distinct training images grouped by how often each was repeated
+    in training (1, 2-3, 4-7, … by powers of two), with how many of each group were regenerated, and by how many
+    samples. `times[i]` is distinct image i's count; `copies_of[i]` the samples counted as copies of it."""
+    rows: dict[int, dict[str, Any]] = {}
+    for index, count in enumerate(times):
+        low = 1 << (max(count, 1).bit_length() - 1)
+        row = rows.setdefault(low, {"from": low, "to": 2 * low - 1, "images": 0, "copied": 0, "samples": 0})
+        row["images"] += 1
+        row["copied"] += copies_of[index] > 0
+        row["samples"] += copies_of[index]
+    return [{**row, "rate": row["copied"] / row["images"]} for _, row in sorted(rows.items())]
+
+
 def capacity(unet, data: datasets.Dataset, png_bytes: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     parameters = sum(p.numel() for p in unet.parameters())
     images = len(data.entries)
@@ -137,7 +151,8 @@ def analyse(cfg: ReplicationConfig, checkpoint: Path, inputs: dict[str, Path]) -
             "similarity": [neighbour(i, similarity=float(s)) for s, i in zip(sims[row], sim_i[row], strict=True)],
             "copy": bool(copies[row]),
         })
-    copied = sorted({s["tiled_l2"][0]["index"] for s in per_sample if s["copy"]})
+    copies_of = Counter(s["tiled_l2"][0]["index"] for s in per_sample if s["copy"])
+    copied = sorted(copies_of)
     shown = sorted(range(len(per_sample)), key=lambda i: (relative[i], i))[:SHOWN]
     results = rounded({
         "kind": "replication", "subject": cfg.subject, "config": cfg.model_dump(mode="json"),
@@ -148,7 +163,8 @@ def analyse(cfg: ReplicationConfig, checkpoint: Path, inputs: dict[str, Path]) -
         "thresholds": {**thresholds, "percentile": cfg.calibration_percentile,
                        "fraction": cfg.calibration_fraction, "tile_grid": grid},
         "summary": {**summary(sims[:, 0], copies, thresholds), "training_images_copied": len(copied)},
-        "copied": [neighbour(i) for i in copied],
+        "copied": [{**neighbour(i), "samples": copies_of[i]} for i in copied],
+        "by_repetition": by_repetition([repeats[shas[i]] for i in first], copies_of),
         "capacity": capacity(unet, data, sum(p.stat().st_size for n, p in inputs.items() if n.endswith(".tar"))),
         "samples": per_sample,
         # The pairs people are shown and may mark, most copy-like first: rows of pairs.png, by sample index.

@@ -51,6 +51,14 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def _bar(fraction: float, width: int = 120) -> str:
+    """A small inline SVG bar, `fraction` of its width filled."""
+    filled = max(0.0, min(1.0, fraction)) * width
+    return (f'<svg width="{width}" height="10" role="img" aria-label="{fraction:.0%}">'
+            f'<rect width="{width}" height="10" fill="#e3e7ee"/><rect width="{filled:.1f}" height="10" '
+            f'fill="#a3201d"/></svg>')
+
+
 def who(neighbour: dict[str, Any]) -> str:
     parts = [neighbour.get("title") or "untitled", f"by {neighbour.get('author') or 'unknown'}",
              neighbour.get("license") or "license unknown"]
@@ -76,7 +84,12 @@ def replication(results: dict[str, Any], samples: np.ndarray, training: np.ndarr
                     f'{" · class " + html.escape(str(sample["class"])) if "class" in sample else ""}</span></td></tr>')
     relative = [x["ratio"] for x in results["samples"]]
     similar = [x["similarity"][0]["similarity"] for x in results["samples"]]
-    copied = "".join(f"<li>{who(c)}</li>" for c in results["copied"]) or "<li>none</li>"
+    copied = "".join(f"<li>{who(c)} — {_count(c.get('samples', 0), 'sample')}</li>"
+                     for c in results["copied"]) or "<li>none</li>"
+    repetition = "".join(
+        f'<tr><td>{r["from"]}{"" if r["to"] == r["from"] else "–" + str(r["to"])}</td><td>{r["images"]}</td>'
+        f'<td>{r["copied"]}</td><td>{r["rate"]:.1%} {_bar(r["rate"])}</td><td>{r["samples"]}</td></tr>'
+        for r in results.get("by_repetition", []))
     dataset = results["dataset"]
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Replication search · {html.escape(results["subject"])}</title><style>{STYLE}</style></head><body>
@@ -104,6 +117,11 @@ training image</dd></dl>
 "distance ratio to the nearest training image")}</p>
 <p>Descriptor similarity (red: its threshold)<br>{histogram(similar, t["similarity"], "top-1 similarity")}</p>
 <h2>Training images regenerated</h2><ul>{copied}</ul>
+<h2>Duplication and replication</h2>
+<p>The distinct training images by how often each was repeated in the training set, and how many of each kind the
+samples regenerated: images repeated more often are copied more, if the model memorises by repetition.</p>
+<table><tr><th>Times in training</th><th>Images</th><th>Regenerated</th><th>Share</th><th>Samples copying them</th>
+</tr>{repetition}</table>
 <h2>The samples nearest to a training image</h2>
 <table><tr><th>Sample</th><th>Nearest training image</th><th>Tiled L2 (ratio)</th><th>Similarity</th><th>Verdict</th>
 <th>Training image</th></tr>{"".join(rows)}</table>
