@@ -290,3 +290,45 @@ def test_people_mark_the_shown_pairs_and_see_how_the_threshold_agrees(
     done = post_form(lite_client, f"/runs/{run.id}/pairs/{listed['pairs'][2]['seed']}", {"verdict": "copy"})
     assert f"Marked sample {listed['pairs'][2]['seed']}: a copy." in done.text
     assert "mark its pairs" in lite_client.get(f"/runs/{run.id}").text
+
+
+def test_replication_is_shown_against_capacity_across_searches(lite_client: TestClient, lite_session: Session,
+                                                               lite_settings, tiny_model: Path,
+                                                               tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from service.models import Award
+    from service.timeutil import utcnow
+
+    inputs = local_inputs("skimage-samples", tmp_path / "package")
+    results = replication_main(ReplicationConfig(model="tiny@1", samples=4, inference_steps=2), tiny_model, inputs,
+                               tmp_path / "r")
+    bigger = json.loads(json.dumps(results))  # as a search of a model trained on a set 100 times larger reads
+    bigger["subject"], bigger["capacity"]["training_images"] = "tiny@2", 1200
+    bigger["capacity"]["model_bits_per_training_image"] /= 100
+    admin, pi = create_user(lite_session, Role.admin), create_user(lite_session)
+    call = create_call(lite_session, admin)
+    made = []
+    for data in (results, bigger, None):
+        _, run = award(lite_session, admin, create_proposal(lite_session, pi, call))
+        run = lite_session.get(Run, run.id)
+        run.job_kind, run.state = "replication", RunState.succeeded
+        lite_session.add(run)
+        lite_session.commit()
+        body = json.dumps(data).encode() if data else b'{"not": "results"}'  # the last: a damaged one
+        archive_outputs(lite_session, lite_settings, run, {"results.json": body, "report.html": b"<p>r</p>",
+                                                           "pairs.png": (tmp_path / "r" / "pairs.png").read_bytes()})
+        made.append(run)
+    assert lite_client.get("/api/analyses/replication").json() == []  # exclusive to the team for now
+    mine = lite_client.get("/api/analyses/replication", headers=auth_headers(lite_session, pi)).json()
+    assert [p["subject"] for p in mine] == ["tiny@2", "tiny@1"]  # newest first; the damaged one left out
+    assert mine[1]["bits_per_image"] == pytest.approx(results["capacity"]["model_bits_per_training_image"])
+    assert mine[0]["training_images"] == 1200 and mine[1]["samples"] == 4
+    for run in made:
+        award_ = lite_session.get(Award, run.award_id)
+        award_.exclusive_until = utcnow() - timedelta(seconds=1)
+        lite_session.add(award_)
+    lite_session.commit()
+    page = lite_client.get("/analyses").text
+    assert page.count("<circle") == 2 and 'id="replication-points"' in page and "tiny@2" in page
+    assert f'href="/api/runs/{made[0].id}/artifacts/report.html"' in page

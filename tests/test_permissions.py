@@ -39,7 +39,7 @@ PUBLIC = {
     ("GET", "/api/calls"), ("GET", "/api/calls/{call_id}"), ("GET", "/api/job-plans/schema"),
     ("GET", "/api/cycles"), ("GET", "/api/cycles/{cycle_id}"), ("GET", "/api/accepted"),
     ("GET", "/api/datasets"), ("GET", "/api/datasets/{ref}"), ("GET", "/api/datasets/{ref}/files/{name}"),
-    ("GET", "/api/models"), ("GET", "/api/models/{name}/{version}"),
+    ("GET", "/api/models"), ("GET", "/api/models/{name}/{version}"), ("GET", "/api/analyses/replication"),
     ("POST", "/api/job-plans/estimate"),
     ("POST", "/api/auth/signup"), ("POST", "/api/auth/login"), ("GET", "/api/pool"),
 }

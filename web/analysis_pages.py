@@ -6,16 +6,25 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from service.analyses import followup, marks
+from service.analyses import capacity, followup, marks
 from service.analyses.api import Seed
 from service.archive.service import store_for
-from service.deps import CurrentUser, SessionDep, SettingsDep
+from service.deps import CurrentUser, OptionalUser, SessionDep, SettingsDep
 from service.errors import DomainError, Invalid
 from service.models import Verdict
 from service.types import IdPath
+from web.charts import scatter_log_x
 from web.render import flash, form_fields, redirect, render
 
 router = APIRouter(include_in_schema=False)
+
+
+@router.get("/analyses")
+def analyses_page(request: Request, user: OptionalUser, session: SessionDep, settings: SettingsDep):
+    points = capacity.points(session, store_for(settings), user)
+    chart = scatter_log_x([(p.bits_per_image, p.copy_fraction, f"{p.subject}: {p.copy_fraction:.1%} copies at "
+                            f"{p.bits_per_image:,.0f} bits per image") for p in points])
+    return render(request, "analyses.html", {"points": points, "chart": chart})
 
 
 @router.get("/runs/{run_id}/pairs")

@@ -36,3 +36,20 @@ def loss_chart_from_metrics(data: bytes) -> dict[str, Any] | None:
     if chart and isinstance(final, int | float) and math.isfinite(final):
         chart["last"] = final
     return chart
+
+
+def scatter_log_x(points: list[tuple[float, float, str]], width: int = 420, height: int = 200,
+                  pad: int = 30) -> dict[str, Any] | None:
+    """Dots for (x, y, label) with x on a log scale and y from 0 to 1 (a share), and the x range's ends;
+    None without a positive x."""
+    usable = [(x, y, label) for x, y, label in points if x > 0 and math.isfinite(x) and math.isfinite(y)]
+    if not usable:
+        return None
+    logs = [math.log10(x) for x, _, _ in usable]
+    low, high = min(logs), max(logs)
+    if high - low < 1e-9:
+        low, high = low - 0.5, high + 0.5
+    dots = [{"x": round(pad + (lx - low) / (high - low) * (width - 2 * pad), 1),
+             "y": round(height - pad - max(0.0, min(1.0, y)) * (height - 2 * pad), 1), "label": label}
+            for lx, (_, y, label) in zip(logs, usable, strict=True)]
+    return {"dots": dots, "width": width, "height": height, "pad": pad, "low": 10**low, "high": 10**high}

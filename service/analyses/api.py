@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Response
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from service.analyses import followup, marks
+from service.analyses import capacity, followup, marks
 from service.archive.service import DOWNLOAD_HEADERS, read_object, store_for
 from service.deps import CurrentUser, OptionalUser, SessionDep, SettingsDep
 from service.errors import NotFound
@@ -83,3 +83,11 @@ def analyse_run(run_id: IdPath, data: FollowUpIn, user: CurrentUser, session: Se
     run = followup.request(session, user, run_id, data.job_plan)
     session.commit()
     return describe(session, run)
+
+
+@router.get("/analyses/replication", response_model=list[capacity.ReplicationPoint])
+def replication_points(user: OptionalUser, session: SessionDep,
+                       settings: SettingsDep) -> list[capacity.ReplicationPoint]:
+    """Every replication search whose outputs you may read (public ones for anyone), newest first: the model's
+    bits per training image beside the share of samples that copied one."""
+    return capacity.points(session, store_for(settings), user)
