@@ -99,6 +99,23 @@ def test_replication_is_counted_by_how_often_each_image_was_repeated() -> None:
     assert [r["rate"] for r in rows] == [0.25, 0.0, 1.0]
 
 
+def test_extraction_groups_are_cliques_not_chains() -> None:
+    from itertools import combinations
+
+    from jobs.analysis.extraction import EXACT_CLIQUE_LIMIT, cliques_of
+
+    chain = [(i, i + 1) for i in range(9)]  # each near the next: one component, no three alike
+    assert cliques_of(chain, 10, 3) == []
+    five = list(combinations(range(5), 2))
+    assert cliques_of([*five, (4, 5), (5, 6)], 7, 3) == [[0, 1, 2, 3, 4]]
+    two = [*combinations(range(4), 2), *combinations(range(4, 8), 2), (3, 4)]  # two groups, one bridge
+    assert cliques_of(two, 8, 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    # Past the exact limit a greedy clique is taken: a big group is still found whole.
+    big = EXACT_CLIQUE_LIMIT + 30
+    found = cliques_of([*combinations(range(big), 2), (big - 1, big)], big + 1, 5)
+    assert found == [list(range(big))]
+
+
 def test_the_report_escapes_what_the_provenance_says(tiny_model: Path, tmp_path: Path) -> None:
     inputs = local_inputs("skimage-samples", tmp_path / "package")
     results = replication_main(ReplicationConfig(model="tiny@1", samples=2, inference_steps=2), tiny_model, inputs,

@@ -5,9 +5,10 @@ Run by jobs.runner as `python -m jobs.analysis.extraction --config JSON --inputs
 version's checkpoint and its training set as inputs. It draws `samples_per_class` images per class (seeds seed,
 seed+1, …). Two generations are near duplicates of each other when their tiled L2 distance is under half the
 distance at which the closest pairs of distinct training images lie (the 1st percentile; a memorised image comes
-out nearly the same every time, a learned one does not). Near duplicates link into groups (connected components,
-a looser notion than the paper's cliques); a group of at least `min_group` generations is matched, by its medoid,
-against the training set with the replication search's relative test: a match is an extracted training image.
+out nearly the same every time, a learned one does not). As in the paper, a group is a clique: at least
+`min_group` generations, each a near duplicate of every other (among its NEIGHBOURS nearest). A group is matched,
+by its medoid, against the training set with the replication search's relative test: a match is an extracted
+training image.
 
 Writes results.json (the same inputs and seed give the same bytes), report.html and outputs.json.
 """
@@ -33,7 +34,11 @@ from jobs.model import draw_samples, load_checkpoint, pick_device
 GENERATION_FRACTION = 0.5  # near duplicates among generations: under this fraction of the training pairs' distance
 
 
-def groups_of(edges: list[tuple[int, int]], count: int) -> list[list[int]]:
+EXACT_CLIQUE_LIMIT = 120  # components up to this size get an exact largest clique; larger ones a greedy one
+NEIGHBOURS = 64  # each generation's nearest others examined for near duplicates
+
+
+def components(edges: list[tuple[int, int]], count: int) -> list[list[int]]:
     """Connected components of the near-duplicate graph, largest first (then by their first member)."""
     parent = list(range(count))
 
@@ -49,6 +54,57 @@ def groups_of(edges: list[tuple[int, int]], count: int) -> list[list[int]]:
     for i in range(count):
         members.setdefault(root(i), []).append(i)
     return sorted(members.values(), key=lambda g: (-len(g), g[0]))
+
+
+def largest_clique(nodes: set[int], adjacent: dict[int, set[int]]) -> list[int]:
+    """A largest set of `nodes` that are all near duplicates of one another: exact (Bron–Kerbosch with a pivot)
+    for small sets, greedy by degree past EXACT_CLIQUE_LIMIT. Ties go to the smallest members, so the same graph
+    gives the same clique."""
+    if len(nodes) > EXACT_CLIQUE_LIMIT:
+        clique: list[int] = []
+        for node in sorted(nodes, key=lambda n: (-len(adjacent[n] & nodes), n)):
+            if all(node in adjacent[member] for member in clique):
+                clique.append(node)
+        return sorted(clique)
+    best: list[int] = []
+
+    def expand(chosen: list[int], candidates: set[int], excluded: set[int]) -> None:
+        nonlocal best
+        if not candidates and not excluded:
+            if len(chosen) > len(best) or (len(chosen) == len(best) and sorted(chosen) < best):
+                best = sorted(chosen)
+            return
+        if len(chosen) + len(candidates) < len(best):
+            return
+        pivot = max(candidates | excluded, key=lambda n: (len(adjacent[n] & candidates), -n))
+        for node in sorted(candidates - adjacent[pivot]):
+            expand([*chosen, node], candidates & adjacent[node], excluded & adjacent[node])
+            candidates = candidates - {node}
+            excluded = excluded | {node}
+
+    expand([], set(nodes), set())
+    return best
+
+
+def cliques_of(edges: list[tuple[int, int]], count: int, smallest: int) -> list[list[int]]:
+    """Groups of generations all near duplicates of one another (cliques, as Carlini et al. ask), at least
+    `smallest` strong: within each connected component the largest clique is taken, then the largest among the
+    rest, and so on. Largest first."""
+    adjacent: dict[int, set[int]] = {i: set() for i in range(count)}
+    for a, b in edges:
+        if a != b:
+            adjacent[a].add(b)
+            adjacent[b].add(a)
+    found = []
+    for component in components(edges, count):
+        rest = set(component)
+        while len(rest) >= smallest:
+            clique = largest_clique(rest, adjacent)
+            if len(clique) < smallest:
+                break
+            found.append(clique)
+            rest -= set(clique)
+    return sorted(found, key=lambda g: (-len(g), g[0]))
 
 
 def analyse(cfg: ExtractionConfig, checkpoint: Path, inputs: dict[str, Path]) -> tuple[dict[str, Any], dict]:
@@ -77,10 +133,10 @@ def analyse(cfg: ExtractionConfig, checkpoint: Path, inputs: dict[str, Path]) ->
     sample_tiles, train_tiles = descriptors.tiles(samples, grid), descriptors.tiles(training, grid)
     thresholds = calibrate(train_tiles, descriptors.features(training), 1.0, 0.5)
     limit = GENERATION_FRACTION * thresholds["tiled_l2"]
-    near_d, near_i = search.tiled_nearest(sample_tiles, sample_tiles, min(len(samples), 2 * cfg.min_group + 1))
-    edges = [(a, int(b)) for a in range(len(samples)) for d, b in zip(near_d[a, 1:], near_i[a, 1:], strict=True)
-             if d < limit]
-    groups = [g for g in groups_of(edges, len(samples)) if len(g) >= cfg.min_group]
+    near_d, near_i = search.tiled_nearest(sample_tiles, sample_tiles, min(len(samples), NEIGHBOURS + 1))
+    edges = [(a, int(b)) for a in range(len(samples)) for d, b in zip(near_d[a], near_i[a], strict=True)
+             if d < limit and int(b) != a]
+    groups = cliques_of(edges, len(samples), cfg.min_group)
     wide = min(NEIGHBOURHOOD, len(training) - 1) + 1
     found = []
     for group in groups:
