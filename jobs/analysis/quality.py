@@ -10,9 +10,11 @@ them with the distinct training images (at most MAX_REFERENCE of them, a fixed r
   (each real image's ball reaches its k-th nearest real neighbour), and the share of real images inside the
   samples' manifold.
 
-Beside each figure it puts the same figure for two random halves of the training set, a floor that says what a
-model matching the training distribution would reach at this size: FID and KID are biased upwards for small sets,
-so figures are comparable only at the same number of images.
+FID and KID are biased upwards for small sets, so figures are comparable only at the same number of images. Beside
+the model's figures against the whole training set it therefore puts two at equal sizes: half A of the training
+set against half B (what a model matching its training distribution would reach), and as many samples as half A
+has against half B. With fewer images than feature dimensions the FID's covariances are singular; the results
+say so (`reliable`) and the report warns.
 
 The features are the project's offline structure descriptor (jobs.analysis.descriptors) unless `features` is
 `inception`: then the node's local TorchScript network at $OBSERVATORY_INCEPTION_WEIGHTS is used (called with
@@ -163,9 +165,12 @@ def analyse(cfg: QualityConfig, checkpoint: Path, inputs: dict[str, Path]) -> tu
 
     real, fake = features(training), features(samples)
     model_figures, nearest = figures(real, fake, cfg, rng)
+    # The floor at equal sizes: half B of the training set against half A, and against as many samples as A has.
     order = rng.permutation(len(real))
     half = len(real) // 2
-    floor_figures, real_nearest = figures(real[order[:half]], real[order[half:2 * half]], cfg, rng)
+    half_a, half_b = real[order[:half]], real[order[half:2 * half]]
+    floor_figures, real_nearest = figures(half_b, half_a, cfg, rng)
+    matched_figures, _ = figures(half_b, fake[np.sort(rng.permutation(len(fake))[:half])], cfg, rng)
     progress.report(cfg.samples + 1, cfg.samples + 1, phase="compare")
     label = NOT_COMPARABLE if network is None else (
         f"computed on the features of the node's TorchScript network (sha256 {weights}): comparable with published "
@@ -178,19 +183,26 @@ def analyse(cfg: QualityConfig, checkpoint: Path, inputs: dict[str, Path]) -> tu
         "features": {"name": cfg.features, "dimensions": int(real.shape[1]), "weights_sha256": weights,
                      "comparable_with_published": False if network is None else None, "note": label},
         "model_vs_training": model_figures,
+        "model_vs_half": matched_figures,
         "training_half_vs_half": floor_figures,
+        "reliable": min(len(real), len(fake)) > real.shape[1],  # fewer images than dimensions: singular covariances
         "nearest_real": {"samples": sorted(nearest), "training_half": sorted(real_nearest)},
     })
     return results, {"samples": samples, "training": training}
 
 
 def render(results: dict[str, Any], pictures: dict[str, np.ndarray]) -> str:
-    model, floor = results["model_vs_training"], results["training_half_vs_half"]
+    model, matched, floor = (results[k] for k in ("model_vs_training", "model_vs_half", "training_half_vs_half"))
 
     def row(name: str, key: str, better: str) -> str:
         extra = f" ± {model['kid_std']:.3g}" if key == "kid" else ""
-        return (f"<tr><td>{name}</td><td>{model[key]:.4g}{extra}</td><td>{floor[key]:.4g}</td>"
-                f"<td class=muted>{better}</td></tr>")
+        return (f"<tr><td>{name}</td><td>{model[key]:.4g}{extra}</td><td>{matched[key]:.4g}</td>"
+                f"<td>{floor[key]:.4g}</td><td class=muted>{better}</td></tr>")
+
+    caution = "" if results["reliable"] else (
+        f'<p class="copy">Fewer images than the {results["features"]["dimensions"]} feature dimensions: the '
+        "covariances FID rests on are singular and its value is dominated by the sizes. Read precision, recall and "
+        "the equal-size columns rather than the FID's value; draw more samples or use a larger training set.</p>")
 
     def strip(images: np.ndarray, alt: str) -> str:
         return "".join(f'<img src="{report.png(image, 2)}" alt="{alt}">' for image in images[:32])
@@ -202,13 +214,15 @@ def render(results: dict[str, Any], pictures: dict[str, np.ndarray]) -> str:
 <p>{model["images"][1]} samples against {model["images"][0]} distinct training images of
 {html.escape(str(results["dataset"]["ref"] or results["dataset"]["digest"]))}, on {results["features"]["dimensions"]}
 features ({html.escape(results["features"]["name"])}).</p>
-<p><strong>These figures are {html.escape(results["features"]["note"])}.</strong></p>
-<table><tr><th>Figure</th><th>Model vs training</th><th>Training half vs half</th><th></th></tr>
+<p><strong>These figures are {html.escape(results["features"]["note"])}.</strong></p>{caution}
+<table><tr><th>Figure</th><th>Model vs training</th><th>Model vs half B ({matched["images"][1]} samples)</th>
+<th>Half A vs half B</th><th></th></tr>
 {row("FID", "fid", "lower is closer")}{row("KID", "kid", "lower is closer")}
 {row("Precision", "precision", "share of samples that look like training images")}
 {row("Recall", "recall", "share of the training images' variety the samples cover")}</table>
-<p class=muted>The right column compares two random halves of the training set ({floor["images"][0]} and
-{floor["images"][1]} images): about what a model matching the training distribution would reach at this size.</p>
+<p class=muted>The last two columns are measured at equal sizes: as many samples as half A has, and half A
+itself, each against half B of the training set ({floor["images"][0]} images). Half A is what a model matching
+its training distribution would reach; compare the model with it there.</p>
 <h2>Distance to the nearest training image, in feature space</h2>
 <p>Samples {report.histogram(nearest["samples"], None, "samples' nearest training image")}</p>
 <p>Training images (one half to the other) {report.histogram(nearest["training_half"], None,
