@@ -68,11 +68,17 @@ class Reconciler:
         with Session(self.engine, expire_on_commit=False) as session:
             attempt = session.get(RunAttempt, attempt_id)
             submission, reported = attempt.submission_id, attempt.exit_code is not None
+            run = session.get(Run, attempt.run_id)
+            package = archive.find_artifact(session, run.id, "dataset.tar") if attempt.exit_code == 0 \
+                and job_kind(run.job_kind).makes_dataset else None
         # Ray is asked with no transaction open: its view, and the log it kept of a job that never reported.
         snapshot = self.backend.snapshot(submission)
         node_alive = None if alive is None or not snapshot.node_id else snapshot.node_id in alive
         going = snapshot.state in (JobState.pending, JobState.running)
         ray_log = "" if reported or going else self._ray_log(submission)
+        # A finished ingest's package is checked here too, however big, with no transaction (nor SQLite's write
+        # lock) held: registering it below is then a few rows.
+        checked = self._check_package(run, package.sha256) if package is not None and not going else None
         stop = False
         with Session(self.engine, expire_on_commit=False) as session:
             attempt = session.get(RunAttempt, attempt_id)
@@ -91,7 +97,7 @@ class Reconciler:
                 session.commit()
             else:
                 try:
-                    self._end(session, attempt, run, verdict, snapshot, ray_log)
+                    self._end(session, attempt, run, verdict, snapshot, ray_log, checked)
                 except Conflict:
                     session.rollback()
                     return 0
@@ -129,22 +135,29 @@ class Reconciler:
 
     # ---- an attempt that ended ------------------------------------------------------------------------------
 
+    def _check_package(self, run: Run, sha256: str) -> datasets.CheckedPackage | DomainError:
+        try:
+            return datasets.check_run_package(self.store, run, sha256)
+        except DomainError as exc:
+            return exc
+
     def _end(self, session: Session, attempt: RunAttempt, run: Run, verdict: Verdict, snapshot: JobSnapshot,
-             ray_log: str) -> None:
+             ray_log: str, checked: datasets.CheckedPackage | DomainError | None = None) -> None:
         ended_at = snapshot.ended_at or utcnow()
         keeps_work = verdict.outcome not in (Outcome.lost, Outcome.killed)
         move_attempt(session, attempt, ATTEMPT_STATE[verdict.outcome], verdict.reason,
                      extra={"ended_at": min(ended_at, utcnow())})
         accounting.settle(session, attempt, run, ended_at=ended_at, keeps_work=keeps_work)
         self._archive_log(session, run, attempt, ray_log)
-        target, message, extra = self._next_state(session, run, attempt, verdict)
+        target, message, extra = self._next_state(session, run, attempt, verdict, checked)
         transition(session, run, target, message, extra=extra)
         if target != RunState.queued:
             self._archive_run_log(session, run)
             archive.write_manifest(session, store=self.store, run=run)
 
-    def _next_state(self, session: Session, run: Run, attempt: RunAttempt,
-                    verdict: Verdict) -> tuple[RunState, str, dict[str, Any]]:
+    def _next_state(self, session: Session, run: Run, attempt: RunAttempt, verdict: Verdict,
+                    checked: datasets.CheckedPackage | DomainError | None = None,
+                    ) -> tuple[RunState, str, dict[str, Any]]:
         kind = job_kind(run.job_kind)
         if verdict.outcome == Outcome.succeeded:
             missing = archive.missing_outputs(session, run, kind)
@@ -153,7 +166,9 @@ class Reconciler:
             registered = ""
             if kind.makes_dataset:
                 try:
-                    version = datasets.register_from_run(session, self.store, run)
+                    if isinstance(checked, DomainError):
+                        raise checked
+                    version = datasets.register_from_run(session, self.store, run, checked)
                 except DomainError as exc:
                     return RunState.failed, f"the job ended, but its dataset was refused: {exc.message}", {}
                 registered = f"; registered as dataset {version.name}@{version.version}"

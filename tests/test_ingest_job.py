@@ -10,7 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from jobs import ingest as ingest_job
 from jobs.commons.client import CommonsClient
@@ -220,3 +220,43 @@ def test_an_ingest_asks_the_pool_for_a_cpu_and_is_told_where_commons_is(lite_eng
     assert ingest.env["OBSERVATORY_COMMONS_CONTACT"] == "ops@observatory.example"
     assert ingest.env["OBSERVATORY_COMMONS_MIN_INTERVAL_S"] == "2.0"
     assert "OBSERVATORY_COMMONS_CONTACT" not in pool.requests[0].env
+
+
+def test_a_finished_ingest_is_checked_with_no_transaction_open_then_registered(
+        lite_engine, lite_session: Session, lite_settings, lite_client, tmp_path: Path, monkeypatch) -> None:
+    """The scheduler checks a finished ingest's package (every image against its checksum: minutes for a big
+    one) before it opens the transaction that ends the run, so the database stays writable meanwhile; the run
+    then registers the version in a few rows."""
+    from scheduler.loop import Scheduler
+    from scheduler.ray_backend import JobState
+    from service.audit.service import record
+    from service.datasets import service as datasets
+    from tests.pools import FakeJob, ScriptedPool
+
+    admin = create_user(lite_session, Role.admin)
+    call = create_call(lite_session, admin, capacity=10)
+    award(lite_session, admin, create_proposal(lite_session, create_user(lite_session), call, job_plan=PLAN))
+    pool = ScriptedPool()
+    scheduler = Scheduler(lite_engine, lite_settings.model_copy(update={"gpus_per_run": 0}), pool)
+    assert scheduler.dispatch() == 1
+    job = FakeJob(lite_client, pool.token())
+    job.start()
+    job.outputs(_outputs(tmp_path))
+    job.end(0)
+    pool.set(pool.submitted[0], JobState.succeeded, exit_code=0)
+    checked_while = []
+    real_check = datasets.check_run_package
+
+    def check_and_write_meanwhile(store, run, sha):  # type: ignore[no-untyped-def]
+        with Session(lite_engine) as other:  # someone else writes while the package is being checked
+            record(other, None, "test.meanwhile", "none")
+            other.commit()
+        checked_while.append(run.id)
+        return real_check(store, run, sha)
+
+    monkeypatch.setattr(datasets, "check_run_package", check_and_write_meanwhile)
+    assert scheduler.reconcile() == 1
+    run = lite_session.exec(select(Run).where(Run.job_kind == "ingest")).one()
+    lite_session.refresh(run)
+    assert checked_while == [run.id]
+    assert run.state == "succeeded" and run.message.endswith("registered as dataset commons-test@1")

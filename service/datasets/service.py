@@ -11,6 +11,7 @@ import re
 import tarfile
 import tempfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +55,23 @@ def _described(folder: Path) -> dict[str, Any]:
     return described
 
 
-def register(session: Session, store: ArchiveStore, folder: Path, *, actor: User | None,
-             run_id: int | None = None) -> tuple[DatasetVersion, bool]:
-    """Register the dataset package in `folder` (jobs.package); returns its version, and whether it is new.
+@dataclass(frozen=True)
+class CheckedPackage:
+    """A dataset package that checked out, its files already in the archive: what registering it records."""
+
+    name: str
+    digest: str
+    described: dict[str, Any]
+    records: list[dict[str, Any]]
+    files: dict[str, dict[str, Any]]  # file name -> {"sha256", "size"}
+
+
+def check_package(store: ArchiveStore, folder: Path) -> CheckedPackage:
+    """Verify the dataset package in `folder` (jobs.package) and put its files into the archive; no database.
 
     Nothing of dataset.json is taken on trust but its name, source and origin: the manifest must have the digest
     it states, every image must match its checksum, and the counts are made from the manifest. The files go into
-    the archive first, so a registered version always has them."""
+    the archive first, so a registered version always has them (the archive keeps each content once)."""
     described = _described(folder)
     name = check_name(str(described.get("name", "")))
     try:
@@ -70,40 +81,54 @@ def register(session: Session, store: ArchiveStore, folder: Path, *, actor: User
         raise Invalid(f"the dataset package does not check out: {exc}") from None
     if not DIGEST.match(digest):
         raise Invalid(f"digest: {digest!r} is not a sha256 digest")
-    existing = by_digest(session, digest)
-    if existing is not None:
-        return existing, False
     files: dict[str, dict[str, Any]] = {}
     for file in [*FILES, *described["shards"]]:
         with (folder / file).open("rb") as stream:
             sha, size = store.put(stream)
         files[file] = {"sha256": sha, "size": size}
-    latest = session.exec(select(func.max(DatasetVersion.version)).where(DatasetVersion.name == name)).one()
+    return CheckedPackage(name, digest, described, records, files)
+
+
+def record_package(session: Session, checked: CheckedPackage, *, actor: User | None,
+                   run_id: int | None = None) -> tuple[DatasetVersion, bool]:
+    """Register a checked package as the next version of its name (a few rows: quick inside any transaction);
+    returns its version, and whether it is new (the same digest registered again is the version already there)."""
+    existing = by_digest(session, checked.digest)
+    if existing is not None:
+        return existing, False
+    described, records = checked.described, checked.records
+    latest = session.exec(select(func.max(DatasetVersion.version)).where(DatasetVersion.name == checked.name)).one()
     version = DatasetVersion(
-        name=name, version=(latest or 0) + 1, digest=digest, origin=str(described.get("origin", "unknown"))[:80],
-        images=len(records), licenses=dict(Counter(str(r.get("license", "unknown")) for r in records)),
+        name=checked.name, version=(latest or 0) + 1, digest=checked.digest,
+        origin=str(described.get("origin", "unknown"))[:80], images=len(records),
+        licenses=dict(Counter(str(r.get("license", "unknown")) for r in records)),
         rejected=dict(described.get("rejected") or {}), duplicates=int(described.get("duplicates") or 0),
         source=dict(described.get("source") or {}), resolution=int(described.get("resolution") or 0),
         classes=sorted({str(r["class"]) for r in records if r.get("class")}),
-        authors=sorted({str(r["author"]) for r in records if r.get("author")}), files=files,
+        authors=sorted({str(r["author"]) for r in records if r.get("author")}), files=dict(checked.files),
         created_by=actor.id if actor else None, run_id=run_id)
     session.add(version)
     session.flush()
-    record(session, actor, "dataset.register", f"dataset:{version.id}", name=name, version=version.version,
-           digest=digest, images=version.images, run=run_id)
+    record(session, actor, "dataset.register", f"dataset:{version.id}", name=checked.name, version=version.version,
+           digest=checked.digest, images=version.images, run=run_id)
     return version, True
 
 
-def register_from_run(session: Session, store: ArchiveStore, run: Run) -> DatasetVersion:
-    """The dataset version an ingest run made: its `dataset.tar` unpacked (plain files with plain names only) and
-    registered under the name its plan gave, by the proposal's PI."""
-    artifact = find_artifact(session, run.id, "dataset.tar")
-    if artifact is None:
+def register(session: Session, store: ArchiveStore, folder: Path, *, actor: User | None,
+             run_id: int | None = None) -> tuple[DatasetVersion, bool]:
+    """Check the package in `folder` and register it (check_package, then record_package)."""
+    return record_package(session, check_package(store, folder), actor=actor, run_id=run_id)
+
+
+def check_run_package(store: ArchiveStore, run: Run, artifact_sha256: str | None) -> CheckedPackage:
+    """The package an ingest run made: its `dataset.tar` (by sha256) unpacked, plain files with plain names only,
+    checked against the name its plan gave; no database, so it may take as long as a big package takes."""
+    if artifact_sha256 is None:
         raise Invalid(f"run {run.id} has no dataset.tar in the archive")
     with tempfile.TemporaryDirectory(prefix="dataset-") as tmp:
         folder = Path(tmp)
         with (folder / ".package.tar").open("wb") as handle:
-            for block in store.open_range(artifact.sha256):
+            for block in store.open_range(artifact_sha256):
                 handle.write(block)
         try:
             with tarfile.open(folder / ".package.tar") as tar:
@@ -116,8 +141,18 @@ def register_from_run(session: Session, store: ArchiveStore, run: Run) -> Datase
         described = _described(folder)
         if described.get("name") != run.job_plan.get("name"):
             raise Invalid(f"the package is named {described.get('name')!r}, not {run.job_plan.get('name')!r}")
-        proposal = session.get(Proposal, run.proposal_id)
-        version, _ = register(session, store, folder, actor=session.get(User, proposal.pi_id), run_id=run.id)
+        return check_package(store, folder)
+
+
+def register_from_run(session: Session, store: ArchiveStore, run: Run,
+                      checked: CheckedPackage | None = None) -> DatasetVersion:
+    """Register the dataset version an ingest run made, by the proposal's PI (checking its package here unless it
+    was checked beforehand, outside the transaction)."""
+    if checked is None:
+        artifact = find_artifact(session, run.id, "dataset.tar")
+        checked = check_run_package(store, run, artifact.sha256 if artifact else None)
+    proposal = session.get(Proposal, run.proposal_id)
+    version, _ = record_package(session, checked, actor=session.get(User, proposal.pi_id), run_id=run.id)
     return version
 
 
