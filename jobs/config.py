@@ -15,7 +15,8 @@ MODEL_REF = r"^[a-z0-9][a-z0-9-]{0,79}@[1-9][0-9]{0,8}$"  # name@N
 SHA256 = r"^[0-9a-f]{64}$"
 # Fields the observatory fills in when it accepts a plan (what a name pointed to then), never a person.
 PINNED = ("dataset_digest", "base_checkpoint_sha256")
-PINNED_BY_KIND = {"replication": ("checkpoint_sha256", "dataset", "dataset_digest"),
+PINNED_BY_KIND = {"replication": ("checkpoint_sha256", "dataset", "dataset_digest", "samples_sha256",
+                                  "samples_metrics_sha256"),
                   "extraction": ("checkpoint_sha256", "dataset", "dataset_digest"),
                   "quality": ("checkpoint_sha256", "dataset", "dataset_digest"),
                   "duplication": ("dataset_digest",),
@@ -220,6 +221,13 @@ class ReplicationConfig(_ModelAnalysisPlan):
 
     kind: Literal["replication"] = "replication"
     samples: int = Field(64, ge=1, le=4096, title="Samples drawn", description="Generated images searched for.")
+    samples_from: int | None = Field(None, ge=1, le=2**31 - 1, title="A sample run's images",
+        description="Search the images a finished sample run drew (its seeds and classes) instead of drawing new "
+                    "ones; the model is the one it sampled. Name no model or run with it.")
+    samples_sha256: str | None = Field(None, pattern=SHA256, title="That run's samples.png",
+                                       description="Filled in by the observatory.")
+    samples_metrics_sha256: str | None = Field(None, pattern=SHA256, title="That run's metrics.json",
+                                               description="Filled in by the observatory.")
     top_k: int = Field(3, ge=1, le=20, title="Neighbours kept per sample")
     calibration_percentile: float = Field(1.0, gt=0, lt=50, title="Threshold percentile",
         description="The copy threshold starts from this percentile of the same distance ratio among the distinct "
@@ -227,6 +235,17 @@ class ReplicationConfig(_ModelAnalysisPlan):
     calibration_fraction: float = Field(0.5, gt=0, le=1, title="Threshold fraction",
         description="…times this: a copy must be this much nearer (relatively) to one training image than the "
                     "nearest pairs of distinct training images are to each other.")
+
+    @model_validator(mode="after")
+    def _one_model(self) -> ReplicationConfig:
+        if sum(x is not None for x in (self.model, self.run, self.samples_from)) != 1:
+            raise ValueError("name what is searched: a model version (model), a training run (run), or a sample "
+                             "run's images (samples_from), one of them")
+        return self
+
+    @property
+    def subject(self) -> str:
+        return f"the samples of run {self.samples_from}" if self.samples_from else super().subject
 
 
 class ExtractionConfig(_ModelAnalysisPlan):

@@ -22,3 +22,21 @@ def to_grid(images: torch.Tensor, scale: int = 4) -> Image.Image:
         grid[top:top + height, left:left + width] = pixel_block
     picture = Image.fromarray(grid)
     return picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
+
+
+def from_grid(picture: Image.Image, count: int, side: int, scale: int = 4) -> np.ndarray:
+    """The `count` images of a grid made by `to_grid` (each side x side, enlarged `scale` times), as
+    count x side x side x 3 float32 in [0, 1]. Refuses a picture of another shape."""
+    columns = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    expected = (columns * (side + 1) + 1) * scale, (rows * (side + 1) + 1) * scale
+    if picture.size != expected:
+        raise ValueError(f"the grid is {picture.size[0]}x{picture.size[1]}, not the {expected[0]}x{expected[1]} "
+                         f"of {count} images of {side}x{side}")
+    pixels = np.asarray(picture.convert("RGB"))[::scale, ::scale]
+    images = []
+    for index in range(count):
+        row, column = divmod(index, columns)
+        top, left = 1 + row * (side + 1), 1 + column * (side + 1)
+        images.append(pixels[top:top + side, left:left + side])
+    return np.stack(images).astype(np.float32) / 255

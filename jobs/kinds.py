@@ -56,7 +56,7 @@ KINDS: dict[str, JobKind] = {
         OutputSpec("results.json", "analysis-results", JSON),
         OutputSpec("report.html", "report", "text/html; charset=utf-8"),
         OutputSpec("pairs.png", "pairs", PNG),
-    ), inputs=("checkpoint_sha256",), uses_dataset=True),
+    ), inputs=("checkpoint_sha256", "samples_sha256", "samples_metrics_sha256"), uses_dataset=True),
     "duplication": JobKind("duplication", "jobs.analysis.duplication", (
         OutputSpec("results.json", "analysis-results", JSON),
         OutputSpec("report.html", "report", "text/html; charset=utf-8"),

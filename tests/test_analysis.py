@@ -349,3 +349,67 @@ def test_replication_is_shown_against_capacity_across_searches(lite_client: Test
     page = lite_client.get("/analyses").text
     assert page.count("<circle") == 2 and 'id="replication-points"' in page and "tiny@2" in page
     assert f'href="/api/runs/{made[0].id}/artifacts/report.html"' in page
+
+
+def test_a_grid_gives_back_its_images() -> None:
+    import torch
+
+    from jobs.imaging import from_grid, to_grid
+
+    images = torch.rand(7, 3, 8, 8) * 2 - 1
+    back = from_grid(to_grid(images), 7, 8)
+    expected = ((images.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy() / 255
+    assert back.shape == (7, 8, 8, 3) and np.abs(back - expected).max() < 1e-6
+    with pytest.raises(ValueError, match="not the"):
+        from_grid(to_grid(images), 10, 8)  # ten would need four columns
+
+
+def test_a_sample_run_s_own_images_are_searched(lite_client: TestClient, lite_session: Session, lite_settings,
+                                               tiny_model: Path, tmp_path: Path) -> None:
+    """A replication plan may name a finished sample run: the observatory pins its grid, its metrics, the model it
+    drew from and that model's training set, and the search reads the very images the run drew."""
+    from jobs.config import SampleConfig
+    from jobs.sample import main as sample_main
+
+    ref, made = _model_run(lite_client, lite_session, lite_settings, tiny_model)
+    sample_main(SampleConfig(model=ref, seeds=[5, 9, 2], inference_steps=3, sampler="ddim"), tiny_model,
+                tmp_path / "s")
+    pi = create_user(lite_session)
+    plan = {"kind": "sample", "model": ref, "seeds": [5, 9, 2], "inference_steps": 3, "sampler": "ddim"}
+    _, sample_run = award(lite_session, made["admin"], create_proposal(lite_session, pi,
+                                                                       create_call(lite_session, made["admin"]),
+                                                                       job_plan=plan))
+    sample_run = lite_session.get(Run, sample_run.id)
+    sample_run.state = RunState.succeeded
+    lite_session.add(sample_run)
+    lite_session.commit()
+    archive_outputs(lite_session, lite_settings, sample_run, {n: (tmp_path / "s" / n).read_bytes()
+                                                              for n in ("samples.png", "metrics.json")})
+    body = {"title": "Its own samples", "abstract": "A", "justification": "J", "requested_gpu_hours": 1.0,
+            "submit": False, "job_plan": {"kind": "replication", "samples_from": sample_run.id}}
+    call = create_call(lite_session, made["admin"])
+    refused = lite_client.post(f"/api/calls/{call.id}/proposals", json=body,
+                               headers=auth_headers(lite_session, create_user(lite_session)))
+    assert refused.status_code == 422 and "no finished sample run" in refused.json()["detail"]  # not theirs
+    accepted = lite_client.post(f"/api/calls/{call.id}/proposals", json=body, headers=auth_headers(lite_session, pi))
+    assert accepted.status_code == 201, accepted.text
+    pinned = accepted.json()["job_plan"]
+    artifacts = {a["name"]: a["sha256"] for a in lite_client.get(
+        f"/api/runs/{sample_run.id}/artifacts", headers=auth_headers(lite_session, pi)).json()}
+    assert pinned["samples_sha256"] == artifacts["samples.png"]
+    assert pinned["samples_metrics_sha256"] == artifacts["metrics.json"]
+    assert pinned["checkpoint_sha256"] == sample_run.job_plan["checkpoint_sha256"]
+    assert pinned["dataset"] == "skimage-samples@1"
+
+    inputs = {**local_inputs("skimage-samples", tmp_path / "package"),
+              "samples_sha256": tmp_path / "s" / "samples.png",
+              "samples_metrics_sha256": tmp_path / "s" / "metrics.json"}
+    results = replication_main(ReplicationConfig.model_validate(pinned), tiny_model, inputs, tmp_path / "r")
+    assert [s["seed"] for s in results["samples"]] == [5, 9, 2]
+    assert results["subject"] == f"the samples of run {sample_run.id}"
+    # The images searched are the ones the sample run drew, seed by seed.
+    direct = replication_main(ReplicationConfig(model=ref, seed=9, samples=1, inference_steps=3), tiny_model,
+                              local_inputs("skimage-samples", tmp_path / "p2"), tmp_path / "d")
+    assert direct["samples"][0]["tiled_l2"][0]["index"] == results["samples"][1]["tiled_l2"][0]["index"]
+    assert direct["samples"][0]["tiled_l2"][0]["distance"] == pytest.approx(
+        results["samples"][1]["tiled_l2"][0]["distance"], rel=0.02)  # the grid's 8-bit pixels

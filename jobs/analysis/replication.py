@@ -3,7 +3,9 @@
 Run by jobs.runner as `python -m jobs.analysis.replication --config JSON --inputs JSON --output DIR`; the inputs are
 the model version's checkpoint (`checkpoint_sha256`) and its training set's manifest and shards (`dataset:…`).
 
-It draws `samples` images (seeds seed, seed+1, …), and for each finds its nearest distinct training images by pixel
+It draws `samples` images (seeds seed, seed+1, …), or, for a plan naming a sample run (`samples_from`), reads the
+images that run drew from its samples.png and metrics.json (inputs `samples_sha256`, `samples_metrics_sha256`),
+and for each finds its nearest distinct training images by pixel
 L2, tiled L2 (the largest of the 4x4 tiles' distances) and cosine similarity of an offline structure descriptor
 (jobs.analysis.descriptors): exactly, or for training sets past 20,000 images among each sample's 256 nearest by
 pixel L2 found with an index (jobs.analysis.search). As Carlini et al. (2023) do, a sample is a copy when its tiled
@@ -20,6 +22,7 @@ marking page) and outputs.json declaring them.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from jobs import progress
 from jobs.analysis import descriptors, report, search
 from jobs.analysis.common import grid_for, model_analysis_arguments, rounded, to_unit, write
 from jobs.config import ReplicationConfig
+from jobs.imaging import from_grid
 from jobs.model import class_labels, draw_samples, load_checkpoint, pick_device
 
 NEIGHBOURHOOD = 50  # the nearest training images a distance is compared with (Carlini et al. use 50)
@@ -104,23 +108,37 @@ def capacity(unet, data: datasets.Dataset, png_bytes: int) -> dict[str, Any]:  #
             "model_bits_per_training_image": parameters * 32 / max(images, 1)}
 
 
+def sampled(inputs: dict[str, Path], side: int, classes: list[str]) -> tuple[np.ndarray, list[int], list[int] | None]:
+    """A sample run's images (cut from its samples.png), their seeds and class labels (from its metrics.json)."""
+    metrics = json.loads(inputs["samples_metrics_sha256"].read_text())
+    drawn = list(metrics.get("images") or [])
+    with Image.open(inputs["samples_sha256"]) as grid:
+        images = from_grid(grid, len(drawn), side)
+    labels = [classes.index(str(i["class"])) for i in drawn] if classes and all("class" in i for i in drawn) \
+        else None
+    return images, [int(i["seed"]) for i in drawn], labels
+
+
 def analyse(cfg: ReplicationConfig, checkpoint: Path, inputs: dict[str, Path]) -> tuple[dict[str, Any], dict]:
     """The results, and what the report shows (pictures and provenance)."""
     device = pick_device()
     unet, noise_scheduler, meta = load_checkpoint(checkpoint, device)
     side = int(unet.config.sample_size)
     data = datasets.load(inputs, cfg.dataset_digest, side, name=cfg.dataset or "")
-    seeds = [cfg.seed + i for i in range(cfg.samples)]
-    labels = class_labels(list(meta.get("classes") or []), [], len(seeds))
-    drawn = draw_samples(unet, noise_scheduler, seeds, cfg.inference_steps, device,
-                         lambda done, total: progress.report(done, total + 1, phase="sample"),
-                         sampler=cfg.sampler, labels=labels)
+    if "samples_sha256" in inputs:
+        samples, seeds, labels = sampled(inputs, side, list(meta.get("classes") or []))
+    else:
+        seeds = [cfg.seed + i for i in range(cfg.samples)]
+        labels = class_labels(list(meta.get("classes") or []), [], len(seeds))
+        samples = to_unit(draw_samples(unet, noise_scheduler, seeds, cfg.inference_steps, device,
+                                       lambda done, total: progress.report(done, total + 1, phase="sample"),
+                                       sampler=cfg.sampler, labels=labels))
     # The search runs over distinct training images; how often each was repeated in training is reported with it.
     shas = [e["image_sha256"] for e in data.entries]
     repeats = Counter(shas)
     _, first = np.unique(shas, return_index=True)
     first = np.sort(first)
-    samples, training = to_unit(drawn), to_unit(data.images[torch.from_numpy(first)])
+    training = to_unit(data.images[torch.from_numpy(first)])
     grid = grid_for(side)
     sample_tiles, train_tiles = descriptors.tiles(samples, grid), descriptors.tiles(training, grid)
     sample_features, train_features = descriptors.features(samples), descriptors.features(training)
@@ -132,7 +150,7 @@ def analyse(cfg: ReplicationConfig, checkpoint: Path, inputs: dict[str, Path]) -
     sims, sim_i = search.topk_similarity(sample_features, train_features, k)
     thresholds = calibrate(train_tiles, train_features, cfg.calibration_percentile, cfg.calibration_fraction)
     copies = relative < thresholds["ratio"]
-    progress.report(cfg.samples + 1, cfg.samples + 1, phase="search")
+    progress.report(len(seeds) + 1, len(seeds) + 1, phase="search")
 
     def neighbour(index: int, **scores: float) -> dict[str, Any]:
         entry = data.entries[first[index]]
@@ -192,7 +210,7 @@ def main(cfg: ReplicationConfig, checkpoint: Path, inputs: dict[str, Path], outp
     pairs_picture(results, pictures["samples"], pictures["training"]).save(output / "pairs.png")
     write(output, "replication", results, report.replication(results, pictures["samples"], pictures["training"]))
     s = results["summary"]
-    print(f"done: {s['copies']} of {cfg.samples} samples are copies (distance ratio under "
+    print(f"done: {s['copies']} of {len(results['samples'])} samples are copies (distance ratio under "
           f"{results['thresholds']['ratio']:.4g}); top-1 similarity mean {s['similarity_mean']:.3f}, "
           f"95th percentile {s['similarity_p95']:.3f}", flush=True)
     return results

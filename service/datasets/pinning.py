@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from jobs.config import (
     AblationConfig,
@@ -100,24 +100,48 @@ def pin_sample(session: Session, plan: SampleConfig) -> SampleConfig:
 
 
 def pin_model_analysis(session: Session, actor: User, plan: ModelAnalysis) -> Any:
-    """An analysis measures a model against its own training set: a model version's, or a finished training run's
-    (whose checkpoint the actor may download)."""
+    """An analysis measures a model against its own training set: a model version's, a finished training run's,
+    or (a replication search of a sample run's images) the model that sample run drew from. Runs are only those
+    whose outputs the actor may download."""
+    extra: dict[str, Any] = {}
     if plan.model:
         version = _model(session, plan.model, "model")
         checkpoint, digest, field = version.checkpoint_sha256, version.dataset_digest, "model"
-    else:
+    elif plan.run:
         run = session.get(Run, plan.run)
         artifact = archive.find_artifact(session, run.id, "checkpoint.pt") if run else None
         if run is None or run.job_kind != "train" or run.state != RunState.succeeded or artifact is None \
                 or not archive.can_download(session, actor, run.id):
             raise Invalid(f"job_plan.run: no finished training run {plan.run} whose checkpoint you may use")
         checkpoint, digest, field = artifact.sha256, run.job_plan.get("dataset_digest"), "run"
+    else:
+        checkpoint, digest, extra = _sampled(session, actor, plan.samples_from)
+        field = "samples_from"
     dataset = datasets.by_digest(session, digest) if digest else None
     if dataset is None:
         raise Invalid(f"job_plan.{field}: {plan.subject} was trained on {digest or 'an unpinned dataset'}, which is "
                       "not a registered dataset version; its training set cannot be searched")
-    return plan.model_copy(update={"checkpoint_sha256": checkpoint,
+    return plan.model_copy(update={"checkpoint_sha256": checkpoint, **extra,
                                    "dataset": f"{dataset.name}@{dataset.version}", "dataset_digest": dataset.digest})
+
+
+def _sampled(session: Session, actor: User, run_id: int) -> tuple[str, str | None, dict[str, str]]:
+    """A finished sample run's checkpoint, the digest of the set that checkpoint was trained on, and its images."""
+    run = session.get(Run, run_id)
+    grid = archive.find_artifact(session, run_id, "samples.png") if run else None
+    metrics = archive.find_artifact(session, run_id, "metrics.json") if run else None
+    if run is None or run.job_kind != "sample" or run.state != RunState.succeeded or grid is None \
+            or metrics is None or not archive.can_download(session, actor, run_id):
+        raise Invalid(f"job_plan.samples_from: no finished sample run {run_id} whose outputs you may use")
+    checkpoint = str(run.job_plan.get("checkpoint_sha256"))
+    version = session.exec(select(ModelVersion).where(ModelVersion.checkpoint_sha256 == checkpoint)).first()
+    if version is not None:
+        digest = version.dataset_digest
+    else:
+        made = archive.find_checkpoint(session, checkpoint)
+        trained = session.get(Run, made.run_id) if made else None
+        digest = trained.job_plan.get("dataset_digest") if trained else None
+    return checkpoint, digest, {"samples_sha256": grid.sha256, "samples_metrics_sha256": metrics.sha256}
 
 
 # What twins may differ in: the authors left out (the digest is the same when the dataset is, but a plan accepted
