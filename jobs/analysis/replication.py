@@ -4,14 +4,15 @@ Run by jobs.runner as `python -m jobs.analysis.replication --config JSON --input
 the model version's checkpoint (`checkpoint_sha256`) and its training set's manifest and shards (`dataset:…`).
 
 It draws `samples` images (seeds seed, seed+1, …), or, for a plan naming a sample run (`samples_from`), reads the
-images that run drew from its samples.png and metrics.json (inputs `samples_sha256`, `samples_metrics_sha256`),
-and for each finds its nearest distinct training images by pixel L2, tiled L2 (the largest of the 4x4 tiles'
-distances) and cosine similarity of an offline structure descriptor (jobs.analysis.descriptors): exactly, or for training sets past 20,000 images among each sample's 256 nearest by
-pixel L2 found with an index (jobs.analysis.search). As Carlini et al. (2023) do, a sample is a copy when its tiled
-distance to the nearest training image is small *relative to* its distances to the next 50: generated images that
-are merely blurry come about equally near to many. The threshold on that ratio is calibrated on the training set itself:
-`calibration_fraction` times the `calibration_percentile`-th percentile of the same ratio for each distinct training
-image among the others (a copy must be clearly nearer than the nearest pairs of distinct training images are).
+images that run drew from its samples.png and metrics.json (inputs `samples_sha256`, `samples_metrics_sha256`), and
+for each finds its nearest distinct training images by pixel L2, tiled L2 (the largest of the 4x4 tiles' distances)
+and cosine similarity of an offline structure descriptor (jobs.analysis.descriptors): exactly, or for training sets
+past 20,000 images among each sample's 256 nearest by pixel L2 found with an index (jobs.analysis.search). As
+Carlini et al. (2023) do, a sample is a copy when its tiled distance to the nearest training image is small
+*relative to* its distances to the next 50: generated images that are merely blurry come about equally near to many.
+The threshold on that ratio is calibrated on the training set itself: `calibration_fraction` times the
+`calibration_percentile`-th percentile of the same ratio for each distinct training image among the others (a copy
+must be clearly nearer than the nearest pairs of distinct training images are).
 Beside the numbers it puts the capacity figures (model bytes, training bytes, bits of model per training image).
 
 Writes results.json (sorted keys, rounded numbers, no times: the same inputs and seed give the same bytes),
