@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from sqlmodel import Session
 
+from observatory.analysis import analysis_app
 from observatory.console import console
 from observatory.console import fail as _fail
 from observatory.datasets import dataset_app
@@ -30,6 +31,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
 app.add_typer(pool_app, name="pool")
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(analysis_app, name="analysis")
 
 
 @app.callback()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlmodel import Session, select
 from typer.testing import CliRunner
@@ -166,3 +168,16 @@ def test_help_reads_plainly() -> None:
     """Flags read as --api / --no-api, with no type column and no default named after the flag."""
     shown = CliRunner().invoke(app, ["serve", "--help"]).output
     assert "--api / --no-api" in shown and "<bool>" not in shown and "[default: api]" not in shown
+
+
+def test_the_planted_copy_demonstration_writes_its_reports(tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "planted"
+    done = runner.invoke(app, ["analysis", "planted", "--out", str(out), "--distinct", "10", "--planted", "2",
+                               "--copies", "5", "--steps", "3", "--samples", "6", "--side", "8"])
+    assert done.exit_code == 0, done.output
+    assert "planted pictures regenerated:" in done.output and "extraction attack:" in done.output
+    for name in ("replication", "extraction"):
+        assert (out / name / "report.html").is_file() and str((out / name / "report.html").resolve()) in done.output
+    again = runner.invoke(app, ["analysis", "planted", "--out", str(out)])
+    assert again.exit_code == 2 and "is not empty" in again.output  # nothing written over
