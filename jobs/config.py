@@ -21,7 +21,7 @@ PINNED_BY_KIND = {"replication": ("checkpoint_sha256", "dataset", "dataset_diges
                   "quality": ("checkpoint_sha256", "dataset", "dataset_digest"),
                   "duplication": ("dataset_digest",),
                   "ablation": ("with_checkpoint_sha256", "without_checkpoint_sha256", "dataset", "dataset_digest",
-                               "left_out", "control")}
+                               "left_out", "control", "left_out_classes", "control_classes")}
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no NUL or other control characters (PostgreSQL refuses NUL)
 
 
@@ -58,6 +58,12 @@ class TrainConfig(_Plan):
         default_factory=list, max_length=100, title="Leave-out twin without these authors",
         description="For a leave-out ablation: the award runs this plan twice with the same seeds, once as it is and "
                     "once without these authors' images too; an ablation analysis then compares the twins.")
+    exclude_classes: list[Annotated[str, Field(min_length=1, max_length=300, pattern=PRINTABLE)]] = Field(
+        default_factory=list, max_length=64, title="Leave out these classes",
+        description="Images of these classes (the dataset's categories) are left out of training.")
+    leave_out_classes: list[Annotated[str, Field(min_length=1, max_length=300, pattern=PRINTABLE)]] = Field(
+        default_factory=list, max_length=64, title="Leave-out twin without these classes",
+        description="As leave_out_authors, for classes: the twin trains without these classes' images too.")
     resolution: int = Field(16, ge=8, le=64, title="Image size",
         description="Side of the square training images, in pixels.")
     block_out_channels: list[Annotated[int, Field(ge=8, le=512)]] = Field(
@@ -317,6 +323,11 @@ class AblationConfig(_Plan):
                                 description="Filled in by the observatory: the authors only the twin did not see.")
     control: list[str] = Field(default_factory=list, title="Seen by neither",
                                description="Filled in by the observatory: the authors both left out (the control).")
+    left_out_classes: list[str] = Field(default_factory=list, title="Classes left out of the twin",
+                                        description="Filled in by the observatory: the classes only the twin did "
+                                                    "not see.")
+    control_classes: list[str] = Field(default_factory=list, title="Classes seen by neither",
+                                       description="Filled in by the observatory: the classes both left out.")
 
 
 Plan = (TrainConfig | SampleConfig | IngestConfig | ReplicationConfig | DuplicationConfig | AblationConfig
@@ -386,7 +397,7 @@ def estimated_seconds(plan: Plan) -> float:
     per_image = _work(plan.resolution, plan.block_out_channels, plan.layers_per_block, 1) / 3
     train = plan.steps * plan.gradient_accumulation * REFERENCE_SECONDS_PER_STEP * step / ref
     sample = plan.sample_count * plan.sample_inference_steps * REFERENCE_SECONDS_PER_STEP * per_image / ref
-    return (train + sample) * (2 if plan.leave_out_authors else 1)  # a leave-out twin trains twice
+    return (train + sample) * (2 if plan.leave_out_authors or plan.leave_out_classes else 1)  # a twin trains too
 
 
 class JobPlanError(ValueError):

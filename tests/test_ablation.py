@@ -97,3 +97,44 @@ def test_an_ablation_plan_names_twins_trained_alike(lite_client: TestClient, lit
                              (propose(with_model=twin, without_model=seen), "must leave out every author"),
                              (propose(with_model=seen, without_model=other), "differ in steps")]:
         assert refused.status_code == 422 and message in refused.json()["detail"], refused.text
+
+
+def test_a_class_can_be_left_out_like_an_author(lite_client: TestClient, lite_session: Session, lite_settings,
+                                                twins: dict[str, Path], tmp_path: Path) -> None:
+    """The subset a twin leaves out may be a class (a Commons category) as well as an author: the award trains the
+    twin without it, the ablation plan pins it, and the analysis compares the twins on that class's images."""
+    from jobs.dataset import load
+
+    plan = {**TINY_TRAIN, "resolution": 16, "exclude_classes": ["drawing"], "leave_out_classes": ["texture"]}
+    admin, pi = create_user(lite_session, Role.admin), create_user(lite_session)
+    call = create_call(lite_session, admin)
+    _, first = award(lite_session, admin, create_proposal(lite_session, pi, call, job_plan=plan))
+    runs = lite_session.exec(select(Run).where(Run.award_id == first.award_id).order_by(Run.id)).all()
+    assert [r.job_plan["exclude_classes"] for r in runs] == [["drawing"], ["drawing", "texture"]]
+    everything = load({}, None, 16, name="skimage-samples", conditional=True)
+    twin_data = load({}, None, 16, name="skimage-samples", conditional=True, exclude_classes=["Drawing", "texture"])
+    left = {e["title"] for e in everything.entries} - {e["title"] for e in twin_data.entries}
+    assert left and all(e["class"] in ("drawing", "texture") for e in everything.entries if e["title"] in left)
+    assert twin_data.classes == everything.classes  # a conditional twin keeps every class's embedding
+    refused = lite_client.post(f"/api/calls/{call.id}/proposals", headers=auth_headers(lite_session, pi), json={
+        "title": "t", "abstract": "a", "justification": "j", "requested_gpu_hours": 1, "submit": False,
+        "job_plan": {**plan, "leave_out_classes": ["portraits"]}})
+    assert refused.status_code == 422 and "leave_out_classes: no image" in refused.json()["detail"]
+    assert "its classes are drawing, photograph, scientific, texture" in refused.json()["detail"]
+
+    seen_plan = {**plan, "leave_out_classes": []}
+    seen = _registered(lite_client, lite_session, lite_settings, twins["with"], seen_plan, admin)
+    twin = _registered(lite_client, lite_session, lite_settings, twins["without"],
+                       {**seen_plan, "exclude_classes": ["drawing", "texture"]}, admin)
+    made = lite_client.post(f"/api/calls/{call.id}/proposals", headers=auth_headers(lite_session, pi), json={
+        "title": "t", "abstract": "a", "justification": "j", "requested_gpu_hours": 1, "submit": False,
+        "job_plan": {"kind": "ablation", "with_model": seen, "without_model": twin}})
+    assert made.status_code == 201, made.text
+    pinned = made.json()["job_plan"]
+    assert (pinned["left_out_classes"], pinned["control_classes"]) == (["texture"], ["drawing"])
+    assert pinned["left_out"] == [] and pinned["control"] == []
+    results = ablation_main(AblationConfig.model_validate({**pinned, "samples": 4, "inference_steps": 2,
+                                                           "bootstrap": 100}), twins,
+                            local_inputs("skimage-samples", tmp_path / "package"), tmp_path / "a")
+    textures = sum(e["class"] == "texture" for e in everything.entries)
+    assert results["dataset"]["left_out_images"] == textures and "class texture" in results["sentence"]

@@ -1,15 +1,15 @@
-"""Leave-out ablation: does a model that saw some authors' images make pictures closer to them than its twin that
-did not? ("Train it without X and see whether it still generates 'by X'.")
+"""Leave-out ablation: does a model that saw some authors' (or classes') images make pictures closer to them than
+its twin that did not? ("Train it without X and see whether it still generates 'by X'.")
 
 Run by jobs.runner as `python -m jobs.analysis.ablation --config JSON --inputs JSON --output DIR`; the inputs are
 the two checkpoints (`with_checkpoint_sha256`, `without_checkpoint_sha256`) and the twins' dataset version.
 
-Both models draw `samples` images with the same seeds. For each image of the left-out authors (L), and of the
-control authors that neither model saw (C), its closeness to a model is the highest descriptor similarity
-(jobs.analysis.descriptors) among that model's samples. The effect is the difference in differences:
-(L with - C with) - (L without - C without): how much nearer the left-out images the model that saw them comes,
-beyond what seeing the rest of the data does for images neither saw. Confidence intervals come from a bootstrap
-over the samples and the images (percentile, 95%), seeded: the same inputs and seed give the same bytes.
+Both models draw `samples` images with the same seeds. For each image of the left-out authors and classes (L), and
+of the control authors and classes that neither model saw (C), its closeness to a model is the highest descriptor
+similarity (jobs.analysis.descriptors) among that model's samples. The effect is the difference in differences: (L
+with - C with) - (L without - C without): how much nearer the left-out images the model that saw them comes, beyond
+what seeing the rest of the data does for images neither saw. Confidence intervals come from a bootstrap over the
+samples and the images (percentile, 95%), seeded: the same inputs and seed give the same bytes.
 
 Writes results.json, report.html (the numbers, a plot with the intervals, the nearest samples beside each left-out
 image, one sentence saying what they show) and outputs.json.
@@ -66,6 +66,18 @@ def bootstrap(sims: dict[str, np.ndarray], cfg: AblationConfig) -> dict[str, Any
             for i, name in enumerate(names)}
 
 
+def members(entries: list[dict[str, Any]], authors: list[str], classes: list[str]) -> np.ndarray:
+    """The indices of the images by one of `authors` or of one of `classes` (compared case-folded)."""
+    by, of = {a.casefold() for a in authors}, {c.casefold() for c in classes}
+    return np.array([i for i, e in enumerate(entries) if str(e.get("author", "")).casefold() in by
+                     or str(e.get("class") or "").casefold() in of], dtype=np.int64)
+
+
+def named(authors: list[str], classes: list[str]) -> str:
+    """The left-out set in words: its authors, then its classes."""
+    return ", ".join([*authors, *(f"class {c}" for c in classes)])
+
+
 def sentence(effect: dict[str, float], left_out: list[str]) -> str:
     who = ", ".join(left_out)
     interval = f"{effect['value']:.3f} (95% interval {effect['low']:.3f} to {effect['high']:.3f})"
@@ -88,11 +100,10 @@ def analyse(cfg: AblationConfig, checkpoints: dict[str, Path], inputs: dict[str,
     if side != other_side:
         raise ValueError(f"the twins draw {side}- and {other_side}-pixel images: they were not trained alike")
     data = datasets.load(inputs, cfg.dataset_digest, side, name=cfg.dataset or "")
-    authors = [str(e.get("author", "")).casefold() for e in data.entries]
-    left = np.array([i for i, a in enumerate(authors) if a in {x.casefold() for x in cfg.left_out}])
-    control = np.array([i for i, a in enumerate(authors) if a in {x.casefold() for x in cfg.control}])
+    left, control = (members(data.entries, authors, classes)
+                     for authors, classes in ((cfg.left_out, cfg.left_out_classes), (cfg.control, cfg.control_classes)))
     if len(left) == 0 or len(control) == 0:
-        raise ValueError("the dataset has no image of the left-out authors, or none of the control authors")
+        raise ValueError("the dataset has no image of what was left out, or none of the control")
     images = to_unit(data.images)
     features = descriptors.features(images)
     sims = {f"{part}_{model}": descriptors.features(samples) @ features[idx].T
@@ -115,7 +126,8 @@ def analyse(cfg: AblationConfig, checkpoints: dict[str, Path], inputs: dict[str,
         "kind": "ablation", "config": cfg.model_dump(mode="json"),
         "dataset": {"ref": cfg.dataset, "digest": data.digest, "left_out_images": len(left),
                     "control_images": len(control)},
-        "scores": scores, "sentence": sentence(scores["effect"], cfg.left_out), "nearest": nearest,
+        "scores": scores, "sentence": sentence(scores["effect"], [named(cfg.left_out, cfg.left_out_classes)]),
+        "nearest": nearest,
     })
     return results, {"with": with_samples, "without": without_samples, "images": images}
 
@@ -161,8 +173,9 @@ def render(results: dict[str, Any], pictures: dict[str, np.ndarray]) -> str:
 <style>{report.STYLE}</style></head><body>
 <h1>Leave-out ablation: {html.escape(cfg["with_model"])} and its twin {html.escape(cfg["without_model"])}</h1>
 <p id="sentence"><strong>{html.escape(results["sentence"])}</strong></p>
-<p>Left out of the twin: {html.escape(", ".join(cfg["left_out"]))} ({results["dataset"]["left_out_images"]}
-images); seen by neither (the control): {html.escape(", ".join(cfg["control"]))}
+<p>Left out of the twin: {html.escape(named(cfg["left_out"], cfg.get("left_out_classes", [])))}
+({results["dataset"]["left_out_images"]} images); seen by neither (the control):
+{html.escape(named(cfg["control"], cfg.get("control_classes", [])))}
 ({results["dataset"]["control_images"]} images). {cfg["samples"]} samples from each model, the same seeds;
 {cfg["bootstrap"]} bootstrap resamples.</p>
 {plot(s)}

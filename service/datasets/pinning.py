@@ -49,24 +49,30 @@ def base_classes(session: Session, base: ModelVersion) -> list[str]:
     return list(dataset.classes) if dataset is not None else []
 
 
+def _check_left_out(ref: str, known: list[str], exclude: list[str], leave_out: list[str], what: str,
+                    relation: str) -> None:
+    """Names left out of training (exclude_…) and out of a leave-out twin (leave_out_…) must be the dataset's own
+    authors or classes (compared case-folded), and leave something to train on."""
+    names = {name.casefold(): name for name in known}
+    for field, wanted in ((f"exclude_{what}", exclude), (f"leave_out_{what}", leave_out)):
+        unknown = [name for name in wanted if name.casefold() not in names]
+        if unknown:
+            have = f"; its {what} are {', '.join(sorted(names.values()))}" if names else f"; it has no {what}"
+            raise Invalid(f"job_plan.{field}: no image in {ref} is {relation} {', '.join(map(repr, unknown))}"
+                          f"{have}")
+    if names and {name.casefold() for name in exclude} >= set(names):
+        raise Invalid(f"job_plan.exclude_{what}: this leaves no image of {ref} to train on")
+    if leave_out and names and {name.casefold() for name in [*exclude, *leave_out]} >= set(names):
+        raise Invalid(f"job_plan.leave_out_{what}: the twin would have no image of {ref} left to train on")
+
+
 def pin_train(session: Session, plan: TrainConfig) -> TrainConfig:
     dataset = _dataset(session, plan.dataset)
     if plan.dataset_digest and plan.dataset_digest != dataset.digest:
         raise Invalid(f"job_plan.dataset_digest: {plan.dataset} is {dataset.digest}, not {plan.dataset_digest}")
-    authors = {name.casefold(): name for name in dataset.authors}
-    unknown = [name for name in plan.exclude_authors if name.casefold() not in authors]
     ref = f"{dataset.name}@{dataset.version}"
-    if unknown:
-        raise Invalid(f"job_plan.exclude_authors: no image in {ref} is by {', '.join(map(repr, unknown))}; its "
-                      f"authors are {', '.join(sorted(authors.values()))}")
-    if authors and {name.casefold() for name in plan.exclude_authors} >= set(authors):
-        raise Invalid(f"job_plan.exclude_authors: this leaves no image of {ref} to train on")
-    unknown = [name for name in plan.leave_out_authors if name.casefold() not in authors]
-    if unknown:
-        raise Invalid(f"job_plan.leave_out_authors: no image in {ref} is by {', '.join(map(repr, unknown))}")
-    twin_out = {name.casefold() for name in [*plan.exclude_authors, *plan.leave_out_authors]}
-    if plan.leave_out_authors and authors and twin_out >= set(authors):
-        raise Invalid(f"job_plan.leave_out_authors: the twin would have no image of {ref} left to train on")
+    _check_left_out(ref, dataset.authors, plan.exclude_authors, plan.leave_out_authors, "authors", "by")
+    _check_left_out(ref, dataset.classes, plan.exclude_classes, plan.leave_out_classes, "classes", "of class")
     if plan.conditioning == "class" and not dataset.classes:
         raise Invalid(f"job_plan.conditioning: {ref} has no classes (ingest several categories to make some)")
     changes: dict[str, Any] = {"dataset": ref, "dataset_digest": dataset.digest, "base_checkpoint_sha256": None}
@@ -144,14 +150,18 @@ def _sampled(session: Session, actor: User, run_id: int) -> tuple[str, str | Non
     return checkpoint, digest, {"samples_sha256": grid.sha256, "samples_metrics_sha256": metrics.sha256}
 
 
-# What twins may differ in: the authors left out (the digest is the same when the dataset is, but a plan accepted
-# before digests were pinned lacks it; the datasets themselves are compared by the versions' digests).
-TWIN_FREE = ("exclude_authors", "leave_out_authors", "dataset_digest")
+# What twins may differ in: the authors and classes left out (the digest is the same when the dataset is, but a
+# plan accepted before digests were pinned lacks it; the datasets themselves are compared by the versions' digests).
+TWIN_FREE = ("exclude_authors", "leave_out_authors", "exclude_classes", "leave_out_classes", "dataset_digest")
+
+
+def _left_out(config: dict[str, Any], key: str) -> dict[str, str]:
+    return {name.casefold(): name for name in config.get(key, [])}
 
 
 def pin_ablation(session: Session, plan: AblationConfig) -> AblationConfig:
-    """The twins must be trained alike on one dataset version, the twin leaving out more authors; the authors both
-    left out are the control."""
+    """The twins must be trained alike on one dataset version, the twin leaving out more authors or classes;
+    those both left out are the control."""
     seen, twin = _model(session, plan.with_model, "with_model"), _model(session, plan.without_model, "without_model")
     if seen.id == twin.id:
         raise Invalid("job_plan: name two different model versions, the one that saw the images and its twin")
@@ -161,21 +171,27 @@ def pin_ablation(session: Session, plan: AblationConfig) -> AblationConfig:
                      if seen.config.get(key) != twin.config.get(key))
     if differs:
         raise Invalid(f"job_plan: the twins were not trained alike: they differ in {', '.join(differs)}")
-    seen_out = {a.casefold(): a for a in seen.config.get("exclude_authors", [])}
-    twin_out = {a.casefold(): a for a in twin.config.get("exclude_authors", [])}
-    if not set(seen_out) <= set(twin_out) or set(seen_out) == set(twin_out):
-        raise Invalid(f"job_plan.without_model: {plan.without_model} must leave out every author "
+    seen_out, twin_out = ({key: _left_out(model.config, f"exclude_{key}") for key in ("authors", "classes")}
+                          for model in (seen, twin))
+    if not all(set(seen_out[k]) <= set(twin_out[k]) for k in seen_out) or seen_out == twin_out:
+        raise Invalid(f"job_plan.without_model: {plan.without_model} must leave out every author and class "
                       f"{plan.with_model} left out, and more")
-    if not seen_out:
-        raise Invalid("job_plan: the twins leave out no author in common, so no image was seen by neither: train "
-                      "both without a control author (exclude_authors) to compare against")
+    if not seen_out["authors"] and not seen_out["classes"]:
+        raise Invalid("job_plan: the twins leave out no author or class in common, so no image was seen by "
+                      "neither: train both without a control author or class (exclude_authors, exclude_classes) "
+                      "to compare against")
     dataset = datasets.by_digest(session, seen.dataset_digest)
     if dataset is None:
         raise Invalid(f"job_plan: the twins' dataset {seen.dataset_digest} is not a registered dataset version")
+
+    def only_twin(key: str) -> list[str]:
+        return sorted(twin_out[key][name] for name in set(twin_out[key]) - set(seen_out[key]))
+
     return plan.model_copy(update={
         "with_checkpoint_sha256": seen.checkpoint_sha256, "without_checkpoint_sha256": twin.checkpoint_sha256,
         "dataset": f"{dataset.name}@{dataset.version}", "dataset_digest": dataset.digest,
-        "left_out": sorted(twin_out[a] for a in set(twin_out) - set(seen_out)), "control": sorted(seen_out.values())})
+        "left_out": only_twin("authors"), "control": sorted(seen_out["authors"].values()),
+        "left_out_classes": only_twin("classes"), "control_classes": sorted(seen_out["classes"].values())})
 
 
 def pin_duplication(session: Session, plan: DuplicationConfig) -> DuplicationConfig:

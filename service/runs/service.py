@@ -21,13 +21,16 @@ from service.timeutil import utcnow
 
 def create_run(session: Session, *, award: Award, proposal: Proposal, gpus: int = 1) -> Run:
     """The award's run of the proposal's plan; returned first of two for a train plan that asks for a leave-out
-    twin (`leave_out_authors`): the same plan, once as it is and once without those authors too."""
-    plans = [dict(proposal.job_plan)]
-    leave_out = list(proposal.job_plan.get("leave_out_authors") or []) if proposal.job_kind == "train" else []
-    if leave_out:
-        plans = [{**plans[0], "leave_out_authors": []},
-                 {**plans[0], "leave_out_authors": [], "exclude_authors": [
-                     *plans[0].get("exclude_authors", []), *leave_out]}]
+    twin (`leave_out_authors`, `leave_out_classes`): the same plan, once as it is and once without those authors'
+    and classes' images too."""
+    plan = dict(proposal.job_plan)
+    plans = [plan]
+    authors, classes = (list(plan.get(key) or []) if proposal.job_kind == "train" else []
+                        for key in ("leave_out_authors", "leave_out_classes"))
+    if authors or classes:
+        alike = {**plan, "leave_out_authors": [], "leave_out_classes": []}
+        plans = [alike, {**alike, "exclude_authors": [*plan.get("exclude_authors", []), *authors],
+                         "exclude_classes": [*plan.get("exclude_classes", []), *classes]}]
     runs = [Run(award_id=award.id, proposal_id=proposal.id, job_kind=proposal.job_kind, job_plan=plan, gpus=gpus)
             for plan in plans]
     for run in runs:
