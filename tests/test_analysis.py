@@ -306,7 +306,8 @@ def test_people_mark_the_shown_pairs_and_see_how_the_threshold_agrees(
     assert 'id="pairs"' in page
     done = post_form(lite_client, f"/runs/{run.id}/pairs/{listed['pairs'][2]['seed']}", {"verdict": "copy"})
     assert f"Marked sample {listed['pairs'][2]['seed']}: a copy." in done.text
-    assert "mark its pairs" in lite_client.get(f"/runs/{run.id}").text
+    run_page = " ".join(lite_client.get(f"/runs/{run.id}").text.split())
+    assert "mark its pairs" in run_page and "People have marked 4 of the shown pairs" in run_page
 
 
 def test_replication_is_shown_against_capacity_across_searches(lite_client: TestClient, lite_session: Session,

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from jobs.config import JOB_KINDS
+from service.analyses import marks
 from service.analyses import service as analyses
 from service.api import Estimate, job_plan_estimate
 from service.archive import service as archive
@@ -437,6 +438,7 @@ def run_page(run_id: IdPath, request: Request, user: CurrentUser, session: Sessi
         "can_analyse": run.job_kind == "train" and run.state == RunState.succeeded
                        and access.is_member(session, user, run.proposal_id),
         "report": next((a for a in artifacts if a.kind == "report"), None),
+        "agreement": marks.agreement_for(session, archive.store_for(settings), user, run),
     })
 
 

@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 
 from service.archive.service import find_artifact, open_artifact, read_object
 from service.archive.store import ArchiveStore
-from service.errors import Conflict, Invalid, NotFound
+from service.errors import Conflict, DomainError, Invalid, NotFound
 from service.models import Artifact, AssignmentState, PairMark, ReviewAssignment, Role, Run, RunState, User, Verdict
 from service.proposals.access import is_member
 from service.timeutil import utcnow
@@ -153,3 +153,14 @@ def mark(session: Session, store: ArchiveStore, actor: User, run_id: int, seed: 
         session.rollback()
         raise Conflict("this pair was just marked by you from elsewhere; reload to see the mark") from None
     return existing
+
+
+def agreement_for(session: Session, store: ArchiveStore, actor: User, run: Run) -> Agreement | None:
+    """How the automatic verdict of a succeeded replication run agrees with people's marks, for those who may
+    mark them; None otherwise."""
+    if run.job_kind not in MARKED_KINDS or run.state != RunState.succeeded or not may_mark(session, actor, run):
+        return None
+    try:
+        return pairs(session, store, actor, run.id)[1]
+    except DomainError:
+        return None
