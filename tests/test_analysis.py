@@ -116,6 +116,20 @@ def test_extraction_groups_are_cliques_not_chains() -> None:
     assert found == [list(range(big))]
 
 
+def test_the_extraction_attack_gives_the_same_bytes_for_the_same_seed(tiny_model: Path, tmp_path: Path) -> None:
+    from jobs.analysis.extraction import main as extraction_main
+    from jobs.config import ExtractionConfig
+
+    inputs = local_inputs("skimage-samples", tmp_path / "package")
+    cfg = ExtractionConfig(model="tiny@1", samples_per_class=8, inference_steps=2, min_group=2)
+    first = extraction_main(cfg, tiny_model, inputs, tmp_path / "a")
+    extraction_main(cfg, tiny_model, inputs, tmp_path / "b")
+    extraction_main(cfg.model_copy(update={"seed": 1}), tiny_model, inputs, tmp_path / "c")
+    digest = {name: hashlib.sha256((tmp_path / name / "results.json").read_bytes()).hexdigest() for name in "abc"}
+    assert digest["a"] == digest["b"] != digest["c"]
+    assert first["summary"]["samples"] == 8 and first["dataset"]["distinct_images"] == 12
+
+
 def test_the_report_escapes_what_the_provenance_says(tiny_model: Path, tmp_path: Path) -> None:
     inputs = local_inputs("skimage-samples", tmp_path / "package")
     results = replication_main(ReplicationConfig(model="tiny@1", samples=2, inference_steps=2), tiny_model, inputs,
