@@ -72,6 +72,7 @@ def test_a_team_asks_for_an_analysis_of_its_finished_run(browser: Browser, porta
     expect(page.get_by_role("status")).to_contain_text(f"a quality analysis of run {run.id}")
     from sqlmodel import select
 
+    lite_session.rollback()  # a fresh read: the portal committed the run meanwhile
     queued = lite_session.exec(select(Run).where(Run.job_kind == "quality")).one()
     assert page.url.endswith(f"/runs/{queued.id}") and queued.job_plan["samples"] == 32
     assert queued.award_id == run.award_id and queued.job_plan["run"] == run.id
