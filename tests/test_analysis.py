@@ -180,6 +180,10 @@ def test_a_replication_plan_searches_the_model_s_own_training_set(lite_client: T
                                 json={**body, "job_plan": {"kind": "quality", "model": ref, "samples": 64}})
     assert measured.status_code == 201 and measured.json()["job_plan"]["dataset_digest"] == card["dataset_digest"]
     assert measured.json()["job_plan"]["checkpoint_sha256"] == card["checkpoint_sha256"]
+    form = lite_client.get(f"/calls/{call.id}/propose", headers=headers).text
+    for kind in ("replication", "extraction", "quality"):  # the form offers the versions to analyse
+        picker = form.split(f'<select name="{kind}.model"')[1].split("</select>")[0]
+        assert f'value="{ref}"' in picker and "none: the run named below" in picker
     schema = json.dumps(lite_client.get("/api/job-plans/schema").json())
     assert all(f'"{kind}"' in schema for kind in ("replication", "duplication", "extraction", "ablation", "quality"))
 

@@ -198,7 +198,10 @@ def _plan_options(session, user) -> dict[str, list[tuple[str, str]]]:
     options = {"train.dataset": data, "train.base_model": [("", "none: train from scratch"), *versions],
                "sample.model": [*versions, ("", "none: the checkpoint below")],
                "sample.checkpoint_sha256": [*([("", "none: the model version above")] if versions else []),
-                                            *checkpoints]}
+                                            *checkpoints],
+               "duplication.dataset": data, "ablation.with_model": versions, "ablation.without_model": versions}
+    for kind in ("replication", "extraction", "quality"):  # a model version, or a run named below
+        options[f"{kind}.model"] = [*versions, ("", "none: the run named below")]
     return {key: choices for key, choices in options.items() if any(value for value, _ in choices)}
 
 
