@@ -56,6 +56,11 @@ def test_exact_search_is_exact_and_the_index_finds_most_neighbours() -> None:
     truth = np.argsort(((queries[:, None] - base[None]) ** 2).sum(-1), axis=1)[:, :5]
     _, exact = search.topk_l2(queries, base, 5, block=700)  # several blocks, merged
     assert (exact == truth).all()
+    radii = rng.uniform(0.0, 6.0, len(base)).astype(np.float32)  # each query's nearest lies 4.5 to 7 away
+    distances = np.sqrt(((queries[:, None] - base[None]) ** 2).sum(-1))
+    inside = (distances <= radii[None, :]).any(axis=1)
+    assert inside.any() and not inside.all()
+    assert (search.within_any(queries, base, radii, block=700) == inside).all()  # blocks agree with the whole
     index = search.IVFIndex(base, cells=40, seed=0)
     _, found = index.search(queries, 5, probes=4)
     recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(found, truth, strict=True)])

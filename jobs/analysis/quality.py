@@ -38,7 +38,7 @@ import torch
 
 from jobs import dataset as datasets
 from jobs import progress
-from jobs.analysis import descriptors, report
+from jobs.analysis import descriptors, report, search
 from jobs.analysis.common import model_analysis_arguments, rounded, to_unit, write
 from jobs.config import QualityConfig
 from jobs.model import class_labels, draw_samples, load_checkpoint, pick_device
@@ -82,17 +82,13 @@ def kernel_inception_distance(a: np.ndarray, b: np.ndarray, subsets: int, rng: n
     return float(np.mean(estimates)), float(np.std(estimates))
 
 
-def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    squared = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2 * a @ b.T
-    return np.sqrt(np.clip(squared, 0, None))
+SEARCH_BLOCK = 1024  # reference images per block of the distance searches: 40 MB for 10,000 queries
 
 
 def radii(features: np.ndarray, k: int) -> np.ndarray:
     """Each point's distance to its k-th nearest other point of the same set."""
-    inner = _distances(features, features)
-    np.fill_diagonal(inner, np.inf)
-    return np.sort(inner, axis=1)[:, min(k, len(features) - 1) - 1]
+    distances, _ = search.topk_l2(features, features, min(k, len(features) - 1) + 1, block=SEARCH_BLOCK)
+    return distances[:, -1]  # the first column is the point itself
 
 
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, Any]:
@@ -100,10 +96,10 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, An
     (for the report's histogram)."""
     if len(real) < 2 or len(fake) < 2:
         return {"precision": float("nan"), "recall": float("nan"), "nearest_real": [0.0] * len(fake)}
-    across = _distances(fake, real)
-    precision = float((across <= radii(real, k)[None, :]).any(axis=1).mean())
-    recall = float((radii(fake, k)[None, :] >= across.T).any(axis=1).mean())
-    return {"precision": precision, "recall": recall, "nearest_real": across.min(axis=1).tolist()}
+    precision = float(search.within_any(fake, real, radii(real, k), block=SEARCH_BLOCK).mean())
+    recall = float(search.within_any(real, fake, radii(fake, k), block=SEARCH_BLOCK).mean())
+    nearest, _ = search.topk_l2(fake, real, 1, block=SEARCH_BLOCK)
+    return {"precision": precision, "recall": recall, "nearest_real": nearest[:, 0].tolist()}
 
 
 def figures(real: np.ndarray, fake: np.ndarray, cfg: QualityConfig,

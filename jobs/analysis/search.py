@@ -40,6 +40,19 @@ def topk_l2(queries: np.ndarray, base: np.ndarray, k: int, block: int = BLOCK,
     return np.sqrt(np.maximum(best_d, 0)), best_i
 
 
+def within_any(queries: np.ndarray, base: np.ndarray, radii: np.ndarray, block: int = BLOCK) -> np.ndarray:
+    """For each query, whether it lies within some base vector's ball (distance at most that vector's radius):
+    in blocks, never the whole distance matrix at once."""
+    queries, base = queries.astype(np.float32, copy=False), base.astype(np.float32, copy=False)
+    base_norms, q_norm = norms(base), (queries**2).sum(1, keepdims=True)
+    reach = np.asarray(radii, dtype=np.float32) ** 2
+    inside = np.zeros(len(queries), dtype=bool)
+    for start in range(0, len(base), block):
+        d = q_norm + base_norms[None, start:start + block] - 2 * queries @ base[start:start + block].T
+        inside |= (d <= reach[None, start:start + block]).any(axis=1)
+    return inside
+
+
 def topk_similarity(queries: np.ndarray, base: np.ndarray, k: int,
                     block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
     """Exact: the k most similar unit base vectors of each unit query, (cosine similarities, indices)."""
