@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from jobs.config import JOB_KINDS
-from service.analyses import marks
+from service.analyses import followup, marks
 from service.analyses import service as analyses
 from service.api import Estimate, job_plan_estimate
 from service.archive import service as archive
@@ -32,7 +32,7 @@ from service.deps import (
 from service.errors import DomainError
 from service.ledger.service import run_charged
 from service.modelcards import service as model_service
-from service.models import Proposal, Role, RunState, User
+from service.models import Proposal, Role, User
 from service.pool import service as pool
 from service.proposals import access, team
 from service.proposals import service as proposals
@@ -438,8 +438,7 @@ def run_page(run_id: IdPath, request: Request, user: CurrentUser, session: Sessi
         "outputs_held": [] if artifacts else archive.list_artifacts(session, run.id),
         "log_lines": last_lines(session, latest.id) if (latest := latest_attempt(session, run.id)) else [],
         "analyses": analyses.of_training_run(session, user, run) if run.job_kind == "train" else [],
-        "can_analyse": run.job_kind == "train" and run.state == RunState.succeeded
-                       and access.is_member(session, user, run.proposal_id),
+        "can_analyse": followup.offered(session, user, run),
         "report": next((a for a in artifacts if a.kind == "report"), None),
         "agreement": marks.agreement_for(session, archive.store_for(settings), user, run),
     })

@@ -20,12 +20,17 @@ from service.runs.service import get_visible
 FOLLOW_UP_KINDS = ("replication", "extraction", "quality")  # the analyses of one model against its training set
 
 
+def offered(session: Session, actor: User, run: Run) -> bool:
+    """Whether `actor` may ask for an analysis of `run`: a finished training run of the actor's own team."""
+    return run.job_kind == "train" and run.state == RunState.succeeded and is_member(session, actor, run.proposal_id)
+
+
 def request(session: Session, actor: User, run_id: int, plan: dict[str, Any]) -> Run:
     """Queue `plan` (an analysis, its `run` set to `run_id`) on the award of the training run `run_id`."""
     run = get_visible(session, actor=actor, run_id=run_id)
-    if not is_member(session, actor, run.proposal_id):
-        raise Forbidden("only the proposal's team may spend its award on an analysis")
-    if run.job_kind != "train" or run.state != RunState.succeeded:
+    if not offered(session, actor, run):  # say which condition fails
+        if not is_member(session, actor, run.proposal_id):
+            raise Forbidden("only the proposal's team may spend its award on an analysis")
         raise Conflict(f"run {run_id} is not a finished training run: only those are analysed")
     if plan.get("kind") not in FOLLOW_UP_KINDS:
         raise Invalid(f"job_plan.kind: a follow-up is one of {', '.join(FOLLOW_UP_KINDS)}")
