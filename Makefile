@@ -4,21 +4,32 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
+# Every package a fresh machine installs, at the versions the tests passed with: `make lock` refreshes it.
+LOCK := requirements.lock
 
-.PHONY: demo test lint bench chromium
+.PHONY: demo test lint bench bench-smoke chromium lock
 
 # The demo needs the observatory alone; the tests add their tools (Playwright, ruff, moto, …).
-$(VENV)/.installed-run: pyproject.toml
+$(VENV)/.installed-run: pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -c $(LOCK) pip
+	$(PY) -m pip install -q -c $(LOCK) -e .
 	touch $@
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c $(LOCK) pip
+	$(PY) -m pip install -q -c $(LOCK) -e '.[test]'
 	touch $@ $(VENV)/.installed-run
+
+# Resolve pyproject.toml's ranges afresh in a scratch environment and pin the result (then run `make test`).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --upgrade pip
+	.lock-venv/bin/python -m pip install -q -e '.[test,data]'
+	(echo "# Made by \`make lock\` on $$(date -u +%F) with $$($(PYTHON) --version); installed with pip's -c."; \
+	 .lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v '^setuptools==\|^wheel==') > $(LOCK)
+	rm -rf .lock-venv
 
 demo: $(VENV)/.installed-run
 	$(VENV)/bin/observatory demo

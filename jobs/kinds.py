@@ -81,6 +81,9 @@ KINDS: dict[str, JobKind] = {
 # A resumable job's state (weights, optimizer, random generator, step): shipped while it runs, kept as an output
 # of a run that stopped before it finished.
 RESUME_INPUT = "resume_state"  # the input name under which a resuming attempt is sent its state
+# The runner's exit code when the observatory stayed away longer than its patience: not the job's failure, so the
+# run resumes from its last shipped checkpoint (EX_TEMPFAIL).
+UNREACHABLE_EXIT = 75
 RESUME_STATE = OutputSpec("state.pt", "resume-state", "application/octet-stream", required=False)
 # Written by the observatory itself, never taken from a worker.
 SERVICE_OUTPUTS = (

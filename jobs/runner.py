@@ -13,6 +13,12 @@ OBSERVATORY_JOB_TOKEN) and never touches the archive or the database:
    state and stop, and ships that state;
 5. at the end sends each declared output (opened without following links, digests checked) and reports how it
    ended. It exits with the job's exit code (0 when it stopped on request).
+
+An outage of the observatory (its API restarting, its archive refusing writes) does not end the job: calls are
+tried again with backoff, the job trains on meanwhile, and its log waits to be sent. Only when the observatory has
+been away for the patience (OBSERVATORY_JOB_PATIENCE_S, 30 minutes unless the scheduler says otherwise) does the
+runner give up, exiting with UNREACHABLE_EXIT: the scheduler then resumes the run from its last shipped checkpoint
+and charges nothing past it.
 """
 
 from __future__ import annotations
@@ -34,47 +40,108 @@ from typing import Any
 import httpx
 
 from jobs import progress
-from jobs.kinds import RESUME_INPUT, RESUME_STATE, job_kind
+from jobs.kinds import RESUME_INPUT, RESUME_STATE, UNREACHABLE_EXIT, job_kind
 from jobs.outputs import collect, open_folder, open_plain, sha256_of, sha256_of_fd
 from jobs.version import installed_version
 
 SEND_EVERY_S = 2.0
-RETRY_DELAYS_S = (1, 2, 4, 8, 15, 30)  # about a minute of outage is ridden out; then the job gives up
+PATIENCE_S = 1800.0  # how long a job rides out the observatory (its API or its archive) being away: 30 minutes
+BACKOFF_S = (1, 2, 4, 8, 15, 30, 60)  # the waits between tries while it is away, the last one repeated
 REFUSED_EXIT = 3  # the observatory would not start this attempt (wrong release, ended attempt)
 
 
 class ChannelError(Exception):
-    """The observatory refused a call, or could not be reached after the retries."""
+    """The observatory refused a call (a 4xx answer): trying again would not help."""
+
+
+class Unreachable(ChannelError):
+    """The observatory could not be reached, or said it is unavailable (5xx, 429): worth trying again later."""
+
+    def __init__(self, problem: str, retry_after_s: float | None = None) -> None:
+        super().__init__(problem)
+        self.retry_after_s = retry_after_s
 
 
 class Channel:
-    def __init__(self, url: str, token: str, delays: tuple[float, ...] = RETRY_DELAYS_S) -> None:
+    """The attempt's calls to the observatory. An outage is timed across calls: each call tries again with backoff
+    (as long as the observatory asks in Retry-After, where it says) until the observatory has been away for
+    `patience_s` in all, then raises Unreachable."""
+
+    def __init__(self, url: str, token: str, *, patience_s: float = PATIENCE_S,
+                 backoff_s: tuple[float, ...] = BACKOFF_S) -> None:
         self.client = httpx.Client(base_url=url.rstrip("/"), headers={"Authorization": f"Bearer {token}"},
                                    timeout=httpx.Timeout(60, connect=10), follow_redirects=True)
-        self.delays = delays
+        self.patience_s, self.backoff_s = patience_s, backoff_s or (0,)
+        self.away_since: float | None = None  # when the current outage began (monotonic clock)
+        self.tries = 0  # failed tries in the current outage
+        self.outages: list[float] = []  # the lengths of the outages that ended, not yet told to the observatory
+
+    def away_s(self) -> float:
+        return 0.0 if self.away_since is None else time.monotonic() - self.away_since
+
+    def next_wait_s(self, problem: Unreachable) -> float:
+        """How long to wait before the next try: the backoff, or what the observatory asked if longer, never past
+        the end of the patience."""
+        wait = self.backoff_s[min(self.tries - 1, len(self.backoff_s) - 1)]
+        wait = max(wait, min(problem.retry_after_s or 0, 300))
+        return max(0.0, min(wait, self.patience_s - self.away_s()))
+
+    def once(self, method: str, path: str, *, rewind: Any = None, **kwargs: Any) -> httpx.Response:
+        """One try: a 4xx answer raises ChannelError, a failure to get through Unreachable."""
+        if rewind is not None:
+            rewind.seek(0)
+        try:
+            response = self.client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            self.note_failure()
+            raise Unreachable(f"the observatory is unreachable ({exc.__class__.__name__}: {exc})") from None
+        return self.checked(method, path, response)
+
+    def checked(self, method: str, path: str, response: httpx.Response) -> httpx.Response:
+        """The response if it is a success; else ChannelError (4xx) or Unreachable (5xx, 429)."""
+        if response.status_code < 400:
+            self.got_through()
+            return response
+        problem = f"{method} {path}: {response.status_code} {_detail(response)}"
+        if response.status_code < 500 and response.status_code != 429:
+            raise ChannelError(problem)
+        self.note_failure()
+        raise Unreachable(problem, _retry_after(response))
+
+    def got_through(self) -> None:
+        """A call succeeded: an outage, if there was one, is over."""
+        if self.away_since is not None:
+            self.outages.append(time.monotonic() - self.away_since)
+        self.away_since, self.tries = None, 0
+
+    def note_failure(self) -> None:
+        """Count a try that did not get through: the outage began now, or goes on."""
+        self.away_since = time.monotonic() if self.away_since is None else self.away_since
+        self.tries += 1
+
+    def patiently(self, attempt: Any) -> Any:
+        """`attempt()` until it gets through, waiting out an outage of up to `patience_s` (then Unreachable)."""
+        while True:
+            try:
+                return attempt()
+            except Unreachable as exc:
+                wait = self.next_wait_s(exc)
+                if self.away_s() >= self.patience_s or wait <= 0:
+                    raise Unreachable(f"{exc} (the observatory has been away {self.away_s():.0f} s; the patience "
+                                      f"is {self.patience_s:.0f} s)", exc.retry_after_s) from None
+                print(f"[runner] {exc}; trying again in {wait:.0f} s", flush=True)
+                time.sleep(wait)
 
     def call(self, method: str, path: str, *, rewind: Any = None, **kwargs: Any) -> httpx.Response:
-        """One call, retried over connection failures and 5xx answers; a 4xx answer raises at once."""
-        problem = ""
-        for delay in (*self.delays, None):
-            if rewind is not None:
-                rewind.seek(0)
-            try:
-                response = self.client.request(method, path, **kwargs)
-            except httpx.HTTPError as exc:
-                problem = f"the observatory is unreachable ({exc.__class__.__name__}: {exc})"
-            else:
-                if response.status_code < 400:
-                    return response
-                detail = _detail(response)
-                if response.status_code < 500 and response.status_code != 429:
-                    raise ChannelError(f"{method} {path}: {response.status_code} {detail}")
-                problem = f"{method} {path}: {response.status_code} {detail}"
-            if delay is None:
-                break
-            print(f"[runner] {problem}; retrying in {delay} s", flush=True)
-            time.sleep(delay)
-        raise ChannelError(problem)
+        """One call, tried again through an outage (see `patiently`); a 4xx answer raises at once."""
+        return self.patiently(lambda: self.once(method, path, rewind=rewind, **kwargs))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
 
 
 def _detail(response: httpx.Response) -> str:
@@ -125,24 +192,31 @@ class Attempt:
         self.offset = 0
         self.unsent = ""
         self.stop_asked: str | None = None
+        self.signalled = False  # the job was asked to stop
         self.shipped_step = -1
         self.last_ship = 0.0
         self.output = JobOutput()
 
-    # -- talking to the observatory
+    # -- talking to the observatory: `patient` calls wait out an outage, the others try once
 
-    def send_log(self, extra: str = "") -> None:
+    def _send(self, patient: bool, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return (self.channel.call if patient else self.channel.once)(method, path, **kwargs)
+
+    def send_log(self, extra: str = "", patient: bool = True) -> None:
         text, latest = self.output.take()
-        self.unsent += extra + text
-        control = self.channel.call("POST", "/api/job/log",
-                                    json={"offset": self.offset, "text": self.unsent, "progress": latest}).json()
+        outages = "".join(f"[runner] the observatory was away for {seconds:.0f} s; the job went on meanwhile\n"
+                          for seconds in self.channel.outages)
+        self.channel.outages.clear()
+        self.unsent += outages + extra + text  # kept until the observatory has it
+        control = self._send(patient, "POST", "/api/job/log",
+                             json={"offset": self.offset, "text": self.unsent, "progress": latest}).json()
         self.offset += len(self.unsent.encode())
         self.unsent = ""
         self.offset = max(self.offset, int(control.get("offset", 0)))
         if control.get("stop"):
             self.stop_asked = control["stop"]
 
-    def ship_checkpoint(self, workdir: Path, force: bool = False) -> None:
+    def ship_checkpoint(self, workdir: Path, force: bool = False, patient: bool = True) -> None:
         step = self.output.checkpoint_step
         if step is None or step <= self.shipped_step:
             return
@@ -157,34 +231,46 @@ class Attempt:
             os.close(directory)
         with os.fdopen(descriptor, "rb") as handle:
             sha, _ = sha256_of_fd(descriptor)
-            control = self.channel.call("PUT", "/api/job/checkpoint", params={"step": step}, content=handle,
-                                        rewind=handle, headers={"X-Content-SHA256": sha}).json()
+            control = self._send(patient, "PUT", "/api/job/checkpoint", params={"step": step}, content=handle,
+                                 rewind=handle, headers={"X-Content-SHA256": sha}).json()
         self.shipped_step, self.last_ship = step, time.monotonic()
         print(f"shipped the checkpoint at step {step} to the observatory", flush=True)
         if control.get("stop"):
             self.stop_asked = control["stop"]
 
     def fetch(self, sha256: str, size: int) -> Path:
-        """An input by digest, from the node's cache or the observatory; verified either way."""
+        """An input by digest, from the node's cache or the observatory (waiting out an outage); verified."""
         cache = self.node_dir / "cache"
         cache.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = cache / sha256
         if path.is_file() and not path.is_symlink() and sha256_of(path) == (sha256, size):
             return path
         tmp = cache / f".{sha256}.{os.getpid()}.part"
-        with self.channel.client.stream("GET", f"/api/job/inputs/{sha256}") as response:
-            if response.status_code != 200:
-                raise ChannelError(f"input {sha256[:12]}: {response.status_code}")
-            with tmp.open("wb") as handle:
-                for block in response.iter_bytes(1 << 20):
-                    handle.write(block)
+        self.channel.patiently(lambda: self._download(f"/api/job/inputs/{sha256}", tmp))
         if sha256_of(tmp) != (sha256, size):
             tmp.unlink(missing_ok=True)
             raise ChannelError(f"input {sha256[:12]} arrived damaged (digest or size differs)")
         tmp.replace(path)
         return path
 
+    def _download(self, path: str, target: Path) -> None:
+        try:
+            with self.channel.client.stream("GET", path) as response:
+                if response.status_code != 200:
+                    response.read()
+                    self.channel.checked("GET", path, response)
+                    raise ChannelError(f"GET {path}: {response.status_code}")
+                with target.open("wb") as handle:
+                    for block in response.iter_bytes(1 << 20):
+                        handle.write(block)
+        except httpx.HTTPError as exc:
+            self.channel.note_failure()
+            raise Unreachable(f"fetching {path} failed ({exc.__class__.__name__}: {exc})") from None
+        self.channel.got_through()
+
     def send_outputs(self, workdir: Path, kind_name: str) -> list[str]:
+        """Send each declared output, waiting out an outage; a refused one is listed as a problem. Unreachable
+        when the observatory stays away past the patience."""
         kind = job_kind(kind_name)
         found, problems = collect(workdir, {spec.name: spec for spec in kind.outputs})
         for entry, descriptor in found:
@@ -193,6 +279,8 @@ class Attempt:
                     self.channel.call("PUT", f"/api/job/outputs/{entry.name}", content=handle, rewind=handle,
                                       headers={"X-Content-SHA256": entry.sha256,
                                                "Content-Length": str(entry.size)})
+                except Unreachable:
+                    raise
                 except ChannelError as exc:
                     problems.append(f"{entry.name}: {exc}")
         return problems
@@ -203,6 +291,9 @@ class Attempt:
         try:
             plan = self.channel.call("POST", "/api/job/start", json={
                 "node_name": socket.gethostname()[:200], "worker_version": installed_version()}).json()
+        except Unreachable as exc:
+            print(f"giving up: {exc}", flush=True)
+            return UNREACHABLE_EXIT
         except ChannelError as exc:
             print(f"the observatory refused to start this attempt: {exc}", flush=True)
             return REFUSED_EXIT
@@ -212,6 +303,9 @@ class Attempt:
         workdir.mkdir(parents=True, mode=0o700)
         try:
             fetched = {item["field"]: self.fetch(item["sha256"], item["size"]) for item in plan["inputs"]}
+        except Unreachable as exc:
+            print(f"giving up: could not fetch the job's inputs: {exc}", flush=True)
+            return UNREACHABLE_EXIT
         except (ChannelError, OSError) as exc:
             print(f"could not fetch the job's inputs: {exc}", flush=True)
             return 1
@@ -226,44 +320,67 @@ class Attempt:
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         reader = threading.Thread(target=self.output.read, args=(child.stdout,), daemon=True)
         reader.start()
-        terminated = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: terminated.set())
-        signalled = False
-        try:
-            while child.poll() is None:
-                time.sleep(0.2 if terminated.is_set() else SEND_EVERY_S)
-                if not signalled and (self.stop_asked or terminated.is_set()):
-                    child.send_signal(signal.SIGTERM)  # it saves its state at the next step and exits
-                    signalled = True
-                if terminated.is_set():
-                    continue  # Ray's grace period is short: no calls until the job has stopped
-                self.send_log()
-                self.ship_checkpoint(workdir)
-        except ChannelError as exc:
-            child.kill()
-            child.wait()
-            reader.join(timeout=10)
-            print(f"giving up: {exc}", flush=True)
-            return 1
+        gave_up = self.follow(child, workdir)
         reader.join(timeout=30)
+        if gave_up is not None:
+            return gave_up
+        ended = time.monotonic()
         code = child.returncode
-        stopped = signalled and code == 0
-        problems: list[str] = []
+        stopped = self.signalled and code == 0
         try:
+            problems: list[str] = []
             if code != 0 or stopped:
                 self.ship_checkpoint(workdir, force=True)
             if code == 0 and not stopped:
                 problems = self.send_outputs(workdir, plan["kind"])
             ending = "stopped on request" if stopped else f"the job exited with {code}"
             self.send_log(f"[runner] {ending}\n")
-            self.channel.call("POST", "/api/job/end", json={"exit_code": max(-255, min(255, code)),
-                                                             "stopped": stopped, "problems": problems[:50]})
+            self.channel.patiently(lambda: self.channel.once("POST", "/api/job/end", json={
+                "exit_code": max(-255, min(255, code)), "stopped": stopped, "problems": problems[:50],
+                "ended_s_ago": round(time.monotonic() - ended, 1)}))
+        except Unreachable as exc:
+            print(f"giving up: could not report the end to the observatory: {exc}", flush=True)
+            return UNREACHABLE_EXIT
         except ChannelError as exc:
             print(f"could not report the end to the observatory: {exc}", flush=True)
             return code or 1
         if code == 0 and not problems:
             shutil.rmtree(workdir, ignore_errors=True)
         return code if code else (1 if problems else 0)
+
+    def follow(self, child: subprocess.Popen, workdir: Path) -> int | None:
+        """While the job runs: send its log and checkpoints, and stop it when asked. An outage of the observatory
+        does not stop it: the calls wait (backing off) while it trains on, for up to the channel's patience.
+        Returns an exit code when the runner gives up on the job, None once the job has ended by itself."""
+        terminated = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: terminated.set())
+        self.signalled, next_try = False, 0.0
+        while child.poll() is None:
+            time.sleep(0.2 if terminated.is_set() else SEND_EVERY_S)
+            if not self.signalled and (self.stop_asked or terminated.is_set()):
+                child.send_signal(signal.SIGTERM)  # it saves its state at the next step and exits
+                self.signalled = True
+            if terminated.is_set() or time.monotonic() < next_try:
+                continue  # Ray's grace period is short: no calls until the job has stopped
+            try:
+                self.send_log(patient=False)
+                self.ship_checkpoint(workdir, patient=False)
+            except Unreachable as exc:
+                wait = self.channel.next_wait_s(exc)
+                if self.channel.away_s() >= self.channel.patience_s:
+                    return self._give_up(child, f"{exc}; away for {self.channel.away_s():.0f} s", UNREACHABLE_EXIT)
+                print(f"[runner] {exc}; the job goes on, trying again in {wait:.0f} s", flush=True)
+                next_try = time.monotonic() + wait
+            except ChannelError as exc:
+                return self._give_up(child, str(exc), 1)
+        return None
+
+    @staticmethod
+    def _give_up(child: subprocess.Popen, why: str, code: int) -> int:
+        child.kill()
+        child.wait()
+        print(f"giving up: {why}", flush=True)
+        return code
 
 
 def node_dir() -> Path:
@@ -277,7 +394,8 @@ def main() -> int:
     if not url or not token:
         print("jobs.runner needs OBSERVATORY_JOB_URL and OBSERVATORY_JOB_TOKEN (the scheduler sets both)")
         return 2
-    attempt = Attempt(Channel(url, token), node_dir())
+    patience = float(os.environ.get("OBSERVATORY_JOB_PATIENCE_S") or PATIENCE_S)
+    attempt = Attempt(Channel(url, token, patience_s=patience), node_dir())
     try:
         return attempt.run()
     except Exception as exc:  # say why before dying, so that the run fails with a reason, not a silence

@@ -51,6 +51,17 @@ def charge_running(session: Session, attempt: RunAttempt, run: Run, upto: dateti
     return charged, charged < wanted or ledger.balance(session, account) <= 0
 
 
+def work_ended_at(attempt: RunAttempt, ended_at: datetime) -> datetime:
+    """When the attempt's work ended: its job's own end where the runner reported one, so that the time it then
+    spent waiting out an outage of the observatory to deliver its outputs is not charged."""
+    reported = attempt.reported.get("job_ended_at")
+    try:
+        job_ended = datetime.fromisoformat(reported) if isinstance(reported, str) else None
+    except ValueError:
+        job_ended = None
+    return min(ended_at, job_ended) if job_ended is not None and job_ended.tzinfo is not None else ended_at
+
+
 def kept_seconds(attempt: RunAttempt, *, ended_at: datetime, keeps_work: bool) -> int:
     """The GPU-seconds this attempt is charged in the end: up to its end when its work is kept, else up to its
     last shipped checkpoint (nothing when it shipped none)."""

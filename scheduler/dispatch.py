@@ -3,7 +3,8 @@ goes (a pure policy, scheduler.policy); claim what was chosen; then for each run
 Ray pinned to its node with no transaction open, and record the outcome guarded by the claim.
 
 An attempt (with its token) is committed before its job is submitted, so a job that starts while the scheduler
-dies can still report, and the next dispatch finds the attempt: adopted if Ray has its job, retired if not.
+dies can still report; once the run's claim expires, any scheduler of the pool finds the attempt
+(`recover_stranded`): adopted if Ray has its job, retired if not, so that it no longer holds its node.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -31,6 +32,7 @@ from service.errors import Conflict, DomainError
 from service.models import AttemptState, Run, RunAttempt, RunState
 from service.runs import service as runs
 from service.runs.state import move_attempt, transition
+from service.timeutil import utcnow
 
 log = logging.getLogger("observatory.scheduler")
 SUBMITTED = "submitted to the pool; starting on its node"
@@ -52,7 +54,8 @@ class Dispatcher:
     def request(self, run: Run, attempt: RunAttempt, token: str) -> JobRequest:
         python = shlex.quote(self.settings.job_python or sys.executable)
         env = {"OBSERVATORY_JOB_URL": self.settings.resolved_job_api_url, "OBSERVATORY_JOB_TOKEN": token,
-               "RAY_JOB_STOP_WAIT_TIME_S": JOB_STOP_WAIT_S}
+               "RAY_JOB_STOP_WAIT_TIME_S": JOB_STOP_WAIT_S,
+               "OBSERVATORY_JOB_PATIENCE_S": str(self.settings.job_patience_s)}
         if run.job_kind == "ingest":  # where Commons is, and whom Wikimedia may write to about these requests
             env |= {"OBSERVATORY_COMMONS_API_URL": self.settings.commons_api_url,
                     "OBSERVATORY_COMMONS_CONTACT": self.settings.commons_contact or "",
@@ -64,6 +67,41 @@ class Dispatcher:
             label_selector={NODE_ID_LABEL: attempt.node_id} if attempt.node_id else {},
             metadata={"run_id": str(run.id), "proposal_id": str(run.proposal_id), "attempt": str(attempt.number),
                       "pool": self.settings.pool_name})
+
+    def recover_stranded(self) -> int:
+        """Settle the attempts a scheduler wrote and then died before recording their submission: once their run's
+        claim has expired, an attempt whose job Ray has is adopted, and one whose job Ray does not know is retired,
+        so that it stops holding its node and the run is placed again. Returns how many were adopted."""
+        now = utcnow()
+        with Session(self.engine, expire_on_commit=False) as session:
+            stranded = session.exec(
+                select(RunAttempt.id, Run.id).join(Run, Run.id == RunAttempt.run_id)
+                .where(RunAttempt.pool == self.settings.pool_name, RunAttempt.state == AttemptState.starting,
+                       Run.state == RunState.queued, or_(Run.claim_token.is_(None), Run.claim_expires_at < now))
+            ).all()
+        return sum(self._recover(attempt_id, run_id) for attempt_id, run_id in stranded)
+
+    def _recover(self, attempt_id: int, run_id: int) -> int:
+        with Session(self.engine, expire_on_commit=False) as session:
+            token, claimed = runs.claim_queued(session, limit=1, ttl_s=self.settings.claim_ttl_s, ids=[run_id])
+            submission = session.get(RunAttempt, attempt_id).submission_id
+        if not claimed:
+            return 0  # another scheduler holds it now
+        on_pool = self.backend.snapshot(submission).state != JobState.unknown  # asked with no transaction open
+        with Session(self.engine, expire_on_commit=False) as session:
+            run, attempt = session.get(Run, run_id), session.get(RunAttempt, attempt_id)
+            if run.claim_token != token or attempt.state != AttemptState.starting:
+                return 0
+            if on_pool:
+                log.info("adopting run %s's job %s, submitted by a scheduler that died", run_id, submission)
+                return self._started(session, run, attempt, token)
+            move_attempt(session, attempt, AttemptState.failed,
+                         "never reached the pool: its scheduler stopped before submitting it")
+            run.claim_token, run.claim_expires_at = None, None
+            session.add(run)
+            session.commit()
+            log.info("retired run %s's attempt %s, which never reached the pool", run_id, attempt.number)
+            return 0
 
     def dispatch(self, ray_nodes: list[dict[str, Any]] | None = None) -> int:
         """Place and start what fits on `ray_nodes` (the pool's nodes as Ray reports them; asked now if None)."""

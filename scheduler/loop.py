@@ -51,7 +51,15 @@ class Scheduler:
         self._ticks = 0
 
     def dispatch(self, ray_nodes: list[dict[str, Any]] | None = None) -> int:
-        return Dispatcher(self.engine, self.settings, self.backend, self.store, self.vram).dispatch(ray_nodes)
+        """Settle what a dead scheduler left mid-dispatch, then place and start queued runs; returns how many
+        runs started (adopted ones included)."""
+        dispatcher = Dispatcher(self.engine, self.settings, self.backend, self.store, self.vram)
+        adopted = 0
+        try:
+            adopted = dispatcher.recover_stranded()
+        except Exception:
+            log.exception("settling attempts left by a scheduler that died failed; trying again next tick")
+        return adopted + dispatcher.dispatch(ray_nodes)
 
     def reconcile(self, ray_nodes: list[dict[str, Any]] | None = None) -> int:
         return Reconciler(self.engine, self.settings, self.backend, self.store).reconcile(ray_nodes)

@@ -4,7 +4,8 @@
 - `failed`: the job failed on its own (a non-zero exit, outputs refused, ended without reporting, a node running
   the wrong release): the run fails with the job's own last words.
 - `stopped`: it stopped because it was asked to (a cancel, the award used up), or Ray stopped it.
-- `lost`: its node vanished (Ray's supervisor died with it, Ray no longer knows the job, or the node is gone).
+- `lost`: its node vanished (Ray's supervisor died with it, Ray no longer knows the job, or the node is gone), or
+  its runner gave up on an observatory that stayed away past its patience (an outage of ours, not the job's).
 - `killed`: the job was killed on a node that stayed up (signal 9: out of memory, or the owner stopped it).
 
 Lost and killed attempts are retried from the last shipped checkpoint; the work since that checkpoint is not
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from jobs.kinds import UNREACHABLE_EXIT
 from scheduler.ray_backend import JobSnapshot, JobState
 
 # Ray's reasons that mean the job's supervisor, and so its node or its Ray, went away rather than the job failing.
@@ -60,6 +62,9 @@ def judge(snapshot: JobSnapshot, *, exit_code: int | None, reported: dict[str, A
         return Verdict(Outcome.lost, f"its node left the pool ({snapshot.message[:300] or 'no word from Ray'})")
     if snapshot.exit_code in KILLED_EXIT_CODES:
         return Verdict(Outcome.killed, _killed_words(snapshot.exit_code))
+    if snapshot.exit_code == UNREACHABLE_EXIT:
+        return Verdict(Outcome.lost, "its node could not reach the observatory for longer than the job waits "
+                                     "(an outage of the observatory's)")
     return Verdict(Outcome.failed, log_tail or snapshot.message[-1500:] or "the job failed without a word")
 
 

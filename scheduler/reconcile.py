@@ -2,17 +2,21 @@
 transaction open, then one write: charge what ran, ask a job to stop, or end the attempt and move its run.
 
 Ending is one transaction with no irreversible step before its commit (objects in the archive are content-addressed
-and written idempotently), so a tick that dies half-way is simply done again by the next one. A tick that keeps
-failing to record an end (an archive that refuses writes) fails the run after `max_finish_failures` tries.
+and written idempotently), so a tick that dies half-way is simply done again by the next one. An outage of the
+observatory's own (the archive or the database away) is waited out, however long: the run says so and is never
+failed for it. Any other error in recording an end is counted on the attempt, once per tick interval however many
+schedulers meet it, and fails the run after `max_finish_failures` of them.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from jobs.kinds import RESUME_STATE, job_kind
@@ -24,7 +28,7 @@ from service.archive.store import ArchiveStore
 from service.attempts.service import attempts_of, live_attempts, log_tail, read_log, tail_of
 from service.config import Settings
 from service.datasets import service as datasets
-from service.errors import Conflict, DomainError
+from service.errors import Busy, Conflict, DomainError
 from service.models import AttemptState, Run, RunAttempt, RunState
 from service.runs.state import STOP_BUDGET, STOP_MOVE, move_attempt, transition
 from service.timeutil import utcnow
@@ -52,6 +56,9 @@ class Reconciler:
         for attempt_id in ids:
             try:
                 finished += self._reconcile_one(attempt_id, alive)
+            except (Busy, OperationalError) as exc:
+                log.warning("reconciling attempt %s waits for the observatory: %s", attempt_id, exc)
+                self._note_outage(attempt_id, exc)
             except Exception as exc:
                 log.exception("reconciling attempt %s failed; retrying next tick", attempt_id)
                 self._count_failure(attempt_id, exc)
@@ -147,7 +154,8 @@ class Reconciler:
         keeps_work = verdict.outcome not in (Outcome.lost, Outcome.killed)
         move_attempt(session, attempt, ATTEMPT_STATE[verdict.outcome], verdict.reason,
                      extra={"ended_at": min(ended_at, utcnow())})
-        accounting.settle(session, attempt, run, ended_at=ended_at, keeps_work=keeps_work)
+        accounting.settle(session, attempt, run, ended_at=accounting.work_ended_at(attempt, ended_at),
+                          keeps_work=keeps_work)
         self._archive_log(session, run, attempt, ray_log)
         target, message, extra = self._next_state(session, run, attempt, verdict, checked)
         transition(session, run, target, message, extra=extra)
@@ -223,24 +231,44 @@ class Reconciler:
             parts.append(f"# attempt {attempt.number}: {attempt.state}\n{read_log(session, attempt.id)}")
         archive.ingest_bytes(session, store=self.store, run=run, name="job.log", data="\n".join(parts).encode())
 
-    # ---- bounded retries of a failing end ------------------------------------------------------------------
+    # ---- outages waited out, other failures counted -------------------------------------------------------
+
+    def _note_outage(self, attempt_id: int, exc: Exception) -> None:
+        """Say on the run that its end waits for the observatory; nothing is counted against it."""
+        reason = exc.message if isinstance(exc, DomainError) else "the database is unavailable"
+        message = f"waiting for the observatory to record this run's end: {reason}"[:2000]
+        try:
+            with Session(self.engine) as session:
+                attempt = session.get(RunAttempt, attempt_id)
+                session.execute(update(Run).where(Run.id == attempt.run_id, Run.state == RunState.running,
+                                                  Run.message != message)
+                                .values(message=message).execution_options(synchronize_session=False))
+                session.commit()
+        except Exception:
+            log.warning("could not note the outage on attempt %s's run", attempt_id)
 
     def _count_failure(self, attempt_id: int, exc: Exception) -> None:
+        """Count a failure to record this attempt's end, at most once per tick interval whoever meets it (several
+        schedulers may tick on one pool); fail the run once the attempt has `max_finish_failures`."""
+        spacing = timedelta(seconds=0.9 * self.settings.scheduler_interval_s)
         try:
             with Session(self.engine, expire_on_commit=False) as session:
+                now = utcnow()
+                counted = session.execute(
+                    update(RunAttempt).where(RunAttempt.id == attempt_id, RunAttempt.state == AttemptState.running,
+                                             or_(RunAttempt.finish_failed_at.is_(None),
+                                                 RunAttempt.finish_failed_at <= now - spacing))
+                    .values(finish_failures=RunAttempt.finish_failures + 1, finish_failed_at=now)
+                    .execution_options(synchronize_session=False)).rowcount
                 attempt = session.get(RunAttempt, attempt_id)
                 run = session.get(Run, attempt.run_id)
-                if run.state != RunState.running:
-                    return
-                run.finish_failures += 1
-                session.add(run)
-                if run.finish_failures >= self.settings.max_finish_failures:
+                if counted and run.state == RunState.running \
+                        and attempt.finish_failures >= self.settings.max_finish_failures:
                     reason = f"{exc.__class__.__name__}: {exc}"[:500]
-                    if attempt.state == AttemptState.running:
-                        move_attempt(session, attempt, AttemptState.failed, reason)
+                    move_attempt(session, attempt, AttemptState.failed, reason)
                     transition(session, run, RunState.failed,
                                f"the observatory could not record this run's end ({reason}); "
-                               f"tried {run.finish_failures} times")
+                               f"tried {attempt.finish_failures} times")
                 session.commit()
         except Exception:
             log.exception("could not record the failure of attempt %s", attempt_id)

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     pool_name: str = Field("local", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     # A job ships its resumable checkpoint at most this often (and always when it stops).
     checkpoint_ship_interval_s: float = 60
+    # How long a job rides out the observatory being away (its API restarting, its archive down), training on and
+    # trying its calls again with backoff; past it the job gives up and its run resumes from its last checkpoint.
+    job_patience_s: float = Field(1800, ge=0)
     # Attempts killed on a node that stayed up (exit 137, out of memory) are retried this often per run.
     max_retries: int = 3
     # Ticks in a row that may fail to record a run's end (an archive that refuses writes) before it fails.

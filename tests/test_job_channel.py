@@ -154,7 +154,7 @@ def test_the_runner_sends_only_what_it_may_and_the_run_says_what_is_missing(worl
     (work / "samples.png").unlink()
     os.symlink(secret, work / "samples.png")
     with live_server(lite_settings, lite_engine) as url:
-        runner = Attempt(Channel(url, pool.token(), delays=()), tmp_path / "node")
+        runner = Attempt(Channel(url, pool.token(), patience_s=0), tmp_path / "node")
         problems = runner.send_outputs(work, "train")
         runner.channel.call("POST", "/api/job/end", json={"exit_code": 0, "problems": problems})
     assert any(p.startswith("samples.png") for p in problems) and len(problems) == 1
@@ -169,9 +169,10 @@ def test_the_runner_sends_only_what_it_may_and_the_run_says_what_is_missing(worl
     assert secret.read_bytes() not in blobs
 
 
-def test_an_archive_that_refuses_a_checkpoint_answers_503_and_the_job_gives_up(world, lite_engine, lite_settings,
-                                                                               monkeypatch, tmp_path) -> None:
-    from jobs.runner import Attempt, Channel, ChannelError
+def test_an_archive_that_refuses_a_checkpoint_answers_503_and_the_runner_tries_again(world, lite_engine,
+                                                                                     lite_settings, monkeypatch,
+                                                                                     tmp_path) -> None:
+    from jobs.runner import Attempt, Channel, Unreachable
     from service.archive.store import LocalStore
     from tests.live import live_server
 
@@ -184,13 +185,15 @@ def test_an_archive_that_refuses_a_checkpoint_answers_503_and_the_job_gives_up(w
     monkeypatch.setattr(LocalStore, "put", full)
     answer = job.checkpoint(b"state", step=10)
     assert answer.status_code == 503 and "No space left on device" in answer.json()["detail"]
-    # The runner retries (here: once), then gives up with the reason; the job is stopped and the run fails.
+    assert int(answer.headers["Retry-After"]) > 0
+    # The runner tries again for as long as its patience (here: a fraction of a second), then says why.
     work = tmp_path / "work"
     work.mkdir()
     (work / "state.pt").write_bytes(b"state")
     with live_server(lite_settings, lite_engine) as url:
-        runner = Attempt(Channel(url, pool.token(), delays=(0.1,)), tmp_path / "node")
+        runner = Attempt(Channel(url, pool.token(), patience_s=0.3, backoff_s=(0.1,)), tmp_path / "node")
         runner.interval_s = 0
         runner.output.checkpoint_step = 10
-        with pytest.raises(ChannelError, match="503 the archive could not store the checkpoint"):
+        with pytest.raises(Unreachable, match="503 the archive could not store the checkpoint"):
             runner.ship_checkpoint(work, force=True)
+        assert runner.channel.tries >= 2

@@ -16,8 +16,9 @@ from scheduler.ray_backend import JobRequest, JobState
 from service.archive.service import list_artifacts, read_object, store_for
 from service.errors import Conflict
 from service.ledger.service import entries_for_run, run_charged
-from service.models import AttemptState, Role, RunAttempt, RunState
+from service.models import AttemptState, Role, Run, RunAttempt, RunState
 from service.runs.service import request_cancel
+from service.timeutil import utcnow
 from tests.factories import award, create_call, create_proposal, create_user
 from tests.pools import TRAIN_FILES, FakeJob, ScriptedPool, current_run, dispatched_run
 
@@ -279,9 +280,21 @@ def test_a_dropped_connection_at_the_finishing_commit_loses_nothing(world, lite_
         assert set(TRAIN_FILES) <= {a.name for a in list_artifacts(session, run_id)}
 
 
+def _backdate_failure(engine: Engine, run_id: int, seconds: float) -> None:
+    with Session(engine) as session:
+        attempt = session.exec(select(RunAttempt).where(RunAttempt.run_id == run_id)).one()
+        if attempt.finish_failed_at is not None:
+            attempt.finish_failed_at -= timedelta(seconds=seconds)
+            session.add(attempt)
+            session.commit()
+
+
 def test_an_archive_that_refuses_writes_fails_the_run_after_bounded_retries(world, lite_engine, lite_settings,
                                                                             monkeypatch) -> None:
+    """A store that refuses (a misconfiguration, not an outage) fails the run after `max_finish_failures` ticks,
+    counted on the attempt once per tick interval however many schedulers meet the error."""
     scheduler, pool, run_id, client, _ = world
+    twin = Scheduler(lite_engine, lite_settings, pool)
     job = FakeJob(client, pool.token())
     job.start()
     job.outputs(TRAIN_FILES)
@@ -292,11 +305,47 @@ def test_an_archive_that_refuses_writes_fails_the_run_after_bounded_retries(worl
         raise PermissionError(13, "Permission denied", "archive/objects")
 
     monkeypatch.setattr(scheduler.store, "put", refuse)
+    monkeypatch.setattr(twin.store, "put", refuse)
     for tick in range(1, lite_settings.max_finish_failures + 1):
         scheduler.reconcile()
+        twin.reconcile()
+        scheduler.reconcile()
         run = current_run(lite_engine, run_id)
+        assert _attempt(lite_engine, run_id, 1).finish_failures == tick
         assert run.state == (RunState.failed if tick == lite_settings.max_finish_failures else RunState.running)
+        _backdate_failure(lite_engine, run_id, lite_settings.scheduler_interval_s)
     assert "could not record this run's end" in run.message and "Permission denied" in run.message
+    assert f"tried {lite_settings.max_finish_failures} times" in run.message
+
+
+def test_an_archive_outage_never_fails_a_run_and_its_end_is_recorded_once_it_is_back(world, lite_engine,
+                                                                                      lite_settings,
+                                                                                      monkeypatch) -> None:
+    """However long the archive is away, the run waits (saying so) and nothing is counted against it."""
+    from service.archive.store import ArchiveUnavailable, LocalStore
+
+    scheduler, pool, run_id, client, _ = world
+    twin = Scheduler(lite_engine, lite_settings, pool)
+    job = FakeJob(client, pool.token())
+    job.start()
+    job.outputs(TRAIN_FILES)
+    job.end(0)
+    pool.set(pool.submitted[0], JobState.succeeded)
+
+    def away(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise ArchiveUnavailable("the archive's store cannot be reached (EndpointConnectionError); try again later")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LocalStore, "put", away)
+        for _ in range(3 * lite_settings.max_finish_failures):
+            scheduler.reconcile()
+            twin.reconcile()
+            _backdate_failure(lite_engine, run_id, 60)
+        run = current_run(lite_engine, run_id)
+        assert run.state == RunState.running and "waiting for the observatory" in run.message
+        assert "cannot be reached" in run.message and _attempt(lite_engine, run_id, 1).finish_failures == 0
+    scheduler.reconcile()
+    assert current_run(lite_engine, run_id).state == RunState.succeeded
 
 
 def test_two_pools_on_one_database_touch_only_their_own_runs(world, lite_engine, lite_settings) -> None:
@@ -328,3 +377,69 @@ def test_two_schedulers_charge_each_span_once(world, lite_engine, lite_settings)
     with Session(lite_engine) as session:
         keys = [e.key for e in entries_for_run(session, run_id)]
     assert len(keys) == len(set(keys))
+
+
+class SchedulerKilled(BaseException):
+    """The scheduler process dies here: nothing after this line of dispatch runs (not even its except clauses)."""
+
+
+class OneSlotPool(ScriptedPool):
+    """A pool of one node with room for a single run; `die_on_submit` kills the scheduler before or after Ray
+    takes the job."""
+
+    def __init__(self, die_on_submit: str | None = None) -> None:
+        super().__init__()
+        self.die_on_submit = die_on_submit
+
+    def nodes(self) -> list[dict]:
+        return [{"node_id": self.head, "is_head_node": True, "state": "ALIVE", "resources_total": {"CPU": 1}}]
+
+    def submit(self, request: JobRequest) -> str:
+        if self.die_on_submit == "before":
+            self.die_on_submit = None
+            raise SchedulerKilled
+        super().submit(request)
+        if self.die_on_submit == "after":
+            self.die_on_submit = None
+            raise SchedulerKilled
+        return request.submission_id
+
+
+def _expire_claim(engine: Engine, run_id: int) -> None:
+    with Session(engine) as session:
+        run = session.get(Run, run_id)
+        run.claim_expires_at = utcnow() - timedelta(seconds=1)
+        session.add(run)
+        session.commit()
+
+
+def test_a_scheduler_killed_mid_dispatch_does_not_block_the_pool(engine, session, settings) -> None:
+    """The attempt row was written and Ray never got the job: once the claim expires, the attempt is retired (it
+    held the node's only slot) and the run is placed again; before the expiry nothing is touched."""
+    admin = create_user(session, Role.admin)
+    _, run = award(session, admin, create_proposal(session, create_user(session), create_call(session, admin)))
+    pool = OneSlotPool(die_on_submit="before")
+    with pytest.raises(SchedulerKilled):
+        Scheduler(engine, settings, pool).dispatch()
+    assert _attempt(engine, run.id, 1).state == AttemptState.starting and pool.requests == []
+    survivor = Scheduler(engine, settings, pool)
+    assert survivor.dispatch() == 0 and _attempt(engine, run.id, 1).state == AttemptState.starting  # still claimed
+    _expire_claim(engine, run.id)
+    assert survivor.dispatch() == 1
+    assert _attempt(engine, run.id, 1).state == AttemptState.failed
+    assert "never reached the pool" in _attempt(engine, run.id, 1).message
+    assert _attempt(engine, run.id, 2).state == AttemptState.running and len(pool.requests) == 1
+    assert current_run(engine, run.id).state == RunState.running
+
+
+def test_a_job_submitted_by_a_scheduler_that_then_died_is_adopted_once(engine, session, settings) -> None:
+    admin = create_user(session, Role.admin)
+    _, run = award(session, admin, create_proposal(session, create_user(session), create_call(session, admin)))
+    pool = OneSlotPool(die_on_submit="after")
+    with pytest.raises(SchedulerKilled):
+        Scheduler(engine, settings, pool).dispatch()
+    _expire_claim(engine, run.id)
+    survivor = Scheduler(engine, settings, pool)
+    assert survivor.dispatch() == 1 and survivor.dispatch() == 0
+    assert _attempt(engine, run.id, 1).state == AttemptState.running and len(pool.requests) == 1
+    assert current_run(engine, run.id).state == RunState.running and current_run(engine, run.id).attempt == 1

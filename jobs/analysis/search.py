@@ -3,6 +3,8 @@ sets. Distances are Euclidean; on unit vectors the similarity is the dot product
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 BLOCK = 8192  # base vectors per block: the distance block stays a few tens of MB
@@ -22,6 +24,16 @@ def _merge(best_d: np.ndarray, best_i: np.ndarray, d: np.ndarray, offset: int, k
 def norms(base: np.ndarray) -> np.ndarray:
     """Each base vector's squared length, to be given to `topk_l2` when the same base is searched many times."""
     return np.einsum("ij,ij->i", base, base)
+
+
+def rounding_bound(dim: int, largest_sq_norm: float, dtype: type = np.float64) -> float:
+    """How far a distance computed as sqrt(|a|²+|b|²-2a·b) may lie from the true one through rounding alone.
+
+    The squared distance is off by at most about (dim+2)·eps·(|a|²+|b|²), whatever order the BLAS kernel sums in
+    (Higham's bound for a dot product, plus the two norms), so an image's distance to itself is at most the square
+    root of that: 1e-7 is expected in float64 for a 48-dimensional tile, not 0.
+    """
+    return math.sqrt((dim + 2) * float(np.finfo(dtype).eps) * 2 * largest_sq_norm)
 
 
 def topk_l2(queries: np.ndarray, base: np.ndarray, k: int, block: int = BLOCK,
@@ -66,7 +78,7 @@ def topk_similarity(queries: np.ndarray, base: np.ndarray, k: int,
 
 def tiled_l2(queries: np.ndarray, base: np.ndarray, k: int, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """Exact tiled L2 (N x tiles x d arrays): the distance of two images is their largest tile distance. In
-    float64, so that an image's distance to itself is 0 to the last digit shown."""
+    float64, so that an image's distance to itself is far below any digit shown (see `rounding_bound`)."""
     queries, base = queries.astype(np.float64), base.astype(np.float64)
     best_d = np.full((len(queries), 0), np.inf, dtype=np.float64)
     best_i = np.zeros((len(queries), 0), dtype=np.int64)

@@ -8,14 +8,17 @@ name. Local objects are readable by the observatory's own user alone from the mo
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from service.errors import Busy
 from service.files import private_dir
 
 CHUNK = 1 << 20
@@ -38,6 +41,50 @@ class ArchiveStore(Protocol):
 
     def local_path(self, sha256: str) -> Path | None:
         """The object's file where the store is a local folder (served with range support), else None."""
+
+
+class ArchiveUnavailable(Busy):
+    """The archive cannot be reached or cannot take writes for now (its S3 endpoint refuses connections, its
+    disk is full): an outage of the observatory's own, answered 503 with Retry-After, never a reason to fail a run."""
+
+    def __init__(self, message: str, retry_after_s: int | None = 10) -> None:
+        super().__init__(message, retry_after_s)
+
+
+# Errors of a local archive folder that pass with time (a full disk, a network file system away); others, such as
+# a permission refused, are a misconfiguration and are raised as they are.
+PASSING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN,
+                            errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ECONNREFUSED, errno.ECONNRESET})
+
+
+@contextmanager
+def _local_outage() -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in PASSING_ERRNOS:
+            raise ArchiveUnavailable(f"the archive could not store the file ({exc.strerror or exc}); "
+                                     "try again later") from exc
+        raise
+
+
+@contextmanager
+def _s3_outage() -> Iterator[None]:
+    """Connection failures, timeouts and the endpoint's own 5xx and throttling answers are an outage."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout", "ServiceUnavailable"):
+            raise ArchiveUnavailable(f"the archive's store is unavailable ({code or status}); try again later") \
+                from exc
+        raise
+    except (BotoCoreError, OSError) as exc:
+        raise ArchiveUnavailable(f"the archive's store cannot be reached ({exc.__class__.__name__}); "
+                                 "try again later") from exc
 
 
 def object_key(sha256: str) -> str:
@@ -78,15 +125,16 @@ class LocalStore:
         return self.path(sha256)
 
     def put(self, stream: BinaryIO, *, limit: int | None = None) -> tuple[str, int]:
-        tmp, sha, size = _spool(stream, self.root / "incoming", limit)
-        try:
-            target = self.path(sha)
-            private_dir(target.parent)
-            if not target.exists():
-                tmp.replace(target)
-            return sha, size
-        finally:
-            tmp.unlink(missing_ok=True)
+        with _local_outage():
+            tmp, sha, size = _spool(stream, self.root / "incoming", limit)
+            try:
+                target = self.path(sha)
+                private_dir(target.parent)
+                if not target.exists():
+                    tmp.replace(target)
+                return sha, size
+            finally:
+                tmp.unlink(missing_ok=True)
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
@@ -132,11 +180,13 @@ class S3Store:
         return None
 
     def put(self, stream: BinaryIO, *, limit: int | None = None) -> tuple[str, int]:
-        tmp, sha, size = _spool(stream, self.spool_dir, limit)
+        with _local_outage():
+            tmp, sha, size = _spool(stream, self.spool_dir, limit)
         try:
             if not self.exists(sha):
-                self.client.upload_file(str(tmp), self.bucket, self.key(sha),
-                                        ExtraArgs={"ChecksumAlgorithm": "SHA256"})
+                with _s3_outage():
+                    self.client.upload_file(str(tmp), self.bucket, self.key(sha),
+                                            ExtraArgs={"ChecksumAlgorithm": "SHA256"})
             return sha, size
         finally:
             tmp.unlink(missing_ok=True)
@@ -145,7 +195,8 @@ class S3Store:
         from botocore.exceptions import ClientError
 
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=self.key(sha256))
+            with _s3_outage():
+                return self.client.head_object(Bucket=self.bucket, Key=self.key(sha256))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
@@ -162,9 +213,11 @@ class S3Store:
 
     def open_range(self, sha256: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         wanted = f"bytes={start}-{'' if end is None else end}"
-        body = self.client.get_object(Bucket=self.bucket, Key=self.key(sha256), Range=wanted)["Body"]
+        with _s3_outage():
+            body = self.client.get_object(Bucket=self.bucket, Key=self.key(sha256), Range=wanted)["Body"]
         try:
-            yield from iter(lambda: body.read(CHUNK), b"")
+            with _s3_outage():
+                yield from iter(lambda: body.read(CHUNK), b"")
         finally:
             body.close()
 

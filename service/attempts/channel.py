@@ -3,6 +3,7 @@ and report its end. Each call is scoped to one live attempt; the run's state is 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import BinaryIO
 
 from sqlmodel import Session
@@ -126,7 +127,10 @@ def accept_output(session: Session, settings: Settings, store: ArchiveStore, att
 def report_end(session: Session, attempt: RunAttempt, end: JobEnd) -> None:
     """The job's own account of how it ended; the scheduler turns it into the attempt's and run's outcome."""
     _heard(session, attempt)
+    now = utcnow()
+    job_ended = max(now - timedelta(seconds=end.ended_s_ago), attempt.started_at or now)
     attempt.exit_code = end.exit_code
-    attempt.reported = {"stopped": end.stopped, "problems": list(end.problems), "at": utcnow().isoformat()}
+    attempt.reported = {"stopped": end.stopped, "problems": list(end.problems), "at": now.isoformat(),
+                        "job_ended_at": job_ended.isoformat()}
     session.add(attempt)
 

@@ -56,3 +56,6 @@ class JobEnd(BaseModel):
     exit_code: int = Field(ge=-255, le=255)
     stopped: bool = Field(False, description="The job stopped because it was asked to.")
     problems: list[text(500)] = Field(default_factory=list, max_length=50)
+    ended_s_ago: float = Field(0, ge=0, le=7 * 86400, description=(
+        "How long ago the job's own process ended: the time the runner then spent waiting for the observatory "
+        "(an outage) is not charged."))

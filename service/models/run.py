@@ -51,7 +51,6 @@ class Run(SQLModel, table=True):
     resume_sha256: str | None = Field(default=None, max_length=64)
     resume_step: int = 0
     retries_used: int = 0  # attempts killed on a node that stayed up, retried from the last checkpoint
-    finish_failures: int = 0  # ticks that failed to record the run's end; bounded, then the run fails
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -101,6 +100,9 @@ class RunAttempt(SQLModel, table=True):
     reported: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     ended_at: datetime | None = None
     message: str = Field(default="", max_length=2_000)
+    # Ticks that failed to record this attempt's end (outages aside), counted at most once per tick interval.
+    finish_failures: int = 0
+    finish_failed_at: datetime | None = None
 
 
 class RunEvent(SQLModel, table=True):

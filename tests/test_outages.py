@@ -1,0 +1,179 @@
+"""Outages of the observatory's own (its API restarting, its archive refusing connections) never fail a run: the
+API answers 503 with Retry-After, the runner trains on and tries again with backoff, the time it waits after its job
+ended is not charged, and a runner that does give up is resumed from its last shipped checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session
+
+from jobs.kinds import UNREACHABLE_EXIT
+from jobs.runner import Attempt, Channel, Unreachable
+from scheduler.loop import Scheduler
+from scheduler.ray_backend import JobState
+from service.archive import service as archive_service
+from service.archive.store import ArchiveUnavailable, LocalStore, S3Store
+from service.attempts.service import attempts_of, read_log
+from service.ledger.service import run_charged
+from service.models import AttemptState, Role, RunState
+from tests.factories import TINY_TRAIN, award, create_call, create_proposal, create_user
+from tests.live import free_port, live_server
+from tests.pools import TRAIN_FILES, FakeJob, ScriptedPool, current_run, dispatched_run
+
+
+def _refusing_s3(tmp_path: Path) -> S3Store:
+    """An S3 store whose endpoint refuses connections (nothing listens on its port)."""
+    return S3Store(bucket="archive", spool_dir=tmp_path / "spool", endpoint_url=f"http://127.0.0.1:{free_port()}",
+                   access_key_id="key", secret_access_key="secret")
+
+
+def test_an_unreachable_archive_answers_503_with_retry_after_on_every_job_call(lite_engine, lite_session,
+                                                                              lite_settings, lite_client,
+                                                                              tmp_path, monkeypatch) -> None:
+    scheduler, pool, run_id, _ = dispatched_run(lite_engine, lite_session, lite_settings)
+    job = FakeJob(lite_client, pool.token())
+    down = _refusing_s3(tmp_path)
+    monkeypatch.setattr("service.attempts.api.store_for", lambda settings: down)
+    answers = {"start": job.start(), "checkpoint": job.checkpoint(b"state", step=5),
+               "output": job.output("metrics.json", b"{}")}
+    for call, answer in answers.items():
+        assert answer.status_code == 503, (call, answer.text)
+        assert int(answer.headers["Retry-After"]) > 0 and "archive" in answer.json()["detail"], call
+    assert current_run(lite_engine, run_id).state == RunState.running
+
+
+def test_the_channel_waits_out_an_api_restart_and_gives_up_only_after_its_patience(lite_engine, lite_settings,
+                                                                                   tmp_path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    channel = Channel(url, "att_nobody", patience_s=60, backoff_s=(0.2, 0.5))
+    answers: list[int] = []
+
+    def call() -> None:
+        answers.append(channel.once("GET", "/api/pool").status_code)
+
+    def later() -> None:
+        time.sleep(2.0)  # the API is away for two seconds, then comes back on the same address
+        with live_server(lite_settings, lite_engine, port=port):
+            deadline = time.monotonic() + 30
+            while not answers and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+    restarting = threading.Thread(target=later)
+    restarting.start()
+    started = time.monotonic()
+    channel.patiently(call)
+    restarting.join()
+    assert answers == [200] and time.monotonic() - started >= 1.9
+    assert channel.away_since is None and channel.tries == 0  # the outage is over: the next one is timed anew
+    patient = Channel(f"http://127.0.0.1:{free_port()}", "att_nobody", patience_s=1.0, backoff_s=(0.2,))
+    with pytest.raises(Unreachable, match="away 1 s"):
+        patient.call("GET", "/api/pool")
+    assert Attempt(patient, tmp_path / "node").run() == UNREACHABLE_EXIT
+
+
+def _runner(url: str, token: str, node_dir: Path, patience_s: float) -> subprocess.Popen:
+    env = {**os.environ, "OBSERVATORY_JOB_URL": url, "OBSERVATORY_JOB_TOKEN": token,
+           "OBSERVATORY_NODE_DIR": str(node_dir), "OBSERVATORY_JOB_PATIENCE_S": str(patience_s),
+           "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "jobs.runner"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def _wait_for(engine, run_id: int, until, timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if until(current_run(engine, run_id)):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id}: {current_run(engine, run_id).message}")
+
+
+@pytest.mark.parametrize("outage", ["api", "archive"])
+def test_a_real_job_trains_through_an_outage_and_its_run_succeeds(outage, lite_engine, lite_session, lite_settings,
+                                                                  tmp_path, monkeypatch) -> None:
+    """The runner and its training job run for real: the API goes away (or the archive refuses every write) for
+    a few seconds mid-run; the job trains on, its checkpoints and outputs arrive afterwards, and the run succeeds
+    with the time spent waiting to deliver its outputs left uncharged."""
+    settings = lite_settings.model_copy(update={"checkpoint_ship_interval_s": 0})
+    admin = create_user(lite_session, Role.admin)
+    plan = {**TINY_TRAIN, "steps": 150, "checkpoint_every": 10}
+    _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
+                                                        create_call(lite_session, admin), job_plan=plan))
+    pool = ScriptedPool()
+    scheduler = Scheduler(lite_engine, settings, pool)
+    assert scheduler.dispatch() == 1
+    away = threading.Event()
+    real_put = LocalStore.put
+
+    def put(self, stream, *, limit=None):  # type: ignore[no-untyped-def]
+        if away.is_set():
+            raise ArchiveUnavailable("the archive's store cannot be reached (EndpointConnectionError); try again")
+        return real_put(self, stream, limit=limit)
+
+    monkeypatch.setattr(LocalStore, "put", put)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with ExitStack() as first:
+        first.enter_context(live_server(settings, lite_engine, port=port))
+        runner = _runner(url, pool.token(), tmp_path / "node", patience_s=120)
+        _wait_for(lite_engine, run.id, lambda r: r.progress_detail.get("step", 0) >= 10, timeout=180)
+        if outage == "archive":
+            away.set()
+            time.sleep(5)
+        else:
+            first.close()  # the API stops...
+            time.sleep(5)  # ...for five seconds, then starts again on the same address
+    with live_server(settings, lite_engine, port=port):
+        if outage == "archive":
+            time.sleep(4)  # the job has finished meanwhile and waits to deliver its outputs
+            away.clear()
+        output, _ = runner.communicate(timeout=240)
+    text = output.decode(errors="replace")
+    assert runner.returncode == 0, text[-3000:]
+    assert "trying again" in text and "giving up" not in text
+    pool.set(pool.submitted[0], JobState.succeeded)
+    scheduler.reconcile()
+    final = current_run(lite_engine, run.id)
+    assert final.state == RunState.succeeded, final.message
+    with Session(lite_engine) as session:
+        (attempt,) = attempts_of(session, run.id)
+        assert "[runner] the observatory was away for" in read_log(session, attempt.id)
+        assert attempt.state == AttemptState.succeeded and attempt.checkpoint_step >= 10
+        assert {a.name for a in archive_service.list_artifacts(session, run.id)} >= set(TRAIN_FILES)
+        job_ended = attempt.reported["job_ended_at"]
+        charged = run_charged(session, run.id)
+    from datetime import datetime
+
+    worked = int((datetime.fromisoformat(job_ended) - attempt.started_at).total_seconds())
+    assert charged == worked  # up to the job's own end, not to the end of the wait
+    if outage == "archive":
+        assert (attempt.ended_at - datetime.fromisoformat(job_ended)).total_seconds() >= 1
+
+
+def test_a_runner_that_gave_up_on_the_observatory_is_resumed_from_its_checkpoint(lite_engine, lite_session,
+                                                                                lite_settings, lite_client) -> None:
+    scheduler, pool, run_id, _ = dispatched_run(lite_engine, lite_session, lite_settings)
+    job = FakeJob(lite_client, pool.token())
+    job.start()
+    assert job.checkpoint(b"state at step 40", step=40).status_code == 200
+    pool.set(pool.submitted[0], JobState.running)
+    scheduler.reconcile()
+    pool.set(pool.submitted[0], JobState.failed, exit_code=UNREACHABLE_EXIT)
+    scheduler.reconcile()
+    run = current_run(lite_engine, run_id)
+    assert run.state == RunState.queued and run.resume_step == 40, run.message
+    assert "could not reach the observatory" in run.message and "checkpoint at step 40" in run.message
+    with Session(lite_engine) as session:
+        (attempt,) = attempts_of(session, run_id)
+    assert attempt.state == AttemptState.lost
+    assert json.dumps(attempt.reported) == "{}"  # it never reported: judged by its exit code alone
