@@ -50,6 +50,8 @@ def seed(var_dir: Path) -> int:
     from sqlmodel import Session
 
     from service.archive.service import ingest_bytes, store_for
+    from service.config import Settings
+    from service.datasets.service import ensure_bundled
     from service.db import make_engine, writer
     from service.migrations import upgrade
     from service.models import Artifact, Role, Run, RunState
@@ -58,19 +60,21 @@ def seed(var_dir: Path) -> int:
     url = f"sqlite:///{var_dir / 'observatory.db'}"
     upgrade(url)
     engine = make_engine(url)
+    store = store_for(Settings(var_dir=var_dir, database_url=url, secret_key="bench"))
     with Session(writer(engine), expire_on_commit=False) as session:
+        ensure_bundled(session, store)  # as a serving observatory has it: the bundled set the plans train on
+        session.commit()
         admin = create_user(session, Role.admin, email="admin@bench.example")
         pi = create_user(session, email="pi@bench.example")
         _, run = award(session, admin, create_proposal(session, pi, create_call(session, admin, capacity=100)))
         run = session.get(Run, run.id)
         run.state = RunState.succeeded
-        archive = var_dir / "archive"
         metrics = json.dumps({"final_loss": 0.02, "loss_curve": [1 / (i + 1) for i in range(200)]}).encode()
         for name, kind, media, data in (("metrics.json", "metrics", "application/json", metrics),
                                         ("samples.png", "samples", "image/png", b"\x89PNG\r\n\x1a\n" + b"0" * 4000)):
-            sha, size = store_for(archive).put(io.BytesIO(data))
+            sha, size = store.put(io.BytesIO(data))
             session.add(Artifact(run_id=run.id, name=name, kind=kind, sha256=sha, size=size, media_type=media))
-        ingest_bytes(session, archive_dir=archive, run=run, name="job.log", data=b"done\n")
+        ingest_bytes(session, store=store, run=run, name="job.log", data=b"done\n")
         session.add(run)
         session.commit()
         run_id = run.id
@@ -150,8 +154,9 @@ class SchedulerProbe(threading.Thread):
     def run(self) -> None:
         from sqlmodel import Session
 
+        from service.attempts.service import live_attempts
         from service.db import make_engine, writer
-        from service.runs.service import active_runs, claim_queued
+        from service.runs.service import claim_queued
 
         engine = make_engine(self.url, pool_size=2, max_overflow=2)
         while not self.stop.wait(0.5):
@@ -159,7 +164,7 @@ class SchedulerProbe(threading.Thread):
             try:
                 with Session(writer(engine)) as session:
                     claim_queued(session, limit=8, ttl_s=60)
-                    active_runs(session)
+                    live_attempts(session, "local")
                     session.commit()
             except Exception:
                 self.failures += 1

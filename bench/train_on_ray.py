@@ -31,18 +31,13 @@ from sqlmodel import Session  # noqa: E402
 from scheduler.local_ray import start_head  # noqa: E402
 from scheduler.loop import Scheduler  # noqa: E402
 from scheduler.ray_backend import RayBackend  # noqa: E402
-from service.allocations.service import award_proposal  # noqa: E402
 from service.archive.service import list_artifacts, read_object, store_for  # noqa: E402
-from service.auth.service import create_user  # noqa: E402
-from service.calls.schemas import CallCreate  # noqa: E402
-from service.calls.service import create_call  # noqa: E402
 from service.config import Settings  # noqa: E402
-from service.db import make_engine  # noqa: E402
+from service.datasets.service import ensure_bundled  # noqa: E402
+from service.db import make_engine, writer  # noqa: E402
 from service.migrations import upgrade  # noqa: E402
 from service.models import Role, Run  # noqa: E402
-from service.proposals.schemas import ProposalCreate  # noqa: E402
-from service.proposals.service import create_proposal  # noqa: E402
-from service.timeutil import utcnow  # noqa: E402
+from tests.factories import award, create_call, create_proposal, create_user  # noqa: E402
 from web.app import create_app  # noqa: E402
 
 
@@ -72,17 +67,13 @@ def through_ray(steps: int, cpus: int) -> tuple[float, float]:
     settings = Settings(var_dir=folder / "var", database_url=url, secret_key="bench", cpus_per_run=cpus,
                         job_python=sys.executable, job_api_url=f"http://127.0.0.1:{port}",
                         checkpoint_ship_interval_s=60, scheduler_interval_s=1)
-    with Session(engine, expire_on_commit=False) as session:
-        admin = create_user(session, email="a@bench.example", name="A", role=Role.admin, password=None)
-        pi = create_user(session, email="p@bench.example", name="P", role=Role.researcher, password=None)
-        now = utcnow()
-        call = create_call(session, actor=admin, data=CallCreate(
-            title="Bench", opens_at=now.replace(year=now.year - 1), closes_at=now.replace(year=now.year + 1),
-            capacity_gpu_hours=10))
-        proposal = create_proposal(session, actor=pi, call_id=call.id, data=ProposalCreate(
-            title="Bench", abstract="a", justification="j", requested_gpu_hours=1, job_plan=plan(steps), submit=True))
-        _, run = award_proposal(session, actor=admin, proposal_id=proposal.id, gpu_hours=1)
+    with Session(writer(engine), expire_on_commit=False) as session:
+        ensure_bundled(session, store_for(settings))  # the bundled set the plan trains on, as when serving
         session.commit()
+        admin = create_user(session, Role.admin, email="a@bench.example")
+        pi = create_user(session, email="p@bench.example")
+        _, run = award(session, admin, create_proposal(session, pi, create_call(session, admin, capacity=10),
+                                                        job_plan=plan(steps)))
     server = uvicorn.Server(uvicorn.Config(create_app(settings, engine), host="127.0.0.1", port=port,
                                            log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
@@ -114,13 +105,14 @@ def through_ray(steps: int, cpus: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--ray-cpus", default="1,all", help="the CPUs given to the run through Ray, each a row")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     print(f"{cores} CPU cores; the default plan (16 px, batch 64, UNet [32, 64, 64]) for {args.steps} steps")
     rows = [("bare job, default torch threads", *bare(args.steps, None)),
             ("bare job, 1 thread", *bare(args.steps, 1)),
-            ("through Ray, run given 1 CPU", *through_ray(args.steps, 1)),
-            (f"through Ray, run given {cores} CPUs", *through_ray(args.steps, cores))]
+            *((f"through Ray, run given {cpus} CPU(s)", *through_ray(args.steps, cpus))
+              for cpus in (cores if part == "all" else int(part) for part in args.ray_cpus.split(",")))]
     baseline = rows[0][1]
     for name, per_step, wall in rows:
         print(f"{name:38s} {1 / per_step:6.2f} steps/s  ({per_step / baseline:4.2f}x the bare step time), "
