@@ -23,6 +23,28 @@ INPUT_PREFIX = "dataset:"  # a job's inputs that are files of its dataset: datas
 MANIFEST = "manifest.jsonl"
 DESCRIPTION = "dataset.json"
 SIDE_FILES = ("attribution.txt", "rejected.jsonl", "duplicates.jsonl")
+MAX_IMAGE_BYTES = 64 << 20  # one image in a shard: a training-size PNG is a few KB, a full Commons file some MB
+# Magic numbers of compressed files: a package and its shards are plain tar, so that what a member says it holds
+# is what is read (a 1 MB gzip can expand to gigabytes).
+COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
+
+
+def compression_of(path: Path) -> str | None:
+    """The compression a file is in, by its first bytes, or None for a plain file."""
+    with path.open("rb") as handle:
+        head = handle.read(6)
+    return next((name for magic, name in COMPRESSED.items() if head.startswith(magic)), None)
+
+
+def open_plain_tar(path: Path) -> tarfile.TarFile:
+    """A tar file opened for reading only if it is not compressed (ValueError otherwise)."""
+    compression = compression_of(path)
+    if compression is not None:
+        raise ValueError(f"{path.name} is {compression}-compressed; only plain tar files are taken")
+    try:
+        return tarfile.open(path, "r:")
+    except tarfile.TarError as exc:
+        raise ValueError(f"{path.name} is not a readable tar file ({exc})") from None
 
 
 def digest_of(records: list[dict[str, Any]]) -> str:
@@ -66,11 +88,15 @@ def _wanted(records: list[dict[str, Any]], shards: dict[str, Path]) -> dict[str,
 
 
 def _members(shards: dict[str, Path], wanted: dict[str, set[str]]) -> Iterator[tuple[str, str, bytes]]:
-    """(shard, member, bytes) for each wanted member, one at a time."""
+    """(shard, member, bytes) for each wanted member, one at a time; each member's size is checked before it is
+    read."""
     for shard, members in wanted.items():
-        with tarfile.open(shards[shard], "r") as tar:
+        with open_plain_tar(shards[shard]) as tar:
             for entry in tar:
                 if entry.isfile() and entry.name in members:
+                    if entry.size > MAX_IMAGE_BYTES:
+                        raise ValueError(f"{entry.name} in {shard} is {entry.size} bytes, over the "
+                                         f"{MAX_IMAGE_BYTES} an image may have")
                     yield shard, entry.name, tar.extractfile(entry).read()
 
 

@@ -186,6 +186,62 @@ def test_a_package_that_does_not_check_out_is_refused(lite_session: Session, lit
         register_from_run(lite_session, _store(lite_settings), run)
 
 
+def _gzipped(members: dict[str, bytes], extra: tuple[str, int] | None = None) -> bytes:
+    """The package as a gzip-compressed tar, with an `extra` member of that many zero bytes (a bomb: 64 MB of
+    zeros compress to about 64 KB)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        items = list(members.items()) + ([(extra[0], b"\0" * extra[1])] if extra else [])
+        for name, data in items:
+            entry = tarfile.TarInfo(name)
+            entry.size = len(data)
+            tar.addfile(entry, io.BytesIO(data))
+    return out.getvalue()
+
+
+def test_a_compressed_package_is_refused_before_anything_is_expanded(lite_session: Session, lite_settings,
+                                                                     tmp_path: Path, monkeypatch) -> None:
+    """A pool node's dataset.tar is untrusted: a gzip bomb is refused by its first bytes, and nothing of it is
+    decompressed (tarfile is never asked to read a member)."""
+    files = _outputs(tmp_path)
+    with tarfile.open(fileobj=io.BytesIO(files["dataset.tar"])) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar}
+    files["dataset.tar"] = _gzipped(members, ("zeros.bin", 64 << 20))
+    assert len(files["dataset.tar"]) < 1 << 20
+    run = _ingest_run(lite_session, lite_settings, files)
+    read = {"bytes": 0}
+    real_extract = tarfile.TarFile.extractfile
+
+    def counted(self, member):  # type: ignore[no-untyped-def]
+        read["bytes"] += member.size if isinstance(member, tarfile.TarInfo) else 0
+        return real_extract(self, member)
+
+    monkeypatch.setattr(tarfile.TarFile, "extractfile", counted)
+    with pytest.raises(Invalid, match="gzip-compressed; only plain tar files are taken"):
+        register_from_run(lite_session, _store(lite_settings), run)
+    assert read["bytes"] == 0
+
+
+def test_a_shard_that_is_compressed_or_holds_an_oversized_image_is_refused(lite_session: Session, lite_settings,
+                                                                          tmp_path: Path, monkeypatch) -> None:
+    import jobs.package
+
+    files = _outputs(tmp_path)
+    gz = _repacked(files["dataset.tar"], lambda m: {**m, "shard-00000.tar": _gzipped(
+        {n: d for n, d in _members_of(m["shard-00000.tar"]).items()})}, tmp_path / "gz.tar")
+    with pytest.raises(Invalid, match="shard-00000.tar is gzip-compressed"):
+        register_from_run(lite_session, _store(lite_settings), _ingest_run(lite_session, lite_settings,
+                                                                           {**files, "dataset.tar": gz}))
+    monkeypatch.setattr(jobs.package, "MAX_IMAGE_BYTES", 100)  # every image of the set is larger than this
+    with pytest.raises(Invalid, match="over the 100 an image may have"):
+        register_from_run(lite_session, _store(lite_settings), _ingest_run(lite_session, lite_settings, files))
+
+
+def _members_of(tar_bytes: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar}
+
+
 def test_an_ingest_asks_the_pool_for_a_cpu_and_is_told_where_commons_is(lite_engine, lite_session: Session,
                                                                          lite_settings) -> None:
     """On a GPU pool, a node whose GPU is busy training still takes an ingest: it needs a CPU core, not a GPU."""

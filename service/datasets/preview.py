@@ -40,7 +40,8 @@ def _sheet(store: ArchiveStore, files: dict[str, dict]) -> bytes:
         wanted.setdefault(record["shard"], set()).add(record["member"])
     images: dict[str, Image.Image] = {}
     for shard, members in wanted.items():
-        with tarfile.open(fileobj=io.BytesIO(read_object(store, files[shard]["sha256"], limit=1 << 30))) as tar:
+        with tarfile.open(fileobj=io.BytesIO(read_object(store, files[shard]["sha256"], limit=1 << 30)),
+                          mode="r:") as tar:
             for entry in tar:
                 if entry.isfile() and entry.name in members:
                     with Image.open(tar.extractfile(entry)) as image:

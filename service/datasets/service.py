@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import tarfile
 import tempfile
 from collections import Counter
@@ -19,7 +20,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from jobs.data.bundled import package as bundled_package
-from jobs.package import verify
+from jobs.package import open_plain_tar, verify
 from service.archive.service import find_artifact
 from service.archive.store import ArchiveStore
 from service.audit.service import record
@@ -39,6 +40,8 @@ def check_name(name: str) -> str:
 
 
 SHARD = re.compile(r"^shard-[0-9]{5}\.tar$")
+MAX_PACKAGE_FILES = len(FILES) + 100_000  # the package's files: the side files and at most this many shards
+MAX_DESCRIPTION_BYTES = 16 << 20  # dataset.json is read whole
 
 
 def _described(folder: Path) -> dict[str, Any]:
@@ -122,7 +125,11 @@ def register(session: Session, store: ArchiveStore, folder: Path, *, actor: User
 
 def check_run_package(store: ArchiveStore, run: Run, artifact_sha256: str | None) -> CheckedPackage:
     """The package an ingest run made: its `dataset.tar` (by sha256) unpacked, plain files with plain names only,
-    checked against the name its plan gave; no database, so it may take as long as a big package takes."""
+    checked against the name its plan gave; no database, so it may take as long as a big package takes.
+
+    The tar comes from a pool node, so it is read as untrusted: compressed tars are refused (an uncompressed one
+    holds no more than its own size), each member is checked (a plain file with a plain name, once) before it is
+    copied out in blocks, and the number of members is bounded."""
     if artifact_sha256 is None:
         raise Invalid(f"run {run.id} has no dataset.tar in the archive")
     with tempfile.TemporaryDirectory(prefix="dataset-") as tmp:
@@ -130,18 +137,31 @@ def check_run_package(store: ArchiveStore, run: Run, artifact_sha256: str | None
         with (folder / ".package.tar").open("wb") as handle:
             for block in store.open_range(artifact_sha256):
                 handle.write(block)
-        try:
-            with tarfile.open(folder / ".package.tar") as tar:
-                for entry in tar:
-                    if not entry.isfile() or "/" in entry.name or entry.name.startswith("."):
-                        raise Invalid(f"dataset.tar holds {entry.name!r}, which is not a package file")
-                    (folder / entry.name).write_bytes(tar.extractfile(entry).read())
-        except tarfile.TarError as exc:
-            raise Invalid(f"dataset.tar is not a readable tar file ({exc})") from None
+        _unpack(folder / ".package.tar", folder)
         described = _described(folder)
         if described.get("name") != run.job_plan.get("name"):
             raise Invalid(f"the package is named {described.get('name')!r}, not {run.job_plan.get('name')!r}")
         return check_package(store, folder)
+
+
+def _unpack(package: Path, folder: Path) -> None:
+    seen: set[str] = set()
+    try:
+        with open_plain_tar(package) as tar:
+            for entry in tar:
+                if not entry.isfile() or "/" in entry.name or entry.name.startswith(".") or entry.name in seen:
+                    raise Invalid(f"dataset.tar holds {entry.name!r}, which is not a package file")
+                seen.add(entry.name)
+                if entry.name == "dataset.json" and entry.size > MAX_DESCRIPTION_BYTES:
+                    raise Invalid(f"dataset.tar's dataset.json is {entry.size} bytes, over {MAX_DESCRIPTION_BYTES}")
+                if len(seen) > MAX_PACKAGE_FILES:
+                    raise Invalid(f"dataset.tar holds more than {MAX_PACKAGE_FILES} files")
+                with tar.extractfile(entry) as source, (folder / entry.name).open("xb") as target:
+                    shutil.copyfileobj(source, target, 1 << 20)
+    except ValueError as exc:
+        raise Invalid(f"dataset.tar: {exc}") from None
+    except tarfile.TarError as exc:
+        raise Invalid(f"dataset.tar is not a readable tar file ({exc})") from None
 
 
 def register_from_run(session: Session, store: ArchiveStore, run: Run,
