@@ -97,3 +97,27 @@ def test_the_portals_mail_loop_sends_the_outbox(lite_session: Session, lite_engi
         stop.set()
         loop.join(10)
         server.stop()
+
+
+def test_a_line_break_in_a_title_never_reaches_a_header_and_a_bad_message_blocks_no_other(
+        session: Session, engine, settings, smtp_port: int) -> None:
+    settings = settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": smtp_port})
+    titled = outbox.queue(session, "pi@example.org", "Submitted: A\r\nBcc: victim@example.org", "Body.")
+    assert titled.subject == "Submitted: A Bcc: victim@example.org"
+    # A message written before the fix (or by any other path) with a line break in a header: it fails alone.
+    poisoned = OutboxMessage(to_address="pi@example.org", kind="notice", subject="Bad\nSubject", body="x")
+    session.add(poisoned)
+    outbox.queue(session, "other@example.org", "After it", "Still goes out.")
+    session.commit()
+    inbox = Inbox()
+    server = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+    server.start()
+    try:
+        assert deliver(engine, settings) == (2, 1)
+    finally:
+        server.stop()
+    session.rollback()
+    stuck = session.get(OutboxMessage, poisoned.id, populate_existing=True)
+    assert stuck.sent_at is None and "linefeed" in stuck.last_error and stuck.next_attempt_at > utcnow()
+    assert sorted(str(m["Subject"]) for m in inbox.messages) == ["After it", "Submitted: A Bcc: victim@example.org"]
+    assert all(m["Bcc"] is None for m in inbox.messages)

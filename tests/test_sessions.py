@@ -131,6 +131,18 @@ def test_a_good_password_passes() -> None:
     check_password("amber kettle orbit", email="ana@example.org", name="Ana")
 
 
+@pytest.mark.parametrize("length", [72, 73, 100, 200])
+def test_long_passphrases_are_judged_and_taken(lite_client: TestClient, length: int) -> None:
+    """zxcvbn refuses more than 72 characters; sign-up judged the first 100 and answered 500 for 73 to 200."""
+    phrase = ("amber kettle orbit tundra violin " * 7)[:length]
+    check_password(phrase, email="ana@example.org", name="Ana")
+    response = lite_client.post("/api/auth/signup", json={"email": f"long{length}@example.org", "name": "Long",
+                                                          "password": phrase})
+    assert response.status_code == 201, response.text
+    with pytest.raises(Invalid, match="password"):
+        check_password("a" * length, email="ana@example.org", name="Ana")
+
+
 def test_sign_up_and_invites_do_not_say_which_accounts_exist(lite_client: TestClient,
                                                                 lite_session: Session) -> None:
     existing = create_user(lite_session)

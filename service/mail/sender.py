@@ -1,7 +1,8 @@
 """The mail loop's work: send what waits in the outbox through SMTP, and keep what could not be sent.
 
-A message that fails stays in the outbox and is tried again later (30 s, then doubling, up to an hour), so nothing
-is lost while the SMTP server is down. Messages of a digest kind waiting for one address go out as one e-mail.
+A message that fails stays in the outbox with its error and is tried again later (30 s, then doubling, up to an
+hour), so nothing is lost while the SMTP server is down, and a message that cannot be composed or sent never holds
+up the others. Messages of a digest kind waiting for one address go out as one e-mail.
 Each group is claimed (its retry time pushed past the send) before it is sent, so that two portal processes
 running the loop never send the same message twice.
 """
@@ -78,7 +79,7 @@ def deliver(engine: Engine, settings: Settings, *, now: datetime | None = None, 
                 continue  # another loop has (some of) it
             try:
                 _send(settings, _compose(settings, group))
-            except (OSError, smtplib.SMTPException) as exc:
+            except Exception as exc:  # whatever is wrong with this message, the ones behind it still go out
                 failed += 1
                 for m in group:
                     m.attempts += 1
