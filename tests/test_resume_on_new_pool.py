@@ -4,6 +4,7 @@ its own), and the run resumes there from its last shipped checkpoint."""
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import sys
 import tempfile
@@ -15,7 +16,7 @@ import pytest
 from sqlmodel import Session
 
 from observatory.runtime import SchedulerThread, open_pool
-from scheduler.local_ray import start_head
+from scheduler.local_ray import RayNode, start_head
 from scheduler.loop import Scheduler
 from service.archive.service import list_artifacts, read_object, store_for
 from service.attempts.service import attempts_of
@@ -28,24 +29,53 @@ pytestmark = pytest.mark.ray
 BASE = int(os.environ.get("OBSERVATORY_TEST_RAY_PORT", "6700")) + 1500
 
 
-def test_a_head_never_adopts_a_dashboard_that_is_not_its_own(tmp_path: Path) -> None:
-    """Something (an old head still draining after a kill -9) answers on the dashboard port: refused, not used."""
-    port = free_port()
+def _old_dashboard(port: int, head_name: str) -> http.server.ThreadingHTTPServer:
+    """What an old head still draining after a kill -9 answers on the dashboard port: jobs, and a live head node
+    under that old head's name."""
+    nodes = json.dumps({"data": {"result": {"result": [
+        {"is_head_node": True, "state": "ALIVE", "node_name": head_name}]}}}).encode()
 
     class OldDashboard(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
             self.send_response(200)
             self.end_headers()
-            self.wfile.write(b'{"data": {"result": {"result": []}}}')
+            self.wfile.write(nodes if self.path.startswith("/api/v0/nodes") else b"[]")
 
         def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), OldDashboard)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_head_waits_for_its_ports_and_refuses_ones_still_in_use(tmp_path: Path) -> None:
+    port = free_port()
+    server = _old_dashboard(port, "observatory-head-old")
     try:
         with pytest.raises(RuntimeError, match=rf"ports \[{port}\] are still in use"):
             start_head(base_port=free_port(), dashboard_port=port, token="t", timeout=3,
+                       temp_dir=Path(tempfile.mkdtemp(prefix="obs-ray-old-", dir="/tmp")) / "t")
+    finally:
+        server.shutdown()
+
+
+def test_a_head_never_adopts_a_dashboard_that_is_not_its_own(monkeypatch) -> None:
+    """An old head's dashboard answers every call a new head makes, with a live head node: only the name tells
+    them apart. Past the port check (as when the old head comes back on the port after it), the new head is not
+    adopted on that answer: start_head fails instead of returning a node that is not its own."""
+    from scheduler import local_ray
+
+    port = free_port()
+    server = _old_dashboard(port, "observatory-head-old")
+    try:
+        seen = RayNode(process=None, temp_dir=Path("/nonexistent"), log_path=Path("/nonexistent"),  # type: ignore[arg-type]
+                       gcs_address="", dashboard_url=f"http://127.0.0.1:{port}", token="t")
+        assert local_ray._our_head_answers(seen, "observatory-head-old")  # the same answer, under its own name
+        assert not local_ray._our_head_answers(seen, "observatory-head-new")
+        monkeypatch.setattr(local_ray, "wait_for_free_ports", lambda ports, timeout: None)
+        with pytest.raises(RuntimeError, match="exited|did not answer"):
+            start_head(base_port=free_port(), dashboard_port=port, token="t", timeout=8,
                        temp_dir=Path(tempfile.mkdtemp(prefix="obs-ray-old-", dir="/tmp")) / "t")
     finally:
         server.shutdown()

@@ -7,16 +7,18 @@ import threading
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from scheduler.loop import Scheduler
+from service.attempts.service import new_attempt
 from service.db import make_engine, writer
 from service.errors import Conflict, Forbidden
 from service.ledger import service as ledger
-from service.models import EntryKind, LedgerEntry, Proposal, Role, Run, RunEvent, RunState
+from service.models import AttemptState, EntryKind, LedgerEntry, Proposal, Role, Run, RunAttempt, RunEvent, RunState
 from service.runs import service as runs
-from service.runs.state import TRANSITIONS, can_move, transition
+from service.runs.state import can_move, move_attempt, transition
 from service.timeutil import utcnow
 from tests.factories import award, create_call, create_proposal, create_user
 from tests.pools import ScriptedPool
@@ -30,12 +32,45 @@ def queued_run(session: Session):
     return {"admin": admin, "pi": pi, "run": run}
 
 
-def test_every_listed_transition_is_allowed_and_no_other() -> None:
+# The run and attempt machines as the design writes them down, spelled out here rather than read from the code, so
+# that an entry added to or dropped from the code's tables makes these tests fail.
+RUN_MOVES = {("queued", "running"), ("queued", "cancelled"), ("queued", "failed"), ("running", "succeeded"),
+             ("running", "failed"), ("running", "cancelled"), ("running", "queued")}
+ATTEMPT_MOVES = {("starting", "running"), ("starting", "failed"), ("running", "succeeded"), ("running", "failed"),
+                 ("running", "stopped"), ("running", "lost")}
+
+
+def test_every_written_down_run_transition_is_taken_and_no_other(session: Session, queued_run) -> None:
+    run: Run = queued_run["run"]
     for source in RunState:
         for target in RunState:
-            assert can_move(source, target) == (target in TRANSITIONS[source])
-    assert not can_move(RunState.succeeded, RunState.running)
-    assert can_move(RunState.running, RunState.queued)  # node lost: resume elsewhere
+            session.execute(update(Run).where(Run.id == run.id).values(state=source))
+            session.refresh(run)
+            assert can_move(source, target) == ((source, target) in RUN_MOVES), (source, target)
+            if (source, target) in RUN_MOVES:
+                transition(session, run, target, "test")
+                assert session.get(Run, run.id, populate_existing=True).state == target
+            else:
+                with pytest.raises(Conflict, match=f"cannot go from {source} to {target}"):
+                    transition(session, run, target, "test")
+            session.rollback()
+
+
+def test_every_written_down_attempt_transition_is_taken_and_no_other(session: Session, queued_run) -> None:
+    run: Run = queued_run["run"]
+    attempt, _ = new_attempt(session, run, pool="local")
+    session.commit()
+    for source in AttemptState:
+        for target in AttemptState:
+            session.execute(update(RunAttempt).where(RunAttempt.id == attempt.id).values(state=source))
+            session.refresh(attempt)
+            if (source, target) in ATTEMPT_MOVES:
+                move_attempt(session, attempt, target, "test")
+                assert session.get(RunAttempt, attempt.id, populate_existing=True).state == target
+            else:
+                with pytest.raises(Conflict, match=f"cannot go from {source} to {target}"):
+                    move_attempt(session, attempt, target, "test")
+            session.rollback()
 
 
 def test_transitions_are_conditional_and_leave_events(engine: Engine, session: Session, queued_run) -> None:
