@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from jobs import progress
-from jobs.commons.client import CommonsClient, CommonsError
+from jobs.commons.client import FILE_HOSTS, CommonsClient, CommonsError
 from jobs.commons.ingest import Ingest, Rules, Source, write_version
 from jobs.config import IngestConfig
 from jobs.kinds import KINDS
@@ -73,7 +73,9 @@ def client_from_env(resolution: int) -> CommonsClient:
     return CommonsClient(os.environ.get("OBSERVATORY_COMMONS_API_URL", "https://commons.wikimedia.org/w/api.php"),
                          user_agent=f"CommonsObservatory/{installed_version()} ({contact})",
                          thumb_width=2 * resolution,
-                         min_interval_s=float(os.environ.get("OBSERVATORY_COMMONS_MIN_INTERVAL_S", "1.0")))
+                         min_interval_s=float(os.environ.get("OBSERVATORY_COMMONS_MIN_INTERVAL_S", "1.0")),
+                         file_hosts=[h for h in os.environ.get("OBSERVATORY_COMMONS_FILE_HOSTS",
+                                                               ",".join(FILE_HOSTS)).split(",") if h])
 
 
 def main(cfg: IngestConfig, output: Path, client: CommonsClient | None = None) -> bool:

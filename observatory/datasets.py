@@ -77,7 +77,8 @@ def ingest(
     try:
         client = CommonsClient(settings.commons_api_url, user_agent=f"CommonsObservatory/{installed_version()} "
                                f"({contact})", thumb_width=2 * resolution,
-                               min_interval_s=settings.commons_min_interval_s)
+                               min_interval_s=settings.commons_min_interval_s,
+                               file_hosts=settings.commons_file_hosts)
     except ValueError as exc:
         _fail(str(exc))
     folder = work or settings.var_dir / "ingest" / name

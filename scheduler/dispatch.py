@@ -59,7 +59,8 @@ class Dispatcher:
         if run.job_kind == "ingest":  # where Commons is, and whom Wikimedia may write to about these requests
             env |= {"OBSERVATORY_COMMONS_API_URL": self.settings.commons_api_url,
                     "OBSERVATORY_COMMONS_CONTACT": self.settings.commons_contact or "",
-                    "OBSERVATORY_COMMONS_MIN_INTERVAL_S": str(self.settings.commons_min_interval_s)}
+                    "OBSERVATORY_COMMONS_MIN_INTERVAL_S": str(self.settings.commons_min_interval_s),
+                    "OBSERVATORY_COMMONS_FILE_HOSTS": ",".join(self.settings.commons_file_hosts)}
         gpus, cpus = run_needs(self.settings, run.job_kind)
         return JobRequest(
             submission_id=attempt.submission_id, entrypoint=f"{python} -m jobs.runner",

@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     commons_api_url: str = "https://commons.wikimedia.org/w/api.php"
     commons_contact: str | None = None
     commons_min_interval_s: float = 1.0
+    # The hosts Commons' files and thumbnails are fetched from (besides the API's own); a URL in an answer that
+    # points anywhere else (the node's own network, say) is refused.
+    commons_file_hosts: list[str] = Field(default_factory=lambda: ["upload.wikimedia.org"])
 
     oidc_name: str = "ORCID"
     oidc_server_metadata_url: str | None = None

@@ -132,3 +132,67 @@ def test_a_source_names_one_thing() -> None:
         Source(categories=("A",), search="b")
     with pytest.raises(ValueError, match="exactly one source"):
         Source()
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that says it is width x height (all that opening it reads); its pixels are never there to decode."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_a_malicious_commons_answer_skips_files_with_a_reason_and_the_ingest_goes_on(tmp_path: Path) -> None:
+    """Thumbnails on the node's own network (directly and through a redirect), pictures of 15000 and 12500 pixels
+    square, and a body larger than allowed: each file is skipped with its reason, nothing else is fetched, and the
+    rest of the ingest is kept."""
+    from tests.commons_server import FakeCommons, commons_api
+
+    with commons_api(lambda params: (200, {}, b"the node's secret")) as (inside_url, inside):
+        inside_base = inside_url.rsplit("/w/api.php", 1)[0]
+        fake = FakeCommons()
+        served = {page["title"]: page for page in fake.pages}
+        served["File:Volcano.png"]["imageinfo"][0]["thumburl"] = f"{inside_base}/latest/meta-data"
+        served["File:Lone tree.png"]["imageinfo"][0]["thumburl"] = "BASE/upload/redirect/1002.png"
+        fake.images["/upload/thumb/1001.png"] = _png_header(15000, 15000)
+        fake.images["/upload/thumb/1011.png"] = _png_header(12500, 12500)
+        fake.images["/upload/thumb/1008.png"] = b"\x89PNG" + b"\0" * 5000  # over the limit below
+        answer = fake.answer
+
+        def with_redirect(params: dict[str, str]):  # type: ignore[no-untyped-def]
+            if params["_path"].startswith("/upload/redirect/"):
+                return 302, {"Location": f"{inside_base}/redirected"}, b""
+            return answer(params)
+
+        with commons_api(with_redirect) as (url, _):
+            fake.base = url.rsplit("/w/api.php", 1)[0]
+            client = _client(url, [], max_file_bytes=4000)
+            version = ingest(client, SOURCE, RULES, tmp_path / "work", "commons-test")
+    assert inside.requests == []  # the inside address was never asked anything
+    rejected = {json.loads(line)["title"]: json.loads(line)["reason"]
+                for line in (version.folder / "rejected.jsonl").read_text().splitlines()}
+    assert "127.0.0.1 is not a host files are fetched from" in rejected["File:Volcano.png"]
+    assert "127.0.0.1 is not a host files are fetched from" in rejected["File:Lone tree.png"]
+    assert "decompression bomb" in rejected["File:Heidelberg street.png"]  # Pillow refuses it on opening
+    assert "12500x12500 pixels, over the 40000000 an image may have" in rejected["File:Harbour.png"]
+    assert "5004 bytes, over the 4000 allowed" in rejected["File:Volcano copy.png"]
+    kept = [json.loads(line)["title"] for line in (version.folder / "manifest.jsonl").read_text().splitlines()]
+    assert kept == ["File:Small original.png", "File:Volcano brighter.png"]  # the files that were fine
+
+
+def test_a_file_larger_than_allowed_is_not_read_to_its_end(commons) -> None:
+    from jobs.commons.client import FileRefused
+
+    fake, url, _ = commons
+    client = _client(url, [], max_file_bytes=100)
+    with pytest.raises(FileRefused, match="over the 100"):
+        client.fetch(f"{fake.base}/upload/thumb/1000.png")
+    with pytest.raises(FileRefused, match="not a host files are fetched from"):
+        client.fetch("http://169.254.169.254/latest/meta-data")
+    with pytest.raises(FileRefused, match="not a host"):
+        client.fetch("file:///etc/passwd")

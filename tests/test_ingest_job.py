@@ -275,6 +275,7 @@ def test_an_ingest_asks_the_pool_for_a_cpu_and_is_told_where_commons_is(lite_eng
     assert ingest.env["OBSERVATORY_COMMONS_API_URL"] == "http://commons.test/w/api.php"
     assert ingest.env["OBSERVATORY_COMMONS_CONTACT"] == "ops@observatory.example"
     assert ingest.env["OBSERVATORY_COMMONS_MIN_INTERVAL_S"] == "2.0"
+    assert ingest.env["OBSERVATORY_COMMONS_FILE_HOSTS"] == "upload.wikimedia.org"
     assert "OBSERVATORY_COMMONS_CONTACT" not in pool.requests[0].env
 
 

@@ -4,6 +4,10 @@ their image info (url, sha1, size, mime, extmetadata, and a thumbnail at the tra
 Polite: a descriptive User-Agent with a contact, `maxlag`, at most one request per `min_interval_s`, and retries
 with backoff on 429, 503 and maxlag answers, honouring Retry-After. Continuation is followed to the end, and a
 page whose data is spread over several batches is merged and handed out once, when its batch is complete.
+
+Careful: what the API answers is not trusted. Files are fetched only from the API's own host and the file hosts
+the operator allows (`upload.wikimedia.org` by default), over http(s), redirects included, so that a URL in an
+answer cannot point the node at its own network; and a file's body is read in blocks up to `max_file_bytes`.
 """
 
 from __future__ import annotations
@@ -12,15 +16,29 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 IIPROP = "url|sha1|size|mime|extmetadata|timestamp"
+FILE_HOSTS = ("upload.wikimedia.org",)  # where Commons serves its files and thumbnails
+MAX_FILE_BYTES = 32 << 20  # a thumbnail at the training size is a few KB; an original photograph some MB
+MAX_ANSWER_BYTES = 64 << 20  # one answer of the API (fifty pages of metadata is well under a megabyte)
 
 
 class CommonsError(RuntimeError):
     """The API answered with an error, or kept refusing after every retry."""
+
+
+class FileRefused(CommonsError):
+    """A file that is not fetched, or not read to its end: on a host not allowed, or larger than allowed."""
+
+
+def _netloc(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{(parts.hostname or '').lower()}:{port}"
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -33,6 +51,13 @@ def _retry_after(value: str | None) -> float | None:
             return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
         except (TypeError, ValueError):
             return None
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise CommonsError(f"the Commons API answered something that is not JSON ({response.text[:80]!r})") from None
 
 
 def _merge(into: dict[str, Any], part: dict[str, Any]) -> None:
@@ -52,13 +77,19 @@ def _pages(data: dict[str, Any]) -> list[dict[str, Any]]:
 class CommonsClient:
     def __init__(self, api_url: str, *, user_agent: str, thumb_width: int = 64, min_interval_s: float = 1.0,
                  max_retries: int = 6, maxlag_s: int = 5, http: httpx.Client | None = None,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 file_hosts: Iterable[str] = FILE_HOSTS, max_file_bytes: int = MAX_FILE_BYTES) -> None:
         if "@" not in user_agent and "http" not in user_agent:
             raise ValueError("the User-Agent must say how to reach you (an e-mail address or a URL)")
         self.api_url, self.thumb_width = api_url, thumb_width
+        # host:port pairs a request may go to: the API's, and each allowed file host over http or https
+        self.allowed = {_netloc(api_url)} | {_netloc(f"{scheme}://{host}") for host in file_hosts
+                                              for scheme in ("http", "https")}
+        self.max_file_bytes = max_file_bytes
         self.min_interval_s, self.max_retries, self.maxlag_s = min_interval_s, max_retries, maxlag_s
         self.http = http or httpx.Client(timeout=60, headers={"User-Agent": user_agent}, follow_redirects=True)
         self.http.headers["User-Agent"] = user_agent
+        self.http.event_hooks["request"] = [*self.http.event_hooks.get("request", []), self._check_host]
         self._sleep, self._clock, self._last = sleep, clock, -1e9
         self.requests = 0
 
@@ -68,17 +99,37 @@ class CommonsClient:
             self._sleep(wait)
         self._last = self._clock()
 
+    def _check_host(self, request: httpx.Request) -> None:
+        """Every request, each redirect included, goes to an allowed host over http(s), or is refused."""
+        if request.url.scheme not in ("http", "https") or _netloc(str(request.url)) not in self.allowed:
+            raise FileRefused(f"{request.url.host or str(request.url)[:100]} is not a host files are fetched from "
+                              "(the operator's OBSERVATORY_COMMONS_FILE_HOSTS)")
+
+    def _get(self, url: str, params: dict[str, Any] | None, limit: int | None) -> httpx.Response:
+        """A GET whose body is read in blocks, refused past `limit` bytes."""
+        with self.http.stream("GET", url, params=params) as response:
+            declared = response.headers.get("content-length", "")
+            if limit is not None and declared.isdigit() and int(declared) > limit:
+                raise FileRefused(f"the file is {declared} bytes, over the {limit} allowed")
+            body = bytearray()
+            for block in response.iter_bytes(1 << 16):
+                body += block
+                if limit is not None and len(body) > limit:
+                    raise FileRefused(f"the file is over the {limit} bytes allowed")
+            return httpx.Response(response.status_code, headers=response.headers, content=bytes(body),
+                                  request=response.request)
+
     def _request(self, url: str, params: dict[str, Any] | None, *, api: bool) -> httpx.Response:
         """One GET, retried on throttling, overload, maxlag and broken connections; raises CommonsError."""
         for attempt in range(self.max_retries + 1):
             self._wait_turn()
             self.requests += 1
             try:
-                response = self.http.get(url, params=params)
+                response = self._get(url, params, MAX_ANSWER_BYTES if api else self.max_file_bytes)
             except httpx.TransportError as exc:
                 problem, delay = f"{type(exc).__name__}: {exc}", None
             else:
-                data = response.json() if api and response.status_code == 200 else None
+                data = _json(response) if api and response.status_code == 200 else None
                 error = data.get("error") if isinstance(data, dict) else None
                 if response.status_code == 200 and not error:
                     return response
@@ -97,7 +148,10 @@ class CommonsClient:
     def get(self, params: dict[str, Any]) -> dict[str, Any]:
         """One API call; raises CommonsError on an API error or when it keeps being refused."""
         query = {"action": "query", "format": "json", "maxlag": self.maxlag_s, **params}
-        return self._request(self.api_url, query, api=True).json()
+        data = _json(self._request(self.api_url, query, api=True))
+        if not isinstance(data, dict):
+            raise CommonsError("the Commons API answered JSON that is not an object")
+        return data
 
     def fetch(self, url: str) -> bytes:
         """A file's bytes (an image or its thumbnail), under the same rate limit and retries as the API."""

@@ -67,6 +67,7 @@ class Rules:
     blocklist: tuple[str, ...] = ()
     near_duplicate_bits: int = 4  # dHash distance at or below which two images are one
     shard_size: int = 1000
+    max_pixels: int = 40_000_000  # larger images are skipped before they are decoded (a 12500 x 12500 PNG: 1.9 GB)
 
 
 @dataclass
@@ -188,6 +189,10 @@ class Ingest:
         url = info.get("thumburl") or info.get("url")
         if not url:
             return self._note(key, "rejected", title=title, reason="the API gave no URL for the file")
+        pixels = _pixels(info, "thumb" if info.get("thumburl") else "")
+        if pixels > self.rules.max_pixels:
+            return self._note(key, "rejected", title=title, reason=f"{pixels} pixels, over the "
+                                                                    f"{self.rules.max_pixels} an image may have")
         try:
             data = self.client.fetch(url)
         except CommonsError as exc:
@@ -202,9 +207,13 @@ class Ingest:
         if downloaded in self.by_bytes:
             return self._note(key, "duplicate", title=title, of=self.by_bytes[downloaded], how="same bytes")
         try:
-            with Image.open(io.BytesIO(data)) as opened:
+            with Image.open(io.BytesIO(data)) as opened:  # reads the header alone: the size is known undecoded
+                if opened.width * opened.height > self.rules.max_pixels:
+                    return self._note(key, "rejected", title=title, reason=(
+                        f"{opened.width}x{opened.height} pixels, over the {self.rules.max_pixels} an image may "
+                        "have"))
                 image, steps = square(opened, self.rules.resolution)
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
             return self._note(key, "rejected", title=title, reason=f"not a readable image ({exc})")
         near = dhash(image)
         for other, other_title in self.hashes:
@@ -235,6 +244,14 @@ class Ingest:
             self.by_sha1[info["sha1"]] = title
         self.hashes.append((near, title))
         self._note(key, "kept", record=record)
+
+
+def _pixels(info: dict[str, Any], prefix: str) -> int:
+    """The pixels the API says a file (or its thumbnail) has; 0 when it does not say."""
+    try:
+        return max(0, int(info.get(f"{prefix}width") or 0)) * max(0, int(info.get(f"{prefix}height") or 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _attribution(name: str, records: list[dict[str, Any]]) -> str:
