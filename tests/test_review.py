@@ -10,6 +10,7 @@ from sqlalchemy import update
 from sqlmodel import Session, select
 
 from service.allocations.service import award_proposal, decline_proposal
+from service.auth.service import update_profile
 from service.calls.schemas import CallCreate, CycleCreate
 from service.calls.service import create_call as make_call
 from service.calls.service import create_cycle as make_cycle
@@ -29,6 +30,7 @@ from service.models import (
     ReviewAssignment,
     Role,
     Run,
+    User,
 )
 from service.proposals import service as proposals
 from service.proposals import states, team
@@ -230,6 +232,62 @@ def test_conflicts_are_excluded_and_a_declared_one_is_reassigned(session: Sessio
     assert len(mail) == 7 and all(rosa.name not in m.body and ola.name not in m.body for m in mail)
     with pytest.raises(NotFound):  # someone else's assignment is not there at all
         assignments.accept(session, actor=una, assignment_id=replacement.id)
+
+
+def test_a_reviewer_who_joins_a_team_in_review_is_withdrawn_and_replaced(session: Session, admin) -> None:
+    """The attack: a reviewer takes the PI's invite while reviewing (dual-anonymous or not). Joining withdraws them
+    from the proposal (their review no longer counts) and from the call's competing proposals, hands each on to
+    another reviewer, and is audited; grading it after joining is refused."""
+    pi = create_user(session, institution="Utrecht")
+    rival_pi = create_user(session, institution="Oslo")
+    insider = create_user(session, Role.reviewer, institution="Kiel")
+    insider.roles = ["researcher", "reviewer"]
+    session.add(insider)
+    for i in range(2):
+        create_user(session, Role.reviewer, institution=f"Lab {i}")
+    call = create_call(session, admin, reviewers_per_proposal=3)
+    target = create_proposal(session, pi, call)
+    rival = create_proposal(session, rival_pi, call)
+    session.commit()
+    start_review(session, admin, call)  # three reviewers for three places: the insider reviews both
+    mine = {a.proposal_id: a for a in session.exec(select(ReviewAssignment)
+                                                   .where(ReviewAssignment.reviewer_id == insider.id))}
+    assert set(mine) == {target.id, rival.id}
+    for i in range(2):  # reviewers who join the panel later, free to take over
+        create_user(session, Role.reviewer, institution=f"Late lab {i}")
+    _review(session, insider, mine[target.id].id, 5.0)
+    _, link = team.invite(session, actor=pi, proposal_id=target.id, email=insider.email, base_url="h")
+    team.accept(session, actor=insider, raw=link.rsplit("/", 1)[1])
+    session.commit()
+    on_target = _assigned(session, target.id)
+    assert on_target[insider.id].state == AssignmentState.conflict
+    assert "on the proposal's team" in on_target[insider.id].conflict_reason
+    assert len([a for a in on_target.values() if a.state != AssignmentState.conflict]) == 3  # handed on
+    assert all(a.reviewer_id != insider.id for a, _ in committee.submitted_reviews(session, call.id))
+    assert _assigned(session, rival.id)[insider.id].state == AssignmentState.conflict  # a competing proposal
+    assert "competing proposal" in _assigned(session, rival.id)[insider.id].conflict_reason
+    with pytest.raises(Conflict, match="you may not review this proposal: you are on the proposal's team"):
+        reviews.submit(session, actor=insider, assignment_id=mine[target.id].id, data=ReviewCreate(
+            grade=5.0, expertise="high", for_committee="Excellent.", for_pi="Excellent."))
+    session.rollback()
+    actions = [e.action for e in session.exec(select(AuditEntry).order_by(AuditEntry.id))]
+    assert "team.invite" in actions and "team.join" in actions and "review.conflict_found" in actions
+
+
+def test_an_institution_change_withdraws_a_reviewer_it_conflicts(session: Session, admin) -> None:
+    pi = create_user(session, institution="Utrecht")
+    for i in range(3):
+        create_user(session, Role.reviewer, institution=f"Lab {i}")
+    call = create_call(session, admin, reviewers_per_proposal=2)
+    proposal = create_proposal(session, pi, call)
+    start_review(session, admin, call)
+    assigned = _assigned(session, proposal.id)
+    moving = session.get(User, next(iter(assigned)))
+    update_profile(session, moving, institution=" utrecht")
+    session.commit()
+    after = _assigned(session, proposal.id)
+    assert after[moving.id].state == AssignmentState.conflict and "same institution" in after[moving.id].conflict_reason
+    assert len([a for a in after.values() if a.state != AssignmentState.conflict]) == 2
 
 
 def test_review_waits_for_the_deadline_and_happens_once(session: Session, admin) -> None:

@@ -19,6 +19,7 @@ from service.auth.passwords import check_password
 from service.config import Settings
 from service.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
 from service.models import SELF_SERVICE_ROLES, ApiToken, CredentialKind, Role, User
+from service.review.assignments import recheck_for_person
 from service.timeutil import utcnow
 from service.types import clean_text
 
@@ -131,10 +132,13 @@ def update_profile(session: Session, user: User, *, name: str | None = None,
     user = session.merge(user)
     if name is not None:
         user.name = name.strip()
+    moved = institution is not None and institution.strip() != (user.institution or "")
     if institution is not None:
         user.institution = institution.strip()
     session.add(user)
     session.flush()
+    if moved:
+        recheck_for_person(session, user=user, why="an institution changed")
     return user
 
 

@@ -19,6 +19,7 @@ from service.mail import outbox
 from service.models import MemberRole, Proposal, ProposalInvite, ProposalMember, ProposalState, Role, User
 from service.proposals import access
 from service.proposals.access import Act
+from service.review.assignments import recheck
 from service.timeutil import utcnow
 from service.types import Email, parse
 
@@ -40,6 +41,7 @@ def invite(session: Session, *, actor: User, proposal_id: int, email: str, base_
                          created_at=now, expires_at=now + timedelta(days=days))
     session.add(row)
     session.flush()
+    record(session, actor, "team.invite", f"proposal:{proposal_id}", invite=row.id, address=email)
     link = f"{base_url.rstrip('/')}/invites/{raw}"
     outbox.queue(session, email, f"Invitation to join the proposal “{proposal.title}”",
                  f"{actor.name} invites you to join the proposal “{proposal.title}” as a co-investigator at the "
@@ -73,7 +75,14 @@ def accept(session: Session, *, actor: User, raw: str) -> Proposal:
         raise NotFound(INVALID_LINK)
     session.add(ProposalMember(proposal_id=proposal.id, user_id=actor.id, role=MemberRole.coi))
     session.flush()
+    record(session, actor, "team.join", f"proposal:{proposal.id}", invite=row.id, invited_address=row.email)
+    _team_changed(session, actor, proposal, f"{actor.name} joined the team of proposal {proposal.id}")
     return proposal
+
+
+def _team_changed(session: Session, actor: User, proposal: Proposal, why: str) -> None:
+    """A team of a call under review changed: reviewers it now conflicts with are withdrawn and replaced."""
+    recheck(session, call_id=proposal.call_id, actor=actor, why=why)
 
 
 def invites(session: Session, *, actor: User, proposal_id: int) -> list[ProposalInvite]:
@@ -92,6 +101,7 @@ def revoke_invite(session: Session, *, actor: User, proposal_id: int, invite_id:
     row.revoked_at = row.revoked_at or utcnow()
     session.add(row)
     session.flush()
+    record(session, actor, "team.revoke_invite", f"proposal:{proposal_id}", invite=invite_id)
 
 
 def remove_member(session: Session, *, actor: User, proposal_id: int, user_id: int) -> None:

@@ -1,8 +1,11 @@
 """Assigning reviewers to a call's proposals, and their answers: accept, or declare a conflict.
 
 Conflicts found without asking: the reviewer is on the proposal's team; shares an institution with a team member;
-or is on the team of a competing proposal in the same call. A conflict the reviewer declares sends the proposal
-to another reviewer at once. Each reviewer gets one e-mail digest of new assignments, listing titles only.
+or is on the team of a competing proposal in the same call. They are looked for when reviewers are assigned, again
+whenever a team of the call changes while it is under review (`recheck`: a conflicted reviewer is withdrawn, with
+a review already in, and the proposal handed to another), and when a reviewer accepts or submits. A conflict the
+reviewer declares sends the proposal to another reviewer at once. Each reviewer gets one e-mail digest of new
+assignments, listing titles only.
 
 An assignment:
 
@@ -10,6 +13,9 @@ An assignment:
     invited   -> conflict    the reviewer declares a conflict (with a reason kept for the committee)
     accepted  -> conflict    likewise, after seeing the packet, until the review is in
     accepted  -> submitted   the review is in (it may be revised until the decisions are released)
+    invited | accepted | submitted -> conflict
+                             a conflict found after the assignment (the reviewer joined a team of the call): the
+                             reviewer is withdrawn, and a review already in no longer counts
 """
 
 from __future__ import annotations
@@ -128,6 +134,53 @@ def start_review(session: Session, *, actor: User, call_id: int) -> ReviewStart:
     return ReviewStart(proposals=len(submitted), assignments=len(made), shortfalls=short)
 
 
+def conflict_of(session: Session, a: ReviewAssignment) -> str | None:
+    """Why this assignment's reviewer may not review its proposal as the teams stand now, or None."""
+    call, reviewer = session.get(Call, a.call_id), session.get(User, a.reviewer_id)
+    return automatic_conflicts(session, call, [a.proposal_id], [reviewer]).get((reviewer.id, a.proposal_id))
+
+
+def recheck(session: Session, *, call_id: int, actor: User | None, why: str) -> list[ReviewAssignment]:
+    """After a team of the call changed: withdraw every reviewer who is now conflicted (a review already in stops
+    counting), audit it, and hand each proposal to another reviewer. Returns the withdrawn assignments."""
+    call = session.get(Call, call_id)
+    if call is None or call.decisions_released_at is not None:
+        return []
+    active = list(session.exec(select(ReviewAssignment).where(ReviewAssignment.call_id == call_id,
+                                                              ReviewAssignment.state.in_(ACTIVE))))
+    if not active:
+        return []
+    panel = list({a.reviewer_id: session.get(User, a.reviewer_id) for a in active}.values())
+    found = automatic_conflicts(session, call, sorted({a.proposal_id for a in active}), panel)
+    withdrawn = [a for a in active if (a.reviewer_id, a.proposal_id) in found]
+    for a in withdrawn:
+        reason = f"withdrawn: {found[(a.reviewer_id, a.proposal_id)]} ({why})"
+        move_assignment(session, a, set(ACTIVE), AssignmentState.conflict, conflict_reason=reason[:1000])
+        record(session, actor, "review.conflict_found", f"proposal:{a.proposal_id}", assignment=a.id,
+               reviewer=a.reviewer_id, reason=reason)
+    under_review = [p for p in {a.proposal_id for a in withdrawn}
+                    if session.get(Proposal, p).state == ProposalState.under_review]
+    if under_review:
+        _fill(session, call, sorted(under_review))
+    return withdrawn
+
+
+def recheck_for_person(session: Session, *, user: User, why: str) -> list[ReviewAssignment]:
+    """After a person's institution changed: recheck every call in review where they review or are on a team."""
+    as_reviewer = session.exec(select(ReviewAssignment.call_id).where(ReviewAssignment.reviewer_id == user.id,
+                                                                      ReviewAssignment.state.in_(ACTIVE))).all()
+    as_member = session.exec(select(Proposal.call_id).join(ProposalMember).where(
+        ProposalMember.user_id == user.id, Proposal.state == ProposalState.under_review)).all()
+    return [a for call_id in sorted({*as_reviewer, *as_member})
+            for a in recheck(session, call_id=call_id, actor=user, why=why)]
+
+
+def refuse_if_conflicted(session: Session, a: ReviewAssignment) -> None:
+    reason = conflict_of(session, a)
+    if reason:
+        raise Conflict(f"you may not review this proposal: you are {reason}; declare the conflict")
+
+
 def own_assignment(session: Session, actor: User, assignment_id: int, *, for_update: bool = False) -> ReviewAssignment:
     """The reviewer's own assignment; 404 to anyone else (admins read reviews through the committee's views)."""
     a = lock(session, ReviewAssignment, assignment_id) if for_update else session.get(ReviewAssignment, assignment_id)
@@ -167,6 +220,7 @@ def still_open(session: Session, a: ReviewAssignment) -> Call:
 def accept(session: Session, *, actor: User, assignment_id: int) -> ReviewAssignment:
     a = own_assignment(session, actor, assignment_id, for_update=True)
     still_open(session, a)
+    refuse_if_conflicted(session, a)
     move_assignment(session, a, {AssignmentState.invited}, AssignmentState.accepted)
     return a
 

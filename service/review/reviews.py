@@ -10,7 +10,7 @@ from sqlmodel import Session, select
 
 from service.errors import Conflict
 from service.models import AssignmentState, Expertise, Review, ReviewAssignment, User
-from service.review.assignments import move_assignment, own_assignment, still_open
+from service.review.assignments import move_assignment, own_assignment, refuse_if_conflicted, still_open
 from service.timeutil import utcnow
 from service.types import text
 
@@ -27,6 +27,7 @@ class ReviewCreate(BaseModel):
 def submit(session: Session, *, actor: User, assignment_id: int, data: ReviewCreate) -> Review:
     a: ReviewAssignment = own_assignment(session, actor, assignment_id, for_update=True)
     still_open(session, a)
+    refuse_if_conflicted(session, a)
     review = session.exec(select(Review).where(Review.assignment_id == a.id)).first()
     if a.state == AssignmentState.accepted:
         move_assignment(session, a, {AssignmentState.accepted}, AssignmentState.submitted)
