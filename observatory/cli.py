@@ -27,7 +27,9 @@ app = typer.Typer(help="Commons Observatory: peer-reviewed GPU time for a diffus
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True, rich_markup_mode=None)
 user_app = typer.Typer(help="Accounts.", no_args_is_help=True, rich_markup_mode=None)
 pool_app = typer.Typer(help="Lend this machine to the pool.", no_args_is_help=True, rich_markup_mode=None)
+archive_app = typer.Typer(help="The archive of runs' files.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(db_app, name="db")
+app.add_typer(archive_app, name="archive")
 app.add_typer(user_app, name="user")
 app.add_typer(pool_app, name="pool")
 app.add_typer(dataset_app, name="dataset")
@@ -148,6 +150,26 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="A revision id, or h
     settings = get_settings()
     upgrade(settings.resolved_database_url, revision)
     console.print(f"database at {revision}")
+
+
+@archive_app.command("sweep")
+def archive_sweep(grace_s: Annotated[float, typer.Option(min=60, help="Keep objects younger than this, whatever "
+                                                                      "refers to them (uploads in flight).")]
+                  = 3600) -> None:
+    """Delete the archive's objects that nothing refers to any more (outputs sent again, superseded
+    checkpoints); the scheduler does this every OBSERVATORY_ARCHIVE_SWEEP_INTERVAL_S too."""
+    from service.archive.service import store_for
+    from service.archive.sweep import sweep
+    from service.db import engine_for
+
+    settings = get_settings()
+    engine = engine_for(settings)
+    try:
+        with Session(engine) as session:
+            report = sweep(session, store_for(settings), grace_s=grace_s)
+    finally:
+        engine.dispose()
+    console.print(f"deleted {report.deleted} objects ({report.freed_bytes / 2**20:.1f} MiB); kept {report.kept}")
 
 
 @db_app.command("downgrade")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from scheduler.placement import VramCache
 from scheduler.ray_backend import RayBackend
 from scheduler.reconcile import Reconciler
 from service.archive.service import store_for
+from service.archive.sweep import SweepReport, sweep
 from service.config import Settings
 from service.db import writer
 from service.errors import Conflict
@@ -49,6 +51,7 @@ class Scheduler:
         self.backend = backend  # replaced when a local head dies and a new one starts (observatory.runtime)
         self.vram = VramCache()  # each run's GPU memory estimate, worked out once
         self._ticks = 0
+        self._swept_at = time.monotonic()  # the first sweep waits an interval: a restart is no reason to sweep
 
     def dispatch(self, ray_nodes: list[dict[str, Any]] | None = None) -> int:
         """Settle what a dead scheduler left mid-dispatch, then place and start queued runs; returns how many
@@ -92,6 +95,14 @@ class Scheduler:
             session.commit()
         return acted
 
+    def sweep_archive(self) -> SweepReport:
+        """Delete the archive's objects nothing refers to any more, once they are older than the grace."""
+        with Session(self.engine) as session:
+            report = sweep(session, self.store, grace_s=self.settings.archive_sweep_grace_s)
+        log.info("archive swept: %d objects deleted (%d bytes), %d kept", report.deleted, report.freed_bytes,
+                 report.kept)
+        return report
+
     def tick(self) -> TickReport:
         if self._ticks % 5 == 0:
             self.claim_pool()
@@ -108,6 +119,12 @@ class Scheduler:
                 self.enforce_owner_limits()
             except Exception:
                 log.exception("reading the pool's nodes or applying the owners' limits failed")
+        if time.monotonic() - self._swept_at >= self.settings.archive_sweep_interval_s:
+            self._swept_at = time.monotonic()
+            try:
+                self.sweep_archive()
+            except Exception:
+                log.exception("sweeping the archive failed; it is tried again after the next interval")
         return report
 
     def run_forever(self, stop: threading.Event, before_tick: Callable[[], None] | None = None) -> None:

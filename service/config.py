@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     # The largest file a job may send (an output or a checkpoint), and the most log text kept per attempt.
     max_output_bytes: int = 8 << 30
     max_log_bytes: int = 4 << 20
+    # The scheduler sweeps the archive this often: objects nothing refers to (an output sent again, a superseded
+    # checkpoint) are deleted once they are older than the grace, which must outlast any upload.
+    archive_sweep_interval_s: float = 3600
+    archive_sweep_grace_s: float = Field(3600, ge=60)
 
     # The API runs its routes in `request_threads` threads, and its database pool holds as many connections
     # (pool size + overflow), so no thread ever waits for a connection that a waiting request holds; more threads

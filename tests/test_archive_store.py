@@ -38,6 +38,35 @@ def test_put_stream_exists_size_range(store: ArchiveStore) -> None:
         store.exists("../../secret_key")
 
 
+def test_objects_are_listed_put_again_anew_and_deleted(store: ArchiveStore) -> None:
+    import time
+
+    data = b"an output sent twice"
+    sha, _ = store.put(io.BytesIO(data))
+    listed = {name: (size, written) for name, size, written in store.objects()}
+    assert listed[sha][0] == len(data)
+    time.sleep(1.1)
+    store.put(io.BytesIO(data))  # the same bytes again: the object is marked as written now
+    again = {name: written for name, _, written in store.objects()}
+    assert again[sha] > listed[sha][1]
+    store.delete(sha)
+    store.delete(sha)  # gone already: nothing happens
+    assert not store.exists(sha) and sha not in {name for name, _, _ in store.objects()}
+
+
+def test_an_unreachable_bucket_is_an_outage_not_a_crash(lite_settings) -> None:
+    from service.archive.store import ArchiveUnavailable
+    from tests.live import free_port
+
+    down = store_for(lite_settings.model_copy(update={
+        "archive_store": "s3", "s3_bucket": "archive", "s3_endpoint_url": f"http://127.0.0.1:{free_port()}",
+        "s3_access_key_id": "k", "s3_secret_access_key": "s"}))
+    for call in (lambda: down.exists("0" * 64), lambda: down.put(io.BytesIO(b"x")), lambda: list(down.objects()),
+                 lambda: down.delete("0" * 64)):
+        with pytest.raises(ArchiveUnavailable, match="cannot be reached"):
+            call()
+
+
 def test_presign_serves_the_object_without_the_observatory(store: ArchiveStore) -> None:
     sha, _ = store.put(io.BytesIO(b"checkpoint bytes"))
     url = store.presign(sha, expires_s=60)

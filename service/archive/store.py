@@ -3,7 +3,9 @@ S3-compatible bucket for deployments.
 
 Objects are named by their sha256 (objects/ab/abcdef…) and written once: a put streams to a private temporary
 file while hashing, then moves (local) or uploads (S3) it under its digest, so a half-written object never has a
-name. Local objects are readable by the observatory's own user alone from the moment they exist.
+name. A put of bytes already there marks the object as written now, so that the archive's sweep (which deletes
+what nothing refers to once it is old enough) never takes an object an upload is about to record. Local objects
+are readable by the observatory's own user alone from the moment they exist.
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ class ArchiveStore(Protocol):
 
     def local_path(self, sha256: str) -> Path | None:
         """The object's file where the store is a local folder (served with range support), else None."""
+
+    def objects(self) -> Iterator[tuple[str, int, float]]:
+        """Every object: (sha256, size, when it was last written or put again, as a POSIX time)."""
+
+    def delete(self, sha256: str) -> None:
+        """Remove an object (nothing happens when it is not there)."""
 
 
 class ArchiveUnavailable(Busy):
@@ -130,7 +138,9 @@ class LocalStore:
             try:
                 target = self.path(sha)
                 private_dir(target.parent)
-                if not target.exists():
+                if target.exists():
+                    os.utime(target)  # put again: young again, for the sweep
+                else:
                     tmp.replace(target)
                 return sha, size
             finally:
@@ -156,6 +166,15 @@ class LocalStore:
 
     def presign(self, sha256: str, *, expires_s: int = 600, filename: str | None = None) -> str | None:
         return None
+
+    def objects(self) -> Iterator[tuple[str, int, float]]:
+        for path in sorted((self.root / "objects").glob("??/*")):
+            if SHA256.match(path.name) and path.is_file():
+                stat = path.stat()
+                yield path.name, stat.st_size, stat.st_mtime
+
+    def delete(self, sha256: str) -> None:
+        self.path(sha256).unlink(missing_ok=True)
 
 
 class S3Store:
@@ -183,8 +202,11 @@ class S3Store:
         with _local_outage():
             tmp, sha, size = _spool(stream, self.spool_dir, limit)
         try:
-            if not self.exists(sha):
-                with _s3_outage():
+            with _s3_outage():
+                if self.exists(sha):  # put again: copied onto itself, so that it is young again for the sweep
+                    self.client.copy_object(Bucket=self.bucket, Key=self.key(sha), MetadataDirective="REPLACE",
+                                            CopySource={"Bucket": self.bucket, "Key": self.key(sha)})
+                else:
                     self.client.upload_file(str(tmp), self.bucket, self.key(sha),
                                             ExtraArgs={"ChecksumAlgorithm": "SHA256"})
             return sha, size
@@ -220,6 +242,19 @@ class S3Store:
                 yield from iter(lambda: body.read(CHUNK), b"")
         finally:
             body.close()
+
+    def objects(self) -> Iterator[tuple[str, int, float]]:
+        prefix = f"{self.prefix}/objects/" if self.prefix else "objects/"
+        with _s3_outage():
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    name = item["Key"].rsplit("/", 1)[-1]
+                    if SHA256.match(name):
+                        yield name, int(item["Size"]), item["LastModified"].timestamp()
+
+    def delete(self, sha256: str) -> None:
+        with _s3_outage():
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(sha256))
 
     def presign(self, sha256: str, *, expires_s: int = 600, filename: str | None = None) -> str | None:
         params = {"Bucket": self.bucket, "Key": self.key(sha256)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import BinaryIO
 
+from sqlalchemy import update
 from sqlmodel import Session
 
 from jobs.kinds import RESUME_INPUT, JobKind, job_kind
@@ -16,7 +17,7 @@ from service.attempts import service as attempts
 from service.attempts.schemas import Control, JobEnd, JobHello, JobInput, JobPlanOut, LogChunk, Received
 from service.config import Settings
 from service.datasets import pinning
-from service.errors import Busy, Conflict, NotFound
+from service.errors import Busy, Conflict, NotFound, TooManyRequests
 from service.models import Run, RunAttempt
 from service.runs.service import record_progress
 from service.timeutil import utcnow
@@ -84,15 +85,32 @@ def append_log(session: Session, settings: Settings, attempt: RunAttempt, chunk:
     return Control(offset=offset, stop=stop_request(run))
 
 
+SENDS_PER_OUTPUT = 3  # each output a kind declares may be sent this often by one attempt (a retry, a resend)
+
+
+def _count_upload(session: Session, attempt: RunAttempt, size: int, *, output: bool) -> None:
+    values = {"uploaded_bytes": RunAttempt.uploaded_bytes + size}
+    if output:
+        values["output_sends"] = RunAttempt.output_sends + 1
+    session.execute(update(RunAttempt).where(RunAttempt.id == attempt.id).values(**values)
+                    .execution_options(synchronize_session=False))
+
+
 def accept_checkpoint(session: Session, settings: Settings, store: ArchiveStore, attempt: RunAttempt, *,
                       step: int, stream: BinaryIO, sha256: str) -> Control:
-    """Keep a resumable checkpoint: the run's next attempt starts from the latest one shipped."""
+    """Keep a resumable checkpoint: the run's next attempt starts from the latest one shipped. A checkpoint comes
+    at most twice per ship interval (the runner sends one per interval); the ones it supersedes are swept from
+    the archive."""
     kind = job_kind(session.get(Run, attempt.run_id).job_kind)
     if not kind.resumable:
         raise Conflict(f"a {kind.name} job has no checkpoint to send")
+    spacing = settings.checkpoint_ship_interval_s / 2
+    if attempt.checkpoint_at is not None and (utcnow() - attempt.checkpoint_at).total_seconds() < spacing:
+        raise TooManyRequests(f"a checkpoint was taken less than {spacing:.0f} s ago; send the next one later",
+                              retry_after_s=max(1, round(spacing)))
     session.rollback()  # no transaction (nor SQLite's write lock) is held while the bytes arrive
     try:
-        sha, _ = store.put(stream, limit=settings.max_output_bytes)
+        sha, size = store.put(stream, limit=settings.max_output_bytes)
     except ValueError as exc:
         raise Conflict(f"checkpoint: {exc}") from None
     except OSError as exc:
@@ -101,6 +119,7 @@ def accept_checkpoint(session: Session, settings: Settings, store: ArchiveStore,
         raise Conflict(f"the checkpoint's bytes hash to {sha}, not the declared {sha256}")
     attempt = session.get(RunAttempt, attempt.id, populate_existing=True)
     run = _heard(session, attempt)
+    _count_upload(session, attempt, size, output=False)
     if step >= attempt.checkpoint_step:
         attempt.checkpoint_sha256, attempt.checkpoint_step, attempt.checkpoint_at = sha, step, utcnow()
         session.add(attempt)
@@ -112,15 +131,23 @@ def accept_checkpoint(session: Session, settings: Settings, store: ArchiveStore,
 
 def accept_output(session: Session, settings: Settings, store: ArchiveStore, attempt: RunAttempt, *, name: str,
                   stream: BinaryIO, sha256: str) -> Received:
+    """Take one declared output. An attempt sends at most SENDS_PER_OUTPUT times as many outputs as its kind
+    declares; an output sent again replaces the one before, which the archive's sweep then deletes."""
     run = session.get(Run, attempt.run_id)
     kind: JobKind = job_kind(run.job_kind)
+    allowed = SENDS_PER_OUTPUT * len(kind.outputs)
+    if attempt.output_sends >= allowed:
+        raise Conflict(f"this attempt has sent {attempt.output_sends} outputs, the most a {kind.name} job may "
+                       f"send ({SENDS_PER_OUTPUT} times each of its {len(kind.outputs)})")
     session.rollback()  # as for checkpoints: nothing is locked while the bytes arrive
     try:
         artifact = archive.accept_output(session, store=store, run=run, attempt=attempt.number, kind=kind,
                                          name=name, stream=stream, sha256=sha256, limit=settings.max_output_bytes)
     except OSError as exc:
         raise Busy(f"the archive could not store {name} ({exc.strerror or exc}); try again later") from None
-    _heard(session, session.get(RunAttempt, attempt.id, populate_existing=True))
+    attempt = session.get(RunAttempt, attempt.id, populate_existing=True)
+    _heard(session, attempt)
+    _count_upload(session, attempt, artifact.size, output=True)
     return Received(name=artifact.name, sha256=artifact.sha256, size=artifact.size)
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
 
 from service.models.columns import enum_column
@@ -103,6 +103,9 @@ class RunAttempt(SQLModel, table=True):
     # Ticks that failed to record this attempt's end (outages aside), counted at most once per tick interval.
     finish_failures: int = 0
     finish_failed_at: datetime | None = None
+    # What its job sent: outputs (each send counts, a name sent again too) and the bytes of everything it sent.
+    output_sends: int = 0
+    uploaded_bytes: int = Field(default=0, sa_type=BigInteger)
 
 
 class RunEvent(SQLModel, table=True):
@@ -141,7 +144,7 @@ class Artifact(SQLModel, table=True):
     name: str = Field(max_length=200)
     kind: str = Field(max_length=40)
     sha256: str = Field(max_length=64, index=True)
-    size: int
+    size: int = Field(sa_type=BigInteger)  # outputs may be larger than 2 GiB
     media_type: str = Field(max_length=100)
     attempt: int | None = None  # the attempt that delivered it (None: written by the observatory)
     created_at: datetime = Field(default_factory=utcnow)
