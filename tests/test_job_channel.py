@@ -5,6 +5,7 @@ every required output is in the archive."""
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 from fastapi.testclient import TestClient
@@ -197,3 +198,22 @@ def test_an_archive_that_refuses_a_checkpoint_answers_503_and_the_runner_tries_a
         with pytest.raises(Unreachable, match="503 the archive could not store the checkpoint"):
             runner.ship_checkpoint(work, force=True)
         assert runner.channel.tries >= 2
+
+
+def test_progress_is_held_to_the_plan_and_non_finite_numbers_are_dropped(engine, session, settings,
+                                                                          client) -> None:
+    """A job may claim step 10⁹ of a two-step plan, or a NaN loss: the run shows the plan's last step at most, and
+    nothing that JSON (PostgreSQL's above all) cannot store."""
+    scheduler, pool, run_id, _ = dispatched_run(engine, session, settings)
+    job = FakeJob(client, pool.token())
+    job.start()
+    line = {"step": 10**9, "total": 10**9, "fraction": 5.0, "loss": float("nan"), "loss_step": -4,
+            "detail": {"lr": float("inf"), "seen": [1.0, float("-inf")]}}
+    body = json.dumps({"offset": 0, "text": "", "progress": line})  # NaN and Infinity, as Python writes them
+    answer = client.post("/api/job/log", content=body, headers={**job.headers, "Content-Type": "application/json"})
+    assert answer.status_code == 200, answer.text
+    run = current_run(engine, run_id)
+    steps = run.job_plan["steps"]
+    assert run.progress_detail["step"] == steps and run.progress_detail["total"] == steps
+    assert run.progress_detail["loss_step"] == 0 and "loss" not in run.progress_detail
+    assert run.progress_detail["detail"] == {"seen": [1.0]} and run.progress == 1.0

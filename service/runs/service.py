@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -128,9 +129,32 @@ def claim_queued(session: Session, *, limit: int, ttl_s: int, now: datetime | No
 CURVE_POINTS = 200  # the live loss curve keeps at most this many (step, loss) points, evenly spaced
 
 
+def _finite(value: Any) -> Any:
+    """The value with every NaN and infinity left out, however deep."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items() if not (isinstance(v, float) and not math.isfinite(v))}
+    if isinstance(value, list):
+        return [_finite(v) for v in value if not (isinstance(v, float) and not math.isfinite(v))]
+    return value
+
+
+def bounded_progress(run: Run, detail: dict[str, Any]) -> dict[str, Any]:
+    """A progress line as the job sent it, held to what the run can be: steps within the plan's (or, without one,
+    within the line's own total), no negative counts, and no NaN or infinite numbers (which JSON cannot store)."""
+    planned = run.job_plan.get("steps") if isinstance(run.job_plan.get("steps"), int) else None
+    out = _finite(detail)
+    counts = {key: out[key] for key in ("step", "loss_step", "total")
+              if isinstance(out.get(key), int) and not isinstance(out.get(key), bool)}
+    cap = planned if planned is not None else counts.get("total")
+    for key, value in counts.items():
+        out[key] = max(0, min(value, cap)) if cap is not None and cap >= 0 else max(0, value)
+    return out
+
+
 def record_progress(run: Run, detail: dict[str, Any]) -> None:
     """The job's latest progress line, and the run's loss curve so far: a reported (step, loss) is kept when its
     step is a multiple of `curve_every`, which doubles (dropping the points between) whenever the curve is full."""
+    detail = bounded_progress(run, detail)
     previous = run.progress_detail or {}
     curve = [p for p in previous.get("curve", []) if isinstance(p, list) and len(p) == 2]
     every = int(previous.get("curve_every", 1))
