@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
@@ -114,3 +115,22 @@ def test_calls_get_cycles_awarded_becomes_accepted_and_plans_name_the_renamed_se
         upgrade(db_url)
     finally:
         engine.dispose()
+
+
+def test_the_audit_log_is_append_only_in_the_database(engine, session) -> None:
+    """Not by convention alone: the database refuses to change or remove an audit entry, whoever asks."""
+    from sqlalchemy import delete, update
+    from sqlalchemy.exc import DBAPIError
+
+    from service.audit.service import record
+    from service.models import AuditEntry
+
+    entry = record(session, None, "test.append_only", "nothing", detail="kept")
+    session.commit()
+    for statement in (update(AuditEntry).where(AuditEntry.id == entry.id).values(action="rewritten"),
+                      delete(AuditEntry).where(AuditEntry.id == entry.id)):
+        with pytest.raises(DBAPIError, match="append-only"):
+            session.execute(statement)
+            session.flush()
+        session.rollback()
+    assert session.get(AuditEntry, entry.id, populate_existing=True).action == "test.append_only"
