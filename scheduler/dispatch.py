@@ -181,7 +181,7 @@ class Dispatcher:
                 move_attempt(session, leftover, AttemptState.failed, "never reached the pool")
             attempt, attempt_token = new_attempt(
                 session, run, pool=self.settings.pool_name, node_id=node_id, machine_id=facts.machine_of.get(node_id),
-                charge_factor=self.settings.charge_factor(facts.gpu_model_of.get(node_id)))
+                charge_factor=min(self.settings.charge_factor(m) for m in facts.gpu_model_of.get(node_id, [None])))
             session.commit()
             request = self.request(run, attempt, attempt_token)
         # Phase 2, no transaction open: hand the job to Ray. Its submission id makes a retry find the first try.

@@ -26,7 +26,7 @@ class PoolFacts:
     shares: dict[int, Share]
     nodes: list[NodeView]
     machine_of: dict[str, int | None]  # Ray node id -> machine id (None: the operator's head)
-    gpu_model_of: dict[str, str | None]  # Ray node id -> measured GPU model (None: no GPU)
+    gpu_model_of: dict[str, list[str | None]]  # Ray node id -> its GPU models to charge by (None: no GPU)
 
 
 class VramCache:
@@ -93,7 +93,8 @@ def read_facts(session: Session, settings: Settings, ray_nodes: list[dict[str, A
         view.blocked = _why_blocked(raw, machine, label, today, settings)
         nodes.append(view)
         machine_of[node_id] = view.machine_id
-        gpu_model_of[node_id] = machine.gpu_model if machine and machine.gpu_count else None
+        gpu_model_of[node_id] = ([machine.gpu_model, machine.first_gpu_model] if machine and machine.gpu_flag
+                                 else [machine.gpu_model if machine and machine.gpu_count else None])
     return PoolFacts(queue, shares, nodes, machine_of, gpu_model_of)
 
 

@@ -202,6 +202,33 @@ def test_runs_are_pinned_to_their_node_and_charged_by_its_gpu_class(people, lite
     assert current_run(lite_engine, waiting.id).message == "waiting: no node online has 34.5 GB of GPU memory"
 
 
+def test_a_machine_that_reports_a_better_card_later_is_flagged_and_charged_as_the_cheaper(
+        people, lite_engine, lite_session: Session, lite_settings) -> None:
+    """The machine measures itself, so its owner could claim a dearer card after joining: the claim is flagged on
+    its page and audited, and its runs are charged as the card it first joined with."""
+    from scheduler.loop import Scheduler
+    from service.models import AuditEntry
+    from service.pool import machines
+    from service.pool.schemas import Measurement
+
+    admin, owner = people
+    box, _ = create_machine(lite_session, owner, admin, name="box", gpu_model="NVIDIA GeForce GTX 1080 Ti",
+                            gpu_count=1, vram_gb=10.9)
+    machines.record_join(lite_session, box, Measurement(release="0.2.0", cpus=2, gpu_model="NVIDIA GeForce RTX 4090",
+                                                        gpu_count=1, vram_gb=24.0))
+    lite_session.commit()
+    assert box.first_gpu_model == "NVIDIA GeForce GTX 1080 Ti" and "RTX 4090" in box.gpu_flag
+    assert lite_session.exec(select(AuditEntry).where(AuditEntry.action == "machine.gpu_changed")).first()
+    settings = lite_settings.model_copy(update={
+        "gpus_per_run": 1, "run_on_head": False, "charge_factors": {"RTX 4090": 1.6, "GTX 1080 Ti": 0.45}})
+    _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
+                                                        create_call(lite_session, admin)))
+    assert Scheduler(lite_engine, settings, OwnerPool([box])).dispatch() == 1
+    with Session(lite_engine) as session:
+        attempt = session.exec(select(RunAttempt).where(RunAttempt.run_id == run.id)).one()
+    assert attempt.charge_factor == 0.45
+
+
 def test_a_revoked_machine_moves_its_run_which_resumes_elsewhere(people, lite_engine, lite_session: Session,
                                                                  lite_settings, lite_client: TestClient) -> None:
     from scheduler.loop import Scheduler

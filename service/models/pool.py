@@ -74,6 +74,10 @@ class Machine(SQLModel, table=True):
     memory_gb: float = 0.0
     release: str | None = Field(default=None, max_length=40)
     measured_at: datetime | None = None
+    # The GPU model of its first join: a later join that reports another is flagged, and the machine is charged as
+    # the cheaper of the two (the owner's machine measures itself; a changed card is registered anew).
+    first_gpu_model: str | None = Field(default=None, max_length=120)
+    gpu_flag: str = Field(default="", max_length=500)
     ray_node_id: str | None = Field(default=None, max_length=64)  # its Ray node when last seen online
     message: str = Field(default="", max_length=500)  # why it was rejected or revoked
     created_at: datetime = Field(default_factory=utcnow)

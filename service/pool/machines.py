@@ -186,6 +186,14 @@ def record_join(session: Session, machine: Machine, measured: Measurement) -> Ma
                         + (f": {machine.message}" if machine.message else ""))
     for name, value in measured.model_dump().items():
         setattr(machine, name, value)
+    if machine.measured_at is None:
+        machine.first_gpu_model = machine.gpu_model
+    elif (machine.gpu_model or "") != (machine.first_gpu_model or "") and not machine.gpu_flag:
+        machine.gpu_flag = (f"it now reports {machine.gpu_model or 'no GPU'}, but first joined with "
+                            f"{machine.first_gpu_model or 'no GPU'}: it is charged as the cheaper of the two; "
+                            "register a changed card as a new machine")[:500]
+        record(session, None, "machine.gpu_changed", f"machine:{machine.id}", first=machine.first_gpu_model,
+               now=machine.gpu_model)
     machine.measured_at = machine.last_contact_at = utcnow()
     session.add(machine)
     session.flush()

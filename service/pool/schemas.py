@@ -88,6 +88,8 @@ class MachinePublic(BaseModel):
     memory_gb: float
     release: str | None
     measured_at: datetime | None
+    first_gpu_model: str | None = None
+    gpu_flag: str = ""
     message: str
     created_at: datetime
     last_contact_at: datetime | None
