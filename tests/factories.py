@@ -155,6 +155,28 @@ def post_form(client: TestClient, url: str, data: dict[str, Any] | None = None, 
     return client.post(url, data={**(data or {}), "csrf_token": csrf_token(client)}, **kwargs)
 
 
+def signed_up(client: TestClient, email: str, name: str = "New Researcher", password: str = PASSWORD,
+              **extra: str) -> dict[str, str]:
+    """Sign up through the API as a person would, open the confirmation link from the outbox, and return the API
+    headers that the confirmation gives."""
+    import re
+
+    from sqlmodel import select
+
+    from service.db import session_scope
+    from service.models import OutboxMessage
+
+    made = client.post("/api/auth/signup", json={"email": email, "name": name, "password": password, **extra})
+    assert made.status_code == 202, made.text
+    with session_scope(client.app.state.engine) as session:
+        body = session.exec(select(OutboxMessage.body).where(OutboxMessage.to_address == email.lower())
+                            .order_by(OutboxMessage.id.desc())).first()
+    token = re.search(r"/verify/(ver_[\w-]+)", body).group(1)
+    confirmed = client.post("/api/auth/verify", json={"token": token, "password": password})
+    assert confirmed.status_code == 200, confirmed.text
+    return {"Authorization": f"Bearer {confirmed.json()['token']}"}
+
+
 def login(client: TestClient, email: str, password: str = PASSWORD) -> dict[str, str]:
     response = client.post("/api/auth/login", json={"email": email, "password": password})
     assert response.status_code == 200, response.text

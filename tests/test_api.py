@@ -6,13 +6,12 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, func, select
 
 from service.models import Proposal, Role
-from tests.factories import close_call, create_call, create_user, login, proposal_body
+from tests.factories import close_call, create_call, create_user, login, proposal_body, signed_up
 
 
 def test_signup_login_me_logout(lite_client: TestClient) -> None:
-    created = lite_client.post("/api/auth/signup", json={"email": "Ana@Example.org", "name": "Ana",
-                                                         "password": "amber kettle orbit"})
-    assert created.status_code == 201 and created.json()["user"]["roles"] == ["researcher"]
+    confirmed = signed_up(lite_client, "Ana@Example.org", "Ana", "amber kettle orbit")
+    assert lite_client.get("/api/me", headers=confirmed).json()["roles"] == ["researcher"]
     assert lite_client.post("/api/auth/signup", json={"email": "ana@example.org", "name": "A",
                                                       "password": "amber kettle orbit"}).status_code == 409
     assert lite_client.post("/api/auth/login", json={"email": "ana@example.org", "password": "nope"}).status_code == 401

@@ -16,7 +16,7 @@ from scheduler.loop import Scheduler
 from scheduler.ray_backend import RayBackend
 from service.config import Settings
 from service.models import Role, Run
-from tests.factories import TINY_TRAIN, create_user, login, proposal_body
+from tests.factories import TINY_TRAIN, create_user, login, proposal_body, signed_up
 from tests.live import live_server
 
 pytestmark = pytest.mark.ray
@@ -72,9 +72,7 @@ def _propose_and_award(client, call_id, pi, admin, plan, gpu_hours=1.0) -> int:
 
 def test_call_to_downloads(scheduler, lite_client: TestClient, lite_session: Session, lite_engine) -> None:
     admin = login(lite_client, create_user(lite_session, Role.admin).email)
-    signup = lite_client.post("/api/auth/signup", json={"email": "pi@example.org", "name": "PI",
-                                                        "password": "amber kettle orbit"})
-    pi = {"Authorization": f"Bearer {signup.json()['token']}"}
+    pi = signed_up(lite_client, "pi@example.org", "PI", "amber kettle orbit")
     outsider = login(lite_client, create_user(lite_session).email)
     call_id = _open_call(lite_client, admin)
 

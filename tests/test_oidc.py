@@ -87,10 +87,32 @@ def test_an_unverified_email_is_never_taken_or_matched(oidc_client: TestClient, 
 
     owner = oidc_client.post("/api/auth/signup", json={"email": "victim@example.org", "name": "Owner",
                                                        "password": "amber kettle orbit"})
-    assert owner.status_code == 201, owner.text
+    assert owner.status_code == 202, owner.text
     with session_scope(oidc_client.app.state.engine) as session:
         pi = create_user(session)
         proposal = create_proposal(session, pi, create_call(session, create_user(session, Role.admin)))
         team.invite(session, actor=pi, proposal_id=proposal.id, email="victim@example.org", base_url="http://x")
         sent_to = session.exec(select(OutboxMessage.to_address).where(OutboxMessage.kind == "notice")).all()
         assert "victim@example.org" in sent_to and squatter["email"] not in sent_to
+
+
+def test_a_squatted_unconfirmed_address_is_reclaimed_by_a_verified_sign_in(oidc_client: TestClient,
+                                                                           provider: str) -> None:
+    """Someone signs up locally with josiah@example.org and never confirms it (they cannot read his mail). Josiah
+    then arrives through ORCID, whose provider vouches for the address: he gets it, the squat keeps nothing."""
+    squat = oidc_client.post("/api/auth/signup", json={"email": "josiah@example.org", "name": "Not Josiah",
+                                                       "password": "amber kettle orbit"})
+    assert squat.status_code == 202
+    assert oidc_client.post("/api/auth/login", json={"email": "josiah@example.org",
+                                                     "password": "amber kettle orbit"}).status_code == 403
+    done = _sign_in(oidc_client, provider, ORCID_ID)
+    assert done.status_code == 303, done.text
+    me = oidc_client.get("/api/me").json()
+    assert me["email"] == "josiah@example.org" and me["orcid"] == ORCID_ID
+    oidc_client.cookies.clear()  # as the squatter, with no session: the password opens nothing now
+    assert oidc_client.post("/api/auth/login", json={"email": "josiah@example.org",
+                                                     "password": "amber kettle orbit"}).status_code == 401
+    with session_scope(oidc_client.app.state.engine) as session:
+        from service.models import AuditEntry
+
+        assert session.exec(select(AuditEntry).where(AuditEntry.action == "account.reclaimed")).first()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from sqlmodel import Session, select
 
-from service.models import ReviewAssignment, Role, User
+from service.models import OutboxMessage, ReviewAssignment, Role, User
 from tests.factories import (
     PASSWORD,
     award,
@@ -155,8 +156,17 @@ def test_portal_forms_open_a_call_and_sign_up(world, lite_client: TestClient) ->
     short = post_form(client, "/signup", {"name": "N", "email": "n@example.org", "password": "short"})
     assert short.status_code == 422 and "at least 10 characters" in short.text
     joined = post_form(client, "/signup", {"name": "N", "email": "n@example.org", "password": "amber kettle orbit"},
-                         follow_redirects=False)
-    assert joined.status_code == 303 and client.get("/api/me").json()["roles"] == ["researcher"]
+                       follow_redirects=False)
+    assert joined.status_code == 202 and "We sent a link to" in joined.text
+    assert client.get("/api/me").status_code == 401  # not signed in until the address is confirmed
+    with Session(lite_client.app.state.engine) as session:
+        body = session.exec(select(OutboxMessage.body).where(OutboxMessage.to_address == "n@example.org")).one()
+    link = re.search(r"(/verify/ver_[\w-]+)", body).group(1)
+    assert "Confirm and sign in" in client.get(link).text
+    wrong = post_form(client, link, {"password": "not the password"})
+    assert wrong.status_code == 401 and client.get("/api/me").status_code == 401
+    confirmed = post_form(client, link, {"password": "amber kettle orbit"}, follow_redirects=False)
+    assert confirmed.status_code == 303 and client.get("/api/me").json()["roles"] == ["researcher"]
 
 
 def test_people_and_account_pages_change_roles_and_institution(world, lite_client: TestClient,

@@ -41,7 +41,7 @@ PUBLIC = {
     ("GET", "/api/datasets"), ("GET", "/api/datasets/{ref}"), ("GET", "/api/datasets/{ref}/files/{name}"),
     ("GET", "/api/models"), ("GET", "/api/models/{name}/{version}"), ("GET", "/api/analyses/replication"),
     ("POST", "/api/job-plans/estimate"),
-    ("POST", "/api/auth/signup"), ("POST", "/api/auth/login"), ("GET", "/api/pool"),
+    ("POST", "/api/auth/signup"), ("POST", "/api/auth/login"), ("POST", "/api/auth/verify"), ("GET", "/api/pool"),
 }
 
 

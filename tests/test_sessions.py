@@ -14,7 +14,7 @@ from service.auth.passwords import check_password
 from service.errors import Invalid
 from service.models import ApiToken, CredentialKind, Role
 from service.timeutil import utcnow
-from tests.factories import PASSWORD, create_call, create_proposal, create_user, post_form
+from tests.factories import PASSWORD, create_call, create_proposal, create_user, post_form, signed_up
 
 
 def _sign_in(client: TestClient, email: str, password: str = PASSWORD):
@@ -136,9 +136,7 @@ def test_long_passphrases_are_judged_and_taken(lite_client: TestClient, length: 
     """zxcvbn refuses more than 72 characters; sign-up judged the first 100 and answered 500 for 73 to 200."""
     phrase = ("amber kettle orbit tundra violin " * 7)[:length]
     check_password(phrase, email="ana@example.org", name="Ana")
-    response = lite_client.post("/api/auth/signup", json={"email": f"long{length}@example.org", "name": "Long",
-                                                          "password": phrase})
-    assert response.status_code == 201, response.text
+    signed_up(lite_client, f"long{length}@example.org", "Long", phrase)
     with pytest.raises(Invalid, match="password"):
         check_password("a" * length, email="ana@example.org", name="Ana")
 
@@ -180,3 +178,49 @@ def test_the_session_cookie_is_secure_and_httponly_behind_https(lite_settings, l
         response = _sign_in(client, user.email)
         cookie = response.headers["set-cookie"].lower()
         assert "secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
+
+
+def _link(session: Session, address: str) -> str:
+    import re
+
+    from service.models import OutboxMessage
+
+    body = session.exec(select(OutboxMessage.body).where(OutboxMessage.to_address == address)
+                        .order_by(OutboxMessage.id.desc())).first()
+    return re.search(r"/verify/(ver_[\w-]+)", body).group(1)
+
+
+def test_a_self_made_account_is_usable_only_once_its_address_is_confirmed(client: TestClient,
+                                                                         session: Session) -> None:
+    """Sign-up sends a link; until it is opened with the account's password, the password signs nobody in. A
+    squatter who signs up with someone else's address cannot confirm it, and the owner's own sign-up takes the
+    address back (the squatter's link dies with it)."""
+    squat = client.post("/api/auth/signup", json={"email": "owner@example.org", "name": "Squatter",
+                                                  "password": "squatter kettle orbit"})
+    assert squat.status_code == 202
+    session.rollback()
+    squatter_link = _link(session, "owner@example.org")
+    refused = client.post("/api/auth/login", json={"email": "owner@example.org", "password": "squatter kettle orbit"})
+    assert refused.status_code == 403 and "confirm your e-mail address first" in refused.json()["detail"]
+    # The owner signs up too: the same answer as for a new address, a new link, and the squatter's link is dead.
+    owner = client.post("/api/auth/signup", json={"email": "owner@example.org", "name": "Owner",
+                                                  "password": "amber kettle orbit"})
+    assert owner.status_code == 202 and owner.json()["email"] == "owner@example.org"
+    session.rollback()
+    owner_link = _link(session, "owner@example.org")
+    assert client.post("/api/auth/verify", json={"token": squatter_link, "password": "squatter kettle orbit"}
+                       ).status_code == 404
+    assert client.post("/api/auth/verify", json={"token": owner_link, "password": "squatter kettle orbit"}
+                       ).status_code == 401
+    confirmed = client.post("/api/auth/verify", json={"token": owner_link, "password": "amber kettle orbit"})
+    assert confirmed.status_code == 200
+    me = client.get("/api/me", headers={"Authorization": f"Bearer {confirmed.json()['token']}"}).json()
+    assert me["name"] == "Owner"
+    assert client.post("/api/auth/verify", json={"token": owner_link, "password": "amber kettle orbit"}
+                       ).status_code == 404  # used once
+    # Confirmed, the address is taken for good: signing up with it again says only that it cannot be done.
+    again = client.post("/api/auth/signup", json={"email": "owner@example.org", "name": "Squatter",
+                                                  "password": "squatter kettle orbit"})
+    assert again.status_code == 409 and "cannot be made" in again.json()["detail"]
+    assert client.post("/api/auth/login", json={"email": "owner@example.org",
+                                                "password": "amber kettle orbit"}).status_code == 200

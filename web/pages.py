@@ -105,20 +105,41 @@ def signup_page(request: Request):
 
 
 @router.post("/signup")
-async def signup_submit(request: Request, session: SessionDep):
+async def signup_submit(request: Request, session: SessionDep, settings: SettingsDep):
     form = await request.form()
     values = {k: str(form.get(k, "")) for k in ("email", "name", "password", "institution")}
     shown = {k: v for k, v in values.items() if k != "password"}
     try:
         data = UserCreate.model_validate(values)
         user = await run_in_threadpool(auth.sign_up, session, email=data.email, name=data.name,
-                                       password=data.password, institution=data.institution)
+                                       password=data.password, institution=data.institution,
+                                       base_url=settings.base_url)
     except ValidationError as exc:
         return render(request, "signup.html", {"error": _problems(exc), "values": shown}, status_code=422)
     except DomainError as exc:
         return render(request, "signup.html", {"error": exc.message, "values": shown}, status_code=exc.status_code)
+    session.commit()
+    return render(request, "signup_sent.html", {"email": user.email}, status_code=202)
+
+
+@router.get("/verify/{token}")
+def verify_page(token: str, request: Request):
+    """The page the confirmation link opens: the account's password confirms the address and signs in."""
+    return render(request, "verify.html", {"token": token[:100]})
+
+
+@router.post("/verify/{token}")
+async def verify_submit(token: str, request: Request, session: SessionDep, settings: SettingsDep):
+    form = await request.form()
+    try:
+        user = await run_in_threadpool(auth.verify_email, session, raw=token[:100],
+                                       password=str(form.get("password", ""))[:200],
+                                       address=client_address(request), limits=auth.throttle_limits(settings))
+    except DomainError as exc:
+        return render(request, "verify.html", {"token": token[:100], "error": exc.message},
+                      status_code=exc.status_code)
     sign_in_browser(request, session, user)
-    flash(request, f"Welcome, {user.name}.")
+    flash(request, f"Your address is confirmed. Welcome, {user.name}.")
     return _redirect("/")
 
 

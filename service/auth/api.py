@@ -25,11 +25,32 @@ def _token(session: SessionDep, settings: Settings, user: User) -> TokenPublic:
                        user=UserPublic.model_validate(user, from_attributes=True))
 
 
-@router.post("/auth/signup", response_model=TokenPublic, status_code=201)
-def signup(data: UserCreate, session: SessionDep, settings: SettingsDep) -> TokenPublic:
-    """Create a researcher account with a local password and return an API token (it expires)."""
+class SignedUp(BaseModel):
+    email: str
+    detail: str
+
+
+class Verification(BaseModel):
+    token: text(100)
+    password: Password
+
+
+@router.post("/auth/signup", response_model=SignedUp, status_code=202)
+def signup(data: UserCreate, session: SessionDep, settings: SettingsDep) -> SignedUp:
+    """Create a researcher account with a local password. It is usable once confirmed: a link goes to the address,
+    to be opened with the same password (`POST /api/auth/verify`)."""
     user = service.sign_up(session, email=data.email, name=data.name, password=data.password,
-                           institution=data.institution)
+                           institution=data.institution, base_url=settings.base_url)
+    session.commit()
+    return SignedUp(email=user.email, detail=f"we sent a link to {user.email}: open it to confirm the address")
+
+
+@router.post("/auth/verify", response_model=TokenPublic)
+def verify(data: Verification, request: Request, session: SessionDep, settings: SettingsDep) -> TokenPublic:
+    """Confirm an account's address with the token from the link sent there and the account's password; returns an
+    API token."""
+    user = service.verify_email(session, raw=data.token, password=data.password, address=client_address(request),
+                                limits=service.throttle_limits(settings))
     return _token(session, settings, user)
 
 

@@ -18,6 +18,7 @@ from service.auth import throttle
 from service.auth.passwords import check_password
 from service.config import Settings
 from service.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
+from service.mail import outbox
 from service.models import SELF_SERVICE_ROLES, ApiToken, CredentialKind, Role, User
 from service.review.assignments import recheck_for_person
 from service.timeutil import utcnow
@@ -61,8 +62,10 @@ def normalise_email(email: str) -> str:
 
 def create_user(
     session: Session, *, email: str, name: str, roles: Iterable[Role] = (Role.researcher,),
-    password: str | None = None, institution: str = ""
+    password: str | None = None, institution: str = "", verified: bool = True
 ) -> User:
+    """An account; `verified` says its address is known to be its holder's (an admin made it, or a provider
+    vouched for it). A self-made account is not, until its holder opens the link sent there."""
     email = normalise_email(email)
     if "@" not in email:
         raise Invalid(f"{email!r} is not an email address")
@@ -71,7 +74,8 @@ def create_user(
     if session.exec(select(User).where(User.email == email)).first():
         raise AccountExists(f"an account for {email} already exists")
     user = User(email=email, name=name.strip() or email, roles=sorted({str(r) for r in roles}) or ["researcher"],
-                password_hash=_hasher.hash(password) if password else None, institution=institution.strip())
+                password_hash=_hasher.hash(password) if password else None, institution=institution.strip(),
+                email_verified=verified)
     session.add(user)
     session.flush()
     return user
@@ -142,18 +146,74 @@ def update_profile(session: Session, user: User, *, name: str | None = None,
     return user
 
 
-def sign_up(session: Session, *, email: str, name: str, password: str, institution: str = "") -> User:
-    """A researcher signs themselves up. Unlike an admin, they are not told whether the address has an account."""
-    try:
-        return create_user(session, email=email, name=name, password=password, institution=institution)
-    except AccountExists:
-        raise Conflict(CANNOT_SIGN_UP) from None
+VERIFY_PREFIX = "ver_"
+VERIFY_HOURS = 48
+UNVERIFIED_LOGIN = ("confirm your e-mail address first: open the link we sent to it (sign up again with the same "
+                    "address for a new link)")
+
+
+def sign_up(session: Session, *, email: str, name: str, password: str, institution: str = "",
+            base_url: str = "http://127.0.0.1:8000") -> User:
+    """A researcher signs themselves up: the account is usable once its holder opens the link e-mailed to the
+    address (and gives the password again). Unlike an admin, they are not told whether the address has an account.
+
+    An address held by an account that was never confirmed is not lost to a squatter: signing up with it again
+    replaces that account's name and password and sends a new link (the old ones stop working), and only the one
+    who can read the mail and knows the password confirms it."""
+    email = normalise_email(email)
+    existing = session.exec(select(User).where(User.email == email)).first()
+    if existing is not None and (existing.email_verified or existing.password_hash is None):
+        raise Conflict(CANNOT_SIGN_UP)
+    if existing is None:
+        user = create_user(session, email=email, name=name, password=password, institution=institution,
+                           verified=False)
+    else:
+        check_password(password, email=email, name=name)
+        user = existing
+        user.name, user.institution = name.strip() or email, institution.strip()
+        user.password_hash = _hasher.hash(password)
+        session.exec(delete(ApiToken).where(ApiToken.user_id == user.id))  # old links and sessions end
+        session.add(user)
+        session.flush()
+    send_verification(session, user, base_url=base_url)
+    return user
+
+
+def send_verification(session: Session, user: User, *, base_url: str) -> None:
+    now = utcnow()
+    raw = VERIFY_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiToken(user_id=user.id, token_hash=token_hash(raw), kind=CredentialKind.verify, created_at=now,
+                         last_used_at=now, expires_at=now + timedelta(hours=VERIFY_HOURS)))
+    session.flush()
+    outbox.queue(session, user.email, "Confirm your e-mail address for the Commons Observatory",
+                 f"Someone (we hope you) made an account at the Commons Observatory with this address. To confirm "
+                 f"it, open this link and give the password you chose (it works for {VERIFY_HOURS} hours):\n\n"
+                 f"{base_url.rstrip('/')}/verify/{raw}\n\nIf it was not you, ignore this message: the account "
+                 "cannot be used without it.")
+
+
+def verify_email(session: Session, *, raw: str, password: str, address: str | None = None,
+                 limits: throttle.Limits | None = None) -> User:
+    """Confirm an account's address with the link sent there and the account's password; returns the account."""
+    token = credential_for(session, raw, CredentialKind.verify) if raw.startswith(VERIFY_PREFIX) else None
+    user = session.get(User, token.user_id) if token else None
+    if user is None:
+        raise NotFound("this link is not valid: it was used, replaced by a newer one or has expired; sign up again "
+                       "with the same address for a new one")
+    authenticate(session, email=user.email, password=password, address=address, limits=limits,
+                 require_verified=False)
+    user.email_verified = True
+    session.exec(delete(ApiToken).where(ApiToken.user_id == user.id, ApiToken.kind == CredentialKind.verify))
+    session.add(user)
+    record(session, user, "account.verified", f"user:{user.id}")
+    return user
 
 
 def authenticate(session: Session, *, email: str, password: str, address: str | None = None,
-                 limits: throttle.Limits | None = None) -> User:
+                 limits: throttle.Limits | None = None, require_verified: bool = True) -> User:
     """The account for an email and password, or Unauthenticated. Refused (429) while the account or the client
-    address is locked out after repeated failures; a failure is counted and committed before it is reported."""
+    address is locked out after repeated failures; a failure is counted and committed before it is reported. An
+    account whose address was never confirmed is refused (403) once its password is right."""
     email = normalise_email(email)
     limits = limits or throttle.Limits()
     throttle.check_allowed(session, email=email, address=address)
@@ -166,6 +226,8 @@ def authenticate(session: Session, *, email: str, password: str, address: str | 
         throttle.record_failure(session, email=email, address=address, limits=limits)
         raise Unauthenticated(WRONG_LOGIN) from None
     throttle.clear_account(session, email=email)
+    if require_verified and not user.email_verified:
+        raise Forbidden(UNVERIFIED_LOGIN)
     return user
 
 
@@ -218,6 +280,17 @@ def user_for_token(session: Session, raw: str, kind: CredentialKind = Credential
 # ---- OpenID Connect ------------------------------------------------------------------------------------------
 
 
+def _release(session: Session, holder: User, issuer: str) -> None:
+    """An account that never confirmed its address gives it up to someone whose provider vouches for it: it
+    keeps nothing that works (its address becomes one nobody has, its links and sessions end)."""
+    address = holder.email
+    holder.email = f"released-{holder.id}@unconfirmed.invalid"
+    session.exec(delete(ApiToken).where(ApiToken.user_id == holder.id))
+    session.add(holder)
+    session.flush()
+    record(session, None, "account.reclaimed", f"user:{holder.id}", address=address, by_issuer=issuer)
+
+
 def user_for_oidc(session: Session, *, issuer: str, subject: str, email: str | None, email_verified: bool,
                   name: str | None) -> User:
     """The account of an OIDC identity, created as a researcher on first sign-in.
@@ -235,7 +308,10 @@ def user_for_oidc(session: Session, *, issuer: str, subject: str, email: str | N
     claimed = normalise_email(email) if email else None
     if user is None:
         address = claimed if claimed and email_verified else f"{subject}@{_host(issuer)}".lower()
-        if session.exec(select(User).where(User.email == address)).first():
+        holder = session.exec(select(User).where(User.email == address)).first()
+        if holder is not None and not holder.email_verified and claimed and email_verified:
+            _release(session, holder, issuer)  # a squat on an address the provider vouches for
+        elif holder is not None:
             # Linking by email would let any provider that asserts an address take over a local account.
             raise Conflict(f"{address} already has an account here; sign in with its password")
         user = User(email=address, email_verified=bool(claimed and email_verified), name=name or subject,

@@ -51,6 +51,7 @@ class User(SQLModel, table=True):
 class CredentialKind(StrEnum):
     api = "api"  # a bearer token for the JSON API
     web = "web"  # a portal session, named by the signed session cookie
+    verify = "verify"  # a link that confirms an account's e-mail address (used once, with the account's password)
 
 
 class ApiToken(SQLModel, table=True):
