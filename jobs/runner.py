@@ -1,7 +1,9 @@
 """The one entrypoint a pool node runs for every job: `python -m jobs.runner`.
 
-It talks to the observatory over the attempt's channel (OBSERVATORY_JOB_URL, with the attempt's token in
-OBSERVATORY_JOB_TOKEN) and never touches the archive or the database:
+It talks to the observatory over the attempt's channel (OBSERVATORY_JOB_URL) and never touches the archive or the
+database. On the head the attempt's token is in OBSERVATORY_JOB_TOKEN; on an owner's machine the runner asks for it
+(OBSERVATORY_JOB_SUBMISSION names the attempt) with the machine's own credential, which `observatory pool join`
+keeps in the node folder, and shows that credential with every call.
 
 1. says hello: the node's commons-observatory release is checked, and the plan, inputs and resume point come back;
 2. fetches the inputs by sha256 into the node's cache (OBSERVATORY_NODE_DIR, default ~/.cache/commons-observatory),
@@ -50,6 +52,10 @@ BACKOFF_S = (1, 2, 4, 8, 15, 30, 60)  # the waits between tries while it is away
 REFUSED_EXIT = 3  # the observatory would not start this attempt (wrong release, ended attempt)
 
 
+MACHINE_HEADER = "X-Machine-Token"
+MACHINE_TOKEN_FILE = "machine-token"  # in the node folder, written by `observatory pool join`
+
+
 class ChannelError(Exception):
     """The observatory refused a call (a 4xx answer): trying again would not help."""
 
@@ -68,8 +74,11 @@ class Channel:
     `patience_s` in all, then raises Unreachable."""
 
     def __init__(self, url: str, token: str, *, patience_s: float = PATIENCE_S,
-                 backoff_s: tuple[float, ...] = BACKOFF_S) -> None:
-        self.client = httpx.Client(base_url=url.rstrip("/"), headers={"Authorization": f"Bearer {token}"},
+                 backoff_s: tuple[float, ...] = BACKOFF_S, machine_token: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        if machine_token:  # on an owner's machine, every call also shows the machine's own credential
+            headers[MACHINE_HEADER] = machine_token
+        self.client = httpx.Client(base_url=url.rstrip("/"), headers=headers,
                                    timeout=httpx.Timeout(60, connect=10), follow_redirects=True)
         self.patience_s, self.backoff_s = patience_s, backoff_s or (0,)
         self.away_since: float | None = None  # when the current outage began (monotonic clock)
@@ -388,14 +397,44 @@ def node_dir() -> Path:
     return Path(configured) if configured else Path.home() / ".cache" / "commons-observatory"
 
 
+def claimed_token(url: str, submission: str, machine_token: str, patience_s: float) -> str:
+    """The attempt's token, asked for with the machine's own credential (it never travels through Ray)."""
+    channel = Channel(url, machine_token, patience_s=patience_s)
+    return channel.call("POST", "/api/job/claim", json={"submission_id": submission}).json()["token"]
+
+
+def machine_token() -> str | None:
+    path = node_dir() / MACHINE_TOKEN_FILE
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
 def main() -> int:
     os.umask(0o077)
     url, token = os.environ.get("OBSERVATORY_JOB_URL"), os.environ.get("OBSERVATORY_JOB_TOKEN")
-    if not url or not token:
-        print("jobs.runner needs OBSERVATORY_JOB_URL and OBSERVATORY_JOB_TOKEN (the scheduler sets both)")
-        return 2
+    submission, machine = os.environ.get("OBSERVATORY_JOB_SUBMISSION"), machine_token()
     patience = float(os.environ.get("OBSERVATORY_JOB_PATIENCE_S") or PATIENCE_S)
-    attempt = Attempt(Channel(url, token, patience_s=patience), node_dir())
+    if url and not token and submission:
+        if machine is None:
+            print(f"this node has no machine credential ({node_dir() / MACHINE_TOKEN_FILE}): join it with "
+                  "`observatory pool join`", flush=True)
+            return REFUSED_EXIT
+        try:
+            token = claimed_token(url, submission, machine, patience)
+        except Unreachable as exc:
+            print(f"giving up: {exc}", flush=True)
+            return UNREACHABLE_EXIT
+        except ChannelError as exc:
+            print(f"the observatory would not hand this machine the attempt's token: {exc}", flush=True)
+            return REFUSED_EXIT
+    if not url or not token:
+        print("jobs.runner needs OBSERVATORY_JOB_URL, and OBSERVATORY_JOB_TOKEN or OBSERVATORY_JOB_SUBMISSION (the "
+              "scheduler sets them)")
+        return 2
+    attempt = Attempt(Channel(url, token, patience_s=patience, machine_token=machine if submission else None),
+                      node_dir())
     try:
         return attempt.run()
     except Exception as exc:  # say why before dying, so that the run fails with a reason, not a silence

@@ -64,7 +64,7 @@ def join(portal: Portal, *, console: Console, node_dir: Path, temp_dir: Path, no
                   + ", ".join(f"{k}={v}" for k, v in labels.items()))
     node = join_worker(head_address=grant["head_address"], base_port=port_base, temp_dir=temp_dir,
                        token=grant["ray_token"], num_cpus=grant["num_cpus"], num_gpus=grant["num_gpus"],
-                       node_dir=node_dir, labels=labels, node_ip=node_ip)
+                       node_dir=node_dir, labels=labels, node_ip=node_ip, machine_token=portal.token)
     try:
         return _stay(portal, node, console, poll_s)
     finally:

@@ -53,9 +53,12 @@ class Dispatcher:
 
     def request(self, run: Run, attempt: RunAttempt, token: str) -> JobRequest:
         python = shlex.quote(self.settings.job_python or sys.executable)
-        env = {"OBSERVATORY_JOB_URL": self.settings.resolved_job_api_url, "OBSERVATORY_JOB_TOKEN": token,
-               "RAY_JOB_STOP_WAIT_TIME_S": JOB_STOP_WAIT_S,
+        env = {"OBSERVATORY_JOB_URL": self.settings.resolved_job_api_url, "RAY_JOB_STOP_WAIT_TIME_S": JOB_STOP_WAIT_S,
                "OBSERVATORY_JOB_PATIENCE_S": str(self.settings.job_patience_s)}
+        if attempt.machine_id is None:  # the head: the operator's own machine
+            env["OBSERVATORY_JOB_TOKEN"] = token
+        else:  # an owner's machine: its runner claims the token with the machine's credential (never through Ray)
+            env["OBSERVATORY_JOB_SUBMISSION"] = attempt.submission_id
         if run.job_kind == "ingest":  # where Commons is, and whom Wikimedia may write to about these requests
             env |= {"OBSERVATORY_COMMONS_API_URL": self.settings.commons_api_url,
                     "OBSERVATORY_COMMONS_CONTACT": self.settings.commons_contact or "",

@@ -218,10 +218,20 @@ def start_head(*, base_port: int, dashboard_port: int, temp_dir: Path, token: st
 
 def join_worker(*, head_address: str, base_port: int | None, temp_dir: Path, token: str, num_cpus: int = 1,
                 num_gpus: int | None = None, resources: str | None = None, node_dir: Path | None = None,
-                labels: dict[str, str] | None = None, node_ip: str | None = "127.0.0.1") -> RayNode:
+                labels: dict[str, str] | None = None, node_ip: str | None = "127.0.0.1",
+                machine_token: str | None = None) -> RayNode:
     """Join a worker node to a head (loopback in tests; an owner's machine through `observatory pool join`).
     `base_port` fixes every port the node opens (None: Ray's defaults); `labels` are Ray node labels; `node_dir`
-    is where jobs on this node keep their work folders and input cache (default: the user's ~/.cache)."""
+    is where jobs on this node keep their work folders and input cache (default: the user's ~/.cache), and where
+    `machine_token`, the machine's own credential, is kept (private) for its jobs to claim their tokens with."""
+    if machine_token is not None:
+        folder = node_dir or Path.home() / ".cache" / "commons-observatory"
+        private_dir(folder)
+        path = folder / "machine-token"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(machine_token)
+        os.chmod(path, 0o600)
     args = ["--address", head_address, "--num-cpus", str(num_cpus)]
     if node_ip:
         args += ["--node-ip-address", node_ip]

@@ -69,6 +69,18 @@ class FakeJob:
         self.headers = {"Authorization": f"Bearer {token}"}
         self.offset = 0
 
+    @classmethod
+    def claimed(cls, client: TestClient, pool: ScriptedPool, machine_token: str, index: int = -1) -> FakeJob:
+        """The job of an attempt placed on an owner's machine: its token claimed with the machine's credential,
+        which every call then shows beside it, as the runner there does."""
+        submission = pool.requests[index].env["OBSERVATORY_JOB_SUBMISSION"]
+        answer = client.post("/api/job/claim", json={"submission_id": submission},
+                             headers={"Authorization": f"Bearer {machine_token}"})
+        assert answer.status_code == 200, answer.text
+        job = cls(client, answer.json()["token"])
+        job.headers["X-Machine-Token"] = machine_token
+        return job
+
     def start(self, version: str | None = None) -> Any:
         from jobs.version import installed_version
 

@@ -64,9 +64,10 @@ def test_no_token_no_join_and_a_revoked_machine_gets_no_work(tmp_path: Path, lit
         settings = served.model_copy(update={"job_python": sys.executable, "job_api_url": url,
                                              "run_on_head": False})
         admin, pi, owner = create_user(lite_session, Role.admin), create_user(lite_session), create_user(lite_session)
-        machine, _ = create_machine(lite_session, owner, admin, cpus=1)
+        machine, machine_token = create_machine(lite_session, owner, admin, cpus=1)
         worker = join_worker(head_address=head.gcs_address, base_port=BASE + 300, temp_dir=tmp_path / "w",
-                             token=token, num_cpus=1, node_dir=tmp_path / "worker-node", labels=labels_for(machine))
+                             token=token, num_cpus=1, node_dir=tmp_path / "worker-node", labels=labels_for(machine),
+                             machine_token=machine_token)
         stack.callback(worker.stop)
         while len(_alive(backend)) < 2:
             time.sleep(0.3)

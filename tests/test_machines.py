@@ -229,20 +229,56 @@ def test_a_machine_that_reports_a_better_card_later_is_flagged_and_charged_as_th
     assert attempt.charge_factor == 0.45
 
 
+def test_a_job_token_never_travels_through_ray_and_works_only_from_its_machine(people, lite_engine,
+                                                                              lite_session: Session, lite_settings,
+                                                                              lite_client: TestClient) -> None:
+    """Every pool member can read every job's environment from Ray: an attempt on an owner's machine carries no
+    token there. Its runner claims one with the machine's own credential, and the token answers only beside that
+    credential; another member's machine can neither claim it nor use it."""
+    from scheduler.loop import Scheduler
+
+    admin, owner = people
+    mine, mine_token = create_machine(lite_session, owner, admin, name="mine", cpus=4)
+    other, other_token = create_machine(lite_session, create_user(lite_session), admin, name="other", cpus=4)
+    pool = OwnerPool([mine])
+    _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
+                                                        create_call(lite_session, admin)))
+    assert Scheduler(lite_engine, lite_settings.model_copy(update={"run_on_head": False}), pool).dispatch() == 1
+    (request,) = pool.requests
+    assert "OBSERVATORY_JOB_TOKEN" not in request.env and not any("att_" in v for v in request.env.values())
+    submission = request.env["OBSERVATORY_JOB_SUBMISSION"]
+
+    def claim(bearer: str | None):  # type: ignore[no-untyped-def]
+        return lite_client.post("/api/job/claim", json={"submission_id": submission},
+                                headers={"Authorization": f"Bearer {bearer}"} if bearer else {})
+
+    assert claim(None).status_code == 401 and claim("mch_made-up").status_code == 401
+    assert claim(other_token).status_code == 404  # not placed on that machine
+    first = claim(mine_token).json()["token"]
+    job = FakeJob.claimed(lite_client, pool, mine_token)  # claimed again: the first token is dead
+    assert job.start().status_code == 200
+    assert FakeJob(lite_client, first).start().status_code == 401
+    bare = FakeJob(lite_client, job.headers["Authorization"][7:])
+    assert bare.start().status_code == 401  # without the machine's credential
+    bare.headers["X-Machine-Token"] = other_token
+    refused = bare.start()
+    assert refused.status_code == 401 and "only from the machine it was placed on" in refused.json()["detail"]
+
+
 def test_a_revoked_machine_moves_its_run_which_resumes_elsewhere(people, lite_engine, lite_session: Session,
                                                                  lite_settings, lite_client: TestClient) -> None:
     from scheduler.loop import Scheduler
     from scheduler.ray_backend import JobState
 
     admin, owner = people
-    machine, _ = create_machine(lite_session, owner, admin, cpus=4)
+    machine, machine_token = create_machine(lite_session, owner, admin, cpus=4)
     pool = OwnerPool([machine])
     settings = lite_settings.model_copy(update={"run_on_head": False})
     scheduler = Scheduler(lite_engine, settings, pool)
     _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
                                                         create_call(lite_session, admin)))
     assert scheduler.dispatch() == 1
-    job = FakeJob(lite_client, pool.token())
+    job = FakeJob.claimed(lite_client, pool, machine_token)
     job.start()
     assert job.checkpoint(b"state at 50", step=50).status_code == 200
     machines.revoke(lite_session, admin, machine.id, message="unreliable")

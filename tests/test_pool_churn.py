@@ -77,9 +77,10 @@ def test_work_leaves_the_node_and_survives_its_loss(store: str, tmp_path: Path, 
         stack.callback(head.stop)
         client = JobSubmissionClient(head.dashboard_url, headers={"Authorization": f"Bearer {token}"})
         admin, pi, owner = create_user(lite_session, Role.admin), create_user(lite_session), create_user(lite_session)
-        machine, _ = create_machine(lite_session, owner, admin, cpus=1)
+        machine, machine_token = create_machine(lite_session, owner, admin, cpus=1)
         worker = join_worker(head_address=head.gcs_address, base_port=BASE + 300, temp_dir=tmp_path / "w",
-                             token=token, num_cpus=1, node_dir=tmp_path / "worker-node", labels=labels_for(machine))
+                             token=token, num_cpus=1, node_dir=tmp_path / "worker-node", labels=labels_for(machine),
+                             machine_token=machine_token)
         stack.callback(worker.stop)
         backend = RayBackend(head.dashboard_url, token)
         while len([n for n in backend.nodes() if n["state"] == "ALIVE"]) < 2:

@@ -1,8 +1,10 @@
 """The job channel: the only door a job on a pool node has into the observatory.
 
-Every call carries the attempt's own bearer token (`att_…`), which the scheduler hands the job when it submits it
-and which dies when the attempt ends. It reaches this attempt's inputs and outputs and nothing else: no user
-route accepts it, and these routes accept no user's token.
+Every call carries the attempt's own bearer token (`att_…`), which dies when the attempt ends. It reaches this
+attempt's inputs and outputs and nothing else: no user route accepts it, and these routes accept no user's token.
+A job on the head gets it from the scheduler in its environment. A job on an owner's machine gets it by asking
+(`/job/claim`) with the machine's own credential, and each of its calls carries that credential too, so that a
+token read elsewhere (Ray shows every member each job's environment) is of no use away from its machine.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ from typing import Annotated
 import anyio.from_thread
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
+from pydantic import BaseModel, Field
 
 from service.archive.service import store_for
 from service.archive.store import SHA256
 from service.attempts import channel
 from service.attempts.schemas import Control, JobEnd, JobHello, JobPlanOut, LogChunk, Received
-from service.attempts.service import attempt_for_token
+from service.attempts.service import attempt_for_token, claim_for_machine
 from service.deps import SessionDep, SettingsDep
 from service.errors import Invalid, NotFound, Unauthenticated
 from service.models import RunAttempt
+from service.pool.machines import machine_for_token
 from service.types import ArtifactName
 
 router = APIRouter(prefix="/job", tags=["job channel"])
@@ -29,12 +33,30 @@ SHA256_HEADER = Header(alias="X-Content-SHA256", pattern=r"^[0-9a-f]{64}$",
                        description="sha256 of the body, hex; the body is refused unless it matches.")
 
 
+MACHINE_HEADER = "X-Machine-Token"
+
+
 def get_attempt(request: Request, session: SessionDep) -> RunAttempt:
+    """The live attempt whose token the call carries; an attempt placed on an owner's machine answers only to a
+    call that also carries that machine's own credential (X-Machine-Token)."""
     header = request.headers.get("authorization", "")
     attempt = attempt_for_token(session, header[7:].strip()) if header.lower().startswith("bearer ") else None
     if attempt is None:
         raise Unauthenticated("this call needs a live run attempt's token")
+    if attempt.machine_id is not None:
+        raw = request.headers.get(MACHINE_HEADER, "")
+        machine = _machine_or_none(session, raw)
+        if machine is None or machine.id != attempt.machine_id:
+            raise Unauthenticated("this attempt's token works only from the machine it was placed on (send that "
+                                  f"machine's credential in {MACHINE_HEADER})")
     return attempt
+
+
+def _machine_or_none(session: SessionDep, raw: str):  # type: ignore[no-untyped-def]
+    try:
+        return machine_for_token(session, raw[:200]) if raw else None
+    except Unauthenticated:
+        return None
 
 
 CurrentAttempt = Annotated[RunAttempt, Depends(get_attempt)]
@@ -64,6 +86,27 @@ class BodyReader:
             size = len(self.buffer)
         data, self.buffer = self.buffer[:size], self.buffer[size:]
         return data
+
+
+class Claim(BaseModel):
+    submission_id: str = Field(max_length=100)
+
+
+class Claimed(BaseModel):
+    token: str
+
+
+@router.post("/claim", response_model=Claimed)
+def claim(body: Claim, request: Request, session: SessionDep) -> Claimed:
+    """A runner on an owner's machine asks, with the machine's own credential as bearer token, for the token of the
+    attempt Ray started there; it is made afresh, and works only with that credential beside it."""
+    header = request.headers.get("authorization", "")
+    machine = _machine_or_none(session, header[7:].strip()) if header.lower().startswith("bearer ") else None
+    if machine is None:
+        raise Unauthenticated("this call needs the machine's own credential")
+    _, token = claim_for_machine(session, machine.id, body.submission_id)
+    session.commit()
+    return Claimed(token=token)
 
 
 @router.post("/start", response_model=JobPlanOut)

@@ -11,7 +11,7 @@ import secrets
 
 from sqlmodel import Session, select
 
-from service.errors import Conflict
+from service.errors import Conflict, NotFound
 from service.models import AttemptLogChunk, Run, RunAttempt
 from service.runs.state import LIVE_ATTEMPT
 
@@ -35,6 +35,20 @@ def new_attempt(session: Session, run: Run, *, pool: str, charge_factor: float =
     session.add(attempt)
     run.attempt, run.submission_id = number, attempt.submission_id
     session.add(run)
+    session.flush()
+    return attempt, token
+
+
+def claim_for_machine(session: Session, machine_id: int, submission_id: str) -> tuple[RunAttempt, str]:
+    """The token of a live attempt placed on this machine, made afresh for the runner that asks with the machine's
+    own credential (any earlier one stops working): the token never travels through Ray, where every member of
+    the pool could read it."""
+    attempt = session.exec(select(RunAttempt).where(RunAttempt.submission_id == submission_id[:100])).first()
+    if attempt is None or attempt.machine_id != machine_id or attempt.state not in LIVE_ATTEMPT:
+        raise NotFound("no live attempt with that submission id is placed on this machine")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    attempt.token_hash = token_hash(token)
+    session.add(attempt)
     session.flush()
     return attempt, token
 
