@@ -61,17 +61,35 @@ class ChannelError(Exception):
 
 
 class Unreachable(ChannelError):
-    """The observatory could not be reached, or said it is unavailable (5xx, 429): worth trying again later."""
+    """The observatory could not be reached, or said it is unavailable (5xx, 429): worth trying again later.
+    `door` says which part was away: the API itself, or the archive behind the calls that carry files."""
 
-    def __init__(self, problem: str, retry_after_s: float | None = None) -> None:
+    def __init__(self, problem: str, retry_after_s: float | None = None, door: str = "api") -> None:
         super().__init__(problem)
-        self.retry_after_s = retry_after_s
+        self.retry_after_s, self.door = retry_after_s, door
+
+
+ARCHIVE_PATHS = ("/api/job/checkpoint", "/api/job/outputs/", "/api/job/inputs/")
+OUTAGE_WORDS = {"api": "the observatory was unreachable", "archive": "the observatory's archive could not take or "
+                                                                     "give files"}
+
+
+def door_of(path: str) -> str:
+    """Which part of the observatory a call needs: its archive (the calls that carry files), or its API alone."""
+    return "archive" if path.startswith(ARCHIVE_PATHS) else "api"
+
+
+@dataclass
+class Outage:
+    since: float  # monotonic clock
+    tries: int = 0
 
 
 class Channel:
-    """The attempt's calls to the observatory. An outage is timed across calls: each call tries again with backoff
-    (as long as the observatory asks in Retry-After, where it says) until the observatory has been away for
-    `patience_s` in all, then raises Unreachable."""
+    """The attempt's calls to the observatory. An outage is timed across calls, for the API and for its archive
+    apart (the log goes on while the archive is away): each call tries again with backoff (as long as the
+    observatory asks in Retry-After, where it says) until that part has been away for `patience_s` in all, then
+    raises Unreachable."""
 
     def __init__(self, url: str, token: str, *, patience_s: float = PATIENCE_S,
                  backoff_s: tuple[float, ...] = BACKOFF_S, machine_token: str | None = None) -> None:
@@ -81,19 +99,23 @@ class Channel:
         self.client = httpx.Client(base_url=url.rstrip("/"), headers=headers,
                                    timeout=httpx.Timeout(60, connect=10), follow_redirects=True)
         self.patience_s, self.backoff_s = patience_s, backoff_s or (0,)
-        self.away_since: float | None = None  # when the current outage began (monotonic clock)
-        self.tries = 0  # failed tries in the current outage
-        self.outages: list[float] = []  # the lengths of the outages that ended, not yet told to the observatory
+        self.away: dict[str, Outage] = {}  # the outages going on, by door
+        self.outages: list[tuple[str, float]] = []  # (door, seconds) of outages that ended, not yet told
 
-    def away_s(self) -> float:
-        return 0.0 if self.away_since is None else time.monotonic() - self.away_since
+    def away_s(self, door: str = "api") -> float:
+        outage = self.away.get(door)
+        return 0.0 if outage is None else time.monotonic() - outage.since
+
+    def tries(self, door: str = "api") -> int:
+        outage = self.away.get(door)
+        return 0 if outage is None else outage.tries
 
     def next_wait_s(self, problem: Unreachable) -> float:
         """How long to wait before the next try: the backoff, or what the observatory asked if longer, never past
         the end of the patience."""
-        wait = self.backoff_s[min(self.tries - 1, len(self.backoff_s) - 1)]
+        wait = self.backoff_s[min(max(self.tries(problem.door), 1) - 1, len(self.backoff_s) - 1)]
         wait = max(wait, min(problem.retry_after_s or 0, 300))
-        return max(0.0, min(wait, self.patience_s - self.away_s()))
+        return max(0.0, min(wait, self.patience_s - self.away_s(problem.door)))
 
     def once(self, method: str, path: str, *, rewind: Any = None, **kwargs: Any) -> httpx.Response:
         """One try: a 4xx answer raises ChannelError, a failure to get through Unreachable."""
@@ -102,31 +124,32 @@ class Channel:
         try:
             response = self.client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            self.note_failure()
+            self.note_failure("api")
             raise Unreachable(f"the observatory is unreachable ({exc.__class__.__name__}: {exc})") from None
         return self.checked(method, path, response)
 
     def checked(self, method: str, path: str, response: httpx.Response) -> httpx.Response:
         """The response if it is a success; else ChannelError (4xx) or Unreachable (5xx, 429)."""
+        door = door_of(path)
         if response.status_code < 400:
-            self.got_through()
+            self.got_through(door)
             return response
         problem = f"{method} {path}: {response.status_code} {_detail(response)}"
         if response.status_code < 500 and response.status_code != 429:
             raise ChannelError(problem)
-        self.note_failure()
-        raise Unreachable(problem, _retry_after(response))
+        self.note_failure(door)
+        raise Unreachable(problem, _retry_after(response), door)
 
-    def got_through(self) -> None:
-        """A call succeeded: an outage, if there was one, is over."""
-        if self.away_since is not None:
-            self.outages.append(time.monotonic() - self.away_since)
-        self.away_since, self.tries = None, 0
+    def got_through(self, door: str) -> None:
+        """A call succeeded: the API is there, and so is the archive if the call needed it."""
+        for gone in {"api", door}:
+            outage = self.away.pop(gone, None)
+            if outage is not None:
+                self.outages.append((gone, time.monotonic() - outage.since))
 
-    def note_failure(self) -> None:
+    def note_failure(self, door: str) -> None:
         """Count a try that did not get through: the outage began now, or goes on."""
-        self.away_since = time.monotonic() if self.away_since is None else self.away_since
-        self.tries += 1
+        self.away.setdefault(door, Outage(time.monotonic())).tries += 1
 
     def patiently(self, attempt: Any) -> Any:
         """`attempt()` until it gets through, waiting out an outage of up to `patience_s` (then Unreachable)."""
@@ -135,9 +158,10 @@ class Channel:
                 return attempt()
             except Unreachable as exc:
                 wait = self.next_wait_s(exc)
-                if self.away_s() >= self.patience_s or wait <= 0:
-                    raise Unreachable(f"{exc} (the observatory has been away {self.away_s():.0f} s; the patience "
-                                      f"is {self.patience_s:.0f} s)", exc.retry_after_s) from None
+                away = self.away_s(exc.door)
+                if away >= self.patience_s or wait <= 0:
+                    raise Unreachable(f"{exc} (away {away:.0f} s; the patience is {self.patience_s:.0f} s)",
+                                      exc.retry_after_s, exc.door) from None
                 print(f"[runner] {exc}; trying again in {wait:.0f} s", flush=True)
                 time.sleep(wait)
 
@@ -213,8 +237,8 @@ class Attempt:
 
     def send_log(self, extra: str = "", patient: bool = True) -> None:
         text, latest = self.output.take()
-        outages = "".join(f"[runner] the observatory was away for {seconds:.0f} s; the job went on meanwhile\n"
-                          for seconds in self.channel.outages)
+        outages = "".join(f"[runner] {OUTAGE_WORDS[door]} for {seconds:.0f} s; the job went on meanwhile\n"
+                          for door, seconds in self.channel.outages)
         self.channel.outages.clear()
         self.unsent += outages + extra + text  # kept until the observatory has it
         control = self._send(patient, "POST", "/api/job/log",
@@ -273,9 +297,9 @@ class Attempt:
                     for block in response.iter_bytes(1 << 20):
                         handle.write(block)
         except httpx.HTTPError as exc:
-            self.channel.note_failure()
-            raise Unreachable(f"fetching {path} failed ({exc.__class__.__name__}: {exc})") from None
-        self.channel.got_through()
+            self.channel.note_failure("archive")
+            raise Unreachable(f"fetching {path} failed ({exc.__class__.__name__}: {exc})", door="archive") from None
+        self.channel.got_through("archive")
 
     def send_outputs(self, workdir: Path, kind_name: str) -> list[str]:
         """Send each declared output, waiting out an outage; a refused one is listed as a problem. Unreachable
@@ -359,7 +383,8 @@ class Attempt:
 
     def follow(self, child: subprocess.Popen, workdir: Path) -> int | None:
         """While the job runs: send its log and checkpoints, and stop it when asked. An outage of the observatory
-        does not stop it: the calls wait (backing off) while it trains on, for up to the channel's patience.
+        does not stop it: the calls wait (backing off) while it trains on, for up to the channel's patience for the
+        API, for as long as the job runs for the archive.
         Returns an exit code when the runner gives up on the job, None once the job has ended by itself."""
         terminated = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: terminated.set())
@@ -375,9 +400,12 @@ class Attempt:
                 self.send_log(patient=False)
                 self.ship_checkpoint(workdir, patient=False)
             except Unreachable as exc:
-                wait = self.channel.next_wait_s(exc)
-                if self.channel.away_s() >= self.channel.patience_s:
-                    return self._give_up(child, f"{exc}; away for {self.channel.away_s():.0f} s", UNREACHABLE_EXIT)
+                wait = self.channel.next_wait_s(exc) or self.channel.backoff_s[-1]
+                # Only an API away past the patience ends the job: while the archive alone is away, the job trains
+                # on (its log still arrives) and its checkpoints wait for the archive's return.
+                if exc.door == "api" and self.channel.away_s("api") >= self.channel.patience_s:
+                    return self._give_up(child, f"{exc}; away for {self.channel.away_s(exc.door):.0f} s",
+                                         UNREACHABLE_EXIT)
                 print(f"[runner] {exc}; the job goes on, trying again in {wait:.0f} s", flush=True)
                 next_try = time.monotonic() + wait
             except ChannelError as exc:
