@@ -60,6 +60,25 @@ class ChannelError(Exception):
     """The observatory refused a call (a 4xx answer): trying again would not help."""
 
 
+class RunnerExit(Exception):
+    """The runner stops before its job starts, with this exit code and these words."""
+
+    def __init__(self, code: int, words: str) -> None:
+        super().__init__(words)
+        self.code = code
+
+
+def first_contact(call: Any, refused: str) -> Any:
+    """`call()`, whose failure ends the runner before the job starts: exit 75 when the observatory stayed away
+    (the run resumes), REFUSED_EXIT when it refused."""
+    try:
+        return call()
+    except Unreachable as exc:
+        raise RunnerExit(UNREACHABLE_EXIT, f"giving up: {exc}") from None
+    except ChannelError as exc:
+        raise RunnerExit(REFUSED_EXIT, f"{refused}: {exc}") from None
+
+
 class Unreachable(ChannelError):
     """The observatory could not be reached, or said it is unavailable (5xx, 429): worth trying again later.
     `door` says which part was away: the API itself, or the archive behind the calls that carry files."""
@@ -322,14 +341,12 @@ class Attempt:
 
     def run(self) -> int:
         try:
-            plan = self.channel.call("POST", "/api/job/start", json={
-                "node_name": socket.gethostname()[:200], "worker_version": installed_version()}).json()
-        except Unreachable as exc:
-            print(f"giving up: {exc}", flush=True)
-            return UNREACHABLE_EXIT
-        except ChannelError as exc:
-            print(f"the observatory refused to start this attempt: {exc}", flush=True)
-            return REFUSED_EXIT
+            plan = first_contact(lambda: self.channel.call("POST", "/api/job/start", json={
+                "node_name": socket.gethostname()[:200], "worker_version": installed_version()}).json(),
+                "the observatory refused to start this attempt")
+        except RunnerExit as stop:
+            print(stop, flush=True)
+            return stop.code
         self.interval_s = float(plan["checkpoint_interval_s"])
         workdir = self.node_dir / "work" / f"run-{plan['run_id']}-attempt-{plan['attempt']}"
         shutil.rmtree(workdir, ignore_errors=True)
@@ -450,13 +467,11 @@ def main() -> int:
                   "`observatory pool join`", flush=True)
             return REFUSED_EXIT
         try:
-            token = claimed_token(url, submission, machine, patience)
-        except Unreachable as exc:
-            print(f"giving up: {exc}", flush=True)
-            return UNREACHABLE_EXIT
-        except ChannelError as exc:
-            print(f"the observatory would not hand this machine the attempt's token: {exc}", flush=True)
-            return REFUSED_EXIT
+            token = first_contact(lambda: claimed_token(url, submission, machine, patience),
+                                  "the observatory would not hand this machine the attempt's token")
+        except RunnerExit as stop:
+            print(stop, flush=True)
+            return stop.code
     if not url or not token:
         print("jobs.runner needs OBSERVATORY_JOB_URL, and OBSERVATORY_JOB_TOKEN or OBSERVATORY_JOB_SUBMISSION (the "
               "scheduler sets them)")

@@ -280,6 +280,15 @@ def test_a_dropped_connection_at_the_finishing_commit_loses_nothing(world, lite_
         assert set(TRAIN_FILES) <= {a.name for a in list_artifacts(session, run_id)}
 
 
+def _finished(client, pool: ScriptedPool) -> None:  # type: ignore[no-untyped-def]
+    """The job sent every output and its end, and Ray says it succeeded: only recording the end is left."""
+    job = FakeJob(client, pool.token())
+    job.start()
+    job.outputs(TRAIN_FILES)
+    job.end(0)
+    pool.set(pool.submitted[0], JobState.succeeded)
+
+
 def _backdate_failure(engine: Engine, run_id: int, seconds: float) -> None:
     with Session(engine) as session:
         attempt = session.exec(select(RunAttempt).where(RunAttempt.run_id == run_id)).one()
@@ -295,11 +304,7 @@ def test_an_archive_that_refuses_writes_fails_the_run_after_bounded_retries(worl
     counted on the attempt once per tick interval however many schedulers meet the error."""
     scheduler, pool, run_id, client, _ = world
     twin = Scheduler(lite_engine, lite_settings, pool)
-    job = FakeJob(client, pool.token())
-    job.start()
-    job.outputs(TRAIN_FILES)
-    job.end(0)
-    pool.set(pool.submitted[0], JobState.succeeded)
+    _finished(client, pool)
 
     def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise PermissionError(13, "Permission denied", "archive/objects")
@@ -326,11 +331,7 @@ def test_an_archive_outage_never_fails_a_run_and_its_end_is_recorded_once_it_is_
 
     scheduler, pool, run_id, client, _ = world
     twin = Scheduler(lite_engine, lite_settings, pool)
-    job = FakeJob(client, pool.token())
-    job.start()
-    job.outputs(TRAIN_FILES)
-    job.end(0)
-    pool.set(pool.submitted[0], JobState.succeeded)
+    _finished(client, pool)
 
     def away(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise ArchiveUnavailable("the archive's store cannot be reached (EndpointConnectionError); try again later")
