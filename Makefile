@@ -28,7 +28,8 @@ lock:
 	.lock-venv/bin/python -m pip install -q --upgrade pip
 	.lock-venv/bin/python -m pip install -q -e '.[test,data]'
 	(echo "# Made by \`make lock\` on $$(date -u +%F) with $$($(PYTHON) --version); installed with pip's -c."; \
-	 .lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v '^setuptools==\|^wheel==') > $(LOCK)
+	 .lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v '^setuptools==\|^wheel==' \
+	   | sed 's/^\(torch==[^+]*\)+.*/\1/') > $(LOCK)
 	rm -rf .lock-venv
 
 demo: $(VENV)/.installed-run
