@@ -186,6 +186,9 @@ CASES = [
     Case("PUT", "/api/job/checkpoint", {"anonymous": 401, "admin": 401, "pi": 401}, ""),
     Case("PUT", "/api/job/outputs/{name}", {"anonymous": 401, "admin": 401, "pi": 401}, ""),
     Case("GET", "/api/job/inputs/{sha256}", {"anonymous": 401, "admin": 401, "pi": 401, "attempt": 404}, ""),
+    # A machine's credential claims the token of an attempt placed on that machine, and nobody else's claims any.
+    Case("POST", "/api/job/claim", {"anonymous": 401, "admin": 401, "pi": 401, "attempt": 401, "machine": 404}, "",
+         {"submission_id": "observatory-run-1-x-1"}),
 ]
 
 
