@@ -14,7 +14,7 @@ from sqlmodel import Session
 from scheduler.loop import Scheduler
 from scheduler.ray_backend import JobState
 from service.models import Role
-from tests.factories import auth_headers, award, create_call, create_proposal, create_user, under_review
+from tests.factories import TINY_TRAIN, auth_headers, award, create_call, create_proposal, create_user, under_review
 from tests.pools import TRAIN_FILES, FakeJob, ScriptedPool
 from tests.test_browser import _sign_in, browser, portal  # noqa: F401  (the module's fixtures)
 
@@ -27,7 +27,8 @@ def test_a_run_page_tells_waiting_from_running_and_ends_in_words(browser: Browse
                                                                   lite_settings, lite_client) -> None:
     admin, pi = create_user(lite_session, Role.admin), create_user(lite_session)
     call = create_call(lite_session, admin)
-    _, run = award(lite_session, admin, create_proposal(lite_session, pi, call))
+    _, run = award(lite_session, admin, create_proposal(lite_session, pi, call,
+                                                        job_plan={**TINY_TRAIN, "steps": 900}))
     page = _sign_in(browser, portal, pi.email)
     page.goto(f"{portal}/runs/{run.id}")
     expect(page.locator("#run-state")).to_have_text("waiting")
@@ -132,7 +133,7 @@ def test_admins_see_the_work_the_capacity_left_and_why_outputs_are_held(browser:
 
 def test_two_runs_side_by_side(browser: Browser, portal: str, lite_session: Session, lite_settings,  # noqa: F811
                                lite_client) -> None:
-    from tests.factories import TINY_TRAIN, archive_outputs
+    from tests.factories import archive_outputs
 
     admin, pi, other = create_user(lite_session, Role.admin), create_user(lite_session), create_user(lite_session)
     call = create_call(lite_session, admin)

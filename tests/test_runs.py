@@ -207,10 +207,11 @@ def test_a_cancel_racing_the_claim_never_leaves_a_finished_run_running(db_url: s
 
 
 def test_the_run_page_plots_the_loss_as_the_run_reports_it(lite_client, lite_session: Session) -> None:
-    from tests.factories import auth_headers
+    from tests.factories import TINY_TRAIN, auth_headers
 
     admin, pi = create_user(lite_session, Role.admin), create_user(lite_session)
-    _, run = award(lite_session, admin, create_proposal(lite_session, pi, create_call(lite_session, admin)))
+    _, run = award(lite_session, admin, create_proposal(lite_session, pi, create_call(lite_session, admin),
+                                                        job_plan={**TINY_TRAIN, "steps": 1020}))
     run = lite_session.get(Run, run.id)
     for step in range(1, 1001):  # a thousand progress lines: the curve keeps at most 200 points, evenly spaced
         runs.record_progress(run, {"step": step, "total": 1000, "loss": 1.0 / step, "fraction": step / 1000})
