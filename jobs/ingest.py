@@ -50,7 +50,7 @@ def pack(work: Path, state: Path, seen: int) -> None:
     tmp = state.with_suffix(".tmp")
     write_tar(tmp, members)
     tmp.replace(state)
-    progress.checkpoint(seen)
+    progress.checkpoint(seen, state)
 
 
 def unpack(state: Path, work: Path) -> None:

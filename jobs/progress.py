@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 PREFIX = "@@progress "
@@ -17,9 +19,17 @@ def report(step: int, total: int, **detail: Any) -> None:
     sys.stdout.flush()
 
 
-def checkpoint(step: int) -> None:
-    """Say that the resumable state on disk is now at `step`: the runner ships it off the node."""
-    print(CHECKPOINT + json.dumps({"step": step}), flush=True)
+def checkpoint(step: int, state: Path | None = None) -> None:
+    """Say that the resumable state on disk is now at `step` (with the sha256 of `state`, the file written): the
+    runner ships it off the node, labelled with the step whose digest the file it opened has."""
+    record: dict[str, Any] = {"step": step}
+    if state is not None:
+        digest = hashlib.sha256()
+        with state.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        record["sha256"] = digest.hexdigest()
+    print(CHECKPOINT + json.dumps(record), flush=True)
 
 
 def parse(line: str) -> tuple[str, dict[str, Any]] | None:

@@ -214,6 +214,7 @@ class JobOutput:
     pending: list[str] = field(default_factory=list)
     progress: dict[str, Any] | None = None
     checkpoint_step: int | None = None
+    checkpoints: dict[str, int] = field(default_factory=dict)  # sha256 -> step, of the states announced
 
     def read(self, stream) -> None:  # type: ignore[no-untyped-def]
         for raw in iter(stream.readline, b""):
@@ -227,6 +228,16 @@ class JobOutput:
                     self.progress = parsed[1]
                 elif parsed and parsed[0] == "checkpoint" and isinstance(parsed[1].get("step"), int):
                     self.checkpoint_step = parsed[1]["step"]
+                    if isinstance(parsed[1].get("sha256"), str):
+                        self.checkpoints[parsed[1]["sha256"]] = parsed[1]["step"]
+
+    def step_of(self, sha256: str, fallback: int) -> int | None:
+        """The step of the state whose digest this is: as announced with its digest (None while the job has not
+        announced it yet), or `fallback` for a job that announces no digests."""
+        with self.lock:
+            if not self.checkpoints:
+                return fallback
+            return self.checkpoints.get(sha256)
 
     def take(self) -> tuple[str, dict[str, Any] | None]:
         with self.lock:
@@ -283,6 +294,11 @@ class Attempt:
             os.close(directory)
         with os.fdopen(descriptor, "rb") as handle:
             sha, _ = sha256_of_fd(descriptor)
+            # The job may have written a newer state since `step` was read: the file opened is labelled with the
+            # step announced with its own digest, never with another's.
+            step = self.output.step_of(sha, step)
+            if step is None or step <= self.shipped_step:
+                return  # announced a moment from now; shipped next time
             control = self._send(patient, "PUT", "/api/job/checkpoint", params={"step": step}, content=handle,
                                  rewind=handle, headers={"X-Content-SHA256": sha}).json()
         self.shipped_step, self.last_ship = step, time.monotonic()

@@ -169,7 +169,7 @@ def _save_state(path: Path, step: int, unet, optimizer, generator: torch.Generat
         state["scaler"] = scaler.state_dict()
     torch.save(state, tmp)
     tmp.replace(path)
-    progress.checkpoint(step)
+    progress.checkpoint(step, path)
 
 
 def restore_state(path: Path, unet, optimizer, generator: torch.Generator, average: Average | None = None,

@@ -194,7 +194,7 @@ def test_a_job_asked_to_stop_saves_its_state_and_announces_it(tmp_path: Path, ca
     finally:
         train_module._stop_requested["signal"] = False
     out = capsys.readouterr().out
-    assert "stopped on request at step 0" in out and '@@checkpoint {"step": 0}' in out
+    assert "stopped on request at step 0" in out and '@@checkpoint {"step": 0, "sha256": ' in out
     assert (tmp_path / "state.pt").exists() and not (tmp_path / "checkpoint.pt").exists()
 
 

@@ -179,3 +179,42 @@ def test_a_runner_that_gave_up_on_the_observatory_is_resumed_from_its_checkpoint
         (attempt,) = attempts_of(session, run_id)
     assert attempt.state == AttemptState.lost
     assert json.dumps(attempt.reported) == "{}"  # it never reported: judged by its exit code alone
+
+
+def test_a_checkpoint_is_labelled_with_the_step_its_own_digest_was_announced_with(tmp_path) -> None:
+    """The job may write a newer state between the runner reading the latest step and opening the file: the file
+    is shipped with the step announced beside its digest (a resume from it then says the step it is at)."""
+    import hashlib
+
+    from jobs.progress import CHECKPOINT
+
+    work = tmp_path / "work"
+    work.mkdir()
+    older, newer = b"state at step 10", b"state at step 20"
+    (work / "state.pt").write_bytes(newer)  # already replaced by the newer state
+    runner = Attempt(Channel("http://127.0.0.1:9", "att_x", patience_s=0), tmp_path / "node")
+    runner.interval_s = 0
+    lines = [f'{CHECKPOINT}{{"step": 10, "sha256": "{hashlib.sha256(older).hexdigest()}"}}\n'.encode()]
+    runner.output.read(_Stream(lines))
+    sent: list[dict] = []
+
+    class Answer:
+        def json(self) -> dict:
+            return {}
+
+    runner._send = lambda patient, method, path, **kw: sent.append(kw["params"]) or Answer()  # type: ignore[method-assign]
+    runner.ship_checkpoint(work, force=True)
+    assert sent == []  # the file on disk is not the one announced: nothing is shipped under step 10
+    runner.output.read(_Stream([f'{CHECKPOINT}{{"step": 20, "sha256": "{hashlib.sha256(newer).hexdigest()}"}}\n'
+                                .encode()]))
+    runner.output.checkpoint_step = 10  # as if the newer line were read after the step was
+    runner.ship_checkpoint(work, force=True)
+    assert sent == [{"step": 20}] and runner.shipped_step == 20
+
+
+class _Stream:
+    def __init__(self, lines: list[bytes]) -> None:
+        self.lines = list(lines)
+
+    def readline(self) -> bytes:
+        return self.lines.pop(0) if self.lines else b""
