@@ -42,6 +42,7 @@ from typing import Any
 import httpx
 
 from jobs import progress
+from jobs.credentials import MACHINE_HEADER
 from jobs.kinds import RESUME_INPUT, RESUME_STATE, UNREACHABLE_EXIT, job_kind
 from jobs.outputs import collect, open_folder, open_plain, sha256_of, sha256_of_fd
 from jobs.version import installed_version
@@ -52,7 +53,6 @@ BACKOFF_S = (1, 2, 4, 8, 15, 30, 60)  # the waits between tries while it is away
 REFUSED_EXIT = 3  # the observatory would not start this attempt (wrong release, ended attempt)
 
 
-MACHINE_HEADER = "X-Machine-Token"
 MACHINE_TOKEN_FILE = "machine-token"  # in the node folder, written by `observatory pool join`
 
 

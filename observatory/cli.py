@@ -1,10 +1,11 @@
-"""`observatory`: serve, db, user, demo, pool join. The composition root: the one place that wires the parts
-together."""
+"""`observatory`: serve, db, user, demo, pool join and rotate-token. The composition root: the one place that
+wires the parts together."""
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import tempfile
 import threading
@@ -26,7 +27,8 @@ app = typer.Typer(help="Commons Observatory: peer-reviewed GPU time for a diffus
                        "licensed images.", no_args_is_help=True, rich_markup_mode=None)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True, rich_markup_mode=None)
 user_app = typer.Typer(help="Accounts.", no_args_is_help=True, rich_markup_mode=None)
-pool_app = typer.Typer(help="Lend this machine to the pool.", no_args_is_help=True, rich_markup_mode=None)
+pool_app = typer.Typer(help="The pool: lend this machine to it, or rotate its token.", no_args_is_help=True,
+                       rich_markup_mode=None)
 archive_app = typer.Typer(help="The archive of runs' files.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(db_app, name="db")
 app.add_typer(archive_app, name="archive")
@@ -293,6 +295,29 @@ def demo(
         console.print(f"  {role:<10} {email:<34} password: {password}")
     console.print("Ctrl-C stops it.\n")
     _serve(settings, host, port, api=True, scheduler=True, watch=run_id)
+
+
+@pool_app.command("rotate-token")
+def pool_rotate_token() -> None:
+    """Give the embedded pool a new Ray token, so that machines no longer trusted (revoke them first) cannot
+    rejoin with the one they hold: a running `observatory serve` restarts its Ray head with it, runs resume from
+    their checkpoints, and approved machines' join commands join again with the new token."""
+    from service.files import private_secret_file
+
+    settings = get_settings()
+    if settings.ray_auth_token:
+        _fail("the pool's token comes from OBSERVATORY_RAY_AUTH_TOKEN here: set a new value there and in the Ray "
+              "head's RAY_AUTH_TOKEN, and restart both; joined machines follow")
+    if settings.ray_address != "local":
+        _fail("this observatory drives a Ray head of its own (OBSERVATORY_RAY_ADDRESS): rotate that head's token "
+              "and set OBSERVATORY_RAY_AUTH_TOKEN to it")
+    path = settings.ray_dir / "auth_token"
+    fresh = path.with_name("auth_token.new")
+    fresh.unlink(missing_ok=True)
+    private_secret_file(fresh, lambda: secrets.token_hex(32))
+    os.replace(fresh, path)
+    console.print(f"a new Ray token is in {path}; the running pool switches to it within a scheduler tick, and "
+                  "approved machines join again on their next call to the portal")
 
 
 @pool_app.command("join")

@@ -1,6 +1,6 @@
 """`observatory pool join`: on an owner's machine, measure it, ask the portal to let it in, start a Ray worker with
 what was measured, and keep calling in until the portal says to leave (the owner took it out, an admin revoked it,
-or it drained)."""
+or it drained); a worker that dropped out, or a rotated pool token, makes it join again."""
 
 from __future__ import annotations
 
@@ -12,11 +12,16 @@ from typing import Any
 import httpx
 from rich.console import Console
 
+from jobs.credentials import pool_token_id
 from jobs.version import installed_version
 from observatory.hardware import measure
 from scheduler.local_ray import RayNode, join_worker
 
 POLL_S = 15.0
+# A worker that keeps dropping out waits longer before each new join, up to this.
+REJOIN_MAX_WAIT_S = 300.0
+DROPPED = "the Ray worker dropped out of the pool"
+ROTATED = "the pool's token was rotated"
 
 
 class JoinError(Exception):
@@ -49,37 +54,70 @@ class Portal:
 
 def join(portal: Portal, *, console: Console, node_dir: Path, temp_dir: Path, node_ip: str | None,
          port_base: int | None, poll_s: float = POLL_S) -> int:
-    """Join and stay until told to leave; returns the exit status."""
+    """Join and stay until told to leave; returns the exit status. A worker that Ray dropped (the link went away
+    for longer than Ray's health checks allow) or a pool token the operator rotated makes the machine join again,
+    for as long as the portal keeps it approved."""
     measured = measure()
     what = (f"{measured['gpu_count']} × {measured['gpu_model']} ({measured['vram_gb']:g} GB, CUDA "
             f"{measured['cuda_capability']})" if measured["gpu_count"] else "no GPU (joins as CPU-only)")
     console.print(f"measured: {what}; {measured['cpus']} CPUs, {measured['memory_gb']:g} GB memory; "
                   f"release {measured['release']}")
-    grant = portal.call("/pool/join", measured)
+    grant = _grant(portal, measured)
+    wait = poll_s
+    while True:
+        labels = grant["labels"]
+        console.print(f"machine {grant['machine_id']} joins the pool at {grant['head_address']} with labels "
+                      + ", ".join(f"{k}={v}" for k, v in labels.items()))
+        node = join_worker(head_address=grant["head_address"], base_port=port_base, temp_dir=temp_dir,
+                           token=grant["ray_token"], num_cpus=grant["num_cpus"], num_gpus=grant["num_gpus"],
+                           node_dir=node_dir, labels=labels, node_ip=node_ip, machine_token=portal.token)
+        joined = time.monotonic()
+        try:
+            outcome = _stay(portal, node, console, poll_s, pool_token_id(grant["ray_token"]))
+        finally:
+            node.stop(timeout=40)  # a job on it gets Ray's stop grace to save and ship its checkpoint
+            console.print("the Ray worker stopped; this machine is out of the pool")
+        if isinstance(outcome, int):
+            return outcome
+        # A worker that lasted a while rejoins at once; one that keeps dropping out waits longer each time.
+        wait = poll_s if time.monotonic() - joined > REJOIN_MAX_WAIT_S else min(wait * 2, REJOIN_MAX_WAIT_S)
+        console.print(f"{outcome}; joining again" + ("" if outcome == ROTATED else f" in {wait:g} s"))
+        if outcome != ROTATED:
+            time.sleep(wait)
+        grant = _grant(portal, measured, patient=True, console=console, poll_s=poll_s)
+
+
+def _grant(portal: Portal, measured: dict[str, Any], *, patient: bool = False, console: Console | None = None,
+           poll_s: float = POLL_S) -> dict[str, Any]:
+    """The portal's leave to join (the head's address, the token, the labels). When `patient`, a portal that
+    cannot be reached is asked again until it answers; a refusal always ends the join."""
+    shown = None
+    while True:
+        try:
+            grant = portal.call("/pool/join", measured)
+            break
+        except JoinError as exc:
+            if not patient or exc.status is not None and exc.status < 500:
+                raise
+            if console is not None and shown != str(exc):
+                console.print(f"[yellow]{exc}[/yellow]; trying again every {poll_s:g} s")
+                shown = str(exc)
+            time.sleep(poll_s)
     if grant["release"] != installed_version():
         raise JoinError(f"the pool runs release {grant['release']} and this machine has {installed_version()}: "
                         f"install commons-observatory=={grant['release']} and join again")
-    labels = grant["labels"]
-    console.print(f"machine {grant['machine_id']} joins the pool at {grant['head_address']} with labels "
-                  + ", ".join(f"{k}={v}" for k, v in labels.items()))
-    node = join_worker(head_address=grant["head_address"], base_port=port_base, temp_dir=temp_dir,
-                       token=grant["ray_token"], num_cpus=grant["num_cpus"], num_gpus=grant["num_gpus"],
-                       node_dir=node_dir, labels=labels, node_ip=node_ip, machine_token=portal.token)
-    try:
-        return _stay(portal, node, console, poll_s)
-    finally:
-        node.stop(timeout=40)  # a job on it gets Ray's stop grace to save and ship its checkpoint
-        console.print("the Ray worker stopped; this machine is out of the pool")
+    return grant
 
 
-def _stay(portal: Portal, node: RayNode, console: Console, poll_s: float) -> int:
+def _stay(portal: Portal, node: RayNode, console: Console, poll_s: float, joined_with: str) -> int | str:
+    """Call in until told to leave (returns the exit status) or until the machine must join again (returns why)."""
     shown = None
     with console.status("in the pool; Ctrl-C takes this machine out") as status:
         while True:
             if node.process.poll() is not None:
                 console.print(f"[red]the Ray worker exited ({node.process.returncode})[/red]; its log: "
                               f"{node.log_path}\n{_tail(node.log_path)}")
-                return 1
+                return DROPPED
             try:
                 orders = portal.call("/pool/orders", {})
             except JoinError as exc:
@@ -95,6 +133,8 @@ def _stay(portal: Portal, node: RayNode, console: Console, poll_s: float) -> int
                     console.print(f"the portal says this machine is {orders['state']}"
                                   + (f": {orders['message']}" if orders["message"] else "") + "; leaving")
                     return 0
+                if orders.get("pool_token_id") not in (None, joined_with):
+                    return ROTATED
                 now = "paused by you" if orders["paused"] else "draining" if orders["draining"] else "taking work"
                 if now != shown:
                     status.update(f"in the pool, {now}; Ctrl-C takes this machine out")

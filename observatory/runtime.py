@@ -27,10 +27,17 @@ class Pool:
             self.head.stop()
 
     def ensure_alive(self) -> RayBackend | None:
-        """Notice a local head that died and start a new one; returns the new backend, or None if all is well."""
-        if self.head is None or self.head.process.poll() is None:
+        """Notice a local head that died, or a pool token rotated under it (`observatory pool rotate-token`), and
+        start a new head; returns the new backend, or None if all is well."""
+        if self.head is None:
             return None
-        log.error("the local Ray head exited (%s); starting a new one", self.head.process.returncode)
+        if self.head.process.poll() is None:
+            if self.head.token == self.settings.resolved_ray_auth_token():
+                return None
+            log.warning("the pool's Ray token was rotated; restarting the local Ray head with the new one (runs "
+                        "on it resume from their checkpoints, and joined machines join again)")
+        else:
+            log.error("the local Ray head exited (%s); starting a new one", self.head.process.returncode)
         self.head.stop()
         fresh = open_pool(self.settings)
         self.head, self.backend = fresh.head, fresh.backend

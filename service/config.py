@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
     s3_prefix: str = ""
+    # Whether jobs fetch their inputs from the bucket itself, through short-lived signed links (the bucket must be
+    # reachable from every node); off, the service streams them, for a bucket that only the service can reach.
+    s3_signed_links: bool = True
     secret_key: str | None = None
     base_url: str = "http://127.0.0.1:8000"
     # Behind a proxy: the addresses whose X-Forwarded-For/-Proto uvicorn trusts (e.g. "*" on a private network).

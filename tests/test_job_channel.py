@@ -133,6 +133,40 @@ def test_inputs_are_fetched_by_digest_and_only_the_attempts_own(lite_engine, lit
     assert lite_client.get("/api/job/inputs/..%2F..%2Fsecret_key", headers=job.headers).status_code == 404
 
 
+@pytest.mark.parametrize("signed_links", [True, False])
+def test_inputs_in_a_bucket_come_by_signed_link_or_through_the_service(signed_links: bool, lite_engine, lite_session,
+                                                                       lite_settings) -> None:
+    """A bucket the nodes reach hands them a short-lived signed link; one that only the service reaches
+    (OBSERVATORY_S3_SIGNED_LINKS=false) is streamed by the service, so that a job never needs the bucket."""
+    from service.datasets.service import ensure_bundled
+    from tests.s3 import s3_server
+    from web.app import create_app
+
+    admin, pi = create_user(lite_session, Role.admin), create_user(lite_session)
+    call = create_call(lite_session, admin)
+    with s3_server() as s3:
+        settings = lite_settings.model_copy(update={**s3, "s3_signed_links": signed_links})
+        ensure_bundled(lite_session, store_for(settings))  # the bundled set's files in this bucket too
+        _, trained = award(lite_session, admin, create_proposal(lite_session, pi, call))
+        archive_outputs(lite_session, settings, lite_session.get(Run, trained.id), TRAIN_FILES)
+        checkpoint = hashlib.sha256(TRAIN_FILES["checkpoint.pt"]).hexdigest()
+        award(lite_session, admin, create_proposal(lite_session, pi, call,
+                                                   job_plan={"kind": "sample", "checkpoint_sha256": checkpoint}))
+        pool = ScriptedPool()
+        assert Scheduler(lite_engine, settings, pool).dispatch() == 2
+        with TestClient(create_app(settings, lite_engine)) as client:
+            job = FakeJob(client, next(r.env["OBSERVATORY_JOB_TOKEN"] for r in pool.requests
+                                       if r.metadata["run_id"] != str(trained.id)))
+            assert job.start().status_code == 200
+            fetched = client.get(f"/api/job/inputs/{checkpoint}", headers=job.headers, follow_redirects=False)
+    if signed_links:
+        assert fetched.status_code == 307 and fetched.headers["location"].startswith(s3["s3_endpoint_url"])
+        assert "Signature" in fetched.headers["location"]
+    else:
+        assert fetched.status_code == 200 and fetched.content == TRAIN_FILES["checkpoint.pt"]
+        assert fetched.headers["x-content-sha256"] == checkpoint
+
+
 def test_the_runner_sends_only_what_it_may_and_the_run_says_what_is_missing(world, lite_engine, lite_settings,
                                                                           tmp_path) -> None:
     """The runner's real upload path over real HTTP: a link planted in the work folder (to the portal's secret) and

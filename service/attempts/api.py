@@ -17,14 +17,15 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from jobs.credentials import MACHINE_HEADER
 from service.archive.service import store_for
 from service.archive.store import SHA256
 from service.attempts import channel
 from service.attempts.schemas import Control, JobEnd, JobHello, JobPlanOut, LogChunk, Received
 from service.attempts.service import attempt_for_token, claim_for_machine
 from service.deps import SessionDep, SettingsDep
-from service.errors import Invalid, NotFound, Unauthenticated
-from service.models import RunAttempt
+from service.errors import Forbidden, Invalid, NotFound, Unauthenticated
+from service.models import MachineState, RunAttempt
 from service.pool.machines import machine_for_token
 from service.types import ArtifactName
 
@@ -33,7 +34,6 @@ SHA256_HEADER = Header(alias="X-Content-SHA256", pattern=r"^[0-9a-f]{64}$",
                        description="sha256 of the body, hex; the body is refused unless it matches.")
 
 
-MACHINE_HEADER = "X-Machine-Token"
 
 
 def get_attempt(request: Request, session: SessionDep) -> RunAttempt:
@@ -104,6 +104,8 @@ def claim(body: Claim, request: Request, session: SessionDep) -> Claimed:
     machine = _machine_or_none(session, header[7:].strip()) if header.lower().startswith("bearer ") else None
     if machine is None:
         raise Unauthenticated("this call needs the machine's own credential")
+    if machine.state != MachineState.approved:
+        raise Forbidden(f"machine {machine.id} is {machine.state}: it starts no work")
     _, token = claim_for_machine(session, machine.id, body.submission_id)
     session.commit()
     return Claimed(token=token)
@@ -125,7 +127,7 @@ def fetch_input(sha256: str, attempt: CurrentAttempt, session: SessionDep, setti
     store = store_for(settings)
     if not store.exists(sha256):
         raise NotFound("that input is missing from the archive")
-    url = store.presign(sha256, expires_s=600)
+    url = store.presign(sha256, expires_s=600) if settings.s3_signed_links else None
     if url:
         return RedirectResponse(url, status_code=307)
     return StreamingResponse(store.open_range(sha256), media_type="application/octet-stream",

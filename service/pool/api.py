@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
+from jobs.credentials import pool_token_id
 from jobs.version import installed_version
 from service.config import Settings
 from service.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
@@ -139,10 +140,11 @@ def join_pool(data: Measurement, token: MachineToken, session: SessionDep, setti
 
 
 @router.post("/pool/orders", response_model=Orders)
-def machine_orders(token: MachineToken, session: SessionDep) -> Orders:
+def machine_orders(token: MachineToken, session: SessionDep, settings: SettingsDep) -> Orders:
     """A joined machine calls in and learns whether to stay or leave (its own token)."""
     machine = machines.orders(session, machines.machine_for_token(session, token))
     session.commit()
     leave = machine.state != "approved"
     return Orders(machine_id=machine.id, state=machine.state, paused=machine.paused, draining=machine.draining,
-                  leave=leave, message=machine.message)
+                  leave=leave, message=machine.message,
+                  pool_token_id=pool_token_id(settings.resolved_ray_auth_token()))

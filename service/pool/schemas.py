@@ -127,6 +127,9 @@ class Orders(BaseModel):
     draining: bool
     leave: bool
     message: str
+    # A fingerprint of the pool's Ray token: when the operator rotates the token, joined machines see it change
+    # and join again with the new one (which only approved machines are given).
+    pool_token_id: str
 
 
 class PublicMachine(BaseModel):
