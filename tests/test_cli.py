@@ -181,3 +181,44 @@ def test_the_planted_copy_demonstration_writes_its_reports(tmp_path: Path) -> No
         assert (out / name / "report.html").is_file() and str((out / name / "report.html").resolve()) in done.output
     again = runner.invoke(app, ["analysis", "planted", "--out", str(out)])
     assert again.exit_code == 2 and "is not empty" in again.output  # nothing written over
+
+
+def test_rotate_token_gives_the_embedded_pool_a_new_one_that_its_running_head_takes_up(embedded, monkeypatch) -> None:
+    """`observatory pool rotate-token` replaces the embedded pool's token (private from creation); the running
+    serve notices on its next tick and starts its head again with it. A token from the environment is refused."""
+    import subprocess
+    from types import SimpleNamespace
+
+    from observatory import runtime
+    from scheduler.local_ray import RayNode
+
+    monkeypatch.delenv("OBSERVATORY_RAY_AUTH_TOKEN", raising=False)
+    settings = get_settings()
+    before = settings.resolved_ray_auth_token()
+    process = subprocess.Popen(["sleep", "60"])  # a head that is alive
+    head = RayNode(process, embedded, embedded / "head.log", "127.0.0.1:1", "http://127.0.0.1:2", before)
+    started: list[str] = []
+
+    def fake_open(given):  # type: ignore[no-untyped-def]
+        started.append(given.resolved_ray_auth_token())
+        return runtime.Pool(SimpleNamespace(token=started[-1]), head, given)
+
+    monkeypatch.setattr(runtime, "open_pool", fake_open)
+    monkeypatch.setattr(RayNode, "stop", lambda self, timeout=3: process.kill())
+    pool = runtime.Pool(SimpleNamespace(token=before), head, settings)
+    try:
+        assert pool.ensure_alive() is None  # same token, head alive: nothing to do
+        rotated = CliRunner().invoke(app, ["pool", "rotate-token"])
+        assert rotated.exit_code == 0, rotated.output
+        path = settings.ray_dir / "auth_token"
+        after = path.read_text().strip()
+        assert after != before and len(after) == 64 and path.stat().st_mode & 0o777 == 0o600
+        assert not path.with_name("auth_token.new").exists()
+        backend = pool.ensure_alive()
+        assert backend is not None and started == [after]  and backend.token == after
+    finally:
+        process.kill()
+    monkeypatch.setenv("OBSERVATORY_RAY_AUTH_TOKEN", "from-the-environment")
+    get_settings.cache_clear()
+    refused = CliRunner().invoke(app, ["pool", "rotate-token"])
+    assert refused.exit_code == 2 and "OBSERVATORY_RAY_AUTH_TOKEN" in refused.output
