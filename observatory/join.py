@@ -22,6 +22,8 @@ POLL_S = 15.0
 REJOIN_MAX_WAIT_S = 300.0
 DROPPED = "the Ray worker dropped out of the pool"
 ROTATED = "the pool's token was rotated"
+# A machine told to leave while a run is live on it waits this long for the run to save its checkpoint and move.
+LEAVE_GRACE_S = 120.0
 
 
 class JoinError(Exception):
@@ -112,6 +114,7 @@ def _grant(portal: Portal, measured: dict[str, Any], *, patient: bool = False, c
 def _stay(portal: Portal, node: RayNode, console: Console, poll_s: float, joined_with: str) -> int | str:
     """Call in until told to leave (returns the exit status) or until the machine must join again (returns why)."""
     shown = None
+    leaving: float | None = None
     with console.status("in the pool; Ctrl-C takes this machine out") as status:
         while True:
             if node.process.poll() is not None:
@@ -130,9 +133,15 @@ def _stay(portal: Portal, node: RayNode, console: Console, poll_s: float, joined
                     shown = str(exc)
             else:
                 if orders["leave"]:
-                    console.print(f"the portal says this machine is {orders['state']}"
-                                  + (f": {orders['message']}" if orders["message"] else "") + "; leaving")
-                    return 0
+                    if orders.get("busy") and leaving is None:
+                        leaving = time.monotonic()
+                        status.update("told to leave: waiting for the run here to save its checkpoint")
+                    if not orders.get("busy") or time.monotonic() - leaving > LEAVE_GRACE_S:
+                        console.print(f"the portal says this machine is {orders['state']}"
+                                      + (f": {orders['message']}" if orders["message"] else "") + "; leaving")
+                        return 0
+                    time.sleep(poll_s)
+                    continue
                 if orders.get("pool_token_id") not in (None, joined_with):
                     return ROTATED
                 now = "paused by you" if orders["paused"] else "draining" if orders["draining"] else "taking work"

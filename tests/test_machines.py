@@ -123,14 +123,15 @@ def test_a_drained_machine_leaves_once_its_run_ends(people, lite_engine, lite_se
     machines.set_controls(lite_session, owner, machine.id, draining=True)
     lite_session.commit()
     bearer = {"Authorization": f"Bearer {token}"}
-    assert lite_client.post("/api/pool/orders", headers=bearer).json()["leave"] is False  # its run goes on
+    orders = lite_client.post("/api/pool/orders", headers=bearer).json()
+    assert orders["leave"] is False and orders["busy"] is True  # its run goes on
     with Session(lite_engine) as session:
         attempt = session.exec(select(RunAttempt).where(RunAttempt.run_id == run.id)).one()
         attempt.state = "succeeded"
         session.add(attempt)
         session.commit()
     orders = lite_client.post("/api/pool/orders", headers=bearer).json()
-    assert orders["leave"] is True and orders["state"] == "left"
+    assert orders["leave"] is True and orders["state"] == "left" and orders["busy"] is False
 
 
 def _facts(session: Session, settings: Settings, nodes: list[dict]):  # type: ignore[no-untyped-def]

@@ -146,5 +146,5 @@ def machine_orders(token: MachineToken, session: SessionDep, settings: SettingsD
     session.commit()
     leave = machine.state != "approved"
     return Orders(machine_id=machine.id, state=machine.state, paused=machine.paused, draining=machine.draining,
-                  leave=leave, message=machine.message,
+                  leave=leave, message=machine.message, busy=machines.busy(session, machine.id),
                   pool_token_id=pool_token_id(settings.resolved_ray_auth_token()))

@@ -127,6 +127,8 @@ class Orders(BaseModel):
     draining: bool
     leave: bool
     message: str
+    # Whether a run is still live on the machine: one told to leave waits for it to save its checkpoint first.
+    busy: bool
     # A fingerprint of the pool's Ray token: when the operator rotates the token, joined machines see it change
     # and join again with the new one (which only approved machines are given).
     pool_token_id: str
