@@ -7,7 +7,7 @@ PYTHON ?= python3
 # Every package a fresh machine installs, at the versions the tests passed with: `make lock` refreshes it.
 LOCK := requirements.lock
 
-.PHONY: demo test lint bench bench-smoke chromium lock
+.PHONY: demo test lint bench bench-smoke chromium iproute lock
 
 # The demo needs the observatory alone; the tests add their tools (Playwright, ruff, moto, …).
 $(VENV)/.installed-run: pyproject.toml $(LOCK)
@@ -39,7 +39,11 @@ demo: $(VENV)/.installed-run
 chromium:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-test: $(VENV)/.installed chromium
+# The pool-on-hosts tests give each node a network namespace of its own (iproute2's `ip`, as root).
+iproute:
+	@command -v ip >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2)
+
+test: $(VENV)/.installed chromium iproute
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 

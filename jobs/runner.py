@@ -421,7 +421,7 @@ class Attempt:
         Returns an exit code when the runner gives up on the job, None once the job has ended by itself."""
         terminated = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: terminated.set())
-        self.signalled, next_try = False, 0.0
+        next_try = 0.0
         while child.poll() is None:
             time.sleep(0.2 if terminated.is_set() else SEND_EVERY_S)
             if not self.signalled and (self.stop_asked or terminated.is_set()):
