@@ -118,3 +118,56 @@ def list_versions() -> None:
     with session_scope() as session:
         for v in listing(session):
             console.print(f"{v.name}@{v.version:<4} {v.images:>7} images  {v.origin:<20} {v.digest}")
+
+
+@dataset_app.command("partition")
+def partition(
+    ref: Annotated[str, typer.Argument(help="The dataset version: name@version, name (its latest) or sha256:….")],
+    clusters: Annotated[int, typer.Option(min=1, max=64, help="How many clusters (one expert each).")],
+    seed: Annotated[int, typer.Option(min=0, help="The seed of the clustering's starts.")] = 0,
+) -> None:
+    """Cut a dataset version into balanced clusters of look-alike images (k-means over the offline descriptor)
+    and record the partition: a family of experts trains one expert per cluster. The same version, number of
+    clusters and seed always give the same partition."""
+    import tempfile
+
+    from jobs import clusters as clustering
+    from jobs.package import read_images
+    from jobs.partition import encode
+    from service.archive.service import store_for
+    from service.datasets import partitions
+    from service.datasets.service import find
+    from service.db import session_scope
+    from service.errors import DomainError
+    from service.migrations import upgrade
+
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    store = store_for(settings)
+    try:
+        with session_scope() as session:
+            version = find(session, ref)
+            name, digest, files = f"{version.name}@{version.version}", version.digest, dict(version.files)
+        with tempfile.TemporaryDirectory(prefix="partition-") as folder:
+            local = {}
+            for file, described in files.items():
+                if file == "manifest.jsonl" or file.endswith(".tar"):
+                    local[file] = Path(folder) / file
+                    with local[file].open("wb") as handle:
+                        for chunk in store.open_range(described["sha256"]):
+                            handle.write(chunk)
+            _, records = read_images(local.pop("manifest.jsonl"), local, digest)
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task(f"describing {len(records)} images…", total=len(records))
+            points = clustering.descriptors((data for _, data in records),
+                                            progress=lambda done: progress.advance(task, done))
+            progress.update(task, description=f"clustering {len(records)} images into {clusters}…")
+            made = clustering.make(digest, [record for record, _ in records], points, clusters, seed)
+        with session_scope() as session:
+            found = partitions.register(session, store, find(session, digest), encode(made))
+            sizes, partition_digest = found.sizes, found.digest
+    except (DomainError, ValueError) as exc:
+        _fail(getattr(exc, "message", str(exc)))
+    console.print(f"{name} in {clusters} clusters (seed {seed}): {partition_digest}; images per cluster: "
+                  + ", ".join(map(str, sizes)))

@@ -222,3 +222,40 @@ def test_rotate_token_gives_the_embedded_pool_a_new_one_that_its_running_head_ta
     get_settings.cache_clear()
     refused = CliRunner().invoke(app, ["pool", "rotate-token"])
     assert refused.exit_code == 2 and "OBSERVATORY_RAY_AUTH_TOKEN" in refused.output
+
+
+def test_a_dataset_is_partitioned_once_per_clusters_and_seed_and_the_partition_outlives_the_sweep(embedded) -> None:
+    from observatory.cli import register_bundled
+    from service.archive.service import store_for
+    from service.archive.sweep import sweep
+    from service.datasets import partitions
+    from service.datasets.service import find
+    from service.models import DatasetPartition
+
+    settings = get_settings()
+    runner = CliRunner()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    register_bundled(settings)
+    made = runner.invoke(app, ["dataset", "partition", "skimage-samples", "--clusters", "3", "--seed", "5"])
+    assert made.exit_code == 0, made.output
+    again = runner.invoke(app, ["dataset", "partition", "skimage-samples@1", "--clusters", "3", "--seed", "5"])
+    engine = make_engine(settings.resolved_database_url)
+    store = store_for(settings)
+    with Session(engine) as session:
+        (found,) = session.exec(select(DatasetPartition)).all()
+        version = find(session, "skimage-samples")
+        assert found.dataset_id == version.id and (found.k, found.seed) == (3, 5)
+        assert found.digest in made.output and found.digest in again.output
+        assert sum(found.sizes) == version.images and max(found.sizes) - min(found.sizes) <= 1
+        assert [sum(c.values()) for c in found.licenses] == found.sizes
+        members = [partitions.cluster_records(store, version, found, c) for c in range(3)]
+        assert [len(m) for m in members] == found.sizes
+        assert {r["image_sha256"] for m in members for r in m} == {
+            r["image_sha256"] for r in partitions.manifest_records(store, version)}
+        sweep(session, store, grace_s=0)
+        assert store.exists(found.file_sha256)
+    engine.dispose()
+    for wrong, says in ((["nothing@1", "--clusters", "2"], "no dataset version"),
+                        (["skimage-samples", "--clusters", "64"], "into 64 clusters")):
+        refused = runner.invoke(app, ["dataset", "partition", *wrong])
+        assert refused.exit_code == 2 and says in refused.output, refused.output

@@ -8,10 +8,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"service", "web", "scheduler", "jobs", "observatory"}
 # The protocol between the observatory and its jobs: configs, the kind registry, outputs, progress lines, the
-# release a node must run, the machine credential's header, the license families both sides name, and the dataset
-# package format (with the bundled set written in it).
+# release a node must run, the machine credential's header, the license families both sides name, the dataset
+# package format (with the bundled set written in it) and the partition file format.
 PROTOCOL = {"jobs.config", "jobs.kinds", "jobs.outputs", "jobs.progress", "jobs.version", "jobs.commons.licenses",
-            "jobs.package", "jobs.data.bundled", "jobs.credentials"}
+            "jobs.package", "jobs.data.bundled", "jobs.credentials", "jobs.partition"}
 ALLOWED = {
     "jobs": {"jobs"},
     "service": {"service"} | PROTOCOL,

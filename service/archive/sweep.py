@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlmodel import Session, select
 
 from service.archive.store import ArchiveStore
-from service.models import Artifact, DatasetVersion, ModelVersion, Run, RunAttempt
+from service.models import Artifact, DatasetPartition, DatasetVersion, ModelVersion, Run, RunAttempt
 
 HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -42,6 +42,7 @@ def referenced(session: Session) -> set[str]:
         found.update((checkpoint, attribution))
     for files in session.exec(select(DatasetVersion.files)).all():
         found.update(HEX.findall(json.dumps(files or {})))
+    found.update(session.exec(select(DatasetPartition.file_sha256)).all())
     found.discard("")
     return found
 

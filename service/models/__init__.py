@@ -2,7 +2,7 @@
 
 from service.models.audit import AuditEntry, OutboxMessage, ProposalEvent
 from service.models.call import DIRECTOR_RESERVE_LIMIT, Call, CallKind, Cycle
-from service.models.dataset import DatasetVersion
+from service.models.dataset import DatasetPartition, DatasetVersion
 from service.models.ledger import EntryKind, LedgerAccount, LedgerEntry
 from service.models.mark import PairMark, Verdict
 from service.models.model_version import ModelVersion
@@ -21,6 +21,7 @@ from service.models.user import SELF_SERVICE_ROLES, ApiToken, CredentialKind, Lo
 
 __all__ = [
     "Verdict",
+    "DatasetPartition",
     "ApiToken",
     "Artifact",
     "AssignmentState",

@@ -36,3 +36,23 @@ class DatasetVersion(SQLModel, table=True):
     created_by: int | None = Field(default=None, foreign_key="users.id")  # None: the operator's command line
     run_id: int | None = Field(default=None, foreign_key="runs.id")  # the ingest run that made it, if one did
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class DatasetPartition(SQLModel, table=True):
+    """A dataset version cut into K clusters (jobs.partition), for a family of experts: its file is in the archive
+    by sha256, and its digest (over the dataset's digest, K, the seed and the assignment) names it."""
+
+    __tablename__ = "dataset_partitions"
+    __table_args__ = (UniqueConstraint("dataset_id", "k", "seed", name="uq_partition_dataset_k_seed"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    dataset_id: int = Field(foreign_key="dataset_versions.id", index=True)
+    k: int
+    seed: int
+    digest: str = Field(max_length=80, unique=True)
+    file_sha256: str = Field(max_length=64)
+    sizes: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # per cluster: license -> number of images
+    licenses: list[dict[str, int]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_by: int | None = Field(default=None, foreign_key="users.id")  # None: the operator's command line
+    created_at: datetime = Field(default_factory=utcnow)
