@@ -12,10 +12,10 @@ from pydantic import BaseModel
 
 from service.archive.ranges import ranged_response
 from service.archive.service import DOWNLOAD_HEADERS, store_for
-from service.datasets import service
+from service.datasets import partitions, service
 from service.deps import SessionDep, SettingsDep
 from service.errors import NotFound
-from service.models import DatasetVersion
+from service.models import DatasetPartition, DatasetVersion
 
 router = APIRouter(tags=["datasets"])
 Ref = Annotated[str, Path(max_length=120, pattern=r"^(sha256:[0-9a-f]{64}|[a-z0-9][a-z0-9-]{0,79}(@[0-9]{1,9})?)$",
@@ -72,6 +72,42 @@ def list_datasets(session: SessionDep) -> list[DatasetPublic]:
 def get_dataset(ref: Ref, session: SessionDep) -> DatasetPublic:
     """One dataset version: its digest, where its images came from, its licenses and files. Public."""
     return to_public(service.find(session, ref))
+
+
+class ClusterPublic(BaseModel):
+    cluster: int
+    images: int
+    licenses: dict[str, int]
+    sheet_url: str  # a contact sheet of its first images
+
+
+class PartitionPublic(BaseModel):
+    """The version cut into `k` clusters (balanced k-means over the offline descriptor, seeded): a family of
+    experts trains one expert per cluster. Its digest names it in a train plan (`partition`)."""
+
+    id: int
+    dataset: str
+    digest: str
+    k: int
+    seed: int
+    clusters: list[ClusterPublic]
+    created_at: datetime
+
+
+def partition_public(version: DatasetVersion, found: DatasetPartition) -> PartitionPublic:
+    ref = f"{version.name}@{version.version}"
+    clusters = [ClusterPublic(cluster=c, images=found.sizes[c], licenses=found.licenses[c],
+                              sheet_url=f"/datasets/{ref}/partitions/{found.id}/clusters/{c}.png")
+                for c in range(found.k)]
+    return PartitionPublic(id=found.id, dataset=ref, digest=found.digest, k=found.k, seed=found.seed,
+                           clusters=clusters, created_at=found.created_at)
+
+
+@router.get("/datasets/{ref}/partitions", response_model=list[PartitionPublic])
+def list_partitions(ref: Ref, session: SessionDep) -> list[PartitionPublic]:
+    """The version's partitions into clusters, each with its clusters' sizes and licenses. Public."""
+    version = service.find(session, ref)
+    return [partition_public(version, found) for found in partitions.partitions_of(session, version)]
 
 
 @dataclass
