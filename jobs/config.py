@@ -10,11 +10,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from jobs.partition import MAX_CLUSTERS
+
 DATASET_REF = r"^([a-z0-9][a-z0-9-]{0,79}(@[1-9][0-9]{0,8})?|sha256:[0-9a-f]{64})$"  # name, name@N or digest
 MODEL_REF = r"^[a-z0-9][a-z0-9-]{0,79}@[1-9][0-9]{0,8}$"  # name@N
 SHA256 = r"^[0-9a-f]{64}$"
 # Fields the observatory fills in when it accepts a plan (what a name pointed to then), never a person.
-PINNED = ("dataset_digest", "base_checkpoint_sha256")
+PINNED = ("dataset_digest", "base_checkpoint_sha256", "partition_sha256")
 PINNED_BY_KIND = {"replication": ("checkpoint_sha256", "dataset", "dataset_digest", "samples_sha256",
                                   "samples_metrics_sha256"),
                   "extraction": ("checkpoint_sha256", "dataset", "dataset_digest"),
@@ -47,6 +49,13 @@ class TrainConfig(_Plan):
                     "and must match this plan's.")
     base_checkpoint_sha256: str | None = Field(None, pattern=SHA256, title="Base checkpoint (sha256)",
                                                description="Filled in by the observatory: the base's checkpoint.")
+    partition: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", title="Partition",
+        description="A partition of the dataset into clusters (its digest, as the dataset's page shows it): the run "
+                    "trains on one of its clusters alone, as one expert of a family.")
+    cluster: int | None = Field(None, ge=0, lt=MAX_CLUSTERS, title="Cluster",
+        description="With a partition: the cluster the run trains on (0 to K-1).")
+    partition_sha256: str | None = Field(None, pattern=SHA256, title="Partition file (sha256)",
+                                         description="Filled in by the observatory: the partition's file.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", title="Precision on GPUs",
         description="Mixed precision for the forward and backward passes on a GPU (auto: bf16 where the card has "
                     "it, else fp16); the weights, their average and the optimizer stay in fp32. CPUs use fp32.")
@@ -98,6 +107,8 @@ class TrainConfig(_Plan):
 
     @model_validator(mode="after")
     def _resolution_fits_unet(self) -> TrainConfig:
+        if (self.partition is None) != (self.cluster is None):
+            raise ValueError("name a partition and one of its clusters together (partition, cluster), or neither")
         if any(channels % 8 for channels in self.block_out_channels):
             raise ValueError("block_out_channels must each be a multiple of 8 (the UNet's norm groups)")
         factor = 2 ** (len(self.block_out_channels) - 1)

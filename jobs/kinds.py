@@ -46,7 +46,7 @@ KINDS: dict[str, JobKind] = {
         OutputSpec("training_images.png", "dataset-preview", PNG),
         OutputSpec("metrics.json", "metrics", JSON),
         OutputSpec("attribution.json", "attribution", JSON),
-    ), inputs=("base_checkpoint_sha256",), resumable=True, uses_dataset=True),
+    ), inputs=("base_checkpoint_sha256", "partition_sha256"), resumable=True, uses_dataset=True),
     "ingest": JobKind("ingest", "jobs.ingest", (
         OutputSpec("dataset.tar", "dataset-package", "application/x-tar"),
         OutputSpec("dataset.json", "dataset-summary", JSON),

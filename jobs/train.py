@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from jobs import dataset as datasets
-from jobs import progress
+from jobs import partition, progress
 from jobs.config import TrainConfig
 from jobs.imaging import to_grid
 from jobs.kinds import KINDS
@@ -230,6 +230,19 @@ def load_base(unet, path: Path, classes: list[str]) -> None:  # type: ignore[no-
         raise ValueError(f"the base model's weights do not fit this plan's UNet: {str(exc)[:300]}") from None
 
 
+def cluster_images(cfg: TrainConfig, inputs: dict[str, Path]) -> set[str] | None:
+    """The images (sha256) of the plan's cluster of its partition, checked against the partition's digest and the
+    dataset's; None for a plan without a partition (the whole dataset)."""
+    if cfg.partition is None:
+        return None
+    if "partition_sha256" not in inputs:
+        raise ValueError("the plan trains one cluster of a partition, but the partition was not sent to the job")
+    cut = partition.read(Path(inputs["partition_sha256"]).read_bytes(), cfg.dataset_digest)
+    if cut["digest"] != cfg.partition:
+        raise ValueError(f"the partition sent is {cut['digest']}, not the plan's {cfg.partition}")
+    return {sha for sha, cluster in cut["assignment"].items() if cluster == cfg.cluster}
+
+
 def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, report: bool = True,
           inputs: dict[str, Path] | None = None):
     """Train to cfg.steps, resuming from output/state.pt; returns the model, schedule, dataset and timing."""
@@ -239,7 +252,7 @@ def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, re
     inputs = dict(inputs or {})
     data = datasets.load(inputs, cfg.dataset_digest, cfg.resolution, name=cfg.dataset,
                          exclude_authors=cfg.exclude_authors, conditional=cfg.conditioning == "class",
-                         exclude_classes=cfg.exclude_classes)
+                         exclude_classes=cfg.exclude_classes, only=cluster_images(cfg, inputs))
     images = data.images.to(device)
     labels = data.labels.to(device) if data.labels is not None else None
     unet = build_unet(cfg, len(data.classes)).to(device)
@@ -382,7 +395,8 @@ def main(cfg: TrainConfig, output: Path, inputs: dict[str, Path] | None = None) 
     }
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (output / "attribution.json").write_text(json.dumps(
-        {"dataset": data.name, "digest": data.digest, "images": data.entries}, indent=2, ensure_ascii=False))
+        {"dataset": data.name, "digest": data.digest, "partition": cfg.partition, "cluster": cfg.cluster,
+         "images": data.entries}, indent=2, ensure_ascii=False))
     declare(output, KINDS["train"].outputs)
     # The resume state goes last: outputs count as complete only once it is gone.
     (output / "state.pt").unlink(missing_ok=True)

@@ -66,3 +66,51 @@ def test_a_partition_must_be_of_the_version_and_assign_each_image_once(lite_sess
                 "digest": partition_format.digest_of(digest, 1, 0, assignment)}
         with pytest.raises(Invalid, match=says):
             partitions.register(lite_session, store, version, partition_format.encode(made))
+
+
+def test_a_plan_trains_one_cluster_and_its_attribution_names_exactly_that_clusters_images(
+        lite_session: Session, lite_settings, tmp_path) -> None:
+    import json
+
+    import pytest
+
+    from jobs import train
+    from jobs.config import TrainConfig
+    from service.archive.service import read_object
+    from service.datasets.pinning import run_inputs
+    from service.errors import DomainError
+    from service.models import Role, Run
+    from tests.factories import TINY_TRAIN, award, create_call, create_proposal, create_user
+
+    version, found, records = _recorded(lite_session, lite_settings, k=3)
+    admin, pi = create_user(lite_session, Role.admin), create_user(lite_session)
+    call = create_call(lite_session, admin)
+    plan = {**TINY_TRAIN, "dataset": "skimage-samples", "partition": found.digest, "cluster": 1}
+    for wrong, says in (({"cluster": 3}, "clusters 0 to 2"), ({"partition": "sha256:" + "6" * 64}, "no partition"),
+                        ({"cluster": None}, "together")):
+        with pytest.raises(DomainError, match=says):
+            create_proposal(lite_session, pi, call, job_plan={**plan, **wrong})
+        lite_session.rollback()
+    _, run = award(lite_session, admin, create_proposal(lite_session, pi, call, job_plan=plan))
+    run = lite_session.get(Run, run.id)
+    assert run.job_plan["partition_sha256"] == found.file_sha256
+    inputs = run_inputs(lite_session, run)
+    assert inputs["partition_sha256"] == found.file_sha256
+
+    # The job, as a node runs it with its inputs fetched: it trains on cluster 1 alone.
+    store = store_for(lite_settings)
+    fetched = {}
+    for name, sha in inputs.items():
+        fetched[name] = tmp_path / "inputs" / name.replace(":", "_")
+        fetched[name].parent.mkdir(exist_ok=True)
+        fetched[name].write_bytes(read_object(store, sha, limit=1 << 30))
+    cfg = TrainConfig.model_validate(run.job_plan)
+    train.main(cfg, tmp_path / "out", inputs=fetched)
+    attribution = json.loads((tmp_path / "out" / "attribution.json").read_text())
+    cluster = {r["image_sha256"] for index, r in enumerate(records) if index % 3 == 1}
+    assert {image["image_sha256"] for image in attribution["images"]} == cluster
+    assert (attribution["partition"], attribution["cluster"]) == (found.digest, 1)
+    # A partition file that is not the plan's is refused by the job.
+    other = cfg.model_copy(update={"partition": "sha256:" + "7" * 64})
+    with pytest.raises(ValueError, match="not the plan's"):
+        train.cluster_images(other, fetched)

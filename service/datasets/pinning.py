@@ -18,6 +18,7 @@ from jobs.config import (
 from jobs.kinds import job_kind
 from jobs.package import job_inputs
 from service.archive import service as archive
+from service.datasets import partitions
 from service.datasets import service as datasets
 from service.errors import Invalid, NotFound
 from service.modelcards import service as models
@@ -86,7 +87,22 @@ def pin_train(session: Session, plan: TrainConfig) -> TrainConfig:
             raise Invalid(f"job_plan.dataset: {ref}'s classes ({', '.join(dataset.classes)}) are not those "
                           f"{plan.base_model} was trained on")
         changes["base_checkpoint_sha256"] = base.checkpoint_sha256
+    changes["partition_sha256"] = _partition(session, plan, dataset, ref) if plan.partition else None
     return plan.model_copy(update=changes)
+
+
+def _partition(session: Session, plan: TrainConfig, dataset: DatasetVersion, ref: str) -> str:
+    """The file of the plan's partition, which must be of the plan's dataset version and have its cluster."""
+    try:
+        found = partitions.find(session, str(plan.partition))
+    except NotFound:
+        raise Invalid(f"job_plan.partition: no partition {plan.partition} is recorded (see the dataset's page, or "
+                      "`observatory dataset partition`)") from None
+    if found.dataset_id != dataset.id:
+        raise Invalid(f"job_plan.partition: {plan.partition} is a partition of another dataset version than {ref}")
+    if plan.cluster is None or plan.cluster >= found.k:
+        raise Invalid(f"job_plan.cluster: the partition has clusters 0 to {found.k - 1}")
+    return found.file_sha256
 
 
 def pin_sample(session: Session, plan: SampleConfig) -> SampleConfig:
