@@ -22,6 +22,7 @@ PINNED_BY_KIND = {"replication": ("checkpoint_sha256", "dataset", "dataset_diges
                   "extraction": ("checkpoint_sha256", "dataset", "dataset_digest"),
                   "quality": ("checkpoint_sha256", "dataset", "dataset_digest"),
                   "duplication": ("dataset_digest",),
+                  "router": ("dataset_digest", "partition_sha256"),
                   "ablation": ("with_checkpoint_sha256", "without_checkpoint_sha256", "dataset", "dataset_digest",
                                "left_out", "control", "left_out_classes", "control_classes")}
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no NUL or other control characters (PostgreSQL refuses NUL)
@@ -307,6 +308,31 @@ class DuplicationConfig(_Plan):
     resolution: int = Field(32, ge=8, le=256, title="Compared at", description="Side the images are compared at.")
 
 
+class RouterConfig(_Plan):
+    """Train a family's router: a small classifier p(cluster | x_t, t) on noised images of the whole dataset, which
+    tells, for a noisy image and a timestep, which experts know that region of the data. Its held-out accuracy by
+    noise level is in its metrics."""
+
+    kind: Literal["router"] = "router"
+    dataset: str = Field(pattern=DATASET_REF, title="Dataset", description="The dataset version the experts split.")
+    dataset_digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", title="Dataset digest",
+                                       description="Filled in by the observatory: the version's digest.")
+    partition: str = Field(pattern=r"^sha256:[0-9a-f]{64}$", title="Partition",
+                           description="The partition of the dataset whose clusters the experts trained on.")
+    partition_sha256: str | None = Field(None, pattern=SHA256, title="Partition file (sha256)",
+                                         description="Filled in by the observatory: the partition's file.")
+    resolution: int = Field(16, ge=8, le=64, title="Image size", description="As the experts were trained.")
+    num_train_timesteps: int = Field(1000, ge=10, le=4000, title="Noise schedule length",
+                                     description="The experts' DDPM noise schedule length.")
+    steps: int = Field(400, ge=1, le=200_000, title="Training steps")
+    batch_size: int = Field(64, ge=1, le=1024, title="Batch size")
+    learning_rate: float = Field(2e-3, gt=0, le=1, title="Learning rate", description="Adam learning rate.")
+    channels: int = Field(32, ge=8, le=256, title="Channels", description="Width of the classifier's first layer.")
+    held_out: float = Field(0.2, ge=0.05, le=0.5, title="Held out",
+                            description="The share of images kept out of training to measure the accuracy on.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, title="Random seed")
+
+
 class AblationConfig(_Plan):
     """Leave-out ablation: two model versions trained alike, one without some authors' images. Do the samples of
     the model that saw those images come closer to them than its twin's do, beyond what both do for images neither
@@ -341,15 +367,15 @@ class AblationConfig(_Plan):
                                        description="Filled in by the observatory: the classes both left out.")
 
 
-Plan = (TrainConfig | SampleConfig | IngestConfig | ReplicationConfig | DuplicationConfig | AblationConfig
-        | ExtractionConfig | QualityConfig)
+Plan = (TrainConfig | SampleConfig | IngestConfig | ReplicationConfig | DuplicationConfig | RouterConfig
+        | AblationConfig | ExtractionConfig | QualityConfig)
 # The analyses of one model version against its own training set: pinned alike, sized by their samples.
 ModelAnalysis = ReplicationConfig | ExtractionConfig | QualityConfig
 JobPlan = Annotated[Plan, Field(discriminator="kind")]
 JOB_KINDS: dict[str, type[_Plan]] = {"train": TrainConfig, "sample": SampleConfig, "ingest": IngestConfig,
                                      "replication": ReplicationConfig, "duplication": DuplicationConfig,
                                      "ablation": AblationConfig, "extraction": ExtractionConfig,
-                                     "quality": QualityConfig}
+                                     "quality": QualityConfig, "router": RouterConfig}
 _adapter: TypeAdapter[Plan] = TypeAdapter(JobPlan)
 INGEST_SECONDS_PER_FILE = 2.5  # two polite API calls and a thumbnail at the default rate limit, with a margin
 
@@ -367,6 +393,8 @@ def estimated_vram_gb(plan: Plan) -> float:
     """
     if isinstance(plan, IngestConfig | DuplicationConfig):
         return 0.0
+    if isinstance(plan, RouterConfig):
+        return 1.0
     if isinstance(plan, SampleConfig | AblationConfig | ModelAnalysis):
         return 2.0
     channels = plan.block_out_channels
@@ -396,6 +424,8 @@ def estimated_seconds(plan: Plan) -> float:
         return plan.limit * INGEST_SECONDS_PER_FILE
     if isinstance(plan, DuplicationConfig):
         return 60.0  # a search over the distinct images: seconds for thousands, minutes for hundreds of thousands
+    if isinstance(plan, RouterConfig):  # a classifier of a few layers: about a tenth of a small UNet's step
+        return plan.steps * REFERENCE_SECONDS_PER_STEP * 0.1 * plan.batch_size / 64 * (plan.resolution / 16) ** 2
     reference = TrainConfig()
     ref = _work(reference.resolution, reference.block_out_channels, reference.layers_per_block, reference.batch_size)
     if isinstance(plan, SampleConfig | AblationConfig | ModelAnalysis):

@@ -73,6 +73,11 @@ KINDS: dict[str, JobKind] = {
         OutputSpec("results.json", "analysis-results", JSON),
         OutputSpec("report.html", "report", "text/html; charset=utf-8"),
     ), inputs=("with_checkpoint_sha256", "without_checkpoint_sha256"), uses_dataset=True),
+    "router": JobKind("router", "jobs.router", (
+        OutputSpec("router.pt", "router", "application/octet-stream"),
+        OutputSpec("metrics.json", "metrics", JSON),
+        OutputSpec("accuracy.png", "accuracy-chart", PNG),
+    ), inputs=("partition_sha256",), uses_dataset=True),
     "sample": JobKind("sample", "jobs.sample", (
         OutputSpec("samples.png", "samples", PNG),
         OutputSpec("metrics.json", "metrics", JSON),

@@ -2,49 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
-
-import numpy as np
 import pytest
-from PIL import Image
 
 from jobs import clusters, partition
-
-
-def _png(array: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray((np.clip(array, 0, 1) * 255).astype(np.uint8)).save(out, format="PNG")
-    return out.getvalue()
-
-
-def _looks(count: int, seed: int = 0) -> tuple[list[dict], list[bytes], list[int]]:
-    """`count` images of each of three looks (vertical stripes, horizontal stripes, a smooth blob), noisy and in
-    different colours, shuffled: their records, PNGs and true looks."""
-    rng = np.random.default_rng(seed)
-    grid = np.arange(32)
-    made = []
-    for look in range(3):
-        for _ in range(count):
-            colour = rng.uniform(0.2, 1.0, 3)
-            if look == 0:
-                shape = ((grid[None, :] + rng.integers(8)) // 4 % 2).repeat(32, 0)
-            elif look == 1:
-                shape = ((grid[:, None] + rng.integers(8)) // 4 % 2).repeat(32, 1)
-            else:
-                centre = rng.uniform(8, 24, 2)
-                shape = np.exp(-((grid[:, None] - centre[0]) ** 2 + (grid[None, :] - centre[1]) ** 2) / 60)
-            image = shape[..., None] * colour + rng.normal(0, 0.03, (32, 32, 3))
-            made.append((look, _png(image)))
-    order = rng.permutation(len(made))
-    looks = [made[i][0] for i in order]
-    pngs = [made[i][1] for i in order]
-    records = [{"image_sha256": hashlib.sha256(data).hexdigest()} for data in pngs]
-    return records, pngs, looks
+from tests.looks import looks as three_looks
 
 
 def test_a_partition_finds_the_looks_and_is_balanced_and_the_same_for_a_seed() -> None:
-    records, pngs, looks = _looks(12)
+    records, pngs, looks = three_looks(12)
     points = clusters.descriptors(pngs)
     made = clusters.make("sha256:" + "0" * 64, records, points, 3, seed=7)
     assert partition.sizes(made) == [12, 12, 12]
@@ -58,7 +23,7 @@ def test_a_partition_finds_the_looks_and_is_balanced_and_the_same_for_a_seed() -
 
 
 def test_uneven_counts_differ_by_one_and_another_seed_or_k_is_another_partition() -> None:
-    records, pngs, _ = _looks(7)  # 21 images
+    records, pngs, _ = three_looks(7)  # 21 images
     points = clusters.descriptors(pngs)
     four = clusters.make("sha256:" + "1" * 64, records, points, 4, seed=0)
     assert sorted(partition.sizes(four)) == [5, 5, 5, 6]
@@ -70,7 +35,7 @@ def test_uneven_counts_differ_by_one_and_another_seed_or_k_is_another_partition(
 
 
 def test_a_partition_file_that_does_not_match_its_digest_or_dataset_is_refused() -> None:
-    records, pngs, _ = _looks(4)
+    records, pngs, _ = three_looks(4)
     made = clusters.make("sha256:" + "3" * 64, records, clusters.descriptors(pngs), 2, seed=0)
     moved = dict(made, assignment={**made["assignment"], records[0]["image_sha256"]:
                                    1 - made["assignment"][records[0]["image_sha256"]]})

@@ -12,6 +12,7 @@ from jobs.config import (
     AblationConfig,
     DuplicationConfig,
     ModelAnalysis,
+    RouterConfig,
     SampleConfig,
     TrainConfig,
 )
@@ -91,8 +92,16 @@ def pin_train(session: Session, plan: TrainConfig) -> TrainConfig:
     return plan.model_copy(update=changes)
 
 
-def _partition(session: Session, plan: TrainConfig, dataset: DatasetVersion, ref: str) -> str:
-    """The file of the plan's partition, which must be of the plan's dataset version and have its cluster."""
+def pin_router(session: Session, plan: RouterConfig) -> RouterConfig:
+    dataset = _dataset(session, plan.dataset)
+    ref = f"{dataset.name}@{dataset.version}"
+    return plan.model_copy(update={"dataset": ref, "dataset_digest": dataset.digest,
+                                   "partition_sha256": _partition(session, plan, dataset, ref)})
+
+
+def _partition(session: Session, plan: TrainConfig | RouterConfig, dataset: DatasetVersion, ref: str) -> str:
+    """The file of the plan's partition, which must be of the plan's dataset version (and, for an expert, have
+    its cluster)."""
     try:
         found = partitions.find(session, str(plan.partition))
     except NotFound:
@@ -100,7 +109,7 @@ def _partition(session: Session, plan: TrainConfig, dataset: DatasetVersion, ref
                       "`observatory dataset partition`)") from None
     if found.dataset_id != dataset.id:
         raise Invalid(f"job_plan.partition: {plan.partition} is a partition of another dataset version than {ref}")
-    if plan.cluster is None or plan.cluster >= found.k:
+    if isinstance(plan, TrainConfig) and (plan.cluster is None or plan.cluster >= found.k):
         raise Invalid(f"job_plan.cluster: the partition has clusters 0 to {found.k - 1}")
     return found.file_sha256
 

@@ -17,6 +17,7 @@ from jobs.config import (
     JobPlanError,
     ModelAnalysis,
     Plan,
+    RouterConfig,
     SampleConfig,
     TrainConfig,
     parse_job_plan,
@@ -68,6 +69,8 @@ def validate_job_plan(session: Session, actor: User, plan: dict[str, Any]) -> Pl
         return pinning.pin_model_analysis(session, actor, parsed)
     if isinstance(parsed, DuplicationConfig):
         return pinning.pin_duplication(session, parsed)
+    if isinstance(parsed, RouterConfig):
+        return pinning.pin_router(session, parsed)
     if isinstance(parsed, AblationConfig):
         return pinning.pin_ablation(session, parsed)
     if isinstance(parsed, SampleConfig):
