@@ -57,6 +57,12 @@ class TrainConfig(_Plan):
         description="With a partition: the cluster the run trains on (0 to K-1).")
     partition_sha256: str | None = Field(None, pattern=SHA256, title="Partition file (sha256)",
                                          description="Filled in by the observatory: the partition's file.")
+    experts: int = Field(1, ge=1, le=MAX_CLUSTERS, title="Experts",
+        description="1: one model. K > 1: a family of K experts, each trained alone on one cluster of the dataset's "
+                    "partition into K clusters (with partition_seed), and a router that weighs them when sampling; "
+                    "each expert trains this plan's steps on its cluster.")
+    partition_seed: int = Field(0, ge=0, le=2**31 - 1, title="Partition seed",
+        description="For a family: the seed of the dataset's partition into `experts` clusters.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", title="Precision on GPUs",
         description="Mixed precision for the forward and backward passes on a GPU (auto: bf16 where the card has "
                     "it, else fp16); the weights, their average and the optimizer stay in fp32. CPUs use fp32.")
@@ -108,8 +114,12 @@ class TrainConfig(_Plan):
 
     @model_validator(mode="after")
     def _resolution_fits_unet(self) -> TrainConfig:
-        if (self.partition is None) != (self.cluster is None):
-            raise ValueError("name a partition and one of its clusters together (partition, cluster), or neither")
+        if self.cluster is not None and self.partition is None:
+            raise ValueError("a cluster is one of a partition's: name the partition too")
+        if self.partition is not None and self.cluster is None and self.experts == 1:
+            raise ValueError("with a partition, name the cluster to train on, or ask for a family (experts)")
+        if self.experts > 1 and (self.leave_out_authors or self.leave_out_classes):
+            raise ValueError("a family of experts cannot have a leave-out twin; leave out by withdrawing instead")
         if any(channels % 8 for channels in self.block_out_channels):
             raise ValueError("block_out_channels must each be a multiple of 8 (the UNet's norm groups)")
         factor = 2 ** (len(self.block_out_channels) - 1)
@@ -438,6 +448,9 @@ def estimated_seconds(plan: Plan) -> float:
     per_image = _work(plan.resolution, plan.block_out_channels, plan.layers_per_block, 1) / 3
     train = plan.steps * plan.gradient_accumulation * REFERENCE_SECONDS_PER_STEP * step / ref
     sample = plan.sample_count * plan.sample_inference_steps * REFERENCE_SECONDS_PER_STEP * per_image / ref
+    if plan.experts > 1 and plan.cluster is None:  # a family: each expert trains the plan, and a router is trained
+        router = RouterConfig(dataset=plan.dataset, partition="sha256:" + "0" * 64, resolution=plan.resolution)
+        return (train + sample) * plan.experts + estimated_seconds(router)
     return (train + sample) * (2 if plan.leave_out_authors or plan.leave_out_classes else 1)  # a twin trains too
 
 

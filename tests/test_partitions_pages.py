@@ -87,7 +87,7 @@ def test_a_plan_trains_one_cluster_and_its_attribution_names_exactly_that_cluste
     call = create_call(lite_session, admin)
     plan = {**TINY_TRAIN, "dataset": "skimage-samples", "partition": found.digest, "cluster": 1}
     for wrong, says in (({"cluster": 3}, "clusters 0 to 2"), ({"partition": "sha256:" + "6" * 64}, "no partition"),
-                        ({"cluster": None}, "together")):
+                        ({"cluster": None}, "name the cluster")):
         with pytest.raises(DomainError, match=says):
             create_proposal(lite_session, pi, call, job_plan={**plan, **wrong})
         lite_session.rollback()

@@ -66,6 +66,12 @@ def find(session: Session, digest: str) -> DatasetPartition:
     return found
 
 
+def of_k(session: Session, version: DatasetVersion, k: int, seed: int) -> DatasetPartition | None:
+    """The version's partition into `k` clusters with `seed`, if one is recorded."""
+    return session.exec(select(DatasetPartition).where(DatasetPartition.dataset_id == version.id,
+                                                       DatasetPartition.k == k, DatasetPartition.seed == seed)).first()
+
+
 def of_version(session: Session, version: DatasetVersion, partition_id: int) -> DatasetPartition:
     found = session.get(DatasetPartition, partition_id)
     if found is None or found.dataset_id != version.id:

@@ -88,8 +88,24 @@ def pin_train(session: Session, plan: TrainConfig) -> TrainConfig:
             raise Invalid(f"job_plan.dataset: {ref}'s classes ({', '.join(dataset.classes)}) are not those "
                           f"{plan.base_model} was trained on")
         changes["base_checkpoint_sha256"] = base.checkpoint_sha256
-    changes["partition_sha256"] = _partition(session, plan, dataset, ref) if plan.partition else None
+    if plan.experts > 1 and plan.cluster is None:
+        changes.update(_family_partition(session, plan, dataset, ref))
+    else:
+        changes["partition_sha256"] = _partition(session, plan, dataset, ref) if plan.partition else None
     return plan.model_copy(update=changes)
+
+
+def _family_partition(session: Session, plan: TrainConfig, dataset: DatasetVersion, ref: str) -> dict[str, str]:
+    """A family's partition: the dataset's into `experts` clusters with `partition_seed`, recorded beforehand."""
+    found = partitions.of_k(session, dataset, plan.experts, plan.partition_seed)
+    if found is None:
+        raise Invalid(f"job_plan.experts: {ref} has no partition into {plan.experts} clusters with seed "
+                      f"{plan.partition_seed}; an admin makes one with `observatory dataset partition {ref} "
+                      f"--clusters {plan.experts} --seed {plan.partition_seed}`")
+    if plan.partition and plan.partition != found.digest:
+        raise Invalid(f"job_plan.partition: {ref}'s partition into {plan.experts} clusters with seed "
+                      f"{plan.partition_seed} is {found.digest}")
+    return {"partition": found.digest, "partition_sha256": found.file_sha256}
 
 
 def pin_router(session: Session, plan: RouterConfig) -> RouterConfig:
@@ -111,6 +127,8 @@ def _partition(session: Session, plan: TrainConfig | RouterConfig, dataset: Data
         raise Invalid(f"job_plan.partition: {plan.partition} is a partition of another dataset version than {ref}")
     if isinstance(plan, TrainConfig) and (plan.cluster is None or plan.cluster >= found.k):
         raise Invalid(f"job_plan.cluster: the partition has clusters 0 to {found.k - 1}")
+    if isinstance(plan, TrainConfig) and plan.experts > 1 and plan.experts != found.k:
+        raise Invalid(f"job_plan.experts: the partition has {found.k} clusters, not {plan.experts}")
     return found.file_sha256
 
 

@@ -16,12 +16,22 @@ from service.models.review import (
     ReviewAssignment,
     ReviewRating,
 )
-from service.models.run import Artifact, AttemptLogChunk, AttemptState, Run, RunAttempt, RunEvent, RunState
+from service.models.run import (
+    Artifact,
+    AttemptLogChunk,
+    AttemptState,
+    Run,
+    RunAttempt,
+    RunEvent,
+    RunGroup,
+    RunState,
+)
 from service.models.user import SELF_SERVICE_ROLES, ApiToken, CredentialKind, LoginFailure, Role, User
 
 __all__ = [
     "Verdict",
     "DatasetPartition",
+    "RunGroup",
     "ApiToken",
     "Artifact",
     "AssignmentState",

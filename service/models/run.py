@@ -22,11 +22,29 @@ class RunState(StrEnum):
     cancelled = "cancelled"
 
 
+class RunGroup(SQLModel, table=True):
+    """Runs of one award that make one thing together: a family of K experts, each trained alone on one cluster of
+    a partition of the dataset, and the router that weighs them. Each run keeps its own attempts and charges."""
+
+    __tablename__ = "run_groups"
+
+    id: int | None = Field(default=None, primary_key=True)
+    award_id: int = Field(foreign_key="awards.id", index=True)
+    proposal_id: int = Field(foreign_key="proposals.id", index=True)
+    kind: str = Field(default="family", max_length=20)
+    k: int
+    partition: str = Field(max_length=80)  # the partition's digest
+    dataset: str = Field(max_length=120)  # name@version
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class Run(SQLModel, table=True):
     __tablename__ = "runs"
 
     id: int | None = Field(default=None, primary_key=True)
     award_id: int = Field(foreign_key="awards.id", index=True)
+    # The family (run group) this run is an expert or the router of; None for a run of its own.
+    group_id: int | None = Field(default=None, foreign_key="run_groups.id", index=True)
     proposal_id: int = Field(foreign_key="proposals.id", index=True)
     job_kind: str = Field(max_length=40)
     job_plan: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))

@@ -10,10 +10,11 @@ from typing import Any
 from sqlalchemy import or_, update
 from sqlmodel import Session, select
 
+from jobs.config import RouterConfig
 from service.attempts.service import attempts_of
 from service.errors import Conflict, Forbidden, NotFound
 from service.ledger.service import entries_for_run, refunded_by_attempt, run_charged
-from service.models import Award, Proposal, ProposalMember, Role, Run, RunState, User
+from service.models import Award, Proposal, ProposalMember, Role, Run, RunGroup, RunState, User
 from service.proposals.access import is_member
 from service.runs.schemas import AttemptPublic, ChargePublic, RunPublic
 from service.runs.state import FINAL, transition
@@ -23,8 +24,10 @@ from service.timeutil import utcnow
 def create_run(session: Session, *, award: Award, proposal: Proposal, gpus: int = 1) -> Run:
     """The award's run of the proposal's plan; returned first of two for a train plan that asks for a leave-out
     twin (`leave_out_authors`, `leave_out_classes`): the same plan, once as it is and once without those authors'
-    and classes' images too."""
+    and classes' images too; and first of K + 1 for a family (`experts`: K), see `create_family`."""
     plan = dict(proposal.job_plan)
+    if proposal.job_kind == "train" and int(plan.get("experts") or 1) > 1 and plan.get("cluster") is None:
+        return create_family(session, award=award, proposal=proposal, gpus=gpus)[0]
     plans = [plan]
     authors, classes = (list(plan.get(key) or []) if proposal.job_kind == "train" else []
                         for key in ("leave_out_authors", "leave_out_classes"))
@@ -38,6 +41,30 @@ def create_run(session: Session, *, award: Award, proposal: Proposal, gpus: int 
         session.add(run)
         session.flush()
     return runs[0]
+
+
+def create_family(session: Session, *, award: Award, proposal: Proposal, gpus: int = 1) -> list[Run]:
+    """A family's runs, one group: an expert per cluster of the plan's partition (the plan with `cluster` set),
+    then the router (a `router` run on the whole dataset, with the experts' resolution and noise schedule). Every
+    one is an ordinary run of the award: placed, resumed and charged on its own."""
+    plan = dict(proposal.job_plan)
+    k = int(plan["experts"])
+    group = RunGroup(award_id=award.id, proposal_id=proposal.id, k=k, partition=str(plan["partition"]),
+                     dataset=str(plan["dataset"]))
+    session.add(group)
+    session.flush()
+    router = RouterConfig(dataset=plan["dataset"], dataset_digest=plan.get("dataset_digest"),
+                          partition=plan["partition"], partition_sha256=plan.get("partition_sha256"),
+                          resolution=plan["resolution"], num_train_timesteps=plan["num_train_timesteps"],
+                          seed=plan["seed"])
+    runs = [Run(award_id=award.id, proposal_id=proposal.id, group_id=group.id, job_kind="train",
+                job_plan={**plan, "cluster": cluster}, gpus=gpus) for cluster in range(k)]
+    runs.append(Run(award_id=award.id, proposal_id=proposal.id, group_id=group.id, job_kind="router",
+                    job_plan=router.model_dump(mode="json"), gpus=gpus))
+    for run in runs:
+        session.add(run)
+        session.flush()
+    return runs
 
 
 def get_visible(session: Session, *, actor: User, run_id: int) -> Run:
