@@ -70,3 +70,33 @@ def test_a_family_plan_needs_its_partition_and_no_twin(lite_session: Session, li
         with pytest.raises(DomainError, match=says):
             create_proposal(lite_session, pi, call, job_plan={**base, **changes})
         lite_session.rollback()
+
+
+def test_the_family_page_and_api_show_every_member_to_its_team_alone(lite_engine, lite_session: Session,
+                                                                     lite_settings, lite_client) -> None:
+    from tests.factories import PASSWORD, auth_headers, post_form
+
+    found = _partition(lite_session, lite_settings, 2)
+    admin, pi, stranger = create_user(lite_session, Role.admin), create_user(lite_session), create_user(lite_session)
+    plan = {**TINY_TRAIN, "dataset": "skimage-samples", "experts": 2}
+    _, first = award(lite_session, admin, create_proposal(lite_session, pi, create_call(lite_session, admin),
+                                                          job_plan=plan))
+    group_id = lite_session.get(Run, first.id).group_id
+    family = lite_client.get(f"/api/families/{group_id}", headers=auth_headers(lite_session, pi))
+    assert family.status_code == 200, family.text
+    body = family.json()
+    assert [(m["role"], m["cluster"], m["images"]) for m in body["members"]] == [
+        ("expert", 0, found.sizes[0]), ("expert", 1, found.sizes[1]), ("router", None, sum(found.sizes))]
+    assert body["partition"] == found.digest and body["progress"] == 0
+    for who, expected in ((stranger, 404), (admin, 200)):
+        assert lite_client.get(f"/api/families/{group_id}", headers=auth_headers(lite_session, who)
+                               ).status_code == expected
+    assert lite_client.get(f"/api/families/{group_id}").status_code == 401
+    assert lite_client.get("/api/families/99999999999").status_code in (401, 422)
+    signed_in = post_form(lite_client, "/login", {"email": pi.email, "password": PASSWORD, "next": "/"},
+                          follow_redirects=False)
+    assert signed_in.status_code == 303
+    page = lite_client.get(f"/families/{group_id}")
+    assert page.status_code == 200 and "expert 1" in page.text and "router" in page.text
+    run_page = lite_client.get(f"/runs/{first.id}")
+    assert f'href="/families/{group_id}"' in run_page.text and "expert 0 of family" in run_page.text

@@ -38,6 +38,7 @@ from service.proposals import access, team
 from service.proposals import service as proposals
 from service.proposals.schemas import ProposalCreate, ProposalDraft
 from service.review import feedback
+from service.runs import families
 from service.runs import service as runs
 from service.timeutil import utcnow
 from service.types import IdPath, IdQuery
@@ -463,6 +464,13 @@ def run_page(run_id: IdPath, request: Request, user: CurrentUser, session: Sessi
         "report": next((a for a in artifacts if a.kind == "report"), None),
         "agreement": marks.agreement_for(session, archive.store_for(settings), user, run),
     })
+
+
+@router.get("/families/{group_id}")
+def family_page(group_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
+    group = families.get_visible(session, actor=user, group_id=group_id)
+    return render(request, "family.html", {"family": families.describe_family(session, group),
+                                           "proposal": session.get(Proposal, group.proposal_id)})
 
 
 @router.post("/runs/{run_id}/cancel")

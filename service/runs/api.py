@@ -10,8 +10,8 @@ from service.archive import service as archive
 from service.archive.ranges import ranged_response
 from service.attempts.service import last_lines, latest_attempt
 from service.deps import CurrentUser, OptionalUser, SessionDep, SettingsDep
-from service.runs import service
-from service.runs.schemas import ArtifactPublic, ChargePublic, RunPublic
+from service.runs import families, service
+from service.runs.schemas import ArtifactPublic, ChargePublic, FamilyPublic, RunPublic
 from service.types import ArtifactName, IdPath
 
 router = APIRouter(tags=["runs"])
@@ -31,6 +31,13 @@ def list_runs(user: CurrentUser, session: SessionDep) -> list[RunPublic]:
 def get_run(run_id: IdPath, user: CurrentUser, session: SessionDep) -> RunPublic:
     """State, progress and GPU-seconds of a run: its proposal's members and admins."""
     return service.describe(session, service.get_visible(session, actor=user, run_id=run_id))
+
+
+@router.get("/families/{group_id}", response_model=FamilyPublic)
+def get_family(group_id: IdPath, user: CurrentUser, session: SessionDep) -> FamilyPublic:
+    """A family of experts: each expert's cluster, state, progress and node, and the router's: its proposal's
+    members and admins."""
+    return families.describe_family(session, families.get_visible(session, actor=user, group_id=group_id))
 
 
 @router.get("/runs/{run_id}/ledger", response_model=list[ChargePublic])

@@ -43,6 +43,7 @@ class RunPublic(BaseModel):
     id: int
     proposal_id: int
     award_id: int
+    group_id: int | None = None  # the family it is an expert or the router of
     job_kind: str
     state: RunState
     progress: float
@@ -59,3 +60,28 @@ class RunPublic(BaseModel):
     # Waiting: queued, or handed to its node but its job has not begun there. Began: its first job's first report.
     waiting: bool = False
     began_at: datetime | None = None
+
+
+class FamilyMember(BaseModel):
+    """One run of a family: an expert (its cluster and how many images it has) or the router."""
+
+    role: str  # "expert" or "router"
+    cluster: int | None
+    images: int  # the images it trains on: its cluster's, or the whole dataset's for the router
+    node_name: str | None  # where its latest attempt runs or ran
+    run: RunPublic
+
+
+class FamilyPublic(BaseModel):
+    """A family of experts: K expert runs, each on one cluster of the dataset's partition, and the router."""
+
+    id: int
+    award_id: int
+    proposal_id: int
+    k: int
+    dataset: str
+    partition: str
+    members: list[FamilyMember]
+    progress: float  # the mean of its runs' progress
+    gpu_seconds: int  # charged to the award for all its runs
+    created_at: datetime
