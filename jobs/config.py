@@ -23,6 +23,7 @@ PINNED_BY_KIND = {"replication": ("checkpoint_sha256", "dataset", "dataset_diges
                   "quality": ("checkpoint_sha256", "dataset", "dataset_digest"),
                   "duplication": ("dataset_digest",),
                   "router": ("dataset_digest", "partition_sha256"),
+                  "sample": ("expert_checkpoints", "router_sha256"),
                   "ablation": ("with_checkpoint_sha256", "without_checkpoint_sha256", "dataset", "dataset_digest",
                                "left_out", "control", "left_out_classes", "control_classes")}
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no NUL or other control characters (PostgreSQL refuses NUL)
@@ -155,6 +156,15 @@ class SampleConfig(_Plan):
         default_factory=list, max_length=64, title="Classes",
         description="For a class-conditional model: the classes to draw, taken in turn image by image "
                     "(default: every class in turn).")
+    routing: Literal["mixture", "top_k"] = Field("mixture", title="Routing (families)",
+        description="For a family of experts: every expert weighted by the router (mixture), or only the top_k "
+                    "experts the router weighs most at each step.")
+    top_k: int = Field(1, ge=1, le=MAX_CLUSTERS, title="Experts per step (top_k routing)")
+    expert_checkpoints: list[Annotated[str, Field(pattern=SHA256)]] = Field(
+        default_factory=list, max_length=MAX_CLUSTERS, title="Experts' checkpoints (sha256)",
+        description="Filled in by the observatory when the model is a family: its experts' checkpoints.")
+    router_sha256: str | None = Field(None, pattern=SHA256, title="Router (sha256)",
+                                      description="Filled in by the observatory when the model is a family.")
 
     @model_validator(mode="after")
     def _one_source_and_count(self) -> SampleConfig:

@@ -35,8 +35,15 @@ class JobKind:
         return next((spec for spec in self.outputs if spec.name == name), None)
 
     def input_digests(self, plan: dict) -> dict[str, str]:
-        """The plan's inputs, field name -> sha256."""
-        return {field: str(plan[field]) for field in self.inputs if plan.get(field)}
+        """The plan's inputs, field name -> sha256; a field holding a list gives `field:0`, `field:1`, …"""
+        found: dict[str, str] = {}
+        for field in self.inputs:
+            value = plan.get(field)
+            if isinstance(value, list):
+                found.update({f"{field}:{index}": str(sha) for index, sha in enumerate(value)})
+            elif value:
+                found[field] = str(value)
+        return found
 
 
 KINDS: dict[str, JobKind] = {
@@ -81,7 +88,7 @@ KINDS: dict[str, JobKind] = {
     "sample": JobKind("sample", "jobs.sample", (
         OutputSpec("samples.png", "samples", PNG),
         OutputSpec("metrics.json", "metrics", JSON),
-    ), inputs=("checkpoint_sha256",)),
+    ), inputs=("checkpoint_sha256", "expert_checkpoints", "router_sha256")),
 }
 # A resumable job's state (weights, optimizer, random generator, step): shipped while it runs, kept as an output
 # of a run that stopped before it finished.

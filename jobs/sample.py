@@ -1,8 +1,9 @@
-"""Draw an image grid from a checkpoint in the archive (a registered model version's, or any run's): one image per
-seed, by class for a class-conditional model.
+"""Draw an image grid from a checkpoint in the archive (a registered model version's, or any run's), or from a
+family of experts and their router (jobs.family): one image per seed, by class for a class-conditional model.
 
 Run on a pool node by jobs.runner as `python -m jobs.sample --config JSON --inputs JSON --output DIR`, where the
-inputs map `checkpoint_sha256` to the checkpoint the runner fetched by that digest.
+inputs map `checkpoint_sha256` to the checkpoint the runner fetched by that digest (for a family,
+`expert_checkpoints:0`, `expert_checkpoints:1`, … and `router_sha256`).
 Writes samples.png and metrics.json, and outputs.json declaring them (jobs.outputs).
 """
 
@@ -12,8 +13,11 @@ import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from jobs import progress
+import torch
+
+from jobs import family, progress
 from jobs.config import SampleConfig
 from jobs.imaging import to_grid
 from jobs.kinds import KINDS
@@ -24,8 +28,9 @@ from jobs.outputs import declare
 @dataclass(frozen=True)
 class Args:
     cfg: SampleConfig
-    checkpoint: Path
+    checkpoint: Path | None
     output: Path
+    inputs: dict[str, Path]
 
 
 def parse(argv: list[str] | None = None) -> Args:
@@ -34,14 +39,14 @@ def parse(argv: list[str] | None = None) -> Args:
     parser.add_argument("--inputs", required=True, help='{"checkpoint_sha256": PATH}, as JSON')
     parser.add_argument("--output", required=True, type=Path)
     ns = parser.parse_args(argv)
-    checkpoint = Path(json.loads(ns.inputs)["checkpoint_sha256"])
-    return Args(SampleConfig.model_validate_json(ns.config), checkpoint, ns.output)
+    inputs = {name: Path(path) for name, path in json.loads(ns.inputs).items()}
+    return Args(SampleConfig.model_validate_json(ns.config), inputs.get("checkpoint_sha256"), ns.output, inputs)
 
 
-def main(cfg: SampleConfig, checkpoint: Path, output: Path) -> None:
+def main(cfg: SampleConfig, checkpoint: Path | None, output: Path, inputs: dict[str, Path] | None = None) -> None:
     device = pick_device()
     output.mkdir(parents=True, exist_ok=True)
-    unet, noise_scheduler, meta = load_checkpoint(checkpoint, device)
+    unet, noise_scheduler, meta = _model(cfg, checkpoint, dict(inputs or {}), device)
     seeds = cfg.image_seeds
     labels = class_labels(list(meta.get("classes") or []), cfg.classes, len(seeds))
     samples = draw_samples(
@@ -54,11 +59,28 @@ def main(cfg: SampleConfig, checkpoint: Path, output: Path) -> None:
         {"device": str(device), "count": len(seeds), "inference_steps": cfg.inference_steps, "sampler": cfg.sampler,
          "images": [{"seed": seed, **({"class": classes[label]} if labels else {})}
                     for seed, label in zip(seeds, labels or [0] * len(seeds), strict=True)],
+         **({"family": {"experts": len(cfg.expert_checkpoints), "routing": cfg.routing,
+                        "top_k": cfg.top_k if cfg.routing == "top_k" else None}} if cfg.expert_checkpoints else {}),
          "checkpoint_meta": meta}, indent=2, default=str))
     declare(output, KINDS["sample"].outputs)
     print(f"done: {cfg.count} samples", flush=True)
 
 
+def _model(cfg: SampleConfig, checkpoint: Path | None, inputs: dict[str, Path],
+           device: torch.device) -> tuple[Any, Any, dict[str, Any]]:
+    """The model to sample: the plan's family of experts with its router, or its one checkpoint."""
+    if not cfg.expert_checkpoints:
+        if checkpoint is None:
+            raise ValueError("the plan's checkpoint was not sent to the job")
+        return load_checkpoint(checkpoint, device)
+    names = [f"expert_checkpoints:{i}" for i in range(len(cfg.expert_checkpoints))]
+    missing = [name for name in [*names, "router_sha256"] if name not in inputs]
+    if missing:
+        raise ValueError(f"the family's files were not all sent to the job: {', '.join(missing)}")
+    return family.load([inputs[name] for name in names], inputs["router_sha256"], device,
+                       top_k=cfg.top_k if cfg.routing == "top_k" else None)
+
+
 if __name__ == "__main__":
     args = parse()
-    main(args.cfg, args.checkpoint, args.output)
+    main(args.cfg, args.checkpoint, args.output, args.inputs)
