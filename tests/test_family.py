@@ -100,3 +100,62 @@ def test_the_family_page_and_api_show_every_member_to_its_team_alone(lite_engine
     assert page.status_code == 200 and "expert 1" in page.text and "router" in page.text
     run_page = lite_client.get(f"/runs/{first.id}")
     assert f'href="/families/{group_id}"' in run_page.text and "expert 0 of family" in run_page.text
+
+
+def _finish(session: Session, settings, run: Run, files: dict[str, bytes]) -> None:  # type: ignore[no-untyped-def]
+    from tests.factories import archive_outputs
+
+    archive_outputs(session, settings, run, files)
+    run.state = "succeeded"
+    session.add(run)
+    session.commit()
+
+
+def test_a_finished_family_registers_as_one_version_that_sampling_takes_whole(lite_session: Session, lite_settings,
+                                                                             lite_client) -> None:
+    import json
+
+    from service.proposals.service import validate_job_plan
+    from tests.factories import auth_headers
+
+    found = _partition(lite_session, lite_settings, 2)
+    admin, pi = create_user(lite_session, Role.admin), create_user(lite_session)
+    plan = {**TINY_TRAIN, "dataset": "skimage-samples", "experts": 2}
+    _, first = award(lite_session, admin, create_proposal(lite_session, pi, create_call(lite_session, admin),
+                                                          job_plan=plan))
+    group_id = lite_session.get(Run, first.id).group_id
+    runs = list(lite_session.exec(select(Run).where(Run.group_id == group_id).order_by(Run.id)))
+    records = partitions.manifest_records(store_for(lite_settings), find(lite_session, "skimage-samples"))
+    headers = auth_headers(lite_session, admin)
+    for index, run in enumerate(runs[:2]):
+        mine = [r for n, r in enumerate(records) if n % 2 == index]
+        _finish(lite_session, lite_settings, run, {
+            "checkpoint.pt": b"expert %d" % index, "samples.png": b"\x89PNG\r\n\x1a\n", "metrics.json": b"{}",
+            "training_images.png": b"\x89PNG\r\n\x1a\n",
+            "attribution.json": json.dumps({"dataset": "skimage-samples@1", "images": mine}).encode()})
+    early = lite_client.post("/api/models", headers=headers, json={"family_id": group_id, "name": "fam"})
+    assert early.status_code == 409 and f"run {runs[2].id} is queued" in early.json()["detail"]
+    _finish(lite_session, lite_settings, runs[2], {
+        "router.pt": b"router", "accuracy.png": b"\x89PNG\r\n\x1a\n",
+        "metrics.json": json.dumps({"accuracy_by_noise_decile": [0.9] + [0.5] * 9, "chance": 0.5}).encode()})
+    both = lite_client.post("/api/models", headers=headers, json={"family_id": group_id, "run_id": runs[0].id,
+                                                                  "name": "fam"})
+    assert both.status_code == 422
+    made = lite_client.post("/api/models", headers=headers, json={"family_id": group_id, "name": "fam"})
+    assert made.status_code == 201, made.text
+    card = made.json()
+    assert card["ref"] == "fam@1" and card["images"] == len(records) and card["family"]["k"] == 2
+    assert [e["images"] for e in card["family"]["experts"]] == found.sizes
+    assert card["family"]["router"]["accuracy_by_noise_decile"][0] == 0.9
+    assert lite_client.post("/api/models", headers=headers, json={"family_id": group_id, "name": "fam"}
+                            ).status_code == 409
+    page = lite_client.get("/models/fam/1")
+    assert page.status_code == 200 and "A family of 2 experts" in page.text and "cluster 1" in page.text
+    # Sampling the family takes every expert and the router; analyses and fine-tunes refuse it by name.
+    sample = validate_job_plan(lite_session, pi, {"kind": "sample", "model": "fam@1", "count": 2})
+    assert sample.expert_checkpoints == [e["checkpoint_sha256"] for e in card["family"]["experts"]]
+    assert sample.router_sha256 == card["family"]["router"]["sha256"]
+    for refused in ({"kind": "quality", "model": "fam@1"}, {**TINY_TRAIN, "base_model": "fam@1"},
+                    {"kind": "sample", "checkpoint_sha256": "a" * 64, "router_sha256": "b" * 64}):
+        with pytest.raises(DomainError):
+            validate_job_plan(lite_session, pi, refused)

@@ -1,4 +1,4 @@
-"""run groups: an award's family of experts and their router, each an ordinary run
+"""run groups: an award's family of experts and their router, each an ordinary run; a family model version
 
 Revision ID: 0017
 Revises: 0016
@@ -39,9 +39,13 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('group_id', sa.Integer(), nullable=True))
         batch_op.create_index(batch_op.f('ix_runs_group_id'), ['group_id'], unique=False)
         batch_op.create_foreign_key('fk_runs_group_id', 'run_groups', ['group_id'], ['id'])
+    with op.batch_alter_table('model_versions', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('family', sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('model_versions', schema=None) as batch_op:
+        batch_op.drop_column('family')
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.drop_constraint('fk_runs_group_id', type_='foreignkey')
         batch_op.drop_index(batch_op.f('ix_runs_group_id'))

@@ -29,12 +29,17 @@ from service.models import DatasetVersion, ModelVersion, Run, RunState, User
 ARCHITECTURE = ("resolution", "block_out_channels", "layers_per_block", "num_train_timesteps", "conditioning")
 
 
-def _model(session: Session, ref: str, field: str) -> ModelVersion:
+def _model(session: Session, ref: str, field: str, family: bool = False) -> ModelVersion:
+    """The model version named; a family of experts only where the plan can take one (`family`: sampling)."""
     name, _, number = ref.partition("@")
     try:
-        return models.find(session, name, int(number))
+        version = models.find(session, name, int(number))
     except NotFound:
         raise Invalid(f"job_plan.{field}: no model version {ref!r}") from None
+    if version.family and not family:
+        raise Invalid(f"job_plan.{field}: {ref} is a family of experts, which can be sampled; fine-tunes and "
+                      "analyses take one model (an expert's run, or a model version of one)")
+    return version
 
 
 def _dataset(session: Session, ref: str) -> DatasetVersion:
@@ -134,8 +139,14 @@ def _partition(session: Session, plan: TrainConfig | RouterConfig, dataset: Data
 
 def pin_sample(session: Session, plan: SampleConfig) -> SampleConfig:
     if not plan.model:
+        if plan.expert_checkpoints or plan.router_sha256:
+            raise Invalid("job_plan.model: a family is sampled by naming its model version")
         return plan
-    version = _model(session, plan.model, "model")
+    version = _model(session, plan.model, "model", family=True)
+    if version.family:
+        return plan.model_copy(update={
+            "checkpoint_sha256": version.checkpoint_sha256, "router_sha256": version.family["router"]["sha256"],
+            "expert_checkpoints": [e["checkpoint_sha256"] for e in version.family["experts"]]})
     if plan.checkpoint_sha256 and plan.checkpoint_sha256 != version.checkpoint_sha256:
         raise Invalid(f"job_plan.checkpoint_sha256: {plan.model}'s checkpoint is {version.checkpoint_sha256}")
     classes = base_classes(session, version)
@@ -182,6 +193,9 @@ def _sampled(session: Session, actor: User, run_id: int) -> tuple[str, str | Non
     if run is None or run.job_kind != "sample" or run.state != RunState.succeeded or grid is None \
             or metrics is None or not archive.can_download(session, actor, run_id):
         raise Invalid(f"job_plan.samples_from: no finished sample run {run_id} whose outputs you may use")
+    if run.job_plan.get("expert_checkpoints"):
+        raise Invalid(f"job_plan.samples_from: run {run_id} sampled a family of experts; analyses take the samples "
+                      "of one model")
     checkpoint = str(run.job_plan.get("checkpoint_sha256"))
     version = session.exec(select(ModelVersion).where(ModelVersion.checkpoint_sha256 == checkpoint)).first()
     if version is not None:

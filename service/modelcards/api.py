@@ -7,12 +7,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from sqlmodel import Session
 
 from service.archive.service import store_for
 from service.deps import AdminUser, SessionDep, SettingsDep
-from service.modelcards import service
+from service.modelcards import families, service
 from service.models import ModelVersion
 from service.types import IdInt, text
 
@@ -22,9 +22,16 @@ Number = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 class ModelRegister(BaseModel):
-    run_id: IdInt = Field(description="A succeeded train run.")
+    run_id: IdInt | None = Field(None, description="A succeeded train run; or give a family.")
+    family_id: IdInt | None = Field(None, description="A family of experts whose runs all succeeded.")
     name: str = Field(pattern=service.NAME_PATTERN, max_length=80, description="e.g. commons-model")
     notes: text(5_000) = ""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelRegister:
+        if (self.run_id is None) == (self.family_id is None):
+            raise ValueError("give either run_id (one model) or family_id (a family of experts)")
+        return self
 
 
 class ModelCard(BaseModel):
@@ -50,6 +57,9 @@ class ModelCard(BaseModel):
     notes: str
     created_at: datetime
     card_url: str
+    # A family of experts: each expert's cluster, run, checkpoint, images, licenses and GPU-seconds, and the
+    # router's run, file and held-out accuracy by noise level; None for one model.
+    family: dict[str, Any] | None = None
 
 
 def card(session: Session, version: ModelVersion) -> ModelCard:
@@ -73,8 +83,13 @@ def get_model(name: ModelName, version: Number, session: SessionDep) -> ModelCar
 
 @router.post("/models", response_model=ModelCard, status_code=201)
 def register_model(data: ModelRegister, admin: AdminUser, session: SessionDep, settings: SettingsDep) -> ModelCard:
-    """Register a new version of a model from a succeeded train run (admins)."""
-    version = service.register(session, store_for(settings), actor=admin, run_id=data.run_id, name=data.name,
-                               notes=data.notes)
+    """Register a new version of a model from a succeeded train run, or from a family of experts whose runs all
+    succeeded (admins)."""
+    if data.family_id is not None:
+        version = families.register_family(session, store_for(settings), actor=admin, group_id=data.family_id,
+                                           name=data.name, notes=data.notes)
+    else:
+        version = service.register(session, store_for(settings), actor=admin, run_id=data.run_id, name=data.name,
+                                   notes=data.notes)
     session.commit()
     return card(session, version)

@@ -29,7 +29,7 @@ from service.types import SLUG_PATTERN
 NAME_PATTERN = SLUG_PATTERN
 
 
-def _needs_attribution(entry: dict) -> bool:
+def needs_attribution(entry: dict) -> bool:
     if "attribution_required" in entry:
         return bool(entry["attribution_required"])
     family, *_ = classify(str(entry.get("license", "")))
@@ -67,7 +67,7 @@ def register(session: Session, store: ArchiveStore, *, actor: User, run_id: int,
         name=name, version=(latest or 0) + 1, run_id=run_id, checkpoint_sha256=checkpoint.sha256,
         attribution_sha256=attribution.sha256, dataset=str(data.get("dataset", run.job_plan.get("dataset", ""))),
         dataset_digest=str(data.get("digest", "")), images=len(entries), licenses=dict(licenses),
-        attribution_required=sum(_needs_attribution(e) for e in entries),
+        attribution_required=sum(needs_attribution(e) for e in entries),
         share_alike=sum(classify(str(e.get("license", "")))[0] == CC_BY_SA for e in entries),
         config=dict(run.job_plan), steps=int(run.job_plan.get("steps", 0)), gpu_seconds=run_charged(session, run_id),
         parent_id=parent.id if parent else None, notes=notes.strip(), created_by=actor.id)

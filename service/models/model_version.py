@@ -32,5 +32,9 @@ class ModelVersion(SQLModel, table=True):
     gpu_seconds: int
     parent_id: int | None = Field(default=None, foreign_key="model_versions.id")
     notes: str = Field(default="", max_length=5_000)
+    # A family of experts (None: one model): the partition, each expert's cluster, run, checkpoint, images,
+    # licenses and GPU-seconds, and the router's run, file and held-out accuracy. `run_id` is then the router's
+    # run, `checkpoint_sha256` the router's file, and the attribution file lists every expert's images.
+    family: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_by: int = Field(foreign_key="users.id")
     created_at: datetime = Field(default_factory=utcnow)

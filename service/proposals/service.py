@@ -63,7 +63,7 @@ def validate_job_plan(session: Session, actor: User, plan: dict[str, Any]) -> Pl
         raise Invalid(str(exc)) from None
     if isinstance(parsed, TrainConfig):
         return pinning.pin_train(session, parsed)
-    if isinstance(parsed, SampleConfig) and parsed.model:
+    if isinstance(parsed, SampleConfig) and (parsed.model or parsed.expert_checkpoints or parsed.router_sha256):
         return pinning.pin_sample(session, parsed)
     if isinstance(parsed, ModelAnalysis):
         return pinning.pin_model_analysis(session, actor, parsed)
