@@ -141,6 +141,12 @@ def test_a_finished_family_registers_as_one_version_that_sampling_takes_whole(li
     both = lite_client.post("/api/models", headers=headers, json={"family_id": group_id, "run_id": runs[0].id,
                                                                   "name": "fam"})
     assert both.status_code == 422
+    from tests.factories import PASSWORD, post_form
+
+    assert post_form(lite_client, "/login", {"email": admin.email, "password": PASSWORD, "next": "/"},
+                     follow_redirects=False).status_code == 303
+    assert 'id="register-family"' in lite_client.get(f"/families/{group_id}").text
+    lite_client.cookies.clear()
     made = lite_client.post("/api/models", headers=headers, json={"family_id": group_id, "name": "fam"})
     assert made.status_code == 201, made.text
     card = made.json()

@@ -1,5 +1,5 @@
 """The portal's model pages: every registered version of the shared model and its card (public), and the admins'
-form that registers a version from a succeeded train run."""
+forms that register a version from a succeeded train run or a finished family of experts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from service.archive.service import store_for
 from service.deps import AdminUser, SessionDep, SettingsDep
 from service.errors import DomainError
-from service.modelcards import service
+from service.modelcards import families, service
 from service.types import IdPath, parse, text
 from web.render import flash, form_fields, redirect, render
 
@@ -40,6 +40,23 @@ async def register_model(run_id: IdPath, request: Request, admin: AdminUser, ses
         session.rollback()
         flash(request, exc.message, "error")
         return redirect(f"/runs/{run_id}")
+    session.commit()
+    flash(request, f"Registered {version.name}@{version.version}.")
+    return redirect(f"/models/{version.name}/{version.version}")
+
+
+@router.post("/families/{group_id}/register-model")
+async def register_family(group_id: IdPath, request: Request, admin: AdminUser, session: SessionDep,
+                          settings: SettingsDep):
+    form = await form_fields(request)
+    try:
+        version = families.register_family(session, store_for(settings), actor=admin, group_id=group_id,
+                                           name=form.get("name", "").strip(),
+                                           notes=parse(Notes, form.get("notes", ""), "notes"))
+    except DomainError as exc:
+        session.rollback()
+        flash(request, exc.message, "error")
+        return redirect(f"/families/{group_id}")
     session.commit()
     flash(request, f"Registered {version.name}@{version.version}.")
     return redirect(f"/models/{version.name}/{version.version}")
