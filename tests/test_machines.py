@@ -3,6 +3,8 @@ of each machine's state, GPU-class charge factors, and the public pool page."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
@@ -138,7 +140,21 @@ def _facts(session: Session, settings: Settings, nodes: list[dict]):  # type: ig
     return {n.node_id: n.blocked for n in read_facts(session, settings, nodes, VramCache()).nodes}
 
 
-def test_what_each_machine_state_means_for_placement(people, lite_session: Session, lite_settings) -> None:
+@pytest.fixture
+def noon(monkeypatch) -> datetime:
+    """Today at noon (UTC), as the placement and the owners' limits see the time: a test that counts hours run
+    "today" must not depend on how long ago midnight was."""
+    import scheduler.placement
+    import service.pool.machines
+    from service.timeutil import utcnow
+
+    fixed = utcnow().replace(hour=12, minute=0, second=0, microsecond=0)
+    for module in (scheduler.placement, service.pool.machines):
+        monkeypatch.setattr(module, "utcnow", lambda: fixed)
+    return fixed
+
+
+def test_what_each_machine_state_means_for_placement(people, lite_session: Session, lite_settings, noon) -> None:
     admin, owner = people
     made = {name: create_machine(lite_session, owner, admin, name=name)[0]
             for name in ("open", "paused", "draining", "revoked", "capped")}
@@ -147,16 +163,14 @@ def test_what_each_machine_state_means_for_placement(people, lite_session: Sessi
     machines.revoke(lite_session, admin, made["revoked"].id, message="gone quiet")
     machines.set_controls(lite_session, owner, made["capped"].id, hours_per_day=0.5)
     pending, _ = create_machine(lite_session, owner, name="pending")
-    # The capped machine ran an hour today.
+    # The capped machine ran 50 minutes today.
     from datetime import timedelta
-
-    from service.timeutil import utcnow
 
     _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
                                                         create_call(lite_session, admin)))
     lite_session.add(RunAttempt(run_id=run.id, number=1, pool="other", submission_id="s", token_hash="h",
                                 state="succeeded", machine_id=made["capped"].id,
-                                started_at=utcnow() - timedelta(minutes=50), ended_at=utcnow()))
+                                started_at=noon - timedelta(minutes=50), ended_at=noon))
     lite_session.commit()
     nodes = [{"node_id": "head", "is_head_node": True, "state": "ALIVE", "resources_total": {"CPU": 2}},
              {"node_id": "stranger", "is_head_node": False, "state": "ALIVE", "resources_total": {"CPU": 2}},
@@ -362,11 +376,10 @@ def test_an_award_in_class_a_is_placed_before_an_older_one_in_class_c(people, li
 
 def test_the_daily_cap_moves_a_run_and_a_drained_machine_leaves_unattended(people, lite_engine,
                                                                            lite_session: Session,
-                                                                           lite_settings) -> None:
+                                                                           lite_settings, noon) -> None:
     from datetime import timedelta
 
     from scheduler.loop import Scheduler
-    from service.timeutil import utcnow
 
     admin, owner = people
     capped, _ = create_machine(lite_session, owner, admin, name="capped", cpus=4)
@@ -378,7 +391,7 @@ def test_the_daily_cap_moves_a_run_and_a_drained_machine_leaves_unattended(peopl
     assert scheduler.dispatch() == 1
     with Session(lite_engine) as session:  # it has been running for 90 minutes today
         attempt = session.exec(select(RunAttempt).where(RunAttempt.run_id == run.id)).one()
-        attempt.started_at = max(utcnow() - timedelta(minutes=90), utcnow().replace(hour=0, minute=0))
+        attempt.started_at = noon - timedelta(minutes=90)
         session.add(attempt)
         session.commit()
     machines.set_controls(lite_session, owner, capped.id, hours_per_day=24)
