@@ -16,7 +16,7 @@ DATASET_REF = r"^([a-z0-9][a-z0-9-]{0,79}(@[1-9][0-9]{0,8})?|sha256:[0-9a-f]{64}
 MODEL_REF = r"^[a-z0-9][a-z0-9-]{0,79}@[1-9][0-9]{0,8}$"  # name@N
 SHA256 = r"^[0-9a-f]{64}$"
 # Fields the observatory fills in when it accepts a plan (what a name pointed to then), never a person.
-PINNED = ("dataset_digest", "base_checkpoint_sha256", "partition_sha256")
+PINNED = ("dataset_digest", "base_checkpoint_sha256", "partition_sha256", "withdrawn_images")
 PINNED_BY_KIND = {"replication": ("checkpoint_sha256", "dataset", "dataset_digest", "samples_sha256",
                                   "samples_metrics_sha256"),
                   "extraction": ("checkpoint_sha256", "dataset", "dataset_digest"),
@@ -58,6 +58,10 @@ class TrainConfig(_Plan):
         description="With a partition: the cluster the run trains on (0 to K-1).")
     partition_sha256: str | None = Field(None, pattern=SHA256, title="Partition file (sha256)",
                                          description="Filled in by the observatory: the partition's file.")
+    withdrawn_images: list[Annotated[str, Field(pattern=SHA256)]] = Field(
+        default_factory=list, max_length=100_000, title="Withdrawn images (sha256)",
+        description="Filled in by the observatory when it rebuilds a family: images withdrawn from the model, left "
+                    "out of training.")
     experts: int = Field(1, ge=1, le=MAX_CLUSTERS, title="Experts",
         description="1: one model. K > 1: a family of K experts, each trained alone on one cluster of the dataset's "
                     "partition into K clusters (with partition_seed), and a router that weighs them when sampling; "
@@ -348,6 +352,9 @@ class RouterConfig(_Plan):
     batch_size: int = Field(64, ge=1, le=1024, title="Batch size")
     learning_rate: float = Field(2e-3, gt=0, le=1, title="Learning rate", description="Adam learning rate.")
     channels: int = Field(32, ge=8, le=256, title="Channels", description="Width of the classifier's first layer.")
+    withdrawn_images: list[Annotated[str, Field(pattern=SHA256)]] = Field(
+        default_factory=list, max_length=100_000, title="Withdrawn images (sha256)",
+        description="Filled in by the observatory when it rebuilds a family: images left out of training.")
     held_out: float = Field(0.2, ge=0.05, le=0.5, title="Held out",
                             description="The share of images kept out of training to measure the accuracy on.")
     seed: int = Field(0, ge=0, le=2**31 - 1, title="Random seed")

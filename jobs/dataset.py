@@ -41,17 +41,19 @@ def local_inputs(name: str, folder: Path) -> dict[str, Path]:
 
 def load(inputs: dict[str, Path], digest: str | None, resolution: int, *, name: str = "",
          exclude_authors: list[str] | None = None, conditional: bool = False,
-         exclude_classes: list[str] | None = None, only: set[str] | None = None) -> Dataset:
+         exclude_classes: list[str] | None = None, only: set[str] | None = None,
+         withdrawn: set[str] | None = None) -> Dataset:
     """Check and load a fetched package, leaving out the named authors' and classes' images (compared
-    case-folded), and, when `only` names images (by sha256: one cluster of a partition), every other. With no
-    package among the inputs (a job run by hand), the bundled set `name` is packaged here and loaded."""
+    case-folded), the `withdrawn` images (by sha256), and, when `only` names images (by sha256: one cluster of a
+    partition), every other. With no package among the inputs (a job run by hand), the bundled set `name` is
+    packaged here and loaded."""
     files = {key.removeprefix(INPUT_PREFIX): Path(path) for key, path in inputs.items()
              if key.startswith(INPUT_PREFIX)}
     if not files:
         with tempfile.TemporaryDirectory(prefix="bundled-") as folder:
             return load(local_inputs(name, Path(folder)), digest, resolution, name=name,
                         exclude_authors=exclude_authors, conditional=conditional, exclude_classes=exclude_classes,
-                        only=only)
+                        only=only, withdrawn=withdrawn)
     if MANIFEST not in files:
         raise ValueError("the dataset's manifest was not sent to the job")
     digest, records = read_images(files[MANIFEST], files, digest)
@@ -59,7 +61,8 @@ def load(inputs: dict[str, Path], digest: str | None, resolution: int, *, name: 
     excluded_classes = {name.casefold() for name in exclude_classes or []}
     kept = [(record, data) for record, data in records if str(record.get("author", "")).casefold() not in excluded
             and str(record.get("class") or "").casefold() not in excluded_classes
-            and (only is None or str(record.get("image_sha256")) in only)]
+            and (only is None or str(record.get("image_sha256")) in only)
+            and str(record.get("image_sha256")) not in (withdrawn or set())]
     if not kept:
         raise ValueError(f"dataset {name or digest} has no images left after excluding "
                          f"{sorted(excluded | excluded_classes)}")

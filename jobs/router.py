@@ -132,7 +132,8 @@ def main(cfg: RouterConfig, output: Path, inputs: dict[str, Path] | None = None)
     cut = partition.read(Path(inputs["partition_sha256"]).read_bytes(), cfg.dataset_digest)
     if cut["digest"] != cfg.partition:
         raise ValueError(f"the partition sent is {cut['digest']}, not the plan's {cfg.partition}")
-    data = datasets.load(inputs, cfg.dataset_digest, cfg.resolution, name=cfg.dataset)
+    data = datasets.load(inputs, cfg.dataset_digest, cfg.resolution, name=cfg.dataset,
+                         withdrawn=set(cfg.withdrawn_images))
     labels = torch.tensor([cut["assignment"][str(e["image_sha256"])] for e in data.entries], device=device)
     images = data.images.to(device)
     clusters = int(cut["k"])

@@ -252,7 +252,8 @@ def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, re
     inputs = dict(inputs or {})
     data = datasets.load(inputs, cfg.dataset_digest, cfg.resolution, name=cfg.dataset,
                          exclude_authors=cfg.exclude_authors, conditional=cfg.conditioning == "class",
-                         exclude_classes=cfg.exclude_classes, only=cluster_images(cfg, inputs))
+                         exclude_classes=cfg.exclude_classes, only=cluster_images(cfg, inputs),
+                         withdrawn=set(cfg.withdrawn_images))
     images = data.images.to(device)
     labels = data.labels.to(device) if data.labels is not None else None
     unet = build_unet(cfg, len(data.classes)).to(device)

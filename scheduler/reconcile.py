@@ -29,6 +29,7 @@ from service.attempts.service import attempts_of, live_attempts, log_tail, read_
 from service.config import Settings
 from service.datasets import service as datasets
 from service.errors import Busy, Conflict, DomainError
+from service.modelcards import families
 from service.models import AttemptState, Run, RunAttempt, RunState
 from service.runs.state import STOP_BUDGET, STOP_MOVE, move_attempt, transition
 from service.timeutil import utcnow
@@ -162,6 +163,20 @@ class Reconciler:
         if target != RunState.queued:
             self._archive_run_log(session, run)
             archive.write_manifest(session, store=self.store, run=run)
+        if target == RunState.succeeded and run.group_id is not None:
+            self._finish_rebuild(session, run.group_id)
+
+    def _finish_rebuild(self, session: Session, group_id: int) -> None:
+        """The last run of a family's rebuild registers the new version (and withdraws the old one). A refusal
+        leaves the runs succeeded and says why in the log; an admin can register the family by hand."""
+        try:
+            with session.begin_nested():
+                version = families.finish_rebuild(session, self.store, group_id)
+        except DomainError as exc:
+            log.warning("family %s was rebuilt, but its new version was not registered: %s", group_id, exc.message)
+            return
+        if version is not None:
+            log.info("family %s rebuilt as %s@%s", group_id, version.name, version.version)
 
     def _next_state(self, session: Session, run: Run, attempt: RunAttempt, verdict: Verdict,
                     checked: datasets.CheckedPackage | DomainError | None = None,

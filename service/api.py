@@ -13,6 +13,7 @@ from service.attempts.api import router as job_router
 from service.auth.api import router as auth_router
 from service.calls.api import router as calls_router
 from service.datasets.api import router as datasets_router
+from service.datasets.withdrawals_api import router as withdrawals_router
 from service.errors import Invalid
 from service.modelcards.api import router as models_router
 from service.pool.api import router as pool_router
@@ -29,6 +30,7 @@ router.include_router(pool_router)
 router.include_router(review_router)
 router.include_router(datasets_router)
 router.include_router(models_router)
+router.include_router(withdrawals_router)
 router.include_router(analyses_router)
 
 # Jobs send checkpoints and outputs here, so these routes take bodies far larger than the rest of the API.

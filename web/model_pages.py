@@ -24,7 +24,8 @@ def models_page(request: Request, session: SessionDep):
 @router.get("/models/{name}/{version}")
 def model_card_page(name: str, version: IdPath, request: Request, session: SessionDep):
     found = service.find(session, name[:80], version)
-    return render(request, "model.html", {"m": found, "terms": service.terms(found),
+    replaced = session.get(type(found), found.replaced_by_id) if found.replaced_by_id else None
+    return render(request, "model.html", {"m": found, "terms": service.terms(found), "replaced": replaced,
                                           "lineage": service.lineage(session, found)})
 
 

@@ -27,9 +27,13 @@ def upgrade() -> None:
         sa.Column('k', sa.Integer(), nullable=False),
         sa.Column('partition', sqlmodel.sql.sqltypes.AutoString(length=80), nullable=False),
         sa.Column('dataset', sqlmodel.sql.sqltypes.AutoString(length=120), nullable=False),
+        sa.Column('replaces_id', sa.Integer(), nullable=True),
+        sa.Column('kept', sa.JSON(), server_default='{}', nullable=False),
+        sa.Column('requested_by', sa.Integer(), nullable=True),
         sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(['award_id'], ['awards.id']),
         sa.ForeignKeyConstraint(['proposal_id'], ['proposals.id']),
+        sa.ForeignKeyConstraint(['requested_by'], ['users.id']),
         sa.PrimaryKeyConstraint('id'),
     )
     with op.batch_alter_table('run_groups', schema=None) as batch_op:

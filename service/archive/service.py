@@ -13,9 +13,9 @@ from jobs.kinds import JobKind, service_output
 from jobs.outputs import OutputSpec
 from service.archive.store import ArchiveStore, LocalStore, S3Store
 from service.config import Settings
-from service.errors import Invalid, NotFound
+from service.errors import Forbidden, Invalid, NotFound
 from service.ledger.service import run_charged
-from service.models import Artifact, Award, Proposal, ProposalMember, Run, User
+from service.models import Artifact, Award, ModelVersion, Proposal, ProposalMember, Role, Run, User
 from service.timeutil import utcnow
 
 _stores: dict[tuple, ArchiveStore] = {}
@@ -128,6 +128,25 @@ def find_artifact(session: Session, run_id: int, name: str) -> Artifact | None:
     return session.exec(select(Artifact).where(Artifact.run_id == run_id, Artifact.name == name)).first()
 
 
+WEIGHTS = ("checkpoint", "router")  # the kinds of output that are a model's weights
+
+
+def weights_withdrawn(session: Session, run_id: int) -> str | None:
+    """Why a run's weights are served to admins alone, or None: the run is an expert or router of a family version
+    that was withdrawn (it trained on withdrawn images) and is not one of the experts its replacement kept."""
+    run = session.get(Run, run_id)
+    if run is None or run.group_id is None:
+        return None
+    for version in session.exec(select(ModelVersion).where(ModelVersion.withdrawn_at.is_not(None))):
+        if not version.family or int(version.family.get("group_id", 0)) != run.group_id:
+            continue
+        replacement = session.get(ModelVersion, version.replaced_by_id) if version.replaced_by_id else None
+        kept = {int(e["run_id"]) for e in (replacement.family or {}).get("experts", [])} if replacement else set()
+        if run.id not in kept:
+            return f"{version.name}@{version.version} was withdrawn ({version.withdrawn_reason})"
+    return None
+
+
 def open_artifact(session: Session, *, actor: User | None, store: ArchiveStore, run_id: int,
                   name: str) -> Artifact:
     if not can_download(session, actor, run_id):
@@ -135,6 +154,10 @@ def open_artifact(session: Session, *, actor: User | None, store: ArchiveStore, 
     artifact = find_artifact(session, run_id, name)
     if artifact is None:
         raise NotFound(f"run {run_id} has no output named {name!r}")
+    if artifact.kind in WEIGHTS and not (actor is not None and actor.has(Role.admin)):
+        withheld = weights_withdrawn(session, run_id)
+        if withheld:
+            raise Forbidden(f"{name} is withheld: {withheld}")
     if not store.exists(artifact.sha256):
         raise NotFound(f"{name} is recorded but missing from the archive; tell an operator")
     return artifact

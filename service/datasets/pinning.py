@@ -36,6 +36,8 @@ def _model(session: Session, ref: str, field: str, family: bool = False) -> Mode
         version = models.find(session, name, int(number))
     except NotFound:
         raise Invalid(f"job_plan.{field}: no model version {ref!r}") from None
+    if version.withdrawn_at is not None:
+        raise Invalid(f"job_plan.{field}: {ref} was withdrawn: {version.withdrawn_reason}")
     if version.family and not family:
         raise Invalid(f"job_plan.{field}: {ref} is a family of experts, which can be sampled; fine-tunes and "
                       "analyses take one model (an expert's run, or a model version of one)")

@@ -60,13 +60,19 @@ class ModelCard(BaseModel):
     # A family of experts: each expert's cluster, run, checkpoint, images, licenses and GPU-seconds, and the
     # router's run, file and held-out accuracy by noise level; None for one model.
     family: dict[str, Any] | None = None
+    # Withdrawn: it trained on images since withdrawn; its weights are served to admins alone.
+    withdrawn_at: datetime | None = None
+    withdrawn_reason: str = ""
+    replaced_by: str | None = None  # name@version of the version that replaced it
 
 
 def card(session: Session, version: ModelVersion) -> ModelCard:
     ref = f"{version.name}@{version.version}"
+    replacement = session.get(ModelVersion, version.replaced_by_id) if version.replaced_by_id else None
     return ModelCard(ref=ref, terms=service.terms(version), card_url=f"/models/{version.name}/{version.version}",
+                     replaced_by=f"{replacement.name}@{replacement.version}" if replacement else None,
                      **asdict(service.lineage(session, version)),
-                     **version.model_dump(exclude={"id", "parent_id", "created_by"}))
+                     **version.model_dump(exclude={"id", "parent_id", "created_by", "replaced_by_id"}))
 
 
 @router.get("/models", response_model=list[ModelCard])

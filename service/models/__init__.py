@@ -27,11 +27,14 @@ from service.models.run import (
     RunState,
 )
 from service.models.user import SELF_SERVICE_ROLES, ApiToken, CredentialKind, LoginFailure, Role, User
+from service.models.withdrawal import Withdrawal, WithdrawalReason
 
 __all__ = [
     "Verdict",
     "DatasetPartition",
     "RunGroup",
+    "Withdrawal",
+    "WithdrawalReason",
     "ApiToken",
     "Artifact",
     "AssignmentState",

@@ -36,5 +36,10 @@ class ModelVersion(SQLModel, table=True):
     # licenses and GPU-seconds, and the router's run, file and held-out accuracy. `run_id` is then the router's
     # run, `checkpoint_sha256` the router's file, and the attribution file lists every expert's images.
     family: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # Set when it trained on a withdrawn image: its weights are then served to admins alone, and its card says why
+    # and what replaced it.
+    withdrawn_at: datetime | None = None
+    withdrawn_reason: str = Field(default="", max_length=500)
+    replaced_by_id: int | None = Field(default=None, foreign_key="model_versions.id")
     created_by: int = Field(foreign_key="users.id")
     created_at: datetime = Field(default_factory=utcnow)

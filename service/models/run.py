@@ -35,6 +35,12 @@ class RunGroup(SQLModel, table=True):
     k: int
     partition: str = Field(max_length=80)  # the partition's digest
     dataset: str = Field(max_length=120)  # name@version
+    # A rebuild after withdrawals: the family version it replaces, and its experts kept as they were (cluster ->
+    # their entry on that version's card), which the rebuild does not train again. (A plain id: a foreign key
+    # would make model_versions, runs and run_groups refer to each other in a circle.)
+    replaces_id: int | None = None
+    requested_by: int | None = Field(default=None, foreign_key="users.id")  # the admin who asked for the rebuild
+    kept: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False, server_default="{}"))
     created_at: datetime = Field(default_factory=utcnow)
 
 

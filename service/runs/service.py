@@ -48,18 +48,26 @@ def create_family(session: Session, *, award: Award, proposal: Proposal, gpus: i
     then the router (a `router` run on the whole dataset, with the experts' resolution and noise schedule). Every
     one is an ordinary run of the award: placed, resumed and charged on its own."""
     plan = dict(proposal.job_plan)
-    k = int(plan["experts"])
-    group = RunGroup(award_id=award.id, proposal_id=proposal.id, k=k, partition=str(plan["partition"]),
-                     dataset=str(plan["dataset"]))
+    group = RunGroup(award_id=award.id, proposal_id=proposal.id, k=int(plan["experts"]),
+                     partition=str(plan["partition"]), dataset=str(plan["dataset"]))
     session.add(group)
     session.flush()
+    return family_runs(session, group, plan, list(range(group.k)), gpus=gpus)
+
+
+def family_runs(session: Session, group: RunGroup, plan: dict[str, Any], clusters: list[int],
+                withdrawn: list[str] | None = None, gpus: int = 1) -> list[Run]:
+    """The group's expert runs for `clusters` (the family's plan with `cluster` set), then its router run; both
+    leave out the `withdrawn` images."""
+    leave_out = sorted(withdrawn or [])
     router = RouterConfig(dataset=plan["dataset"], dataset_digest=plan.get("dataset_digest"),
                           partition=plan["partition"], partition_sha256=plan.get("partition_sha256"),
                           resolution=plan["resolution"], num_train_timesteps=plan["num_train_timesteps"],
-                          seed=plan["seed"])
-    runs = [Run(award_id=award.id, proposal_id=proposal.id, group_id=group.id, job_kind="train",
-                job_plan={**plan, "cluster": cluster}, gpus=gpus) for cluster in range(k)]
-    runs.append(Run(award_id=award.id, proposal_id=proposal.id, group_id=group.id, job_kind="router",
+                          seed=plan["seed"], withdrawn_images=leave_out)
+    runs = [Run(award_id=group.award_id, proposal_id=group.proposal_id, group_id=group.id, job_kind="train",
+                job_plan={**plan, "cluster": cluster, "withdrawn_images": leave_out}, gpus=gpus)
+            for cluster in clusters]
+    runs.append(Run(award_id=group.award_id, proposal_id=group.proposal_id, group_id=group.id, job_kind="router",
                     job_plan=router.model_dump(mode="json"), gpus=gpus))
     for run in runs:
         session.add(run)
