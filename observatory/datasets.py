@@ -15,6 +15,9 @@ from service.config import get_settings
 
 dataset_app = typer.Typer(help="Training sets: ingest from Wikimedia Commons, list what is registered.",
                           no_args_is_help=True, rich_markup_mode=None)
+withdrawals_app = typer.Typer(help="Training images withdrawn from the model.", no_args_is_help=True,
+                              rich_markup_mode=None)
+dataset_app.add_typer(withdrawals_app, name="withdrawals")
 
 
 @dataset_app.command("ingest")
@@ -171,3 +174,56 @@ def partition(
         _fail(getattr(exc, "message", str(exc)))
     console.print(f"{name} in {clusters} clusters (seed {seed}): {partition_digest}; images per cluster: "
                   + ", ".join(map(str, sizes)))
+
+
+@withdrawals_app.command("check")
+def withdrawals_check(
+    ref: Annotated[str, typer.Argument(help="The dataset version: name@version, name (its latest) or sha256:….")],
+    record: Annotated[bool, typer.Option("--record", help="Record each deleted file as withdrawn (reason: "
+                                                          "deleted from Commons).")] = False,
+    contact: Annotated[str | None, typer.Option(help="An e-mail address or URL for the User-Agent (default: "
+                                                     "OBSERVATORY_COMMONS_CONTACT).")] = None,
+) -> None:
+    """Ask Wikimedia Commons which files of a dataset version no longer exist (deleted since the ingest), and with
+    --record withdraw them, so that the families trained on them can be rebuilt without them."""
+    from jobs.commons.client import CommonsClient, CommonsError
+    from jobs.version import installed_version
+    from service.archive.service import store_for
+    from service.datasets import withdrawals
+    from service.datasets.partitions import manifest_records
+    from service.datasets.service import find
+    from service.db import session_scope
+    from service.errors import DomainError
+    from service.migrations import upgrade
+    from service.models import WithdrawalReason
+
+    settings = get_settings()
+    contact = contact or settings.commons_contact
+    if not contact:
+        _fail("say how Wikimedia can reach you: --contact you@example.org (or OBSERVATORY_COMMONS_CONTACT)")
+    upgrade(settings.resolved_database_url)
+    store = store_for(settings)
+    try:
+        with session_scope() as session:
+            version = find(session, ref)
+            name = f"{version.name}@{version.version}"
+            records = [r for r in manifest_records(store, version) if r.get("page_id")]
+        client = CommonsClient(settings.commons_api_url, user_agent=f"CommonsObservatory/{installed_version()} "
+                               f"({contact})", min_interval_s=settings.commons_min_interval_s,
+                               file_hosts=settings.commons_file_hosts)
+        with console.status(f"asking Commons about {len(records)} files of {name}…"):
+            gone = client.missing(int(r["page_id"]) for r in records)
+        deleted = [r for r in records if int(r["page_id"]) in gone]
+        for entry in deleted:
+            console.print(f"deleted from Commons: {entry.get('title', '?')} (page {entry['page_id']}, "
+                          f"sha256 {entry['image_sha256'][:16]}…)")
+        if record and deleted:
+            with session_scope() as session:
+                for entry in deleted:
+                    withdrawals.withdraw(session, store, actor=None, reason=WithdrawalReason.deleted,
+                                         sha256=str(entry["image_sha256"]), note="deleted from Commons")
+    except (DomainError, CommonsError, ValueError) as exc:
+        _fail(getattr(exc, "message", str(exc)))
+    verb = "recorded as withdrawn" if record else "not recorded (run again with --record)"
+    console.print(f"{len(deleted)} of {len(records)} files of {name} are gone from Commons"
+                  + (f"; {verb}" if deleted else ""))

@@ -109,3 +109,49 @@ def test_the_bundled_set_is_registered_once_and_its_files_put_back_where_missing
     again = ensure_bundled(lite_session, moved)
     assert again.id == first.id and all(moved.exists(f["sha256"]) for f in again.files.values())
     assert first.origin == "scikit-image sample images" and first.images == 12
+
+
+def test_withdrawals_check_asks_commons_which_files_are_gone_and_records_them(embedded, monkeypatch) -> None:
+    """`observatory dataset withdrawals check`: the dataset's page ids asked of Commons in batches; the deleted ones
+    named, and with --record withdrawn (reason: deleted), once."""
+    from sqlmodel import Session, select
+
+    from service.archive.service import store_for
+    from service.datasets.partitions import manifest_records
+    from service.datasets.service import find
+    from service.db import make_engine
+    from service.models import Withdrawal
+    from tests.commons_server import commons_api
+
+    runner = CliRunner()
+    assert runner.invoke(app, ARGS).exit_code == 0
+    settings = get_settings()
+    engine = make_engine(settings.resolved_database_url)
+    with Session(engine) as session:
+        records = manifest_records(store_for(settings), find(session, "commons-test@1"))
+    ids = [int(r["page_id"]) for r in records]
+    gone = set(ids[:2])
+
+    def answer(params: dict[str, str]):  # type: ignore[no-untyped-def]
+        asked = [int(i) for i in params["pageids"].split("|")]
+        pages = {str(i): ({"pageid": i, "missing": ""} if i in gone else {"pageid": i, "ns": 6, "title": f"File:{i}"})
+                 for i in asked}
+        return 200, {}, {"batchcomplete": "", "query": {"pages": pages}}
+
+    with commons_api(answer) as (url, script):
+        monkeypatch.setenv("OBSERVATORY_COMMONS_API_URL", url)
+        get_settings.cache_clear()
+        looked = runner.invoke(app, ["dataset", "withdrawals", "check", "commons-test@1", "--contact", "ops@x.org"])
+        assert looked.exit_code == 0, looked.output
+        assert f"2 of {len(ids)} files of commons-test@1 are gone from Commons" in " ".join(looked.output.split())
+        assert sorted(int(i) for i in script.requests[0]["pageids"].split("|")) == sorted(ids)
+        for _ in range(2):
+            recorded = runner.invoke(app, ["dataset", "withdrawals", "check", "commons-test", "--record",
+                                           "--contact", "ops@x.org"])
+            assert recorded.exit_code == 0, recorded.output
+    with Session(engine) as session:
+        found = session.exec(select(Withdrawal)).all()
+        assert {w.page_id for w in found} == gone and {str(w.reason) for w in found} == {"deleted"}
+    engine.dispose()
+    refused = runner.invoke(app, ["dataset", "withdrawals", "check", "nothing@1", "--contact", "ops@x.org"])
+    assert refused.exit_code == 2 and "no dataset version" in refused.output

@@ -215,3 +215,14 @@ class CommonsClient:
                 batch = []
         if batch:
             yield from self.pages({"titles": "|".join(batch), **self._imageinfo()})
+
+    def missing(self, page_ids: Iterable[int]) -> set[int]:
+        """Which of these file pages no longer exist on Commons (deleted), fifty to a request."""
+        ids = sorted({int(page_id) for page_id in page_ids})
+        gone: set[int] = set()
+        for start in range(0, len(ids), 50):
+            batch = ids[start:start + 50]
+            for page in self.pages({"pageids": "|".join(map(str, batch)), "prop": "info"}):
+                if "missing" in page and page.get("pageid") in batch:
+                    gone.add(int(page["pageid"]))
+        return gone
