@@ -132,3 +132,10 @@ def test_three_withdrawn_images_in_one_cluster_retrain_one_expert_and_the_router
     plan = validate_job_plan(lite_session, pi, {"kind": "sample", "model": "fam@2"})
     assert plan.expert_checkpoints[1] != fam1.family["experts"][1]["checkpoint_sha256"]
     assert models.find(lite_session, "fam").version == 2
+    # Every new training plan leaves out what was withdrawn, and the job does.
+    from jobs import dataset as job_dataset
+
+    fresh = validate_job_plan(lite_session, pi, {**TINY_TRAIN, "dataset": "skimage-samples"})
+    assert set(fresh.withdrawn_images) == withdrawn
+    loaded = job_dataset.load({}, None, 8, name="skimage-samples", withdrawn=withdrawn)
+    assert len(loaded.entries) == len(records) - 3 and not withdrawn & {e["image_sha256"] for e in loaded.entries}

@@ -23,7 +23,7 @@ from service.datasets import partitions
 from service.datasets import service as datasets
 from service.errors import Invalid, NotFound
 from service.modelcards import service as models
-from service.models import DatasetVersion, ModelVersion, Run, RunState, User
+from service.models import DatasetVersion, ModelVersion, Run, RunState, User, Withdrawal
 
 # The fields a fine-tune takes over from its base: the UNet's shape and the noise schedule.
 ARCHITECTURE = ("resolution", "block_out_channels", "layers_per_block", "num_train_timesteps", "conditioning")
@@ -84,7 +84,8 @@ def pin_train(session: Session, plan: TrainConfig) -> TrainConfig:
     _check_left_out(ref, dataset.classes, plan.exclude_classes, plan.leave_out_classes, "classes", "of class")
     if plan.conditioning == "class" and not dataset.classes:
         raise Invalid(f"job_plan.conditioning: {ref} has no classes (ingest several categories to make some)")
-    changes: dict[str, Any] = {"dataset": ref, "dataset_digest": dataset.digest, "base_checkpoint_sha256": None}
+    changes: dict[str, Any] = {"dataset": ref, "dataset_digest": dataset.digest, "base_checkpoint_sha256": None,
+                               "withdrawn_images": withdrawn_images(session, plan.withdrawn_images)}
     if plan.base_model:
         base = _model(session, plan.base_model, "base_model")
         differs = [f"{field} {getattr(plan, field)!r} (the base has {base.config.get(field, 'none')!r})"
@@ -119,7 +120,13 @@ def pin_router(session: Session, plan: RouterConfig) -> RouterConfig:
     dataset = _dataset(session, plan.dataset)
     ref = f"{dataset.name}@{dataset.version}"
     return plan.model_copy(update={"dataset": ref, "dataset_digest": dataset.digest,
-                                   "partition_sha256": _partition(session, plan, dataset, ref)})
+                                   "partition_sha256": _partition(session, plan, dataset, ref),
+                                   "withdrawn_images": withdrawn_images(session, plan.withdrawn_images)})
+
+
+def withdrawn_images(session: Session, given: list[str]) -> list[str]:
+    """Every image withdrawn so far (and those a rebuild names): no new training sees one."""
+    return sorted(set(given) | set(session.exec(select(Withdrawal.image_sha256)).all()))
 
 
 def _partition(session: Session, plan: TrainConfig | RouterConfig, dataset: DatasetVersion, ref: str) -> str:

@@ -69,7 +69,8 @@ def register(session: Session, store: ArchiveStore, *, actor: User, run_id: int,
         dataset_digest=str(data.get("digest", "")), images=len(entries), licenses=dict(licenses),
         attribution_required=sum(needs_attribution(e) for e in entries),
         share_alike=sum(classify(str(e.get("license", "")))[0] == CC_BY_SA for e in entries),
-        config=dict(run.job_plan), steps=int(run.job_plan.get("steps", 0)), gpu_seconds=run_charged(session, run_id),
+        config={k: v for k, v in run.job_plan.items() if k != "withdrawn_images"},
+        steps=int(run.job_plan.get("steps", 0)), gpu_seconds=run_charged(session, run_id),
         parent_id=parent.id if parent else None, notes=notes.strip(), created_by=actor.id)
     session.add(version)
     session.flush()
