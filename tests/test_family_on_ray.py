@@ -1,6 +1,8 @@
 """A family of four experts trained by a real two-node Ray pool: the experts run on both nodes, the node of one is
 killed while that expert trains and it resumes on the other from its shipped checkpoint; the family succeeds, is
-registered as one model version and sampled on the pool, and the ledger charges each span once."""
+registered as one model version and sampled on the pool, and the ledger charges each span once. Then two images of
+one cluster are withdrawn: the rebuild trains that one expert and the router again, registers the next version by
+itself when they finish, and costs a fraction of the family's training (printed)."""
 
 from __future__ import annotations
 
@@ -29,9 +31,10 @@ from service.archive.service import list_artifacts, read_object, store_for
 from service.attempts.service import attempts_of
 from service.datasets import partitions
 from service.datasets.service import ensure_bundled, find
-from service.ledger.service import entries_for_run
-from service.modelcards.families import register_family
-from service.models import AttemptState, Role, Run, RunGroup, RunState, User
+from service.datasets.withdrawals import withdraw
+from service.ledger.service import entries_for_run, run_charged
+from service.modelcards.families import rebuild_family, register_family
+from service.models import AttemptState, ModelVersion, Role, Run, RunGroup, RunState, User, WithdrawalReason
 from tests.factories import TINY_TRAIN, award, create_call, create_proposal, create_user
 from tests.live import live_server
 from tests.pools import tick_until
@@ -134,6 +137,7 @@ def test_a_family_trains_across_the_pool_survives_a_node_and_is_sampled_whole(tm
             session.commit()
             ref = f"{version.name}@{version.version}"
             assert session.get(RunGroup, group_id).k == len(version.family["experts"]) == 4
+            version_id, version_images, version_attribution = version.id, version.images, version.attribution_sha256
         sample_plan = {"kind": "sample", "model": ref, "seeds": [1, 2, 3, 4], "inference_steps": 4,
                        "sampler": "ddim"}
         _, sampled = award(lite_session, admin, create_proposal(lite_session, pi, call, job_plan=sample_plan))
@@ -145,3 +149,34 @@ def test_a_family_trains_across_the_pool_survives_a_node_and_is_sampled_whole(tm
         assert metrics["family"] == {"experts": 4, "routing": "mixture", "top_k": None}
         with Image.open(io.BytesIO(read_object(store, outputs["samples.png"].sha256))) as grid:
             assert grid.size[0] > 0
+
+        # Two images of one cluster are withdrawn; the rebuild retrains that expert and the router alone.
+        with Session(lite_engine) as session:
+            cluster_of = {image["image_sha256"]: image["cluster"] for image in json.loads(read_object(
+                store, version_attribution))["images"]}
+            gone = [sha for sha, cluster in sorted(cluster_of.items()) if cluster == 2][:2]
+            for sha in gone:
+                withdraw(session, store, actor=session.get(User, admin.id), reason=WithdrawalReason.author_request,
+                         sha256=sha)
+            rebuild = rebuild_family(session, store, actor=session.get(User, admin.id), version_id=version_id)
+            session.commit()
+            rebuilt = list(session.exec(select(Run).where(Run.group_id == rebuild.id).order_by(Run.id)))
+        assert [(r.job_kind, r.job_plan.get("cluster")) for r in rebuilt] == [("train", 2), ("router", None)]
+        for run in rebuilt:
+            done = tick_until(scheduler, lite_engine, run.id, _ended, timeout=300)
+            assert done.state == RunState.succeeded, done.message
+        with Session(lite_engine) as session:
+            latest = session.exec(select(ModelVersion).where(ModelVersion.name == "fam")
+                                  .order_by(ModelVersion.version.desc())).first()
+            old = session.get(ModelVersion, version_id)
+            family_cost = sum(run_charged(session, r.id) for r in runs)
+            rebuild_cost = sum(run_charged(session, r.id) for r in rebuilt)
+            expert_cost = sum(run_charged(session, r.id) for r in runs[:4]) / 4
+        assert (latest.version, latest.images) == (2, version_images - 2)  # registered by the scheduler itself
+        assert old.withdrawn_at is not None and old.replaced_by_id == latest.id
+        attribution = read_object(store, latest.attribution_sha256).decode()
+        assert not any(sha in attribution for sha in gone)
+        ratio = rebuild_cost / max(family_cost, 1)
+        print(f"withdrawal: rebuild charged {rebuild_cost} GPU-seconds of the family's {family_cost} "
+              f"({ratio:.2f}; one expert of four is {expert_cost / max(family_cost, 1):.2f})")
+        assert rebuild_cost < family_cost / 2

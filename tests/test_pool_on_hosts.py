@@ -396,4 +396,7 @@ def test_a_revoked_machine_reaches_nothing_with_its_old_credentials(pool: Pool) 
         first, second = attempts_of(session, run_id)
     assert first.state == AttemptState.stopped and second.machine_id == m2.id
     assert second.resume_step == first.checkpoint_step
-    assert "the pool's token was rotated; joining again" in (pool.root / "m2.log").read_text()
+    # It joined again by itself: on the rotated token its orders showed, or, when its worker dropped out with the
+    # old head before the restarted portal answered, on the new grant it asked for.
+    said = (pool.root / "m2.log").read_text()
+    assert "the pool's token was rotated; joining again" in said or "dropped out of the pool; joining again" in said
