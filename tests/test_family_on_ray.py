@@ -35,7 +35,8 @@ from service.datasets.withdrawals import withdraw
 from service.ledger.service import entries_for_run, run_charged
 from service.modelcards.families import rebuild_family, register_family
 from service.models import AttemptState, ModelVersion, Role, Run, RunGroup, RunState, User, WithdrawalReason
-from tests.factories import TINY_TRAIN, award, create_call, create_proposal, create_user
+from service.pool.standing import labels_for
+from tests.factories import TINY_TRAIN, award, create_call, create_machine, create_proposal, create_user
 from tests.live import live_server
 from tests.pools import tick_until
 
@@ -78,8 +79,11 @@ def test_a_family_trains_across_the_pool_survives_a_node_and_is_sampled_whole(tm
                           temp_dir=Path(tempfile.mkdtemp(prefix="obs-ray-family-", dir="/tmp")) / "t",
                           loopback_only=False, node_dir=tmp_path / "head-node", env=FAST_HEALTH)
         stack.callback(head.stop)
+        admin, pi, owner = create_user(lite_session, Role.admin), create_user(lite_session), create_user(lite_session)
+        machine, machine_token = create_machine(lite_session, owner, admin, cpus=1)
         worker = join_worker(head_address=head.gcs_address, base_port=BASE + 300, temp_dir=tmp_path / "w",
-                             token=token, num_cpus=1, node_dir=tmp_path / "worker-node")
+                             token=token, num_cpus=1, node_dir=tmp_path / "worker-node", labels=labels_for(machine),
+                             machine_token=machine_token)
         stack.callback(worker.stop)
         backend = RayBackend(head.dashboard_url, token)
         while len([n for n in backend.nodes() if n["state"] == "ALIVE"]) < 2:
@@ -87,9 +91,8 @@ def test_a_family_trains_across_the_pool_survives_a_node_and_is_sampled_whole(tm
         worker_id = next(n["node_id"] for n in backend.nodes() if not n["is_head_node"])
         ensure_bundled(lite_session, store_for(settings))
         partition = _partitioned(lite_session, settings)
-        admin, pi = create_user(lite_session, Role.admin), create_user(lite_session)
         call = create_call(lite_session, admin)
-        _, first = award(lite_session, admin, create_proposal(lite_session, pi, call, job_plan=PLAN), gpu_hours=2)
+        _, first = award(lite_session, admin, create_proposal(lite_session, pi, call, job_plan=PLAN))
         group_id = lite_session.get(Run, first.id).group_id
         with Session(lite_engine) as session:
             runs = list(session.exec(select(Run).where(Run.group_id == group_id).order_by(Run.id)))
@@ -110,7 +113,11 @@ def test_a_family_trains_across_the_pool_survives_a_node_and_is_sampled_whole(tm
             with Session(lite_engine) as session:
                 victim = next((r.id for r in runs[:4] if expert_on_worker(session, session.get(Run, r.id))), None)
             time.sleep(0.3)
-        assert victim is not None, "no expert trained on the worker"
+        if victim is None:
+            with Session(lite_engine) as session:
+                states = [(r.id, (run := session.get(Run, r.id)).state, run.message, run.resume_step,
+                           [(a.node_id == worker_id, a.state) for a in attempts_of(session, r.id)]) for r in runs]
+            raise AssertionError(f"no expert trained on the worker: {states}")
         worker.kill()
         for run in runs:
             done = tick_until(scheduler, lite_engine, run.id, _ended, timeout=400)
