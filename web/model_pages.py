@@ -3,12 +3,15 @@ forms that register a version from a succeeded train run or a finished family of
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, Request
 
 from service.archive.service import store_for
 from service.deps import AdminUser, SessionDep, SettingsDep
 from service.errors import DomainError
 from service.modelcards import families, service
+from service.models import ModelVersion
 from service.types import IdPath, parse, text
 from web.render import flash, form_fields, redirect, render
 
@@ -24,7 +27,7 @@ def models_page(request: Request, session: SessionDep):
 @router.get("/models/{name}/{version}")
 def model_card_page(name: str, version: IdPath, request: Request, session: SessionDep):
     found = service.find(session, name[:80], version)
-    replaced = session.get(type(found), found.replaced_by_id) if found.replaced_by_id else None
+    replaced = session.get(ModelVersion, found.replaced_by_id) if found.replaced_by_id else None
     return render(request, "model.html", {"m": found, "terms": service.terms(found), "replaced": replaced,
                                           "lineage": service.lineage(session, found)})
 
@@ -32,32 +35,27 @@ def model_card_page(name: str, version: IdPath, request: Request, session: Sessi
 @router.post("/runs/{run_id}/register-model")
 async def register_model(run_id: IdPath, request: Request, admin: AdminUser, session: SessionDep,
                          settings: SettingsDep):
-    form = await form_fields(request)
-    try:
-        version = service.register(session, store_for(settings), actor=admin, run_id=run_id,
-                                   name=form.get("name", "").strip(),
-                                   notes=parse(Notes, form.get("notes", ""), "notes"))
-    except DomainError as exc:
-        session.rollback()
-        flash(request, exc.message, "error")
-        return redirect(f"/runs/{run_id}")
-    session.commit()
-    flash(request, f"Registered {version.name}@{version.version}.")
-    return redirect(f"/models/{version.name}/{version.version}")
+    return await _register(request, session, f"/runs/{run_id}", lambda name, notes: service.register(
+        session, store_for(settings), actor=admin, run_id=run_id, name=name, notes=notes))
 
 
 @router.post("/families/{group_id}/register-model")
 async def register_family(group_id: IdPath, request: Request, admin: AdminUser, session: SessionDep,
                           settings: SettingsDep):
+    return await _register(request, session, f"/families/{group_id}", lambda name, notes: families.register_family(
+        session, store_for(settings), actor=admin, group_id=group_id, name=name, notes=notes))
+
+
+async def _register(request: Request, session: SessionDep, back: str,
+                    make: Callable[[str, str], ModelVersion]):  # type: ignore[no-untyped-def]
+    """The registration form's answer: the new card, or the page it came from with the reason it was refused."""
     form = await form_fields(request)
     try:
-        version = families.register_family(session, store_for(settings), actor=admin, group_id=group_id,
-                                           name=form.get("name", "").strip(),
-                                           notes=parse(Notes, form.get("notes", ""), "notes"))
+        version = make(form.get("name", "").strip(), parse(Notes, form.get("notes", ""), "notes"))
     except DomainError as exc:
         session.rollback()
         flash(request, exc.message, "error")
-        return redirect(f"/families/{group_id}")
+        return redirect(back)
     session.commit()
     flash(request, f"Registered {version.name}@{version.version}.")
     return redirect(f"/models/{version.name}/{version.version}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from collections import Counter
 from typing import Any
 
@@ -17,9 +16,9 @@ from service.archive.service import find_artifact, read_object
 from service.archive.store import ArchiveStore
 from service.audit.service import record
 from service.datasets.withdrawals import trained_images
-from service.errors import Conflict, Forbidden, Invalid, NotFound
+from service.errors import Conflict, Forbidden, NotFound
 from service.ledger.service import run_charged
-from service.modelcards.service import NAME_PATTERN, needs_attribution
+from service.modelcards.service import check_registrar, needs_attribution
 from service.models import ModelVersion, Role, Run, RunGroup, RunState, User, Withdrawal
 from service.runs.service import family_runs
 from service.timeutil import utcnow
@@ -36,10 +35,7 @@ def register_family(session: Session, store: ArchiveStore, *, actor: User, group
                     notes: str = "") -> ModelVersion:
     """A new version of model `name` from a family whose experts and router all succeeded (admins). A rebuild's
     family takes its experts that were kept from the version it replaces, and that version is withdrawn."""
-    if not actor.has(Role.admin):
-        raise Forbidden("only admins register model versions")
-    if not re.match(NAME_PATTERN, name):
-        raise Invalid(f"name: {name!r} is not a model name (lower-case letters, digits and dashes)")
+    check_registrar(actor, name)
     group = session.get(RunGroup, group_id)
     if group is None:
         raise NotFound(f"no family {group_id}")

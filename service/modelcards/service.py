@@ -36,13 +36,18 @@ def needs_attribution(entry: dict) -> bool:
     return family in (CC_BY, CC_BY_SA)
 
 
-def register(session: Session, store: ArchiveStore, *, actor: User, run_id: int, name: str,
-             notes: str = "") -> ModelVersion:
-    """A new version of model `name` from a succeeded train run (admins)."""
+def check_registrar(actor: User, name: str) -> None:
+    """Only admins register versions, under a model name of lower-case letters, digits and dashes."""
     if not actor.has(Role.admin):
         raise Forbidden("only admins register model versions")
     if not re.match(NAME_PATTERN, name):
         raise Invalid(f"name: {name!r} is not a model name (lower-case letters, digits and dashes)")
+
+
+def register(session: Session, store: ArchiveStore, *, actor: User, run_id: int, name: str,
+             notes: str = "") -> ModelVersion:
+    """A new version of model `name` from a succeeded train run (admins)."""
+    check_registrar(actor, name)
     run = session.get(Run, run_id)
     if run is None:
         raise NotFound(f"no run {run_id}")
