@@ -3,6 +3,8 @@ anonymous caller, a researcher and an admin: whatever it sends, the answer is ne
 
 from __future__ import annotations
 
+import os
+
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
@@ -13,7 +15,8 @@ from service.config import Settings
 from service.models import Role, Run, User
 from tests.factories import archive_outputs, auth_headers, award, create_call, create_proposal, create_user
 
-EXAMPLES_PER_OPERATION = 15
+# A longer campaign: OBSERVATORY_FUZZ_EXAMPLES=200 (the suite keeps to a few minutes with 15).
+EXAMPLES_PER_OPERATION = int(os.environ.get("OBSERVATORY_FUZZ_EXAMPLES", "15"))
 
 
 def _world(session: Session, settings: Settings) -> dict[str, User | None]:
@@ -46,4 +49,6 @@ def test_no_input_gets_a_server_error(client: TestClient, session: Session, sett
                                     f"{response.status_code} {response.text[:200]}")
 
         fuzz()
+    print(f"fuzzed {len(operations)} operations, {EXAMPLES_PER_OPERATION} cases each, as {len(callers)} callers: "
+          f"{len(failures)} server errors")
     assert failures == []
