@@ -341,23 +341,26 @@ class RouterConfig(_Plan):
     dataset: str = Field(pattern=DATASET_REF, title="Dataset", description="The dataset version the experts split.")
     dataset_digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", title="Dataset digest",
                                        description="Filled in by the observatory: the version's digest.")
-    partition: str = Field(pattern=r"^sha256:[0-9a-f]{64}$", title="Partition",
+    partition: str = Field(pattern=r"^sha256:[0-9a-f]{64}$", title="The experts' partition",
                            description="The partition of the dataset whose clusters the experts trained on.")
     partition_sha256: str | None = Field(None, pattern=SHA256, title="Partition file (sha256)",
                                          description="Filled in by the observatory: the partition's file.")
-    resolution: int = Field(16, ge=8, le=64, title="Image size", description="As the experts were trained.")
-    num_train_timesteps: int = Field(1000, ge=10, le=4000, title="Noise schedule length",
+    resolution: int = Field(16, ge=8, le=64, title="The experts' image size",
+                            description="As the experts were trained.")
+    num_train_timesteps: int = Field(1000, ge=10, le=4000, title="The experts' noise schedule length",
                                      description="The experts' DDPM noise schedule length.")
-    steps: int = Field(400, ge=1, le=200_000, title="Training steps")
-    batch_size: int = Field(64, ge=1, le=1024, title="Batch size")
-    learning_rate: float = Field(2e-3, gt=0, le=1, title="Learning rate", description="Adam learning rate.")
-    channels: int = Field(32, ge=8, le=256, title="Channels", description="Width of the classifier's first layer.")
+    steps: int = Field(400, ge=1, le=200_000, title="Steps of the router's training")
+    batch_size: int = Field(64, ge=1, le=1024, title="Router batch size")
+    learning_rate: float = Field(2e-3, gt=0, le=1, title="Router learning rate",
+                                 description="Adam learning rate.")
+    channels: int = Field(32, ge=8, le=256, title="Router channels",
+                          description="Width of the classifier's first layer.")
     withdrawn_images: list[Annotated[str, Field(pattern=SHA256)]] = Field(
         default_factory=list, max_length=100_000, title="Withdrawn images (sha256)",
         description="Filled in by the observatory when it rebuilds a family: images left out of training.")
     held_out: float = Field(0.2, ge=0.05, le=0.5, title="Held out",
                             description="The share of images kept out of training to measure the accuracy on.")
-    seed: int = Field(0, ge=0, le=2**31 - 1, title="Random seed")
+    seed: int = Field(0, ge=0, le=2**31 - 1, title="Router seed")
 
 
 class AblationConfig(_Plan):
