@@ -40,7 +40,7 @@ PUBLIC = {
     ("GET", "/api/cycles"), ("GET", "/api/cycles/{cycle_id}"), ("GET", "/api/accepted"),
     ("GET", "/api/datasets"), ("GET", "/api/datasets/{ref}"), ("GET", "/api/datasets/{ref}/files/{name}"),
     ("GET", "/api/models"), ("GET", "/api/models/{name}/{version}"), ("GET", "/api/analyses/replication"),
-    ("POST", "/api/job-plans/estimate"),
+    ("POST", "/api/job-plans/estimate"), ("GET", "/api/datasets/{ref}/partitions"),
     ("POST", "/api/auth/signup"), ("POST", "/api/auth/login"), ("POST", "/api/auth/verify"), ("GET", "/api/pool"),
 }
 
@@ -189,6 +189,15 @@ CASES = [
     # A machine's credential claims the token of an attempt placed on that machine, and nobody else's claims any.
     Case("POST", "/api/job/claim", {"anonymous": 401, "admin": 401, "pi": 401, "attempt": 401, "machine": 404}, "",
          {"submission_id": "observatory-run-1-x-1"}),
+    # Families are their team's (and admins'); withdrawals and rebuilds are admins' alone.
+    Case("GET", "/api/families/{group_id}", {"anonymous": 401, "other": 404, "reviewer": 404, "attempt": 401,
+                                             "machine": 401}, "pi"),
+    Case("GET", "/api/withdrawals", {"anonymous": 401, "other": 403, "pi": 403, "reviewer": 403, "machine": 401,
+                                     "attempt": 401}, "admin"),
+    Case("POST", "/api/withdrawals", {"anonymous": 401, "other": 403, "pi": 403, "reviewer": 403, "machine": 401,
+                                      "attempt": 401}, "admin", {"image_sha256": "{image_sha256}", "reason": "other"}),
+    Case("POST", "/api/models/{model_name}/{version}/rebuild", {"anonymous": 401, "pi": 403, "owner": 403,
+                                                                "machine": 401, "admin": 404}, ""),
 ]
 
 
@@ -249,6 +258,7 @@ def world(lite_session: Session, lite_settings, lite_engine, tmp_path):
     pool = ScriptedPool()
     Scheduler(lite_engine, lite_settings, pool).dispatch()
     headers["attempt"] = {"Authorization": f"Bearer {pool.token()}"}
+    family = _family(s, lite_settings, people)
     ids = {"call_id": call.id, "proposal_id": awarded.id, "submitted_id": submitted.id, "draft_id": draft.id,
            "run_id": run.id, "name": "samples.png", "machine_id": machine.id,
            "pending_machine_id": pending.id, "spare_email": spare.email, "sha256": "0" * 64,
@@ -256,8 +266,31 @@ def world(lite_session: Session, lite_settings, lite_engine, tmp_path):
            "spare_id": spare.id, "closed_call_id": closed.id, "reviewed_call_id": reviewed.id,
            "assignment_id": assignment_of[waiting.id], "accepted_assignment_id": assignment_of[taken.id],
            "released_id": released_proposal.id, "review_id": review.id, "model_run_id": model_run.id,
-           "analysis_id": analysis.id, "seed": 7, "row": 0}
+           "analysis_id": analysis.id, "seed": 7, "row": 0, **family, "model_name": "no-such-model",
+           "version": 1}
     return headers, ids
+
+
+def _family(session: Session, settings, people: dict) -> dict:  # type: ignore[no-untyped-def]
+    """A family award of the PI's (on a round-robin partition of the bundled set), and an image of that set."""
+    import jobs.partition as partition_format
+    from service.archive.service import store_for
+    from service.datasets import partitions
+    from service.datasets.service import find
+    from tests.factories import TINY_TRAIN
+
+    store = store_for(settings)
+    version = find(session, "skimage-samples")
+    records = partitions.manifest_records(store, version)
+    assignment = {r["image_sha256"]: n % 2 for n, r in enumerate(records)}
+    partitions.register(session, store, version, partition_format.encode({
+        "dataset_digest": version.digest, "k": 2, "seed": 0, "assignment": assignment,
+        "digest": partition_format.digest_of(version.digest, 2, 0, assignment)}))
+    session.commit()
+    call = create_call(session, people["admin"], capacity=10)
+    _, first = award(session, people["admin"], create_proposal(session, people["pi"], call, job_plan={
+        **TINY_TRAIN, "dataset": "skimage-samples", "experts": 2}))
+    return {"group_id": session.get(Run, first.id).group_id, "image_sha256": records[0]["image_sha256"]}
 
 
 def _fill(template: str, ids: dict) -> str:
@@ -299,7 +332,7 @@ def test_outputs_become_public_after_the_exclusive_period(world, lite_client: Te
 def test_every_api_route_is_covered(lite_client: TestClient) -> None:
     spec = lite_client.get("/openapi.json").json()
     routes = {(method.upper(), path) for path, item in spec["paths"].items() for method in item}
-    aliases = {"{analysis_id}": "{run_id}", "{model_run_id}": "{run_id}",
+    aliases = {"{analysis_id}": "{run_id}", "{model_run_id}": "{run_id}", "{model_name}": "{name}",
                "{draft_id}": "{proposal_id}", "{submitted_id}": "{proposal_id}", "{released_id}": "{proposal_id}",
                "{pending_machine_id}": "{machine_id}", "{coi_id}": "{user_id}", "{spare_id}": "{user_id}",
                "{closed_call_id}": "{call_id}", "{reviewed_call_id}": "{call_id}",
