@@ -137,5 +137,9 @@ def test_three_withdrawn_images_in_one_cluster_retrain_one_expert_and_the_router
 
     fresh = validate_job_plan(lite_session, pi, {**TINY_TRAIN, "dataset": "skimage-samples"})
     assert set(fresh.withdrawn_images) == withdrawn
+    later = award(lite_session, admin, create_proposal(lite_session, pi, create_call(lite_session, admin), job_plan={
+        **TINY_TRAIN, "dataset": "skimage-samples", "experts": 3}))[1]
+    later_runs = lite_session.exec(select(Run).where(Run.group_id == lite_session.get(Run, later.id).group_id)).all()
+    assert len(later_runs) == 4 and all(set(r.job_plan["withdrawn_images"]) == withdrawn for r in later_runs)
     loaded = job_dataset.load({}, None, 8, name="skimage-samples", withdrawn=withdrawn)
     assert len(loaded.entries) == len(records) - 3 and not withdrawn & {e["image_sha256"] for e in loaded.entries}

@@ -58,8 +58,8 @@ def create_family(session: Session, *, award: Award, proposal: Proposal, gpus: i
 def family_runs(session: Session, group: RunGroup, plan: dict[str, Any], clusters: list[int],
                 withdrawn: list[str] | None = None, gpus: int = 1) -> list[Run]:
     """The group's expert runs for `clusters` (the family's plan with `cluster` set), then its router run; both
-    leave out the `withdrawn` images."""
-    leave_out = sorted(withdrawn or [])
+    leave out the images the plan was pinned to leave out, and the `withdrawn` ones a rebuild names."""
+    leave_out = sorted(set(withdrawn or []) | set(plan.get("withdrawn_images") or []))
     router = RouterConfig(dataset=plan["dataset"], dataset_digest=plan.get("dataset_digest"),
                           partition=plan["partition"], partition_sha256=plan.get("partition_sha256"),
                           resolution=plan["resolution"], num_train_timesteps=plan["num_train_timesteps"],
