@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 MAX_CLUSTERS = 64
@@ -40,6 +41,16 @@ def read(data: bytes, dataset_digest: str | None = None) -> dict[str, Any]:
     if dataset_digest is not None and partition["dataset_digest"] != dataset_digest:
         raise ValueError(f"the partition is of dataset {partition['dataset_digest']}, not {dataset_digest}")
     return partition
+
+
+def from_inputs(inputs: dict[str, Path], expected: str, dataset_digest: str | None) -> dict[str, Any]:
+    """The partition a job was sent (its `partition_sha256` input), checked to be the plan's and of its dataset."""
+    if "partition_sha256" not in inputs:
+        raise ValueError("the plan names a partition, but the partition was not sent to the job")
+    found = read(Path(inputs["partition_sha256"]).read_bytes(), dataset_digest)
+    if found["digest"] != expected:
+        raise ValueError(f"the partition sent is {found['digest']}, not the plan's {expected}")
+    return found
 
 
 def sizes(partition: dict[str, Any]) -> list[int]:

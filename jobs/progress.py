@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from jobs.outputs import sha256_of
 
 PREFIX = "@@progress "
 CHECKPOINT = "@@checkpoint "
@@ -24,11 +25,7 @@ def checkpoint(step: int, state: Path | None = None) -> None:
     runner ships it off the node, labelled with the step whose digest the file it opened has."""
     record: dict[str, Any] = {"step": step}
     if state is not None:
-        digest = hashlib.sha256()
-        with state.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        record["sha256"] = digest.hexdigest()
+        record["sha256"] = sha256_of(state)[0]
     print(CHECKPOINT + json.dumps(record), flush=True)
 
 

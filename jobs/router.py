@@ -127,11 +127,7 @@ def main(cfg: RouterConfig, output: Path, inputs: dict[str, Path] | None = None)
     output.mkdir(parents=True, exist_ok=True)
     device = pick_device()
     torch.manual_seed(cfg.seed)
-    if "partition_sha256" not in inputs:
-        raise ValueError("the router needs the partition, which was not sent to the job")
-    cut = partition.read(Path(inputs["partition_sha256"]).read_bytes(), cfg.dataset_digest)
-    if cut["digest"] != cfg.partition:
-        raise ValueError(f"the partition sent is {cut['digest']}, not the plan's {cfg.partition}")
+    cut = partition.from_inputs(inputs, cfg.partition, cfg.dataset_digest)
     data = datasets.load(inputs, cfg.dataset_digest, cfg.resolution, name=cfg.dataset,
                          withdrawn=set(cfg.withdrawn_images))
     labels = torch.tensor([cut["assignment"][str(e["image_sha256"])] for e in data.entries], device=device)

@@ -235,11 +235,7 @@ def cluster_images(cfg: TrainConfig, inputs: dict[str, Path]) -> set[str] | None
     dataset's; None for a plan without a partition (the whole dataset)."""
     if cfg.partition is None:
         return None
-    if "partition_sha256" not in inputs:
-        raise ValueError("the plan trains one cluster of a partition, but the partition was not sent to the job")
-    cut = partition.read(Path(inputs["partition_sha256"]).read_bytes(), cfg.dataset_digest)
-    if cut["digest"] != cfg.partition:
-        raise ValueError(f"the partition sent is {cut['digest']}, not the plan's {cfg.partition}")
+    cut = partition.from_inputs(inputs, cfg.partition, cfg.dataset_digest)
     return {sha for sha, cluster in cut["assignment"].items() if cluster == cfg.cluster}
 
 
