@@ -8,17 +8,15 @@ import json
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import func
 from sqlmodel import Session, select
 
-from jobs.commons.licenses import CC_BY_SA, classify
 from service.archive.service import find_artifact, read_object
 from service.archive.store import ArchiveStore
 from service.audit.service import record
 from service.datasets.withdrawals import trained_images
 from service.errors import Conflict, Forbidden, NotFound
 from service.ledger.service import run_charged
-from service.modelcards.service import check_registrar, needs_attribution
+from service.modelcards.service import check_registrar, data_terms, next_number
 from service.models import ModelVersion, Role, Run, RunGroup, RunState, User, Withdrawal
 from service.runs.service import family_runs
 from service.timeutil import utcnow
@@ -56,7 +54,7 @@ def register_family(session: Session, store: ArchiveStore, *, actor: User, group
         images += entries
         members.append({"cluster": run.job_plan["cluster"], "run_id": run.id, "images": len(entries),
                         "checkpoint_sha256": _artifact(session, run, "checkpoint.pt"),
-                        "licenses": dict(Counter(str(e.get("license", "unknown")) for e in entries)),
+                        "licenses": data_terms(entries)["licenses"],
                         "gpu_seconds": run_charged(session, run.id)})
     metrics = json.loads(read_object(store, _artifact(session, router, "metrics.json")))
     plan = dict(experts[0].job_plan)
@@ -65,18 +63,14 @@ def register_family(session: Session, store: ArchiveStore, *, actor: User, group
     attribution_sha, _ = store.put(io.BytesIO(json.dumps(merged, indent=2, ensure_ascii=False).encode()))
     family: dict[str, Any] = {
         "group_id": group.id, "partition": group.partition, "k": group.k, "experts": members,
-        "withdrawn_images": len(routers[0].job_plan.get("withdrawn_images") or []),  # a count: no image named
+        "withdrawn_images": len(router.job_plan.get("withdrawn_images") or []),  # a count: no image named
         "router": {"run_id": router.id, "sha256": _artifact(session, router, "router.pt"),
                    "accuracy_by_noise_decile": metrics.get("accuracy_by_noise_decile", []),
                    "chance": metrics.get("chance"), "gpu_seconds": run_charged(session, router.id)}}
-    latest = session.exec(select(func.max(ModelVersion.version)).where(ModelVersion.name == name)).one()
     version = ModelVersion(
-        name=name, version=(latest or 0) + 1, run_id=router.id, checkpoint_sha256=family["router"]["sha256"],
+        name=name, version=next_number(session, name), run_id=router.id, checkpoint_sha256=family["router"]["sha256"],
         attribution_sha256=attribution_sha, dataset=group.dataset, dataset_digest=str(plan.get("dataset_digest")),
-        images=len(images), licenses=dict(Counter(str(e.get("license", "unknown")) for e in images)),
-        attribution_required=sum(needs_attribution(e) for e in images),
-        share_alike=sum(classify(str(e.get("license", "")))[0] == CC_BY_SA for e in images),
-        config={k: v for k, v in plan.items() if k not in ("cluster", "withdrawn_images")},
+        **data_terms(images), config={k: v for k, v in plan.items() if k not in ("cluster", "withdrawn_images")},
         steps=int(plan.get("steps", 0)),
         gpu_seconds=sum(m["gpu_seconds"] for m in members) + family["router"]["gpu_seconds"],
         notes=notes.strip(), created_by=actor.id, family=family)
@@ -86,7 +80,7 @@ def register_family(session: Session, store: ArchiveStore, *, actor: User, group
            family=group.id)
     if group.replaces_id is not None:
         _withdraw_replaced(session, actor, session.get(ModelVersion, group.replaces_id), version,
-                           set(routers[0].job_plan.get("withdrawn_images") or []))
+                           set(router.job_plan.get("withdrawn_images") or []))
     return version
 
 

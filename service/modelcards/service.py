@@ -12,6 +12,7 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import Session, select
@@ -34,6 +35,20 @@ def needs_attribution(entry: dict) -> bool:
         return bool(entry["attribution_required"])
     family, *_ = classify(str(entry.get("license", "")))
     return family in (CC_BY, CC_BY_SA)
+
+
+def data_terms(entries: list[dict]) -> dict[str, Any]:
+    """What a version's card counts of its training images: how many, under which licenses, how many need
+    attribution and how many are CC BY-SA."""
+    return {"images": len(entries), "licenses": dict(Counter(str(e.get("license", "unknown")) for e in entries)),
+            "attribution_required": sum(needs_attribution(e) for e in entries),
+            "share_alike": sum(classify(str(e.get("license", "")))[0] == CC_BY_SA for e in entries)}
+
+
+def next_number(session: Session, name: str) -> int:
+    """The number the next version of model `name` takes."""
+    latest = session.exec(select(func.max(ModelVersion.version)).where(ModelVersion.name == name)).one()
+    return (latest or 0) + 1
 
 
 def check_registrar(actor: User, name: str) -> None:
@@ -62,18 +77,14 @@ def register(session: Session, store: ArchiveStore, *, actor: User, run_id: int,
         raise Conflict(f"run {run_id} has no checkpoint or attribution file in the archive")
     data = json.loads(read_object(store, attribution.sha256))
     entries = list(data.get("images", []))
-    licenses = Counter(str(e.get("license", "unknown")) for e in entries)
     parent = None
     if run.job_plan.get("base_model"):
         base_name, _, base_number = str(run.job_plan["base_model"]).partition("@")
         parent = find(session, base_name, int(base_number))
-    latest = session.exec(select(func.max(ModelVersion.version)).where(ModelVersion.name == name)).one()
     version = ModelVersion(
-        name=name, version=(latest or 0) + 1, run_id=run_id, checkpoint_sha256=checkpoint.sha256,
+        name=name, version=next_number(session, name), run_id=run_id, checkpoint_sha256=checkpoint.sha256,
         attribution_sha256=attribution.sha256, dataset=str(data.get("dataset", run.job_plan.get("dataset", ""))),
-        dataset_digest=str(data.get("digest", "")), images=len(entries), licenses=dict(licenses),
-        attribution_required=sum(needs_attribution(e) for e in entries),
-        share_alike=sum(classify(str(e.get("license", "")))[0] == CC_BY_SA for e in entries),
+        dataset_digest=str(data.get("digest", "")), **data_terms(entries),
         config={k: v for k, v in run.job_plan.items() if k != "withdrawn_images"},
         steps=int(run.job_plan.get("steps", 0)), gpu_seconds=run_charged(session, run_id),
         parent_id=parent.id if parent else None, notes=notes.strip(), created_by=actor.id)
