@@ -132,14 +132,12 @@ def partition(
     """Cut a dataset version into balanced clusters of look-alike images (k-means over the offline descriptor)
     and record the partition: a family of experts trains one expert per cluster. The same version, number of
     clusters and seed always give the same partition."""
-    import tempfile
 
     from jobs import clusters as clustering
-    from jobs.package import read_images
     from jobs.partition import encode
     from service.archive.service import store_for
     from service.datasets import partitions
-    from service.datasets.service import find
+    from service.datasets.service import find, images_of
     from service.db import session_scope
     from service.errors import DomainError
     from service.migrations import upgrade
@@ -150,16 +148,8 @@ def partition(
     try:
         with session_scope() as session:
             version = find(session, ref)
-            name, digest, files = f"{version.name}@{version.version}", version.digest, dict(version.files)
-        with tempfile.TemporaryDirectory(prefix="partition-") as folder:
-            local = {}
-            for file, described in files.items():
-                if file == "manifest.jsonl" or file.endswith(".tar"):
-                    local[file] = Path(folder) / file
-                    with local[file].open("wb") as handle:
-                        for chunk in store.open_range(described["sha256"]):
-                            handle.write(chunk)
-            _, records = read_images(local.pop("manifest.jsonl"), local, digest)
+            name, digest = f"{version.name}@{version.version}", version.digest
+            records = images_of(store, version)
         columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task(f"describing {len(records)} images…", total=len(records))

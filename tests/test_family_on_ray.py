@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import sys
-import tarfile
 import tempfile
 import time
 from contextlib import ExitStack
@@ -30,7 +29,7 @@ from scheduler.ray_backend import RayBackend
 from service.archive.service import list_artifacts, read_object, store_for
 from service.attempts.service import attempts_of
 from service.datasets import partitions
-from service.datasets.service import ensure_bundled, find
+from service.datasets.service import ensure_bundled, find, images_of
 from service.datasets.withdrawals import withdraw
 from service.ledger.service import entries_for_run, run_charged
 from service.modelcards.families import rebuild_family, register_family
@@ -57,11 +56,9 @@ def _partitioned(session: Session, settings) -> str:  # type: ignore[no-untyped-
     """The bundled set cut into four clusters, as `observatory dataset partition` cuts it."""
     store = store_for(settings)
     version = find(session, "skimage-samples")
-    records = partitions.manifest_records(store, version)
-    shard = {r["shard"] for r in records}.pop()
-    with tarfile.open(fileobj=io.BytesIO(read_object(store, version.files[shard]["sha256"])), mode="r:") as tar:
-        pngs = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
-    made = clusters.make(version.digest, records, clusters.descriptors(pngs[r["member"]] for r in records), 4, 0)
+    images = images_of(store, version)
+    made = clusters.make(version.digest, [record for record, _ in images],
+                         clusters.descriptors(data for _, data in images), 4, 0)
     found = partitions.register(session, store, version, partition_format.encode(made))
     session.commit()
     return found.digest

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from sqlmodel import Session, select
@@ -192,6 +193,14 @@ def shown_inline(artifact: Artifact, store: ArchiveStore) -> bool:
         return False
     head = b"".join(store.open_range(artifact.sha256, 0, 15))
     return head.startswith(signatures)
+
+
+def fetch_to(store: ArchiveStore, sha256: str, path: Path) -> Path:
+    """An object copied whole into a file, in the store's chunks (for objects too big to hold in memory)."""
+    with path.open("wb") as handle:
+        for block in store.open_range(sha256):
+            handle.write(block)
+    return path
 
 
 def read_object(store: ArchiveStore, sha256: str, limit: int = 64 << 20) -> bytes:

@@ -20,8 +20,8 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from jobs.data.bundled import package as bundled_package
-from jobs.package import open_plain_tar, verify
-from service.archive.service import find_artifact
+from jobs.package import MANIFEST, open_plain_tar, read_images, verify
+from service.archive.service import fetch_to, find_artifact
 from service.archive.store import ArchiveStore
 from service.audit.service import record
 from service.errors import Invalid, NotFound
@@ -123,6 +123,15 @@ def register(session: Session, store: ArchiveStore, folder: Path, *, actor: User
     return record_package(session, check_package(store, folder), actor=actor, run_id=run_id)
 
 
+def images_of(store: ArchiveStore, version: DatasetVersion) -> list[tuple[dict[str, Any], bytes]]:
+    """Every image of a version with its manifest record, in manifest order, checked against the version's digest
+    and each image's sha256 as a job checks them."""
+    with tempfile.TemporaryDirectory(prefix="dataset-") as tmp:
+        local = {name: fetch_to(store, described["sha256"], Path(tmp) / name)
+                 for name, described in version.files.items() if name == MANIFEST or name.endswith(".tar")}
+        return read_images(local.pop(MANIFEST), local, version.digest)[1]
+
+
 def check_run_package(store: ArchiveStore, run: Run, artifact_sha256: str | None) -> CheckedPackage:
     """The package an ingest run made: its `dataset.tar` (by sha256) unpacked, plain files with plain names only,
     checked against the name its plan gave; no database, so it may take as long as a big package takes.
@@ -134,10 +143,7 @@ def check_run_package(store: ArchiveStore, run: Run, artifact_sha256: str | None
         raise Invalid(f"run {run.id} has no dataset.tar in the archive")
     with tempfile.TemporaryDirectory(prefix="dataset-") as tmp:
         folder = Path(tmp)
-        with (folder / ".package.tar").open("wb") as handle:
-            for block in store.open_range(artifact_sha256):
-                handle.write(block)
-        _unpack(folder / ".package.tar", folder)
+        _unpack(fetch_to(store, artifact_sha256, folder / ".package.tar"), folder)
         described = _described(folder)
         if described.get("name") != run.job_plan.get("name"):
             raise Invalid(f"the package is named {described.get('name')!r}, not {run.job_plan.get('name')!r}")
