@@ -158,3 +158,34 @@ def tick_until(scheduler, engine, run_id: int, done, timeout: float = 240):  # t
                 return run
         time.sleep(0.3)
     raise AssertionError(f"run {run_id} never got there: {run.state} {run.message}")
+
+
+# Ray's health checks at test speed: a node that stops answering is dead within about three seconds.
+FAST_HEALTH = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
+               "RAY_health_check_failure_threshold": "3"}
+
+
+def join_owners_machine(stack, session, head, backend, *, owner, admin, base_port: int,  # type: ignore[no-untyped-def]
+                        folder):
+    """An approved machine of `owner`'s joined to the head as `observatory pool join` joins it (its labels, its
+    credential in its node folder), stopped with `stack`; returns the machine, its worker and the worker's Ray
+    node id, once the head sees it alive."""
+    import time
+
+    from scheduler.local_ray import join_worker
+    from service.pool.standing import labels_for
+    from tests.factories import create_machine
+
+    alive_before = {n["node_id"] for n in backend.nodes() if n["state"] == "ALIVE"}
+    machine, machine_token = create_machine(session, owner, admin, cpus=1)
+    worker = join_worker(head_address=head.gcs_address, base_port=base_port, temp_dir=folder / "w", token=head.token,
+                         num_cpus=1, node_dir=folder / "worker-node", labels=labels_for(machine),
+                         machine_token=machine_token)
+    stack.callback(worker.stop)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        joined = [n["node_id"] for n in backend.nodes() if n["state"] == "ALIVE" and n["node_id"] not in alive_before]
+        if joined:
+            return machine, worker, joined[0]
+        time.sleep(0.3)
+    raise AssertionError(f"the owner's machine did not join the head; see {folder / 'w'}")

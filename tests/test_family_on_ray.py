@@ -23,7 +23,7 @@ from sqlmodel import Session, select
 
 import jobs.partition as partition_format
 from jobs import clusters
-from scheduler.local_ray import join_worker, start_head
+from scheduler.local_ray import start_head
 from scheduler.loop import Scheduler
 from scheduler.ray_backend import RayBackend
 from service.archive.service import list_artifacts, read_object, store_for
@@ -34,16 +34,13 @@ from service.datasets.withdrawals import withdraw
 from service.ledger.service import entries_for_run, run_charged
 from service.modelcards.families import rebuild_family, register_family
 from service.models import AttemptState, ModelVersion, Role, Run, RunGroup, RunState, User, WithdrawalReason
-from service.pool.standing import labels_for
-from tests.factories import TINY_TRAIN, award, create_call, create_machine, create_proposal, create_user
+from tests.factories import TINY_TRAIN, award, create_call, create_proposal, create_user
 from tests.live import live_server
-from tests.pools import tick_until
+from tests.pools import FAST_HEALTH, join_owners_machine, tick_until
 
 pytestmark = pytest.mark.ray
 # Clear of the other tests' Ray ports: head 13700+, its workers 13800-13899, dashboard 14700; worker 14000+.
 BASE = int(os.environ.get("OBSERVATORY_TEST_RAY_PORT", "6700")) + 7000
-FAST_HEALTH = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
-               "RAY_health_check_failure_threshold": "3"}
 PLAN = {**TINY_TRAIN, "dataset": "skimage-samples", "experts": 4, "steps": 500, "checkpoint_every": 50,
         "batch_size": 16, "sample_inference_steps": 4}
 
@@ -77,15 +74,9 @@ def test_a_family_trains_across_the_pool_survives_a_node_and_is_sampled_whole(tm
                           loopback_only=False, node_dir=tmp_path / "head-node", env=FAST_HEALTH)
         stack.callback(head.stop)
         admin, pi, owner = create_user(lite_session, Role.admin), create_user(lite_session), create_user(lite_session)
-        machine, machine_token = create_machine(lite_session, owner, admin, cpus=1)
-        worker = join_worker(head_address=head.gcs_address, base_port=BASE + 300, temp_dir=tmp_path / "w",
-                             token=token, num_cpus=1, node_dir=tmp_path / "worker-node", labels=labels_for(machine),
-                             machine_token=machine_token)
-        stack.callback(worker.stop)
         backend = RayBackend(head.dashboard_url, token)
-        while len([n for n in backend.nodes() if n["state"] == "ALIVE"]) < 2:
-            time.sleep(0.3)
-        worker_id = next(n["node_id"] for n in backend.nodes() if not n["is_head_node"])
+        _, worker, worker_id = join_owners_machine(stack, lite_session, head, backend, owner=owner, admin=admin,
+                                                   base_port=BASE + 300, folder=tmp_path)
         ensure_bundled(lite_session, store_for(settings))
         partition = _partitioned(lite_session, settings)
         call = create_call(lite_session, admin)

@@ -16,16 +16,15 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from scheduler.local_ray import join_worker, ray_env, ray_ports, start_head
+from scheduler.local_ray import ray_env, ray_ports, start_head
 from scheduler.loop import Scheduler
 from scheduler.ray_backend import RayBackend
 from service.attempts.service import attempts_of
 from service.models import AttemptState, Role, Run, RunState
 from service.pool import machines
-from service.pool.standing import labels_for
-from tests.factories import TINY_TRAIN, award, create_call, create_machine, create_proposal, create_user
+from tests.factories import TINY_TRAIN, award, create_call, create_proposal, create_user
 from tests.live import live_server
-from tests.pools import tick_until
+from tests.pools import join_owners_machine, tick_until
 
 pytestmark = pytest.mark.ray
 # Clear of the other tests' Ray ports: head 10700-10707, its workers 10800-10899, dashboard 11700; worker 11000+.
@@ -64,13 +63,8 @@ def test_no_token_no_join_and_a_revoked_machine_gets_no_work(tmp_path: Path, lit
         settings = served.model_copy(update={"job_python": sys.executable, "job_api_url": url,
                                              "run_on_head": False})
         admin, pi, owner = create_user(lite_session, Role.admin), create_user(lite_session), create_user(lite_session)
-        machine, machine_token = create_machine(lite_session, owner, admin, cpus=1)
-        worker = join_worker(head_address=head.gcs_address, base_port=BASE + 300, temp_dir=tmp_path / "w",
-                             token=token, num_cpus=1, node_dir=tmp_path / "worker-node", labels=labels_for(machine),
-                             machine_token=machine_token)
-        stack.callback(worker.stop)
-        while len(_alive(backend)) < 2:
-            time.sleep(0.3)
+        machine, _, _ = join_owners_machine(stack, lite_session, head, backend, owner=owner, admin=admin,
+                                            base_port=BASE + 300, folder=tmp_path)
         scheduler = Scheduler(lite_engine, settings, backend)
         call = create_call(lite_session, admin)
         _, moved = award(lite_session, admin, create_proposal(lite_session, pi, call, job_plan=LONG))

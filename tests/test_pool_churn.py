@@ -14,7 +14,6 @@ import secrets
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from sqlmodel import Session
 
 from jobs.kinds import job_kind
 from scheduler.accounting import work_ended_at
-from scheduler.local_ray import join_worker, start_head
+from scheduler.local_ray import start_head
 from scheduler.loop import Scheduler
 from scheduler.ray_backend import RayBackend
 from service.archive.service import list_artifacts, read_object, store_for
@@ -34,17 +33,14 @@ from service.attempts.service import attempts_of
 from service.datasets.service import ensure_bundled
 from service.ledger.service import entries_for_run, run_charged
 from service.models import AttemptState, Role, Run, RunState
-from service.pool.standing import labels_for
-from tests.factories import TINY_TRAIN, award, create_call, create_machine, create_proposal, create_user
+from tests.factories import TINY_TRAIN, award, create_call, create_proposal, create_user
 from tests.live import live_server
-from tests.pools import tick_until
+from tests.pools import FAST_HEALTH, join_owners_machine, tick_until
 from tests.s3 import s3_server
 
 pytestmark = pytest.mark.ray
 # The pool test's ports (see test_ray_pool): head 7100+, its workers 7200-7299, dashboard 8100; worker 7400+.
 BASE = int(os.environ.get("OBSERVATORY_TEST_RAY_PORT", "6700")) + 400
-FAST_HEALTH = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
-               "RAY_health_check_failure_threshold": "3"}
 PLAN = {**TINY_TRAIN, "steps": 1200, "checkpoint_every": 50, "batch_size": 16, "sample_inference_steps": 4}
 
 
@@ -78,15 +74,9 @@ def test_work_leaves_the_node_and_survives_its_loss(store: str, tmp_path: Path, 
         stack.callback(head.stop)
         client = JobSubmissionClient(head.dashboard_url, headers={"Authorization": f"Bearer {token}"})
         admin, pi, owner = create_user(lite_session, Role.admin), create_user(lite_session), create_user(lite_session)
-        machine, machine_token = create_machine(lite_session, owner, admin, cpus=1)
-        worker = join_worker(head_address=head.gcs_address, base_port=BASE + 300, temp_dir=tmp_path / "w",
-                             token=token, num_cpus=1, node_dir=tmp_path / "worker-node", labels=labels_for(machine),
-                             machine_token=machine_token)
-        stack.callback(worker.stop)
         backend = RayBackend(head.dashboard_url, token)
-        while len([n for n in backend.nodes() if n["state"] == "ALIVE"]) < 2:
-            time.sleep(0.3)
-        worker_id = next(n["node_id"] for n in backend.nodes() if not n["is_head_node"] and n["state"] == "ALIVE")
+        machine, worker, worker_id = join_owners_machine(stack, lite_session, head, backend, owner=owner, admin=admin,
+                                                         base_port=BASE + 300, folder=tmp_path)
         scheduler = Scheduler(lite_engine, settings, backend)
         call = create_call(lite_session, admin)
 

@@ -43,14 +43,13 @@ from service.pool import machines
 from tests import netns
 from tests.certs import Authority
 from tests.factories import TINY_TRAIN, award, create_call, create_machine, create_proposal, create_user
+from tests.pools import FAST_HEALTH
 from tests.s3 import CREDENTIALS
 
 pytestmark = pytest.mark.ray
 
 # Every host has its own ports: these are the same on each, and collide with nothing on this machine.
 GCS, DASHBOARD, PORTAL, S3, WORKER_PORTS = 6380, 8265, 8000, 9000, 7000
-FAST_HEALTH = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
-               "RAY_health_check_failure_threshold": "3"}
 LONG = {**TINY_TRAIN, "steps": 900, "checkpoint_every": 50, "batch_size": 16, "sample_inference_steps": 4}
 BIN = Path(sys.executable).parent
 
