@@ -98,6 +98,11 @@ def _wait_for(engine, run_id: int, until, timeout: float = 120) -> None:  # type
     raise AssertionError(f"run {run_id}: {current_run(engine, run_id).message}")
 
 
+def _shipped_step(engine, run_id: int) -> int:  # type: ignore[no-untyped-def]
+    with Session(engine) as session:
+        return max((a.checkpoint_step for a in attempts_of(session, run_id)), default=0)
+
+
 @pytest.mark.parametrize("outage", ["api", "archive"])
 def test_a_real_job_trains_through_an_outage_and_its_run_succeeds(outage, lite_engine, lite_session, lite_settings,
                                                                   tmp_path, monkeypatch) -> None:
@@ -127,6 +132,9 @@ def test_a_real_job_trains_through_an_outage_and_its_run_succeeds(outage, lite_e
         first.enter_context(live_server(settings, lite_engine, port=port))
         runner = _runner(url, pool.token(), tmp_path / "node", patience_s=120)
         _wait_for(lite_engine, run.id, lambda r: r.progress_detail.get("step", 0) >= 10, timeout=180)
+        # The outage starts once a checkpoint has arrived: on a busy machine the job may otherwise finish within
+        # the outage, and a job that ends well ships its final state with its outputs, not as a checkpoint.
+        _wait_for(lite_engine, run.id, lambda r: _shipped_step(lite_engine, r.id) >= 10, timeout=180)
         if outage == "archive":
             away.set()
             time.sleep(5)
