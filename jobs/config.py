@@ -17,15 +17,16 @@ MODEL_REF = r"^[a-z0-9][a-z0-9-]{0,79}@[1-9][0-9]{0,8}$"  # name@N
 SHA256 = r"^[0-9a-f]{64}$"
 # Fields the observatory fills in when it accepts a plan (what a name pointed to then), never a person.
 PINNED = ("dataset_digest", "base_checkpoint_sha256", "partition_sha256", "withdrawn_images")
+_FAMILY_PINNED = ("expert_checkpoints", "router_sha256", "partition")
 PINNED_BY_KIND = {"replication": ("checkpoint_sha256", "dataset", "dataset_digest", "samples_sha256",
-                                  "samples_metrics_sha256"),
-                  "extraction": ("checkpoint_sha256", "dataset", "dataset_digest"),
-                  "quality": ("checkpoint_sha256", "dataset", "dataset_digest"),
+                                  "samples_metrics_sha256", *_FAMILY_PINNED),
+                  "extraction": ("checkpoint_sha256", "dataset", "dataset_digest", *_FAMILY_PINNED),
+                  "quality": ("checkpoint_sha256", "dataset", "dataset_digest", *_FAMILY_PINNED),
                   "duplication": ("dataset_digest",),
                   "router": ("dataset_digest", "partition_sha256"),
                   "sample": ("expert_checkpoints", "router_sha256"),
                   "ablation": ("with_checkpoint_sha256", "without_checkpoint_sha256", "dataset", "dataset_digest",
-                               "left_out", "control", "left_out_classes", "control_classes")}
+                               "left_out", "control", "left_out_classes", "control_classes", *_FAMILY_PINNED)}
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no NUL or other control characters (PostgreSQL refuses NUL)
 
 
@@ -164,7 +165,7 @@ class SampleConfig(_Plan):
         description="For a family of experts: every expert weighted by the router (mixture), or only the top_k "
                     "experts the router weighs most at each step.")
     top_k: int = Field(1, ge=1, le=MAX_CLUSTERS, title="Experts per step (top_k routing)")
-    expert_checkpoints: list[Annotated[str, Field(pattern=SHA256)]] = Field(
+    expert_checkpoints: Sha256List = Field(
         default_factory=list, max_length=MAX_CLUSTERS, title="Experts' checkpoints (sha256)",
         description="Filled in by the observatory when the model is a family: its experts' checkpoints.")
     router_sha256: str | None = Field(None, pattern=SHA256, title="Router (sha256)",
@@ -223,7 +224,29 @@ class IngestConfig(_Plan):
         return self
 
 
-class _ModelAnalysisPlan(_Plan):
+Sha256List = list[Annotated[str, Field(pattern=SHA256)]]
+
+
+class _FamilyFiles(_Plan):
+    """What the observatory fills in when a plan names a family of experts (or one expert of it), and the images
+    withdrawn since, left out of whatever the job compares the model with."""
+
+    expert_checkpoints: Sha256List = Field(
+        default_factory=list, max_length=MAX_CLUSTERS, title="Experts' checkpoints (sha256)",
+        description="Filled in by the observatory when the model is a family: its experts' checkpoints.")
+    router_sha256: str | None = Field(None, pattern=SHA256, title="Router (sha256)",
+                                      description="Filled in by the observatory when the model is a family.")
+    partition: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", title="The experts' partition",
+                                  description="Filled in by the observatory when the model is a family.")
+    partition_sha256: str | None = Field(None, pattern=SHA256, title="Partition file (sha256)",
+                                         description="Filled in by the observatory when the model is a family.")
+    withdrawn_images: Sha256List = Field(
+        default_factory=list, max_length=100_000, title="Withdrawn images (sha256)",
+        description="Filled in by the observatory: images withdrawn from the observatory, left out of the "
+                    "comparison.")
+
+
+class _ModelAnalysisPlan(_FamilyFiles):
     """What the analyses of one model against its own training set share: the model (a registered version, or a
     finished training run's checkpoint) and, filled in when the plan is accepted, its checkpoint and training set."""
 
@@ -243,6 +266,9 @@ class _ModelAnalysisPlan(_Plan):
                       description="The first sample's seed; the others take the next ones.")
     inference_steps: int = Field(50, ge=1, le=4000, title="Denoising steps per sample")
     sampler: Literal["ddpm", "ddim"] = Field("ddim", title="Sampler")
+    expert: int | None = Field(None, ge=0, lt=MAX_CLUSTERS, title="One expert (families)",
+        description="For a family of experts: analyse expert N alone, against its own cluster of the training set. "
+                    "By default a family is analysed whole (its router-weighted ensemble) against the whole set.")
 
     @model_validator(mode="after")
     def _one_model(self) -> _ModelAnalysisPlan:
@@ -252,8 +278,9 @@ class _ModelAnalysisPlan(_Plan):
 
     @property
     def subject(self) -> str:
-        """What is analysed, as people read it: name@version, or run N."""
-        return self.model or f"run {self.run}"
+        """What is analysed, as people read it: name@version (or one expert of it), or run N."""
+        named = self.model or f"run {self.run}"
+        return named if self.expert is None else f"expert {self.expert} of {named}"
 
 
 class ReplicationConfig(_ModelAnalysisPlan):
@@ -283,6 +310,8 @@ class ReplicationConfig(_ModelAnalysisPlan):
         if sum(x is not None for x in (self.model, self.run, self.samples_from)) != 1:
             raise ValueError("name what is searched: a model version (model), a training run (run), or a sample "
                              "run's images (samples_from), one of them")
+        if self.expert is not None and self.model is None:
+            raise ValueError("expert: name the family's model version (model) to search one of its experts")
         return self
 
     @property
@@ -363,14 +392,20 @@ class RouterConfig(_Plan):
     seed: int = Field(0, ge=0, le=2**31 - 1, title="Router seed")
 
 
-class AblationConfig(_Plan):
+class AblationConfig(_FamilyFiles):
     """Leave-out ablation: two model versions trained alike, one without some authors' images. Do the samples of
     the model that saw those images come closer to them than its twin's do, beyond what both do for images neither
-    saw? With bootstrap confidence intervals, and one sentence saying what the numbers show."""
+    saw? With bootstrap confidence intervals, and one sentence saying what the numbers show. A family of experts
+    is its own twin at no training cost: the family minus one expert has not seen that expert's cluster
+    (`without_expert`); the control is then the other clusters, which both saw."""
 
     kind: Literal["ablation"] = "ablation"
     with_model: str = Field(pattern=MODEL_REF, title="Model that saw them", description="name@version")
-    without_model: str = Field(pattern=MODEL_REF, title="Its twin that did not", description="name@version")
+    without_model: str | None = Field(None, pattern=MODEL_REF, title="Its twin that did not",
+                                      description="name@version; or, for a family, name an expert to leave out.")
+    without_expert: int | None = Field(None, ge=0, lt=MAX_CLUSTERS, title="Or: the family minus this expert",
+        description="When the model is a family of experts: its twin is the family without expert N, which never "
+                    "saw cluster N.")
     samples: int = Field(64, ge=2, le=4096, title="Samples per model",
                          description="Drawn from each model with the same seeds.")
     seed: int = Field(0, ge=0, le=2**31 - 1, title="Random seed",
@@ -395,6 +430,18 @@ class AblationConfig(_Plan):
                                                     "not see.")
     control_classes: list[str] = Field(default_factory=list, title="Classes seen by neither",
                                        description="Filled in by the observatory: the classes both left out.")
+
+    @model_validator(mode="after")
+    def _one_twin(self) -> AblationConfig:
+        if (self.without_model is None) == (self.without_expert is None):
+            raise ValueError("name the twin: a model version (without_model) or, for a family, the expert left out "
+                             "(without_expert), one of them")
+        return self
+
+    @property
+    def twin(self) -> str:
+        """The twin, as people read it."""
+        return self.without_model or f"{self.with_model} without expert {self.without_expert}"
 
 
 Plan = (TrainConfig | SampleConfig | IngestConfig | ReplicationConfig | DuplicationConfig | RouterConfig
@@ -463,7 +510,8 @@ def estimated_seconds(plan: Plan) -> float:
         images = (len(plan.image_seeds) if isinstance(plan, SampleConfig)
                   else plan.samples_per_class if isinstance(plan, ExtractionConfig) else plan.samples)
         images *= 2 if isinstance(plan, AblationConfig) else 1  # an ablation samples both twins
-        return images * plan.inference_steps * REFERENCE_SECONDS_PER_STEP * per_image / ref
+        experts = len(plan.expert_checkpoints) or 1  # a family runs each of its experts at every step
+        return images * experts * plan.inference_steps * REFERENCE_SECONDS_PER_STEP * per_image / ref
     step = _work(plan.resolution, plan.block_out_channels, plan.layers_per_block, plan.batch_size)
     per_image = _work(plan.resolution, plan.block_out_channels, plan.layers_per_block, 1) / 3
     train = plan.steps * plan.gradient_accumulation * REFERENCE_SECONDS_PER_STEP * step / ref

@@ -10,6 +10,7 @@ from jobs.config import JOB_KINDS
 from jobs.outputs import OutputSpec
 
 PNG, JSON = "image/png", "application/json"
+FAMILY_INPUTS = ("expert_checkpoints", "router_sha256", "partition_sha256")  # a family's files (or one expert's)
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ KINDS: dict[str, JobKind] = {
         OutputSpec("results.json", "analysis-results", JSON),
         OutputSpec("report.html", "report", "text/html; charset=utf-8"),
         OutputSpec("pairs.png", "pairs", PNG),
-    ), inputs=("checkpoint_sha256", "samples_sha256", "samples_metrics_sha256"), uses_dataset=True),
+    ), inputs=("checkpoint_sha256", "samples_sha256", "samples_metrics_sha256", *FAMILY_INPUTS), uses_dataset=True),
     "duplication": JobKind("duplication", "jobs.analysis.duplication", (
         OutputSpec("results.json", "analysis-results", JSON),
         OutputSpec("report.html", "report", "text/html; charset=utf-8"),
@@ -71,15 +72,15 @@ KINDS: dict[str, JobKind] = {
     "extraction": JobKind("extraction", "jobs.analysis.extraction", (
         OutputSpec("results.json", "analysis-results", JSON),
         OutputSpec("report.html", "report", "text/html; charset=utf-8"),
-    ), inputs=("checkpoint_sha256",), uses_dataset=True),
+    ), inputs=("checkpoint_sha256", *FAMILY_INPUTS), uses_dataset=True),
     "quality": JobKind("quality", "jobs.analysis.quality", (
         OutputSpec("results.json", "analysis-results", JSON),
         OutputSpec("report.html", "report", "text/html; charset=utf-8"),
-    ), inputs=("checkpoint_sha256",), uses_dataset=True),
+    ), inputs=("checkpoint_sha256", *FAMILY_INPUTS), uses_dataset=True),
     "ablation": JobKind("ablation", "jobs.analysis.ablation", (
         OutputSpec("results.json", "analysis-results", JSON),
         OutputSpec("report.html", "report", "text/html; charset=utf-8"),
-    ), inputs=("with_checkpoint_sha256", "without_checkpoint_sha256"), uses_dataset=True),
+    ), inputs=("with_checkpoint_sha256", "without_checkpoint_sha256", *FAMILY_INPUTS), uses_dataset=True),
     "router": JobKind("router", "jobs.router", (
         OutputSpec("router.pt", "router", "application/octet-stream"),
         OutputSpec("metrics.json", "metrics", JSON),

@@ -13,15 +13,12 @@ import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
 
 from jobs import family, progress
 from jobs.config import SampleConfig
 from jobs.imaging import to_grid
 from jobs.kinds import KINDS
-from jobs.model import class_labels, draw_samples, load_checkpoint, pick_device
+from jobs.model import class_labels, draw_samples, pick_device
 from jobs.outputs import declare
 
 
@@ -46,7 +43,8 @@ def parse(argv: list[str] | None = None) -> Args:
 def main(cfg: SampleConfig, checkpoint: Path | None, output: Path, inputs: dict[str, Path] | None = None) -> None:
     device = pick_device()
     output.mkdir(parents=True, exist_ok=True)
-    unet, noise_scheduler, meta = _model(cfg, checkpoint, dict(inputs or {}), device)
+    unet, noise_scheduler, meta = family.subject(cfg.expert_checkpoints, checkpoint, dict(inputs or {}), device,
+                                                 top_k=cfg.top_k if cfg.routing == "top_k" else None)
     seeds = cfg.image_seeds
     labels = class_labels(list(meta.get("classes") or []), cfg.classes, len(seeds))
     samples = draw_samples(
@@ -64,21 +62,6 @@ def main(cfg: SampleConfig, checkpoint: Path | None, output: Path, inputs: dict[
          "checkpoint_meta": meta}, indent=2, default=str))
     declare(output, KINDS["sample"].outputs)
     print(f"done: {cfg.count} samples", flush=True)
-
-
-def _model(cfg: SampleConfig, checkpoint: Path | None, inputs: dict[str, Path],
-           device: torch.device) -> tuple[Any, Any, dict[str, Any]]:
-    """The model to sample: the plan's family of experts with its router, or its one checkpoint."""
-    if not cfg.expert_checkpoints:
-        if checkpoint is None:
-            raise ValueError("the plan's checkpoint was not sent to the job")
-        return load_checkpoint(checkpoint, device)
-    names = [f"expert_checkpoints:{i}" for i in range(len(cfg.expert_checkpoints))]
-    missing = [name for name in [*names, "router_sha256"] if name not in inputs]
-    if missing:
-        raise ValueError(f"the family's files were not all sent to the job: {', '.join(missing)}")
-    return family.load([inputs[name] for name in names], inputs["router_sha256"], device,
-                       top_k=cfg.top_k if cfg.routing == "top_k" else None)
 
 
 if __name__ == "__main__":

@@ -157,11 +157,42 @@ def test_a_finished_family_registers_as_one_version_that_sampling_takes_whole(li
                             ).status_code == 409
     page = lite_client.get("/models/fam/1")
     assert page.status_code == 200 and "A family of 2 experts" in page.text and "cluster 1" in page.text
-    # Sampling the family takes every expert and the router; analyses and fine-tunes refuse it by name.
+    # Sampling the family takes every expert and the router; so do its analyses, whole or one expert against its
+    # own cluster; a family minus one expert is an ablation's twin. Fine-tunes refuse it.
+    checkpoints = [e["checkpoint_sha256"] for e in card["family"]["experts"]]
     sample = validate_job_plan(lite_session, pi, {"kind": "sample", "model": "fam@1", "count": 2})
-    assert sample.expert_checkpoints == [e["checkpoint_sha256"] for e in card["family"]["experts"]]
+    assert sample.expert_checkpoints == checkpoints
     assert sample.router_sha256 == card["family"]["router"]["sha256"]
-    for refused in ({"kind": "quality", "model": "fam@1"}, {**TINY_TRAIN, "base_model": "fam@1"},
+    whole = validate_job_plan(lite_session, pi, {"kind": "quality", "model": "fam@1"})
+    assert whole.expert_checkpoints == checkpoints and whole.router_sha256 == card["family"]["router"]["sha256"]
+    assert whole.partition == found.digest and whole.partition_sha256 == found.file_sha256
+    one = validate_job_plan(lite_session, pi, {"kind": "replication", "model": "fam@1", "expert": 1})
+    assert (one.checkpoint_sha256, one.expert_checkpoints, one.router_sha256) == (checkpoints[1], [], None)
+    assert one.partition == found.digest and one.subject == "expert 1 of fam@1"
+    twin = validate_job_plan(lite_session, pi, {"kind": "ablation", "with_model": "fam@1", "without_expert": 0})
+    assert twin.expert_checkpoints == checkpoints and twin.without_checkpoint_sha256 is None
+    assert twin.twin == "fam@1 without expert 0" and twin.dataset == "skimage-samples@1"
+    for refused in ({"kind": "replication", "model": "fam@1", "expert": 2},
+                    {"kind": "ablation", "with_model": "fam@1", "without_expert": 2},
+                    {"kind": "ablation", "with_model": "fam@1"},
+                    {**TINY_TRAIN, "base_model": "fam@1"},
                     {"kind": "sample", "checkpoint_sha256": "a" * 64, "router_sha256": "b" * 64}):
         with pytest.raises(DomainError):
             validate_job_plan(lite_session, pi, refused)
+    # Nobody points a job at checkpoints by hand: what a plan says of a family's files is replaced when pinned.
+    forged = validate_job_plan(lite_session, pi, {"kind": "quality", "run": runs[0].id,
+                                                   "expert_checkpoints": ["f" * 64], "router_sha256": "f" * 64})
+    assert (forged.expert_checkpoints, forged.router_sha256, forged.partition) == ([], None, None)
+    with pytest.raises(DomainError, match="family's model version"):
+        validate_job_plan(lite_session, pi, {"kind": "quality", "run": runs[0].id, "expert": 0})
+    # The family's page shows the router's accuracy by noise level, its version and the analyses of it.
+    _, searched = award(lite_session, admin, create_proposal(lite_session, pi, create_call(lite_session, admin),
+                                                             job_plan={"kind": "replication", "model": "fam@1",
+                                                                       "expert": 1, "samples": 4}))
+    api = lite_client.get(f"/api/families/{group_id}", headers=headers).json()
+    assert api["router_accuracy"][0] == 0.9 and api["chance"] == 0.5 and api["versions"] == ["fam@1"]
+    assert post_form(lite_client, "/login", {"email": admin.email, "password": PASSWORD, "next": "/"},
+                     follow_redirects=False).status_code == 303
+    page = lite_client.get(f"/families/{group_id}").text
+    assert 'id="router-accuracy"' in page and page.count("<rect x=") == 10 and "Lowest noise: 90%" in page
+    assert 'href="/models/fam/1"' in page and f'href="/runs/{searched.id}"' in page and "(expert 1)" in page

@@ -53,3 +53,17 @@ def scatter_log_x(points: list[tuple[float, float, str]], width: int = 420, heig
              "y": round(height - pad - max(0.0, min(1.0, y)) * (height - 2 * pad), 1), "label": label}
             for lx, (_, y, label) in zip(logs, usable, strict=True)]
     return {"dots": dots, "width": width, "height": height, "pad": pad, "low": 10**low, "high": 10**high}
+
+
+def bars(values: list[float], level: float | None = None, width: int = 360, height: int = 120,
+         pad: int = 6) -> dict[str, Any] | None:
+    """Bars for values in [0, 1] (x, y, width, height each) and an optional level line (its y): None if empty."""
+    finite = [min(max(float(v), 0.0), 1.0) for v in values if isinstance(v, int | float) and math.isfinite(v)]
+    if not finite:
+        return None
+    step = (width - 2 * pad) / len(finite)
+    inner = height - 2 * pad
+    shapes = [{"x": round(pad + i * step + 1, 1), "y": round(pad + inner * (1 - v), 1),
+               "w": round(max(step - 2, 1), 1), "h": round(inner * v, 1), "value": v} for i, v in enumerate(finite)]
+    line = None if level is None else round(pad + inner * (1 - min(max(level, 0.0), 1.0)), 1)
+    return {"bars": shapes, "level": line, "width": width, "height": height}

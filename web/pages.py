@@ -32,7 +32,7 @@ from service.deps import (
 from service.errors import DomainError
 from service.ledger.service import run_charged
 from service.modelcards import service as model_service
-from service.models import Proposal, Role, User
+from service.models import Proposal, Role, Run, User
 from service.pool import service as pool
 from service.proposals import access, team
 from service.proposals import service as proposals
@@ -42,7 +42,7 @@ from service.runs import families
 from service.runs import service as runs
 from service.timeutil import utcnow
 from service.types import IdPath, IdQuery
-from web.charts import loss_chart, loss_chart_from_metrics
+from web.charts import bars, loss_chart, loss_chart_from_metrics
 from web.forms import field_errors, plan_fields, plan_from_form, service_plan_error
 from web.render import act as _act
 from web.render import flash, form_fields, render
@@ -467,10 +467,15 @@ def run_page(run_id: IdPath, request: Request, user: CurrentUser, session: Sessi
 
 
 @router.get("/families/{group_id}")
-def family_page(group_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
+def family_page(group_id: IdPath, request: Request, user: CurrentUser, session: SessionDep,
+                settings: SettingsDep):
     group = families.get_visible(session, actor=user, group_id=group_id)
-    return render(request, "family.html", {"family": families.describe_family(session, group),
-                                           "proposal": session.get(Proposal, group.proposal_id)})
+    family = families.describe_family(session, group, archive.store_for(settings))
+    router = next((m.run for m in family.members if m.role == "router"), None)
+    found = analyses.of_training_run(session, user, session.get(Run, router.id)) if router else []
+    return render(request, "family.html", {
+        "family": family, "proposal": session.get(Proposal, group.proposal_id), "analyses": found,
+        "router_run": router, "accuracy": bars(family.router_accuracy or [], family.chance)})
 
 
 @router.post("/runs/{run_id}/cancel")

@@ -2,7 +2,10 @@
 its twin that did not? ("Train it without X and see whether it still generates 'by X'.")
 
 Run by jobs.runner as `python -m jobs.analysis.ablation --config JSON --inputs JSON --output DIR`; the inputs are
-the two checkpoints (`with_checkpoint_sha256`, `without_checkpoint_sha256`) and the twins' dataset version.
+the two checkpoints (`with_checkpoint_sha256`, `without_checkpoint_sha256`) and the twins' dataset version; or, for
+a family of experts and its twin without one expert (`without_expert`), the family's files (`expert_checkpoints:…`,
+`router_sha256`, `partition_sha256`): the left-out images are then that expert's cluster, and the control the other
+clusters, which both the family and its twin saw.
 
 Both models draw `samples` images with the same seeds. For each image of the left-out authors and classes (L), and
 of the control authors and classes that neither model saw (C), its closeness to a model is the highest descriptor
@@ -24,20 +27,40 @@ from typing import Any
 import numpy as np
 
 from jobs import dataset as datasets
-from jobs import progress
+from jobs import family, progress
 from jobs.analysis import descriptors, report
-from jobs.analysis.common import arguments, rounded, to_unit, write
+from jobs.analysis.common import arguments, cluster_of, rounded, to_unit, write
 from jobs.config import AblationConfig
 from jobs.model import class_labels, draw_samples, load_checkpoint, pick_device
 
 
-def _samples(checkpoint: Path, cfg: AblationConfig) -> tuple[np.ndarray, int]:
+def _draw(model: Any, scheduler: Any, meta: dict[str, Any], cfg: AblationConfig) -> tuple[np.ndarray, int]:
     device = pick_device()
-    unet, scheduler, meta = load_checkpoint(checkpoint, device)
     seeds = [cfg.seed + i for i in range(cfg.samples)]
     labels = class_labels(list(meta.get("classes") or []), [], len(seeds))
-    drawn = draw_samples(unet, scheduler, seeds, cfg.inference_steps, device, sampler=cfg.sampler, labels=labels)
-    return to_unit(drawn), int(unet.config.sample_size)
+    drawn = draw_samples(model, scheduler, seeds, cfg.inference_steps, device, sampler=cfg.sampler, labels=labels)
+    return to_unit(drawn), int(model.config.sample_size)
+
+
+def twins_samples(cfg: AblationConfig, checkpoints: dict[str, Path | None],
+                  inputs: dict[str, Path]) -> tuple[tuple[np.ndarray, int], tuple[np.ndarray, int]]:
+    """The samples of the model and of its twin, the same seeds: two checkpoints, or a family whole and minus one
+    expert."""
+    device = pick_device()
+    if cfg.without_expert is not None:
+        whole, scheduler, meta = family.from_inputs(len(cfg.expert_checkpoints), inputs, device)
+        seen = _draw(whole, scheduler, meta, cfg)
+        progress.report(1, 3, phase="sample")
+        whole.leave_out = cfg.without_expert
+        return seen, _draw(whole, scheduler, meta, cfg)
+    drawn = []
+    for name in ("with", "without"):
+        checkpoint = checkpoints.get(name)
+        if checkpoint is None:
+            raise ValueError(f"the {name}-model's checkpoint was not sent to the job")
+        drawn.append(_draw(*load_checkpoint(checkpoint, device), cfg))
+        progress.report(len(drawn), 3, phase="sample")
+    return drawn[0], drawn[1]
 
 
 def closeness(similarity: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> float:
@@ -78,12 +101,26 @@ def named(authors: list[str], classes: list[str]) -> str:
     return ", ".join([*authors, *(f"class {c}" for c in classes)])
 
 
-def sentence(effect: dict[str, float], left_out: list[str]) -> str:
+def left_out_words(config: dict[str, Any]) -> str:
+    """What the twin did not see, in words: a family's cluster, or authors and classes."""
+    if config.get("without_expert") is not None:
+        return f"cluster {config['without_expert']}"
+    return named(config["left_out"], config.get("left_out_classes", []))
+
+
+def control_words(config: dict[str, Any]) -> str:
+    if config.get("without_expert") is not None:
+        return "the other clusters (seen by both)"
+    return f"seen by neither: {named(config['control'], config.get('control_classes', []))}"
+
+
+def sentence(effect: dict[str, float], left_out: list[str], both_saw_control: bool = False) -> str:
     who = ", ".join(left_out)
     interval = f"{effect['value']:.3f} (95% interval {effect['low']:.3f} to {effect['high']:.3f})"
+    control = "images both saw" if both_saw_control else "images neither saw"
     if effect["low"] > 0:
         return (f"The model that saw the images of {who} makes pictures closer to them than its twin that did not, "
-                f"by {interval} in descriptor similarity beyond what it does for images neither saw: training on "
+                f"by {interval} in descriptor similarity beyond what it does for {control}: training on "
                 f"them left a trace specific to them.")
     if effect["high"] < 0:
         return (f"The twin that never saw the images of {who} comes closer to them than the model that did, by "
@@ -92,16 +129,21 @@ def sentence(effect: dict[str, float], left_out: list[str]) -> str:
             f"samples the two models cannot be told apart on the images of {who}.")
 
 
-def analyse(cfg: AblationConfig, checkpoints: dict[str, Path], inputs: dict[str, Path]) -> tuple[dict, dict]:
-    with_samples, side = _samples(checkpoints["with"], cfg)
-    progress.report(1, 3, phase="sample")
-    without_samples, other_side = _samples(checkpoints["without"], cfg)
+def analyse(cfg: AblationConfig, checkpoints: dict[str, Path | None],
+            inputs: dict[str, Path]) -> tuple[dict, dict]:
+    (with_samples, side), (without_samples, other_side) = twins_samples(cfg, checkpoints, inputs)
     progress.report(2, 3, phase="sample")
     if side != other_side:
         raise ValueError(f"the twins draw {side}- and {other_side}-pixel images: they were not trained alike")
-    data = datasets.load(inputs, cfg.dataset_digest, side, name=cfg.dataset or "")
-    left, control = (members(data.entries, authors, classes)
-                     for authors, classes in ((cfg.left_out, cfg.left_out_classes), (cfg.control, cfg.control_classes)))
+    data = datasets.load(inputs, cfg.dataset_digest, side, name=cfg.dataset or "",
+                         withdrawn=set(cfg.withdrawn_images))
+    if cfg.without_expert is not None:
+        cluster = cluster_of(cfg, inputs, cfg.without_expert)
+        inside = np.array([str(e.get("image_sha256")) in cluster for e in data.entries], dtype=bool)
+        left, control = np.flatnonzero(inside), np.flatnonzero(~inside)
+    else:
+        left, control = (members(data.entries, authors, classes) for authors, classes in
+                         ((cfg.left_out, cfg.left_out_classes), (cfg.control, cfg.control_classes)))
     if len(left) == 0 or len(control) == 0:
         raise ValueError("the dataset has no image of what was left out, or none of the control")
     images = to_unit(data.images)
@@ -126,7 +168,9 @@ def analyse(cfg: AblationConfig, checkpoints: dict[str, Path], inputs: dict[str,
         "kind": "ablation", "config": cfg.model_dump(mode="json"),
         "dataset": {"ref": cfg.dataset, "digest": data.digest, "left_out_images": len(left),
                     "control_images": len(control)},
-        "scores": scores, "sentence": sentence(scores["effect"], [named(cfg.left_out, cfg.left_out_classes)]),
+        "twin": cfg.twin, "scores": scores,
+        "sentence": sentence(scores["effect"], [left_out_words(cfg.model_dump(mode="json"))],
+                             both_saw_control=cfg.without_expert is not None),
         "nearest": nearest,
     })
     return results, {"with": with_samples, "without": without_samples, "images": images}
@@ -169,13 +213,12 @@ def render(results: dict[str, Any], pictures: dict[str, np.ndarray]) -> str:
     table = "".join(f"<tr><td>{html.escape(key.replace('_', ' '))}</td><td>{v['value']:.4f}</td>"
                     f"<td>{v['low']:.4f} to {v['high']:.4f}</td></tr>" for key, v in s.items())
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>Leave-out ablation · {html.escape(cfg["with_model"])} vs {html.escape(cfg["without_model"])}</title>
+<title>Leave-out ablation · {html.escape(cfg["with_model"])} vs {html.escape(results["twin"])}</title>
 <style>{report.STYLE}</style></head><body>
-<h1>Leave-out ablation: {html.escape(cfg["with_model"])} and its twin {html.escape(cfg["without_model"])}</h1>
+<h1>Leave-out ablation: {html.escape(cfg["with_model"])} and its twin {html.escape(results["twin"])}</h1>
 <p id="sentence"><strong>{html.escape(results["sentence"])}</strong></p>
-<p>Left out of the twin: {html.escape(named(cfg["left_out"], cfg.get("left_out_classes", [])))}
-({results["dataset"]["left_out_images"]} images); seen by neither (the control):
-{html.escape(named(cfg["control"], cfg.get("control_classes", [])))}
+<p>Left out of the twin: {html.escape(left_out_words(cfg))}
+({results["dataset"]["left_out_images"]} images); the control, {html.escape(control_words(cfg))}
 ({results["dataset"]["control_images"]} images). {cfg["samples"]} samples from each model, the same seeds;
 {cfg["bootstrap"]} bootstrap resamples.</p>
 {plot(s)}
@@ -186,16 +229,17 @@ def render(results: dict[str, Any], pictures: dict[str, np.ndarray]) -> str:
 """
 
 
-def main(cfg: AblationConfig, checkpoints: dict[str, Path], inputs: dict[str, Path], output: Path) -> dict:
+def main(cfg: AblationConfig, checkpoints: dict[str, Path | None], inputs: dict[str, Path], output: Path) -> dict:
     results, pictures = analyse(cfg, checkpoints, inputs)
     write(output, "ablation", results, render(results, pictures))
     print(f"done: {results['sentence']}", flush=True)
     return results
 
 
-def parse(argv: list[str] | None = None) -> tuple[AblationConfig, dict[str, Path], dict[str, Path], Path]:
+def parse(argv: list[str] | None = None) -> tuple[AblationConfig, dict[str, Path | None], dict[str, Path], Path]:
     config, inputs, output = arguments("jobs.analysis.ablation", __doc__, argv)
-    checkpoints = {"with": inputs.pop("with_checkpoint_sha256"), "without": inputs.pop("without_checkpoint_sha256")}
+    checkpoints = {"with": inputs.pop("with_checkpoint_sha256", None),
+                   "without": inputs.pop("without_checkpoint_sha256", None)}
     return AblationConfig.model_validate_json(config), checkpoints, inputs, output
 
 

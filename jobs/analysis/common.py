@@ -1,5 +1,6 @@
-"""What the analyses share: images as arrays in [0, 1], the tile grid, results rounded to compare byte for byte,
-their command line and the outputs they write."""
+"""What the analyses share: the model analysed (one checkpoint, a family of experts or one expert of it) and the
+training images it is compared with, images as arrays in [0, 1], the tile grid, results rounded to compare byte
+for byte, their command line and the outputs they write."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
+from jobs import dataset as datasets
+from jobs import family, partition
 from jobs.kinds import KINDS
 from jobs.outputs import declare
 
@@ -30,6 +33,30 @@ def rounded(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return value
+
+
+def subject(cfg: Any, checkpoint: Path | None, inputs: dict[str, Path],
+            device: torch.device) -> tuple[Any, Any, dict[str, Any]]:
+    """The model a plan analyses: its family of experts (sampled as one ensemble), or its one checkpoint (a model,
+    or one expert of a family)."""
+    return family.subject(cfg.expert_checkpoints, checkpoint, inputs, device)
+
+
+def cluster_of(cfg: Any, inputs: dict[str, Path], expert: int) -> set[str]:
+    """The images (sha256) of one expert's cluster of the plan's partition."""
+    if cfg.partition is None:
+        raise ValueError("the plan names an expert but no partition")
+    cut = partition.from_inputs(inputs, cfg.partition, cfg.dataset_digest)
+    return {sha for sha, cluster in cut["assignment"].items() if cluster == expert}
+
+
+def training_set(cfg: Any, inputs: dict[str, Path], side: int) -> datasets.Dataset:
+    """What the model is compared with: its training set (for one expert of a family, that expert's cluster alone),
+    without the images withdrawn from the observatory."""
+    expert = getattr(cfg, "expert", None)
+    return datasets.load(inputs, cfg.dataset_digest, side, name=cfg.dataset or "",
+                         only=None if expert is None else cluster_of(cfg, inputs, expert),
+                         withdrawn=set(cfg.withdrawn_images))
 
 
 def to_unit(images: torch.Tensor) -> np.ndarray:
@@ -56,7 +83,7 @@ def model_analysis_arguments(prog: str, doc: str | None, config_type: type[T],
                              argv: list[str] | None = None) -> tuple[T, Path, dict[str, Path], Path]:
     """The command line of an analysis of one model: (its plan, the checkpoint, the other inputs, the output)."""
     config, inputs, output = arguments(prog, doc, argv)
-    return config_type.model_validate_json(config), inputs.pop("checkpoint_sha256"), inputs, output
+    return config_type.model_validate_json(config), inputs.pop("checkpoint_sha256", None), inputs, output
 
 
 def write(output: Path, kind: str, results: dict[str, Any], page: str) -> None:

@@ -23,13 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from jobs import dataset as datasets
 from jobs import progress
 from jobs.analysis import descriptors, report, search
-from jobs.analysis.common import grid_for, model_analysis_arguments, rounded, to_unit, write
+from jobs.analysis.common import grid_for, model_analysis_arguments, rounded, subject, to_unit, training_set, write
 from jobs.analysis.replication import NEIGHBOURHOOD, calibrate, ratios
 from jobs.config import ExtractionConfig
-from jobs.model import draw_samples, load_checkpoint, pick_device
+from jobs.model import draw_samples, pick_device
 
 GENERATION_FRACTION = 0.5  # near duplicates among generations: under this fraction of the training pairs' distance
 
@@ -107,9 +106,9 @@ def cliques_of(edges: list[tuple[int, int]], count: int, smallest: int) -> list[
     return sorted(found, key=lambda g: (-len(g), g[0]))
 
 
-def analyse(cfg: ExtractionConfig, checkpoint: Path, inputs: dict[str, Path]) -> tuple[dict[str, Any], dict]:
+def analyse(cfg: ExtractionConfig, checkpoint: Path | None, inputs: dict[str, Path]) -> tuple[dict[str, Any], dict]:
     device = pick_device()
-    unet, scheduler, meta = load_checkpoint(checkpoint, device)
+    unet, scheduler, meta = subject(cfg, checkpoint, inputs, device)
     side = int(unet.config.sample_size)
     classes = list(meta.get("classes") or [])
     per = cfg.samples_per_class
@@ -123,7 +122,7 @@ def analyse(cfg: ExtractionConfig, checkpoint: Path, inputs: dict[str, Path]) ->
         labels += [c] * per
         progress.report(c + 1, max(1, len(classes)) + 1, phase="sample")
     samples = to_unit(torch.cat(drawn))
-    data = datasets.load(inputs, cfg.dataset_digest, side, name=cfg.dataset or "")
+    data = training_set(cfg, inputs, side)
     shas = [e["image_sha256"] for e in data.entries]
     repeats = Counter(shas)
     _, first = np.unique(shas, return_index=True)

@@ -36,12 +36,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from jobs import dataset as datasets
 from jobs import progress
 from jobs.analysis import descriptors, report, search
-from jobs.analysis.common import model_analysis_arguments, rounded, to_unit, write
+from jobs.analysis.common import model_analysis_arguments, rounded, subject, to_unit, training_set, write
 from jobs.config import QualityConfig
-from jobs.model import class_labels, draw_samples, load_checkpoint, pick_device
+from jobs.model import class_labels, draw_samples, pick_device
 
 MAX_REFERENCE = 10_000  # training images compared with, at most (a fixed random choice of the distinct ones)
 KID_SUBSET = 1000  # images per KID subset, at most
@@ -138,9 +137,9 @@ def embed(images: np.ndarray, network: Any, device: torch.device, batch: int = 2
 # ---- the job --------------------------------------------------------------------------------------------------
 
 
-def analyse(cfg: QualityConfig, checkpoint: Path, inputs: dict[str, Path]) -> tuple[dict[str, Any], dict]:
+def analyse(cfg: QualityConfig, checkpoint: Path | None, inputs: dict[str, Path]) -> tuple[dict[str, Any], dict]:
     device = pick_device()
-    unet, noise_scheduler, meta = load_checkpoint(checkpoint, device)
+    unet, noise_scheduler, meta = subject(cfg, checkpoint, inputs, device)
     side = int(unet.config.sample_size)
     network, weights = feature_network() if cfg.features == "inception" else (None, None)
     seeds = [cfg.seed + i for i in range(cfg.samples)]
@@ -148,7 +147,7 @@ def analyse(cfg: QualityConfig, checkpoint: Path, inputs: dict[str, Path]) -> tu
     drawn = draw_samples(unet, noise_scheduler, seeds, cfg.inference_steps, device,
                          lambda done, total: progress.report(done, total + 1, phase="sample"),
                          sampler=cfg.sampler, labels=labels)
-    data = datasets.load(inputs, cfg.dataset_digest, side, name=cfg.dataset or "")
+    data = training_set(cfg, inputs, side)
     _, first = np.unique([e["image_sha256"] for e in data.entries], return_index=True)
     if len(first) < 4:
         raise ValueError(f"the training set has {len(first)} distinct images; comparing distributions needs 4")

@@ -34,10 +34,10 @@ from PIL import Image
 from jobs import dataset as datasets
 from jobs import progress
 from jobs.analysis import descriptors, report, search
-from jobs.analysis.common import grid_for, model_analysis_arguments, rounded, to_unit, write
+from jobs.analysis.common import grid_for, model_analysis_arguments, rounded, subject, to_unit, training_set, write
 from jobs.config import ReplicationConfig
 from jobs.imaging import from_grid
-from jobs.model import class_labels, draw_samples, load_checkpoint, pick_device
+from jobs.model import class_labels, draw_samples, pick_device
 
 NEIGHBOURHOOD = 50  # the nearest training images a distance is compared with (Carlini et al. use 50)
 SHOWN = 48  # pairs shown in the report and offered for marking
@@ -119,12 +119,12 @@ def sampled(inputs: dict[str, Path], side: int, classes: list[str]) -> tuple[np.
     return images, [int(i["seed"]) for i in drawn], labels
 
 
-def analyse(cfg: ReplicationConfig, checkpoint: Path, inputs: dict[str, Path]) -> tuple[dict[str, Any], dict]:
+def analyse(cfg: ReplicationConfig, checkpoint: Path | None, inputs: dict[str, Path]) -> tuple[dict[str, Any], dict]:
     """The results, and what the report shows (pictures and provenance)."""
     device = pick_device()
-    unet, noise_scheduler, meta = load_checkpoint(checkpoint, device)
+    unet, noise_scheduler, meta = subject(cfg, checkpoint, inputs, device)
     side = int(unet.config.sample_size)
-    data = datasets.load(inputs, cfg.dataset_digest, side, name=cfg.dataset or "")
+    data = training_set(cfg, inputs, side)
     if "samples_sha256" in inputs:
         samples, seeds, labels = sampled(inputs, side, list(meta.get("classes") or []))
     else:

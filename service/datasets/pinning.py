@@ -172,10 +172,17 @@ def pin_model_analysis(session: Session, actor: User, plan: ModelAnalysis) -> An
     """An analysis measures a model against its own training set: a model version's, a finished training run's,
     or (a replication search of a sample run's images) the model that sample run drew from. Runs are only those
     whose outputs the actor may download."""
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {**NO_FAMILY, "withdrawn_images": withdrawn_images(session, [])}
+    if plan.expert is not None and not plan.model:
+        raise Invalid("job_plan.expert: name the family's model version (model) to analyse one of its experts")
     if plan.model:
-        version = _model(session, plan.model, "model")
+        version = _model(session, plan.model, "model", family=True)
         checkpoint, digest, field = version.checkpoint_sha256, version.dataset_digest, "model"
+        if version.family:
+            checkpoint, family_files = _family_files(session, version, plan.model, plan.expert, "expert")
+            extra.update(family_files)
+        elif plan.expert is not None:
+            raise Invalid(f"job_plan.expert: {plan.model} is one model, not a family of experts")
     elif plan.run:
         run = session.get(Run, plan.run)
         artifact = archive.find_artifact(session, run.id, "checkpoint.pt") if run else None
@@ -184,7 +191,8 @@ def pin_model_analysis(session: Session, actor: User, plan: ModelAnalysis) -> An
             raise Invalid(f"job_plan.run: no finished training run {plan.run} whose checkpoint you may use")
         checkpoint, digest, field = artifact.sha256, run.job_plan.get("dataset_digest"), "run"
     else:
-        checkpoint, digest, extra = _sampled(session, actor, plan.samples_from)
+        checkpoint, digest, sampled = _sampled(session, actor, plan.samples_from)
+        extra.update(sampled)
         field = "samples_from"
     dataset = datasets.by_digest(session, digest) if digest else None
     if dataset is None:
@@ -202,10 +210,8 @@ def _sampled(session: Session, actor: User, run_id: int) -> tuple[str, str | Non
     if run is None or run.job_kind != "sample" or run.state != RunState.succeeded or grid is None \
             or metrics is None or not archive.can_download(session, actor, run_id):
         raise Invalid(f"job_plan.samples_from: no finished sample run {run_id} whose outputs you may use")
-    if run.job_plan.get("expert_checkpoints"):
-        raise Invalid(f"job_plan.samples_from: run {run_id} sampled a family of experts; analyses take the samples "
-                      "of one model")
     checkpoint = str(run.job_plan.get("checkpoint_sha256"))
+    files = {"samples_sha256": grid.sha256, "samples_metrics_sha256": metrics.sha256}
     version = session.exec(select(ModelVersion).where(ModelVersion.checkpoint_sha256 == checkpoint)).first()
     if version is not None:
         digest = version.dataset_digest
@@ -213,7 +219,36 @@ def _sampled(session: Session, actor: User, run_id: int) -> tuple[str, str | Non
         made = archive.find_checkpoint(session, checkpoint)
         trained = session.get(Run, made.run_id) if made else None
         digest = trained.job_plan.get("dataset_digest") if trained else None
-    return checkpoint, digest, {"samples_sha256": grid.sha256, "samples_metrics_sha256": metrics.sha256}
+    if run.job_plan.get("expert_checkpoints"):  # a family's samples: its files come with them
+        if version is None or not version.family:
+            raise Invalid(f"job_plan.samples_from: run {run_id} sampled a family that is not a registered version")
+        checkpoint, family_files = _family_files(session, version, run.job_plan.get("model") or "the family", None, "")
+        files.update(family_files)
+    return checkpoint, digest, files
+
+
+# A plan about one model names no family's files: a person cannot point a job at checkpoints by hand.
+NO_FAMILY: dict[str, Any] = {"expert_checkpoints": [], "router_sha256": None, "partition": None,
+                             "partition_sha256": None}
+
+
+def _family_files(session: Session, version: ModelVersion, ref: str, expert: int | None,
+                  field: str) -> tuple[str, dict[str, Any]]:
+    """What a job needs of a registered family: its checkpoint (the router's, or one expert's) and its files, the
+    whole family's, or one expert's and the partition (to compare that expert with its own cluster)."""
+    family = version.family or {}
+    experts = family.get("experts", [])
+    try:
+        cut = partitions.find(session, str(family.get("partition")))
+    except NotFound:
+        raise Invalid(f"job_plan.{field or 'model'}: {ref}'s partition is no longer recorded") from None
+    files: dict[str, Any] = {"partition": cut.digest, "partition_sha256": cut.file_sha256}
+    if expert is None:
+        return family["router"]["sha256"], {**files, "router_sha256": family["router"]["sha256"],
+                                            "expert_checkpoints": [e["checkpoint_sha256"] for e in experts]}
+    if expert >= len(experts):
+        raise Invalid(f"job_plan.{field}: {ref} has experts 0 to {len(experts) - 1}")
+    return experts[expert]["checkpoint_sha256"], {**files, "router_sha256": None, "expert_checkpoints": []}
 
 
 # What twins may differ in: the authors and classes left out (the digest is the same when the dataset is, but a
@@ -227,7 +262,9 @@ def _left_out(config: dict[str, Any], key: str) -> dict[str, str]:
 
 def pin_ablation(session: Session, plan: AblationConfig) -> AblationConfig:
     """The twins must be trained alike on one dataset version, the twin leaving out more authors or classes;
-    those both left out are the control."""
+    those both left out are the control. A family's twin may be itself minus one expert (`without_expert`)."""
+    if plan.without_expert is not None:
+        return _pin_family_ablation(session, plan)
     seen, twin = _model(session, plan.with_model, "with_model"), _model(session, plan.without_model, "without_model")
     if seen.id == twin.id:
         raise Invalid("job_plan: name two different model versions, the one that saw the images and its twin")
@@ -254,10 +291,33 @@ def pin_ablation(session: Session, plan: AblationConfig) -> AblationConfig:
         return sorted(twin_out[key][name] for name in set(twin_out[key]) - set(seen_out[key]))
 
     return plan.model_copy(update={
+        **NO_FAMILY, "withdrawn_images": withdrawn_images(session, []),
         "with_checkpoint_sha256": seen.checkpoint_sha256, "without_checkpoint_sha256": twin.checkpoint_sha256,
         "dataset": f"{dataset.name}@{dataset.version}", "dataset_digest": dataset.digest,
         "left_out": only_twin("authors"), "control": sorted(seen_out["authors"].values()),
         "left_out_classes": only_twin("classes"), "control_classes": sorted(seen_out["classes"].values())})
+
+
+def _pin_family_ablation(session: Session, plan: AblationConfig) -> AblationConfig:
+    """A family and itself without one expert: the left-out images are that expert's cluster, the control the
+    others (both saw them)."""
+    version = _model(session, plan.with_model, "with_model", family=True)
+    if not version.family:
+        raise Invalid(f"job_plan.without_expert: {plan.with_model} is one model, not a family of experts; name its "
+                      "twin (without_model)")
+    experts = len(version.family["experts"])
+    if plan.without_expert is not None and plan.without_expert >= experts:
+        raise Invalid(f"job_plan.without_expert: {plan.with_model} has experts 0 to {experts - 1}")
+    dataset = datasets.by_digest(session, version.dataset_digest)
+    if dataset is None:
+        raise Invalid(f"job_plan: {plan.with_model}'s dataset {version.dataset_digest} is not a registered dataset "
+                      "version")
+    checkpoint, files = _family_files(session, version, plan.with_model, None, "with_model")
+    return plan.model_copy(update={
+        **files, "withdrawn_images": withdrawn_images(session, []),
+        "with_checkpoint_sha256": checkpoint, "without_checkpoint_sha256": None,
+        "dataset": f"{dataset.name}@{dataset.version}", "dataset_digest": dataset.digest,
+        "left_out": [], "control": [], "left_out_classes": [], "control_classes": []})
 
 
 def pin_duplication(session: Session, plan: DuplicationConfig) -> DuplicationConfig:

@@ -34,10 +34,11 @@ def get_run(run_id: IdPath, user: CurrentUser, session: SessionDep) -> RunPublic
 
 
 @router.get("/families/{group_id}", response_model=FamilyPublic)
-def get_family(group_id: IdPath, user: CurrentUser, session: SessionDep) -> FamilyPublic:
-    """A family of experts: each expert's cluster, state, progress and node, and the router's: its proposal's
-    members and admins."""
-    return families.describe_family(session, families.get_visible(session, actor=user, group_id=group_id))
+def get_family(group_id: IdPath, user: CurrentUser, session: SessionDep, settings: SettingsDep) -> FamilyPublic:
+    """A family of experts: each expert's cluster, state, progress and node, the router's and its held-out
+    accuracy by noise level: its proposal's members and admins."""
+    return families.describe_family(session, families.get_visible(session, actor=user, group_id=group_id),
+                                    archive.store_for(settings))
 
 
 @router.get("/runs/{run_id}/ledger", response_model=list[ChargePublic])

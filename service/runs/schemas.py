@@ -85,3 +85,7 @@ class FamilyPublic(BaseModel):
     progress: float  # the mean of its runs' progress
     gpu_seconds: int  # charged to the award for all its runs
     created_at: datetime
+    # The router's held-out accuracy per tenth of the noise schedule (least noise first), and chance, once trained.
+    router_accuracy: list[float] | None = None
+    chance: float | None = None
+    versions: list[str] = []  # the model versions (name@N) registered from it
