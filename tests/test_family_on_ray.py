@@ -1,8 +1,8 @@
 """A family of four experts trained by a real two-node Ray pool: the experts run on both nodes, the node of one is
 killed while that expert trains and it resumes on the other from its shipped checkpoint; the family succeeds, is
-registered as one model version and sampled on the pool, and the ledger charges each span once. Then two images of
-one cluster are withdrawn: the rebuild trains that one expert and the router again, registers the next version by
-itself when they finish, and costs a fraction of the family's training (printed)."""
+registered as one model version, sampled and analysed on the pool, and the ledger charges each span once. Then two
+images of one cluster are withdrawn: the rebuild trains that one expert and the router again, registers the next
+version by itself when they finish, and costs a fraction of the family's training (printed)."""
 
 from __future__ import annotations
 
@@ -144,6 +144,17 @@ def test_a_family_trains_across_the_pool_survives_a_node_and_is_sampled_whole(tm
         assert metrics["family"] == {"experts": 4, "routing": "mixture", "top_k": None}
         with Image.open(io.BytesIO(read_object(store, outputs["samples.png"].sha256))) as grid:
             assert grid.size[0] > 0
+
+        # ...and analysed on the pool: the copy search takes the family whole, against the whole set.
+        search_plan = {"kind": "replication", "model": ref, "samples": 4, "inference_steps": 4}
+        _, searched = award(lite_session, admin, create_proposal(lite_session, pi, call, job_plan=search_plan))
+        done = tick_until(scheduler, lite_engine, searched.id, _ended, timeout=300)
+        assert done.state == RunState.succeeded, done.message
+        with Session(lite_engine) as session:
+            outputs = {a.name: a for a in list_artifacts(session, searched.id)}
+        results = json.loads(read_object(store, outputs["results.json"].sha256))
+        assert results["subject"] == ref and results["dataset"]["images"] == version_images
+        assert len(results["config"]["expert_checkpoints"]) == 4 and "report.html" in outputs
 
         # Two images of one cluster are withdrawn; the rebuild retrains that expert and the router alone.
         with Session(lite_engine) as session:
