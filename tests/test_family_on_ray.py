@@ -133,28 +133,26 @@ def test_a_family_trains_across_the_pool_survives_a_node_and_is_sampled_whole(tm
             ref = f"{version.name}@{version.version}"
             assert session.get(RunGroup, group_id).k == len(version.family["experts"]) == 4
             version_id, version_images, version_attribution = version.id, version.images, version.attribution_sha256
-        sample_plan = {"kind": "sample", "model": ref, "seeds": [1, 2, 3, 4], "inference_steps": 4,
-                       "sampler": "ddim"}
-        _, sampled = award(lite_session, admin, create_proposal(lite_session, pi, call, job_plan=sample_plan))
-        done = tick_until(scheduler, lite_engine, sampled.id, _ended, timeout=300)
-        assert done.state == RunState.succeeded, done.message
-        with Session(lite_engine) as session:
-            outputs = {a.name: a for a in list_artifacts(session, sampled.id)}
-        metrics = json.loads(read_object(store, outputs["metrics.json"].sha256))
+        def run_on_pool(plan: dict) -> dict[str, bytes]:
+            """Award the plan, run it on the pool, and its outputs by name."""
+            _, run = award(lite_session, admin, create_proposal(lite_session, pi, call, job_plan=plan))
+            done = tick_until(scheduler, lite_engine, run.id, _ended, timeout=300)
+            assert done.state == RunState.succeeded, done.message
+            with Session(lite_engine) as session:
+                return {a.name: read_object(store, a.sha256) for a in list_artifacts(session, run.id)}
+
+        sampled = run_on_pool({"kind": "sample", "model": ref, "seeds": [1, 2, 3, 4], "inference_steps": 4,
+                               "sampler": "ddim"})
+        metrics = json.loads(sampled["metrics.json"])
         assert metrics["family"] == {"experts": 4, "routing": "mixture", "top_k": None}
-        with Image.open(io.BytesIO(read_object(store, outputs["samples.png"].sha256))) as grid:
+        with Image.open(io.BytesIO(sampled["samples.png"])) as grid:
             assert grid.size[0] > 0
 
         # ...and analysed on the pool: the copy search takes the family whole, against the whole set.
-        search_plan = {"kind": "replication", "model": ref, "samples": 4, "inference_steps": 4}
-        _, searched = award(lite_session, admin, create_proposal(lite_session, pi, call, job_plan=search_plan))
-        done = tick_until(scheduler, lite_engine, searched.id, _ended, timeout=300)
-        assert done.state == RunState.succeeded, done.message
-        with Session(lite_engine) as session:
-            outputs = {a.name: a for a in list_artifacts(session, searched.id)}
-        results = json.loads(read_object(store, outputs["results.json"].sha256))
+        searched = run_on_pool({"kind": "replication", "model": ref, "samples": 4, "inference_steps": 4})
+        results = json.loads(searched["results.json"])
         assert results["subject"] == ref and results["dataset"]["images"] == version_images
-        assert len(results["config"]["expert_checkpoints"]) == 4 and "report.html" in outputs
+        assert len(results["config"]["expert_checkpoints"]) == 4 and "report.html" in searched
 
         # Two images of one cluster are withdrawn; the rebuild retrains that expert and the router alone.
         with Session(lite_engine) as session:
