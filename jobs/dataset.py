@@ -59,7 +59,7 @@ def load(inputs: dict[str, Path], digest: str | None, resolution: int, *, name: 
     digest, records = read_images(files[MANIFEST], files, digest)
     excluded = {author.casefold() for author in exclude_authors or []}
     excluded_classes = {name.casefold() for name in exclude_classes or []}
-    kept = [(record, data) for record, data in records if str(record.get("author", "")).casefold() not in excluded
+    kept = [(record, data) for record, data in records if str(record.get("author") or "").casefold() not in excluded
             and str(record.get("class") or "").casefold() not in excluded_classes
             and (only is None or str(record.get("image_sha256")) in only)
             and str(record.get("image_sha256")) not in (withdrawn or set())]

@@ -82,6 +82,14 @@ def picture(seed: int, size: tuple[int, int] = (96, 72), brighter: int = 0) -> b
     return out.getvalue()
 
 
+def extmetadata_with(source: dict, **changes: str | None) -> dict:
+    """A copy of recorded extmetadata with some values changed (None: the value is absent)."""
+    changed = _extmetadata(source, **{k: v for k, v in changes.items() if v is not None})
+    for key in [k for k, v in changes.items() if v is None]:
+        changed.pop(key, None)
+    return changed
+
+
 def _extmetadata(source: dict, **changes: str) -> dict:
     extmetadata = copy.deepcopy(source)
     for key, value in changes.items():
@@ -101,27 +109,9 @@ class FakeCommons:
         self.images: dict[str, bytes] = {}
         self.fetches: Counter[str] = Counter()
         self.throttled: set[str] = set()
-        pages = []
-
-        def add(title: str, extmetadata: dict | None, data: bytes | None, *, thumb: bool = True,
-                sha1: str | None = None, size: int | None = None) -> None:
-            pageid = 1000 + len(pages)
-            page = {"pageid": pageid, "ns": 6, "title": title}
-            if extmetadata is not None:
-                name = f"{pageid}.png"
-                original = f"/upload/original/{name}"
-                info = {"url": f"BASE{original}", "descriptionurl": f"https://commons.wikimedia.org/wiki/{title}",
-                        "sha1": sha1 or hashlib.sha1(b"the original, larger file " + title.encode()).hexdigest(),
-                        "size": size or 1_000_000, "mime": "image/png", "timestamp": "2019-09-01T00:38:47Z",
-                        "extmetadata": extmetadata, "width": 960, "height": 720}
-                if thumb:
-                    info |= {"thumburl": f"BASE/upload/thumb/{name}", "thumbwidth": 96, "thumbheight": 72}
-                    self.images[f"/upload/thumb/{name}"] = data
-                else:
-                    self.images[original] = data
-                page["imageinfo"] = [info]
-            pages.append(page)
-
+        self.pages: list[dict] = []
+        self.pd, self.ptrqs = pd, ptrqs
+        add = self.add
         add("File:Volcano.png", pd, picture(1))
         add("File:Heidelberg street.png", by_sa_de, picture(2))
         add("File:Lone tree.png", ptrqs, picture(3))
@@ -137,11 +127,32 @@ class FakeCommons:
         add("File:Deleted.png", None, None)
         add("File:Harbour.png", ptrqs, picture(9, (72, 96)))
         self.throttled.add("/upload/thumb/1001.png")
-        self.batches = [pages[:6], pages[6:]]
-        self.pages = pages
+        self.batches = [self.pages[:6], self.pages[6:]]
         # Categories of their own (title -> indices of `pages`), answered in one batch; any other category lists
         # all twelve files over two batches.
         self.categories: dict[str, list[int]] = {}
+
+    def add(self, title: str, extmetadata: dict | None, data: bytes | None, *, thumb: bool = True,
+            sha1: str | None = None, size: int | None = None, **info_changes: object) -> int:
+        """A file page (None metadata: a page without image info), its bytes served; its index in `pages`."""
+        pageid = 1000 + len(self.pages)
+        page: dict = {"pageid": pageid, "ns": 6, "title": title}
+        if extmetadata is not None:
+            name = f"{pageid}.png"
+            original = f"/upload/original/{name}"
+            info = {"url": f"BASE{original}", "descriptionurl": f"https://commons.wikimedia.org/wiki/{title}",
+                    "sha1": sha1 or hashlib.sha1(b"the original, larger file " + title.encode()).hexdigest(),
+                    "size": size or 1_000_000, "mime": "image/png", "timestamp": "2019-09-01T00:38:47Z",
+                    "extmetadata": extmetadata, "width": 960, "height": 720}
+            if thumb:
+                info |= {"thumburl": f"BASE/upload/thumb/{name}", "thumbwidth": 96, "thumbheight": 72}
+                self.images[f"/upload/thumb/{name}"] = data
+            else:
+                self.images[original] = data
+            info |= info_changes
+            page["imageinfo"] = [{k: v for k, v in info.items() if v is not None}]
+        self.pages.append(page)
+        return len(self.pages) - 1
 
     def answer(self, params: dict[str, str]):
         path = params["_path"]

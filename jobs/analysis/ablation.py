@@ -92,7 +92,7 @@ def bootstrap(sims: dict[str, np.ndarray], cfg: AblationConfig) -> dict[str, Any
 def members(entries: list[dict[str, Any]], authors: list[str], classes: list[str]) -> np.ndarray:
     """The indices of the images by one of `authors` or of one of `classes` (compared case-folded)."""
     by, of = {a.casefold() for a in authors}, {c.casefold() for c in classes}
-    return np.array([i for i, e in enumerate(entries) if str(e.get("author", "")).casefold() in by
+    return np.array([i for i, e in enumerate(entries) if str(e.get("author") or "").casefold() in by
                      or str(e.get("class") or "").casefold() in of], dtype=np.int64)
 
 

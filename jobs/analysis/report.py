@@ -60,7 +60,7 @@ def _bar(fraction: float, width: int = 120) -> str:
 
 
 def who(neighbour: dict[str, Any]) -> str:
-    parts = [neighbour.get("title") or "untitled", f"by {neighbour.get('author') or 'unknown'}",
+    parts = [neighbour.get("title") or "untitled", f"by {neighbour.get('author') or 'an author not recorded'}",
              neighbour.get("license") or "license unknown"]
     if "times_in_training" in neighbour:
         parts.append(f"{neighbour['times_in_training']}x in training")

@@ -3,7 +3,9 @@ their image info (url, sha1, size, mime, extmetadata, and a thumbnail at the tra
 
 Polite: a descriptive User-Agent with a contact, `maxlag`, at most one request per `min_interval_s`, and retries
 with backoff on 429, 503 and maxlag answers, honouring Retry-After. Continuation is followed to the end, and a
-page whose data is spread over several batches is merged and handed out once, when its batch is complete.
+page whose data is spread over several batches is merged and handed out once, when its batch is complete. An empty
+or repeated continuation (which would start the listing over, for ever) is an error, and so is a listing past
+`max_batches` answers.
 
 Careful: what the API answers is not trusted. Files are fetched only from the API's own host and the file hosts
 the operator allows (`upload.wikimedia.org` by default), over http(s), redirects included, so that a URL in an
@@ -25,6 +27,7 @@ IIPROP = "url|sha1|size|mime|extmetadata|timestamp"
 FILE_HOSTS = ("upload.wikimedia.org",)  # where Commons serves its files and thumbnails
 MAX_FILE_BYTES = 32 << 20  # a thumbnail at the training size is a few KB; an original photograph some MB
 MAX_ANSWER_BYTES = 64 << 20  # one answer of the API (fifty pages of metadata is well under a megabyte)
+MAX_BATCHES = 20_000  # answers one listing may take: a million files at fifty a batch
 
 
 class CommonsError(RuntimeError):
@@ -74,18 +77,31 @@ def _pages(data: dict[str, Any]) -> list[dict[str, Any]]:
     return list(pages.values()) if isinstance(pages, dict) else list(pages)
 
 
+def _continuation(given: Any, seen: set[str]) -> dict[str, Any]:
+    """The parameters that continue a listing; an empty continuation, or one given before, would list again from
+    where it was (for ever): an error."""
+    if not isinstance(given, dict) or not any(str(v) for v in given.values()):
+        raise CommonsError(f"the Commons API gave an empty continuation ({given!r}): the listing cannot go on")
+    key = repr(sorted((str(k), str(v)) for k, v in given.items()))
+    if key in seen:
+        raise CommonsError(f"the Commons API gave the same continuation twice ({given!r}): the listing would repeat")
+    seen.add(key)
+    return dict(given)
+
+
 class CommonsClient:
     def __init__(self, api_url: str, *, user_agent: str, thumb_width: int = 64, min_interval_s: float = 1.0,
                  max_retries: int = 6, maxlag_s: int = 5, http: httpx.Client | None = None,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 file_hosts: Iterable[str] = FILE_HOSTS, max_file_bytes: int = MAX_FILE_BYTES) -> None:
+                 file_hosts: Iterable[str] = FILE_HOSTS, max_file_bytes: int = MAX_FILE_BYTES,
+                 max_batches: int = MAX_BATCHES) -> None:
         if "@" not in user_agent and "http" not in user_agent:
             raise ValueError("the User-Agent must say how to reach you (an e-mail address or a URL)")
         self.api_url, self.thumb_width = api_url, thumb_width
         # host:port pairs a request may go to: the API's, and each allowed file host over http or https
         self.allowed = {_netloc(api_url)} | {_netloc(f"{scheme}://{host}") for host in file_hosts
                                               for scheme in ("http", "https")}
-        self.max_file_bytes = max_file_bytes
+        self.max_file_bytes, self.max_batches = max_file_bytes, max_batches
         self.min_interval_s, self.max_retries, self.maxlag_s = min_interval_s, max_retries, maxlag_s
         self.http = http or httpx.Client(timeout=60, headers={"User-Agent": user_agent}, follow_redirects=True)
         self.http.headers["User-Agent"] = user_agent
@@ -161,7 +177,8 @@ class CommonsClient:
         """Every page a query yields, continuation followed, each page merged across batches and yielded once."""
         pending: dict[Any, dict[str, Any]] = {}
         cont: dict[str, Any] = {}
-        while True:
+        seen: set[str] = set()
+        for _ in range(self.max_batches):
             data = self.get({**params, **cont})
             for page in _pages(data):
                 _merge(pending.setdefault(page.get("pageid", page.get("title")), {}), page)
@@ -170,7 +187,8 @@ class CommonsClient:
                 pending.clear()
             if "continue" not in data:
                 return
-            cont = {k: v for k, v in data["continue"].items()}
+            cont = _continuation(data["continue"], seen)
+        raise CommonsError(f"the listing did not end within {self.max_batches} answers of the Commons API")
 
     def _imageinfo(self) -> dict[str, Any]:
         return {"prop": "imageinfo", "iiprop": IIPROP, "iiurlwidth": self.thumb_width}

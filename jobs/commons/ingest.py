@@ -131,6 +131,11 @@ def _png(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
+# The media types kept: bitmaps and drawings (a sound or a video has a picture for a thumbnail, and is not one).
+MEDIA_TYPES = ("image/",)
+UNVERIFIED = ("sha1", "mime", "timestamp")  # image info the record relies on; its absence is recorded
+
+
 class Ingest:
     """One ingest's work folder: its state so far, and the steps that add to it."""
 
@@ -180,10 +185,16 @@ class Ingest:
         verdict = licenses.judge(meta.raw, self.rules.policy)
         if not verdict.accepted:
             return self._note(key, "rejected", title=title, reason=verdict.reason)
+        if meta.author is None and verdict.attribution_required:
+            return self._note(key, "rejected", title=title, reason=(
+                "no author to credit: Commons records none, and the license requires attribution"))
         blocked = metadata.blocked(meta, list(self.rules.blocklist))
         if blocked:
             return self._note(key, "rejected", title=title, reason=blocked)
         info = page["imageinfo"][0]
+        mime = str(info.get("mime") or "")
+        if mime and not mime.startswith(MEDIA_TYPES):
+            return self._note(key, "rejected", title=title, reason=f"not a picture: its media type is {mime}")
         if info.get("sha1") and info["sha1"] in self.by_sha1:
             return self._note(key, "duplicate", title=title, of=self.by_sha1[info["sha1"]], how="same original sha1")
         url = info.get("thumburl") or info.get("url")
@@ -225,7 +236,8 @@ class Ingest:
         (self.work / "images" / f"{image_sha}.png").write_bytes(png)
         record = {
             "title": title, "page_id": meta.page_id, "file_timestamp": info.get("timestamp"),
-            "description_url": info.get("descriptionurl"), "original_url": info.get("url"),
+            "description_url": info.get("descriptionurl") or info.get("descriptionshorturl"),
+            "original_url": info.get("url"),
             "original_sha1": info.get("sha1"), "original_size": info.get("size"), "original_mime": info.get("mime"),
             "downloaded_url": url, "downloaded_sha256": downloaded, "downloaded_bytes": len(data),
             "author": meta.author, "author_url": meta.author_url, "credit": meta.credit,
@@ -235,6 +247,8 @@ class Ingest:
             "retrieved_at": datetime.now(UTC).isoformat(timespec="seconds"), "transformations": steps,
             "image_sha256": image_sha, "dhash": f"{near:016x}", "width": self.rules.resolution,
             "height": self.rules.resolution,
+            # What the API did not give, so could not be checked or kept: said, not passed over.
+            "unverified": [name for name in UNVERIFIED if not info.get(name)],
         }
         if self.source.classes:
             record["class"] = page["found_in"]
@@ -257,7 +271,10 @@ def _pixels(info: dict[str, Any], prefix: str) -> int:
 def _attribution(name: str, records: list[dict[str, Any]]) -> str:
     lines = [f"{name}: {len(records)} images from Wikimedia Commons, each under the license named with it.", ""]
     for r in records:
-        author = f"{r['author']} ({r['author_url']})" if r["author_url"] else r["author"]
+        if r["author"] is None:
+            author = "an author Commons does not record"
+        else:
+            author = f"{r['author']} ({r['author_url']})" if r["author_url"] else r["author"]
         license_ = f"{r['license']} ({r['license_url']})" if r["license_url"] else r["license"]
         lines.append(f"{r['title']} — by {author} — {license_} — {r['description_url'] or ''}".rstrip(" —"))
         if r["credit"]:
@@ -266,10 +283,24 @@ def _attribution(name: str, records: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+class EmptyIngest(ValueError):
+    """An ingest that kept no image: there is no dataset version to make."""
+
+
+def reason_kind(reason: str) -> str:
+    """A refusal's reason as the dataset's summary counts it: its words before the details, except restrictions,
+    which are kept whole (personality rights are not trademarks)."""
+    return reason if reason.startswith("restrictions apply") else reason.split(":")[0]
+
+
 def write_version(ingest: Ingest, name: str, out: Path) -> DatasetVersion:
     """Write the dataset version from the work folder's state."""
-    out.mkdir(parents=True, exist_ok=True)
     records = sorted(ingest.kept, key=lambda r: r["title"])
+    if not records:
+        reasons = Counter(reason_kind(e["reason"]) for e in ingest.done.values() if e["outcome"] == "rejected")
+        why = "; ".join(f"{reason}: {count}" for reason, count in reasons.most_common(5)) or "nothing was found"
+        raise EmptyIngest(f"the ingest kept no image ({why}); no dataset version is made of nothing")
+    out.mkdir(parents=True, exist_ok=True)
     size = ingest.rules.shard_size
     manifest = []
     for index in range(0, len(records), size):
@@ -289,13 +320,16 @@ def write_version(ingest: Ingest, name: str, out: Path) -> DatasetVersion:
     version = DatasetVersion(
         name=name, digest=digest, images=len(records),
         licenses=dict(Counter(r["license"] for r in records)),
-        rejected=dict(Counter(e["reason"].split(":")[0] for e in rejected)), duplicates=len(duplicates),
+        rejected=dict(Counter(reason_kind(e["reason"]) for e in rejected)), duplicates=len(duplicates),
         folder=out, source=ingest.source.describe())
     (out / "dataset.json").write_text(json.dumps({
         "name": name, "digest": digest, "images": version.images, "licenses": version.licenses,
         "rejected": version.rejected, "duplicates": version.duplicates, "source": version.source,
         "resolution": ingest.rules.resolution, "shards": sorted({r["shard"] for r in manifest}),
-        "origin": "Wikimedia Commons", "classes": ingest.source.classes}, indent=2, sort_keys=True) + "\n")
+        "origin": "Wikimedia Commons", "classes": ingest.source.classes,
+        "authors_not_recorded": sum(1 for r in records if r["author"] is None),
+        "unverified": dict(Counter(name for r in records for name in r["unverified"]))},
+        indent=2, sort_keys=True) + "\n")
     return version
 
 

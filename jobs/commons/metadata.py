@@ -11,6 +11,8 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 COMMONS = "https://commons.wikimedia.org"
+# What Commons' "author information missing" box renders as, in the Artist field: it names no author.
+LACKING_AUTHOR = re.compile(r"lacking author information|author information is missing", re.IGNORECASE)
 
 
 class _Text(HTMLParser):
@@ -70,7 +72,7 @@ def values(extmetadata: dict[str, Any] | None) -> dict[str, str]:
 class FileMetadata:
     title: str
     page_id: int | None
-    author: str
+    author: str | None  # None: Commons records no author (no Artist, or its "lacking author information" box)
     author_url: str | None
     credit: str
     license_name: str
@@ -87,8 +89,11 @@ def read(page: dict[str, Any]) -> FileMetadata | None:
         return None
     raw = values(infos[0].get("extmetadata"))
     categories = [c for c in raw.get("Categories", "").split("|") if c]
+    author = plain(raw.get("Artist")) or None
+    if author is not None and LACKING_AUTHOR.search(author):
+        author = None
     return FileMetadata(
-        title=page.get("title", ""), page_id=page.get("pageid"), author=plain(raw.get("Artist")) or "unknown",
+        title=page.get("title", ""), page_id=page.get("pageid"), author=author,
         author_url=user_page(raw.get("Artist")), credit=plain(raw.get("Credit")),
         license_name=raw.get("LicenseShortName", "").strip(), license_url=raw.get("LicenseUrl") or None,
         categories=categories, description=plain(raw.get("ImageDescription")), raw=raw)
@@ -97,7 +102,7 @@ def read(page: dict[str, Any]) -> FileMetadata | None:
 def blocked(meta: FileMetadata, names: list[str]) -> str | None:
     """The first blocklisted name (a person, an artist, a trademark) found as a whole word in the title, the
     description, the author or a category, with where; None when there is none."""
-    places = {"title": meta.title, "description": meta.description, "author": meta.author,
+    places = {"title": meta.title, "description": meta.description, "author": meta.author or "",
               "categories": " | ".join(meta.categories)}
     for name in names:
         pattern = re.compile(r"(?<!\w)" + re.escape(name.strip()).replace(r"\ ", r"[\s_]+") + r"(?!\w)", re.IGNORECASE)

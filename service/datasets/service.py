@@ -82,6 +82,8 @@ def check_package(store: ArchiveStore, folder: Path) -> CheckedPackage:
                                  str(described.get("digest", "")))
     except (ValueError, KeyError) as exc:
         raise Invalid(f"the dataset package does not check out: {exc}") from None
+    if not records:
+        raise Invalid("the dataset package holds no image: a dataset version of nothing is not registered")
     if not DIGEST.match(digest):
         raise Invalid(f"digest: {digest!r} is not a sha256 digest")
     files: dict[str, dict[str, Any]] = {}
