@@ -304,6 +304,11 @@ class ReplicationConfig(_ModelAnalysisPlan):
     calibration_fraction: float = Field(0.5, gt=0, le=1, title="Threshold fraction",
         description="…times this: a copy must be this much nearer (relatively) to one training image than the "
                     "nearest pairs of distinct training images are to each other.")
+    near_duplicate_rms: float = Field(0.04, gt=0, le=0.5, title="Near-duplicate tolerance",
+        description="Training images whose every tile differs by at most this root-mean-square (0 to 1 scale), at "
+                    "some shift, are one picture: calibrated, compared with and counted as one.")
+    near_duplicate_shift: int = Field(1, ge=0, le=4, title="Near-duplicate shift",
+        description="The largest shift, in pixels each way, at which two training images may be near duplicates.")
 
     @model_validator(mode="after")
     def _one_model(self) -> ReplicationConfig:

@@ -93,9 +93,15 @@ def test_the_planted_pictures_are_found_and_nothing_else(planted_model) -> None:
     rows = {row["from"]: row for row in results["by_repetition"]}
     assert set(rows) == {1, 32} and rows[32]["images"] == rows[32]["copied"] == PLANTED and rows[32]["to"] == 63
     assert rows[1]["images"] == DISTINCT and rows[1]["copied"] == len(false_positives)
-    # The copies lie well apart from the rest: the margin the threshold works in.
+    # The copies lie well apart from the rest: the margin the threshold works in. The threshold used is the
+    # calibrated one (half the training pictures' own 1st percentile) or Carlini et al.'s, whichever is larger.
+    t = results["thresholds"]
     copy_ratios = [s["ratio"] for s in results["samples"] if s["copy"]]
-    assert max(copy_ratios) < results["thresholds"]["ratio"] <= results["thresholds"]["training_ratio"] / 2 + 1e-9
+    print(f"copies' ratios up to {max(copy_ratios):.3f}; calibrated {t['calibrated_ratio']:.3f}, literature floor "
+          f"{t['literature_floor']:.3f}; the next sample's ratio "
+          f"{min(s['ratio'] for s in results['samples'] if not s['copy']):.3f}")
+    assert abs(t["calibrated_ratio"] - t["training_ratio"] / 2) < 1e-6
+    assert t["ratio"] == max(t["calibrated_ratio"], t["literature_floor"]) and max(copy_ratios) < t["ratio"]
 
 
 @pytest.mark.slow

@@ -33,13 +33,19 @@ from PIL import Image
 
 from jobs import dataset as datasets
 from jobs import progress
-from jobs.analysis import descriptors, report, search
+from jobs.analysis import descriptors, neardups, report, search
 from jobs.analysis.common import grid_for, model_analysis_arguments, rounded, subject, to_unit, training_set, write
 from jobs.config import ReplicationConfig
 from jobs.imaging import from_grid
 from jobs.model import class_labels, draw_samples, pick_device
 
 NEIGHBOURHOOD = 50  # the nearest training images a distance is compared with (Carlini et al. use 50)
+# Carlini et al. (2023) call a generation extracted when its distance to a training image is under alpha = 0.5 times
+# its mean distance to its n = 50 nearest training images (that one included). In the ratio used here (the nearest
+# over the mean of the next 50) that is a ratio under 49 alpha / (50 - alpha): the threshold never falls below it,
+# whatever the calibration says (near duplicates the clustering missed can only drag the calibration down).
+CARLINI_ALPHA = 0.5
+LITERATURE_FLOOR = (NEIGHBOURHOOD - 1) * CARLINI_ALPHA / (NEIGHBOURHOOD - CARLINI_ALPHA)
 SHOWN = 48  # pairs shown in the report and offered for marking
 PAIR_SCALE, PAIR_GAP = 4, 4  # pairs.png: each image enlarged 4 times, 4 white pixels between sample and original
 CALIBRATION_SAMPLE = 2000  # training images whose own ratios calibrate the threshold (all, when fewer)
@@ -54,12 +60,14 @@ def ratios(distances: np.ndarray) -> np.ndarray:
 
 def calibrate(train_tiles: np.ndarray, train_features: np.ndarray, percentile: float,
               fraction: float) -> dict[str, Any]:
-    """Thresholds from the distinct training images themselves: how near each comes to its nearest other one,
-    absolutely (tiled L2), relatively (the ratio above; the copy threshold is `fraction` of its percentile) and by
+    """Thresholds from the training images themselves, one per near-duplicate cluster (the caller's choice): how
+    near each comes to its nearest other one, absolutely (tiled L2), relatively (the ratio above; the calibrated
+    copy threshold is `fraction` of its percentile, and the threshold used is never under LITERATURE_FLOOR) and by
     descriptor similarity."""
     count = len(train_tiles)
     if count < 3:
-        return {"tiled_l2": 0.0, "training_ratio": 0.0, "ratio": 0.0, "similarity": 1.0, "pairs": count}
+        return {"tiled_l2": 0.0, "training_ratio": 0.0, "calibrated_ratio": 0.0, "literature_floor": LITERATURE_FLOOR,
+                "ratio": LITERATURE_FLOOR, "similarity": 1.0, "pairs": count}
     k = min(NEIGHBOURHOOD, count - 1) + 1
     chosen = np.arange(count)
     if count > CALIBRATION_SAMPLE:  # a fixed random sample of them: the same inputs give the same thresholds
@@ -69,7 +77,8 @@ def calibrate(train_tiles: np.ndarray, train_features: np.ndarray, percentile: f
     others = tiles_d[:, 1:]  # leave each image itself out
     training_ratio = float(np.percentile(ratios(others), percentile))
     return {"tiled_l2": float(np.percentile(others[:, 0], percentile)),
-            "training_ratio": training_ratio, "ratio": fraction * training_ratio,
+            "training_ratio": training_ratio, "calibrated_ratio": fraction * training_ratio,
+            "literature_floor": LITERATURE_FLOOR, "ratio": max(fraction * training_ratio, LITERATURE_FLOOR),
             "similarity": float(np.percentile(sims[:, 1], 100 - percentile)), "pairs": count}
 
 
@@ -100,12 +109,43 @@ def by_repetition(times: list[int], copies_of: Counter) -> list[dict[str, Any]]:
     return [{**row, "rate": row["copied"] / row["images"]} for _, row in sorted(rows.items())]
 
 
-def capacity(unet, data: datasets.Dataset, png_bytes: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def capacity(unet, data: datasets.Dataset, png_bytes: int, pictures: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """The model's size beside its training set's: per training image, and per distinct picture (near-duplicate
+    cluster)."""
     parameters = sum(p.numel() for p in unet.parameters())
     images = len(data.entries)
     return {"parameters": parameters, "model_bytes": parameters * 4, "training_images": images,
-            "training_pixel_bytes": int(data.images.numel()), "training_png_bytes": png_bytes,
-            "model_bits_per_training_image": parameters * 32 / max(images, 1)}
+            "distinct_pictures": pictures, "training_pixel_bytes": int(data.images.numel()),
+            "training_png_bytes": png_bytes, "model_bits_per_training_image": parameters * 32 / max(images, 1),
+            "model_bits_per_distinct_picture": parameters * 32 / max(pictures, 1)}
+
+
+def calibrated(training: np.ndarray, train_tiles: np.ndarray, train_features: np.ndarray,
+               cfg: ReplicationConfig) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The training images' near-duplicate clusters (each image's cluster, named by its first image), the first
+    image of each, and the thresholds calibrated on those alone."""
+    cluster = neardups.clusters(training, cfg.near_duplicate_rms, cfg.near_duplicate_shift)
+    heads = np.flatnonzero(cluster == np.arange(len(cluster)))
+    return cluster, heads, calibrate(train_tiles[heads], train_features[heads], cfg.calibration_percentile,
+                                     cfg.calibration_fraction)
+
+
+def cluster_ratios(sample_tiles: np.ndarray, train_tiles: np.ndarray, heads: np.ndarray, cluster: np.ndarray,
+                   nearest_d: np.ndarray, nearest_i: np.ndarray) -> np.ndarray:
+    """Each sample's tiled distance to its nearest training image over the mean of its distances to the next
+    NEIGHBOURHOOD near-duplicate clusters (one image each), its nearest image's own cluster left out: a sample near a
+    picture with many near twins is compared with other pictures, not with the twins."""
+    wide = min(NEIGHBOURHOOD + 1, len(heads))
+    if wide < 2:
+        return np.ones(len(sample_tiles))
+    head_d, head_i = search.tiled_nearest(sample_tiles, train_tiles[heads], wide)
+    out = np.ones(len(sample_tiles))
+    for row in range(len(sample_tiles)):
+        own = cluster[nearest_i[row]]
+        others = [d for d, i in zip(head_d[row], head_i[row], strict=True) if heads[i] != own][:NEIGHBOURHOOD]
+        if others:
+            out[row] = nearest_d[row] / max(float(np.mean(others)), 1e-12)
+    return out
 
 
 def sampled(inputs: dict[str, Path], side: int, classes: list[str]) -> tuple[np.ndarray, list[int], list[int] | None]:
@@ -144,19 +184,27 @@ def analyse(cfg: ReplicationConfig, checkpoint: Path | None, inputs: dict[str, P
     sample_features, train_features = descriptors.features(samples), descriptors.features(training)
     k = min(cfg.top_k, len(training))
     pixel_d, pixel_i = search.topk_l2(descriptors.pixels(samples), descriptors.pixels(training), k)
-    wide = min(NEIGHBOURHOOD, len(training) - 1) + 1
-    tiled_d, tiled_i = search.tiled_nearest(sample_tiles, train_tiles, max(k, wide))
-    relative = ratios(tiled_d) if wide > 1 else np.ones(len(samples))
+    tiled_d, tiled_i = search.tiled_nearest(sample_tiles, train_tiles, k)
+    # Near duplicates are one picture: the threshold is calibrated on one image per cluster, a sample's distance to
+    # its nearest image is compared with its distances to other clusters, and repetition counts the whole cluster.
+    cluster, heads, thresholds = calibrated(training, train_tiles, train_features, cfg)
+    relative = cluster_ratios(sample_tiles, train_tiles, heads, cluster, tiled_d[:, 0], tiled_i[:, 0])
     sims, sim_i = search.topk_similarity(sample_features, train_features, k)
-    thresholds = calibrate(train_tiles, train_features, cfg.calibration_percentile, cfg.calibration_fraction)
     copies = relative < thresholds["ratio"]
     progress.report(len(seeds) + 1, len(seeds) + 1, phase="search")
+    exact = [repeats[shas[i]] for i in first]
+    seen = Counter()
+    for index, head in enumerate(cluster):
+        seen[int(head)] += exact[index]
+    members = Counter(int(head) for head in cluster)
 
     def neighbour(index: int, **scores: float) -> dict[str, Any]:
         entry = data.entries[first[index]]
+        head = int(cluster[index])
         return {"index": int(index), "title": entry.get("title"), "author": entry.get("author"),
                 "license": entry.get("license"), "image_sha256": entry.get("image_sha256"),
-                "times_in_training": repeats[entry.get("image_sha256")], **scores}
+                "times_in_training": seen[head], "exact_times_in_training": exact[index],
+                "near_duplicates": members[head] - 1, **scores}
 
     per_sample = []
     for row, seed in enumerate(seeds):
@@ -169,7 +217,7 @@ def analyse(cfg: ReplicationConfig, checkpoint: Path | None, inputs: dict[str, P
             "similarity": [neighbour(i, similarity=float(s)) for s, i in zip(sims[row], sim_i[row], strict=True)],
             "copy": bool(copies[row]),
         })
-    copies_of = Counter(s["tiled_l2"][0]["index"] for s in per_sample if s["copy"])
+    copies_of = Counter(int(cluster[s["tiled_l2"][0]["index"]]) for s in per_sample if s["copy"])
     copied = sorted(copies_of)
     shown = sorted(range(len(per_sample)), key=lambda i: (relative[i], i))[:SHOWN]
     results = rounded({
@@ -177,13 +225,16 @@ def analyse(cfg: ReplicationConfig, checkpoint: Path | None, inputs: dict[str, P
         "model": {"classes": meta.get("classes") or [], "dataset_digest": meta.get("dataset_digest"),
                   "steps": meta.get("steps"), "weights": meta.get("weights")},
         "dataset": {"ref": cfg.dataset, "digest": data.digest, "images": len(data.entries),
-                    "distinct_images": len(first), "resolution": side},
+                    "distinct_images": len(first), "near_duplicate_clusters": len(heads), "resolution": side},
         "thresholds": {**thresholds, "percentile": cfg.calibration_percentile,
-                       "fraction": cfg.calibration_fraction, "tile_grid": grid},
+                       "fraction": cfg.calibration_fraction, "tile_grid": grid,
+                       "near_duplicate_rms": cfg.near_duplicate_rms, "near_duplicate_shift": cfg.near_duplicate_shift},
         "summary": {**summary(sims[:, 0], copies, thresholds), "training_images_copied": len(copied)},
         "copied": [{**neighbour(i), "samples": copies_of[i]} for i in copied],
-        "by_repetition": by_repetition([repeats[shas[i]] for i in first], copies_of),
-        "capacity": capacity(unet, data, sum(p.stat().st_size for n, p in inputs.items() if n.endswith(".tar"))),
+        "by_repetition": by_repetition([seen[int(h)] for h in heads],
+                                       Counter({n: copies_of[int(h)] for n, h in enumerate(heads)})),
+        "capacity": capacity(unet, data, sum(p.stat().st_size for n, p in inputs.items() if n.endswith(".tar")),
+                             len(heads)),
         "samples": per_sample,
         # The pairs people are shown and may mark, most copy-like first: rows of pairs.png, by sample index.
         "shown": shown, "pair_picture": {"scale": PAIR_SCALE, "gap": PAIR_GAP, "side": side},

@@ -70,7 +70,7 @@ def who(neighbour: dict[str, Any]) -> str:
 def replication(results: dict[str, Any], samples: np.ndarray, training: np.ndarray, shown: int = 48) -> str:
     """The replication report: the numbers, two histograms, and the samples nearest to a training image, each
     beside it, with its provenance."""
-    t, s, cap = results["thresholds"], results["summary"], results["capacity"]
+    t, s, cap, dataset = results["thresholds"], results["summary"], results["capacity"], results["dataset"]
     rows = []
     for i in results["shown"][:shown]:
         sample = results["samples"][i]
@@ -90,7 +90,6 @@ def replication(results: dict[str, Any], samples: np.ndarray, training: np.ndarr
         f'<tr><td>{r["from"]}{"" if r["to"] == r["from"] else "–" + str(r["to"])}</td><td>{r["images"]}</td>'
         f'<td>{r["copied"]}</td><td>{r["rate"]:.1%} {_bar(r["rate"])}</td><td>{r["samples"]}</td></tr>'
         for r in results.get("by_repetition", []))
-    dataset = results["dataset"]
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Replication search · {html.escape(results["subject"])}</title><style>{STYLE}</style></head><body>
 <h1>Replication search: {html.escape(results["subject"])}</h1>
@@ -101,26 +100,34 @@ def replication(results: dict[str, Any], samples: np.ndarray, training: np.ndarr
 regenerating {_count(s["training_images_copied"], "distinct training image")}.</p>
 <dl>
 <dt>Copy threshold</dt><dd>a sample is a copy when its tiled L2 distance ({t["tile_grid"]}x{t["tile_grid"]}
-tiles) to the nearest training image is under {t["ratio"]:.3g} times its mean distance to the next ones:
-{t["fraction"]:g} times {t["training_ratio"]:.3g}, the {t["percentile"]:g}th percentile of that ratio among the
-{t["pairs"]} distinct training images themselves (whose nearest other image lies {t["tiled_l2"]:.4g} away at that
-percentile)</dd>
+tiles) to the nearest training image is under {t["ratio"]:.3g} times its mean distance to the next pictures (its
+nearest image's near duplicates left out). Calibrated: {t["fraction"]:g} times {t["training_ratio"]:.3g}, the
+{t["percentile"]:g}th percentile of that ratio among the {t["pairs"]} distinct pictures of the training set
+themselves (whose nearest other picture lies {t["tiled_l2"]:.4g} away at that percentile), which gives
+{t.get("calibrated_ratio", t["ratio"]):.3g}; the criterion of Carlini et al. (2023) gives
+{t.get("literature_floor", 0):.3g}, and the larger is used</dd>
+<dt>Near duplicates</dt><dd>{dataset.get("near_duplicate_clusters", dataset["distinct_images"])} distinct pictures
+among the {dataset["distinct_images"]} distinct images: images whose every tile differs by at most
+{t.get("near_duplicate_rms", 0):g} RMS, at a shift of up to {t.get("near_duplicate_shift", 0)} pixels, are one
+picture</dd>
 <dt>Top-1 similarity</dt><dd>mean {s["similarity_mean"]:.3f}; 75th {s["similarity_p75"]:.3f}, 90th
 {s["similarity_p90"]:.3f}, 95th percentile {s["similarity_p95"]:.3f}; {s["over_similarity_threshold"]:.1%} over
 {t["similarity"]:.3f}, the {100 - t["percentile"]:g}th percentile among training images</dd>
 <dt>Capacity</dt><dd>{cap["parameters"]:,} parameters ({cap["model_bytes"]:,} bytes in fp32) for
 {cap["training_images"]:,} training images ({cap["training_pixel_bytes"]:,} bytes of pixels,
 {cap["training_png_bytes"]:,} bytes as shards): {cap["model_bits_per_training_image"]:,.0f} bits of model per
-training image</dd></dl>
+training image, {cap.get("model_bits_per_distinct_picture", cap["model_bits_per_training_image"]):,.0f} per distinct
+picture</dd></dl>
 <h2>Distances to the nearest training image</h2>
 <p>Nearest over next distances, tiled L2 (red: the copy threshold)<br>{histogram(relative, t["ratio"],
 "distance ratio to the nearest training image")}</p>
 <p>Descriptor similarity (red: its threshold)<br>{histogram(similar, t["similarity"], "top-1 similarity")}</p>
 <h2>Training images regenerated</h2><ul>{copied}</ul>
 <h2>Duplication and replication</h2>
-<p>The distinct training images by how often each was repeated in the training set, and how many of each kind the
-samples regenerated: images repeated more often are copied more, if the model memorises by repetition.</p>
-<table><tr><th>Times in training</th><th>Images</th><th>Regenerated</th><th>Share</th><th>Samples copying them</th>
+<p>The distinct pictures (near duplicates counted as one) by how often each was in the training set, its near
+duplicates included, and how many of each kind the samples regenerated: pictures repeated more often are copied
+more, if the model memorises by repetition.</p>
+<table><tr><th>Times in training</th><th>Pictures</th><th>Regenerated</th><th>Share</th><th>Samples copying them</th>
 </tr>{repetition}</table>
 <h2>The samples nearest to a training image</h2>
 <table><tr><th>Sample</th><th>Nearest training image</th><th>Tiled L2 (ratio)</th><th>Similarity</th><th>Verdict</th>

@@ -50,13 +50,13 @@ LICENSE_URLS = {
 }
 
 
-def _square_rgb(array: np.ndarray) -> Image.Image:
+def _square_rgb(array: np.ndarray, side_out: int = SIDE) -> Image.Image:
     if array.dtype == bool:
         array = array.astype(np.uint8) * 255
     image = Image.fromarray(array).convert("RGB")
     side = min(image.size)
     left, top = (image.width - side) // 2, (image.height - side) // 2
-    return image.crop((left, top, left + side, top + side)).resize((SIDE, SIDE), Image.Resampling.LANCZOS)
+    return image.crop((left, top, left + side, top + side)).resize((side_out, side_out), Image.Resampling.LANCZOS)
 
 
 def main() -> None:
