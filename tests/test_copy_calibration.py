@@ -102,3 +102,27 @@ def test_the_threshold_moves_little_when_near_duplicates_are_added(share: float)
     naive_after, _ = _threshold([*crops, *twins], 1e-9)
     print(f"  per distinct image: {naive_before:.4f} -> {naive_after:.4f}")
     assert naive_after < naive_before * 0.75
+
+
+def test_a_picture_with_many_near_twins_is_still_found_copied() -> None:
+    """A sample that copies a picture repeated as near twins (a famous painting in many versions): compared with
+    the twins, as before, it looks like no copy; compared with the other pictures, it is one."""
+    from jobs.analysis.replication import cluster_ratios, ratios
+
+    rng = np.random.default_rng(0)
+    crops, _ = natural_crops(rng)
+    famous = crops[0]
+    twins = [np.clip(famous + rng.integers(-2, 3, famous.shape) / 255, 0, 1).astype(np.float32) for _ in range(60)]
+    training = np.stack([*crops, *twins])
+    tiles = descriptors.tiles(training, 4)
+    sample = descriptors.tiles(np.clip(famous + 1 / 255, 0, 1)[None].astype(np.float32), 4)
+    cluster = neardups.clusters(training, 0.04, 1)
+    heads = np.flatnonzero(cluster == np.arange(len(cluster)))
+    assert (cluster[CROPS:] == cluster[0]).all()
+    from jobs.analysis import search
+
+    nearest_d, nearest_i = search.tiled_l2(sample, tiles, 51)
+    old, new = ratios(nearest_d)[0], cluster_ratios(sample, tiles, heads, cluster, nearest_d[:, 0],
+                                                     nearest_i[:, 0])[0]
+    print(f"ratio against the next 50 images {old:.3f}; against the next 50 pictures {new:.3f}")
+    assert old > LITERATURE_FLOOR and new < 0.1
