@@ -53,6 +53,13 @@ def from_inputs(inputs: dict[str, Path], expected: str, dataset_digest: str | No
     return found
 
 
+def cluster_images(inputs: dict[str, Path], expected: str, dataset_digest: str | None,
+                   cluster: int | None) -> set[str]:
+    """The images (sha256) of one cluster of the partition a job was sent, checked as `from_inputs` checks it."""
+    found = from_inputs(inputs, expected, dataset_digest)
+    return {sha for sha, index in found["assignment"].items() if index == cluster}
+
+
 def sizes(partition: dict[str, Any]) -> list[int]:
     counts = [0] * int(partition["k"])
     for cluster in partition["assignment"].values():

@@ -235,8 +235,7 @@ def cluster_images(cfg: TrainConfig, inputs: dict[str, Path]) -> set[str] | None
     dataset's; None for a plan without a partition (the whole dataset)."""
     if cfg.partition is None:
         return None
-    cut = partition.from_inputs(inputs, cfg.partition, cfg.dataset_digest)
-    return {sha for sha, cluster in cut["assignment"].items() if cluster == cfg.cluster}
+    return partition.cluster_images(inputs, cfg.partition, cfg.dataset_digest, cfg.cluster)
 
 
 def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, report: bool = True,

@@ -475,7 +475,7 @@ def family_page(group_id: IdPath, request: Request, user: CurrentUser, session: 
     found = analyses.of_training_run(session, user, session.get(Run, router.id)) if router else []
     return render(request, "family.html", {
         "family": family, "proposal": session.get(Proposal, group.proposal_id), "analyses": found,
-        "router_run": router, "accuracy": bars(family.router_accuracy or [], family.chance)})
+        "accuracy": bars(family.router_accuracy or [], family.chance)})
 
 
 @router.post("/runs/{run_id}/cancel")

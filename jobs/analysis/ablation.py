@@ -26,10 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from jobs import dataset as datasets
 from jobs import family, progress
 from jobs.analysis import descriptors, report
-from jobs.analysis.common import arguments, cluster_of, rounded, to_unit, write
+from jobs.analysis.common import arguments, cluster_of, rounded, to_unit, training_set, write
 from jobs.config import AblationConfig
 from jobs.model import class_labels, draw_samples, load_checkpoint, pick_device
 
@@ -135,8 +134,7 @@ def analyse(cfg: AblationConfig, checkpoints: dict[str, Path | None],
     progress.report(2, 3, phase="sample")
     if side != other_side:
         raise ValueError(f"the twins draw {side}- and {other_side}-pixel images: they were not trained alike")
-    data = datasets.load(inputs, cfg.dataset_digest, side, name=cfg.dataset or "",
-                         withdrawn=set(cfg.withdrawn_images))
+    data = training_set(cfg, inputs, side)
     if cfg.without_expert is not None:
         cluster = cluster_of(cfg, inputs, cfg.without_expert)
         inside = np.array([str(e.get("image_sha256")) in cluster for e in data.entries], dtype=bool)

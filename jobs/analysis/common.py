@@ -46,8 +46,7 @@ def cluster_of(cfg: Any, inputs: dict[str, Path], expert: int) -> set[str]:
     """The images (sha256) of one expert's cluster of the plan's partition."""
     if cfg.partition is None:
         raise ValueError("the plan names an expert but no partition")
-    cut = partition.from_inputs(inputs, cfg.partition, cfg.dataset_digest)
-    return {sha for sha, cluster in cut["assignment"].items() if cluster == expert}
+    return partition.cluster_images(inputs, cfg.partition, cfg.dataset_digest, expert)
 
 
 def training_set(cfg: Any, inputs: dict[str, Path], side: int) -> datasets.Dataset:

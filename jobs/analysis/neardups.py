@@ -68,8 +68,8 @@ def clusters(images: np.ndarray, tolerance: float, shift: int = 1) -> np.ndarray
 
     if len(images) > 1:
         found = candidates(images, NEIGHBOURS)
-        pairs = np.array([(a, int(b)) for a, row in enumerate(found) for b in row if b > a or
-                          (b >= 0 and a not in found[b])], dtype=np.int64).reshape(-1, 2)
+        pairs = np.array(sorted({(min(a, int(b)), max(a, int(b))) for a, row in enumerate(found) for b in row
+                                 if b >= 0}), dtype=np.int64).reshape(-1, 2)
         for start in range(0, len(pairs), PAIRS_AT_ONCE):
             chunk = pairs[start:start + PAIRS_AT_ONCE]
             near = shifted_rms(images[chunk[:, 0]], images[chunk[:, 1]], shift) <= tolerance

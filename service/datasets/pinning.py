@@ -306,7 +306,7 @@ def _pin_family_ablation(session: Session, plan: AblationConfig) -> AblationConf
         raise Invalid(f"job_plan.without_expert: {plan.with_model} is one model, not a family of experts; name its "
                       "twin (without_model)")
     experts = len(version.family["experts"])
-    if plan.without_expert is not None and plan.without_expert >= experts:
+    if int(plan.without_expert or 0) >= experts:
         raise Invalid(f"job_plan.without_expert: {plan.with_model} has experts 0 to {experts - 1}")
     dataset = datasets.by_digest(session, version.dataset_digest)
     if dataset is None:
