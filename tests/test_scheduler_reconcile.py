@@ -4,7 +4,7 @@ budgets, cancels, restarts and archive faults, each with its accounting in the l
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -48,6 +48,16 @@ def _backdate(engine: Engine, run_id: int, number: int, seconds: float, checkpoi
         return attempt.started_at
 
 
+def _stop_clock(monkeypatch, now: datetime) -> None:  # type: ignore[no-untyped-def]
+    """The scheduler's clock stands still at `now`: however slow the machine running the test, a backdated job has
+    run exactly as long as the test says when it is charged."""
+    from scheduler import accounting
+    from scheduler import reconcile as reconciling
+
+    for module in (accounting, reconciling):
+        monkeypatch.setattr(module, "utcnow", lambda: now)
+
+
 def _charged(engine: Engine, run_id: int, attempt: int | None = None) -> int:
     with Session(engine) as session:
         return run_charged(session, run_id, attempt)
@@ -60,11 +70,12 @@ def test_waiting_for_a_gpu_is_not_charged(world, lite_engine) -> None:
 
 
 @pytest.mark.parametrize("ran_s", [7.0, 12.7])
-def test_a_finished_job_is_charged_exactly_up_to_its_end(world, lite_engine, ran_s: float) -> None:
+def test_a_finished_job_is_charged_exactly_up_to_its_end(world, lite_engine, ran_s: float, monkeypatch) -> None:
     scheduler, pool, run_id, client, _ = world
     job = FakeJob(client, pool.token())
     job.start()
     started = _backdate(lite_engine, run_id, 1, 40.5)
+    _stop_clock(monkeypatch, started + timedelta(seconds=40.5))
     pool.set(pool.submitted[0], JobState.running)
     scheduler.reconcile()
     assert 39 <= _charged(lite_engine, run_id) <= 41  # charged as it runs, in spans of 30 s or more
@@ -365,10 +376,10 @@ def test_two_pools_on_one_database_touch_only_their_own_runs(world, lite_engine,
         impostor.claim_pool()
 
 
-def test_two_schedulers_charge_each_span_once(world, lite_engine, lite_settings) -> None:
+def test_two_schedulers_charge_each_span_once(world, lite_engine, lite_settings, monkeypatch) -> None:
     scheduler, pool, run_id, client, _ = world
     FakeJob(client, pool.token()).start()
-    _backdate(lite_engine, run_id, 1, 45)
+    _stop_clock(monkeypatch, _backdate(lite_engine, run_id, 1, 45) + timedelta(seconds=45))
     pool.set(pool.submitted[0], JobState.running)
     twin = Scheduler(lite_engine, lite_settings, pool)
     scheduler.reconcile()
