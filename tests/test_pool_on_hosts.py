@@ -36,7 +36,7 @@ from scheduler.local_ray import RayNode, ray_env, ray_ports
 from service.archive.service import list_artifacts, read_object, store_for
 from service.attempts.service import attempts_of
 from service.config import Settings
-from service.db import make_engine
+from service.db import make_engine, writer
 from service.ledger.service import run_charged
 from service.models import AttemptState, Machine, Role, Run, RunState, User
 from service.pool import machines
@@ -167,6 +167,11 @@ class Pool:
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
+    def writing(self) -> Session:
+        """A session that reads and then writes, begun as the portal's writers begin theirs (BEGIN IMMEDIATE on
+        SQLite): the service writes to the same file, and a transaction that read first could not then write."""
+        return Session(writer(self.engine), expire_on_commit=False)
+
     def awarded(self, plan: dict[str, Any]) -> int:
         with self.session() as session:
             admin, pi = session.get(User, self.people["admin"].id), session.get(User, self.people["pi"].id)
@@ -188,7 +193,7 @@ class Pool:
         raise AssertionError(f"run {run_id} never got there: {run.state} {run.message}")
 
     def pause(self, name: str, paused: bool) -> None:
-        with self.session() as session:
+        with self.writing() as session:
             machines.set_controls(session, session.get(User, self.people["owner"].id), self.machines[name][0].id,
                                   paused=paused)
             session.commit()
@@ -347,7 +352,7 @@ def test_a_revoked_machine_reaches_nothing_with_its_old_credentials(pool: Pool) 
     pool.pause("m2", True)
     run_id = pool.awarded(LONG)
     pool.wait_run(run_id, lambda run: run.resume_step >= 100 or _ended(run))
-    with pool.session() as session:
+    with pool.writing() as session:
         (attempt,) = attempts_of(session, run_id)
         machines.revoke(session, session.get(User, pool.people["admin"].id), m1.id, message="no longer trusted")
         session.commit()
