@@ -19,10 +19,12 @@ SHA256 = r"^[0-9a-f]{64}$"
 PINNED = ("dataset_digest", "base_checkpoint_sha256", "partition_sha256", "withdrawn_images")
 _FAMILY_PINNED = ("expert_checkpoints", "router_sha256", "partition")
 PINNED_BY_KIND = {"replication": ("checkpoint_sha256", "dataset", "dataset_digest", "samples_sha256",
-                                  "samples_metrics_sha256", *_FAMILY_PINNED),
-                  "extraction": ("checkpoint_sha256", "dataset", "dataset_digest", *_FAMILY_PINNED),
+                                  "samples_metrics_sha256", "descriptor_sha256", *_FAMILY_PINNED),
+                  "extraction": ("checkpoint_sha256", "dataset", "dataset_digest", "descriptor_sha256",
+                                 *_FAMILY_PINNED),
                   "quality": ("checkpoint_sha256", "dataset", "dataset_digest", *_FAMILY_PINNED),
-                  "duplication": ("dataset_digest",),
+                  "duplication": ("dataset_digest", "descriptor_sha256"),
+                  "descriptor": ("dataset_digest", "withdrawn_images"),
                   "router": ("dataset_digest", "partition_sha256"),
                   "sample": ("expert_checkpoints", "router_sha256"),
                   "ablation": ("with_checkpoint_sha256", "without_checkpoint_sha256", "dataset", "dataset_digest",
@@ -246,6 +248,32 @@ class _FamilyFiles(_Plan):
                     "comparison.")
 
 
+DESCRIPTOR_REF = r"^(structure|[a-z0-9][a-z0-9-]{0,79}@[1-9][0-9]{0,8})$"  # structure, or name@N
+
+
+class _DescriptorChoice(_Plan):
+    """The descriptor a copy search compares images with, beside the tiled distance."""
+
+    descriptor: str = Field("structure", pattern=DESCRIPTOR_REF, title="Copy descriptor",
+        description="structure: the offline structure descriptor, which reports similarity while the tiled distance "
+                    "decides; or a learned copy descriptor registered as name@N (a descriptor run's version), whose "
+                    "similarity above its operating threshold also counts as a copy: crops, mirror images and "
+                    "colour changes that no pixel distance sees.")
+    descriptor_sha256: str | None = Field(None, pattern=SHA256, title="Descriptor file (sha256)",
+                                          description="Filled in by the observatory: the learned descriptor's file.")
+
+
+class _CopyTest(_DescriptorChoice):
+    """How a model's generations are tested against its training set: near-duplicate training images are one
+    picture, and the descriptor may decide beside the tiled distance."""
+
+    near_duplicate_rms: float = Field(0.04, gt=0, le=0.5, title="Near-duplicate tolerance",
+        description="Training images whose every tile differs by at most this root-mean-square (0 to 1 scale), at "
+                    "some shift, are one picture: calibrated, compared with and counted as one.")
+    near_duplicate_shift: int = Field(1, ge=0, le=4, title="Near-duplicate shift",
+        description="The largest shift, in pixels each way, at which two training images may be near duplicates.")
+
+
 class _ModelAnalysisPlan(_FamilyFiles):
     """What the analyses of one model against its own training set share: the model (a registered version, or a
     finished training run's checkpoint) and, filled in when the plan is accepted, its checkpoint and training set."""
@@ -283,7 +311,7 @@ class _ModelAnalysisPlan(_FamilyFiles):
         return named if self.expert is None else f"expert {self.expert} of {named}"
 
 
-class ReplicationConfig(_ModelAnalysisPlan):
+class ReplicationConfig(_ModelAnalysisPlan, _CopyTest):
     """Replication search: draw samples from a model and find each one's nearest training images, by pixel L2,
     tiled L2 (the largest tile distance) and an offline structure descriptor; a sample whose tiled distance falls
     below the threshold calibrated on the training set itself is counted as a copy."""
@@ -304,11 +332,6 @@ class ReplicationConfig(_ModelAnalysisPlan):
     calibration_fraction: float = Field(0.5, gt=0, le=1, title="Threshold fraction",
         description="…times this: a copy must be this much nearer (relatively) to one training image than the "
                     "nearest pairs of distinct training images are to each other.")
-    near_duplicate_rms: float = Field(0.04, gt=0, le=0.5, title="Near-duplicate tolerance",
-        description="Training images whose every tile differs by at most this root-mean-square (0 to 1 scale), at "
-                    "some shift, are one picture: calibrated, compared with and counted as one.")
-    near_duplicate_shift: int = Field(1, ge=0, le=4, title="Near-duplicate shift",
-        description="The largest shift, in pixels each way, at which two training images may be near duplicates.")
 
     @model_validator(mode="after")
     def _one_model(self) -> ReplicationConfig:
@@ -324,7 +347,7 @@ class ReplicationConfig(_ModelAnalysisPlan):
         return f"the samples of run {self.samples_from}" if self.samples_from else super().subject
 
 
-class ExtractionConfig(_ModelAnalysisPlan):
+class ExtractionConfig(_ModelAnalysisPlan, _CopyTest):
     """Extraction attack (after Carlini et al. 2023): draw many samples; groups of generations nearly identical to
     one another are what a model regenerates again and again; a group whose images match a training image is an
     extracted training image."""
@@ -352,7 +375,7 @@ class QualityConfig(_ModelAnalysisPlan):
                            description="A point's manifold ball reaches its k-th nearest neighbour.")
 
 
-class DuplicationConfig(_Plan):
+class DuplicationConfig(_DescriptorChoice):
     """Duplication audit of a dataset version: images repeated in its manifest, and near duplicates among its
     distinct images (every tile within a small RMS difference)."""
 
@@ -364,6 +387,45 @@ class DuplicationConfig(_Plan):
         description="Two distinct images are near duplicates when every one of their 4x4 tiles differs by at most "
                     "this root-mean-square (on a 0 to 1 scale).")
     resolution: int = Field(32, ge=8, le=256, title="Compared at", description="Side the images are compared at.")
+    max_shift: int = Field(1, ge=0, le=4, title="Near-duplicate shift",
+        description="The largest shift, in pixels each way, at which two images may be near duplicates.")
+
+
+class DescriptorConfig(_Plan):
+    """Train a copy descriptor on a dataset version: a small network, SSCD-style, whose vectors bring a picture and
+    its edited copies (crops, shifts, mirror images, colour, blur, JPEG) together and distinct pictures apart.
+    Registered as a version like a model, the replication search, the extraction attack and the duplication audit
+    can use it (`descriptor: name@N`). It measures itself on images it held out: copy-detection muAP, beside the
+    structure descriptor's on the same queries."""
+
+    kind: Literal["descriptor"] = "descriptor"
+    dataset: str = Field(pattern=DATASET_REF, title="Dataset", description="The dataset version it learns from.")
+    dataset_digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", title="Dataset digest",
+                                       description="Filled in by the observatory: the version's digest.")
+    withdrawn_images: list[Annotated[str, Field(pattern=SHA256)]] = Field(
+        default_factory=list, max_length=100_000, title="Withdrawn images (sha256)",
+        description="Filled in by the observatory: images withdrawn from the observatory, left out.")
+    resolution: int = Field(16, ge=8, le=64, title="Image size",
+                            description="Side the descriptor sees; images of other sizes are resized to it.")
+    width: int = Field(32, ge=8, le=128, title="Channels",
+                       description="Channels of the first stage (the next two have twice and four times as many).")
+    dim: int = Field(64, ge=8, le=512, title="Descriptor length", description="Values in each image's vector.")
+    steps: int = Field(600, ge=1, le=200_000, title="Training steps")
+    batch_size: int = Field(128, ge=4, le=1024, title="Batch size",
+                            description="Images per step, each seen twice, differently edited.")
+    learning_rate: float = Field(2e-3, gt=0, le=1, title="Learning rate", description="AdamW, cosine decay.")
+    temperature: float = Field(0.1, ge=0.01, le=1, title="Temperature", description="Of the contrastive loss.")
+    entropy_weight: float = Field(0.3, ge=0, le=100, title="Entropy weight",
+                                  description="Weight of the KoLeo term that spreads distinct images apart.")
+    held_out: float = Field(0.2, ge=0.05, le=0.5, title="Held out",
+                            description="The share of distinct images kept out of training to measure it on.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, title="Random seed")
+
+    @model_validator(mode="after")
+    def _width_fits_norm(self) -> DescriptorConfig:
+        if self.width % 8:
+            raise ValueError("width must be a multiple of 8 (the network's norm groups)")
+        return self
 
 
 class RouterConfig(_Plan):
@@ -450,14 +512,15 @@ class AblationConfig(_FamilyFiles):
 
 
 Plan = (TrainConfig | SampleConfig | IngestConfig | ReplicationConfig | DuplicationConfig | RouterConfig
-        | AblationConfig | ExtractionConfig | QualityConfig)
+        | AblationConfig | ExtractionConfig | QualityConfig | DescriptorConfig)
 # The analyses of one model version against its own training set: pinned alike, sized by their samples.
 ModelAnalysis = ReplicationConfig | ExtractionConfig | QualityConfig
 JobPlan = Annotated[Plan, Field(discriminator="kind")]
 JOB_KINDS: dict[str, type[_Plan]] = {"train": TrainConfig, "sample": SampleConfig, "ingest": IngestConfig,
                                      "replication": ReplicationConfig, "duplication": DuplicationConfig,
                                      "ablation": AblationConfig, "extraction": ExtractionConfig,
-                                     "quality": QualityConfig, "router": RouterConfig}
+                                     "quality": QualityConfig, "router": RouterConfig,
+                                     "descriptor": DescriptorConfig}
 _adapter: TypeAdapter[Plan] = TypeAdapter(JobPlan)
 INGEST_SECONDS_PER_FILE = 2.5  # two polite API calls and a thumbnail at the default rate limit, with a margin
 
@@ -475,7 +538,7 @@ def estimated_vram_gb(plan: Plan) -> float:
     """
     if isinstance(plan, IngestConfig | DuplicationConfig):
         return 0.0
-    if isinstance(plan, RouterConfig):
+    if isinstance(plan, RouterConfig | DescriptorConfig):
         return 1.0
     if isinstance(plan, SampleConfig | AblationConfig | ModelAnalysis):
         return 2.0
@@ -490,6 +553,7 @@ def estimated_vram_gb(plan: Plan) -> float:
 
 # Measured with `python -m jobs.train` on the default train plan, one CPU core of this project's 2-core machines.
 REFERENCE_SECONDS_PER_STEP = 0.31
+DESCRIPTOR_SECONDS_PER_STEP = 0.4  # the descriptor job at its defaults, likewise
 
 
 def _work(resolution: int, channels: list[int], layers: int, images: int) -> float:
@@ -506,6 +570,9 @@ def estimated_seconds(plan: Plan) -> float:
         return plan.limit * INGEST_SECONDS_PER_FILE
     if isinstance(plan, DuplicationConfig):
         return 60.0  # a search over the distinct images: seconds for thousands, minutes for hundreds of thousands
+    if isinstance(plan, DescriptorConfig):  # measured: 0.4 s a step at the defaults, two edited views an image
+        return plan.steps * DESCRIPTOR_SECONDS_PER_STEP * plan.batch_size / 128 * (plan.resolution / 16) ** 2 \
+            * (plan.width / 32) ** 2
     if isinstance(plan, RouterConfig):  # a classifier of a few layers: about a tenth of a small UNet's step
         return plan.steps * REFERENCE_SECONDS_PER_STEP * 0.1 * plan.batch_size / 64 * (plan.resolution / 16) ** 2
     reference = TrainConfig()

@@ -64,15 +64,16 @@ KINDS: dict[str, JobKind] = {
         OutputSpec("results.json", "analysis-results", JSON),
         OutputSpec("report.html", "report", "text/html; charset=utf-8"),
         OutputSpec("pairs.png", "pairs", PNG),
-    ), inputs=("checkpoint_sha256", "samples_sha256", "samples_metrics_sha256", *FAMILY_INPUTS), uses_dataset=True),
+    ), inputs=("checkpoint_sha256", "samples_sha256", "samples_metrics_sha256", "descriptor_sha256", *FAMILY_INPUTS),
+        uses_dataset=True),
     "duplication": JobKind("duplication", "jobs.analysis.duplication", (
         OutputSpec("results.json", "analysis-results", JSON),
         OutputSpec("report.html", "report", "text/html; charset=utf-8"),
-    ), uses_dataset=True, uses_gpu=False),
+    ), inputs=("descriptor_sha256",), uses_dataset=True, uses_gpu=False),
     "extraction": JobKind("extraction", "jobs.analysis.extraction", (
         OutputSpec("results.json", "analysis-results", JSON),
         OutputSpec("report.html", "report", "text/html; charset=utf-8"),
-    ), inputs=("checkpoint_sha256", *FAMILY_INPUTS), uses_dataset=True),
+    ), inputs=("checkpoint_sha256", "descriptor_sha256", *FAMILY_INPUTS), uses_dataset=True),
     "quality": JobKind("quality", "jobs.analysis.quality", (
         OutputSpec("results.json", "analysis-results", JSON),
         OutputSpec("report.html", "report", "text/html; charset=utf-8"),
@@ -86,6 +87,11 @@ KINDS: dict[str, JobKind] = {
         OutputSpec("metrics.json", "metrics", JSON),
         OutputSpec("accuracy.png", "accuracy-chart", PNG),
     ), inputs=("partition_sha256",), uses_dataset=True),
+    "descriptor": JobKind("descriptor", "jobs.descriptor", (
+        OutputSpec("descriptor.pt", "descriptor", "application/octet-stream"),
+        OutputSpec("metrics.json", "metrics", JSON),
+        OutputSpec("attribution.json", "attribution", JSON),
+    ), uses_dataset=True),
     "sample": JobKind("sample", "jobs.sample", (
         OutputSpec("samples.png", "samples", PNG),
         OutputSpec("metrics.json", "metrics", JSON),

@@ -441,3 +441,72 @@ def test_a_sample_run_s_own_images_are_searched(lite_client: TestClient, lite_se
     assert direct["samples"][0]["tiled_l2"][0]["index"] == results["samples"][1]["tiled_l2"][0]["index"]
     assert direct["samples"][0]["tiled_l2"][0]["distance"] == pytest.approx(
         results["samples"][1]["tiled_l2"][0]["distance"], rel=0.02)  # the grid's 8-bit pixels
+
+
+def test_a_descriptor_run_is_registered_as_a_copy_descriptor_and_analyses_name_it(
+        lite_client: TestClient, lite_session: Session, lite_settings, tiny_model: Path) -> None:
+    from service.datasets.pinning import run_inputs
+
+    ref, made = _model_run(lite_client, lite_session, lite_settings, tiny_model)
+    admin = made["admin"]
+    headers = auth_headers(lite_session, admin)
+    _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
+                                                        create_call(lite_session, admin),
+                                                        job_plan={"kind": "descriptor", "dataset": "skimage-samples"}))
+    run = lite_session.get(Run, run.id)
+    assert run.job_kind == "descriptor" and run.job_plan["dataset"] == "skimage-samples@1"
+    assert run.job_plan["dataset_digest"].startswith("sha256:")
+    attribution = {"dataset": "skimage-samples", "digest": run.job_plan["dataset_digest"],
+                   "images": [{"title": "Coffee", "author": "R", "license": "CC0-1.0"}]}
+    archive_outputs(lite_session, lite_settings, run, {"descriptor.pt": b"descriptor weights", "metrics.json": b"{}",
+                                                       "attribution.json": json.dumps(attribution).encode()})
+    run.state = RunState.succeeded
+    lite_session.add(run)
+    lite_session.commit()
+    # A descriptor is not registered under a diffusion model's name, nor a model under a descriptor's.
+    clash = lite_client.post("/api/models", headers=headers, json={"run_id": run.id, "name": "tiny"})
+    assert clash.status_code == 409 and "tiny holds diffusion models" in clash.json()["detail"]
+    registered = lite_client.post("/api/models", headers=headers, json={"run_id": run.id, "name": "copy"})
+    assert registered.status_code == 201, registered.text
+    card = registered.json()
+    assert card["ref"] == "copy@1" and card["config"]["kind"] == "descriptor" and card["images"] == 1
+    assert card["checkpoint_sha256"] == hashlib.sha256(b"descriptor weights").hexdigest()
+    page = lite_client.get("/models/copy/1").text
+    assert "Copy descriptor card" in page and 'id="descriptor"' in page and "descriptor: copy@1" in page
+
+    researcher = create_user(lite_session)
+    call = create_call(lite_session, admin)
+    mine = auth_headers(lite_session, researcher)
+    body = {"title": "Crops?", "abstract": "A", "justification": "J", "requested_gpu_hours": 1.0, "submit": False}
+
+    def plan(job_plan: dict):  # type: ignore[no-untyped-def]
+        return lite_client.post(f"/api/calls/{call.id}/proposals", headers=mine, json={**body, "job_plan": job_plan})
+
+    search_plan = plan({"kind": "replication", "model": ref, "descriptor": "copy@1"})
+    assert search_plan.status_code == 201, search_plan.text
+    assert search_plan.json()["job_plan"]["descriptor_sha256"] == card["checkpoint_sha256"]
+    attack = plan({"kind": "extraction", "model": ref, "descriptor": "copy@1"}).json()["job_plan"]
+    audit = plan({"kind": "duplication", "dataset": "skimage-samples", "descriptor": "copy@1"}).json()["job_plan"]
+    assert attack["descriptor_sha256"] == audit["descriptor_sha256"] == card["checkpoint_sha256"]
+    assert plan({"kind": "replication", "model": ref}).json()["job_plan"]["descriptor_sha256"] is None
+    # Nobody points a job at a file by hand: a given sha256 is replaced by the named descriptor's (or none).
+    forged = plan({"kind": "duplication", "dataset": "skimage-samples", "descriptor_sha256": "ab" * 32})
+    assert forged.json()["job_plan"]["descriptor_sha256"] is None
+    for job_plan, message in (
+            ({"kind": "replication", "model": "copy@1"}, "copy@1 is a copy descriptor, not a diffusion model"),
+            ({"kind": "sample", "model": "copy@1"}, "copy@1 is a copy descriptor"),
+            ({"kind": "replication", "model": ref, "descriptor": ref}, f"{ref} is a diffusion model"),
+            ({"kind": "extraction", "model": ref, "descriptor": "copy@7"}, "no descriptor version 'copy@7'"),
+            ({"kind": "duplication", "dataset": "skimage-samples", "descriptor": "Copy"}, "job_plan")):
+        refused = plan(job_plan)
+        assert refused.status_code == 422 and message in refused.json()["detail"], (job_plan, refused.text)
+    # The job is sent the descriptor's file with the model's and the training set's.
+    _, analysis = award(lite_session, admin, create_proposal(lite_session, researcher, call, job_plan={
+        "kind": "replication", "model": ref, "descriptor": "copy@1"}))
+    inputs = run_inputs(lite_session, lite_session.get(Run, analysis.id))
+    assert inputs["descriptor_sha256"] == card["checkpoint_sha256"] and "dataset:manifest.jsonl" in inputs
+    form = lite_client.get(f"/calls/{call.id}/propose", headers=mine).text
+    picker = form.split('<select name="replication.descriptor"')[1].split("</select>")[0]
+    assert 'value="structure"' in picker and 'value="copy@1"' in picker
+    models = form.split('<select name="replication.model"')[1].split("</select>")[0]
+    assert 'value="copy@1"' not in models and f'value="{ref}"' in models

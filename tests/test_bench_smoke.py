@@ -22,6 +22,8 @@ SMALLEST = {
                       "3"], "recall@3"),
     "dose_response.py": (["--copies", "2", "--steps", "2", "--distinct", "8", "--planted", "1", "--samples", "4",
                           "--batch-size", "4"], "regenerated at step 2: k=2"),
+    "copy_descriptor.py": (["--train", "16", "--held-out", "8", "--steps", "2", "--batch-size", "8"],
+                           "copy detection: learned muAP"),
     "train_on_ray.py": (["--steps", "2", "--ray-cpus", "1"], "through Ray, run given 1 CPU(s)"),
     "pooled.py": (["--ks", "2", "--images", "24", "--held-out", "16", "--themes", "4", "--side", "8", "--steps", "4",
                    "--batch-size", "4", "--router-steps", "4", "--samples", "8", "--inference-steps", "2"],

@@ -214,14 +214,20 @@ def _plan_options(session, user) -> dict[str, list[tuple[str, str]]]:
     """The choices of the plan fields that name registered things: datasets, model versions, checkpoints."""
     data = [(f"{d.name}@{d.version}", f"{d.name}@{d.version}: {d.images} images, {d.origin}")
             for d in dataset_service.listing(session)]
+    listed = model_service.listing(session)
     versions = [(f"{m.name}@{m.version}", f"{m.name}@{m.version}: {m.steps} steps on {m.dataset}")
-                for m in model_service.listing(session)]
+                for m in listed if not model_service.is_descriptor(m)]
+    learned = [(f"{m.name}@{m.version}", f"{m.name}@{m.version}: a copy descriptor learned from {m.dataset}")
+               for m in listed if model_service.is_descriptor(m)]
     checkpoints = archive.usable_checkpoints(session, user) if user else []
     options = {"train.dataset": data, "train.base_model": [("", "none: train from scratch"), *versions],
                "sample.model": [*versions, ("", "none: the checkpoint below")],
                "sample.checkpoint_sha256": [*([("", "none: the model version above")] if versions else []),
                                             *checkpoints],
-               "duplication.dataset": data, "ablation.with_model": versions, "ablation.without_model": versions}
+               "duplication.dataset": data, "descriptor.dataset": data, "ablation.with_model": versions,
+               "ablation.without_model": versions}
+    for kind in ("replication", "extraction", "duplication"):  # the structure descriptor, or a learned one
+        options[f"{kind}.descriptor"] = [("structure", "structure: the offline structure descriptor"), *learned]
     for kind in ("replication", "extraction", "quality"):  # a model version, or a run named below
         options[f"{kind}.model"] = [*versions, ("", "none: the run named below")]
     return {key: choices for key, choices in options.items() if any(value for value, _ in choices)}

@@ -7,8 +7,9 @@ seed+1, …). Two generations are near duplicates of each other when their tiled
 distance at which the closest pairs of distinct training images lie (the 1st percentile; a memorised image comes
 out nearly the same every time, a learned one does not). As in the paper, a group is a clique: at least
 `min_group` generations, each a near duplicate of every other (among its NEIGHBOURS nearest). A group is matched,
-by its medoid, against the training set with the replication search's relative test: a match is an extracted
-training image.
+by its medoid, against the training set with the replication search's copy test (near-duplicate training images
+counted as one picture; a learned descriptor, where the plan names one, deciding beside the distance ratio): a match
+is an extracted training image.
 
 Writes results.json (the same inputs and seed give the same bytes), report.html and outputs.json.
 """
@@ -26,7 +27,8 @@ import torch
 from jobs import progress
 from jobs.analysis import descriptors, report, search
 from jobs.analysis.common import grid_for, model_analysis_arguments, rounded, subject, to_unit, training_set, write
-from jobs.analysis.replication import NEIGHBOURHOOD, calibrate, ratios
+from jobs.analysis.copytest import descriptor_for
+from jobs.analysis.replication import calibrated, decide
 from jobs.config import ExtractionConfig
 from jobs.model import draw_samples, pick_device
 
@@ -130,32 +132,49 @@ def analyse(cfg: ExtractionConfig, checkpoint: Path | None, inputs: dict[str, Pa
     training = to_unit(data.images[torch.from_numpy(first)])
     grid = grid_for(side)
     sample_tiles, train_tiles = descriptors.tiles(samples, grid), descriptors.tiles(training, grid)
-    thresholds = calibrate(train_tiles, descriptors.features(training), 1.0, 0.5)
+    descriptor = descriptor_for(cfg, inputs)
+    train_vectors = descriptor.describe(training)
+    # Calibrated on one image per near-duplicate cluster, as the replication search is; a group is matched with the
+    # same test, and a cluster's images count as one picture, repeated as often as all of them together.
+    cluster, heads, thresholds = calibrated(training, train_tiles, train_vectors, cfg, descriptor)
     limit = GENERATION_FRACTION * thresholds["tiled_l2"]
     near_d, near_i = search.tiled_nearest(sample_tiles, sample_tiles, min(len(samples), NEIGHBOURS + 1))
     edges = [(a, int(b)) for a in range(len(samples)) for d, b in zip(near_d[a], near_i[a], strict=True)
              if d < limit and int(b) != a]
     groups = cliques_of(edges, len(samples), cfg.min_group)
-    wide = min(NEIGHBOURHOOD, len(training) - 1) + 1
-    found = []
+    medoids = []
     for group in groups:
         inner, _ = search.tiled_l2(sample_tiles[group], sample_tiles[group], len(group))
-        medoid = group[int(inner.sum(axis=1).argmin())]
-        d, i = search.tiled_l2(sample_tiles[medoid:medoid + 1], train_tiles, wide)
-        relative = float(ratios(d)[0]) if wide > 1 else 1.0
-        entry = data.entries[first[int(i[0, 0])]]
+        medoids.append(group[int(inner.sum(axis=1).argmin())])
+    verdicts = decide(sample_tiles[medoids], descriptor.describe(samples[medoids]), train_tiles, train_vectors,
+                      cluster, heads, thresholds, 1) if medoids else None
+    seen: Counter = Counter()
+    for index, head in enumerate(cluster):
+        seen[int(head)] += repeats[shas[first[index]]]
+    found = []
+    for row, (group, medoid) in enumerate(zip(groups, medoids, strict=True)):
+        assert verdicts is not None
+        nearest = int(verdicts.copy_of[row]) if verdicts.copy[row] else int(verdicts.tiled_i[row, 0])
+        entry = data.entries[first[nearest]]
         found.append({
             "size": len(group), "seeds": [seeds[m] for m in group], "medoid": medoid, "medoid_seed": seeds[medoid],
             **({"class": classes[labels[medoid]]} if classes else {}),
-            "nearest": {"index": int(i[0, 0]), "title": entry.get("title"), "author": entry.get("author"),
+            "nearest": {"index": nearest, "title": entry.get("title"), "author": entry.get("author"),
                         "license": entry.get("license"), "image_sha256": entry.get("image_sha256"),
-                        "times_in_training": repeats[entry.get("image_sha256")], "distance": float(d[0, 0])},
-            "ratio": relative, "extracted": relative < thresholds["ratio"]})
+                        "times_in_training": seen[int(cluster[nearest])],
+                        "exact_times_in_training": repeats[entry.get("image_sha256")],
+                        "distance": float(verdicts.tiled_d[row, 0]),
+                        "similarity": float(verdicts.similarity[row, 0])},
+            "ratio": float(verdicts.ratio[row]), "extracted": bool(verdicts.copy[row]),
+            "by": [test for test, said in (("ratio", verdicts.by_ratio[row]),
+                                           ("descriptor", verdicts.by_descriptor[row])) if said]})
     progress.report(1, 1, phase="match")
     extracted = sorted({g["nearest"]["index"] for g in found if g["extracted"]})
     results = rounded({
         "kind": "extraction", "subject": cfg.subject, "config": cfg.model_dump(mode="json"),
-        "dataset": {"ref": cfg.dataset, "digest": data.digest, "distinct_images": len(first)},
+        "dataset": {"ref": cfg.dataset, "digest": data.digest, "distinct_images": len(first),
+                    "near_duplicate_clusters": len(heads)},
+        "descriptor": {"name": descriptor.name, "decides": descriptor.decides, **(descriptor.about or {})},
         "thresholds": {**thresholds, "generation_distance": limit, "tile_grid": grid},
         "summary": {"samples": len(samples), "groups": len(found), "extracted_images": len(extracted),
                     "generations_in_extracted_groups": sum(g["size"] for g in found if g["extracted"])},

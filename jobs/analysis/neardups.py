@@ -55,9 +55,26 @@ def candidates(images: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def clusters(images: np.ndarray, tolerance: float, shift: int = 1) -> np.ndarray:
+def near_pairs(images: np.ndarray, tolerance: float, shift: int = 1) -> list[tuple[int, int, float]]:
+    """The near-duplicate pairs among the images (N x H x W x 3 in [0, 1]): (a, b, their shifted tile RMS), a < b,
+    in order."""
+    if len(images) < 2:
+        return []
+    found = candidates(images, NEIGHBOURS)
+    pairs = np.array(sorted({(min(a, int(b)), max(a, int(b))) for a, row in enumerate(found) for b in row
+                             if b >= 0}), dtype=np.int64).reshape(-1, 2)
+    out = []
+    for start in range(0, len(pairs), PAIRS_AT_ONCE):
+        chunk = pairs[start:start + PAIRS_AT_ONCE]
+        rms = shifted_rms(images[chunk[:, 0]], images[chunk[:, 1]], shift)
+        out += [(int(a), int(b), float(r)) for (a, b), r in zip(chunk, rms, strict=True) if r <= tolerance]
+    return out
+
+
+def clusters(images: np.ndarray, tolerance: float, shift: int = 1,
+             pairs: list[tuple[int, int, float]] | None = None) -> np.ndarray:
     """The near-duplicate cluster of each image (N x H x W x 3 in [0, 1]): the index of its cluster's first
-    image. An image with no near duplicate is a cluster of its own."""
+    image. An image with no near duplicate is a cluster of its own. `pairs`: the near pairs, if already found."""
     parent = np.arange(len(images))
 
     def root(i: int) -> int:
@@ -66,14 +83,7 @@ def clusters(images: np.ndarray, tolerance: float, shift: int = 1) -> np.ndarray
             i = int(parent[i])
         return i
 
-    if len(images) > 1:
-        found = candidates(images, NEIGHBOURS)
-        pairs = np.array(sorted({(min(a, int(b)), max(a, int(b))) for a, row in enumerate(found) for b in row
-                                 if b >= 0}), dtype=np.int64).reshape(-1, 2)
-        for start in range(0, len(pairs), PAIRS_AT_ONCE):
-            chunk = pairs[start:start + PAIRS_AT_ONCE]
-            near = shifted_rms(images[chunk[:, 0]], images[chunk[:, 1]], shift) <= tolerance
-            for a, b in chunk[near]:
-                low, high = sorted((root(int(a)), root(int(b))))
-                parent[high] = low
+    for a, b, _ in near_pairs(images, tolerance, shift) if pairs is None else pairs:
+        low, high = sorted((root(a), root(b)))
+        parent[high] = low
     return np.array([root(i) for i in range(len(images))], dtype=np.int64)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,8 @@ from jobs import dataset as datasets
 from jobs import progress
 from jobs.analysis import descriptors, neardups, report, search
 from jobs.analysis.common import grid_for, model_analysis_arguments, rounded, subject, to_unit, training_set, write
-from jobs.config import ReplicationConfig
+from jobs.analysis.copytest import Descriptor, descriptor_for
+from jobs.config import ExtractionConfig, ReplicationConfig
 from jobs.imaging import from_grid
 from jobs.model import class_labels, draw_samples, pick_device
 
@@ -48,6 +50,7 @@ CARLINI_ALPHA = 0.5
 LITERATURE_FLOOR = (NEIGHBOURHOOD - 1) * CARLINI_ALPHA / (NEIGHBOURHOOD - CARLINI_ALPHA)
 SHOWN = 48  # pairs shown in the report and offered for marking
 PAIR_SCALE, PAIR_GAP = 4, 4  # pairs.png: each image enlarged 4 times, 4 white pixels between sample and original
+CALIBRATION_PERCENTILE, CALIBRATION_FRACTION = 1.0, 0.5  # the defaults, for analyses that do not set them
 CALIBRATION_SAMPLE = 2000  # training images whose own ratios calibrate the threshold (all, when fewer)
 
 
@@ -121,13 +124,20 @@ def capacity(unet, data: datasets.Dataset, png_bytes: int, pictures: int) -> dic
 
 
 def calibrated(training: np.ndarray, train_tiles: np.ndarray, train_features: np.ndarray,
-               cfg: ReplicationConfig) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+               cfg: ReplicationConfig | ExtractionConfig,
+               descriptor: Descriptor | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """The training images' near-duplicate clusters (each image's cluster, named by its first image), the first
-    image of each, and the thresholds calibrated on those alone."""
+    image of each, and the thresholds calibrated on those alone (with a learned descriptor's, where it decides)."""
     cluster = neardups.clusters(training, cfg.near_duplicate_rms, cfg.near_duplicate_shift)
     heads = np.flatnonzero(cluster == np.arange(len(cluster)))
-    return cluster, heads, calibrate(train_tiles[heads], train_features[heads], cfg.calibration_percentile,
-                                     cfg.calibration_fraction)
+    thresholds = calibrate(train_tiles[heads], train_features[heads],
+                           getattr(cfg, "calibration_percentile", CALIBRATION_PERCENTILE),
+                           getattr(cfg, "calibration_fraction", CALIBRATION_FRACTION))
+    if descriptor is not None:
+        thresholds.update({"descriptor": descriptor_threshold(thresholds, descriptor),
+                           "descriptor_name": descriptor.name,
+                           "descriptor_operating": descriptor.operating_threshold})
+    return cluster, heads, thresholds
 
 
 def cluster_ratios(sample_tiles: np.ndarray, train_tiles: np.ndarray, heads: np.ndarray, cluster: np.ndarray,
@@ -146,6 +156,51 @@ def cluster_ratios(sample_tiles: np.ndarray, train_tiles: np.ndarray, heads: np.
         if others:
             out[row] = nearest_d[row] / max(float(np.mean(others)), 1e-12)
     return out
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """Per sample: its k nearest distinct training images by tiled L2 and by descriptor similarity, its distance
+    ratio (against other clusters), and whether the ratio, or a learned descriptor's similarity, calls it a copy."""
+
+    tiled_d: np.ndarray
+    tiled_i: np.ndarray
+    ratio: np.ndarray
+    similarity: np.ndarray
+    similarity_i: np.ndarray
+    by_ratio: np.ndarray
+    by_descriptor: np.ndarray
+
+    @property
+    def copy(self) -> np.ndarray:
+        return self.by_ratio | self.by_descriptor
+
+    @property
+    def copy_of(self) -> np.ndarray:
+        """The training image each sample copies: the tiled nearest where the ratio says so, else the
+        descriptor's nearest."""
+        return np.where(self.by_ratio, self.tiled_i[:, 0], self.similarity_i[:, 0])
+
+
+def descriptor_threshold(thresholds: dict[str, Any], descriptor: Descriptor) -> float | None:
+    """A learned descriptor's copy threshold: its own operating threshold, or the similarity the nearest distinct
+    training pictures reach among themselves (the calibrated percentile), whichever is higher. None for a
+    descriptor that does not decide."""
+    if not descriptor.decides:
+        return None
+    return max(float(descriptor.operating_threshold or 1.0), float(thresholds["similarity"]))
+
+
+def decide(sample_tiles: np.ndarray, sample_vectors: np.ndarray, train_tiles: np.ndarray, train_vectors: np.ndarray,
+           cluster: np.ndarray, heads: np.ndarray, thresholds: dict[str, Any], k: int) -> Verdicts:
+    """The copy test of each sample against the training images (their clusters, heads and thresholds from
+    `calibrated`, with `thresholds["descriptor"]` set where a learned descriptor decides)."""
+    tiled_d, tiled_i = search.tiled_nearest(sample_tiles, train_tiles, k)
+    relative = cluster_ratios(sample_tiles, train_tiles, heads, cluster, tiled_d[:, 0], tiled_i[:, 0])
+    sims, sim_i = search.topk_similarity(sample_vectors, train_vectors, k)
+    by_descriptor = (sims[:, 0] >= thresholds["descriptor"] if thresholds.get("descriptor") is not None
+                     else np.zeros(len(sims), dtype=bool))
+    return Verdicts(tiled_d, tiled_i, relative, sims, sim_i, relative < thresholds["ratio"], by_descriptor)
 
 
 def sampled(inputs: dict[str, Path], side: int, classes: list[str]) -> tuple[np.ndarray, list[int], list[int] | None]:
@@ -181,16 +236,17 @@ def analyse(cfg: ReplicationConfig, checkpoint: Path | None, inputs: dict[str, P
     training = to_unit(data.images[torch.from_numpy(first)])
     grid = grid_for(side)
     sample_tiles, train_tiles = descriptors.tiles(samples, grid), descriptors.tiles(training, grid)
-    sample_features, train_features = descriptors.features(samples), descriptors.features(training)
+    descriptor = descriptor_for(cfg, inputs)
+    sample_vectors, train_vectors = descriptor.describe(samples), descriptor.describe(training)
     k = min(cfg.top_k, len(training))
     pixel_d, pixel_i = search.topk_l2(descriptors.pixels(samples), descriptors.pixels(training), k)
-    tiled_d, tiled_i = search.tiled_nearest(sample_tiles, train_tiles, k)
     # Near duplicates are one picture: the threshold is calibrated on one image per cluster, a sample's distance to
     # its nearest image is compared with its distances to other clusters, and repetition counts the whole cluster.
-    cluster, heads, thresholds = calibrated(training, train_tiles, train_features, cfg)
-    relative = cluster_ratios(sample_tiles, train_tiles, heads, cluster, tiled_d[:, 0], tiled_i[:, 0])
-    sims, sim_i = search.topk_similarity(sample_features, train_features, k)
-    copies = relative < thresholds["ratio"]
+    cluster, heads, thresholds = calibrated(training, train_tiles, train_vectors, cfg, descriptor)
+    verdicts = decide(sample_tiles, sample_vectors, train_tiles, train_vectors, cluster, heads, thresholds, k)
+    tiled_d, tiled_i, relative, sims, sim_i = (verdicts.tiled_d, verdicts.tiled_i, verdicts.ratio,
+                                               verdicts.similarity, verdicts.similarity_i)
+    copies, copy_of = verdicts.copy, verdicts.copy_of
     progress.report(len(seeds) + 1, len(seeds) + 1, phase="search")
     exact = [repeats[shas[i]] for i in first]
     seen = Counter()
@@ -216,8 +272,11 @@ def analyse(cfg: ReplicationConfig, checkpoint: Path | None, inputs: dict[str, P
             "pixel_l2": [neighbour(i, distance=float(d)) for d, i in zip(pixel_d[row], pixel_i[row], strict=True)],
             "similarity": [neighbour(i, similarity=float(s)) for s, i in zip(sims[row], sim_i[row], strict=True)],
             "copy": bool(copies[row]),
+            **({"by": [test for test, said in (("ratio", verdicts.by_ratio[row]),
+                                               ("descriptor", verdicts.by_descriptor[row])) if said],
+                "copy_of": neighbour(int(copy_of[row]))} if copies[row] else {}),
         })
-    copies_of = Counter(int(cluster[s["tiled_l2"][0]["index"]]) for s in per_sample if s["copy"])
+    copies_of = Counter(int(cluster[int(copy_of[row])]) for row in range(len(per_sample)) if copies[row])
     copied = sorted(copies_of)
     shown = sorted(range(len(per_sample)), key=lambda i: (relative[i], i))[:SHOWN]
     results = rounded({
@@ -229,7 +288,10 @@ def analyse(cfg: ReplicationConfig, checkpoint: Path | None, inputs: dict[str, P
         "thresholds": {**thresholds, "percentile": cfg.calibration_percentile,
                        "fraction": cfg.calibration_fraction, "tile_grid": grid,
                        "near_duplicate_rms": cfg.near_duplicate_rms, "near_duplicate_shift": cfg.near_duplicate_shift},
-        "summary": {**summary(sims[:, 0], copies, thresholds), "training_images_copied": len(copied)},
+        "summary": {**summary(sims[:, 0], copies, thresholds), "training_images_copied": len(copied),
+                    "copies_by_ratio": int(verdicts.by_ratio.sum()),
+                    "copies_by_descriptor_alone": int((verdicts.by_descriptor & ~verdicts.by_ratio).sum())},
+        "descriptor": {"name": descriptor.name, "decides": descriptor.decides, **(descriptor.about or {})},
         "copied": [{**neighbour(i), "samples": copies_of[i]} for i in copied],
         "by_repetition": by_repetition([seen[int(h)] for h in heads],
                                        Counter({n: copies_of[int(h)] for n, h in enumerate(heads)})),

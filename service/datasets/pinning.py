@@ -10,8 +10,10 @@ from sqlmodel import Session, select
 
 from jobs.config import (
     AblationConfig,
+    DescriptorConfig,
     DuplicationConfig,
     ModelAnalysis,
+    QualityConfig,
     RouterConfig,
     SampleConfig,
     TrainConfig,
@@ -38,10 +40,31 @@ def _model(session: Session, ref: str, field: str, family: bool = False) -> Mode
         raise Invalid(f"job_plan.{field}: no model version {ref!r}") from None
     if version.withdrawn_at is not None:
         raise Invalid(f"job_plan.{field}: {ref} was withdrawn: {version.withdrawn_reason}")
+    if models.is_descriptor(version):
+        raise Invalid(f"job_plan.{field}: {ref} is a copy descriptor, not a diffusion model; an analysis names it "
+                      "as its descriptor")
     if version.family and not family:
         raise Invalid(f"job_plan.{field}: {ref} is a family of experts, which can be sampled; fine-tunes and "
                       "analyses take one model (an expert's run, or a model version of one)")
     return version
+
+
+def descriptor_file(session: Session, ref: str) -> str | None:
+    """The file of the plan's copy descriptor: None for the structure descriptor, else a registered descriptor
+    version's."""
+    if ref == "structure":
+        return None
+    name, _, number = ref.partition("@")
+    try:
+        version = models.find(session, name, int(number))
+    except NotFound:
+        raise Invalid(f"job_plan.descriptor: no descriptor version {ref!r} (structure, or a registered descriptor "
+                      "run's name@N)") from None
+    if not models.is_descriptor(version):
+        raise Invalid(f"job_plan.descriptor: {ref} is a diffusion model, not a copy descriptor")
+    if version.withdrawn_at is not None:
+        raise Invalid(f"job_plan.descriptor: {ref} was withdrawn: {version.withdrawn_reason}")
+    return version.checkpoint_sha256
 
 
 def _dataset(session: Session, ref: str) -> DatasetVersion:
@@ -198,6 +221,8 @@ def pin_model_analysis(session: Session, actor: User, plan: ModelAnalysis) -> An
     if dataset is None:
         raise Invalid(f"job_plan.{field}: {plan.subject} was trained on {digest or 'an unpinned dataset'}, which is "
                       "not a registered dataset version; its training set cannot be searched")
+    if not isinstance(plan, QualityConfig):
+        extra["descriptor_sha256"] = descriptor_file(session, plan.descriptor)
     return plan.model_copy(update={"checkpoint_sha256": checkpoint, **extra,
                                    "dataset": f"{dataset.name}@{dataset.version}", "dataset_digest": dataset.digest})
 
@@ -322,7 +347,14 @@ def _pin_family_ablation(session: Session, plan: AblationConfig) -> AblationConf
 
 def pin_duplication(session: Session, plan: DuplicationConfig) -> DuplicationConfig:
     dataset = _dataset(session, plan.dataset)
-    return plan.model_copy(update={"dataset": f"{dataset.name}@{dataset.version}", "dataset_digest": dataset.digest})
+    return plan.model_copy(update={"dataset": f"{dataset.name}@{dataset.version}", "dataset_digest": dataset.digest,
+                                   "descriptor_sha256": descriptor_file(session, plan.descriptor)})
+
+
+def pin_descriptor(session: Session, plan: DescriptorConfig) -> DescriptorConfig:
+    dataset = _dataset(session, plan.dataset)
+    return plan.model_copy(update={"dataset": f"{dataset.name}@{dataset.version}", "dataset_digest": dataset.digest,
+                                   "withdrawn_images": withdrawn_images(session, plan.withdrawn_images)})
 
 
 def run_inputs(session: Session, run: Run) -> dict[str, str]:

@@ -59,20 +59,34 @@ def check_registrar(actor: User, name: str) -> None:
         raise Invalid(f"name: {name!r} is not a model name (lower-case letters, digits and dashes)")
 
 
+# What a version is made from: a train run's diffusion model, or a descriptor run's copy descriptor.
+WEIGHTS_FILE = {"train": "checkpoint.pt", "descriptor": "descriptor.pt"}
+
+
+def is_descriptor(version: ModelVersion) -> bool:
+    """A version of a learned copy descriptor, not of a diffusion model."""
+    return version.config.get("kind") == "descriptor"
+
+
 def register(session: Session, store: ArchiveStore, *, actor: User, run_id: int, name: str,
              notes: str = "") -> ModelVersion:
-    """A new version of model `name` from a succeeded train run (admins)."""
+    """A new version of model `name` from a succeeded train run, or of a copy descriptor from a succeeded
+    descriptor run (admins)."""
     check_registrar(actor, name)
     run = session.get(Run, run_id)
     if run is None:
         raise NotFound(f"no run {run_id}")
-    if run.job_kind != "train" or run.state != RunState.succeeded:
+    if run.job_kind not in WEIGHTS_FILE or run.state != RunState.succeeded:
         raise Conflict(f"run {run_id} is a {run.state} {run.job_kind} run; a model version comes from a succeeded "
-                       "train run")
+                       "train run (a copy descriptor's from a succeeded descriptor run)")
     if session.exec(select(ModelVersion).where(ModelVersion.run_id == run_id)).first():
         raise Conflict(f"run {run_id} is already registered as a model version")
-    checkpoint, attribution = find_artifact(session, run_id, "checkpoint.pt"), find_artifact(session, run_id,
-                                                                                              "attribution.json")
+    earlier = session.exec(select(ModelVersion).where(ModelVersion.name == name)).first()
+    if earlier is not None and is_descriptor(earlier) != (run.job_kind == "descriptor"):
+        raise Conflict(f"{name} holds {'copy descriptors' if is_descriptor(earlier) else 'diffusion models'}; "
+                       f"register run {run_id} under another name")
+    checkpoint = find_artifact(session, run_id, WEIGHTS_FILE[run.job_kind])
+    attribution = find_artifact(session, run_id, "attribution.json")
     if checkpoint is None or attribution is None:
         raise Conflict(f"run {run_id} has no checkpoint or attribution file in the archive")
     data = json.loads(read_object(store, attribution.sha256))
@@ -85,7 +99,7 @@ def register(session: Session, store: ArchiveStore, *, actor: User, run_id: int,
         name=name, version=next_number(session, name), run_id=run_id, checkpoint_sha256=checkpoint.sha256,
         attribution_sha256=attribution.sha256, dataset=str(data.get("dataset", run.job_plan.get("dataset", ""))),
         dataset_digest=str(data.get("digest", "")), **data_terms(entries),
-        config={k: v for k, v in run.job_plan.items() if k != "withdrawn_images"},
+        config={"kind": run.job_kind, **{k: v for k, v in run.job_plan.items() if k != "withdrawn_images"}},
         steps=int(run.job_plan.get("steps", 0)), gpu_seconds=run_charged(session, run_id),
         parent_id=parent.id if parent else None, notes=notes.strip(), created_by=actor.id)
     session.add(version)

@@ -13,6 +13,7 @@ from sqlmodel import Session, select
 
 from jobs.config import (
     AblationConfig,
+    DescriptorConfig,
     DuplicationConfig,
     JobPlanError,
     ModelAnalysis,
@@ -71,6 +72,8 @@ def validate_job_plan(session: Session, actor: User, plan: dict[str, Any]) -> Pl
         return pinning.pin_duplication(session, parsed)
     if isinstance(parsed, RouterConfig):
         return pinning.pin_router(session, parsed)
+    if isinstance(parsed, DescriptorConfig):
+        return pinning.pin_descriptor(session, parsed)
     if isinstance(parsed, AblationConfig):
         return pinning.pin_ablation(session, parsed)
     if isinstance(parsed, SampleConfig):
