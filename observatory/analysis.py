@@ -40,6 +40,39 @@ class _ProgressLines:
         pass
 
 
+PICTURES_HELP = ("blocks (generated), a folder of photographs or a dataset package to cut natural pictures from, or "
+                 "a dataset version (name@N).")
+VARIANTS_HELP = "The share of each planted picture's repetitions that are near duplicates (nudged, shifted, rescaled)."
+
+
+def _pictures(named: str) -> Path | list | None:
+    """What the planted set is cut from: None for generated blocks, a folder, or a registered dataset version's
+    images."""
+    from jobs.analysis import pictures
+
+    if named == "blocks":
+        return None
+    if Path(named).is_dir():
+        return Path(named)
+    if "@" not in named:
+        raise ValueError("name blocks, a folder of images, or a dataset version as name@N")
+    from service.archive.service import store_for
+    from service.config import get_settings
+    from service.datasets.service import find, images_of
+    from service.db import session_scope
+    from service.errors import DomainError
+    from service.migrations import upgrade
+
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    try:
+        with session_scope() as session:
+            records = images_of(store_for(settings), find(session, named))
+    except DomainError as exc:
+        raise ValueError(exc.message) from None
+    return pictures.from_records(list({r["image_sha256"]: (r, data) for r, data in records}.values()))
+
+
 @analysis_app.command("planted")
 def planted_check(
     out: Annotated[Path, typer.Option(help="Where the dataset, the model and the reports go.")] = Path("var/planted"),
@@ -50,6 +83,8 @@ def planted_check(
     samples: Annotated[int, typer.Option(min=2, max=4096, help="Samples searched.")] = 128,
     side: Annotated[int, typer.Option(min=8, max=64, help="Picture side in pixels.")] = 16,
     seed: Annotated[int, typer.Option(min=0, help="Seeds the dataset, the training and the samples.")] = 0,
+    pictures: Annotated[str, typer.Option(help=PICTURES_HELP)] = "blocks",
+    variants: Annotated[float, typer.Option(min=0, max=1, help=VARIANTS_HELP)] = 0.0,
 ) -> None:
     """Plant copies, train until they are memorised, and search for them (about two minutes on two CPU cores at
     the defaults); prints what was found and where the reports are."""
@@ -62,8 +97,11 @@ def planted_check(
 
     if out.exists() and any(out.iterdir()):
         _fail(f"{out} is not empty: name a new folder with --out")
-    package = planted_set.package(out / "package", distinct=distinct, planted=planted, copies=copies, side=side,
-                                  seed=seed)
+    try:
+        package = planted_set.package(out / "package", distinct=distinct, planted=planted, copies=copies, side=side,
+                                      seed=seed, photos=_pictures(pictures), variants=variants)
+    except (OSError, ValueError) as exc:
+        _fail(f"--pictures {pictures}: {exc}")
     digest = json.loads((package / "dataset.json").read_text())["digest"]
     inputs = {f"{INPUT_PREFIX}{name}": package / name for name in ("manifest.jsonl", "shard-00000.tar")}
     console.print(f"{distinct} distinct pictures and {planted} planted x {copies}, {side}x{side}: {out / 'package'}")

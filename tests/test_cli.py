@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -181,6 +182,24 @@ def test_the_planted_copy_demonstration_writes_its_reports(tmp_path: Path) -> No
         assert (out / name / "report.html").is_file() and str((out / name / "report.html").resolve()) in done.output
     again = runner.invoke(app, ["analysis", "planted", "--out", str(out)])
     assert again.exit_code == 2 and "is not empty" in again.output  # nothing written over
+
+
+def test_the_planted_copy_demonstration_cuts_natural_pictures_from_photographs(tmp_path: Path) -> None:
+    runner = CliRunner()
+    photos = Path(__file__).resolve().parent / "data" / "photos"
+    out = tmp_path / "natural"
+    done = runner.invoke(app, ["analysis", "planted", "--out", str(out), "--distinct", "10", "--planted", "2",
+                               "--copies", "4", "--steps", "2", "--samples", "4", "--side", "8", "--pictures",
+                               str(photos), "--variants", "0.5"])
+    assert done.exit_code == 0, done.output
+    records = [json.loads(line) for line in (out / "package" / "manifest.jsonl").read_text().splitlines()]
+    assert {r["author"] for r in records} <= {"NASA", "Stefan van der Walt", "Rachel Michetti", "SpaceX",
+                                              "Brooklyn Museum", "Lav Varshney"}
+    assert sum(", nudged" in r["title"] or ", shifted" in r["title"] for r in records) == 4  # half of 2 x 4 copies
+    for wrong, said in (("nowhere", "name blocks, a folder of images, or a dataset version"),
+                        ("nothing@3", "no dataset version")):
+        refused = runner.invoke(app, ["analysis", "planted", "--out", str(tmp_path / wrong), "--pictures", wrong])
+        assert refused.exit_code == 2 and f"--pictures {wrong}: " in refused.output and said in refused.output
 
 
 def test_rotate_token_gives_the_embedded_pool_a_new_one_that_its_running_head_takes_up(embedded, monkeypatch) -> None:

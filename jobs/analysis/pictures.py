@@ -29,6 +29,7 @@ class Picture:
 
     pixels: np.ndarray
     origin: dict
+    region: np.ndarray | None = None  # the photograph's pixels it was shrunk from, when it was cut from one
 
     def view(self, dy: int = 0, dx: int = 0) -> np.ndarray:
         """The picture, or the same view shifted by (dy, dx) pixels (at most MARGIN each way)."""
@@ -84,6 +85,18 @@ def photographs(folder: Path) -> list[Photograph]:
     return out
 
 
+def from_records(records: list[tuple[dict, bytes]]) -> list[Photograph]:
+    """A dataset version's images (manifest record and image bytes, each distinct image once) as photographs."""
+    out = []
+    for record, data in records:
+        with Image.open(io.BytesIO(data)) as image:
+            out.append(Photograph(np.asarray(image.convert("RGB")), str(record.get("title") or record["image_sha256"]),
+                                  record.get("author"), record.get("license")))
+    if not out:
+        raise ValueError("the dataset version has no images")
+    return out
+
+
 def _package_images(folder: Path) -> list[Photograph]:
     import tarfile
 
@@ -123,7 +136,8 @@ def natural(photos: list[Photograph], rng: np.random.Generator, count: int, side
         part = Image.fromarray(photo.pixels[top:top + reach, left:left + reach])
         out.append(Picture(np.asarray(part.resize((full, full), Image.Resampling.BOX)),
                            {"title": f"crop of {photo.title} at ({left}, {top}), {reach} pixels",
-                            "author": photo.author, "license": photo.license}))
+                            "author": photo.author, "license": photo.license},
+                           photo.pixels[top:top + reach, left:left + reach]))
     return out
 
 
@@ -132,10 +146,18 @@ def nudged(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(pixels.astype(np.int16) + rng.integers(-2, 3, pixels.shape), 0, 255).astype(np.uint8)
 
 
-def rescaled(pixels: np.ndarray) -> np.ndarray:
-    """Enlarged twice and shrunk back: the same picture uploaded at another size."""
+def rescaled(picture: Picture) -> np.ndarray:
+    """The same picture uploaded at another size: cut from a photograph, the view shrunk through twice its size
+    (Lanczos, then a box filter), as a thumbnail of another size of the same file would be; generated, enlarged
+    twice and shrunk back."""
+    if picture.region is not None:
+        full = picture.pixels.shape[0]
+        larger = Image.fromarray(picture.region).resize((full * 2, full * 2), Image.Resampling.LANCZOS)
+        again = Picture(np.asarray(larger.resize((full, full), Image.Resampling.BOX)), picture.origin)
+        return np.ascontiguousarray(again.view())
+    pixels = picture.view()
     side = pixels.shape[0]
-    bigger = Image.fromarray(pixels).resize((side * 2, side * 2), Image.Resampling.BICUBIC)
+    bigger = Image.fromarray(np.ascontiguousarray(pixels)).resize((side * 2, side * 2), Image.Resampling.BICUBIC)
     return np.asarray(bigger.resize((side, side), Image.Resampling.LANCZOS))
 
 
@@ -149,5 +171,5 @@ def near_duplicate(picture: Picture, variant: str, rng: np.random.Generator, tur
     if variant == "shifted":
         return np.ascontiguousarray(picture.view(*SHIFTS[turn % len(SHIFTS)]))
     if variant == "rescaled":
-        return rescaled(picture.view())
+        return rescaled(picture)
     raise ValueError(f"no near duplicate is called {variant!r}: {', '.join(VARIANTS)}")

@@ -27,17 +27,18 @@ NATURAL_ORIGIN = "cut from photographs for the planted-copy check"
 
 
 def package(out: Path, *, distinct: int, planted: int, copies: int, side: int = 16, seed: int = 0,
-            held_out: int = 0, near: int = 0, photos: Path | None = None, variants: float = 0.0) -> Path:
+            held_out: int = 0, near: int = 0, photos: Path | list[made.Photograph] | None = None,
+            variants: float = 0.0) -> Path:
     """Write the package: `distinct` pictures once each and `planted` pictures `copies` times each (a `variants`
     share of those repetitions near duplicates), `near` of the distinct ones with a near twin, and beside it in
     held_out.json `held_out` pictures never trained on, as a control. `photos`: cut natural pictures from this
-    folder or dataset package instead of generating blocks."""
+    folder or dataset package (or these photographs) instead of generating blocks."""
     if not 0 <= variants <= 1:
         raise ValueError("variants is a share of the repetitions, from 0 to 1")
     if near > distinct:
         raise ValueError(f"{near} near twins asked for {distinct} distinct pictures")
     rng = np.random.default_rng(seed)
-    source = made.photographs(photos) if photos is not None else None
+    source = made.photographs(photos) if isinstance(photos, Path) else photos
     if source is None:  # in this order, so that a seed gives the pictures it always gave
         planted_pictures, distinct_pictures = made.blocks(rng, planted, side), made.blocks(rng, distinct, side)
     else:  # from distinct places of the photographs, the controls too
@@ -85,6 +86,7 @@ def package(out: Path, *, distinct: int, planted: int, copies: int, side: int = 
         "origin": ORIGIN if source is None else NATURAL_ORIGIN,
         "licenses": dict(Counter(str(r["license"]) for r in records)), "rejected": {}, "duplicates": 0,
         "source": {"distinct": distinct, "planted": planted, "copies": copies, "seed": seed, "variants": variants,
-                   "near": near, "pictures": "blocks" if photos is None else Path(photos).name},
+                   "near": near, "pictures": "blocks" if photos is None else
+                   photos.name if isinstance(photos, Path) else f"{len(photos)} photographs"},
         "resolution": side, "shards": ["shard-00000.tar"], "classes": []}, indent=2, sort_keys=True) + "\n")
     return out
