@@ -6,8 +6,8 @@ manifest and shards as inputs. Each step draws a batch of training images, edits
 edited (jobs.analysis.augment) and trains the network to tell each copy's original among the batch (InfoNCE), with
 the KoLeo term spreading distinct images apart. Then, on queries made from the held-out images by the same edits
 (half of them copies of a reference, half distractors), it measures copy-detection muAP (jobs.analysis.copy_eval)
-for itself and for the structure descriptor, and sets its operating threshold: the similarity at which its ranked
-predictions are still 90% precise.
+for itself and for the structure descriptor, and sets its operating threshold on the normalised score (a query's
+similarity to a reference less its best similarity to any other, after SSCD): above every false match measured.
 
 Writes descriptor.pt (weights, shape, threshold and provenance), metrics.json, attribution.json (the images it
 learned from, with authors and licenses) and outputs.json declaring them.
@@ -75,9 +75,11 @@ def train_network(cfg: DescriptorConfig, images: np.ndarray, device: torch.devic
     return model.eval(), losses
 
 
-def measured(model: learned.CopyDescriptor, held_out: np.ndarray, seed: int) -> dict[str, Any]:
-    """Copy detection on the held-out images, the learned descriptor beside the structure descriptor."""
-    bench = copy_eval.benchmark(held_out, seed)
+def measured(model: learned.CopyDescriptor, held_out: np.ndarray, background: np.ndarray,
+             seed: int) -> dict[str, Any]:
+    """Copy detection on the held-out images (the images learned from as the background), the learned descriptor
+    beside the structure descriptor."""
+    bench = copy_eval.benchmark(held_out, background, seed)
     return {"learned": copy_eval.evaluate(lambda x: learned.embed(model, x), bench),
             "structure": copy_eval.evaluate(descriptors.features, bench)}
 
@@ -97,12 +99,12 @@ def main(cfg: DescriptorConfig, inputs: dict[str, Path], output: Path) -> dict[s
     started = time.perf_counter()
     model, losses = train_network(cfg, images[learn], device)
     trained_s = time.perf_counter() - started
-    evaluation = measured(model.cpu(), images[held], cfg.seed)
+    evaluation = measured(model.cpu(), images[held], images[learn], cfg.seed)
     progress.report(cfg.steps + 1, cfg.steps + 1, phase="evaluate")
     threshold = evaluation["learned"]["threshold"]
     meta = rounded({"dataset": data.name, "dataset_digest": data.digest, "images": len(learn),
-                    "held_out": len(held), "threshold": 1.0 if threshold is None else threshold,
-                    "precision_at_threshold": copy_eval.PRECISION, "evaluation": evaluation,
+                    "held_out": len(held), "threshold": threshold,
+                    "evaluation": evaluation,
                     "config": cfg.model_dump(mode="json")})
     output.mkdir(parents=True, exist_ok=True)
     learned.save(output / "descriptor.pt", model, meta)

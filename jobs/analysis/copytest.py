@@ -1,6 +1,6 @@
 """The descriptor a copy search uses beside the tiled distance: the offline structure descriptor (it reports
 similarity; the distance ratio decides), or a learned copy descriptor the plan names (its file among the inputs),
-whose similarity above a threshold decides too."""
+whose normalised score above its operating threshold decides too."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from jobs.analysis import descriptors, learned
 @dataclass(frozen=True)
 class Descriptor:
     """Images (N x H x W x 3 in [0, 1]) to unit vectors, what it is, and, for a learned one, its operating
-    threshold (the similarity at which it was 90% precise on the images it held out)."""
+    threshold: the normalised score (a similarity less the best one for any other picture) above every false match
+    it made on the images it held out."""
 
     describe: Callable[[np.ndarray], np.ndarray]
     name: str

@@ -33,6 +33,24 @@ from jobs.config import DuplicationConfig
 NEIGHBOURS = 10  # near duplicates looked for per image
 
 
+def copies_by_descriptor(vectors: np.ndarray, cluster: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
+    """Pairs of images of different clusters that a learned descriptor calls copies: (a, b, score), a < b, where
+    b is a's most similar image outside a's cluster and the score is that similarity less a's best one in a third
+    cluster (SSCD's normalised score), above `threshold`."""
+    sims, nearest = search.topk_similarity(vectors, vectors, min(NEIGHBOURS * 6, len(vectors)))
+    found: dict[tuple[int, int], float] = {}
+    for a in range(len(vectors)):
+        others = [(float(s), int(b)) for s, b in zip(sims[a], nearest[a], strict=True) if cluster[b] != cluster[a]]
+        if len(others) < 2:
+            continue
+        (best, b), background = others[0], next((s for s, c in others[1:] if cluster[c] != cluster[others[0][1]]),
+                                                others[-1][0])
+        if best - background > threshold:
+            key = (min(a, b), max(a, b))
+            found[key] = max(found.get(key, -1.0), best - background)
+    return [(a, b, score) for (a, b), score in sorted(found.items())]
+
+
 def audit(cfg: DuplicationConfig, inputs: dict[str, Path]) -> tuple[dict[str, Any], np.ndarray]:
     data = datasets.load(inputs, cfg.dataset_digest, cfg.resolution, name=cfg.dataset)
     shas = [e["image_sha256"] for e in data.entries]
@@ -45,13 +63,9 @@ def audit(cfg: DuplicationConfig, inputs: dict[str, Path]) -> tuple[dict[str, An
     descriptor = descriptor_for(cfg, inputs)
     progress.report(1, 2, phase="search")
     learned_pairs: list[tuple[int, int, float]] = []
-    if descriptor.decides and len(images) > 1:
-        vectors = descriptor.describe(images)
-        sims, nearest = search.topk_similarity(vectors, vectors, min(NEIGHBOURS, len(images) - 1) + 1)
-        found = {(min(a, int(b)), max(a, int(b))): float(sim) for a in range(len(images))
-                 for sim, b in zip(sims[a], nearest[a], strict=True)
-                 if sim >= float(descriptor.operating_threshold or 1.0) and cluster[a] != cluster[int(b)]}
-        learned_pairs = [(a, b, sim) for (a, b), sim in sorted(found.items())]
+    if descriptor.decides and len(images) > 2:
+        learned_pairs = copies_by_descriptor(descriptor.describe(images), cluster,
+                                             float(descriptor.operating_threshold or 1.0))
     progress.report(2, 2, phase="search")
 
     def who(index: int) -> dict[str, Any]:
@@ -84,7 +98,7 @@ def audit(cfg: DuplicationConfig, inputs: dict[str, Path]) -> tuple[dict[str, An
         "repeated": sorted(repeated, key=lambda r: (-r["times_in_manifest"], r["index"])),
         "near_duplicates": near,
         "pictures_with_near_duplicates": pictures[:200],
-        "descriptor_pairs": [{"a": who(a), "b": who(b), "similarity": sim} for a, b, sim in learned_pairs[:500]],
+        "descriptor_pairs": [{"a": who(a), "b": who(b), "score": score} for a, b, score in learned_pairs[:500]],
         "repeats_histogram": {str(times): n for times, n in sorted(Counter(repeats.values()).items())},
         "records_per_picture_histogram": {str(times): n for times, n in sorted(records_per_picture.items())},
     })
@@ -109,14 +123,15 @@ def render(results: dict[str, Any], images: np.ndarray, shown: int = 40) -> str:
     learned = "".join(
         f'<tr><td><img src="{report.png(images[p["a"]["index"]], 3)}" alt="first image"></td>'
         f'<td><img src="{report.png(images[p["b"]["index"]], 3)}" alt="second image"></td>'
-        f'<td>{p["similarity"]:.3f}</td><td>{report.who(p["a"])}<br>{report.who(p["b"])}</td></tr>'
+        f'<td>{p["score"]:.3f}</td><td>{report.who(p["a"])}<br>{report.who(p["b"])}</td></tr>'
         for p in results["descriptor_pairs"][:shown])
     descriptor = results["descriptor"]
     learned_section = (f"""<h2>Copies the descriptor {html.escape(str(descriptor["name"]))} finds</h2>
-<p>{s["descriptor_pairs"]} pairs of images from different pictures whose similarity reaches the descriptor's operating
-threshold ({descriptor.get("operating_threshold", 0):.3f}): crops, mirror images or colour changes of one another that
-the pixel test does not call near duplicates.</p>
-<table><tr><th>Image</th><th>Its copy?</th><th>Similarity</th><th>Provenance</th></tr>{learned}</table>"""
+<p>{s["descriptor_pairs"]} pairs of images from different pictures where the second is the first's most similar
+image and stands out from the rest by at least the descriptor's operating threshold
+({descriptor.get("operating_threshold", 0):.3f}, on its similarity less the next picture's): crops, mirror images or
+colour changes of one another that the pixel test does not call near duplicates.</p>
+<table><tr><th>Image</th><th>Its copy?</th><th>Score</th><th>Provenance</th></tr>{learned}</table>"""
                        if descriptor["decides"] else "")
     counts = [int(times) for times, n in results["repeats_histogram"].items() for _ in range(int(n))]
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">

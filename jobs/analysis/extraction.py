@@ -28,7 +28,7 @@ from jobs import progress
 from jobs.analysis import descriptors, report, search
 from jobs.analysis.common import grid_for, model_analysis_arguments, rounded, subject, to_unit, training_set, write
 from jobs.analysis.copytest import descriptor_for
-from jobs.analysis.replication import calibrated, decide
+from jobs.analysis.replication import calibrated, decide, times_in_training
 from jobs.config import ExtractionConfig
 from jobs.model import draw_samples, pick_device
 
@@ -108,6 +108,25 @@ def cliques_of(edges: list[tuple[int, int]], count: int, smallest: int) -> list[
     return sorted(found, key=lambda g: (-len(g), g[0]))
 
 
+def _group(group: list[int], medoid: int, row: int, verdicts: Any, entries: list[dict], first: np.ndarray,
+           cluster: np.ndarray, seen: Counter, repeats: Counter, seeds: list[int], classes: list[str],
+           labels: list[int]) -> dict[str, Any]:
+    """A group of near-identical generations, matched by its medoid (row `row` of the verdicts)."""
+    nearest = int(verdicts.copy_of[row]) if verdicts.copy[row] else int(verdicts.tiled_i[row, 0])
+    entry = entries[first[nearest]]
+    return {
+        "size": len(group), "seeds": [seeds[m] for m in group], "medoid": medoid, "medoid_seed": seeds[medoid],
+        **({"class": classes[labels[medoid]]} if classes else {}),
+        "nearest": {"index": nearest, "title": entry.get("title"), "author": entry.get("author"),
+                    "license": entry.get("license"), "image_sha256": entry.get("image_sha256"),
+                    "times_in_training": seen[int(cluster[nearest])],
+                    "exact_times_in_training": repeats[entry.get("image_sha256")],
+                    "distance": float(verdicts.tiled_d[row, 0]), "similarity": float(verdicts.similarity[row, 0])},
+        "ratio": float(verdicts.ratio[row]), "extracted": bool(verdicts.copy[row]),
+        "by": [test for test, said in (("ratio", verdicts.by_ratio[row]), ("descriptor", verdicts.by_descriptor[row]))
+               if said]}
+
+
 def analyse(cfg: ExtractionConfig, checkpoint: Path | None, inputs: dict[str, Path]) -> tuple[dict[str, Any], dict]:
     device = pick_device()
     unet, scheduler, meta = subject(cfg, checkpoint, inputs, device)
@@ -146,28 +165,13 @@ def analyse(cfg: ExtractionConfig, checkpoint: Path | None, inputs: dict[str, Pa
     for group in groups:
         inner, _ = search.tiled_l2(sample_tiles[group], sample_tiles[group], len(group))
         medoids.append(group[int(inner.sum(axis=1).argmin())])
+    seen = times_in_training(cluster, [repeats[shas[i]] for i in first])
+    found = []
     verdicts = decide(sample_tiles[medoids], descriptor.describe(samples[medoids]), train_tiles, train_vectors,
                       cluster, heads, thresholds, 1) if medoids else None
-    seen: Counter = Counter()
-    for index, head in enumerate(cluster):
-        seen[int(head)] += repeats[shas[first[index]]]
-    found = []
     for row, (group, medoid) in enumerate(zip(groups, medoids, strict=True)):
-        assert verdicts is not None
-        nearest = int(verdicts.copy_of[row]) if verdicts.copy[row] else int(verdicts.tiled_i[row, 0])
-        entry = data.entries[first[nearest]]
-        found.append({
-            "size": len(group), "seeds": [seeds[m] for m in group], "medoid": medoid, "medoid_seed": seeds[medoid],
-            **({"class": classes[labels[medoid]]} if classes else {}),
-            "nearest": {"index": nearest, "title": entry.get("title"), "author": entry.get("author"),
-                        "license": entry.get("license"), "image_sha256": entry.get("image_sha256"),
-                        "times_in_training": seen[int(cluster[nearest])],
-                        "exact_times_in_training": repeats[entry.get("image_sha256")],
-                        "distance": float(verdicts.tiled_d[row, 0]),
-                        "similarity": float(verdicts.similarity[row, 0])},
-            "ratio": float(verdicts.ratio[row]), "extracted": bool(verdicts.copy[row]),
-            "by": [test for test, said in (("ratio", verdicts.by_ratio[row]),
-                                           ("descriptor", verdicts.by_descriptor[row])) if said]})
+        found.append(_group(group, medoid, row, verdicts, data.entries, first, cluster, seen, repeats, seeds,
+                            classes, labels))
     progress.report(1, 1, phase="match")
     extracted = sorted({g["nearest"]["index"] for g in found if g["extracted"]})
     results = rounded({

@@ -117,16 +117,18 @@ def _package_images(folder: Path) -> list[Photograph]:
             for m, r in first.items() if m in found]
 
 
-def natural(photos: list[Photograph], rng: np.random.Generator, count: int, side: int,
-            scale: int = SCALE) -> list[Picture]:
-    """`count` natural pictures cut from distinct places of the photographs (a grid STEP pixels apart), each from
-    `scale` times its side of photograph (less, for photographs too small) shrunk to `side` pixels."""
+def natural(photos: list[Photograph], rng: np.random.Generator, count: int, side: int, scale: int = SCALE,
+            step: int | None = STEP) -> list[Picture]:
+    """`count` natural pictures cut from distinct places of the photographs (a grid `step` pixels apart; None: as
+    far apart as they are wide, so that no two overlap), each from `scale` times its side of photograph (less, for
+    photographs too small) shrunk to `side` pixels."""
     full = side + 2 * MARGIN
     places = []
     for which, photo in enumerate(photos):
         reach = max(1, min(scale, min(photo.pixels.shape[:2]) // full)) * full
-        places += [(which, top, left, reach) for top in range(0, photo.pixels.shape[0] - reach + 1, STEP)
-                   for left in range(0, photo.pixels.shape[1] - reach + 1, STEP)]
+        apart = step or reach
+        places += [(which, top, left, reach) for top in range(0, photo.pixels.shape[0] - reach + 1, apart)
+                   for left in range(0, photo.pixels.shape[1] - reach + 1, apart)]
     if len(places) < count:
         raise ValueError(f"the photographs give {len(places)} distinct {side}-pixel pictures, not {count}")
     out = []

@@ -28,11 +28,12 @@ NATURAL_ORIGIN = "cut from photographs for the planted-copy check"
 
 def package(out: Path, *, distinct: int, planted: int, copies: int, side: int = 16, seed: int = 0,
             held_out: int = 0, near: int = 0, photos: Path | list[made.Photograph] | None = None,
-            variants: float = 0.0) -> Path:
+            variants: float = 0.0, scale: int = made.SCALE, step: int | None = made.STEP) -> Path:
     """Write the package: `distinct` pictures once each and `planted` pictures `copies` times each (a `variants`
     share of those repetitions near duplicates), `near` of the distinct ones with a near twin, and beside it in
     held_out.json `held_out` pictures never trained on, as a control. `photos`: cut natural pictures from this
-    folder or dataset package (or these photographs) instead of generating blocks."""
+    folder or dataset package (or these photographs) instead of generating blocks, each from `scale` times its side
+    of photograph, `step` pixels apart (None: none overlapping)."""
     if not 0 <= variants <= 1:
         raise ValueError("variants is a share of the repetitions, from 0 to 1")
     if near > distinct:
@@ -42,7 +43,7 @@ def package(out: Path, *, distinct: int, planted: int, copies: int, side: int = 
     if source is None:  # in this order, so that a seed gives the pictures it always gave
         planted_pictures, distinct_pictures = made.blocks(rng, planted, side), made.blocks(rng, distinct, side)
     else:  # from distinct places of the photographs, the controls too
-        everything = made.natural(source, rng, planted + distinct + held_out, side)
+        everything = made.natural(source, rng, planted + distinct + held_out, side, scale, step)
         planted_pictures, distinct_pictures = everything[:planted], everything[planted:planted + distinct]
     pictures: list[tuple[str, np.ndarray, dict, bool]] = []
     exact = copies - round(copies * variants)

@@ -50,6 +50,7 @@ CARLINI_ALPHA = 0.5
 LITERATURE_FLOOR = (NEIGHBOURHOOD - 1) * CARLINI_ALPHA / (NEIGHBOURHOOD - CARLINI_ALPHA)
 SHOWN = 48  # pairs shown in the report and offered for marking
 PAIR_SCALE, PAIR_GAP = 4, 4  # pairs.png: each image enlarged 4 times, 4 white pixels between sample and original
+BACKGROUND = 64  # the most similar training images looked through for a sample's best one in another cluster
 CALIBRATION_PERCENTILE, CALIBRATION_FRACTION = 1.0, 0.5  # the defaults, for analyses that do not set them
 CALIBRATION_SAMPLE = 2000  # training images whose own ratios calibrate the threshold (all, when fewer)
 
@@ -134,9 +135,7 @@ def calibrated(training: np.ndarray, train_tiles: np.ndarray, train_features: np
                            getattr(cfg, "calibration_percentile", CALIBRATION_PERCENTILE),
                            getattr(cfg, "calibration_fraction", CALIBRATION_FRACTION))
     if descriptor is not None:
-        thresholds.update({"descriptor": descriptor_threshold(thresholds, descriptor),
-                           "descriptor_name": descriptor.name,
-                           "descriptor_operating": descriptor.operating_threshold})
+        thresholds.update({"descriptor": descriptor.operating_threshold, "descriptor_name": descriptor.name})
     return cluster, heads, thresholds
 
 
@@ -161,13 +160,15 @@ def cluster_ratios(sample_tiles: np.ndarray, train_tiles: np.ndarray, heads: np.
 @dataclass(frozen=True)
 class Verdicts:
     """Per sample: its k nearest distinct training images by tiled L2 and by descriptor similarity, its distance
-    ratio (against other clusters), and whether the ratio, or a learned descriptor's similarity, calls it a copy."""
+    ratio (against other clusters), its normalised descriptor score, and whether the ratio, or a learned
+    descriptor's score, calls it a copy."""
 
     tiled_d: np.ndarray
     tiled_i: np.ndarray
     ratio: np.ndarray
     similarity: np.ndarray
     similarity_i: np.ndarray
+    score: np.ndarray  # the top similarity less the best one in another cluster (SSCD's normalised score)
     by_ratio: np.ndarray
     by_descriptor: np.ndarray
 
@@ -182,13 +183,12 @@ class Verdicts:
         return np.where(self.by_ratio, self.tiled_i[:, 0], self.similarity_i[:, 0])
 
 
-def descriptor_threshold(thresholds: dict[str, Any], descriptor: Descriptor) -> float | None:
-    """A learned descriptor's copy threshold: its own operating threshold, or the similarity the nearest distinct
-    training pictures reach among themselves (the calibrated percentile), whichever is higher. None for a
-    descriptor that does not decide."""
-    if not descriptor.decides:
-        return None
-    return max(float(descriptor.operating_threshold or 1.0), float(thresholds["similarity"]))
+def times_in_training(cluster: np.ndarray, exact: list[int]) -> Counter:
+    """How often each near-duplicate cluster (by its first image) was in training: its images' counts summed."""
+    seen: Counter = Counter()
+    for index, head in enumerate(cluster):
+        seen[int(head)] += exact[index]
+    return seen
 
 
 def decide(sample_tiles: np.ndarray, sample_vectors: np.ndarray, train_tiles: np.ndarray, train_vectors: np.ndarray,
@@ -197,10 +197,15 @@ def decide(sample_tiles: np.ndarray, sample_vectors: np.ndarray, train_tiles: np
     `calibrated`, with `thresholds["descriptor"]` set where a learned descriptor decides)."""
     tiled_d, tiled_i = search.tiled_nearest(sample_tiles, train_tiles, k)
     relative = cluster_ratios(sample_tiles, train_tiles, heads, cluster, tiled_d[:, 0], tiled_i[:, 0])
-    sims, sim_i = search.topk_similarity(sample_vectors, train_vectors, k)
-    by_descriptor = (sims[:, 0] >= thresholds["descriptor"] if thresholds.get("descriptor") is not None
-                     else np.zeros(len(sims), dtype=bool))
-    return Verdicts(tiled_d, tiled_i, relative, sims, sim_i, relative < thresholds["ratio"], by_descriptor)
+    wide, wide_i = search.topk_similarity(sample_vectors, train_vectors, min(len(train_vectors), BACKGROUND))
+    score = np.zeros(len(wide))
+    for row in range(len(wide)):
+        others = [s for s, i in zip(wide[row], wide_i[row], strict=True) if cluster[i] != cluster[wide_i[row, 0]]]
+        score[row] = wide[row, 0] - (others[0] if others else wide[row, -1])
+    by_descriptor = (score > thresholds["descriptor"] if thresholds.get("descriptor") is not None
+                     else np.zeros(len(wide), dtype=bool))
+    return Verdicts(tiled_d, tiled_i, relative, wide[:, :k], wide_i[:, :k], score, relative < thresholds["ratio"],
+                    by_descriptor)
 
 
 def sampled(inputs: dict[str, Path], side: int, classes: list[str]) -> tuple[np.ndarray, list[int], list[int] | None]:
@@ -249,9 +254,7 @@ def analyse(cfg: ReplicationConfig, checkpoint: Path | None, inputs: dict[str, P
     copies, copy_of = verdicts.copy, verdicts.copy_of
     progress.report(len(seeds) + 1, len(seeds) + 1, phase="search")
     exact = [repeats[shas[i]] for i in first]
-    seen = Counter()
-    for index, head in enumerate(cluster):
-        seen[int(head)] += exact[index]
+    seen = times_in_training(cluster, exact)
     members = Counter(int(head) for head in cluster)
 
     def neighbour(index: int, **scores: float) -> dict[str, Any]:
@@ -271,6 +274,7 @@ def analyse(cfg: ReplicationConfig, checkpoint: Path | None, inputs: dict[str, P
             "ratio": float(relative[row]),
             "pixel_l2": [neighbour(i, distance=float(d)) for d, i in zip(pixel_d[row], pixel_i[row], strict=True)],
             "similarity": [neighbour(i, similarity=float(s)) for s, i in zip(sims[row], sim_i[row], strict=True)],
+            **({"descriptor_score": float(verdicts.score[row])} if descriptor.decides else {}),
             "copy": bool(copies[row]),
             **({"by": [test for test, said in (("ratio", verdicts.by_ratio[row]),
                                                ("descriptor", verdicts.by_descriptor[row])) if said],

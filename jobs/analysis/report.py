@@ -67,6 +67,22 @@ def who(neighbour: dict[str, Any]) -> str:
     return html.escape(" · ".join(str(p) for p in parts))
 
 
+def _descriptor(results: dict[str, Any]) -> str:
+    """What the descriptor is, and whether it decided anything."""
+    descriptor, t, s = results.get("descriptor") or {"name": "structure"}, results["thresholds"], results["summary"]
+    if not descriptor.get("decides"):
+        return ("the offline structure descriptor: it reports the similarity below; the distance ratio alone "
+                "decides what is a copy")
+    muap = descriptor.get("held_out_muap")
+    return (f"the learned copy descriptor <code>{html.escape(str(descriptor['name']))}</code> (trained on "
+            f"{html.escape(str(descriptor.get('trained_on')))}"
+            f"{f', copy-detection muAP {muap:.3f} on the images it held out' if muap is not None else ''}): a sample "
+            f"is a copy too when its similarity to its nearest training image exceeds its best similarity to a "
+            f"picture of another near-duplicate cluster by at least {t['descriptor']:.3f}, the descriptor's operating "
+            f"threshold (above every false match where it was measured); "
+            f"{_count(s.get('copies_by_descriptor_alone', 0), 'sample')} counted by it alone")
+
+
 def replication(results: dict[str, Any], samples: np.ndarray, training: np.ndarray, shown: int = 48) -> str:
     """The replication report: the numbers, two histograms, and the samples nearest to a training image, each
     beside it, with its provenance."""
@@ -110,6 +126,7 @@ themselves (whose nearest other picture lies {t["tiled_l2"]:.4g} away at that pe
 among the {dataset["distinct_images"]} distinct images: images whose every tile differs by at most
 {t.get("near_duplicate_rms", 0):g} RMS, at a shift of up to {t.get("near_duplicate_shift", 0)} pixels, are one
 picture</dd>
+<dt>Descriptor</dt><dd>{_descriptor(results)}</dd>
 <dt>Top-1 similarity</dt><dd>mean {s["similarity_mean"]:.3f}; 75th {s["similarity_p75"]:.3f}, 90th
 {s["similarity_p90"]:.3f}, 95th percentile {s["similarity_p95"]:.3f}; {s["over_similarity_threshold"]:.1%} over
 {t["similarity"]:.3f}, the {100 - t["percentile"]:g}th percentile among training images</dd>
