@@ -27,7 +27,7 @@ import torch
 from jobs import dataset as datasets
 from jobs import progress
 from jobs.analysis import augment, copy_eval, descriptors, learned
-from jobs.analysis.common import arguments, rounded, to_unit
+from jobs.analysis.common import plan_arguments, rounded, to_unit
 from jobs.config import DescriptorConfig
 from jobs.kinds import KINDS
 from jobs.model import pick_device
@@ -126,8 +126,7 @@ def main(cfg: DescriptorConfig, inputs: dict[str, Path], output: Path) -> dict[s
 
 
 def parse(argv: list[str] | None = None) -> tuple[DescriptorConfig, dict[str, Path], Path]:
-    config, inputs, output = arguments("jobs.descriptor", __doc__, argv)
-    return DescriptorConfig.model_validate_json(config), inputs, output
+    return plan_arguments("jobs.descriptor", __doc__, DescriptorConfig, argv)
 
 
 if __name__ == "__main__":

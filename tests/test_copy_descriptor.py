@@ -214,3 +214,28 @@ def _add_image(package: Path, data: bytes, title: str) -> None:
     described = json.loads((package / "dataset.json").read_text())
     described["digest"] = write_manifest(package / MANIFEST, records)
     (package / "dataset.json").write_text(json.dumps(described))
+
+
+def test_the_descriptor_job_runs_from_its_command_line_on_the_bundled_set(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from jobs.dataset import local_inputs
+
+    inputs = local_inputs("skimage-samples", tmp_path / "package")
+    plan = DescriptorConfig(dataset="skimage-samples", steps=3, batch_size=8, width=8, dim=16)
+    done = subprocess.run([sys.executable, "-m", "jobs.descriptor", "--config", plan.model_dump_json(), "--inputs",
+                           json.dumps({k: str(v) for k, v in inputs.items()}), "--output", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "done: copy detection on 8 held-out queries" in done.stdout  # 2 of the 12 images held out, 4 edits each
+    declared = json.loads((tmp_path / "out" / "outputs.json").read_text())
+    assert {o["name"] for o in declared["outputs"]} == {"descriptor.pt", "metrics.json", "attribution.json"}
+    model, meta = learned.load(tmp_path / "out" / "descriptor.pt")
+    assert model.shape == {"resolution": 16, "width": 8, "dim": 16} and meta["images"] == 10
+    with pytest.raises(ValueError, match="a descriptor needs at least 8"):
+        only = {r["image_sha256"] for r in [json.loads(line) for line in
+                                            (tmp_path / "package" / "manifest.jsonl").read_text().splitlines()][:5]}
+        descriptor_main(plan.model_copy(update={"withdrawn_images": sorted(
+            {json.loads(line)["image_sha256"] for line in
+             (tmp_path / "package" / "manifest.jsonl").read_text().splitlines()} - only)}), inputs, tmp_path / "few")

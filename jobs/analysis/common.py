@@ -78,6 +78,13 @@ def arguments(prog: str, doc: str | None, argv: list[str] | None = None) -> tupl
     return ns.config, {name: Path(path) for name, path in json.loads(ns.inputs).items()}, ns.output
 
 
+def plan_arguments(prog: str, doc: str | None, config_type: type[T],
+                   argv: list[str] | None = None) -> tuple[T, dict[str, Path], Path]:
+    """The command line of a job over a dataset version: (its plan, the inputs, the output folder)."""
+    config, inputs, output = arguments(prog, doc, argv)
+    return config_type.model_validate_json(config), inputs, output
+
+
 def model_analysis_arguments(prog: str, doc: str | None, config_type: type[T],
                              argv: list[str] | None = None) -> tuple[T, Path, dict[str, Path], Path]:
     """The command line of an analysis of one model: (its plan, the checkpoint, the other inputs, the output)."""

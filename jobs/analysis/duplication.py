@@ -26,7 +26,7 @@ import torch
 from jobs import dataset as datasets
 from jobs import progress
 from jobs.analysis import neardups, report, search
-from jobs.analysis.common import arguments, rounded, to_unit, write
+from jobs.analysis.common import plan_arguments, rounded, to_unit, write
 from jobs.analysis.copytest import descriptor_for
 from jobs.config import DuplicationConfig
 
@@ -166,8 +166,7 @@ def main(cfg: DuplicationConfig, inputs: dict[str, Path], output: Path) -> dict[
 
 
 def parse(argv: list[str] | None = None) -> tuple[DuplicationConfig, dict[str, Path], Path]:
-    config, inputs, output = arguments("jobs.analysis.duplication", __doc__, argv)
-    return DuplicationConfig.model_validate_json(config), inputs, output
+    return plan_arguments("jobs.analysis.duplication", __doc__, DuplicationConfig, argv)
 
 
 if __name__ == "__main__":
