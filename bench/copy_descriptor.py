@@ -5,13 +5,14 @@
 
 Natural pictures are cut from photographs (jobs.analysis.pictures), side by side and none overlapping another (two
 overlapping crops of one photograph are copies of each other, whatever the benchmark's labels say): those the
-descriptor learns from from the top half of each photograph, the held-out ones from the bottom half. The descriptor trains as the `descriptor` job trains it (jobs.descriptor). Queries are edited copies
-of the held-out pictures (crops, shifts, mirror images, colour, blur, JPEG: jobs.analysis.augment): half of them copy
-a reference picture, half are distractors whose original is not among the references. Every descriptor answers the
-same queries; the figure is micro-average precision over the ranked predictions of all queries together
-(jobs.analysis.copy_eval), on the raw similarity and on SSCD's normalised score (less the query's best similarity
-among the references), with the operating threshold (above every false match, normalised) and the recall there.
-Pixel L2 is shown as a floor. The last line reads `copy detection: learned muAP X, structure muAP Y`.
+descriptor learns from from the top half of each photograph, the held-out ones from the bottom half. The descriptor
+trains as the `descriptor` job trains it (jobs.descriptor). Queries are edited copies of the held-out pictures
+(crops, shifts, mirror images, colour, blur, JPEG: jobs.analysis.augment): half of them copy a reference picture,
+half are distractors whose original is not among the references. Every descriptor answers the same queries; the
+figure is micro-average precision over the ranked predictions of all queries together (jobs.analysis.copy_eval), on
+the raw similarity and on SSCD's normalised score (less the query's best similarity among the other references),
+with the operating threshold (above every false match, normalised) and the recall there. Pixel L2 is shown as a
+floor. The last line reads `copy detection: learned muAP X, structure muAP Y`.
 """
 
 from __future__ import annotations

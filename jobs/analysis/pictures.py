@@ -121,7 +121,8 @@ def natural(photos: list[Photograph], rng: np.random.Generator, count: int, side
             step: int | None = STEP) -> list[Picture]:
     """`count` natural pictures cut from distinct places of the photographs (a grid `step` pixels apart; None: as
     far apart as they are wide, so that no two overlap), each from `scale` times its side of photograph (less, for
-    photographs too small) shrunk to `side` pixels."""
+    photographs too small) shrunk to `side` pixels. Overlapping crops show much the same thing: where that matters
+    (a copy of one is then nearly a copy of the other), cut them apart with `step` None."""
     full = side + 2 * MARGIN
     places = []
     for which, photo in enumerate(photos):
