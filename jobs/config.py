@@ -410,8 +410,8 @@ class DescriptorConfig(_Plan):
     width: int = Field(32, ge=8, le=128, title="Channels",
                        description="Channels of the first stage (the next two have twice and four times as many).")
     dim: int = Field(64, ge=8, le=512, title="Descriptor length", description="Values in each image's vector.")
-    steps: int = Field(600, ge=1, le=200_000, title="Training steps")
-    batch_size: int = Field(128, ge=4, le=1024, title="Batch size",
+    steps: int = Field(600, ge=1, le=200_000, title="Descriptor steps", description="Optimizer steps, one batch each.")
+    batch_size: int = Field(128, ge=4, le=1024, title="Descriptor batch size",
                             description="Images per step, each seen twice, differently edited.")
     learning_rate: float = Field(2e-3, gt=0, le=1, title="Learning rate", description="AdamW, cosine decay.")
     temperature: float = Field(0.1, ge=0.01, le=1, title="Temperature", description="Of the contrastive loss.")
