@@ -28,6 +28,7 @@ from jobs import progress
 from jobs.analysis import neardups, report, search
 from jobs.analysis.common import plan_arguments, rounded, to_unit, write
 from jobs.analysis.copytest import descriptor_for
+from jobs.analysis.replication import margin
 from jobs.config import DuplicationConfig
 
 NEIGHBOURS = 10  # near duplicates looked for per image
@@ -40,14 +41,13 @@ def copies_by_descriptor(vectors: np.ndarray, cluster: np.ndarray, threshold: fl
     sims, nearest = search.topk_similarity(vectors, vectors, min(NEIGHBOURS * 6, len(vectors)))
     found: dict[tuple[int, int], float] = {}
     for a in range(len(vectors)):
-        others = [(float(s), int(b)) for s, b in zip(sims[a], nearest[a], strict=True) if cluster[b] != cluster[a]]
-        if len(others) < 2:
+        outside = cluster[nearest[a]] != cluster[a]
+        if outside.sum() < 2:
             continue
-        (best, b), background = others[0], next((s for s, c in others[1:] if cluster[c] != cluster[others[0][1]]),
-                                                others[-1][0])
-        if best - background > threshold:
+        score, b = margin(sims[a][outside], nearest[a][outside], cluster), int(nearest[a][outside][0])
+        if score > threshold:
             key = (min(a, b), max(a, b))
-            found[key] = max(found.get(key, -1.0), best - background)
+            found[key] = max(found.get(key, -1.0), score)
     return [(a, b, score) for (a, b), score in sorted(found.items())]
 
 

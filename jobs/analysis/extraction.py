@@ -123,8 +123,7 @@ def _group(group: list[int], medoid: int, row: int, verdicts: Any, entries: list
                     "exact_times_in_training": repeats[entry.get("image_sha256")],
                     "distance": float(verdicts.tiled_d[row, 0]), "similarity": float(verdicts.similarity[row, 0])},
         "ratio": float(verdicts.ratio[row]), "extracted": bool(verdicts.copy[row]),
-        "by": [test for test, said in (("ratio", verdicts.by_ratio[row]), ("descriptor", verdicts.by_descriptor[row]))
-               if said]}
+        "by": verdicts.tests(row)}
 
 
 def analyse(cfg: ExtractionConfig, checkpoint: Path | None, inputs: dict[str, Path]) -> tuple[dict[str, Any], dict]:

@@ -182,6 +182,19 @@ class Verdicts:
         descriptor's nearest."""
         return np.where(self.by_ratio, self.tiled_i[:, 0], self.similarity_i[:, 0])
 
+    def tests(self, row: int) -> list[str]:
+        """The tests that call sample `row` a copy."""
+        return [test for test, said in (("ratio", self.by_ratio[row]), ("descriptor", self.by_descriptor[row]))
+                if said]
+
+
+def margin(similarities: np.ndarray, indices: np.ndarray, cluster: np.ndarray) -> float:
+    """SSCD's normalised score of a ranked row of matches (most similar first): the first one's similarity less
+    that of the first match in another near-duplicate cluster (the last one's, when all are in its cluster)."""
+    own = cluster[indices[0]]
+    return float(similarities[0] - next((s for s, i in zip(similarities, indices, strict=True) if cluster[i] != own),
+                                        similarities[-1]))
+
 
 def times_in_training(cluster: np.ndarray, exact: list[int]) -> Counter:
     """How often each near-duplicate cluster (by its first image) was in training: its images' counts summed."""
@@ -197,13 +210,12 @@ def decide(sample_tiles: np.ndarray, sample_vectors: np.ndarray, train_tiles: np
     `calibrated`, with `thresholds["descriptor"]` set where a learned descriptor decides)."""
     tiled_d, tiled_i = search.tiled_nearest(sample_tiles, train_tiles, k)
     relative = cluster_ratios(sample_tiles, train_tiles, heads, cluster, tiled_d[:, 0], tiled_i[:, 0])
-    wide, wide_i = search.topk_similarity(sample_vectors, train_vectors, min(len(train_vectors), BACKGROUND))
-    score = np.zeros(len(wide))
-    for row in range(len(wide)):
-        others = [s for s, i in zip(wide[row], wide_i[row], strict=True) if cluster[i] != cluster[wide_i[row, 0]]]
-        score[row] = wide[row, 0] - (others[0] if others else wide[row, -1])
-    by_descriptor = (score > thresholds["descriptor"] if thresholds.get("descriptor") is not None
-                     else np.zeros(len(wide), dtype=bool))
+    deciding = thresholds.get("descriptor") is not None  # the structure descriptor only reports similarity
+    wide, wide_i = search.topk_similarity(sample_vectors, train_vectors,
+                                          min(len(train_vectors), BACKGROUND if deciding else k))
+    score = np.array([margin(wide[row], wide_i[row], cluster) for row in range(len(wide))]) if deciding \
+        else np.zeros(len(wide))
+    by_descriptor = score > thresholds["descriptor"] if deciding else np.zeros(len(wide), dtype=bool)
     return Verdicts(tiled_d, tiled_i, relative, wide[:, :k], wide_i[:, :k], score, relative < thresholds["ratio"],
                     by_descriptor)
 
@@ -276,8 +288,7 @@ def analyse(cfg: ReplicationConfig, checkpoint: Path | None, inputs: dict[str, P
             "similarity": [neighbour(i, similarity=float(s)) for s, i in zip(sims[row], sim_i[row], strict=True)],
             **({"descriptor_score": float(verdicts.score[row])} if descriptor.decides else {}),
             "copy": bool(copies[row]),
-            **({"by": [test for test, said in (("ratio", verdicts.by_ratio[row]),
-                                               ("descriptor", verdicts.by_descriptor[row])) if said],
+            **({"by": verdicts.tests(row),
                 "copy_of": neighbour(int(copy_of[row]))} if copies[row] else {}),
         })
     copies_of = Counter(int(cluster[int(copy_of[row])]) for row in range(len(per_sample)) if copies[row])
