@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from jobs.partition import MAX_CLUSTERS
 
+MAX_WORKERS = 64  # nodes training one model together
+
 DATASET_REF = r"^([a-z0-9][a-z0-9-]{0,79}(@[1-9][0-9]{0,8})?|sha256:[0-9a-f]{64})$"  # name, name@N or digest
 MODEL_REF = r"^[a-z0-9][a-z0-9-]{0,79}@[1-9][0-9]{0,8}$"  # name@N
 SHA256 = r"^[0-9a-f]{64}$"
@@ -116,6 +118,24 @@ class TrainConfig(_Plan):
     ema_decay: float = Field(0.999, ge=0, lt=1, title="EMA decay",
         description="The samples and the checkpoint use the weights averaged over the steps with this decay "
                     "(warmed up over the first steps); 0 uses the last step's weights.")
+    workers: int = Field(1, ge=1, le=MAX_WORKERS, title="Nodes training together",
+        description="1: one node trains the model. N > 1: up to N nodes train it together with DiLoCo, each on "
+                    "its own shard of the data with its own optimizer, exchanging only pseudo-gradients every "
+                    "sync_every steps; nodes that join later take part from the next round.")
+    min_workers: int = Field(1, ge=1, le=MAX_WORKERS, title="Fewest nodes per round",
+        description="With several nodes: a round waits (up to its timeout) for at least this many contributions.")
+    sync_every: int = Field(100, ge=1, le=100_000, title="Inner steps per round",
+        description="With several nodes: the steps each node trains alone between two synchronisations (H).")
+    sync_dtype: Literal["fp32", "fp16", "int8"] = Field("fp16", title="Pseudo-gradient precision",
+        description="How each node's pseudo-gradient travels: fp32 (its weights, exact), fp16, or int8 with one "
+                    "scale per tensor.")
+    outer_lr: float = Field(0.7, gt=0, le=2, title="Outer learning rate",
+                            description="DiLoCo's outer Nesterov step size (0.7 in the paper).")
+    outer_momentum: float = Field(0.9, ge=0, lt=1, title="Outer momentum",
+                                  description="DiLoCo's outer Nesterov momentum (0.9 in the paper).")
+    sync_timeout_s: float = Field(300, ge=1, le=86_400, title="Round timeout (seconds)",
+        description="How long a round waits for slower nodes after the first contribution; a node later than "
+                    "that has its round dropped and continues from the next global weights.")
     gradient_accumulation: int = Field(1, ge=1, le=64, title="Batches per step",
         description="Batches whose gradients are summed into each optimizer step: an effective batch of batch "
                     "size times this.")
@@ -128,6 +148,10 @@ class TrainConfig(_Plan):
             raise ValueError("with a partition, name the cluster to train on, or ask for a family (experts)")
         if self.experts > 1 and (self.leave_out_authors or self.leave_out_classes):
             raise ValueError("a family of experts cannot have a leave-out twin; leave out by withdrawing instead")
+        if self.min_workers > self.workers:
+            raise ValueError(f"min_workers ({self.min_workers}) cannot exceed workers ({self.workers})")
+        if self.workers > 1 and (self.leave_out_authors or self.leave_out_classes):
+            raise ValueError("a run trained by several nodes cannot have a leave-out twin")
         if any(channels % 8 for channels in self.block_out_channels):
             raise ValueError("block_out_channels must each be a multiple of 8 (the UNet's norm groups)")
         factor = 2 ** (len(self.block_out_channels) - 1)

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -238,19 +240,99 @@ def cluster_images(cfg: TrainConfig, inputs: dict[str, Path]) -> set[str] | None
     return partition.cluster_images(inputs, cfg.partition, cfg.dataset_digest, cfg.cluster)
 
 
-def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, report: bool = True,
-          inputs: dict[str, Path] | None = None):
-    """Train to cfg.steps, resuming from output/state.pt; returns the model, schedule, dataset and timing."""
-    device = device or pick_device()
-    output.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    inputs = dict(inputs or {})
-    data = datasets.load(inputs, cfg.dataset_digest, cfg.resolution, name=cfg.dataset,
+@dataclass
+class Trainer:
+    """Everything one training loop holds (model, optimizer, random generator, weight average, data on the device),
+    and one optimizer step at a time: plain training runs it to the end, a DiLoCo worker (jobs.rounds) H steps at a
+    time between synchronisations."""
+
+    cfg: TrainConfig
+    device: torch.device
+    data: datasets.Dataset
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    unet: Any
+    noise_scheduler: Any
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    average: Average | None
+    scaler: Any
+    half: torch.dtype | None
+    losses: Losses
+    step: int = 0
+
+    def save(self, path: Path) -> None:
+        _save_state(path, self.step, self.unet, self.optimizer, self.generator, self.losses.settle(), self.average,
+                    self.scaler)
+
+    def restore(self, path: Path) -> None:
+        self.step, restored = restore_state(path, self.unet, self.optimizer, self.generator, self.average,
+                                            self.scaler, self.cfg.seed)
+        self.losses = Losses(restored)
+
+    def step_once(self) -> None:
+        """One optimizer step over `gradient_accumulation` batches drawn from the generator."""
+        cfg, device, generator = self.cfg, self.device, self.generator
+        self.optimizer.zero_grad(set_to_none=True)
+        step_loss = torch.zeros((), device=device)
+        shape = (cfg.batch_size, *self.images.shape[1:])
+        for _ in range(cfg.gradient_accumulation):
+            index = torch.randint(0, self.images.shape[0], (cfg.batch_size,), generator=generator, device=device)
+            flip = torch.rand(cfg.batch_size, generator=generator, device=device) < 0.5
+            noise = torch.randn(shape, generator=generator, device=device)
+            timesteps = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=generator,
+                                      device=device)
+            clean = self.images[index]
+            clean = torch.where(flip[:, None, None, None], clean.flip(-1), clean)
+            noisy = self.noise_scheduler.add_noise(clean, noise, timesteps)
+            labels = self.labels[index] if self.labels is not None else None
+            with torch.autocast(device.type, dtype=self.half or torch.float32, enabled=self.half is not None):
+                predicted = self.unet(noisy, timesteps, class_labels=labels).sample
+            loss = F.mse_loss(predicted.float(), noise) / cfg.gradient_accumulation
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            step_loss += loss.detach()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.step += 1
+        if self.average is not None:
+            self.average.update(self.step)
+        self.losses.add(step_loss)
+
+    @property
+    def images_per_step(self) -> int:
+        return self.cfg.batch_size * self.cfg.gradient_accumulation
+
+
+def shard(data: datasets.Dataset, worker: int, workers: int) -> datasets.Dataset:
+    """Worker `worker`'s share of the images (every `workers`-th, from its own index on): each worker of a run
+    trained in rounds learns from its own shard."""
+    if workers <= 1:
+        return data
+    if worker >= data.images.shape[0]:
+        raise ValueError(f"the dataset has {data.images.shape[0]} images: too few for worker {worker} of {workers}")
+    return dataclasses.replace(data, images=data.images[worker::workers], entries=data.entries[worker::workers],
+                               labels=data.labels[worker::workers] if data.labels is not None else None)
+
+
+def load_data(cfg: TrainConfig, inputs: dict[str, Path]) -> datasets.Dataset:
+    """The plan's images: its dataset version (or one cluster of it), less the authors, classes and withdrawn
+    images it leaves out."""
+    return datasets.load(inputs, cfg.dataset_digest, cfg.resolution, name=cfg.dataset,
                          exclude_authors=cfg.exclude_authors, conditional=cfg.conditioning == "class",
                          exclude_classes=cfg.exclude_classes, only=cluster_images(cfg, inputs),
                          withdrawn=set(cfg.withdrawn_images))
-    images = data.images.to(device)
-    labels = data.labels.to(device) if data.labels is not None else None
+
+
+def build_trainer(cfg: TrainConfig, device: torch.device, inputs: dict[str, Path] | None = None, *,
+                  worker: int = 0, workers: int = 1) -> Trainer:
+    """The model (seeded by the plan, or the base model's weights), optimizer and data of a fresh training loop; a
+    worker of a run trained in rounds gets its shard of the data and its own random stream (seed + worker)."""
+    torch.manual_seed(cfg.seed)
+    inputs = dict(inputs or {})
+    data = shard(load_data(cfg, inputs), worker, workers)
     unet = build_unet(cfg, len(data.classes)).to(device)
     if cfg.base_checkpoint_sha256:
         if "base_checkpoint_sha256" not in inputs:
@@ -260,77 +342,60 @@ def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, re
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     noise_scheduler = build_noise_scheduler(cfg)
     noise_scheduler.alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)  # add_noise reads it every step
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate)
+    half = autocast_dtype(cfg, device)
+    unet.train()
     # Every random draw comes from one generator on the training device, so a resumed run sees the same batches
     # and noise, and a GPU never waits for draws made on the host.
-    generator = torch.Generator(device).manual_seed(cfg.seed)
-    average = Average(unet, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    half = autocast_dtype(cfg, device)
-    scaler = torch.amp.GradScaler("cuda") if half == torch.float16 else None
-    losses = Losses([])
-    step = 0
+    return Trainer(cfg, device, data, data.images.to(device),
+                   data.labels.to(device) if data.labels is not None else None, unet, noise_scheduler,
+                   torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate),
+                   torch.Generator(device).manual_seed(cfg.seed + worker),
+                   Average(unet, cfg.ema_decay) if cfg.ema_decay > 0 else None,
+                   torch.amp.GradScaler("cuda") if half == torch.float16 else None, half, Losses([]))
 
+
+def report_progress(trainer: Trainer, started: float, first_step: int, **extra: Any) -> None:
+    cfg, step = trainer.cfg, trainer.step
+    per_step = (time.perf_counter() - started) / max(step - first_step, 1)
+    progress.report(step, cfg.steps, phase="train", **trainer.losses.latest(),
+                    eta_s=round(per_step * (cfg.steps - step)),
+                    images_per_s=round(trainer.images_per_step / per_step, 1), **_gpu_memory(trainer.device), **extra)
+
+
+def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, report: bool = True,
+          inputs: dict[str, Path] | None = None):
+    """Train to cfg.steps, resuming from output/state.pt; returns the model, schedule, dataset and timing."""
+    device = device or pick_device()
+    output.mkdir(parents=True, exist_ok=True)
+    trainer = build_trainer(cfg, device, inputs)
     state_path = output / "state.pt"
     if state_path.exists():
-        step, restored = restore_state(state_path, unet, optimizer, generator, average, scaler, cfg.seed)
-        losses = Losses(restored)
-        print(f"resumed from step {step}", flush=True)
-
-    def save() -> None:
-        _save_state(state_path, step, unet, optimizer, generator, losses.settle(), average, scaler)
+        trainer.restore(state_path)
+        print(f"resumed from step {trainer.step}", flush=True)
 
     report_every = max(1, cfg.steps // 100)
-    unet.train()
-    started, first_step = time.perf_counter(), step
+    started, first_step = time.perf_counter(), trainer.step
     last_report = started
-    shape = (cfg.batch_size, *images.shape[1:])
-    while step < cfg.steps:
+    while trainer.step < cfg.steps:
         if _stop_requested["signal"]:
-            save()
-            print(f"stopped on request at step {step}; state saved", flush=True)
+            trainer.save(state_path)
+            print(f"stopped on request at step {trainer.step}; state saved", flush=True)
             raise Stopped
-        optimizer.zero_grad(set_to_none=True)
-        step_loss = torch.zeros((), device=device)
-        for _ in range(cfg.gradient_accumulation):
-            index = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=generator, device=device)
-            flip = torch.rand(cfg.batch_size, generator=generator, device=device) < 0.5
-            noise = torch.randn(shape, generator=generator, device=device)
-            timesteps = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=generator,
-                                      device=device)
-            clean = images[index]
-            clean = torch.where(flip[:, None, None, None], clean.flip(-1), clean)
-            noisy = noise_scheduler.add_noise(clean, noise, timesteps)
-            with torch.autocast(device.type, dtype=half or torch.float32, enabled=half is not None):
-                predicted = unet(noisy, timesteps, class_labels=labels[index] if labels is not None else None).sample
-            loss = F.mse_loss(predicted.float(), noise) / cfg.gradient_accumulation
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-            step_loss += loss.detach()
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        step += 1
-        if average is not None:
-            average.update(step)
-        losses.add(step_loss)
+        trainer.step_once()
+        step = trainer.step
         # Report every 1% of the steps, and at least every 2 seconds so that long runs still show life.
         if report and (step % report_every == 0 or step == cfg.steps or time.perf_counter() - last_report > 2):
-            per_step = (time.perf_counter() - started) / (step - first_step)
-            progress.report(step, cfg.steps, phase="train", **losses.latest(),
-                            eta_s=round(per_step * (cfg.steps - step)),
-                            images_per_s=round(cfg.batch_size * cfg.gradient_accumulation / per_step, 1),
-                            **_gpu_memory(device))
+            report_progress(trainer, started, first_step)
             last_report = time.perf_counter()
         if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            save()
-    save()
+            trainer.save(state_path)
+    trainer.save(state_path)
     elapsed = time.perf_counter() - started
-    steps_run = step - first_step
-    values = losses.settle()
+    steps_run = trainer.step - first_step
+    values = trainer.losses.settle()
     result = TrainResult(steps_run, values[-1] if values else float("nan"), elapsed / max(steps_run, 1),
-                         average.state() if average is not None else None)
-    return unet, noise_scheduler, data, values, result
+                         trainer.average.state() if trainer.average is not None else None)
+    return trainer.unet, trainer.noise_scheduler, trainer.data, values, result
 
 
 # ---- main --------------------------------------------------------------------------------------------------
@@ -349,26 +414,12 @@ def _already_done(cfg: TrainConfig, output: Path) -> TrainResult | None:
     return TrainResult(0, metrics["final_loss"], metrics["seconds_per_step"])
 
 
-def main(cfg: TrainConfig, output: Path, inputs: dict[str, Path] | None = None) -> TrainResult | None:
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    done = _already_done(cfg, output)
-    if done is not None:
-        declare(output, KINDS["train"].outputs)
-        progress.report(cfg.steps, cfg.steps, phase="done")
-        print("outputs already complete; nothing to do", flush=True)
-        return done
-    device = pick_device()
-    print(f"training on {device} with {torch.get_num_threads()} CPU threads: {cfg.model_dump_json()}", flush=True)
-    try:
-        unet, noise_scheduler, data, losses, result = train(cfg, output, device, inputs=inputs)
-    except Stopped:
-        return None
-
-    if result.ema is not None:  # the average is what is kept and sampled from
-        unet = with_weights(unet, result.ema)
+def write_outputs(cfg: TrainConfig, output: Path, unet, noise_scheduler, data: datasets.Dataset,  # type: ignore[no-untyped-def]
+                  losses: list[float], result: TrainResult, device: torch.device, *, weights: str,
+                  extra_metrics: dict[str, Any] | None = None) -> None:
+    """The checkpoint (of `unet` as given), sample grid, training images, metrics and attribution, declared."""
     meta = {"dataset": data.name, "dataset_digest": data.digest, "images": len(data.entries),
-            "classes": data.classes, "steps": cfg.steps, "config": cfg.model_dump(),
-            "weights": f"average (EMA, decay {cfg.ema_decay})" if cfg.ema_decay > 0 else "last step"}
+            "classes": data.classes, "steps": cfg.steps, "config": cfg.model_dump(), "weights": weights}
     save_checkpoint(output / "checkpoint.pt", unet, noise_scheduler, meta)
     to_grid(data.images).save(output / "training_images.png")
 
@@ -387,7 +438,7 @@ def main(cfg: TrainConfig, output: Path, inputs: dict[str, Path] | None = None) 
         "images_per_s": round(cfg.batch_size * cfg.gradient_accumulation / max(result.seconds_per_step, 1e-9), 1),
         **_gpu_memory(device), "precision": str(autocast_dtype(cfg, device) or torch.float32).removeprefix("torch."),
         "loss_curve": losses[:: max(1, len(losses) // 200)], "dataset_digest": data.digest,
-        "config": cfg.model_dump(mode="json"),
+        "config": cfg.model_dump(mode="json"), **(extra_metrics or {}),
     }
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (output / "attribution.json").write_text(json.dumps(
@@ -396,6 +447,37 @@ def main(cfg: TrainConfig, output: Path, inputs: dict[str, Path] | None = None) 
     declare(output, KINDS["train"].outputs)
     # The resume state goes last: outputs count as complete only once it is gone.
     (output / "state.pt").unlink(missing_ok=True)
+
+
+def main(cfg: TrainConfig, output: Path, inputs: dict[str, Path] | None = None) -> TrainResult | None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    done = _already_done(cfg, output)
+    if done is not None:
+        declare(output, KINDS["train"].outputs)
+        progress.report(cfg.steps, cfg.steps, phase="done")
+        print("outputs already complete; nothing to do", flush=True)
+        return done
+    device = pick_device()
+    print(f"training on {device} with {torch.get_num_threads()} CPU threads: {cfg.model_dump_json()}", flush=True)
+    if cfg.workers > 1:  # one of several nodes training the model together, in rounds
+        from jobs import rounds
+
+        exchange = rounds.ChannelExchange(rounds.channel_from_environment(), output)
+        try:
+            return rounds.run_worker(cfg, output, dict(inputs or {}), device, exchange,
+                                     stop=lambda: _stop_requested["signal"])
+        except Stopped:
+            print("stopped on request; the run's global weights are the observatory's", flush=True)
+            return None
+    try:
+        unet, noise_scheduler, data, losses, result = train(cfg, output, device, inputs=inputs)
+    except Stopped:
+        return None
+
+    if result.ema is not None:  # the average is what is kept and sampled from
+        unet = with_weights(unet, result.ema)
+    write_outputs(cfg, output, unet, noise_scheduler, data, losses, result, device,
+                  weights=f"average (EMA, decay {cfg.ema_decay})" if cfg.ema_decay > 0 else "last step")
     print(f"done: {cfg.steps} steps, final loss {result.final_loss:.4f}", flush=True)
     return result
 

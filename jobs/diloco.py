@@ -1,0 +1,227 @@
+"""DiLoCo's arithmetic (Douillard et al. 2023, arXiv 2311.08105): pseudo-gradients, how they travel, and the outer
+Nesterov step that turns the workers' averaged pseudo-gradient into the next global weights.
+
+Pure numpy and safetensors, no torch: the observatory (the coordinator) and the workers (jobs) compute with the very
+same functions, and what travels is a safetensors file (no pickle) whatever the side.
+
+How a worker's contribution travels (`sync_dtype`):
+- `fp32`: the worker's local weights, 4 bytes a parameter; the coordinator forms the pseudo-gradient (global minus
+  local) itself in float64, where the difference of two float32 numbers is exact. So with one worker, outer lr 1 and
+  no momentum, the next global weights are the worker's own, bit for bit: DiLoCo is plain training.
+- `fp16`: the pseudo-gradient in half precision (2 bytes), clipped to fp16's range.
+- `int8`: the pseudo-gradient as int8 with one float32 scale per tensor (max |x| / 127), 1 byte a parameter;
+  INTELLECT-1's transport. Each value comes back within half its tensor's scale.
+The global weights go back to the workers in fp32 (every worker must continue from the same weights).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from safetensors.numpy import load, save
+
+SYNC_DTYPES = ("fp32", "fp16", "int8")
+FORMAT = "observatory-diloco"
+SCALE = "::scale"  # the suffix of an int8 tensor's scale
+FP16_MAX = float(np.finfo(np.float16).max)
+Weights = dict[str, np.ndarray]
+
+
+class PayloadError(ValueError):
+    """A file that is not what it says: wrong format, unknown names, shapes that differ from the global weights'."""
+
+
+def bytes_per_parameter(dtype: str) -> int:
+    return {"fp32": 4, "fp16": 2, "int8": 1}[dtype]
+
+
+# ---- the files that travel ---------------------------------------------------------------------------------------
+
+
+def pack_weights(weights: Weights, *, round_number: int, step: int) -> bytes:
+    """Global (or initial) weights as a safetensors file, float32, with the round and step they stand at."""
+    return save({name: np.ascontiguousarray(value, dtype=np.float32) for name, value in weights.items()},
+                metadata={"format": FORMAT, "content": "weights", "round": str(round_number), "step": str(step)})
+
+
+def unpack_weights(data: bytes) -> tuple[Weights, int, int]:
+    """(weights, round, step) of a file `pack_weights` made."""
+    tensors, meta = _read(data, "weights")
+    return tensors, int(meta.get("round", 0)), int(meta.get("step", 0))
+
+
+def encode(global_weights: Weights, local_weights: Weights, dtype: str) -> bytes:
+    """A worker's contribution for one round: see the module's docstring for each `dtype`."""
+    if dtype not in SYNC_DTYPES:
+        raise ValueError(f"sync_dtype must be one of {', '.join(SYNC_DTYPES)}, not {dtype!r}")
+    if dtype == "fp32":
+        tensors = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in local_weights.items()}
+        return save(tensors, metadata={"format": FORMAT, "content": "local-weights", "dtype": dtype})
+    tensors: dict[str, np.ndarray] = {}
+    for name, value in pseudo_gradient(global_weights, local_weights).items():
+        if dtype == "fp16":
+            tensors[name] = np.clip(value, -FP16_MAX, FP16_MAX).astype(np.float16)
+        else:
+            quantised, scale = quantise_int8(value)
+            tensors[name], tensors[name + SCALE] = quantised, np.array([scale], dtype=np.float32)
+    return save(tensors, metadata={"format": FORMAT, "content": "pseudo-gradient", "dtype": dtype})
+
+
+def decode(data: bytes, global_weights: Weights) -> np.ndarray | Weights:
+    """The pseudo-gradient (float64) a contribution carries, checked against the global weights' names and shapes."""
+    tensors, meta = _read(data, None)
+    content = meta.get("content")
+    if content == "local-weights":
+        _check_names(tensors, global_weights)
+        return pseudo_gradient(global_weights, tensors)
+    if content != "pseudo-gradient" or meta.get("dtype") not in ("fp16", "int8"):
+        raise PayloadError("not a pseudo-gradient of this observatory's")
+    if meta["dtype"] == "int8":
+        scales = {name[: -len(SCALE)]: tensors.pop(name) for name in list(tensors) if name.endswith(SCALE)}
+        if set(scales) != set(tensors):
+            raise PayloadError("an int8 pseudo-gradient needs one scale per tensor")
+        tensors = {name: dequantise_int8(value, float(scales[name].reshape(-1)[0])) for name, value in tensors.items()}
+    _check_names(tensors, global_weights)
+    return {name: np.asarray(value, dtype=np.float64) for name, value in tensors.items()}
+
+
+def _read(data: bytes, content: str | None) -> tuple[Weights, dict[str, str]]:
+    try:
+        tensors = load(data)
+        meta = _metadata(data)
+    except Exception as exc:  # safetensors raises its own errors for a damaged file
+        raise PayloadError(f"not a safetensors file ({exc.__class__.__name__})") from None
+    if meta.get("format") != FORMAT or (content is not None and meta.get("content") != content):
+        raise PayloadError(f"not {content or 'a contribution'} of this observatory's")
+    return tensors, meta
+
+
+def _metadata(data: bytes) -> dict[str, str]:
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    return dict(header.get("__metadata__") or {})
+
+
+def _check_names(tensors: Weights, global_weights: Weights) -> None:
+    if set(tensors) != set(global_weights):
+        raise PayloadError("its tensors are not the global weights' (names differ)")
+    for name, value in tensors.items():
+        if value.shape != global_weights[name].shape:
+            raise PayloadError(f"tensor {name} has shape {value.shape}, not {global_weights[name].shape}")
+        if not np.all(np.isfinite(value)):
+            raise PayloadError(f"tensor {name} holds values that are not finite")
+
+
+# ---- the arithmetic ----------------------------------------------------------------------------------------------
+
+
+def pseudo_gradient(global_weights: Weights, local_weights: Weights) -> Weights:
+    """Global minus local, in float64 (exact for float32 inputs of similar magnitude)."""
+    return {name: np.asarray(value, dtype=np.float64) - np.asarray(local_weights[name], dtype=np.float64)
+            for name, value in global_weights.items()}
+
+
+def quantise_int8(value: np.ndarray) -> tuple[np.ndarray, float]:
+    """int8 values and the tensor's scale (max |x| / 127; 1 for a tensor of zeros)."""
+    peak = float(np.max(np.abs(value))) if value.size else 0.0
+    scale = peak / 127.0 if peak > 0 else 1.0
+    return np.clip(np.rint(np.asarray(value, dtype=np.float64) / scale), -127, 127).astype(np.int8), scale
+
+
+def dequantise_int8(quantised: np.ndarray, scale: float) -> np.ndarray:
+    return quantised.astype(np.float64) * scale
+
+
+def average(contributions: Iterable[tuple[Weights, float]]) -> Weights:
+    """The mean of pseudo-gradients weighted by the samples each worker trained on (float64)."""
+    items = list(contributions)
+    total = sum(weight for _, weight in items)
+    if not items or total <= 0:
+        raise ValueError("nothing to average")
+    mean: Weights = {}
+    for delta, weight in items:
+        share = weight / total
+        for name, value in delta.items():
+            mean[name] = mean[name] + share * value if name in mean else share * value
+    return mean
+
+
+@dataclass(frozen=True)
+class Outer:
+    """The outer optimiser: SGD with Nesterov momentum, as DiLoCo (lr 0.7, momentum 0.9)."""
+
+    lr: float = 0.7
+    momentum: float = 0.9
+
+
+def outer_step(weights: Weights, momentum: Weights | None, delta: Weights, outer: Outer) -> tuple[Weights, Weights]:
+    """One Nesterov step on the averaged pseudo-gradient `delta`, as torch.optim.SGD(nesterov=True) takes it with
+    the pseudo-gradient as the gradient: buffer = momentum * buffer + delta; update = delta + momentum * buffer;
+    weights -= lr * update. Computed in float64; returns (float32 weights, float32 buffer)."""
+    new_weights, new_momentum = {}, {}
+    for name, value in weights.items():
+        grad = np.asarray(delta[name], dtype=np.float64)
+        previous = np.asarray(momentum[name], dtype=np.float64) if momentum is not None else 0.0
+        buffer = outer.momentum * previous + grad
+        update = grad + outer.momentum * buffer if outer.momentum else grad
+        new_weights[name] = (np.asarray(value, dtype=np.float64) - outer.lr * update).astype(np.float32)
+        new_momentum[name] = np.asarray(buffer, dtype=np.float32)
+    return new_weights, new_momentum
+
+
+# ---- a coordinator in one process (tests, the bench) ---------------------------------------------------------------
+
+
+@dataclass
+class RoundRecord:
+    number: int
+    contributors: list[int]
+    samples: int
+    bytes_in: int
+    loss: float
+
+
+@dataclass
+class LocalCoordinator:
+    """The coordinator's rules in one process: a round closes when every expected worker has contributed (the
+    observatory's coordinator also closes it at a timeout). Used by tests and the bench; the pool's is
+    service.rounds."""
+
+    outer: Outer
+    expected: int
+    weights: Weights | None = None
+    momentum: Weights | None = None
+    round: int = 0
+    step: int = 0
+    pending: dict[int, tuple[bytes, int, float]] = field(default_factory=dict)
+    rounds: list[RoundRecord] = field(default_factory=list)
+
+    def begin(self, initial: Weights) -> None:
+        if self.weights is None:
+            self.weights = {name: np.asarray(value, dtype=np.float32) for name, value in initial.items()}
+
+    def contribute(self, worker: int, round_number: int, payload: bytes, samples: int, loss: float,
+                   steps: int) -> bool:
+        """Take a worker's contribution; False when it is late (its round has closed)."""
+        if round_number != self.round or self.weights is None:
+            return False
+        self.pending[worker] = (payload, samples, loss)
+        if len(self.pending) >= self.expected:
+            self.close(steps)
+        return True
+
+    def close(self, steps: int) -> None:
+        assert self.weights is not None
+        deltas = [(decode(payload, self.weights), samples) for payload, samples, _ in self.pending.values()]
+        samples = sum(n for _, n, _ in self.pending.values())
+        loss = sum(value * n for _, n, value in self.pending.values()) / max(samples, 1)
+        self.weights, self.momentum = outer_step(self.weights, self.momentum, average(deltas), self.outer)
+        self.rounds.append(RoundRecord(self.round, sorted(self.pending), samples,
+                                       sum(len(p) for p, _, _ in self.pending.values()), loss))
+        self.pending.clear()
+        self.round += 1
+        self.step += steps
