@@ -103,6 +103,9 @@ RESUME_INPUT = "resume_state"  # the input name under which a resuming attempt i
 # The runner's exit code when the observatory stayed away longer than its patience: not the job's failure, so the
 # run resumes from its last shipped checkpoint (EX_TEMPFAIL).
 UNREACHABLE_EXIT = 75
+# Left in its folder by a worker of a run trained by several nodes that stopped at the end while another worker
+# makes the outputs: the runner reports it stopped, with nothing to send.
+WORKER_DONE = "worker-done.json"
 RESUME_STATE = OutputSpec("state.pt", "resume-state", "application/octet-stream", required=False)
 # Written by the observatory itself, never taken from a worker.
 SERVICE_OUTPUTS = (

@@ -27,9 +27,9 @@ import torch
 
 from jobs import diloco
 from jobs.config import TrainConfig
+from jobs.kinds import WORKER_DONE
 from jobs.train import Stopped, Trainer, TrainResult, build_trainer, report_progress
 
-WORKER_DONE = "worker-done.json"  # left by a worker that stopped at the end without making the outputs
 POLL_S = 10.0  # how long one call waits for the next round (the observatory answers earlier when it closes)
 
 

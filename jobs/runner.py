@@ -43,7 +43,7 @@ import httpx
 
 from jobs import progress
 from jobs.credentials import MACHINE_HEADER
-from jobs.kinds import RESUME_INPUT, RESUME_STATE, UNREACHABLE_EXIT, job_kind
+from jobs.kinds import RESUME_INPUT, RESUME_STATE, UNREACHABLE_EXIT, WORKER_DONE, job_kind
 from jobs.outputs import collect, open_folder, open_plain, sha256_of, sha256_of_fd
 from jobs.version import installed_version
 
@@ -112,6 +112,7 @@ class Channel:
 
     def __init__(self, url: str, token: str, *, patience_s: float = PATIENCE_S,
                  backoff_s: tuple[float, ...] = BACKOFF_S, machine_token: str | None = None) -> None:
+        self.token, self.machine_token = token, machine_token  # handed on to a job that trains in rounds
         headers = {"Authorization": f"Bearer {token}"}
         if machine_token:  # on an owner's machine, every call also shows the machine's own credential
             headers[MACHINE_HEADER] = machine_token
@@ -383,7 +384,8 @@ class Attempt:
         inputs = {name: str(path) for name, path in fetched.items()}
         command = [sys.executable, "-m", plan["module"], "--config", json.dumps(plan["config"]),
                    "--output", str(workdir), "--inputs", json.dumps(inputs)]
-        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env=self.job_environment(plan))
         reader = threading.Thread(target=self.output.read, args=(child.stdout,), daemon=True)
         reader.start()
         gave_up = self.follow(child, workdir)
@@ -392,14 +394,17 @@ class Attempt:
             return gave_up
         ended = time.monotonic()
         code = child.returncode
-        stopped = self.signalled and code == 0
+        # A worker of a run trained by several nodes whose share is done while another makes the outputs.
+        handed_over = code == 0 and (workdir / WORKER_DONE).is_file()
+        stopped = (self.signalled or handed_over) and code == 0
         try:
             problems: list[str] = []
             if code != 0 or stopped:
                 self.ship_checkpoint(workdir, force=True)
             if code == 0 and not stopped:
                 problems = self.send_outputs(workdir, plan["kind"])
-            ending = "stopped on request" if stopped else f"the job exited with {code}"
+            ending = ("its share of the rounds is done; another worker makes the outputs" if handed_over
+                      else "stopped on request" if stopped else f"the job exited with {code}")
             self.send_log(f"[runner] {ending}\n")
             self.channel.patiently(lambda: self.channel.once("POST", "/api/job/end", json={
                 "exit_code": max(-255, min(255, code)), "stopped": stopped, "problems": problems[:50],
@@ -413,6 +418,17 @@ class Attempt:
         if code == 0 and not problems:
             shutil.rmtree(workdir, ignore_errors=True)
         return code if code else (1 if problems else 0)
+
+    def job_environment(self, plan: dict[str, Any]) -> dict[str, str]:
+        """The job's environment: a job that trains in rounds talks to the coordinator itself, over this attempt's
+        channel (the same token and machine credential); no other job is handed them."""
+        env = {k: v for k, v in os.environ.items() if k not in ("OBSERVATORY_JOB_TOKEN", "OBSERVATORY_MACHINE_TOKEN")}
+        if plan["kind"] == "train" and int(plan["config"].get("workers") or 1) > 1:
+            env["OBSERVATORY_JOB_URL"] = str(self.channel.client.base_url)
+            env["OBSERVATORY_JOB_TOKEN"] = self.channel.token
+            if self.channel.machine_token:
+                env["OBSERVATORY_MACHINE_TOKEN"] = self.channel.machine_token
+        return env
 
     def follow(self, child: subprocess.Popen, workdir: Path) -> int | None:
         """While the job runs: send its log and checkpoints, and stop it when asked. An outage of the observatory

@@ -23,6 +23,7 @@ from scheduler.dispatch import SUBMITTED, Dispatcher
 from scheduler.placement import VramCache
 from scheduler.ray_backend import RayBackend
 from scheduler.reconcile import Reconciler
+from scheduler.workers import add_workers
 from service.archive.service import store_for
 from service.archive.sweep import SweepReport, sweep
 from service.config import Settings
@@ -62,7 +63,13 @@ class Scheduler:
             adopted = dispatcher.recover_stranded()
         except Exception:
             log.exception("settling attempts left by a scheduler that died failed; trying again next tick")
-        return adopted + dispatcher.dispatch(ray_nodes)
+        started = dispatcher.dispatch(ray_nodes)
+        try:
+            if ray_nodes is not None:
+                started += add_workers(dispatcher, ray_nodes)
+        except Exception:
+            log.exception("adding workers to runs trained in rounds failed; trying again next tick")
+        return adopted + started
 
     def reconcile(self, ray_nodes: list[dict[str, Any]] | None = None) -> int:
         return Reconciler(self.engine, self.settings, self.backend, self.store).reconcile(ray_nodes)

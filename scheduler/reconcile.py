@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import or_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from jobs.kinds import RESUME_STATE, job_kind
 from scheduler import accounting
@@ -31,7 +31,9 @@ from service.datasets import service as datasets
 from service.errors import Busy, Conflict, DomainError
 from service.modelcards import families
 from service.models import AttemptState, Run, RunAttempt, RunState
-from service.runs.state import STOP_BUDGET, STOP_MOVE, move_attempt, transition
+from service.rounds.service import in_rounds
+from service.runs.state import FINAL as FINAL_RUN
+from service.runs.state import LIVE_ATTEMPT, STOP_BUDGET, STOP_MOVE, move_attempt, transition
 from service.timeutil import utcnow
 
 log = logging.getLogger("observatory.scheduler")
@@ -40,6 +42,11 @@ ATTEMPT_STATE = {Outcome.succeeded: AttemptState.succeeded, Outcome.failed: Atte
                  Outcome.killed: AttemptState.lost}
 MAX_LOST = 10  # node losses a run survives; each costs nothing, but a pool that loses everything must not loop
 QUIET_S = 30  # a job asked to stop that has not called in this long is stopped through Ray instead
+
+
+def live_attempts_of(session: Session, run_id: int) -> list[RunAttempt]:
+    return list(session.exec(select(RunAttempt).where(RunAttempt.run_id == run_id,
+                                                      RunAttempt.state.in_(list(LIVE_ATTEMPT)))))
 
 
 class Reconciler:
@@ -158,6 +165,8 @@ class Reconciler:
         accounting.settle(session, attempt, run, ended_at=accounting.work_ended_at(attempt, ended_at),
                           keeps_work=keeps_work)
         self._archive_log(session, run, attempt, ray_log)
+        if in_rounds(run) and self._worker_ended(session, run, attempt, verdict):
+            return
         target, message, extra = self._next_state(session, run, attempt, verdict, checked)
         transition(session, run, target, message, extra=extra)
         if target != RunState.queued:
@@ -165,6 +174,21 @@ class Reconciler:
             archive.write_manifest(session, store=self.store, run=run)
         if target == RunState.succeeded and run.group_id is not None:
             self._finish_rebuild(session, run.group_id)
+
+    def _worker_ended(self, session: Session, run: Run, attempt: RunAttempt, verdict: Verdict) -> bool:
+        """One worker of a run in rounds ended while the run goes on (other workers live, and it did not make the
+        outputs), or after the run ended: the run does not move. Returns whether that is so."""
+        others = [a for a in live_attempts_of(session, run.id) if a.id != attempt.id]
+        if RunState(run.state) in FINAL_RUN:
+            return True
+        if not others or verdict.outcome == Outcome.succeeded:
+            return False
+        if verdict.outcome in (Outcome.lost, Outcome.killed, Outcome.failed):
+            session.execute(update(Run).where(Run.id == run.id).values(
+                message=f"worker {attempt.worker} ended ({verdict.reason[:300]}); training goes on with "
+                        f"{len(others)} worker{'s' if len(others) > 1 else ''}").execution_options(
+                synchronize_session=False))
+        return True
 
     def _finish_rebuild(self, session: Session, group_id: int) -> None:
         """The last run of a family's rebuild registers the new version (and withdraws the old one). A refusal
@@ -199,6 +223,9 @@ class Reconciler:
                 "progress": 1.0, "progress_detail": {**run.progress_detail, "fraction": 1.0}}
         if verdict.outcome == Outcome.failed and not (run.cancel_requested or run.stop_reason == STOP_BUDGET):
             return RunState.failed, f"the job failed: {verdict.reason}", {}
+        if verdict.outcome == Outcome.stopped and in_rounds(run) and not (run.cancel_requested or run.stop_reason):
+            return RunState.queued, "its workers finished the rounds; queued to make the outputs from the final " \
+                                    "global weights", {}
         if run.stop_reason == STOP_MOVE and not run.cancel_requested:
             resume = f"from its checkpoint at step {run.resume_step}" if run.resume_sha256 else "from the start"
             return RunState.queued, f"moved off its machine; queued to resume {resume} on another", {

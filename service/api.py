@@ -19,6 +19,7 @@ from service.modelcards.api import router as models_router
 from service.pool.api import router as pool_router
 from service.proposals.api import router as proposals_router
 from service.review.api import router as review_router
+from service.rounds.api import router as rounds_router
 from service.runs.api import router as runs_router
 
 router = APIRouter(prefix="/api")
@@ -36,6 +37,7 @@ router.include_router(analyses_router)
 # Jobs send checkpoints and outputs here, so these routes take bodies far larger than the rest of the API.
 job_api = APIRouter(prefix="/api")
 job_api.include_router(job_router)
+job_api.include_router(rounds_router)
 
 
 class Estimate(BaseModel):

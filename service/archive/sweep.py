@@ -18,6 +18,7 @@ from sqlmodel import Session, select
 
 from service.archive.store import ArchiveStore
 from service.models import Artifact, DatasetPartition, DatasetVersion, ModelVersion, Run, RunAttempt
+from service.rounds.service import referenced as rounds_referenced
 
 HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -43,6 +44,7 @@ def referenced(session: Session) -> set[str]:
     for files in session.exec(select(DatasetVersion.files)).all():
         found.update(HEX.findall(json.dumps(files or {})))
     found.update(session.exec(select(DatasetPartition.file_sha256)).all())
+    found.update(rounds_referenced(session))
     found.discard("")
     return found
 

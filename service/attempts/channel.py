@@ -19,6 +19,7 @@ from service.config import Settings
 from service.datasets import pinning
 from service.errors import Busy, Conflict, NotFound, TooManyRequests
 from service.models import Run, RunAttempt
+from service.rounds.service import in_rounds
 from service.runs.service import record_progress
 from service.timeutil import utcnow
 
@@ -71,7 +72,8 @@ def hello(session: Session, settings: Settings, store: ArchiveStore, attempt: Ru
 
 def allowed_input(session: Session, attempt: RunAttempt, sha256: str) -> bool:
     run = session.get(Run, attempt.run_id)
-    allowed = set(pinning.run_inputs(session, run).values()) | {attempt.resume_sha256}
+    # The run's newest resume state too: for a run trained in rounds, its global weights as they move on.
+    allowed = set(pinning.run_inputs(session, run).values()) | {attempt.resume_sha256, run.resume_sha256}
     return sha256 in allowed
 
 
@@ -79,7 +81,7 @@ def append_log(session: Session, settings: Settings, attempt: RunAttempt, chunk:
     run = _heard(session, attempt)
     offset = attempts.append_log(session, attempt, offset=chunk.offset, text=chunk.text.replace("\x00", " "),
                                  max_bytes=settings.max_log_bytes)
-    if chunk.progress and attempt.number == run.attempt:
+    if chunk.progress and (attempt.number == run.attempt or in_rounds(run)):
         record_progress(run, chunk.progress)
         session.add(run)
     return Control(offset=offset, stop=stop_request(run))

@@ -23,13 +23,13 @@ def token_hash(token: str) -> str:
 
 
 def new_attempt(session: Session, run: Run, *, pool: str, charge_factor: float = 1.0, node_id: str | None = None,
-                machine_id: int | None = None) -> tuple[RunAttempt, str]:
+                machine_id: int | None = None, worker: int = 0) -> tuple[RunAttempt, str]:
     """A fresh attempt for the run (number = the run's last + 1) on the node chosen for it, and its token, shown
-    here once."""
+    here once. `worker`: which of the run's workers it is, for a run several nodes train together."""
     number = run.attempt + 1
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     attempt = RunAttempt(run_id=run.id, number=number, pool=pool, gpus=run.gpus, charge_factor=charge_factor,
-                         node_id=node_id, machine_id=machine_id,
+                         node_id=node_id, machine_id=machine_id, worker=worker,
                          submission_id=f"observatory-run-{run.id}-{run.key}-{number}", token_hash=token_hash(token),
                          resume_sha256=run.resume_sha256, resume_step=run.resume_step)
     session.add(attempt)

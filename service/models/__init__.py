@@ -16,6 +16,7 @@ from service.models.review import (
     ReviewAssignment,
     ReviewRating,
 )
+from service.models.rounds import RoundContribution, TrainingRound
 from service.models.run import (
     Artifact,
     AttemptLogChunk,
@@ -30,6 +31,8 @@ from service.models.user import SELF_SERVICE_ROLES, ApiToken, CredentialKind, Lo
 from service.models.withdrawal import Withdrawal, WithdrawalReason
 
 __all__ = [
+    "RoundContribution",
+    "TrainingRound",
     "Verdict",
     "DatasetPartition",
     "RunGroup",

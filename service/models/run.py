@@ -108,6 +108,7 @@ class RunAttempt(SQLModel, table=True):
     node_id: str | None = Field(default=None, max_length=64)
     node_name: str | None = Field(default=None, max_length=200)
     machine_id: int | None = Field(default=None, foreign_key="machines.id", index=True)  # the owner's machine
+    worker: int = 0  # which of a run's workers it is, when several nodes train the run together (its data shard)
     gpus: int = 1
     charge_factor: float = 1.0
     resume_sha256: str | None = Field(default=None, max_length=64)  # the checkpoint it started from
