@@ -16,8 +16,19 @@ drawn from the same distribution. For each method it prints:
   figures; not comparable with published Inception figures), beside the training set's own;
 - the training seconds to honour one withdrawal: the monolith retrains whole, a family retrains the expert whose
   cluster held the image, and its router.
-Each figure is also given as a ratio to the monolith's. Ends with the line
+Each figure is also given as a ratio to the monolith's, and the line
 `experts: K=4 fid ratio F, withdrawal cost W of the monolith` (the first K given, when 4 is not among them).
+
+Then one model trained by several nodes together (DiLoCo, jobs.rounds), simulated in one process with the
+observatory's own worker and coordinator code: `--workers` workers, each on its shard with batch / workers, the
+monolith's steps (so the same samples in all), for each H in `--diloco-hs` and each pseudo-gradient precision in
+`--diloco-dtypes`, outer lr 0.7 and momentum 0.9. For each: the bytes each worker sends and receives per step (its
+contribution up, the fp32 global weights down, over H) against data-parallel training's ring all-reduce of fp32
+gradients on as many workers; the held-out denoising loss against the monolith's last-step weights (neither
+averaged); and the wall time of one round with a `--uplink-mbit` home link (the compute of H steps of one worker,
+plus its bytes up and down at that rate), beside data-parallel's H steps over the same link. Ends with
+`diloco: R x fewer bytes than data-parallel, loss +P%` for the setting with the most saving whose loss is within 2%
+of the monolith's (or the lowest loss, said so, when none is).
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from jobs import clusters, family, partition
+from jobs import clusters, diloco, family, partition, rounds
 from jobs import router as routing
 from jobs.analysis import descriptors
 from jobs.analysis.common import to_unit
@@ -44,7 +55,7 @@ from jobs.analysis.quality import frechet_distance, kernel_inception_distance
 from jobs.config import RouterConfig, TrainConfig
 from jobs.model import draw_samples, pick_device
 from jobs.package import INPUT_PREFIX, MANIFEST, write_manifest, write_tar
-from jobs.train import train, with_weights
+from jobs.train import build_trainer, train, with_weights
 
 DECILES = 10
 
@@ -112,7 +123,11 @@ def trained(cfg: TrainConfig, folder: Path, inputs: dict[str, Path], device: tor
     with contextlib.redirect_stdout(io.StringIO()):
         unet, scheduler, _, _, result = train(cfg, folder, device, report=False, inputs=inputs)
     seconds = time.perf_counter() - started
+    _LAST["model"] = unet.eval()  # the last step's weights, which DiLoCo's global weights are compared with
     return with_weights(unet, result.ema or {}).eval(), scheduler, seconds
+
+
+_LAST: dict[str, Any] = {}
 
 
 @torch.no_grad()
@@ -164,7 +179,16 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--inference-steps", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=4, help="DiLoCo's workers (0: no DiLoCo)")
+    parser.add_argument("--diloco-hs", type=_ints, default=[50, 100, 500], help="inner steps per round")
+    parser.add_argument("--diloco-dtypes", default="fp32,fp16,int8")
+    parser.add_argument("--uplink-mbit", type=float, default=20.0, help="the emulated home link, Mbit/s")
     args = parser.parse_args()
+    args.diloco_dtypes = [d for d in args.diloco_dtypes.split(",") if d]
+    if any(d not in diloco.SYNC_DTYPES for d in args.diloco_dtypes):
+        parser.error(f"--diloco-dtypes: each one of {', '.join(diloco.SYNC_DTYPES)}")
+    if args.workers and args.batch_size % args.workers:
+        parser.error("--batch-size must be a multiple of --workers (each worker trains batch / workers)")
     if any(k < 2 or args.steps < k for k in args.ks):
         parser.error("--ks: each K must be at least 2 and at most --steps")
     device = pick_device()
@@ -189,6 +213,8 @@ def main() -> None:
 
         unet, scheduler, mono_seconds = trained(plan, folder / "monolith", inputs, device)
         params = sum(p.numel() for p in unet.parameters())
+        last_step = held_out_loss(_last_step_model, scheduler, held_images, args.seed, device) \
+            if (_last_step_model := _LAST.pop("model", None)) is not None else None
         rows = [("monolith", held_out_loss(unet, scheduler, held_images, args.seed, device),
                  *quality(unet, scheduler, args, real, device, args.seed), mono_seconds, 0.0, None)]
         points = clusters.descriptors(training)
@@ -221,7 +247,73 @@ def main() -> None:
             rows.append((f"K={k}", held_out_loss(whole, scheduler, held_images, args.seed, device),
                          *quality(whole, scheduler, args, real, device, args.seed), sum(seconds) + router_seconds,
                          rebuild, k))
-    report(rows, params, args)
+        report(rows, params, args)
+        if args.workers and last_step is not None:
+            diloco_rows = [(h, dtype, *trained_in_rounds(plan, inputs, device, args.workers, h, dtype),)
+                           for h in args.diloco_hs for dtype in args.diloco_dtypes]
+            report_diloco([(h, dtype, held_out_loss(model, scheduler, held_images, args.seed, device), seconds,
+                            sent, received) for h, dtype, model, seconds, sent, received in diloco_rows],
+                          last_step, params, args, mono_seconds / args.steps)
+
+
+def trained_in_rounds(plan: TrainConfig, inputs: dict[str, Path], device: torch.device, workers: int, h: int,
+                      dtype: str) -> tuple[Any, float, float, float]:
+    """The plan trained by `workers` simulated nodes with DiLoCo (each batch / workers on its shard, the plan's
+    steps); returns the global model, one worker's compute seconds per step, and the bytes one worker sends and
+    receives per round (mean over rounds)."""
+    cfg = plan.model_copy(update={"workers": workers, "sync_every": h, "sync_dtype": dtype, "ema_decay": 0.0,
+                                  "batch_size": plan.batch_size // workers})
+    coordinator = diloco.LocalCoordinator(diloco.Outer(cfg.outer_lr, cfg.outer_momentum), expected=workers)
+    team = [rounds.Worker(build_trainer(cfg, device, inputs, worker=i, workers=workers)) for i in range(workers)]
+    coordinator.begin(rounds.weights_of(team[0].trainer.unet))
+    compute, sent, received = 0.0, 0, 0
+    while coordinator.step < cfg.steps:
+        state = rounds.GlobalState(coordinator.round, coordinator.step, coordinator.weights)
+        for index, worker in enumerate(team):
+            worker.adopt(state)
+            steps = worker.span(state)
+            started = time.perf_counter()
+            for _ in range(steps):
+                worker.trainer.step_once()
+            compute += time.perf_counter() - started
+            payload, samples, loss = worker.contribution(steps)
+            sent += len(payload)
+            received += len(diloco.pack_weights(state.weights, round_number=state.round, step=state.step))
+            coordinator.contribute(index, state.round, payload, samples, loss, steps)
+    model = team[0].trainer.unet
+    rounds.load_weights(model, coordinator.weights)
+    count = len(coordinator.rounds)
+    return model.eval(), compute / (workers * cfg.steps), sent / (workers * count), received / (workers * count)
+
+
+def report_diloco(rows: list[tuple], mono_loss: list[float], params: int, args: argparse.Namespace,
+                  mono_step_s: float) -> None:
+    """The DiLoCo table and its last line (see the module's docstring)."""
+    workers, link = args.workers, args.uplink_mbit * 1e6 / 8  # bytes per second
+    parallel = 2 * (workers - 1) / workers * 4 * params  # a ring all-reduce of fp32 gradients, per worker and step
+    base = float(np.mean(mono_loss))
+    print(f"\none model trained by {workers} nodes together (DiLoCo, outer lr 0.7, momentum 0.9), the same samples as "
+          f"the monolith; data-parallel on {workers} workers exchanges {mb(parallel)} per worker per step; "
+          f"the monolith's last-step weights have held-out loss {base:.4f}; rounds over a {args.uplink_mbit:g} "
+          "Mbit/s link")
+    print(f"  {'H':>5} {'dtype':>5} {'up/round':>10} {'down/round':>10} {'bytes/step':>10} {'fewer':>7} "
+          f"{'loss':>7} {'vs mono':>8} {'round s':>8} {'DP H steps s':>12}")
+    results = []
+    for h, dtype, losses, step_s, sent, received in rows:
+        per_step = (sent + received) / h
+        ratio = parallel / per_step
+        loss = float(np.mean(losses))
+        change = 100 * (loss / base - 1)
+        round_s = h * step_s + (sent + received) / link
+        parallel_s = h * (mono_step_s / workers + parallel / link)
+        results.append((ratio, change, h, dtype))
+        print(f"  {h:>5} {dtype:>5} {mb(sent):>10} {mb(received):>10} {mb(per_step):>10} {ratio:>6.0f}x "
+              f"{loss:>7.4f} {change:>+7.1f}% {round_s:>8.1f} {parallel_s:>12.1f}")
+    within = [r for r in results if r[1] <= 2.0]
+    best = max(within) if within else min(results, key=lambda r: r[1])
+    note = "" if within else " (no setting came within 2% of the monolith's loss: the lowest loss is shown)"
+    print(f"best: H={best[2]}, {best[3]} pseudo-gradients{note}")
+    print(f"diloco: {best[0]:.0f} x fewer bytes than data-parallel, loss {best[1]:+.1f}%")
 
 
 def report(rows: list[tuple], params: int, args: argparse.Namespace) -> None:
@@ -244,6 +336,8 @@ def report(rows: list[tuple], params: int, args: argparse.Namespace) -> None:
         withdrawal = mono_seconds if k is None else rebuild
         print(f"  {label:>8} {fid:>8.4f} {fid / mono_fid:>6.2f} {kid:>9.5f} {kid / mono_kid if mono_kid else 0:>6.2f} "
               f"{seconds:>8.1f} {withdrawal:>12.1f} {withdrawal / mono_seconds:>15.2f}")
+    if len(rows) < 2:
+        return
     chosen = next((row for row in rows[1:] if row[-1] == 4), rows[1])
     print(f"experts: K={chosen[-1]} fid ratio {chosen[2] / mono_fid:.2f}, withdrawal cost "
           f"{chosen[5] / mono_seconds:.2f} of the monolith")

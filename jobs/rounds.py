@@ -190,9 +190,16 @@ class ChannelExchange:
     def begin(self, initial: diloco.Weights) -> GlobalState:
         view = self.hello
         if not view.get("global_sha256"):
+            from jobs.runner import ChannelError, Unreachable
+
             body = diloco.pack_weights(initial, round_number=0, step=0)
-            self.channel.call("PUT", "/api/job/rounds/base", content=body,
-                              headers={"X-Content-SHA256": _sha256(body)})
+            try:
+                self.channel.call("PUT", "/api/job/rounds/base", content=body,
+                                  headers={"X-Content-SHA256": _sha256(body)})
+            except Unreachable:
+                raise
+            except ChannelError as exc:  # another worker set them first: theirs are the run's
+                print(f"the initial weights came from another worker ({exc})", flush=True)
             view = self.view()
         return self._state(view)
 
@@ -249,7 +256,8 @@ def run_worker(cfg: TrainConfig, output: Path, inputs: dict[str, Path], device: 
     result = TrainResult(max(trainer.step - worker.rounds[0]["round"] * cfg.sync_every, 0) if worker.rounds else 0,
                          values[-1] if values else float("nan"), elapsed / max(len(values), 1))
     # The outputs speak for the whole run: every image the workers learned from, not this worker's shard alone.
-    write_outputs(cfg, output, with_weights(trainer.unet, state.weights), trainer.noise_scheduler,
+    final = {name: torch.from_numpy(value) for name, value in (state.weights or {}).items()}
+    write_outputs(cfg, output, with_weights(trainer.unet, final), trainer.noise_scheduler,
                   load_data(cfg, inputs), values, result, device,
                   weights=f"global weights after round {state.round - 1} (DiLoCo)",
                   extra_metrics={"rounds": {**summary, "workers": workers, "sync_every": cfg.sync_every,

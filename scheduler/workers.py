@@ -1,7 +1,8 @@
 """More nodes for a run that several nodes train together: once a run in rounds is running, each tick gives it
-another attempt (a worker) on each open node that fits it and holds none of its workers yet, up to the plan's
-`workers`. A node that joins mid-run so takes part from the next round (the coordinator hands it the newest global
-weights); a worker lost is replaced the same way when a node is free.
+another attempt (a worker) on each open node that fits it, nodes holding none of its workers first (a node with
+room for two, such as a machine with two GPUs, may hold two), up to the plan's `workers`. A node that joins
+mid-run so takes part from the next round (the coordinator hands it the newest global weights); a worker lost is
+replaced the same way when a node is free.
 
 Each new attempt is numbered by a conditional update of the run's attempt counter, so two schedulers never write
 the same one; it is submitted with no transaction open, like every attempt (scheduler.dispatch).
@@ -57,18 +58,20 @@ def add_workers(dispatcher: Dispatcher, ray_nodes: list[dict[str, Any]]) -> int:
     gpus, cpus = run_needs(settings, "train")
     started = 0
     for run_id, wanted, hosting, taken in wanting:
-        for node in facts.nodes:
-            if len(taken) >= wanted:
+        while len(taken) < wanted:
+            # Nodes that hold none of its workers first; a node with room for two (two GPUs) may take a second.
+            fitting = [n for n in facts.nodes if _fits(n, gpus, cpus)]
+            if not fitting:
                 break
-            if not _fits(node, gpus, cpus) or node.node_id in hosting:
-                continue
+            node = min(fitting, key=lambda n: (n.node_id in hosting, -n.free_gpus, -n.free_cpus))
             worker = min(set(range(wanted)) - taken)
-            if _start(dispatcher, run_id, node, worker, facts):
-                node.free_gpus -= gpus
-                node.free_cpus -= cpus
-                hosting.add(node.node_id)
-                taken.add(worker)
-                started += 1
+            if not _start(dispatcher, run_id, node, worker, facts):
+                break
+            node.free_gpus -= gpus
+            node.free_cpus -= cpus
+            hosting.add(node.node_id)
+            taken.add(worker)
+            started += 1
     return started
 
 

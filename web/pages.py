@@ -38,6 +38,7 @@ from service.proposals import access, team
 from service.proposals import service as proposals
 from service.proposals.schemas import ProposalCreate, ProposalDraft
 from service.review import feedback
+from service.rounds.service import in_rounds, rounds_of
 from service.runs import families
 from service.runs import service as runs
 from service.timeutil import utcnow
@@ -469,7 +470,19 @@ def run_page(run_id: IdPath, request: Request, user: CurrentUser, session: Sessi
         "can_analyse": followup.offered(session, user, run),
         "report": next((a for a in artifacts if a.kind == "report"), None),
         "agreement": marks.agreement_for(session, archive.store_for(settings), user, run),
+        **_rounds(session, run),
     })
+
+
+def _rounds(session: SessionDep, run: Run) -> dict:
+    """A run several nodes train together: its rounds (newest first) and the global loss round by round."""
+    if not in_rounds(run):
+        return {}
+    history = rounds_of(session, run.id)
+    closed = [r for r in history if r.state == "closed"]
+    return {"rounds": list(reversed(history)), "rounds_plan": run.job_plan,
+            "rounds_chart": loss_chart([r.loss for r in closed if r.loss is not None]),
+            "rounds_bytes": sum(r.bytes_in + r.bytes_out for r in closed)}
 
 
 @router.get("/families/{group_id}")

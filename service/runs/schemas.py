@@ -19,6 +19,7 @@ class ArtifactPublic(BaseModel):
 
 class AttemptPublic(BaseModel):
     number: int
+    worker: int = 0  # which worker it is, in a run that several nodes train together
     state: str
     node_name: str | None
     started_at: datetime | None
