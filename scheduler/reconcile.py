@@ -143,7 +143,7 @@ class Reconciler:
                     stop_reason=STOP_BUDGET, message="stopping: the award's GPU-hours are used up; saving a checkpoint")
                     .execution_options(synchronize_session=False))
         session.refresh(run)
-        if not (run.cancel_requested or run.stop_reason):
+        if not (run.cancel_requested or run.stop_reason or attempt.stop_reason):
             return False
         quiet = attempt.last_heard_at is None or (utcnow() - attempt.last_heard_at).total_seconds() > QUIET_S
         return snapshot.state == JobState.pending or quiet
@@ -224,8 +224,8 @@ class Reconciler:
         if verdict.outcome == Outcome.failed and not (run.cancel_requested or run.stop_reason == STOP_BUDGET):
             return RunState.failed, f"the job failed: {verdict.reason}", {}
         if verdict.outcome == Outcome.stopped and in_rounds(run) and not (run.cancel_requested or run.stop_reason):
-            return RunState.queued, "its workers finished the rounds; queued to make the outputs from the final " \
-                                    "global weights", {}
+            why = "its last worker's machine left" if attempt.stop_reason else "its workers finished the rounds"
+            return RunState.queued, f"{why}; queued to go on from its global weights at step {run.resume_step}", {}
         if run.stop_reason == STOP_MOVE and not run.cancel_requested:
             resume = f"from its checkpoint at step {run.resume_step}" if run.resume_sha256 else "from the start"
             return RunState.queued, f"moved off its machine; queued to resume {resume} on another", {

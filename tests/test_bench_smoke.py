@@ -26,8 +26,8 @@ SMALLEST = {
                            "copy detection: learned muAP"),
     "train_on_ray.py": (["--steps", "2", "--ray-cpus", "1"], "through Ray, run given 1 CPU(s)"),
     "pooled.py": (["--ks", "2", "--images", "24", "--held-out", "16", "--themes", "4", "--side", "8", "--steps", "4",
-                   "--batch-size", "4", "--router-steps", "4", "--samples", "8", "--inference-steps", "2"],
-                  "experts: K=2 fid ratio"),
+                   "--batch-size", "4", "--router-steps", "4", "--samples", "8", "--inference-steps", "2",
+                   "--workers", "2", "--diloco-hs", "2", "--diloco-dtypes", "int8"], "diloco: "),
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +24,11 @@ from scheduler.loop import Scheduler
 from scheduler.ray_backend import NODE_ID_LABEL, JobState
 from service.attempts.service import attempts_of
 from service.ledger.service import run_charged
-from service.models import AttemptState, Role, RunState
+from service.models import AttemptState, Machine, Role, Run, RunState, User
+from service.pool.machines import move_runs_off
 from service.pool.standing import MACHINE_LABEL
 from service.rounds.service import rounds_of
-from tests.factories import TINY_TRAIN, award, create_call, create_machine, create_proposal, create_user
+from tests.factories import TINY_TRAIN, auth_headers, award, create_call, create_machine, create_proposal, create_user
 from tests.pools import TRAIN_FILES, FakeJob, ScriptedPool, current_run
 
 
@@ -105,8 +107,21 @@ class TwoNodes(ScriptedPool):
         return [head, {**worker, "labels": {MACHINE_LABEL: str(self.machine_id)}}]
 
 
-def _pair(lite_engine: Engine, lite_session: Session, lite_settings, lite_client: TestClient, plan: dict):  # type: ignore[no-untyped-def]
-    """A run in rounds on two nodes: (scheduler, pool, run, the head's job, the machine's job)."""
+@dataclass
+class Pair:
+    """A run in rounds placed on two nodes, each worker's job started."""
+
+    scheduler: Scheduler
+    pool: TwoNodes
+    run: Run
+    first: FakeJob  # worker 0
+    second: FakeJob  # worker 1
+    pi: User
+    machine: Machine
+
+
+def _pair(lite_engine: Engine, lite_session: Session, lite_settings, lite_client: TestClient,  # type: ignore[no-untyped-def]
+          plan: dict) -> Pair:
     admin, pi, owner = (create_user(lite_session, Role.admin), create_user(lite_session),
                         create_user(lite_session))
     machine, machine_token = create_machine(lite_session, owner, admin, cpus=4)
@@ -122,7 +137,7 @@ def _pair(lite_engine: Engine, lite_session: Session, lite_settings, lite_client
         assert job.start().status_code == 200
         pool.set(submission, JobState.running)
     scheduler.reconcile(pool.nodes())
-    return scheduler, pool, run, *jobs
+    return Pair(scheduler, pool, run, *jobs, pi, machine)
 
 
 def _payload(base: dict[str, np.ndarray], delta: float) -> bytes:
@@ -144,7 +159,8 @@ def test_the_observatory_coordinates_two_workers_drops_a_late_one_and_charges_a_
         lite_engine: Engine, lite_session: Session, lite_settings, lite_client: TestClient) -> None:
     plan = {**TINY_TRAIN, "steps": 20, "workers": 2, "sync_every": 10, "sync_dtype": "fp32", "outer_lr": 1.0,
             "outer_momentum": 0.0, "sync_timeout_s": 1}
-    scheduler, pool, run, first, second = _pair(lite_engine, lite_session, lite_settings, lite_client, plan)
+    pair = _pair(lite_engine, lite_session, lite_settings, lite_client, plan)
+    scheduler, pool, run, first, second = pair.scheduler, pair.pool, pair.run, pair.first, pair.second
     with Session(lite_engine) as session:
         a1, a2 = attempts_of(session, run.id)
     assert (a1.worker, a2.worker) == (0, 1)
@@ -176,7 +192,8 @@ def test_the_observatory_coordinates_two_workers_drops_a_late_one_and_charges_a_
     assert opened.state == "open" and opened.base_sha256 == view["global_sha256"]
 
     # Round 1: the second worker's node dies before it sends; the round closes at its timeout with the first alone.
-    assert _put(first, "/api/job/rounds/1", _payload(global_1, 0.1), samples=8, steps=10).json()["accepted"]
+    assert _put(first, "/api/job/rounds/1", _payload(global_1, 0.1), samples=8, steps=10,
+                loss=0.2).json()["accepted"]
     pool.set(pool.submitted[1], JobState.failed, error_type="JOB_SUPERVISOR_ACTOR_DIED")
     scheduler.reconcile(pool.nodes())
     with Session(lite_engine) as session:
@@ -196,6 +213,14 @@ def test_the_observatory_coordinates_two_workers_drops_a_late_one_and_charges_a_
     assert charged == int((lost.checkpoint_at - lost.started_at).total_seconds())
     assert [r.state for r in closed] == ["closed", "closed"] and [c["worker"] for c in closed[1].contributors] == [0]
 
+    # The run page shows the rounds: who contributed, the bytes, the global loss.
+    page = " ".join(first.client.get(f"/runs/{run.id}", headers=auth_headers(lite_session, pair.pi)).text.split())
+    assert "<h2>Rounds</h2>" in page, page[page.find("<main"):][:3000]
+    section = page[page.find("<h2>Rounds</h2>"):page.find("<h2>Attempts</h2>")]
+    assert "2 rounds closed" in section and "Global loss per round" in section, section
+    assert "0 (attempt 1), 1 (attempt 2) of 2 live" in page and "0 (attempt 1) of 1 live" in page
+    assert "0.3500" in page  # round 0's loss, by samples
+
     first.outputs(TRAIN_FILES)
     assert first.end(0).status_code == 204
     pool.set(pool.submitted[0], JobState.succeeded)
@@ -203,10 +228,29 @@ def test_the_observatory_coordinates_two_workers_drops_a_late_one_and_charges_a_
     assert current_run(lite_engine, run.id).state == RunState.succeeded
 
 
+def test_a_leaving_machine_takes_only_its_worker_with_it(lite_engine: Engine, lite_session: Session, lite_settings,
+                                                         lite_client: TestClient) -> None:
+    plan = {**TINY_TRAIN, "steps": 30, "workers": 2, "sync_every": 10}
+    pair = _pair(lite_engine, lite_session, lite_settings, lite_client, plan)
+    with Session(lite_engine) as session:
+        assert move_runs_off(session, session.get(Machine, pair.machine.id), "its owner's cap was reached") == 1
+        session.commit()
+    assert pair.second.log("training\n")["stop"] == "move"  # the machine's worker is asked to stop
+    assert pair.first.log("training\n")["stop"] is None  # the head's goes on
+    assert pair.second.end(0, stopped=True).status_code == 204
+    pair.pool.set(pair.pool.submitted[1], JobState.stopped)
+    pair.scheduler.reconcile(pair.pool.nodes())
+    with Session(lite_engine) as session:
+        states = [a.state for a in attempts_of(session, pair.run.id)]
+    assert states == [AttemptState.running, AttemptState.stopped]
+    assert current_run(lite_engine, pair.run.id).state == RunState.running
+
+
 def test_a_late_contribution_is_dropped_and_said_so(lite_engine: Engine, lite_session: Session, lite_settings,
                                                     lite_client: TestClient) -> None:
     plan = {**TINY_TRAIN, "steps": 30, "workers": 2, "sync_every": 10, "sync_timeout_s": 1}
-    _, _, run, fast, slow = _pair(lite_engine, lite_session, lite_settings, lite_client, plan)
+    pair = _pair(lite_engine, lite_session, lite_settings, lite_client, plan)
+    run, fast, slow = pair.run, pair.first, pair.second
     base = {"w": np.ones(4, np.float32)}
     _put(fast, "/api/job/rounds/base", diloco.pack_weights(base, round_number=0, step=0))
     assert _put(fast, "/api/job/rounds/0", _payload(base, 0.1), samples=8, steps=10).json()["accepted"]

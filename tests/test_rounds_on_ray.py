@@ -70,7 +70,8 @@ def test_three_workers_survive_a_killed_node_and_take_in_one_that_joins(tmp_path
         with Session(lite_engine) as session:
             workers = attempts_of(session, run.id)
             contributors = {c["worker"] for r in _closed(session, run.id) for c in r.contributors}
-        assert len(workers) == 3 and {a.worker for a in workers} == {0, 1, 2}, [(a.number, a.worker, a.state, a.node_id, a.message) for a in workers]
+        assert len(workers) == 3 and {a.worker for a in workers} == {0, 1, 2}, [
+            (a.number, a.worker, a.state, a.node_id, a.message) for a in workers]
         on_machine = next(a for a in workers if a.node_id == machine_id)
         assert contributors == {0, 1, 2}
 

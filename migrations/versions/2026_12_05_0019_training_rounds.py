@@ -69,12 +69,14 @@ def upgrade() -> None:
     op.create_index(op.f('ix_round_contributions_attempt_id'), 'round_contributions', ['attempt_id'], unique=False)
     with op.batch_alter_table('run_attempts', schema=None) as batch_op:
         batch_op.add_column(sa.Column('worker', sa.Integer(), nullable=False, server_default='0'))
+        batch_op.add_column(sa.Column('stop_reason', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True))
     with op.batch_alter_table('run_attempts', schema=None) as batch_op:
         batch_op.alter_column('worker', server_default=None)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('run_attempts', schema=None) as batch_op:
+        batch_op.drop_column('stop_reason')
         batch_op.drop_column('worker')
     op.drop_index(op.f('ix_round_contributions_attempt_id'), table_name='round_contributions')
     op.drop_index(op.f('ix_round_contributions_run_id'), table_name='round_contributions')

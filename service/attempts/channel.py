@@ -36,10 +36,12 @@ def _heard(session: Session, attempt: RunAttempt) -> Run:
     return session.get(Run, attempt.run_id)
 
 
-def stop_request(run: Run) -> str | None:
+def stop_request(run: Run, attempt: RunAttempt | None = None) -> str | None:
+    """Why the job must stop now (None: it goes on): the run's cancel or stop, or this attempt's own (a worker of a
+    run trained by several nodes whose machine is leaving)."""
     if run.cancel_requested:
         return "cancel"
-    return run.stop_reason
+    return run.stop_reason or (attempt.stop_reason if attempt is not None else None)
 
 
 def hello(session: Session, settings: Settings, store: ArchiveStore, attempt: RunAttempt,
@@ -57,7 +59,7 @@ def hello(session: Session, settings: Settings, store: ArchiveStore, attempt: Ru
     attempt.node_name = data.node_name
     kind = job_kind(run.job_kind)
     wanted_inputs = pinning.run_inputs(session, run)
-    if attempt.resume_sha256:
+    if attempt.resume_sha256 and not in_rounds(run):  # a worker in rounds fetches the global weights itself
         wanted_inputs[RESUME_INPUT] = attempt.resume_sha256
     inputs = [JobInput(field=field, sha256=sha, size=store.size(sha)) for field, sha in wanted_inputs.items()
               if store.exists(sha)]
@@ -84,7 +86,7 @@ def append_log(session: Session, settings: Settings, attempt: RunAttempt, chunk:
     if chunk.progress and (attempt.number == run.attempt or in_rounds(run)):
         record_progress(run, chunk.progress)
         session.add(run)
-    return Control(offset=offset, stop=stop_request(run))
+    return Control(offset=offset, stop=stop_request(run, attempt))
 
 
 SENDS_PER_OUTPUT = 3  # each output a kind declares may be sent this often by one attempt (a retry, a resend)
@@ -128,7 +130,7 @@ def accept_checkpoint(session: Session, settings: Settings, store: ArchiveStore,
     if step >= run.resume_step:
         run.resume_sha256, run.resume_step = sha, step
         session.add(run)
-    return Control(offset=attempt.log_bytes, stop=stop_request(run))
+    return Control(offset=attempt.log_bytes, stop=stop_request(run, attempt))
 
 
 def accept_output(session: Session, settings: Settings, store: ArchiveStore, attempt: RunAttempt, *, name: str,

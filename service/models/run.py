@@ -109,6 +109,8 @@ class RunAttempt(SQLModel, table=True):
     node_name: str | None = Field(default=None, max_length=200)
     machine_id: int | None = Field(default=None, foreign_key="machines.id", index=True)  # the owner's machine
     worker: int = 0  # which of a run's workers it is, when several nodes train the run together (its data shard)
+    # Why this attempt alone is asked to stop (its machine is leaving) while the run goes on with its other workers.
+    stop_reason: str | None = Field(default=None, max_length=200)
     gpus: int = 1
     charge_factor: float = 1.0
     resume_sha256: str | None = Field(default=None, max_length=64)  # the checkpoint it started from

@@ -29,6 +29,7 @@ from service.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticat
 from service.models import Machine, MachineState, Role, Run, RunAttempt, User
 from service.pool.schemas import Measurement
 from service.pool.standing import day_start, hours_on
+from service.rounds.service import in_rounds
 from service.runs.state import LIVE_ATTEMPT, STOP_MOVE
 from service.timeutil import utcnow
 
@@ -88,14 +89,30 @@ def _move(session: Session, machine: Machine, target: MachineState, message: str
 
 def move_runs_off(session: Session, machine: Machine, why: str) -> int:
     """Ask the runs on this machine to checkpoint and stop, to resume elsewhere; returns how many were asked."""
-    run_ids = session.exec(select(RunAttempt.run_id).where(RunAttempt.machine_id == machine.id,
-                                                           RunAttempt.state.in_(LIVE_ATTEMPT))).all()
-    if not run_ids:
+    here = session.exec(select(RunAttempt).where(RunAttempt.machine_id == machine.id,
+                                                 RunAttempt.state.in_(LIVE_ATTEMPT))).all()
+    if not here:
         return 0
+    # A run trained by several nodes loses only its worker here: the others go on, and a free node takes its place.
+    workers = [a for a in here if in_rounds(session.get(Run, a.run_id))
+               and _other_workers(session, a.run_id, machine.id)]
+    for attempt in workers:
+        if attempt.stop_reason is None:
+            attempt.stop_reason = STOP_MOVE
+            attempt.message = f"moving: {why}; the run goes on with its other workers"
+            session.add(attempt)
+    run_ids = {a.run_id for a in here} - {a.run_id for a in workers}
     moved = session.execute(update(Run).where(Run.id.in_(run_ids), Run.stop_reason.is_(None))
                             .values(stop_reason=STOP_MOVE, message=f"moving: {why}; saving a checkpoint")
-                            .execution_options(synchronize_session=False))
-    return moved.rowcount
+                            .execution_options(synchronize_session=False)).rowcount if run_ids else 0
+    return moved + len(workers)
+
+
+def _other_workers(session: Session, run_id: int, machine_id: int) -> bool:
+    """Whether the run has live workers on other machines (or the head) than this one."""
+    return session.exec(select(RunAttempt.id).where(RunAttempt.run_id == run_id, RunAttempt.state.in_(LIVE_ATTEMPT),
+                                                    (RunAttempt.machine_id != machine_id)
+                                                    | RunAttempt.machine_id.is_(None))).first() is not None
 
 
 def register(session: Session, owner: User, *, name: str, show_owner: bool) -> Machine:
