@@ -155,11 +155,13 @@ def _weights(job: FakeJob, sha: str) -> dict[str, np.ndarray]:
     return diloco.unpack_weights(response.content)[0]
 
 
-def test_the_observatory_coordinates_two_workers_drops_a_late_one_and_charges_a_lost_one_to_its_round(
-        lite_engine: Engine, lite_session: Session, lite_settings, lite_client: TestClient) -> None:
+def test_the_observatory_coordinates_two_workers_and_charges_a_lost_one_to_its_round(
+        engine: Engine, session: Session, settings, client: TestClient) -> None:
+    """On SQLite and PostgreSQL."""
+    lite_engine, lite_session = engine, session
     plan = {**TINY_TRAIN, "steps": 20, "workers": 2, "sync_every": 10, "sync_dtype": "fp32", "outer_lr": 1.0,
             "outer_momentum": 0.0, "sync_timeout_s": 1}
-    pair = _pair(lite_engine, lite_session, lite_settings, lite_client, plan)
+    pair = _pair(engine, session, settings, client, plan)
     scheduler, pool, run, first, second = pair.scheduler, pair.pool, pair.run, pair.first, pair.second
     with Session(lite_engine) as session:
         a1, a2 = attempts_of(session, run.id)

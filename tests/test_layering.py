@@ -9,9 +9,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"service", "web", "scheduler", "jobs", "observatory"}
 # The protocol between the observatory and its jobs: configs, the kind registry, outputs, progress lines, the
 # release a node must run, the machine credential's header, the license families both sides name, the dataset
-# package format (with the bundled set written in it) and the partition file format.
+# package format (with the bundled set written in it), the partition file format, and the rounds' file format with
+# the arithmetic the coordinator and the workers must share (jobs.diloco: numpy, no torch).
 PROTOCOL = {"jobs.config", "jobs.kinds", "jobs.outputs", "jobs.progress", "jobs.version", "jobs.commons.licenses",
-            "jobs.package", "jobs.data.bundled", "jobs.credentials", "jobs.partition"}
+            "jobs.package", "jobs.data.bundled", "jobs.credentials", "jobs.partition", "jobs.diloco"}
 ALLOWED = {
     "jobs": {"jobs"},
     "service": {"service"} | PROTOCOL,

@@ -25,7 +25,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from jobs import diloco
+import jobs.diloco as diloco
 from jobs.config import TrainConfig
 from service.archive.service import read_object
 from service.archive.store import ArchiveStore
