@@ -21,6 +21,7 @@ from service.errors import Busy, Conflict, NotFound, TooManyRequests
 from service.models import Run, RunAttempt
 from service.rounds.service import in_rounds
 from service.runs.service import record_progress
+from service.runs.state import FINAL
 from service.timeutil import utcnow
 
 
@@ -41,6 +42,8 @@ def stop_request(run: Run, attempt: RunAttempt | None = None) -> str | None:
     run trained by several nodes whose machine is leaving)."""
     if run.cancel_requested:
         return "cancel"
+    if run.state in FINAL:  # a worker of a run in rounds still going when another finished the run
+        return "finished"
     return run.stop_reason or (attempt.stop_reason if attempt is not None else None)
 
 
