@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO
 
+from pydantic import BaseModel
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
@@ -46,8 +46,7 @@ def plan_of(run: Run) -> TrainConfig:
     return TrainConfig.model_validate(run.job_plan)
 
 
-@dataclass(frozen=True)
-class RoundView:
+class RoundView(BaseModel):
     """What a worker learns from the coordinator: the open round, the global weights it starts from, and, once the
     last round has closed, that training is over and whether this worker makes the run's outputs."""
 
@@ -60,8 +59,9 @@ class RoundView:
     workers: int
 
 
-@dataclass(frozen=True)
-class Taken:
+class Taken(BaseModel):
+    """Whether a contribution was taken into its round (false: the round had closed without it)."""
+
     accepted: bool
     round: int
     reason: str = ""
@@ -103,11 +103,14 @@ def view(session: Session, store: ArchiveStore, attempt: RunAttempt, *, after: i
         session.rollback()  # nothing held while waiting
         time.sleep(POLL_S)
     if latest is None:
-        return RoundView(0, 0, None, False, False, attempt.worker, cfg.workers)
+        return RoundView(round=0, step=0, global_sha256=None, finished=False, finisher=False, worker=attempt.worker,
+                         workers=cfg.workers)
     if not finished:
-        return RoundView(latest.number, latest.step, latest.base_sha256, False, False, attempt.worker, cfg.workers)
-    return RoundView(latest.number + 1, latest.step + latest.steps, latest.result_sha256, True,
-                     _finisher(session, latest, attempt), attempt.worker, cfg.workers)
+        return RoundView(round=latest.number, step=latest.step, global_sha256=latest.base_sha256, finished=False,
+                         finisher=False, worker=attempt.worker, workers=cfg.workers)
+    return RoundView(round=latest.number + 1, step=latest.step + latest.steps, global_sha256=latest.result_sha256,
+                     finished=True, finisher=_finisher(session, latest, attempt), worker=attempt.worker,
+                     workers=cfg.workers)
 
 
 def _finisher(session: Session, last: TrainingRound, attempt: RunAttempt) -> bool:
@@ -185,7 +188,7 @@ def contribute(session: Session, store: ArchiveStore, attempt: RunAttempt, *, nu
                                                          RoundContribution.round == number,
                                                          RoundContribution.attempt_id == attempt.id)).first()
     if known is not None:
-        return Taken(True, number, "already taken")
+        return Taken(accepted=True, round=number, reason="already taken")
     base_sha = latest.base_sha256
     session.rollback()  # nothing locked while the bytes arrive and are checked
     data = _stored(store, stream, sha256, limit)
@@ -204,13 +207,13 @@ def contribute(session: Session, store: ArchiveStore, attempt: RunAttempt, *, nu
         session.commit()
     except IntegrityError:
         session.rollback()
-        return Taken(True, number, "already taken")
+        return Taken(accepted=True, round=number, reason="already taken")
     close_if_due(session, store, session.get(Run, run.id, populate_existing=True))
     closed = session.exec(select(TrainingRound).where(TrainingRound.run_id == run.id,
                                                       TrainingRound.number == number)).one()
     if closed.state == "closed" and attempt.id not in {c.get("attempt_id") for c in closed.contributors}:
         return _late(session, run.id, attempt, number)
-    return Taken(True, number)
+    return Taken(accepted=True, round=number)
 
 
 def _late(session: Session, run_id: int, attempt: RunAttempt, number: int) -> Taken:
@@ -220,7 +223,8 @@ def _late(session: Session, run_id: int, attempt: RunAttempt, number: int) -> Ta
         row.late = [*row.late, {"attempt": attempt.number, "worker": attempt.worker, "at": utcnow().isoformat()}]
         session.add(row)
         session.commit()
-    return Taken(False, number, f"round {number} has closed without it: continue from the newest global weights")
+    return Taken(accepted=False, round=number,
+                 reason=f"round {number} has closed without it: continue from the newest global weights")
 
 
 def close_if_due(session: Session, store: ArchiveStore, run: Run, now: datetime | None = None) -> bool:
