@@ -120,10 +120,12 @@ class TrainConfig(_Plan):
                     "(warmed up over the first steps); 0 uses the last step's weights.")
     workers: int = Field(1, ge=1, le=MAX_WORKERS, title="Nodes training together",
         description="1: one node trains the model. N > 1: up to N nodes train it together with DiLoCo, each on "
-                    "its own shard of the data with its own optimizer, exchanging only pseudo-gradients every "
-                    "sync_every steps; nodes that join later take part from the next round.")
+                    "its own shard of the data with its own optimizer and the plan's batch, exchanging only "
+                    "pseudo-gradients every sync_every steps: up to N times the samples, and the GPU-hours, of one "
+                    "node. Nodes that join later take part from the next round.")
     min_workers: int = Field(1, ge=1, le=MAX_WORKERS, title="Fewest nodes per round",
-        description="With several nodes: a round waits (up to its timeout) for at least this many contributions.")
+        description="With several nodes: the run starts once this many nodes are free at once, and a round waits "
+                    "(up to its timeout) for at least this many contributions.")
     sync_every: int = Field(100, ge=1, le=100_000, title="Inner steps per round",
         description="With several nodes: the steps each node trains alone between two synchronisations (H).")
     sync_dtype: Literal["fp32", "fp16", "int8"] = Field("fp16", title="Pseudo-gradient precision",
@@ -610,7 +612,8 @@ def estimated_seconds(plan: Plan) -> float:
         return images * experts * plan.inference_steps * REFERENCE_SECONDS_PER_STEP * per_image / ref
     step = _work(plan.resolution, plan.block_out_channels, plan.layers_per_block, plan.batch_size)
     per_image = _work(plan.resolution, plan.block_out_channels, plan.layers_per_block, 1) / 3
-    train = plan.steps * plan.gradient_accumulation * REFERENCE_SECONDS_PER_STEP * step / ref
+    # Several nodes training together each train every step (on their own shards): N times the compute.
+    train = plan.steps * plan.gradient_accumulation * REFERENCE_SECONDS_PER_STEP * step / ref * plan.workers
     sample = plan.sample_count * plan.sample_inference_steps * REFERENCE_SECONDS_PER_STEP * per_image / ref
     if plan.experts > 1 and plan.cluster is None:  # a family: each expert trains the plan, and a router is trained
         router = RouterConfig(dataset=plan.dataset, partition="sha256:" + "0" * 64, resolution=plan.resolution)

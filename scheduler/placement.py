@@ -59,13 +59,20 @@ def _needs(settings: Settings, run_id: int, plan: dict[str, Any], vram: VramCach
     return gpus, cpus, vram.of(run_id, plan) if gpus else 0.0
 
 
+def _nodes_at_once(plan: dict[str, Any]) -> int:
+    """The nodes a run needs free at once to start: a run trained by several nodes waits for its min_workers."""
+    if plan.get("kind") != "train" or int(plan.get("workers") or 1) <= 1:
+        return 1
+    return max(1, int(plan.get("min_workers") or 1))
+
+
 def read_facts(session: Session, settings: Settings, ray_nodes: list[dict[str, Any]], vram: VramCache) -> PoolFacts:
     now = utcnow()
     claimable = (Run.state == RunState.queued) & or_(Run.claim_token.is_(None), Run.claim_expires_at < now)
     rows = session.exec(select(Run.id, Run.award_id, Run.job_plan, Award.priority)
                         .join(Award, Award.id == Run.award_id).where(claimable)).all()
-    queue = [QueuedRun(run_id, award_id, str(priority), *_needs(settings, run_id, plan, vram))
-             for run_id, award_id, plan, priority in rows]
+    queue = [QueuedRun(run_id, award_id, str(priority), *_needs(settings, run_id, plan, vram),
+                       nodes=_nodes_at_once(plan)) for run_id, award_id, plan, priority in rows]
     standings = award_standings(session, sorted({r.award_id for r in queue}))
     shares = {award_id: Share(*standing) for award_id, standing in standings.items()}
     machines = {m.id: m for m in session.exec(select(Machine).where(Machine.state != MachineState.rejected))}

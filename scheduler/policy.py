@@ -5,7 +5,8 @@ awarded; the least served first), then the oldest run. Each run in that order go
 tightly: enough free GPUs and CPUs, and at least the GPU memory it needs, preferring the smallest card that
 fits (big cards stay free for big work) and, for CPU work, machines without a GPU. Nodes that take no work
 (paused, draining, revoked, over their owner's daily cap, unregistered) are never used. A run whose award has no
-GPU-time left is refused; one that fits nowhere now waits, with the reason.
+GPU-time left is refused; one that fits nowhere now waits, with the reason. A run trained by several nodes
+together starts only when its `min_workers` nodes are free at once, and holds them for its other workers.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class QueuedRun:
     gpus: int = 0
     cpus: float = 1.0
     vram_gb: float = 0.0  # per GPU
+    nodes: int = 1  # nodes that must be free at once for it to start (a run trained by several nodes together)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,12 @@ class _Free:
             self.buckets[node.vram_gb].append(node)
         self.largest = self.sizes[-1] if self.sizes else -1.0
 
+    def count(self, run: QueuedRun) -> int:
+        """How many open nodes could take `run` now."""
+        need_vram = run.vram_gb if run.gpus else 0.0
+        return sum(node.free_gpus >= run.gpus and node.free_cpus >= run.cpus
+                   for size in self.sizes[bisect.bisect_left(self.sizes, need_vram):] for node in self.buckets[size])
+
     def take(self, run: QueuedRun) -> NodeView | None:
         """The tightest open node for `run`, with its resources taken; None when none fits now."""
         need_vram = run.vram_gb if run.gpus else 0.0
@@ -107,12 +115,17 @@ def decide(queue: list[QueuedRun], nodes: list[NodeView], shares: dict[int, Shar
         if any(shape[0] >= g and shape[1] >= c and shape[2] >= v for g, c, v in failed):
             decision.wait[run.run_id] = _why_waiting(run, open_vram)
             continue
+        if run.nodes > 1 and free.count(run) < run.nodes:
+            decision.wait[run.run_id] = f"waiting for {run.nodes} nodes free at once (its min_workers)"
+            continue
         node = free.take(run)
         if node is None:
             failed.append(shape)
             decision.wait[run.run_id] = _why_waiting(run, open_vram)
         else:
             decision.place[run.run_id] = node.node_id
+            for _ in range(run.nodes - 1):  # held for the workers the scheduler adds to it in the same tick
+                free.take(run)
     return decision
 
 

@@ -97,3 +97,11 @@ def test_a_pass_over_a_large_queue_matches_a_naive_scan() -> None:
     slow = naive_decide(queue, [NodeView(**{f: getattr(n, f) for f in n.__slots__}) for n in nodes], shares)
     assert fast.place == slow.place
     assert set(fast.wait) == set(slow.wait)
+
+
+def test_a_run_trained_by_several_nodes_starts_only_when_its_min_workers_are_free_at_once() -> None:
+    together = QueuedRun(1, 1, gpus=1, cpus=0, vram_gb=4, nodes=2)
+    waiting = decide([together], [card("a", 24), card("b", 24, blocked="paused")], {1: PLENTY})
+    assert waiting.place == {} and "2 nodes free at once" in waiting.wait[1]
+    placed = decide([together, gpu_run(2)], [card("a", 24), card("b", 8)], {1: PLENTY})
+    assert placed.place == {1: "b"} and 2 in placed.wait  # its second node is held for the worker added at once
