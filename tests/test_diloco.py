@@ -264,3 +264,30 @@ def test_a_late_contribution_is_dropped_and_said_so(lite_engine: Engine, lite_se
         first_round = rounds_of(session, run.id)[0]
     assert [entry["worker"] for entry in first_round.late] == [1]
     assert [c["worker"] for c in first_round.contributors] == [0]
+
+
+def test_a_run_that_loses_every_worker_resumes_from_its_last_round(lite_engine: Engine, lite_session: Session,
+                                                                   lite_settings, lite_client: TestClient) -> None:
+    """No node holds what the run needs: with every worker gone, the run is queued and a new worker starts from the
+    global weights of the last round that closed."""
+    plan = {**TINY_TRAIN, "steps": 30, "workers": 2, "sync_every": 10, "sync_dtype": "int8"}
+    pair = _pair(lite_engine, lite_session, lite_settings, lite_client, plan)
+    base = {"w": np.ones(4, np.float32)}
+    _put(pair.first, "/api/job/rounds/base", diloco.pack_weights(base, round_number=0, step=0))
+    for job in (pair.first, pair.second):
+        assert _put(job, "/api/job/rounds/0", _payload(base, 0.1), samples=8, steps=10).json()["accepted"]
+    view = pair.first.client.get("/api/job/rounds", headers=pair.first.headers).json()
+    assert view["round"] == 1
+    for submission in pair.pool.submitted:
+        pair.pool.set(submission, JobState.failed, error_type="JOB_SUPERVISOR_ACTOR_DIED")
+    pair.scheduler.reconcile(pair.pool.nodes())
+    run = current_run(lite_engine, pair.run.id)
+    assert run.state == RunState.queued and run.resume_step == 10 and run.resume_sha256 == view["global_sha256"]
+    assert pair.scheduler.dispatch(pair.pool.nodes()) == 2  # placed again, and its second worker with it
+    fresh = FakeJob(lite_client, pair.pool.token(2))
+    hello = fresh.start().json()
+    assert hello["resume_sha256"] == view["global_sha256"]
+    assert "resume_state" not in {i["field"] for i in hello["inputs"]}  # it fetches the global weights itself
+    resumed = fresh.client.get("/api/job/rounds", headers=fresh.headers).json()
+    assert (resumed["round"], resumed["step"], resumed["global_sha256"]) == (1, 10, view["global_sha256"])
+    assert np.allclose(_weights(fresh, resumed["global_sha256"])["w"], 1 - 0.1 * (1 + 0.9) * 0.7, atol=0.01)
