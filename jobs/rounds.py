@@ -74,6 +74,7 @@ class Worker:
     base: diloco.Weights | None = None
     contributed: int = 0
     dropped: int = 0
+    steps_run: int = 0
     bytes_sent: int = 0
     rounds: list[dict[str, Any]] = field(default_factory=list)
 
@@ -111,6 +112,7 @@ def train_in_rounds(cfg: TrainConfig, exchange: Exchange, trainer: Trainer, *, r
             if report and time.perf_counter() - last_report > 2:
                 report_progress(trainer, started, first_step, round=state.round)
                 last_report = time.perf_counter()
+        worker.steps_run += steps
         payload, samples, loss = worker.contribution(steps)
         accepted = exchange.contribute(state.round, payload, samples=samples, loss=loss, steps=steps)
         worker.bytes_sent += len(payload)
@@ -184,6 +186,18 @@ class ChannelExchange:
         return weights
 
     def _state(self, view: dict[str, Any]) -> GlobalState:
+        from jobs.runner import ChannelError, Unreachable
+
+        for _ in range(3):  # weights that went out of date (and were swept) while asked for: ask again
+            try:
+                return GlobalState(int(view["round"]), int(view["step"]), self._weights(view),
+                                   bool(view["finished"]), bool(view.get("finisher")))
+            except Unreachable:
+                raise
+            except ChannelError as exc:
+                print(f"the global weights of round {view['round']} could not be fetched ({exc}); asking again",
+                      flush=True)
+                view = self.view()
         return GlobalState(int(view["round"]), int(view["step"]), self._weights(view), bool(view["finished"]),
                            bool(view.get("finisher")))
 
@@ -253,8 +267,8 @@ def run_worker(cfg: TrainConfig, output: Path, inputs: dict[str, Path], device: 
         print(f"training is over ({state.round} rounds); another worker makes the outputs", flush=True)
         return None
     values = trainer.losses.settle()
-    result = TrainResult(max(trainer.step - worker.rounds[0]["round"] * cfg.sync_every, 0) if worker.rounds else 0,
-                         values[-1] if values else float("nan"), elapsed / max(len(values), 1))
+    result = TrainResult(worker.steps_run, values[-1] if values else float("nan"),
+                         elapsed / max(worker.steps_run, 1))
     # The outputs speak for the whole run: every image the workers learned from, not this worker's shard alone.
     final = {name: torch.from_numpy(value) for name, value in (state.weights or {}).items()}
     write_outputs(cfg, output, with_weights(trainer.unet, final), trainer.noise_scheduler,

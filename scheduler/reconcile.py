@@ -31,7 +31,7 @@ from service.datasets import service as datasets
 from service.errors import Busy, Conflict, DomainError
 from service.modelcards import families
 from service.models import AttemptState, Run, RunAttempt, RunState
-from service.rounds.service import in_rounds
+from service.rounds.service import in_rounds, plan_of
 from service.runs.state import FINAL as FINAL_RUN
 from service.runs.state import LIVE_ATTEMPT, STOP_BUDGET, STOP_MOVE, move_attempt, transition
 from service.timeutil import utcnow
@@ -183,6 +183,13 @@ class Reconciler:
             return True
         if not others or verdict.outcome == Outcome.succeeded:
             return False
+        ended = [a for a in attempts_of(session, run.id) if a.state in (AttemptState.failed, AttemptState.lost)]
+        if len(ended) > max(MAX_LOST, 2 * plan_of(run).workers):  # workers keep failing or vanishing: stop trying
+            transition(session, run, RunState.failed, f"its workers failed or were lost {len(ended)} times; the "
+                                                      f"last: {verdict.reason[-300:]}")
+            self._archive_run_log(session, run)
+            archive.write_manifest(session, store=self.store, run=run)
+            return True
         if verdict.outcome in (Outcome.lost, Outcome.killed, Outcome.failed):
             session.execute(update(Run).where(Run.id == run.id).values(
                 message=f"worker {attempt.worker} ended ({verdict.reason[:300]}); training goes on with "

@@ -291,3 +291,21 @@ def test_a_run_that_loses_every_worker_resumes_from_its_last_round(lite_engine: 
     resumed = fresh.client.get("/api/job/rounds", headers=fresh.headers).json()
     assert (resumed["round"], resumed["step"], resumed["global_sha256"]) == (1, 10, view["global_sha256"])
     assert np.allclose(_weights(fresh, resumed["global_sha256"])["w"], 1 - 0.1 * (1 + 0.9) * 0.7, atol=0.01)
+
+
+def test_a_worker_that_keeps_failing_ends_the_run_instead_of_being_replaced_forever(
+        lite_engine: Engine, lite_session: Session, lite_settings, lite_client: TestClient) -> None:
+    plan = {**TINY_TRAIN, "steps": 30, "workers": 2, "sync_every": 10}
+    pair = _pair(lite_engine, lite_session, lite_settings, lite_client, plan)
+    failures = 0
+    while current_run(lite_engine, pair.run.id).state == RunState.running:
+        assert failures <= 11, "the failing worker was replaced without end"
+        pair.pool.set(pair.pool.submitted[-1], JobState.failed, exit_code=1, message="a bug in the worker")
+        pair.scheduler.reconcile(pair.pool.nodes())
+        failures += 1
+        pair.scheduler.dispatch(pair.pool.nodes())  # a free node takes the failed worker's place
+    run = current_run(lite_engine, pair.run.id)
+    assert run.state == RunState.failed and "failed or were lost 11 times" in run.message, run.message
+    assert failures == 11
+    # The worker still going is told to stop: its run has ended.
+    assert pair.first.log("training\n")["stop"] == "finished"

@@ -19,7 +19,7 @@ from service.config import Settings
 from service.datasets import pinning
 from service.errors import Busy, Conflict, NotFound, TooManyRequests
 from service.models import Run, RunAttempt
-from service.rounds.service import in_rounds
+from service.rounds.service import in_rounds, is_global_weights
 from service.runs.service import record_progress
 from service.runs.state import FINAL
 from service.timeutil import utcnow
@@ -77,9 +77,10 @@ def hello(session: Session, settings: Settings, store: ArchiveStore, attempt: Ru
 
 def allowed_input(session: Session, attempt: RunAttempt, sha256: str) -> bool:
     run = session.get(Run, attempt.run_id)
-    # The run's newest resume state too: for a run trained in rounds, its global weights as they move on.
+    # The run's newest resume state too: for a run trained in rounds, its global weights as they move on (and those
+    # of any of its rounds, for a worker on a slow link that asked just before the next round closed).
     allowed = set(pinning.run_inputs(session, run).values()) | {attempt.resume_sha256, run.resume_sha256}
-    return sha256 in allowed
+    return sha256 in allowed or (in_rounds(run) and is_global_weights(session, run.id, sha256))
 
 
 def append_log(session: Session, settings: Settings, attempt: RunAttempt, chunk: LogChunk) -> Control:

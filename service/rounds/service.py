@@ -285,6 +285,13 @@ def close_if_due(session: Session, store: ArchiveStore, run: Run, now: datetime 
     return True
 
 
+def is_global_weights(session: Session, run_id: int, sha256: str) -> bool:
+    """Whether these are the global weights of one of the run's rounds."""
+    return session.exec(select(TrainingRound.id).where(
+        TrainingRound.run_id == run_id,
+        (TrainingRound.base_sha256 == sha256) | (TrainingRound.result_sha256 == sha256))).first() is not None
+
+
 def referenced(session: Session) -> set[str]:
     """The archive objects rounds still need: each open round's global weights and momentum, and what was sent
     for it (closed rounds' files are history; the newest global weights are the run's resume state)."""
