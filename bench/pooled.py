@@ -4,6 +4,8 @@ monolith's), and a router each.
 
     python bench/pooled.py [--ks 4,8] [--images 512] [--held-out 256] [--themes 8] [--side 16] [--steps 1200]
                            [--batch-size 32] [--router-steps 400] [--samples 256] [--inference-steps 25] [--seed 0]
+                           [--workers 4] [--diloco-hs 50,100,500] [--diloco-dtypes fp32,fp16,int8]
+                           [--uplink-mbit 20] [--outer-lr 0.7] [--outer-momentum 0.9]
 
 The data are generated scenes (not Commons images): `themes` palettes, each picture a two-colour gradient of its
 theme with a shape of another colour on it, so that the data have regions a partition can find and a held-out set
@@ -22,8 +24,8 @@ Each figure is also given as a ratio to the monolith's, and the line
 Then one model trained by several nodes together (DiLoCo, jobs.rounds), simulated in one process with the
 observatory's own worker and coordinator code: `--workers` workers, each on its shard with batch / workers, the
 monolith's steps (so the same samples in all), for each H in `--diloco-hs` and each pseudo-gradient precision in
-`--diloco-dtypes`, outer lr 0.7 and momentum 0.9. For each: the bytes each worker sends and receives per step (its
-contribution up, the fp32 global weights down, over H) against data-parallel training's ring all-reduce of fp32
+`--diloco-dtypes`, outer lr 0.7 and momentum 0.9 (DiLoCo's; `--outer-lr`, `--outer-momentum`). For each: the bytes
+each worker sends and receives per step (its contribution up, the fp32 global weights down, over H) against data-parallel training's ring all-reduce of fp32
 gradients on as many workers; the held-out denoising loss against the monolith's last-step weights (neither
 averaged); and the wall time of one round with a `--uplink-mbit` home link (the compute of H steps of one worker,
 plus its bytes up and down at that rate), beside data-parallel's H steps over the same link. Ends with
@@ -183,6 +185,8 @@ def main() -> None:
     parser.add_argument("--diloco-hs", type=_ints, default=[50, 100, 500], help="inner steps per round")
     parser.add_argument("--diloco-dtypes", default="fp32,fp16,int8")
     parser.add_argument("--uplink-mbit", type=float, default=20.0, help="the emulated home link, Mbit/s")
+    parser.add_argument("--outer-lr", type=float, default=0.7, help="DiLoCo's outer learning rate")
+    parser.add_argument("--outer-momentum", type=float, default=0.9, help="DiLoCo's outer Nesterov momentum")
     args = parser.parse_args()
     args.diloco_dtypes = [d for d in args.diloco_dtypes.split(",") if d]
     if any(d not in diloco.SYNC_DTYPES for d in args.diloco_dtypes):
@@ -249,11 +253,15 @@ def main() -> None:
                          rebuild, k))
         report(rows, params, args)
         if args.workers and last_step is not None:
-            diloco_rows = [(h, dtype, *trained_in_rounds(plan, inputs, device, args.workers, h, dtype),)
-                           for h in args.diloco_hs for dtype in args.diloco_dtypes]
-            report_diloco([(h, dtype, held_out_loss(model, scheduler, held_images, args.seed, device), seconds,
-                            sent, received) for h, dtype, model, seconds, sent, received in diloco_rows],
-                          last_step, params, args, mono_seconds / args.steps)
+            table = DilocoTable(last_step, params, args, mono_seconds / args.steps)
+            for h in args.diloco_hs:
+                for dtype in args.diloco_dtypes:
+                    model, seconds, sent, received = trained_in_rounds(
+                        plan.model_copy(update={"outer_lr": args.outer_lr, "outer_momentum": args.outer_momentum}),
+                        inputs, device, args.workers, h, dtype)
+                    table.row(h, dtype, held_out_loss(model, scheduler, held_images, args.seed, device), seconds,
+                              sent, received)
+            table.best()
 
 
 def trained_in_rounds(plan: TrainConfig, inputs: dict[str, Path], device: torch.device, workers: int, h: int,
@@ -286,34 +294,38 @@ def trained_in_rounds(plan: TrainConfig, inputs: dict[str, Path], device: torch.
     return model.eval(), compute / (workers * cfg.steps), sent / (workers * count), received / (workers * count)
 
 
-def report_diloco(rows: list[tuple], mono_loss: list[float], params: int, args: argparse.Namespace,
-                  mono_step_s: float) -> None:
-    """The DiLoCo table and its last line (see the module's docstring)."""
-    workers, link = args.workers, args.uplink_mbit * 1e6 / 8  # bytes per second
-    parallel = 2 * (workers - 1) / workers * 4 * params  # a ring all-reduce of fp32 gradients, per worker and step
-    base = float(np.mean(mono_loss))
-    print(f"\none model trained by {workers} nodes together (DiLoCo, outer lr 0.7, momentum 0.9), the same samples as "
-          f"the monolith; data-parallel on {workers} workers exchanges {mb(parallel)} per worker per step; "
-          f"the monolith's last-step weights have held-out loss {base:.4f}; rounds over a {args.uplink_mbit:g} "
-          "Mbit/s link")
-    print(f"  {'H':>5} {'dtype':>5} {'up/round':>10} {'down/round':>10} {'bytes/step':>10} {'fewer':>7} "
-          f"{'loss':>7} {'vs mono':>8} {'round s':>8} {'DP H steps s':>12}")
-    results = []
-    for h, dtype, losses, step_s, sent, received in rows:
+class DilocoTable:
+    """The DiLoCo table, a row as each setting is measured, and its last line (see the module's docstring)."""
+
+    def __init__(self, mono_loss: list[float], params: int, args: argparse.Namespace, mono_step_s: float) -> None:
+        self.workers, self.link = args.workers, args.uplink_mbit * 1e6 / 8  # bytes per second
+        self.parallel = 2 * (self.workers - 1) / self.workers * 4 * params  # ring all-reduce of fp32 gradients
+        self.base, self.mono_step_s, self.results = float(np.mean(mono_loss)), mono_step_s, []
+        print(f"\none model trained by {self.workers} nodes together (DiLoCo, outer lr {args.outer_lr:g}, momentum "
+              f"{args.outer_momentum:g}), the same "
+              f"samples as the monolith; data-parallel on {self.workers} workers exchanges {mb(self.parallel)} per "
+              f"worker per step; the monolith's last-step weights have held-out loss {self.base:.4f}; rounds over a "
+              f"{args.uplink_mbit:g} Mbit/s link")
+        print(f"  {'H':>5} {'dtype':>5} {'up/round':>10} {'down/round':>10} {'bytes/step':>10} {'fewer':>7} "
+              f"{'loss':>7} {'vs mono':>8} {'round s':>8} {'DP H steps s':>12}", flush=True)
+
+    def row(self, h: int, dtype: str, losses: list[float], step_s: float, sent: float, received: float) -> None:
         per_step = (sent + received) / h
-        ratio = parallel / per_step
+        ratio = self.parallel / per_step
         loss = float(np.mean(losses))
-        change = 100 * (loss / base - 1)
-        round_s = h * step_s + (sent + received) / link
-        parallel_s = h * (mono_step_s / workers + parallel / link)
-        results.append((ratio, change, h, dtype))
+        change = 100 * (loss / self.base - 1)
+        round_s = h * step_s + (sent + received) / self.link
+        parallel_s = h * (self.mono_step_s / self.workers + self.parallel / self.link)
+        self.results.append((ratio, change, h, dtype))
         print(f"  {h:>5} {dtype:>5} {mb(sent):>10} {mb(received):>10} {mb(per_step):>10} {ratio:>6.0f}x "
-              f"{loss:>7.4f} {change:>+7.1f}% {round_s:>8.1f} {parallel_s:>12.1f}")
-    within = [r for r in results if r[1] <= 2.0]
-    best = max(within) if within else min(results, key=lambda r: r[1])
-    note = "" if within else " (no setting came within 2% of the monolith's loss: the lowest loss is shown)"
-    print(f"best: H={best[2]}, {best[3]} pseudo-gradients{note}")
-    print(f"diloco: {best[0]:.0f} x fewer bytes than data-parallel, loss {best[1]:+.1f}%")
+              f"{loss:>7.4f} {change:>+7.1f}% {round_s:>8.1f} {parallel_s:>12.1f}", flush=True)
+
+    def best(self) -> None:
+        within = [r for r in self.results if r[1] <= 2.0]
+        best = max(within) if within else min(self.results, key=lambda r: r[1])
+        note = "" if within else " (no setting came within 2% of the monolith's loss: the lowest loss is shown)"
+        print(f"best: H={best[2]}, {best[3]} pseudo-gradients{note}")
+        print(f"diloco: {best[0]:.0f} x fewer bytes than data-parallel, loss {best[1]:+.1f}%")
 
 
 def report(rows: list[tuple], params: int, args: argparse.Namespace) -> None:
