@@ -25,12 +25,12 @@ Then one model trained by several nodes together (DiLoCo, jobs.rounds), simulate
 observatory's own worker and coordinator code: `--workers` workers, each on its shard with batch / workers, the
 monolith's steps (so the same samples in all), for each H in `--diloco-hs` and each pseudo-gradient precision in
 `--diloco-dtypes`, outer lr 0.7 and momentum 0.9 (DiLoCo's; `--outer-lr`, `--outer-momentum`). For each: the bytes
-each worker sends and receives per step (its contribution up, the fp32 global weights down, over H) against data-parallel training's ring all-reduce of fp32
-gradients on as many workers; the held-out denoising loss against the monolith's last-step weights (neither
-averaged); and the wall time of one round with a `--uplink-mbit` home link (the compute of H steps of one worker,
-plus its bytes up and down at that rate), beside data-parallel's H steps over the same link. Ends with
-`diloco: R x fewer bytes than data-parallel, loss +P%` for the setting with the most saving whose loss is within 2%
-of the monolith's (or the lowest loss, said so, when none is).
+each worker sends and receives per step (its contribution up, the fp32 global weights down, over H) against data-
+parallel training's ring all-reduce of fp32 gradients on as many workers; the held-out denoising loss against the
+monolith's last-step weights (neither averaged); and the wall time of one round with a `--uplink-mbit` home link
+(the compute of H steps of one worker, plus its bytes up and down at that rate), beside data-parallel's H steps over
+the same link. Ends with `diloco: R x fewer bytes than data-parallel, loss +P%` for the setting with the most saving
+whose loss is within 2% of the monolith's (or the lowest loss, said so, when none is).
 """
 
 from __future__ import annotations
