@@ -23,7 +23,7 @@ from scheduler.dispatch import SUBMITTED, Dispatcher
 from scheduler.placement import VramCache
 from scheduler.ray_backend import RayBackend
 from scheduler.reconcile import Reconciler
-from scheduler.workers import add_workers
+from scheduler.workers import add_workers, settle_stranded
 from service.archive.service import store_for
 from service.archive.sweep import SweepReport, sweep
 from service.config import Settings
@@ -65,6 +65,7 @@ class Scheduler:
             log.exception("settling attempts left by a scheduler that died failed; trying again next tick")
         started = dispatcher.dispatch(ray_nodes)
         try:
+            settle_stranded(dispatcher)
             if ray_nodes is not None:
                 started += add_workers(dispatcher, ray_nodes)
         except Exception:

@@ -5,12 +5,15 @@ mid-run so takes part from the next round (the coordinator hands it the newest g
 replaced the same way when a node is free.
 
 Each new attempt is numbered by a conditional update of the run's attempt counter, so two schedulers never write
-the same one; it is submitted with no transaction open, like every attempt (scheduler.dispatch).
+the same one; it is submitted with no transaction open, like every attempt (scheduler.dispatch). A worker a
+scheduler wrote and then died before submitting is settled once it is older than the claim time: adopted if Ray has
+its job, retired if not, so that it no longer holds a worker's place.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import update
@@ -19,10 +22,12 @@ from sqlmodel import Session, select
 from scheduler.dispatch import Dispatcher
 from scheduler.placement import read_facts, run_needs
 from scheduler.policy import NodeView
+from scheduler.ray_backend import JobState
 from service.attempts.service import new_attempt
 from service.models import AttemptState, Run, RunAttempt, RunState
 from service.rounds.service import in_rounds, plan_of, rounds_of
 from service.runs.state import LIVE_ATTEMPT, move_attempt
+from service.timeutil import utcnow
 
 log = logging.getLogger("observatory.scheduler")
 
@@ -73,6 +78,30 @@ def add_workers(dispatcher: Dispatcher, ray_nodes: list[dict[str, Any]]) -> int:
             taken.add(worker)
             started += 1
     return started
+
+
+def settle_stranded(dispatcher: Dispatcher) -> int:
+    """Settle added workers still `starting` past the claim time (their scheduler died mid-submission): adopted
+    when Ray has their job, retired when not. Returns how many were settled."""
+    settings = dispatcher.settings
+    cutoff = utcnow() - timedelta(seconds=settings.claim_ttl_s)
+    with Session(dispatcher.engine, expire_on_commit=False) as session:
+        stranded = session.exec(select(RunAttempt).join(Run, Run.id == RunAttempt.run_id).where(
+            RunAttempt.pool == settings.pool_name, RunAttempt.state == AttemptState.starting,
+            Run.state == RunState.running, RunAttempt.created_at < cutoff)).all()
+    settled = 0
+    for attempt in stranded:
+        on_pool = dispatcher.backend.snapshot(attempt.submission_id).state != JobState.unknown  # no transaction
+        with Session(dispatcher.engine, expire_on_commit=False) as session:
+            fresh = session.get(RunAttempt, attempt.id)
+            if fresh.state != AttemptState.starting:
+                continue
+            target = AttemptState.running if on_pool else AttemptState.failed
+            move_attempt(session, fresh, target, "adopted: its job is on the pool" if on_pool
+                         else "never reached the pool: its scheduler stopped before submitting it")
+            session.commit()
+            settled += 1
+    return settled
 
 
 def _fits(node: NodeView, gpus: float, cpus: float) -> bool:

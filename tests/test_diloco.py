@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +23,13 @@ from jobs.config import TrainConfig
 from jobs.train import build_trainer, train
 from scheduler.loop import Scheduler
 from scheduler.ray_backend import NODE_ID_LABEL, JobState
-from service.attempts.service import attempts_of
+from service.attempts.service import attempts_of, new_attempt
 from service.ledger.service import run_charged
-from service.models import AttemptState, Machine, Role, Run, RunState, User
+from service.models import AttemptState, Machine, Role, Run, RunAttempt, RunState, User
 from service.pool.machines import move_runs_off
 from service.pool.standing import MACHINE_LABEL
 from service.rounds.service import rounds_of
+from service.timeutil import utcnow
 from tests.factories import TINY_TRAIN, auth_headers, award, create_call, create_machine, create_proposal, create_user
 from tests.pools import TRAIN_FILES, FakeJob, ScriptedPool, current_run
 
@@ -309,3 +311,20 @@ def test_a_worker_that_keeps_failing_ends_the_run_instead_of_being_replaced_fore
     assert failures == 11
     # The worker still going is told to stop: its run has ended.
     assert pair.first.log("training\n")["stop"] == "finished"
+
+
+def test_a_worker_whose_scheduler_died_before_submitting_it_is_settled(
+        lite_engine: Engine, lite_session: Session, lite_settings, lite_client: TestClient) -> None:
+    plan = {**TINY_TRAIN, "steps": 30, "workers": 2, "sync_every": 10}
+    pair = _pair(lite_engine, lite_session, lite_settings, lite_client, plan)
+    with Session(lite_engine) as session:  # what a scheduler left when it died between writing and submitting
+        run = session.get(Run, pair.run.id)
+        ghost, _ = new_attempt(session, run, pool=lite_settings.pool_name, node_id="head-node", worker=1)
+        ghost.created_at = utcnow() - timedelta(seconds=lite_settings.claim_ttl_s + 1)
+        session.add(ghost)
+        session.commit()
+        ghost_id = ghost.id
+    pair.scheduler.dispatch(pair.pool.nodes())
+    with Session(lite_engine) as session:
+        settled = session.get(RunAttempt, ghost_id)
+    assert settled.state == AttemptState.failed and "never reached the pool" in settled.message
