@@ -186,6 +186,10 @@ CASES = [
     Case("PUT", "/api/job/checkpoint", {"anonymous": 401, "admin": 401, "pi": 401}, ""),
     Case("PUT", "/api/job/outputs/{name}", {"anonymous": 401, "admin": 401, "pi": 401}, ""),
     Case("GET", "/api/job/inputs/{sha256}", {"anonymous": 401, "admin": 401, "pi": 401, "attempt": 404}, ""),
+    # The rounds of a run trained by several nodes: its workers' attempts alone (this attempt's run has none).
+    Case("GET", "/api/job/rounds", {"anonymous": 401, "admin": 401, "pi": 401, "machine": 401, "attempt": 409}, ""),
+    Case("PUT", "/api/job/rounds/base", {"anonymous": 401, "admin": 401, "pi": 401, "machine": 401}, ""),
+    Case("PUT", "/api/job/rounds/{number}", {"anonymous": 401, "admin": 401, "pi": 401, "machine": 401}, ""),
     # A machine's credential claims the token of an attempt placed on that machine, and nobody else's claims any.
     Case("POST", "/api/job/claim", {"anonymous": 401, "admin": 401, "pi": 401, "attempt": 401, "machine": 404}, "",
          {"submission_id": "observatory-run-1-x-1"}),
@@ -267,7 +271,7 @@ def world(lite_session: Session, lite_settings, lite_engine, tmp_path):
            "assignment_id": assignment_of[waiting.id], "accepted_assignment_id": assignment_of[taken.id],
            "released_id": released_proposal.id, "review_id": review.id, "model_run_id": model_run.id,
            "analysis_id": analysis.id, "seed": 7, "row": 0, **family, "model_name": "no-such-model",
-           "version": 1}
+           "version": 1, "number": 0}
     return headers, ids
 
 
