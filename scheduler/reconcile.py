@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import or_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from jobs.kinds import RESUME_STATE, job_kind
 from scheduler import accounting
@@ -25,7 +25,7 @@ from scheduler.outcome import Outcome, Verdict, judge
 from scheduler.ray_backend import JobSnapshot, JobState, RayBackend
 from service.archive import service as archive
 from service.archive.store import ArchiveStore
-from service.attempts.service import attempts_of, live_attempts, log_tail, read_log, tail_of
+from service.attempts.service import attempts_of, live_attempts, live_attempts_of, log_tail, read_log, tail_of
 from service.config import Settings
 from service.datasets import service as datasets
 from service.errors import Busy, Conflict, DomainError
@@ -33,7 +33,7 @@ from service.modelcards import families
 from service.models import AttemptState, Run, RunAttempt, RunState
 from service.rounds.service import in_rounds, plan_of
 from service.runs.state import FINAL as FINAL_RUN
-from service.runs.state import LIVE_ATTEMPT, STOP_BUDGET, STOP_MOVE, move_attempt, transition
+from service.runs.state import STOP_BUDGET, STOP_MOVE, move_attempt, transition
 from service.timeutil import utcnow
 
 log = logging.getLogger("observatory.scheduler")
@@ -42,11 +42,6 @@ ATTEMPT_STATE = {Outcome.succeeded: AttemptState.succeeded, Outcome.failed: Atte
                  Outcome.killed: AttemptState.lost}
 MAX_LOST = 10  # node losses a run survives; each costs nothing, but a pool that loses everything must not loop
 QUIET_S = 30  # a job asked to stop that has not called in this long is stopped through Ray instead
-
-
-def live_attempts_of(session: Session, run_id: int) -> list[RunAttempt]:
-    return list(session.exec(select(RunAttempt).where(RunAttempt.run_id == run_id,
-                                                      RunAttempt.state.in_(list(LIVE_ATTEMPT)))))
 
 
 class Reconciler:

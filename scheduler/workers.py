@@ -23,10 +23,10 @@ from scheduler.dispatch import Dispatcher
 from scheduler.placement import read_facts, run_needs
 from scheduler.policy import NodeView
 from scheduler.ray_backend import JobState
-from service.attempts.service import new_attempt
+from service.attempts.service import live_attempts_of, new_attempt
 from service.models import AttemptState, Run, RunAttempt, RunState
 from service.rounds.service import in_rounds, plan_of, rounds_of
-from service.runs.state import LIVE_ATTEMPT, move_attempt
+from service.runs.state import move_attempt
 from service.timeutil import utcnow
 
 log = logging.getLogger("observatory.scheduler")
@@ -44,8 +44,7 @@ def _wanting(session: Session, pool: str) -> list[tuple[int, int, set[str], set[
         history = rounds_of(session, run.id)
         if history and history[-1].state == "closed":
             continue  # training is over: only the outputs are left to make
-        live = session.exec(select(RunAttempt).where(RunAttempt.run_id == run.id,
-                                                     RunAttempt.state.in_(list(LIVE_ATTEMPT)))).all()
+        live = live_attempts_of(session, run.id)
         wanted = plan_of(run).workers
         if len(live) < wanted:
             wanting.append((run.id, wanted, {str(a.node_id) for a in live}, {a.worker for a in live}))

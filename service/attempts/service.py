@@ -76,6 +76,12 @@ def live_attempts(session: Session, pool: str) -> list[RunAttempt]:
                              .order_by(RunAttempt.id)))
 
 
+def live_attempts_of(session: Session, run_id: int) -> list[RunAttempt]:
+    """The run's attempts still starting or running (several, for a run trained by several nodes)."""
+    return list(session.exec(select(RunAttempt).where(RunAttempt.run_id == run_id,
+                                                      RunAttempt.state.in_(list(LIVE_ATTEMPT)))))
+
+
 def latest_attempt(session: Session, run_id: int) -> RunAttempt | None:
     return session.exec(select(RunAttempt).where(RunAttempt.run_id == run_id)
                         .order_by(RunAttempt.number.desc())).first()
