@@ -11,15 +11,17 @@ LOCK := requirements.lock
 
 # The demo needs the observatory alone; the tests add their tools (Playwright, ruff, moto, …).
 $(VENV)/.installed-run: pyproject.toml $(LOCK)
+	@echo "installing the observatory into $(VENV) (a few minutes the first time; torch is most of it)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c $(LOCK) pip
-	$(PY) -m pip install -q -c $(LOCK) -e .
+	$(PY) -m pip install --progress-bar on -c $(LOCK) -e .
 	touch $@
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
+	@echo "installing the observatory and its test tools into $(VENV) (a few minutes the first time)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c $(LOCK) pip
-	$(PY) -m pip install -q -c $(LOCK) -e '.[test]'
+	$(PY) -m pip install --progress-bar on -c $(LOCK) -e '.[test]'
 	touch $@ $(VENV)/.installed-run
 
 # Resolve pyproject.toml's ranges afresh in a scratch environment and pin the result (then run `make test`).
@@ -32,8 +34,9 @@ lock:
 	   | sed 's/^\(torch==[^+]*\)+.*/\1/') > $(LOCK)
 	rm -rf .lock-venv
 
+# `make demo PORT=8100 HOST=0.0.0.0` serves elsewhere than 127.0.0.1:8000.
 demo: $(VENV)/.installed-run
-	$(VENV)/bin/observatory demo
+	$(VENV)/bin/observatory demo $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST))
 
 # Browser tests drive Debian's chromium; install it when missing (needs root, as on this project's machines).
 chromium:

@@ -7,7 +7,6 @@ import logging
 import os
 import secrets
 import signal
-import tempfile
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -19,7 +18,7 @@ from observatory.analysis import analysis_app
 from observatory.console import console
 from observatory.console import fail as _fail
 from observatory.datasets import dataset_app
-from service.config import Settings, get_settings
+from service.config import Settings, get_settings, short_folder
 from service.errors import DomainError
 from service.models import Role
 
@@ -84,8 +83,14 @@ def _serve(settings: Settings, host: str, port: int, api: bool, scheduler: bool,
             logging.getLogger(name).setLevel(logging.WARNING)
     upgrade(settings.resolved_database_url)
     register_bundled(settings)
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    if api and "base_url" not in settings.model_fields_set:
+        # Links the portal makes (invites, the join command) name the port it serves on, unless one is set.
+        settings = settings.model_copy(update={"base_url": f"http://{local}:{port}"})
+        if local != host:
+            console.print(f"[yellow]links in the portal name {settings.base_url}: set OBSERVATORY_BASE_URL to the "
+                          "address people reach it at[/yellow]")
     if api and not settings.job_api_url:  # jobs on this machine's Ray call this very server
-        local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         settings = settings.model_copy(update={"job_api_url": f"http://{local}:{port}"})
     # The API and the scheduler each get their own pool, so that a flood of page loads cannot starve the ticks.
     engine = engine_for(settings)
@@ -275,8 +280,9 @@ def user_password(
 
 @app.command()
 def demo(
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: Annotated[str, typer.Option(help="The address the portal listens on (0.0.0.0: every interface).")
+                    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="The portal's port; its links and join commands follow it.")] = 8000,
     steps: Annotated[int, typer.Option(help="Training steps of the demo run.")] = 900,
 ) -> None:
     """A fresh embedded observatory under var/demo/: demo accounts, calls with proposals under review, and one
@@ -340,7 +346,7 @@ def pool_join(
     if not token:
         _fail("no machine token: copy the join command from your machine's page in the portal")
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    temp_dir = Path(tempfile.gettempdir()) / f"observatory-node-{os.getuid()}"
+    temp_dir = short_folder(node_dir / "ray-session", f"observatory-node-{os.getuid()}")
     try:
         status = join(Portal(portal, token), console=console, node_dir=node_dir, temp_dir=temp_dir,
                       node_ip=node_ip, port_base=port_base, poll_s=poll_s)

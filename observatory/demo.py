@@ -33,6 +33,7 @@ ACCOUNTS = [
     ("reviewer4@observatory.example", "Rania Reviewer", Role.reviewer, "demo-reviewer4-pass", "Cairo"),
     ("researcher2@observatory.example", "Sami Scientist", Role.researcher, "demo-researcher2-pass", "Tampere"),
     ("researcher3@observatory.example", "Tove Theorist", Role.researcher, "demo-researcher3-pass", "Bergen"),
+    ("owner@observatory.example", "Otto Owner", Role.owner, "demo-owner-pass", "Tartu"),
 ]
 UNDER_REVIEW = [  # (author's index in ACCOUNTS, title, abstract, steps)
     (1, "Which training images does a small model reproduce?",
@@ -52,16 +53,20 @@ def demo_cpus() -> int:
 
 
 def demo_settings(settings: Settings) -> Settings:
-    """The demo's own embedded observatory under var/demo/: it never touches a configured database or archive."""
+    """The demo's own embedded observatory under var/demo/: it never touches a configured database or archive.
+    Its Ray head takes an owner's machine on this host (`observatory pool join`), so its ports listen beyond
+    loopback, behind the pool's token."""
     return settings.model_copy(update={"var_dir": settings.var_dir / "demo", "database_url": None,
-                                       "archive_dir": None, "ray_address": "local", "cpus_per_run": demo_cpus()})
+                                       "archive_dir": None, "ray_address": "local", "cpus_per_run": demo_cpus(),
+                                       "ray_accept_workers": True})
 
 
 def reset(settings: Settings) -> None:
     """Remove the demo's database, archive and Ray files, so the demo starts fresh."""
     if not settings.var_dir.name == "demo":
         raise ValueError(f"refusing to reset {settings.var_dir}: only a demo folder is reset")
-    for path in (settings.var_dir / "observatory.db", settings.resolved_archive_dir, settings.ray_temp_dir):
+    for path in (settings.var_dir / "observatory.db", settings.resolved_archive_dir, settings.ray_temp_dir,
+                 settings.head_node_dir):
         if path.is_dir():
             shutil.rmtree(path)
         else:

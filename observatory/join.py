@@ -15,12 +15,14 @@ from rich.console import Console
 from jobs.credentials import pool_token_id
 from jobs.version import installed_version
 from observatory.hardware import measure
-from scheduler.local_ray import RayNode, join_worker
+from scheduler.local_ray import RayNode, join_worker, worker_log_path
 
 POLL_S = 15.0
 # A worker that keeps dropping out waits longer before each new join, up to this.
 REJOIN_MAX_WAIT_S = 300.0
 DROPPED = "the Ray worker dropped out of the pool"
+NOT_STARTED = "the Ray worker did not start"
+STARTUP_S = 120.0  # a worker that stops sooner than this after starting never joined
 ROTATED = "the pool's token was rotated"
 # A machine told to leave while a run is live on it waits this long for the run to save its checkpoint and move.
 LEAVE_GRACE_S = 120.0
@@ -44,7 +46,8 @@ class Portal:
             response = httpx.post(f"{self.url.rstrip('/')}/api{path}", json=body, timeout=30,
                                   headers={"Authorization": f"Bearer {self.token}"})
         except httpx.HTTPError as exc:
-            raise JoinError(f"cannot reach the portal at {self.url}: {exc}") from None
+            raise JoinError(f"cannot reach the portal at {self.url} ({exc}): is it running, and is this the "
+                            "address its machine page shows?") from None
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail")
@@ -70,17 +73,21 @@ def join(portal: Portal, *, console: Console, node_dir: Path, temp_dir: Path, no
         labels = grant["labels"]
         console.print(f"machine {grant['machine_id']} joins the pool at {grant['head_address']} with labels "
                       + ", ".join(f"{k}={v}" for k, v in labels.items()))
+        log_start = _size(worker_log_path(temp_dir, port_base))
         node = join_worker(head_address=grant["head_address"], base_port=port_base, temp_dir=temp_dir,
                            token=grant["ray_token"], num_cpus=grant["num_cpus"], num_gpus=grant["num_gpus"],
-                           node_dir=node_dir, labels=labels, node_ip=node_ip, machine_token=portal.token)
+                           node_dir=node_dir, labels=labels, node_ip=node_ip or loopback_ip(grant["head_address"]),
+                           machine_token=portal.token)
         joined = time.monotonic()
         try:
-            outcome = _stay(portal, node, console, poll_s, pool_token_id(grant["ray_token"]))
+            outcome = _stay(portal, node, console, poll_s, pool_token_id(grant["ray_token"]), log_start)
         finally:
             node.stop(timeout=40)  # a job on it gets Ray's stop grace to save and ship its checkpoint
             console.print("the Ray worker stopped; this machine is out of the pool")
         if isinstance(outcome, int):
             return outcome
+        if outcome == DROPPED and time.monotonic() - joined < STARTUP_S:
+            outcome = NOT_STARTED
         # A worker that lasted a while rejoins at once; one that keeps dropping out waits longer each time.
         wait = poll_s if time.monotonic() - joined > REJOIN_MAX_WAIT_S else min(wait * 2, REJOIN_MAX_WAIT_S)
         console.print(f"{outcome}; joining again" + ("" if outcome == ROTATED else f" in {wait:g} s"))
@@ -111,15 +118,16 @@ def _grant(portal: Portal, measured: dict[str, Any], *, patient: bool = False, c
     return grant
 
 
-def _stay(portal: Portal, node: RayNode, console: Console, poll_s: float, joined_with: str) -> int | str:
+def _stay(portal: Portal, node: RayNode, console: Console, poll_s: float, joined_with: str,
+          log_start: int = 0) -> int | str:
     """Call in until told to leave (returns the exit status) or until the machine must join again (returns why)."""
     shown = None
     leaving: float | None = None
     with console.status("in the pool; Ctrl-C takes this machine out") as status:
         while True:
             if node.process.poll() is not None:
-                console.print(f"[red]the Ray worker exited ({node.process.returncode})[/red]; its log: "
-                              f"{node.log_path}\n{_tail(node.log_path)}")
+                console.print(f"[red]the Ray worker exited ({node.process.returncode}): "
+                              f"{why_ray_stopped(node.log_path, log_start)}[/red] (its log: {node.log_path})")
                 return DROPPED
             try:
                 orders = portal.call("/pool/orders", {})
@@ -151,8 +159,43 @@ def _stay(portal: Portal, node: RayNode, console: Console, poll_s: float, joined
             time.sleep(poll_s)
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def loopback_ip(head_address: str) -> str | None:
+    """127.0.0.1 for a head on this host's loopback (Ray would otherwise guess another interface's address, which
+    the head cannot reach); None (Ray's guess) for a head elsewhere."""
+    host = head_address.rsplit(":", 1)[0].strip("[]")
+    return "127.0.0.1" if host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.") else None
+
+
+# What Ray's own messages mean, in words an owner can act on (the log keeps the whole story).
+RAY_CAUSES = [
+    ("timed out during startup", "Ray's worker did not start in time (on a busy machine its dashboard agent can be "
+                                 "slower than the fixed wait Ray allows it)"),
+    ("Timed out waiting for file", "Ray's worker did not start in time (its dashboard agent was slower than Ray "
+                                   "allows)"),
+    ("Unable to connect to GCS", "the pool's Ray head could not be reached from this machine"),
+    ("Failed to connect to GCS", "the pool's Ray head could not be reached from this machine"),
+    ("Address already in use", "a port Ray needs is taken on this machine (choose others with --port-base)"),
+    ("authentication", "the pool's Ray head refused this machine's token"),
+]
+
+
+def _size(path: Path) -> int:
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return path.stat().st_size
     except OSError:
-        return ""
+        return 0
+
+
+def why_ray_stopped(log_path: Path, start: int = 0) -> str:
+    """One line on why the Ray worker stopped, from what its log gained since `start`."""
+    try:
+        with log_path.open("rb") as handle:
+            handle.seek(max(start, _size(log_path) - 20000))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return "its log could not be read"
+    for needle, meaning in RAY_CAUSES:
+        if needle.lower() in text.lower():
+            return meaning
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"Ray said: {lines[-1][:300]}" if lines else "Ray said nothing"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from dataclasses import dataclass, field
 
@@ -25,6 +26,9 @@ class Pool:
     def stop(self) -> None:
         if self.head is not None:
             self.head.stop()
+            # The jobs it ran are stopped: their work folders go (checkpoints live in the archive).
+            if self.settings is not None:
+                shutil.rmtree(self.settings.head_node_dir / "work", ignore_errors=True)
 
     def ensure_alive(self) -> RayBackend | None:
         """Notice a local head that died, or a pool token rotated under it (`observatory pool rotate-token`), and
@@ -50,7 +54,7 @@ def open_pool(settings: Settings) -> Pool:
         return Pool(RayBackend(settings.ray_address, token))
     head = start_head(base_port=settings.ray_port, dashboard_port=settings.ray_dashboard_port,
                       temp_dir=settings.ray_temp_dir, token=token, num_cpus=settings.ray_num_cpus,
-                      loopback_only=not settings.ray_accept_workers)
+                      loopback_only=not settings.ray_accept_workers, node_dir=settings.head_node_dir)
     return Pool(RayBackend(head.dashboard_url, token), head, settings)
 
 

@@ -216,6 +216,11 @@ def start_head(*, base_port: int, dashboard_port: int, temp_dir: Path, token: st
     raise RuntimeError(f"ray head did not answer within {timeout:.0f}s; see {log_path}")
 
 
+def worker_log_path(temp_dir: Path, base_port: int | None) -> Path:
+    """Where a worker node's `ray start` writes (appended to at every join)."""
+    return temp_dir / f"worker-{base_port or 'default'}.log"
+
+
 def join_worker(*, head_address: str, base_port: int | None, temp_dir: Path, token: str, num_cpus: int = 1,
                 num_gpus: int | None = None, resources: str | None = None, node_dir: Path | None = None,
                 labels: dict[str, str] | None = None, node_ip: str | None = "127.0.0.1",
@@ -244,6 +249,6 @@ def join_worker(*, head_address: str, base_port: int | None, temp_dir: Path, tok
         args += ["--resources", resources]
     if labels:
         args += ["--labels", ",".join(f"{key}={value}" for key, value in labels.items())]
-    log_path = temp_dir / f"worker-{base_port or 'default'}.log"
+    log_path = worker_log_path(temp_dir, base_port)
     env = {"OBSERVATORY_NODE_DIR": str(node_dir)} if node_dir else None
     return RayNode(_spawn(args, token, log_path, env=env), temp_dir, log_path, head_address, None, token)

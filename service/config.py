@@ -67,7 +67,8 @@ class Settings(BaseSettings):
     # so turn it on only on a private network. Off, the embedded pool is this machine alone.
     ray_accept_workers: bool = False
     # The head's address (host:port) that owners' machines join, as they reach it (e.g. over the overlay network).
-    # Default: the local head's, when it takes workers.
+    # Default: with ray_accept_workers, the local head's on 127.0.0.1, which machines on this host alone can join
+    # (service.pool.reach says so on the owners' and admins' pages).
     pool_join_address: str | None = None
     # Whether the Ray head itself takes runs (the embedded default: it is the whole pool).
     run_on_head: bool = True
@@ -175,15 +176,14 @@ class Settings(BaseSettings):
 
     @property
     def ray_temp_dir(self) -> Path:
-        """Ray's session files: a short path under /tmp (its socket paths must stay under 107 characters)."""
-        tag = hashlib.sha1(str(self.var_dir.resolve()).encode()).hexdigest()[:10]
-        return Path(tempfile.gettempdir()) / f"observatory-ray-{tag}"
+        """Ray's session files: under var/ when its path is short enough for Ray's sockets (their paths must stay
+        under 107 characters), else a short path in the system's temporary folder."""
+        return short_folder(self.var_dir / "ray-session", "observatory-ray")
 
     @property
-    def resolved_pool_join_address(self) -> str | None:
-        if self.pool_join_address:
-            return self.pool_join_address
-        return f"127.0.0.1:{self.ray_port}" if self.ray_address == "local" and self.ray_accept_workers else None
+    def head_node_dir(self) -> Path:
+        """Where jobs on the local head keep their work folders and input cache."""
+        return self.var_dir / "node"
 
     def resolved_ray_auth_token(self) -> str:
         """The pool's Ray token: configured, or made once and kept private under var/ray (the embedded pool)."""
@@ -207,6 +207,20 @@ class Settings(BaseSettings):
         if self.secret_key:
             return self.secret_key
         return private_secret_file(self.var_dir / "secret_key", lambda: secrets.token_urlsafe(48))
+
+
+# Ray's socket paths (under 107 characters) add about 70 characters to the folder they are kept in.
+SHORT_FOLDER_CHARS = 36
+
+
+def short_folder(preferred: Path, prefix: str) -> Path:
+    """`preferred` when its path is short enough for Ray's sockets, else a folder of the system's temporary
+    directory named after it (the same one every time)."""
+    resolved = preferred.resolve()
+    if len(str(resolved)) <= SHORT_FOLDER_CHARS:
+        return resolved
+    tag = hashlib.sha1(str(resolved.parent).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"{prefix}-{tag}"
 
 
 @lru_cache

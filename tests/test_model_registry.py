@@ -88,7 +88,14 @@ def test_the_run_page_registers_a_version_for_admins(lite_client: TestClient, li
     run = _run(lite_session, lite_settings, admin)
     post_form(lite_client, "/login", {"email": admin.email, "password": PASSWORD, "next": "/"})
     assert 'id="register-model"' in lite_client.get(f"/runs/{run.id}").text
-    done = post_form(lite_client, f"/runs/{run.id}/register-model", {"name": "commons-model", "notes": ""})
+    # First the confirmation, saying what is published; nothing is registered until it is confirmed.
+    asked = post_form(lite_client, f"/runs/{run.id}/register-model", {"name": "commons-model", "notes": "first"})
+    assert asked.status_code == 200 and "Publish commons-model@1?" in asked.text and "is public" in asked.text
+    assert 'name="confirmed" value="yes"' in asked.text and 'name="notes" value="first"' in asked.text
+    assert lite_client.get("/api/models").json() == []
+    done = post_form(lite_client, f"/runs/{run.id}/register-model", {"name": "commons-model", "notes": "",
+                                                                     "confirmed": "yes"})
     assert done.status_code == 200 and "Registered commons-model@1." in done.text and "Model card" in done.text
-    refused = post_form(lite_client, f"/runs/{run.id}/register-model", {"name": "commons-model"})
+    refused = post_form(lite_client, f"/runs/{run.id}/register-model", {"name": "commons-model",
+                                                                        "confirmed": "yes"})
     assert "already registered" in refused.text

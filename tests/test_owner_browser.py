@@ -124,6 +124,8 @@ def test_owner_lends_a_machine(browser: Browser, tmp_path: Path, lite_engine, li
 
         # "Leave now": the join command hears it and stops its Ray worker.
         page.get_by_role("button", name="Leave now").click()
+        expect(page.locator("#consequences")).to_contain_text("Nothing runs on it now")
+        page.get_by_role("button", name="Yes, leave now").click()
         expect(page.locator("#machine-state")).to_have_text("left")
         output, _ = joined.communicate(timeout=90)
         assert joined.returncode == 0, output

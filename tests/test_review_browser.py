@@ -89,6 +89,10 @@ def test_one_full_review_cycle(browser: Browser, portal: str, lite_session: Sess
     chair.locator("#ranking tr[data-proposal]").nth(1).get_by_role("button", name="Award").click()
     expect(chair.locator("#capacity")).to_contain_text("4 of 10 GPU-hours awarded, 6 left")
     chair.get_by_role("button", name="Release the decisions").click()
+    # Asked first, with what happens: the undecided proposal is named as the one declined.
+    expect(chair.locator("#consequences")).to_contain_text("Declined: #3 “Sampling steps”")
+    expect(chair.locator("#consequences")).to_contain_text("2 awarded proposals stand")
+    chair.get_by_role("button", name="Yes, release the decisions").click()
     expect(chair.get_by_role("status")).to_contain_text("Decisions released")
     s.rollback()
     states = {p.title: p.state for p in s.exec(select(Proposal))}

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import anyio
 from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from jobs.version import installed_version
@@ -37,7 +39,7 @@ from web.model_pages import router as model_pages_router
 from web.pages import router as pages_router
 from web.people_pages import router as people_pages_router
 from web.pool_pages import router as pool_pages_router
-from web.render import render
+from web.render import flash, render
 from web.review_pages import router as review_pages_router
 from web.team_pages import router as team_pages_router
 
@@ -94,12 +96,26 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                 headers = {"Retry-After": str(exc.retry_after_s)}
             return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
         if isinstance(exc, Unauthenticated):
+            flash(request, "That page is for signed-in members: sign in and it opens.")
             return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
         if isinstance(exc, Busy):
             request.state.user = None  # the page is drawn without asking the busy database who is signed in
         headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
         response = render(request, "error.html", {"message": exc.message}, status_code=exc.status_code)
         response.headers.update(headers or {})
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        """An unknown address or method: JSON on the API, a page of the portal's elsewhere."""
+        if request.url.path.startswith("/api/") or request.url.path.startswith("/static/"):
+            return await http_exception_handler(request, exc)
+        message = {404: "There is no page at this address.",
+                   405: "This address does not take that kind of request."}.get(exc.status_code, str(exc.detail))
+        response = render(request, "error.html", {"message": message, "title": "Not found"
+                                                  if exc.status_code == 404 else "That did not work"},
+                          status_code=exc.status_code)
+        response.headers.update(getattr(exc, "headers", None) or {})
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -137,5 +153,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(analysis_pages_router, max_body_size=settings.max_form_bytes)
     app.include_router(api_docs_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_api_route("/favicon.ico", lambda: FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml"),
+                      include_in_schema=False)
     app.mount(API_DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="api-docs-assets")
     return app

@@ -11,8 +11,9 @@ from service.archive.service import store_for
 from service.deps import AdminUser, SessionDep, SettingsDep
 from service.errors import DomainError
 from service.modelcards import families, service
-from service.models import ModelVersion
+from service.models import ModelVersion, Run
 from service.types import IdPath, parse, text
+from web.confirm import confirmation, confirmed
 from web.render import flash, form_fields, redirect, render
 
 router = APIRouter(include_in_schema=False)
@@ -50,6 +51,8 @@ async def _register(request: Request, session: SessionDep, back: str,
                     make: Callable[[str, str], ModelVersion]):  # type: ignore[no-untyped-def]
     """The registration form's answer: the new card, or the page it came from with the reason it was refused."""
     form = await form_fields(request)
+    if not confirmed(form):
+        return _confirm_registration(request, session, back, form)
     try:
         version = make(form.get("name", "").strip(), parse(Notes, form.get("notes", ""), "notes"))
     except DomainError as exc:
@@ -59,3 +62,25 @@ async def _register(request: Request, session: SessionDep, back: str,
     session.commit()
     flash(request, f"Registered {version.name}@{version.version}.")
     return redirect(f"/models/{version.name}/{version.version}")
+
+
+def _confirm_registration(request: Request, session: SessionDep, back: str, form: dict[str, str]):  # type: ignore[no-untyped-def]
+    """What registering publishes, before it does: the name and number, and what the card shows to anyone."""
+    name = form.get("name", "").strip()
+    if not name:
+        flash(request, "Name the model version: lower-case letters, digits and dashes (e.g. commons-model).",
+              "error")
+        return redirect(back)
+    number = service.next_number(session, name)
+    source = back.strip("/").replace("s/", " ", 1)
+    points = [f"{name}@{number} is published from {source}: its model card is public, with every training image's "
+              "author and license, and researchers can name it as a base model.",
+              "A registered version stays: a later one can replace it, but its card remains."]
+    warnings = [f"{name} already has {number - 1} version{'s' if number > 2 else ''}: this becomes the newest, "
+                f"the one “{name}” means from now on."] if number > 1 else []
+    run_id = int(back.rsplit("/", 1)[1]) if back.startswith("/runs/") else None
+    run = session.get(Run, run_id) if run_id else None
+    if run is not None and run.job_plan.get("steps"):
+        points.insert(1, f"Run {run.id} trained {run.job_plan['steps']} steps on {run.job_plan.get('dataset')}.")
+    return confirmation(request, title=f"Publish {name}@{number}", action=f"{back}/register-model", back=back,
+                        button=f"Yes, publish {name}@{number}", points=points, warnings=warnings, fields=form)

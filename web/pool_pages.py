@@ -8,11 +8,13 @@ from pydantic import ValidationError
 from service.auth import service as auth
 from service.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
 from service.errors import DomainError, Invalid
-from service.models import Role
+from service.models import MachineState, Role
 from service.pool import machines, service, standing
 from service.pool.api import join_command
+from service.pool.reach import pool_reach
 from service.pool.schemas import MachineControls, MachineCreate, MachineDecision
 from service.types import IdPath
+from web.confirm import confirmation, confirmed
 from web.render import act, flash, form_fields, redirect, render
 
 router = APIRouter(include_in_schema=False)
@@ -31,9 +33,9 @@ def pool_nodes_page(request: Request, admin: AdminUser, session: SessionDep):
 
 
 @router.get("/machines")
-def machines_page(request: Request, user: CurrentUser, session: SessionDep):
+def machines_page(request: Request, user: CurrentUser, session: SessionDep, settings: SettingsDep):
     shown = standing.describe(session, machines.visible_machines(session, user))
-    return render(request, "machines.html", {"machines": shown})
+    return render(request, "machines.html", {"machines": shown, "reach": pool_reach(settings)})
 
 
 @router.post("/machines/become-owner")
@@ -64,12 +66,14 @@ async def register_machine(request: Request, user: CurrentUser, session: Session
 
 
 @router.get("/machines/{machine_id}")
-def machine_page(machine_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
+def machine_page(machine_id: IdPath, request: Request, user: CurrentUser, session: SessionDep,
+                 settings: SettingsDep):
     machine = machines.machine_for(session, user, machine_id)
     shown = request.session.pop("join_command", None)
     command = shown["command"] if shown and shown.get("machine") == machine_id else None
     response = render(request, "machine.html", {"m": standing.describe(session, [machine])[0],
-                                                "mine": machine.owner_id == user.id, "command": command})
+                                                "mine": machine.owner_id == user.id, "command": command,
+                                                "reach": pool_reach(settings)})
     if command:
         response.headers["Cache-Control"] = "no-store"
     return response
@@ -102,8 +106,23 @@ async def decide_machine(machine_id: IdPath, request: Request, admin: AdminUser,
 
 
 @router.post("/machines/{machine_id}/leave")
-def leave_machine(machine_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
-    return act(request, session, f"/machines/{machine_id}", "The machine left the pool.",
+async def leave_machine(machine_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
+    back = f"/machines/{machine_id}"
+    if not confirmed(await form_fields(request)):
+        machine = machines.machine_for(session, user, machine_id, as_owner=True)
+        if machine.state == MachineState.pending:
+            return confirmation(request, title=f"Withdraw machine {machine.id}", action=f"{back}/leave", back=back,
+                                button="Yes, withdraw it", points=[
+                                    f"“{machine.name}” is withdrawn: no admin is asked to approve it.",
+                                    "To lend it later, register it again."])
+        points = [f"“{machine.name}” leaves the pool now: the join command running on it stops its Ray worker "
+                  "within a minute or so."]
+        points.append("The run on it saves its checkpoint and resumes on another node; the time it ran is kept."
+                      if machines.busy(session, machine.id) else "Nothing runs on it now.")
+        points.append("To lend it again, register it again (it gets a new join command once approved).")
+        return confirmation(request, title=f"Take machine {machine.id} out of the pool", action=f"{back}/leave",
+                            back=back, button="Yes, leave now", points=points)
+    return act(request, session, back, "The machine left the pool.",
                lambda: machines.leave(session, user, machine_id))
 
 

@@ -12,10 +12,11 @@ from service.calls import service as calls
 from service.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
 from service.errors import DomainError
 from service.mail.sender import waiting
-from service.models import Expertise, PriorityClass, User
+from service.models import Expertise, PriorityClass, ProposalState, User
 from service.review import assignments, committee, packets, public, reviews
 from service.review.reviews import ReviewCreate
 from service.types import IdPath, Reason, gpu_hours, parse
+from web.confirm import confirmation, confirmed
 from web.forms import field_errors
 from web.render import act, flash, form_fields, redirect, render
 
@@ -99,8 +100,25 @@ def ranking_start(call_id: IdPath, request: Request, admin: AdminUser, session: 
 
 
 @router.post("/calls/{call_id}/release")
-def ranking_release(call_id: IdPath, request: Request, admin: AdminUser, session: SessionDep):
-    return act(request, session, f"/calls/{call_id}/ranking", "Decisions released; every team is told by e-mail.",
+async def ranking_release(call_id: IdPath, request: Request, admin: AdminUser, session: SessionDep,
+                          settings: SettingsDep):
+    back = f"/calls/{call_id}/ranking"
+    told = "every team is told by e-mail" if settings.smtp_host else \
+        "every team's e-mail waits in the outbox: no SMTP server is set (OBSERVATORY_SMTP_HOST)"
+    if not confirmed(await form_fields(request)):
+        rows = committee.table(session, actor=admin, call_id=call_id)
+        undecided = [r for r in rows if r.proposal.state == ProposalState.under_review]
+        accepted = [r for r in rows if r.proposal.state == ProposalState.accepted]
+        points = [f"{len(accepted)} awarded proposal{'s' if len(accepted) != 1 else ''} stand"
+                  f"{'s' if len(accepted) == 1 else ''}; {told}, with its grade band and the comments for it."]
+        points += [f"Declined: #{r.ranked.position} “{r.proposal.title}”"
+                   + (" (triaged)" if r.ranked.triaged else "") for r in undecided]
+        warnings = [f"#{r.ranked.position} “{r.proposal.title}” is ranked above an awarded proposal but has no "
+                    "decision: releasing declines it." for r in undecided
+                    if accepted and r.ranked.position < max(a.ranked.position for a in accepted)]
+        return confirmation(request, title="Release the decisions", action=f"/calls/{call_id}/release", back=back,
+                            button="Yes, release the decisions", points=points, warnings=warnings)
+    return act(request, session, back, f"Decisions released; {told}.",
                lambda: committee.release(session, actor=admin, call_id=call_id))
 
 

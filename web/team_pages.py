@@ -11,6 +11,7 @@ from service.proposals import service as proposals
 from service.proposals import team
 from service.review import feedback
 from service.types import IdPath, Reason, parse
+from web.confirm import confirmation, confirmed
 from web.render import act, flash, form_fields, redirect, render
 
 router = APIRouter(include_in_schema=False)
@@ -68,6 +69,18 @@ async def withdraw(proposal_id: IdPath, request: Request, user: CurrentUser, ses
     except DomainError as exc:
         flash(request, exc.message, "error")
         return redirect(url)
+    if not confirmed(form):
+        try:
+            found = proposals.get_visible(session, actor=user, proposal_id=proposal_id)
+        except DomainError as exc:
+            flash(request, exc.message, "error")
+            return redirect(url)
+        return confirmation(request, title=f"Withdraw proposal {proposal_id}", action=f"{url}/withdraw", back=url,
+                            button="Yes, withdraw it", fields=form, points=[
+                                f"“{found.title or 'Untitled draft'}” is withdrawn for good: it is not reviewed or "
+                                "awarded, and cannot be submitted again (a new proposal can).",
+                                "Its team sees it as withdrawn" + (f", with your reason: “{reason}”." if reason
+                                                                   else ".")])
     return act(request, session, url, "Proposal withdrawn.",
                lambda: proposals.withdraw(session, actor=user, proposal_id=proposal_id, reason=reason))
 

@@ -14,6 +14,7 @@ from service.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
 from service.errors import Conflict, Unauthenticated
 from service.models import Machine
 from service.pool import machines, service, standing
+from service.pool.reach import pool_reach
 from service.pool.schemas import (
     JoinGrant,
     JoinTicket,
@@ -129,10 +130,9 @@ def join_pool(data: Measurement, token: MachineToken, session: SessionDep, setti
     """A machine measured itself and joins: it gets the head's address, the pool's Ray token, and the labels to
     declare (approved machines only)."""
     machine = machines.record_join(session, machines.machine_for_token(session, token), data)
-    address = settings.resolved_pool_join_address
+    address = pool_reach(settings).address
     if address is None:
-        raise Conflict("this observatory's pool takes no machines from elsewhere (OBSERVATORY_POOL_JOIN_ADDRESS is "
-                   "not set); ask its operator")
+        raise Conflict(f"{pool_reach(settings).note} Ask the observatory's operator.")
     session.commit()
     return JoinGrant(machine_id=machine.id, head_address=address, ray_token=settings.resolved_ray_auth_token(),
                      labels=standing.labels_for(machine), num_gpus=machine.gpu_count, num_cpus=machine.cpus,
