@@ -77,7 +77,8 @@ class _Free:
         self.buckets: dict[float, list[NodeView]] = {size: [] for size in self.sizes}
         for node in sorted(open_nodes, key=lambda n: (n.vram_gb, n.free_gpus, n.free_cpus)):
             self.buckets[node.vram_gb].append(node)
-        self.largest = self.sizes[-1] if self.sizes else -1.0
+        # The largest GPU memory among nodes that take work, busy or not (-1: none takes work).
+        self.largest = max((n.vram_gb for n in nodes if n.blocked is None), default=-1.0)
 
     def count(self, run: QueuedRun) -> int:
         """How many open nodes could take `run` now."""
@@ -130,6 +131,7 @@ def decide(queue: list[QueuedRun], nodes: list[NodeView], shares: dict[int, Shar
 
 
 def _why_waiting(run: QueuedRun, open_vram: float) -> str:
+    """Why a run waits, judged on every node that takes work (a busy one included)."""
     if open_vram < 0:
         return "waiting: no node that takes work is online"
     if run.gpus and run.vram_gb > open_vram:

@@ -59,13 +59,16 @@ def test_demo_keeps_to_its_own_folder(embedded, monkeypatch) -> None:
     settings = demo_settings(configured)
     assert settings.var_dir == embedded / "demo" and settings.database_url is None
     assert settings.resolved_archive_dir == embedded / "demo" / "archive"
+    # Its jobs' work folders are its own; its pool takes an owner's machine on this host.
+    assert settings.head_node_dir == embedded / "demo" / "node" and settings.ray_accept_workers
     with pytest.raises(ValueError, match="only a demo folder"):
         reset(configured)
     reset(settings)
     proposal_id, run_id = seed(settings, steps=5)
     engine = make_engine(settings.resolved_database_url)
     with Session(engine) as session:
-        assert {r for u in session.exec(select(User)) for r in u.roles} == {"admin", "researcher", "reviewer"}
+        assert {r for u in session.exec(select(User)) for r in u.roles} == {"admin", "researcher", "reviewer",
+                                                                            "owner"}
         # A call under review that a newcomer can click through: four proposals, three reviewers each, and the
         # reviewer who shares the PI's institution kept off her proposal.
         under_review = session.exec(select(Proposal).where(Proposal.state == "under_review")).all()

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
@@ -55,7 +56,16 @@ def demo(tmp_path: Path) -> Iterator[str]:
             lines.append(line)
         assert any("Ray pool ready" in line for line in lines), "".join(lines)
         assert f"Commons Observatory demo at http://127.0.0.1:{port}" in "".join(lines)
-        yield f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:  # the portal starts serving just after the pool is ready
+            try:
+                httpx.get(f"{url}/login", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and process.poll() is None, "the demo's portal never answered"
+                time.sleep(0.5)
+        yield url
     finally:
         _stop(process, signal.SIGINT)
 

@@ -184,7 +184,8 @@ def test_commons_ingest_to_a_model_card(scheduler, lite_client: TestClient, lite
     assert run.job_plan["dataset_digest"] == dataset["digest"]
 
     post_form(lite_client, "/login", {"email": admin_user.email, "password": PASSWORD, "next": "/"})
-    done = post_form(lite_client, f"/runs/{train_run}/register-model", {"name": "commons-model", "notes": "", "confirmed": "yes"})
+    done = post_form(lite_client, f"/runs/{train_run}/register-model",
+                     {"name": "commons-model", "notes": "", "confirmed": "yes"})
     assert "Registered commons-model@1." in done.text
     card = lite_client.get("/models/commons-model/1").text
     assert "Public domain: 2" in card and "CC BY-SA 3.0 de: 1" in card and "CC BY-SA 4.0: 2" in card
@@ -203,7 +204,8 @@ def test_a_replication_search_runs_on_the_pool_and_its_report_is_shown(scheduler
     train_run = _propose_and_award(lite_client, call_id, pi, admin, {**TINY_TRAIN, "resolution": 16})
     assert drive(scheduler, lite_engine, train_run).state == "succeeded"
     post_form(lite_client, "/login", {"email": admin_user.email, "password": PASSWORD, "next": "/"})
-    assert "Registered tiny@1." in post_form(lite_client, f"/runs/{train_run}/register-model", {"name": "tiny", "confirmed": "yes"}).text
+    registered = post_form(lite_client, f"/runs/{train_run}/register-model", {"name": "tiny", "confirmed": "yes"})
+    assert "Registered tiny@1." in registered.text
 
     analysis = _propose_and_award(lite_client, call_id, pi, admin, {"kind": "replication", "model": "tiny@1",
                                                                      "samples": 8, "inference_steps": 4})

@@ -105,3 +105,14 @@ def test_a_run_trained_by_several_nodes_starts_only_when_its_min_workers_are_fre
     assert waiting.place == {} and "2 nodes free at once" in waiting.wait[1]
     placed = decide([together, gpu_run(2)], [card("a", 24), card("b", 8)], {1: PLENTY})
     assert placed.place == {1: "b"} and 2 in placed.wait  # its second node is held for the worker added at once
+
+
+def test_a_busy_node_is_online_and_the_run_waits_for_it_to_free() -> None:
+    # The only node that takes work is online but full: the run waits for it, not for a node to come online.
+    busy = NodeView("only", free_gpus=0, free_cpus=0, vram_gb=0.0, machine_id=None)
+    decision = decide([QueuedRun(1, 1, "B", gpus=0, cpus=1, vram_gb=0.0)], [busy], {1: PLENTY})
+    assert decision.place == {} and decision.wait == {1: "waiting for a node with 1 CPU free"}
+    full_card = NodeView("card", free_gpus=0, free_cpus=8, vram_gb=24, machine_id=1)
+    assert decide([gpu_run(2)], [full_card], {1: PLENTY}).wait == {2: "waiting for a node with 1 GPU free"}
+    assert decide([gpu_run(3, vram=40)], [full_card], {1: PLENTY}).wait == {
+        3: "waiting: no node online has 40 GB of GPU memory"}

@@ -33,7 +33,7 @@ from service.errors import DomainError
 from service.ledger.service import run_charged
 from service.modelcards import service as model_service
 from service.models import Proposal, Role, Run, User
-from service.pool import service as pool
+from service.pool import standing
 from service.proposals import access, team
 from service.proposals import service as proposals
 from service.proposals.schemas import ProposalCreate, ProposalDraft
@@ -41,6 +41,7 @@ from service.review import feedback
 from service.rounds.service import in_rounds, rounds_of
 from service.runs import families
 from service.runs import service as runs
+from service.runs.status import shown_states
 from service.timeutil import utcnow
 from service.types import IdPath, IdQuery
 from web.charts import bars, loss_chart, loss_chart_from_metrics
@@ -68,9 +69,14 @@ def home(request: Request, session: SessionDep, user: OptionalUser):
     mine = proposals.list_visible(session, actor=user) if user else []
     return render(request, "home.html", {
         "calls": [calls.to_public(session, c) for c in calls.list_calls(session)],
-        "proposals": mine, "pool": pool.summary(session) if user else None,
-        "proposal_runs": runs.runs_by_proposal(session, [p.id for p in mine]),
+        "proposals": mine, "pool": standing.public_pool(session) if user else None, **_runs_of(session, mine),
     })
+
+
+def _runs_of(session: SessionDep, listed: list) -> dict:  # type: ignore[type-arg]
+    """Each listed proposal's runs, and the word each run shows (service.runs.status)."""
+    found = runs.runs_by_proposal(session, [p.id for p in listed])
+    return {"proposal_runs": found, "run_states": shown_states(session, [r for rs in found.values() for r in rs])}
 
 
 @router.get("/login")
@@ -381,14 +387,16 @@ def delete_draft(proposal_id: IdPath, request: Request, user: CurrentUser, sessi
 def proposals_page(request: Request, user: CurrentUser, session: SessionDep):
     listed = proposals.list_visible(session, actor=user)
     return render(request, "proposals.html", {
-        "proposals": listed, "proposal_runs": runs.runs_by_proposal(session, [p.id for p in listed])})
+        "proposals": listed, **_runs_of(session, listed)})
 
 
 @router.get("/proposals/{proposal_id}")
 def proposal_page(proposal_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
     proposal = proposals.get_visible(session, actor=user, proposal_id=proposal_id)
-    run_rows = [{"run": r, "artifacts": _artifacts_if_allowed(session, user, r.id),
-                 "charged": run_charged(session, r.id)} for r in runs.list_for_proposal(session, proposal_id)]
+    listed = runs.list_for_proposal(session, proposal_id)
+    states = shown_states(session, listed)
+    run_rows = [{"run": r, "artifacts": _artifacts_if_allowed(session, user, r.id), "shown": states[r.id],
+                 "charged": run_charged(session, r.id)} for r in listed]
     call = calls.get_call(session, proposal.call_id)
     is_pi = proposal.pi_id == user.id
     shown = request.session.pop("invite_link", None)

@@ -144,7 +144,8 @@ class PublicMachine(BaseModel):
 class PublicPool(BaseModel):
     """The pool as anyone may see it: no addresses, no owner who asked not to be named."""
 
-    machines_online: int
+    nodes_online: int  # every node of the pool's Ray cluster that is alive: owners' machines and the observatory's
+    machines_online: int  # of those, owners' approved machines
     gpus_online: int
     vram_gb_online: float
     cpus_online: float

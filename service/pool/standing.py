@@ -96,17 +96,20 @@ def describe(session: Session, machines: list[Machine]) -> list[MachinePublic]:
 
 
 def public_pool(session: Session) -> PublicPool:
-    """The recruitment page's figures: what is online, the hours delivered this week, owners who chose a name."""
+    """The pool's figures, as every page shows them: the nodes online (owners' machines and the observatory's
+    own), their GPUs and CPUs, the hours delivered this week, owners who chose a name."""
     now = utcnow()
     online = online_nodes(session)
     machines = {m.id: m for m in session.exec(select(Machine).where(Machine.state == MachineState.approved))}
     owners = {u.id: u.name for u in session.exec(select(User).where(
         User.id.in_([m.owner_id for m in machines.values() if m.show_owner])))}
     live = [machines[i] for i in online if i in machines]
+    alive = list(session.exec(select(PoolNode).where(PoolNode.alive)))
     return PublicPool(
-        machines_online=len(live), gpus_online=sum(m.gpu_count for m in live),
+        nodes_online=len(alive), machines_online=len(live),
+        gpus_online=round(sum(float(n.resources.get("GPU", 0)) for n in alive)),
         vram_gb_online=sum(m.vram_gb * m.gpu_count for m in live),
-        cpus_online=sum(float(online[m.id].resources.get("CPU", 0)) for m in live),
+        cpus_online=sum(float(n.resources.get("CPU", 0)) for n in alive),
         hours_this_week=round(sum(hours_on(session, since=now - timedelta(days=7), now=now).values()), 2),
         machines_registered=len(machines),
         named_owners=sorted(set(owners.values())),

@@ -219,7 +219,7 @@ def describe(session: Session, run: Run) -> RunPublic:
     ]
     latest = public.attempts[-1] if public.attempts else None
     public.waiting = run.state == RunState.queued or (
-        run.state == RunState.running and latest is not None and latest.started_at is None)
+        run.state == RunState.running and (latest is None or latest.started_at is None))
     public.began_at = next((a.started_at for a in public.attempts if a.started_at), None)
     return public
 
