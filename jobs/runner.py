@@ -266,8 +266,9 @@ class Attempt:
     def _send(self, patient: bool, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return (self.channel.call if patient else self.channel.once)(method, path, **kwargs)
 
-    def send_log(self, extra: str = "", patient: bool = True) -> None:
+    def send_log(self, extra: str = "", patient: bool = True, progress: dict[str, Any] | None = None) -> None:
         text, latest = self.output.take()
+        latest = progress or latest
         outages = "".join(f"[runner] {OUTAGE_WORDS[door]} for {seconds:.0f} s; the job went on meanwhile\n"
                           for door, seconds in self.channel.outages)
         self.channel.outages.clear()
@@ -342,6 +343,9 @@ class Attempt:
         when the observatory stays away past the patience."""
         kind = job_kind(kind_name)
         found, problems = collect(workdir, {spec.name: spec for spec in kind.outputs})
+        total = sum(entry.size for entry, _ in found)
+        self.send_log(f"[runner] sending {len(found)} outputs ({total / 2**20:.1f} MiB) to the observatory\n",
+                      progress={"phase": "sending outputs", "fraction": 1.0, "files": len(found)})
         for entry, descriptor in found:
             with os.fdopen(descriptor, "rb") as handle:
                 try:

@@ -354,12 +354,30 @@ def build_trainer(cfg: TrainConfig, device: torch.device, inputs: dict[str, Path
                    torch.amp.GradScaler("cuda") if half == torch.float16 else None, half, Losses([]))
 
 
+SAY_EVERY_S = 30.0  # a line a person reads, at least this often (besides every tenth of the run)
+_said = {"at": 0.0, "step": -1}
+
+
 def report_progress(trainer: Trainer, started: float, first_step: int, **extra: Any) -> None:
+    """The progress record the portal draws, and now and then a plain line for the run's log."""
     cfg, step = trainer.cfg, trainer.step
     per_step = (time.perf_counter() - started) / max(step - first_step, 1)
-    progress.report(step, cfg.steps, phase="train", **trainer.losses.latest(),
-                    eta_s=round(per_step * (cfg.steps - step)),
+    eta_s = round(per_step * (cfg.steps - step))
+    latest = trainer.losses.latest()
+    progress.report(step, cfg.steps, phase="train", **latest, eta_s=eta_s,
                     images_per_s=round(trainer.images_per_step / per_step, 1), **_gpu_memory(trainer.device), **extra)
+    tenth = max(1, cfg.steps // 10)
+    now = time.monotonic()
+    if step != _said["step"] and (step // tenth != _said["step"] // tenth or now - _said["at"] >= SAY_EVERY_S):
+        loss = f", loss {latest['loss']:.4f}" if isinstance(latest.get("loss"), float) else ""
+        print(f"step {step} of {cfg.steps}{loss}, {1 / per_step:.2f} steps/s, about {_duration(eta_s)} left",
+              flush=True)
+        _said.update(at=now, step=step)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 \
+        else f"{seconds / 3600:.1f} h"
 
 
 def train(cfg: TrainConfig, output: Path, device: torch.device | None = None, report: bool = True,
@@ -426,11 +444,14 @@ def write_outputs(cfg: TrainConfig, output: Path, unet, noise_scheduler, data: d
     def on_sample_step(done: int, total: int) -> None:
         if done % max(1, total // 20) == 0 or done == total:
             progress.report(cfg.steps, cfg.steps, phase="sample", sample_step=done, sample_total=total)
+        if done == 1 or done == total:
+            print(f"drawing {len(seeds)} samples: denoising step {done} of {total}", flush=True)
 
     seeds = [cfg.seed + i for i in range(cfg.sample_count)]
     samples = draw_samples(unet, noise_scheduler, seeds, cfg.sample_inference_steps, device, on_sample_step,
                            sampler=cfg.sampler, labels=class_labels(data.classes, [], len(seeds)))
     to_grid(samples).save(output / "samples.png")
+    progress.report(cfg.steps, cfg.steps, phase="writing outputs")
 
     metrics = {
         "device": str(device), "parameters": sum(p.numel() for p in unet.parameters()),

@@ -251,3 +251,26 @@ def test_progress_is_held_to_the_plan_and_non_finite_numbers_are_dropped(engine,
     assert run.progress_detail["step"] == steps and run.progress_detail["total"] == steps
     assert run.progress_detail["loss_step"] == 0 and "loss" not in run.progress_detail
     assert run.progress_detail["detail"] == {"seen": [1.0]} and run.progress == 1.0
+
+
+def test_the_run_log_shows_lines_past_many_progress_records_and_follows_by_offset(world, lite_client,
+                                                                                  lite_session) -> None:
+    _, _, run_id, job = world
+    assert job.start().status_code == 200
+    admin = auth_headers(lite_session, create_user(lite_session, Role.admin))
+    job.log("training on cpu\n")
+    for step in range(1, 41):  # a job reports progress far more often than it says anything
+        job.log(f"@@progress {json.dumps({'step': step, 'total': 900, 'fraction': step / 900})}\n")
+    first = lite_client.get(f"/api/runs/{run_id}/log", headers=admin).json()
+    assert first["lines"] == ["training on cpu"] and first["attempt"] == 1 and first["offset"] == job.offset
+    job.log("step 90 of 900, loss 0.0412\n")
+    since = lite_client.get(f"/api/runs/{run_id}/log", params={"after": first["offset"], "attempt": 1},
+                            headers=admin).json()
+    assert since["lines"] == ["step 90 of 900, loss 0.0412"] and since["offset"] == job.offset
+    assert lite_client.get(f"/api/runs/{run_id}/log", params={"after": since["offset"], "attempt": 1},
+                           headers=admin).json()["lines"] == []
+    # An offset from another attempt's log counts for nothing: the answer starts from this one's beginning.
+    other = lite_client.get(f"/api/runs/{run_id}/log", params={"after": since["offset"], "attempt": 7},
+                            headers=admin).json()
+    assert other["lines"] == ["training on cpu", "step 90 of 900, loss 0.0412"]
+    assert lite_client.get(f"/api/runs/{run_id}/log", params={"after": -1}, headers=admin).status_code == 422

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -42,6 +43,11 @@ def test_train_then_sample_writes_every_output(tmp_path: Path, capsys) -> None:
     records = [found[1] for found in map(progress.parse, out.splitlines()) if found and found[0] == "progress"]
     training = [r for r in records if r.get("phase") == "train"]
     assert training and all(r["images_per_s"] > 0 and "gpu_memory_gb" not in r for r in training)  # a CPU: no GPU
+    # Besides the records the portal draws, lines a person reads in the run's log: training, then the samples.
+    plain = [line for line in out.splitlines() if not line.startswith("@@")]
+    assert any(line.startswith("step 1 of 2, loss ") and "steps/s, about" in line for line in plain), plain
+    assert any(re.fullmatch(r"drawing \d+ samples: denoising step (\d+) of \1", line) for line in plain), plain
+    assert [r["phase"] for r in records][-2:] == ["sample", "writing outputs"]
     metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
     assert metrics["images_per_s"] > 0 and metrics["steps"] == 2
 

@@ -13,7 +13,7 @@ from service.analyses import followup, marks
 from service.analyses import service as analyses
 from service.api import Estimate, job_plan_estimate
 from service.archive import service as archive
-from service.attempts.service import last_lines, latest_attempt
+from service.attempts.service import latest_attempt, log_since
 from service.auth import service as auth
 from service.auth.browser import sign_in_browser, sign_out_browser
 from service.auth.schemas import Login, UserCreate
@@ -436,6 +436,14 @@ def runs_page(request: Request, user: CurrentUser, session: SessionDep):
     return render(request, "runs.html", {"active": active, "ended": ended})
 
 
+def _log_of(session: SessionDep, attempt) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    """The latest attempt's log lines for the run page, and the offset its script follows the log from."""
+    if attempt is None:
+        return {"log_lines": [], "log_offset": 0}
+    lines, end = log_since(session, attempt.id)
+    return {"log_lines": lines, "log_offset": end}
+
+
 def _loss_chart(settings, artifacts: list):  # type: ignore[no-untyped-def]
     """The loss chart of a run's metrics.json among the artifacts one may see; None without one."""
     metrics = next((a for a in artifacts if a.name == "metrics.json"), None)
@@ -473,7 +481,7 @@ def run_page(run_id: IdPath, request: Request, user: CurrentUser, session: Sessi
         "can_cancel": user.has(Role.admin) or proposal.pi_id == user.id,
         "cpu_only": settings.gpus_per_run == 0,
         "outputs_held": [] if artifacts else archive.list_artifacts(session, run.id),
-        "log_lines": last_lines(session, latest.id) if (latest := latest_attempt(session, run.id)) else [],
+        **_log_of(session, latest_attempt(session, run.id)),
         "analyses": analyses.of_training_run(session, user, run) if run.job_kind == "train" else [],
         "can_analyse": followup.offered(session, user, run),
         "report": next((a for a in artifacts if a.kind == "report"), None),

@@ -126,11 +126,43 @@ def tail_of(text: str, lines: int = 3) -> str:
     return " | ".join(shown_lines(text)[-lines:])[-1500:]
 
 
-def last_lines(session: Session, attempt_id: int, lines: int = 40, chunks: int = 16) -> list[str]:
-    """The last lines of the log the job sent (its last chunks only are read)."""
-    recent = session.exec(select(AttemptLogChunk.text).where(AttemptLogChunk.attempt_id == attempt_id)
-                          .order_by(AttemptLogChunk.offset.desc()).limit(chunks)).all()
-    return shown_lines("".join(reversed(recent)))[-lines:]
+def last_lines(session: Session, attempt_id: int, lines: int = 40, chunks: int = 16, *,
+               most_chunks: int = 512) -> list[str]:
+    """The last lines worth showing of the log the job sent: read back from the end, `chunks` at a time, until
+    there are enough (progress records, which a job sends often, are not shown; at most `most_chunks` are read)."""
+    return log_since(session, attempt_id, lines=lines, chunks=chunks, most_chunks=most_chunks)[0]
+
+
+def log_end(session: Session, attempt_id: int) -> int:
+    """The offset just past what the job has sent so far."""
+    last = session.exec(select(AttemptLogChunk.offset, AttemptLogChunk.text)
+                        .where(AttemptLogChunk.attempt_id == attempt_id)
+                        .order_by(AttemptLogChunk.offset.desc()).limit(1)).first()
+    return last[0] + len(last[1].encode()) if last else 0
+
+
+def log_since(session: Session, attempt_id: int, after: int = 0, *, lines: int = 40, chunks: int = 16,
+              most_chunks: int = 512) -> tuple[list[str], int]:
+    """The lines worth showing sent at or after offset `after` (the last `lines` of them), and the offset a reader
+    asks from next time: a page follows the log as the channel receives it."""
+    found: list[str] = []
+    texts: list[str] = []
+    before: int | None = None
+    end = log_end(session, attempt_id)
+    read = 0
+    while len(found) < lines and read < most_chunks:
+        query = select(AttemptLogChunk.offset, AttemptLogChunk.text).where(
+            AttemptLogChunk.attempt_id == attempt_id, AttemptLogChunk.offset >= after)
+        if before is not None:
+            query = query.where(AttemptLogChunk.offset < before)
+        page = session.exec(query.order_by(AttemptLogChunk.offset.desc()).limit(chunks)).all()
+        if not page:
+            break
+        read += len(page)
+        before = page[-1][0]
+        texts = [text for _, text in reversed(page)] + texts
+        found = shown_lines("".join(texts))
+    return found[-lines:], end
 
 
 def log_tail(session: Session, attempt_id: int, lines: int = 3) -> str:

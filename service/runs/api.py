@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from service.archive import service as archive
 from service.archive.ranges import ranged_response
-from service.attempts.service import last_lines, latest_attempt
+from service.attempts.service import latest_attempt, log_since
 from service.deps import CurrentUser, OptionalUser, SessionDep, SettingsDep
 from service.runs import families, service
 from service.runs.schemas import ArtifactPublic, ChargePublic, FamilyPublic, RunPublic
@@ -50,15 +52,23 @@ def run_ledger(run_id: IdPath, user: CurrentUser, session: SessionDep) -> list[C
 class LogTail(BaseModel):
     attempt: int | None
     lines: list[str]
+    offset: int = 0  # ask with after=offset (and the same attempt) for what comes next
 
 
 @router.get("/runs/{run_id}/log", response_model=LogTail)
-def run_log(run_id: IdPath, user: CurrentUser, session: SessionDep) -> LogTail:
-    """The last 40 lines of the latest attempt's log, as its job sent them: its proposal's members and admins."""
+def run_log(run_id: IdPath, user: CurrentUser, session: SessionDep,
+            after: Annotated[int, Query(ge=0, le=1 << 50)] = 0,
+            attempt_number: Annotated[int | None, Query(alias="attempt", ge=1, le=1 << 20)] = None) -> LogTail:
+    """The latest attempt's log as its job sent it (its last 40 lines worth reading); with `after` (the offset
+    an earlier answer gave) and that answer's `attempt`, only what arrived since: its proposal's members and
+    admins. A newer attempt answers from its beginning."""
     run = service.get_visible(session, actor=user, run_id=run_id)
     attempt = latest_attempt(session, run.id)
-    return LogTail(attempt=attempt.number if attempt else None,
-                   lines=last_lines(session, attempt.id) if attempt else [])
+    if attempt is None:
+        return LogTail(attempt=None, lines=[])
+    since = after if attempt_number == attempt.number else 0
+    lines, end = log_since(session, attempt.id, since)
+    return LogTail(attempt=attempt.number, lines=lines, offset=end)
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunPublic)

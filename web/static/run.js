@@ -18,6 +18,7 @@
   const script = document.currentScript;
   const runId = script.dataset.runId;
   const shown = script.dataset.shownState;
+  const logFrom = {attempt: Number(script.dataset.logAttempt) || null, offset: Number(script.dataset.logOffset) || 0};
   setInterval(async () => {
     const r = await fetch('/api/runs/' + runId);
     if (!r.ok) return;
@@ -27,18 +28,32 @@
     if (state === 'waiting') return;
     document.getElementById('run-progress').value = run.progress;
     const d = run.progress_detail;
+    const sampling = d.phase === 'sample' && d.sample_total;
     document.getElementById('run-progress-text').textContent = Math.floor(run.progress * 100) + '%' +
-      (d.phase ? ' · ' + d.phase : '') + (d.step ? ' · step ' + d.step + ' / ' + d.total : '') +
+      (sampling ? ' · drawing samples: denoising step ' + d.sample_step + ' / ' + d.sample_total
+        : (d.phase ? ' · ' + d.phase : '') + (d.step && d.phase === 'train' ? ' · step ' + d.step + ' / ' + d.total : '')) +
       (d.loss !== undefined ? ' · loss ' + d.loss : '') +
       (run.state === 'running' && d.images_per_s ? ' · ' + d.images_per_s + ' images/s' : '') +
       (run.state === 'running' && d.gpu_memory_gb ? ' · ' + d.gpu_memory_gb + ' GB of GPU memory' : '') +
       (run.state === 'running' && d.eta_s ? ' · about ' + d.eta_s + ' s left' : '');
     document.getElementById('run-gpu-seconds').textContent = run.gpu_seconds;
     drawLoss(d.curve || []);
-    const log = await fetch('/api/runs/' + runId + '/log');
+    // The log as the channel receives it: only what arrived since the last answer, appended.
+    const box = document.getElementById('run-log');
+    if (!box) return;
+    const log = await fetch('/api/runs/' + runId + '/log?after=' + logFrom.offset +
+      (logFrom.attempt ? '&attempt=' + logFrom.attempt : ''));
     if (log.ok) {
       const tail = await log.json();
-      if (tail.lines.length) document.getElementById('run-log').textContent = tail.lines.join('\n');
+      const fresh = tail.attempt !== logFrom.attempt;
+      if (tail.lines.length) {
+        const kept = fresh || box.dataset.empty === 'true' ? [] : box.textContent.split('\n');
+        box.textContent = kept.concat(tail.lines).slice(-400).join('\n');
+        box.dataset.empty = 'false';
+        box.scrollTop = box.scrollHeight;
+      }
+      logFrom.attempt = tail.attempt;
+      logFrom.offset = tail.offset;
     }
   }, 2000);
 })();
