@@ -158,9 +158,11 @@ class TrainConfig(_Plan):
             raise ValueError("block_out_channels must each be a multiple of 8 (the UNet's norm groups)")
         factor = 2 ** (len(self.block_out_channels) - 1)
         if self.resolution % factor:
+            near = sorted({max(factor, self.resolution // factor * factor), self.resolution // factor * factor
+                           + factor})
             raise ValueError(
-                f"resolution {self.resolution} must be divisible by {factor} "
-                f"for {len(self.block_out_channels)} UNet blocks"
+                f"resolution: {self.resolution} is not divisible by {factor}, as {len(self.block_out_channels)} UNet "
+                f"blocks need ({' or '.join(map(str, near))} would do)"
             )
         if self.sample_inference_steps > self.num_train_timesteps:
             raise ValueError("sample_inference_steps cannot exceed num_train_timesteps")

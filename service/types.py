@@ -72,7 +72,10 @@ def parse(kind: Any, value: Any, field: str) -> Any:
     try:
         return adapter.validate_python(value.strip() if isinstance(value, str) else value)
     except ValidationError as exc:
-        raise Invalid(f"{field}: {exc.errors()[0]['msg']}") from None
+        from service.wording import plain_message  # (it reads this module's patterns)
+
+        message = plain_message(exc.errors()[0])
+        raise Invalid(f"{field}: {message[:1].lower()}{message[1:]}") from None
 
 
 def gpu_hours(value: Any, field: str = "gpu_hours") -> float:

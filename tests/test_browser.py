@@ -60,7 +60,8 @@ def test_propose_award_and_see_the_run(browser: Browser, portal: str, lite_sessi
     page.get_by_label("Requested GPU-hours").fill("50")
     page.locator("input[name='train.steps']").fill("20")
     page.get_by_role("button", name="Submit proposal").click()
-    expect(page.get_by_role("alert")).to_contain_text("exceeds the call's capacity of 5")
+    expect(page.locator("#requested_gpu_hours-error")).to_have_text(
+        "The call has 5 GPU-hours in all: ask for 5 or less.")
     assert lite_session.exec(select(func.count()).select_from(Proposal)).one() == 0
 
     page.get_by_label("Requested GPU-hours").fill("2")
@@ -163,7 +164,8 @@ def test_every_problem_of_a_proposal_is_shown_at_its_field(browser: Browser, por
     page.locator("input[name='train.steps']").fill("twelve")
     page.locator("input[name='train.resolution']").fill("18")  # not divisible by 4, as three blocks need
     page.get_by_role("button", name="Submit proposal").click()
-    expect(page.get_by_role("alert")).to_have_text("4 problems to fix: see the marked fields.")
+    expect(page.get_by_role("alert")).to_have_text("5 problems to fix: see the marked fields.")
+    expect(page.locator("#train-resolution-error")).to_contain_text("18 is not divisible by 4")  # all at once
     expect(page.locator("#title-error")).to_have_text("Must not be blank.")
     expect(page.locator("#justification-error")).to_have_text("This cannot be empty.")
     expect(page.locator("#requested_gpu_hours-error")).to_have_text("Enter a number.")
@@ -174,7 +176,8 @@ def test_every_problem_of_a_proposal_is_shown_at_its_field(browser: Browser, por
     # The plan's own rules, checked once its fields are right, are shown on the plan.
     page.locator("input[name='train.steps']").fill("20")
     page.get_by_role("button", name="Submit proposal").click()
-    expect(page.locator("#train-error")).to_contain_text("Resolution 18 must be divisible by 4")
+    expect(page.locator("#train-resolution-error")).to_have_text(
+        "18 is not divisible by 4, as 3 UNet blocks need (16 or 20 would do)")
     expect(page.locator("#estimate")).to_be_empty()  # the estimate waits for a plan of a valid shape
     # A misspelled author would silently leave nobody out: it is refused, naming the authors there are.
     page.locator("input[name='train.resolution']").fill("16")
@@ -203,10 +206,28 @@ def test_a_draft_keeps_whatever_is_there_and_is_edited_submitted_or_deleted(brow
     page.goto(f"{portal}/calls/{call.id}/propose")
     page.get_by_label("Title").fill("Half an idea")
     page.locator("input[name='train.steps']").fill("")  # unfinished: the plan takes its default when submitted
+    page.get_by_label("Requested GPU-hours").fill("5000")  # the call has 5
+    page.locator("input[name='train.resolution']").fill("17")
+    page.locator("input[name='train.exclude_authors']").fill("Nassa")
     page.get_by_role("button", name="Save draft").click()
-    expect(page.get_by_role("status")).to_contain_text("Draft saved.")
+    # Saved as it is, and everything that stands in the way of submitting it is said at once, at its field.
+    expect(page.get_by_role("status")).to_contain_text("Draft saved. 5 things to fix before it can be submitted")
+    expect(page.locator("#abstract-error")).to_have_text("This cannot be empty.")
+    expect(page.locator("#justification-error")).to_have_text("This cannot be empty.")
+    expect(page.locator("#requested_gpu_hours-error")).to_have_text(
+        "The call has 5 GPU-hours in all: ask for 5 or less.")
+    expect(page.locator("#train-resolution-error")).to_contain_text("17 is not divisible by 4")
+    expect(page.locator("#train-exclude_authors-error")).to_contain_text("No image in skimage-samples@1 is by 'Nassa'")
+    assert "Value error" not in page.content() and "Input should be" not in page.content()
+    page.locator("input[name='train.resolution']").fill("16")
+    page.locator("input[name='train.exclude_authors']").fill("")
+    page.get_by_label("Requested GPU-hours").fill("")
+    page.get_by_role("button", name="Save draft").click()
+    expect(page.get_by_role("status")).to_contain_text("Draft saved. 3 things to fix")
+    lite_session.rollback()
+    draft_url = f"{portal}/proposals/{lite_session.exec(select(Proposal)).one().id}"
+    page.goto(draft_url)
     expect(page.locator("h1 .badge")).to_have_text("draft")
-    draft_url = page.url
 
     # Submitting it as it is names what is missing, and it stays a draft.
     page.get_by_role("button", name="Submit proposal").click()

@@ -37,7 +37,7 @@ def test_submit_in_open_call_makes_pi_a_member(session: Session, people) -> None
     ({"requested_gpu_hours": 11.0}, Invalid, "exceeds the call's capacity of 10"),
     ({"job_plan": {"kind": "train", "steps": 0}}, Invalid, "job_plan.train.steps"),
     ({"job_plan": {"kind": "paint"}}, Invalid, "job_plan"),
-    ({"job_plan": {"kind": "train", "resolution": 10}}, Invalid, "divisible by 4"),
+    ({"job_plan": {"kind": "train", "resolution": 10}}, Invalid, "10 is not divisible by 4"),
     ({"job_plan": {"kind": "sample", "checkpoint_sha256": "a" * 64}}, Invalid, "no checkpoint"),
 ])
 def test_refused_proposals_store_nothing(session: Session, people, overrides, error, fragment) -> None:

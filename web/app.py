@@ -29,6 +29,7 @@ from service.config import Settings, get_settings
 from service.db import engine_for
 from service.errors import Busy, Conflict, DomainError, Unauthenticated
 from service.mail.sender import run_mail_loop
+from service.wording import plain_message
 from web.analysis_pages import router as analysis_pages_router
 from web.api_docs import API_DOCS_ASSETS, swagger_ui_path
 from web.api_docs import router as api_docs_router
@@ -120,7 +121,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
-        problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors()]
+        problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {plain_message(e)}" for e in exc.errors()]
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": "; ".join(problems), "errors": problems}, status_code=422)
         return render(request, "error.html", {"message": "; ".join(problems)}, status_code=422)

@@ -260,27 +260,57 @@ def _estimate(plan: dict[str, Any]) -> Estimate | None:
         return None
 
 
-def _form_problems(session, user: User, form: dict[str, str], plan: dict[str, Any]) -> dict[str, str]:
+def _form_problems(session, user: User, form: dict[str, str], plan: dict[str, Any],
+                   call_id: int | None = None) -> dict[str, str]:
     """Every problem of a proposal form, field by field, in plain words (empty: it may go to the service): the
-    job's own rules, then what the plan names (a dataset's authors, a base model's architecture)."""
+    proposal's own fields and the call's capacity, the job's own rules, then what the plan names (a dataset's
+    authors, a base model's architecture)."""
     problems: dict[str, str] = {}
     try:
         ProposalCreate.model_validate({**{k: form.get(k, "") for k in PROPOSAL_FIELDS}, "job_plan": plan})
     except ValidationError as exc:
         problems |= field_errors(exc, only=PROPOSAL_FIELDS)
-    model = JOB_KINDS.get(plan.get("kind", ""))
-    if model is None:
+    if call_id is not None and "requested_gpu_hours" not in problems:
+        call = calls.get_call(session, call_id)
+        try:
+            hours = float(form.get("requested_gpu_hours", "") or 0)
+        except ValueError:
+            hours = 0.0
+        if hours > call.capacity_gpu_hours:
+            problems["requested_gpu_hours"] = (f"The call has {call.capacity_gpu_hours:g} GPU-hours in all: ask for "
+                                               f"{call.capacity_gpu_hours:g} or less.")
+    if JOB_KINDS.get(plan.get("kind", "")) is None:
         problems["job_kind"] = "Choose what the job does."
     else:
+        problems |= _plan_problems(session, user, plan)
+    return problems
+
+
+def _plan_problems(session, user: User, plan: dict[str, Any], rounds: int = 10) -> dict[str, str]:
+    """Every problem of the plan at once: its shape (the job's own rules), then what it names (datasets, authors,
+    base models). Each check stops at its first problem, so a field found wrong is set aside (its default stands
+    in) and the plan is checked again, until it passes or a problem names no field."""
+    kind, model = plan["kind"], JOB_KINDS[plan["kind"]]
+    problems: dict[str, str] = {}
+    remaining = dict(plan)
+    for _ in range(rounds):
         try:
-            model.model_validate(plan)
+            model.model_validate(remaining)
         except ValidationError as exc:
-            problems |= field_errors(exc, prefix=f"{plan['kind']}.")
+            found = field_errors(exc, prefix=f"{kind}.")
         else:
             try:
-                proposals.validate_job_plan(session, user, plan)
+                proposals.validate_job_plan(session, user, remaining)
+                return problems
             except DomainError as exc:
-                problems |= service_plan_error(exc.message, plan["kind"]) or {plan["kind"]: exc.message}
+                found = service_plan_error(exc.message, kind) or {kind: exc.message}
+        for key, message in found.items():
+            problems.setdefault(key, message)
+        wrong = {key.split(".", 1)[1] for key in found if key.startswith(f"{kind}.")} & (set(remaining) - {"kind"})
+        if not wrong:
+            break
+        for name in wrong:
+            remaining.pop(name)
     return problems
 
 
@@ -300,7 +330,10 @@ def _save_or_submit(request: Request, session, user: User, form: dict[str, str],
     """"Save draft" keeps whatever is there; "Submit" checks every field first and shows each problem at it."""
     plan = plan_from_form(form)
     submitting = form.get("action") == "submit"
-    problems = _form_problems(session, user, form, plan) if submitting else _draft_problems(form, plan)
+    # Everything the form can know is checked either way: a submission stops at any problem, a draft only at
+    # what it could not keep, and is saved with the rest marked for later.
+    checked = _form_problems(session, user, form, plan, call_id)
+    problems = checked if submitting else _draft_problems(form, plan)
     if problems:
         summary = f"{len(problems)} problem{'s' if len(problems) > 1 else ''} to fix: see the marked fields."
         return _proposal_form(request, session, call_id, form, summary, 422, problems, draft_id)
@@ -322,8 +355,13 @@ def _save_or_submit(request: Request, session, user: User, form: dict[str, str],
                                   exc.status_code, at_field, draft_id)
         return _proposal_form(request, session, call_id, form, exc.message, exc.status_code, None, draft_id)
     session.commit()
+    if proposal.state == "draft" and checked:
+        count = len(checked)
+        flash(request, f"Draft saved. {count} thing{'s' if count > 1 else ''} to fix before it can be submitted: "
+                       "see the marked fields.")
+        return _redirect(f"/proposals/{proposal.id}/edit")
     flash(request, "Proposal submitted." if proposal.state == "submitted"
-          else "Draft saved. Submitting it checks every field.")
+          else "Draft saved. It is complete: submit it when you are ready.")
     return _redirect(f"/proposals/{proposal.id}")
 
 
@@ -360,7 +398,10 @@ def edit_draft_page(proposal_id: IdPath, request: Request, user: CurrentUser, se
     if proposal.state != "draft" or proposal.pi_id != user.id:
         flash(request, "Only the PI edits a proposal, and only while it is a draft.", "error")
         return _redirect(f"/proposals/{proposal_id}")
-    return _proposal_form(request, session, proposal.call_id, _form_values(proposal), draft_id=proposal.id)
+    values = _form_values(proposal)
+    # What is left before it can be submitted, marked at each field (a draft keeps whatever was there).
+    left = _form_problems(session, user, values, plan_from_form(values), proposal.call_id)
+    return _proposal_form(request, session, proposal.call_id, values, errors=left, draft_id=proposal.id)
 
 
 @router.post("/proposals/{proposal_id}/edit")
