@@ -73,7 +73,7 @@ def _pictures(named: str) -> Path | list | None:
     return pictures.from_records(list({r["image_sha256"]: (r, data) for r, data in records}.values()))
 
 
-@analysis_app.command("planted")
+@analysis_app.command("planted", short_help="Plant copies, memorise them, and search for them.")
 def planted_check(
     out: Annotated[Path, typer.Option(help="Where the dataset, the model and the reports go.")] = Path("var/planted"),
     distinct: Annotated[int, typer.Option(min=2, max=100_000, help="Distinct pictures, once each.")] = 100,

@@ -58,6 +58,14 @@ def register_bundled(settings: Settings) -> None:
         engine.dispose()
 
 
+def _require_database(settings: Settings) -> None:
+    """A command that only reads stops when there is no observatory here yet, rather than make an empty one."""
+    if settings.database_url is None and not (settings.var_dir / "observatory.db").exists():
+        _fail(f"no observatory here yet: {settings.var_dir / 'observatory.db'} does not exist (set "
+              "OBSERVATORY_VAR_DIR or OBSERVATORY_DATABASE_URL to the observatory's, or run `observatory serve` "
+              "to start one)")
+
+
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -130,7 +138,7 @@ def _serve(settings: Settings, host: str, port: int, api: bool, scheduler: bool,
         scheduler_engine.dispose()
 
 
-@app.command()
+@app.command(short_help="Run the portal, the JSON API and the scheduler.")
 def serve(
     host: Annotated[str, typer.Option(help="The address the portal listens on (0.0.0.0: every interface).")
                     ] = "127.0.0.1",
@@ -159,7 +167,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="A revision id, or h
     console.print(f"database at {revision}")
 
 
-@archive_app.command("sweep")
+@archive_app.command("sweep", short_help="Delete archive objects nothing refers to.")
 def archive_sweep(grace_s: Annotated[float, typer.Option(min=60, help="Keep objects younger than this, whatever "
                                                                       "refers to them (uploads in flight).")]
                   = 3600) -> None:
@@ -179,7 +187,7 @@ def archive_sweep(grace_s: Annotated[float, typer.Option(min=60, help="Keep obje
     console.print(f"deleted {report.deleted} objects ({report.freed_bytes / 2**20:.1f} MiB); kept {report.kept}")
 
 
-@db_app.command("downgrade")
+@db_app.command("downgrade", short_help="Revert migrations down to REVISION.")
 def db_downgrade(revision: Annotated[str, typer.Argument(help="A revision id, or base (empties the database).")]
                  ) -> None:
     """Revert migrations down to REVISION ('base' empties the database)."""
@@ -216,7 +224,7 @@ def user_add(
     console.print(f"created {user.email} (id {user.id}), roles: {', '.join(user.roles)}")
 
 
-@user_app.command("roles")
+@user_app.command("roles", short_help="Set the roles an account holds.")
 def user_roles(
     email: str,
     role: Annotated[list[Role], typer.Option(help="researcher, reviewer, owner or admin; repeat for several. The "
@@ -251,7 +259,9 @@ def user_list() -> None:
     from service.migrations import upgrade
     from service.models import User
 
-    upgrade(get_settings().resolved_database_url)
+    settings = get_settings()
+    _require_database(settings)
+    upgrade(settings.resolved_database_url)
     with session_scope() as session:
         for user in session.exec(select(User).order_by(User.id)):
             console.print(f"{user.id:>5}  {user.email:<36} {user.name:<28} {', '.join(user.roles)}")
@@ -278,7 +288,7 @@ def user_password(
     console.print(f"password set for {user.email}; its sessions and API tokens were signed out")
 
 
-@app.command()
+@app.command(short_help="Run a fresh demo observatory with accounts and a run.")
 def demo(
     host: Annotated[str, typer.Option(help="The address the portal listens on (0.0.0.0: every interface).")
                     ] = "127.0.0.1",
@@ -303,7 +313,7 @@ def demo(
     _serve(settings, host, port, api=True, scheduler=True, watch=run_id)
 
 
-@pool_app.command("rotate-token")
+@pool_app.command("rotate-token", short_help="Give the embedded pool a new Ray token.")
 def pool_rotate_token() -> None:
     """Give the embedded pool a new Ray token, so that machines no longer trusted (revoke them first) cannot
     rejoin with the one they hold: a running `observatory serve` restarts its Ray head with it, runs resume from
@@ -326,7 +336,7 @@ def pool_rotate_token() -> None:
                   "approved machines join again on their next call to the portal")
 
 
-@pool_app.command("join")
+@pool_app.command("join", short_help="Join this machine to the pool and stay until told to leave.")
 def pool_join(
     portal: Annotated[str, typer.Argument(help="The portal's address, e.g. https://observatory.example.")],
     token_file: Annotated[Path | None, typer.Option(help="A file holding the machine's token (else the "

@@ -13,14 +13,14 @@ from observatory.console import console
 from observatory.console import fail as _fail
 from service.config import get_settings
 
-dataset_app = typer.Typer(help="Training sets: ingest from Wikimedia Commons, list what is registered.",
+dataset_app = typer.Typer(help="Training sets: ingest from Wikimedia Commons, list, partition.",
                           no_args_is_help=True, rich_markup_mode=None)
 withdrawals_app = typer.Typer(help="Training images withdrawn from the model.", no_args_is_help=True,
                               rich_markup_mode=None)
 dataset_app.add_typer(withdrawals_app, name="withdrawals")
 
 
-@dataset_app.command("ingest")
+@dataset_app.command("ingest", short_help="Ingest Wikimedia Commons files into a new dataset.")
 def ingest(
     name: Annotated[str, typer.Option(help="The dataset's name, e.g. commons-trees; each ingest under it is a new "
                                            "version.")],
@@ -110,7 +110,7 @@ def ingest(
                   f"{version.duplicates} duplicates (see {version.folder}/rejected.jsonl and duplicates.jsonl)")
 
 
-@dataset_app.command("list")
+@dataset_app.command("list", short_help="Every registered dataset version.")
 def list_versions() -> None:
     """Every registered dataset version: name@version, images, where they came from, digest."""
     from service.datasets.service import listing
@@ -123,7 +123,7 @@ def list_versions() -> None:
             console.print(f"{v.name}@{v.version:<4} {v.images:>7} images  {v.origin:<20} {v.digest}")
 
 
-@dataset_app.command("partition")
+@dataset_app.command("partition", short_help="Cut a dataset version into clusters of look-alikes.")
 def partition(
     ref: Annotated[str, typer.Argument(help="The dataset version: name@version, name (its latest) or sha256:….")],
     clusters: Annotated[int, typer.Option(min=1, max=64, help="How many clusters (one expert each).")],

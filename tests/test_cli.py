@@ -281,3 +281,17 @@ def test_a_dataset_is_partitioned_once_per_clusters_and_seed_and_the_partition_o
                         (["skimage-samples", "--clusters", "64"], "into 64 clusters")):
         refused = runner.invoke(app, ["dataset", "partition", *wrong])
         assert refused.exit_code == 2 and says in refused.output, refused.output
+
+
+def test_reading_an_empty_folder_makes_no_database(embedded) -> None:
+    result = CliRunner().invoke(app, ["user", "list"])
+    assert result.exit_code != 0 and "no observatory here yet" in result.output
+    assert not (embedded / "observatory.db").exists()
+
+
+@pytest.mark.parametrize("group", [[], ["dataset"], ["analysis"], ["user"], ["pool"], ["db"], ["archive"]])
+def test_the_command_lists_cut_no_description(group: list[str]) -> None:
+    shown = CliRunner().invoke(app, [*group, "--help"], terminal_width=80)
+    assert shown.exit_code == 0, shown.output
+    listed = shown.output.split("Commands:", 1)[1].splitlines()
+    assert listed and not [line for line in listed if line.rstrip().endswith("...")], shown.output

@@ -110,7 +110,7 @@ def test_admins_see_the_work_the_capacity_left_and_why_outputs_are_held(browser:
     Scheduler(lite_engine, settings, ScriptedPool()).dispatch()  # no node takes work: the run waits, saying why
 
     desk = _sign_in(browser, portal, admin.email)
-    desk.get_by_role("link", name="All runs").click()
+    desk.get_by_role("link", name="Runs", exact=True).click()
     active = desk.locator("#active-runs")
     expect(active).to_contain_text(f"run {run.id}")
     expect(active).to_contain_text("waiting: no node that takes work is online")
