@@ -18,10 +18,23 @@ from sqlmodel import Session, select
 
 from jobs.dataset import load
 from scheduler.loop import Scheduler
+from service.archive.service import store_for
 from service.config import Settings
+from service.datasets.service import ensure_bundled
 from service.db import make_engine
 from service.migrations import upgrade
-from service.models import Proposal, ReviewAssignment, Role, Run, RunState
+from service.models import (
+    AttemptLogChunk,
+    AttemptState,
+    PoolNode,
+    Proposal,
+    ReviewAssignment,
+    Role,
+    Run,
+    RunAttempt,
+    RunState,
+)
+from service.pool.standing import labels_for
 from service.review import assignments, reviews
 from service.review.reviews import ReviewCreate
 from service.timeutil import utcnow
@@ -31,6 +44,7 @@ from tests.factories import (
     archive_outputs,
     award,
     create_call,
+    create_machine,
     create_proposal,
     create_user,
     start_review,
@@ -44,7 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def grid_png() -> bytes:
     """A 4x3 grid of the bundled dataset's images: a stand-in sample grid with real pictures in it."""
-    images = load("skimage-samples", 32).images
+    images = load({}, None, 32, name="skimage-samples").images
     sheet = Image.new("RGB", (4 * 32, 3 * 32))
     for i, image in enumerate(images[:12]):
         pixels = ((image.permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype("uint8")
@@ -76,7 +90,44 @@ def seed(settings: Settings, engine) -> tuple[str, list[int]]:  # type: ignore[n
             runs.append(run.id)
         award(session, admin, create_proposal(session, pi, call, title="A leave-out pair, first half"))
         Scheduler(engine, settings.model_copy(update={"run_on_head": False}), ScriptedPool()).dispatch()
+        runs.append(_sampling_run(session, admin, pi, call))
         return pi.email, runs + [call.id]
+
+
+def _sampling_run(session: Session, admin, pi, call) -> int:  # type: ignore[no-untyped-def]
+    """A run on an owner's machine, its training done and its samples being drawn, with its log so far."""
+    _, run = award(session, admin, create_proposal(session, pi, call, title="Memorisation after 600 steps",
+                                                   job_plan={**TINY_TRAIN, "steps": 600}))
+    run = session.get(Run, run.id)
+    curve = [[step, 1.1 * (0.993 ** step) + 0.02] for step in range(0, 601, 20)]
+    run.state, run.attempt, run.progress, run.started_at = RunState.running, 1, 1.0, utcnow()
+    run.progress_detail = {"phase": "sample", "step": 600, "total": 600, "fraction": 1.0, "sample_step": 12,
+                           "sample_total": 30, "loss": 0.0231, "curve": curve}
+    session.add(run)
+    session.add(RunAttempt(run_id=run.id, number=1, pool="default", submission_id="screenshot-1",
+                           token_hash="0" * 64, state=AttemptState.running, node_id="box", node_name="attic-box",
+                           started_at=utcnow()))
+    session.flush()
+    attempt = session.exec(select(RunAttempt).where(RunAttempt.run_id == run.id)).one()
+    log = "training on cpu with 4 CPU threads\n" + "".join(
+        f"step {step} of 600, loss {1.1 * (0.993 ** step) + 0.02:.4f}, 6.10 steps/s, about {(600 - step) // 6} s "
+        "left\n" for step in range(60, 601, 60)) + "drawing 16 samples: denoising step 1 of 30\n"
+    session.add(AttemptLogChunk(attempt_id=attempt.id, offset=0, text=log))
+    session.commit()
+    return run.id
+
+
+def seed_machine(engine) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+    """An owner's approved machine, online; returns the owner's e-mail and the machine's id."""
+    with Session(engine, expire_on_commit=False) as session:
+        admin, owner = create_user(session, Role.admin), create_user(session, name="Otto Owner")
+        machine, _ = create_machine(session, owner, admin, name="the 3090 in the attic",
+                                    gpu_model="NVIDIA GeForce RTX 3090", gpu_count=1, vram_gb=24,
+                                    cuda_capability="8.6", cpus=16, memory_gb=64)
+        session.add(PoolNode(node_id="box", address="10.8.0.7", alive=True, resources={"CPU": 16, "GPU": 1},
+                             labels=labels_for(machine)))
+        session.commit()
+        return owner.email, machine.id
 
 
 REVIEWED = {"Which training images does a small model reproduce?": (1.6, 2.0, 1.4),
@@ -129,9 +180,13 @@ def main(folder: Path) -> None:
         upgrade(url)
         engine = make_engine(url)
         settings = Settings(var_dir=Path(tmp) / "var", database_url=url, secret_key="screenshots",
-                            ray_address="unused")
-        email, (first, second, call_id) = seed(settings, engine)
+                            ray_address="unused", pool_join_address="10.8.0.1:6390")
+        with Session(engine) as session:
+            ensure_bundled(session, store_for(settings))
+            session.commit()
+        email, (first, second, sampling, call_id) = seed(settings, engine)
         reviewer, chair, assignment, reviewed = seed_review(engine)
+        owner, machine = seed_machine(engine)
         port = free_port()
         with live_server(settings, engine, port) as portal, sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -145,16 +200,19 @@ def main(folder: Path) -> None:
             page.locator("input[name='train.exclude_authors']").fill("Nassa")
             page.get_by_role("button", name="Submit proposal").click()
             shots = {"proposal-form.png": None, f"run-{second}.png": f"/runs/{second}", "runs.png": "/runs",
-                     "compare.png": f"/runs/compare?a={first}&b={second}"}
+                     "compare.png": f"/runs/compare?a={first}&b={second}", "run-sampling.png": f"/runs/{sampling}"}
             for name, path in shots.items():
                 if path:
                     page.goto(portal + path)
                 page.screenshot(path=str(folder / name), full_page=True)
                 print(f"wrote {folder / name}")
             for who, name, path in ((reviewer, "review.png", f"/review/{assignment}"),
-                                    (chair, "ranking.png", f"/calls/{reviewed}/ranking")):
+                                    (chair, "ranking.png", f"/calls/{reviewed}/ranking"),
+                                    (owner, "owner-machine.png", f"/machines/{machine}")):
                 page = _signed_in(browser, portal, who)
                 page.goto(portal + path)
+                if name == "owner-machine.png":  # with its join command shown, as after "Show the join command"
+                    page.get_by_role("button", name="Show the join command").click()
                 page.screenshot(path=str(folder / name), full_page=True)
                 print(f"wrote {folder / name}")
             browser.close()
