@@ -105,3 +105,46 @@ def test_the_join_loop_rejoins_with_the_new_token_and_a_refusal_ends_it(monkeypa
         joining.join(portal, console=quiet(), node_dir=tmp_path, temp_dir=tmp_path, node_ip=None, port_base=None,
                      poll_s=0.001)
     assert started == [TOKEN, "ray-token-2"] and all(node.stopped for node in nodes)
+
+
+def test_a_worker_that_does_not_start_is_said_plainly_and_tried_again(monkeypatch, tmp_path: Path) -> None:
+    """Ray's raylet gives up when its dashboard agent starts slowly: the owner reads why in one line (not Ray's
+    traceback), and the loop joins again after a wait, on loopback when the head is on this host."""
+    log = tmp_path / "worker.log"
+    log.write_text("an earlier join: Address already in use\n")
+    joined: list[dict[str, Any]] = []
+    nodes = [Node(exits_after=1), Node()]
+
+    def fake_worker(**kwargs: Any) -> Node:
+        joined.append(kwargs)
+        node = nodes[len(joined) - 1]
+        node.log_path = log
+        if len(joined) == 1:  # what this start adds to the log (appended to across joins)
+            with log.open("a") as handle:
+                handle.write("Traceback (most recent call last):\n  ...\nException: The current node timed out "
+                             "during startup. This could happen because some of the raylet failed to startup.\n")
+        return node
+
+    waits: list[float] = []
+    monkeypatch.setattr(joining, "join_worker", fake_worker)
+    monkeypatch.setattr(joining, "worker_log_path", lambda temp_dir, base_port: log)
+    monkeypatch.setattr(joining.time, "sleep", waits.append)
+    monkeypatch.setattr(joining, "measure", lambda: {"gpu_count": 0, "cpus": 1, "memory_gb": 1.0,
+                                                    "release": installed_version()})
+    local = {**grant(), "head_address": "127.0.0.1:6390"}
+    portal = Portal({"/pool/join": [local, local],
+                     "/pool/orders": [orders(), orders(leave=True, state="left")]})
+    console = Console(record=True, width=200, file=open("/dev/null", "w"))  # noqa: SIM115
+    assert joining.join(portal, console=console, node_dir=tmp_path, temp_dir=tmp_path, node_ip=None,
+                        port_base=None, poll_s=15) == 0
+    said = console.export_text()
+    assert "the Ray worker exited (1): Ray's worker did not start in time" in said
+    assert "Address already in use" not in said and "Traceback" not in said  # this start's cause alone, in words
+    assert "the Ray worker did not start; joining again in 30 s" in said and 30 in waits
+    assert [kw["node_ip"] for kw in joined] == ["127.0.0.1", "127.0.0.1"]
+
+
+def test_where_a_worker_joins_from() -> None:
+    assert joining.loopback_ip("127.0.0.1:6390") == "127.0.0.1"
+    assert joining.loopback_ip("localhost:6390") == "127.0.0.1"
+    assert joining.loopback_ip("10.8.0.1:6390") is None  # elsewhere: Ray's guess, or --node-ip
