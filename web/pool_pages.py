@@ -29,7 +29,8 @@ def pool_page(request: Request, session: SessionDep):
 @router.get("/pool/nodes")
 def pool_nodes_page(request: Request, admin: AdminUser, session: SessionDep):
     return render(request, "pool_nodes.html", {"nodes": service.list_nodes(session),
-                                               "summary": service.summary(session)})
+                                               "summary": service.summary(session),
+                                               "pool": standing.public_pool(session)})
 
 
 @router.get("/machines")

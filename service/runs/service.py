@@ -16,6 +16,7 @@ from service.errors import Conflict, Forbidden, NotFound
 from service.ledger.service import entries_for_run, refunded_by_attempt, run_charged
 from service.models import Award, Proposal, ProposalMember, Role, Run, RunGroup, RunState, User
 from service.proposals.access import is_member
+from service.runs import status
 from service.runs.schemas import AttemptPublic, ChargePublic, RunPublic
 from service.runs.state import FINAL, transition
 from service.timeutil import utcnow
@@ -218,8 +219,7 @@ def describe(session: Session, run: Run) -> RunPublic:
         for a in attempts_of(session, run.id)
     ]
     latest = public.attempts[-1] if public.attempts else None
-    public.waiting = run.state == RunState.queued or (
-        run.state == RunState.running and (latest is None or latest.started_at is None))
+    public.waiting = status.word(run.state, latest is not None and latest.started_at is not None) == status.WAITING
     public.began_at = next((a.started_at for a in public.attempts if a.started_at), None)
     return public
 

@@ -21,8 +21,12 @@ def shown_states(session: Session, runs: Iterable[Run]) -> dict[int, str]:
         started = set(session.exec(select(RunAttempt.run_id).join(Run, Run.id == RunAttempt.run_id).where(
             RunAttempt.run_id.in_(placed), RunAttempt.number == Run.attempt,
             RunAttempt.started_at.is_not(None))).all())
-    return {r.id: WAITING if r.state == RunState.queued or (r.state == RunState.running and r.id not in started)
-            else str(r.state) for r in runs}
+    return {r.id: word(r.state, r.id in started) for r in runs}
+
+
+def word(state: RunState | str, started: bool) -> str:
+    """The word for a run in `state` whose latest attempt has (or has not) started on its node."""
+    return WAITING if state == RunState.queued or (state == RunState.running and not started) else str(state)
 
 
 def shown_state(session: Session, run: Run) -> str:
