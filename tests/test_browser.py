@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
@@ -36,11 +37,12 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-def _sign_in(browser: Browser, portal: str, email: str):
-    page = browser.new_context().new_page()
+def _sign_in(browser: Browser, portal: str, email: str, password: str = PASSWORD, **context: Any):
+    """A page of a browser context of its own (`context`: Playwright's options, e.g. viewport), signed in."""
+    page = browser.new_context(**context).new_page()
     page.goto(f"{portal}/login")
     page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_text("Sign out")).to_be_visible()
     return page

@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.live import free_port
-from tests.test_browser import browser  # noqa: F401  (the module's browser fixture)
+from tests.test_browser import _sign_in, browser  # noqa: F401  (the module's browser fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.ray]
 # Clear of the other tests' Ray ports: head 16600-16607, its workers 16700-16799, dashboard 17600.
@@ -70,16 +70,8 @@ def demo(tmp_path: Path) -> Iterator[str]:
         _stop(process, signal.SIGINT)
 
 
-def _sign_in(browser: Browser, url: str, email: str, password: str) -> Page:  # noqa: F811
-    context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
-    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
-    page = context.new_page()
-    page.goto(f"{url}/login")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_text("Sign out")).to_be_visible()
-    return page
+def _signed_in(browser: Browser, url: str, email: str, password: str) -> Page:  # noqa: F811
+    return _sign_in(browser, url, email, password, permissions=["clipboard-read", "clipboard-write"])
 
 
 def _until(page: Page, locator: str, text: str, seconds: float, why: subprocess.Popen | None = None) -> None:
@@ -93,14 +85,14 @@ def _until(page: Page, locator: str, text: str, seconds: float, why: subprocess.
 
 def test_an_owner_joins_the_demo_with_the_command_as_shown(browser: Browser, demo: str,  # noqa: F811
                                                            tmp_path: Path) -> None:
-    owner = _sign_in(browser, demo, "owner@observatory.example", "demo-owner-pass")
+    owner = _signed_in(browser, demo, "owner@observatory.example", "demo-owner-pass")
     owner.goto(f"{demo}/machines")
     owner.get_by_label("Name", exact=True).fill("the spare box")
     owner.get_by_role("button", name="Register").click()
     expect(owner.locator("#machine-state")).to_have_text("pending")
     machine_url = owner.url
 
-    admin = _sign_in(browser, demo, "admin@observatory.example", "demo-admin-pass")
+    admin = _signed_in(browser, demo, "admin@observatory.example", "demo-admin-pass")
     admin.goto(machine_url)
     # The admin learns what this pool can take before approving: machines on this host, and what to set for others.
     expect(admin.locator("#pool-reach")).to_contain_text("only one on this host can join")
@@ -129,7 +121,7 @@ def test_an_owner_joins_the_demo_with_the_command_as_shown(browser: Browser, dem
     try:
         _until(owner, "#machine-status", "online", 180, joined)
         # The demo's run waited for a node that takes work; it is placed on this machine and finishes there.
-        researcher = _sign_in(browser, demo, "researcher@observatory.example", "demo-researcher-pass")
+        researcher = _signed_in(browser, demo, "researcher@observatory.example", "demo-researcher-pass")
         researcher.goto(f"{demo}/runs/1")
         _until(researcher, "#run-state", "succeeded", 300)
         owner.reload()

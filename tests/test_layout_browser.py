@@ -9,20 +9,10 @@ from playwright.sync_api import Browser, expect
 from sqlmodel import Session
 
 from service.models import Role
-from tests.factories import PASSWORD, create_call, create_proposal, create_user
-from tests.test_browser import browser, portal  # noqa: F401  (the module's fixtures)
+from tests.factories import create_call, create_proposal, create_user
+from tests.test_browser import _sign_in, browser, portal  # noqa: F401  (the module's fixtures)
 
 pytestmark = pytest.mark.browser
-
-
-def _signed_in(browser: Browser, portal: str, email: str, width: int):  # noqa: F811
-    page = browser.new_context(viewport={"width": width, "height": 900}).new_page()
-    page.goto(f"{portal}/login")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_text("Sign out")).to_be_visible()
-    return page
 
 
 def test_the_frame_fits_a_desk_and_a_phone(browser: Browser, portal: str, lite_session: Session) -> None:  # noqa: F811
@@ -33,7 +23,7 @@ def test_the_frame_fits_a_desk_and_a_phone(browser: Browser, portal: str, lite_s
     for title in ("A call with a long title for the proposals of the second cycle", "Director's time"):
         create_call(lite_session, admin, title=title)
 
-    desk = _signed_in(browser, portal, admin.email, 1280)
+    desk = _sign_in(browser, portal, admin.email, viewport={"width": 1280, "height": 900})
     nav, link = desk.locator("header nav"), desk.locator("header nav a").first
     assert nav.bounding_box()["height"] < 2 * link.bounding_box()["height"], "the admin's navigation wraps"
     assert desk.title() == "Commons Observatory"
@@ -41,7 +31,7 @@ def test_the_frame_fits_a_desk_and_a_phone(browser: Browser, portal: str, lite_s
     assert desk.title() == "The pool · Commons Observatory"
     assert desk.request.get(f"{portal}/favicon.ico").status == 200
 
-    phone = _signed_in(browser, portal, admin.email, 390)
+    phone = _sign_in(browser, portal, admin.email, viewport={"width": 390, "height": 900})
     for path in ("/", "/pool", "/proposals", "/runs", "/machines"):
         phone.goto(f"{portal}{path}")
         width = phone.evaluate("document.documentElement.scrollWidth")
