@@ -362,6 +362,8 @@ def pool_join(
                       node_ip=node_ip, port_base=port_base, poll_s=poll_s)
     except JoinError as exc:
         _fail(str(exc))
+    except OSError as exc:  # Ray's command missing or not runnable, a node folder that cannot be written
+        _fail(f"could not start this machine's Ray worker: {exc}")
     except KeyboardInterrupt:
         status = 0
     raise typer.Exit(status)

@@ -21,7 +21,10 @@ BASE = int(os.environ.get("OBSERVATORY_TEST_RAY_PORT", "6700")) + 5500
 
 def test_the_demo_reads_cleanly_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "OBSERVATORY_VAR_DIR": str(tmp_path / "var"), "OBSERVATORY_RAY_PORT": str(BASE),
+    home = tmp_path / "home"  # the demo keeps out of the user's folders: nothing may appear here
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "OBSERVATORY_VAR_DIR": str(tmp_path / "var"),
+           "OBSERVATORY_RAY_PORT": str(BASE),
            "OBSERVATORY_RAY_DASHBOARD_PORT": str(BASE + 1000), "COLUMNS": "60"}
     demo = subprocess.Popen([str(Path(sys.executable).with_name("observatory")), "demo", "--steps", "2",
                              "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -47,3 +50,7 @@ def test_the_demo_reads_cleanly_and_stops_cleanly(tmp_path: Path) -> None:
     assert f"The awarded proposal: http://127.0.0.1:{port}/proposals/1; its run trains 2 steps." in lines, text
     assert not [line for line in lines if " INFO " in line or "INFO:" in line or "\tINFO" in line], text
     assert "Traceback" not in text
+    # Its job kept its inputs and work folder under var/demo/, and left no work folder behind.
+    node = tmp_path / "var" / "demo" / "node"
+    assert any((node / "cache").iterdir()) and not any((node / "work").glob("*"))
+    assert not (home / ".cache" / "commons-observatory").exists()
