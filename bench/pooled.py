@@ -5,7 +5,7 @@ monolith's), and a router each.
     python bench/pooled.py [--ks 4,8] [--images 512] [--held-out 256] [--themes 8] [--side 16] [--steps 1200]
                            [--batch-size 32] [--router-steps 400] [--samples 256] [--inference-steps 25] [--seed 0]
                            [--workers 4] [--diloco-hs 50,100,500] [--diloco-dtypes fp32,fp16,int8]
-                           [--uplink-mbit 20] [--outer-lr 0.7] [--outer-momentum 0.9]
+                           [--diloco-down fp32,int8] [--uplink-mbit 20] [--outer-lr 0.7] [--outer-momentum 0.9]
 
 The data are generated scenes (not Commons images): `themes` palettes, each picture a two-colour gradient of its
 theme with a shape of another colour on it, so that the data have regions a partition can find and a held-out set
@@ -23,9 +23,10 @@ Each figure is also given as a ratio to the monolith's, and the line
 
 Then one model trained by several nodes together (DiLoCo, jobs.rounds), simulated in one process with the
 observatory's own worker and coordinator code: `--workers` workers, each on its shard with batch / workers, the
-monolith's steps (so the same samples in all), for each H in `--diloco-hs` and each pseudo-gradient precision in
-`--diloco-dtypes`, outer lr 0.7 and momentum 0.9 (DiLoCo's; `--outer-lr`, `--outer-momentum`). For each: the bytes
-each worker sends and receives per step (its contribution up, the fp32 global weights down, over H) against data-
+monolith's steps (so the same samples in all), for each H in `--diloco-hs`, each pseudo-gradient precision in
+`--diloco-dtypes` and each way down of the global weights in `--diloco-down` (fp32 weights, or int8 updates), outer
+lr 0.7 and momentum 0.9 (DiLoCo's; `--outer-lr`, `--outer-momentum`). For each: the bytes each worker sends and
+receives per step (its contribution up, the global weights or their update down, over H) against data-
 parallel training's ring all-reduce of fp32 gradients on as many workers; the held-out denoising loss against the
 monolith's last-step weights (neither averaged); and the wall time of one round with a `--uplink-mbit` home link
 (the compute of H steps of one worker, plus its bytes up and down at that rate), beside data-parallel's H steps over
@@ -184,6 +185,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="DiLoCo's workers (0: no DiLoCo)")
     parser.add_argument("--diloco-hs", type=_ints, default=[50, 100, 500], help="inner steps per round")
     parser.add_argument("--diloco-dtypes", default="fp32,fp16,int8")
+    parser.add_argument("--diloco-down", default="fp32,int8", help="how the global weights travel down")
     parser.add_argument("--uplink-mbit", type=float, default=20.0, help="the emulated home link, Mbit/s")
     parser.add_argument("--outer-lr", type=float, default=0.7, help="DiLoCo's outer learning rate")
     parser.add_argument("--outer-momentum", type=float, default=0.9, help="DiLoCo's outer Nesterov momentum")
@@ -191,6 +193,9 @@ def main() -> None:
     args.diloco_dtypes = [d for d in args.diloco_dtypes.split(",") if d]
     if any(d not in diloco.SYNC_DTYPES for d in args.diloco_dtypes):
         parser.error(f"--diloco-dtypes: each one of {', '.join(diloco.SYNC_DTYPES)}")
+    args.diloco_down = [d for d in args.diloco_down.split(",") if d]
+    if not args.diloco_down or any(d not in diloco.DOWN_DTYPES for d in args.diloco_down):
+        parser.error(f"--diloco-down: each one of {', '.join(diloco.DOWN_DTYPES)}")
     if args.workers and args.batch_size % args.workers:
         parser.error("--batch-size must be a multiple of --workers (each worker trains batch / workers)")
     if any(k < 2 or args.steps < k for k in args.ks):
@@ -256,11 +261,13 @@ def main() -> None:
             table = DilocoTable(last_step, params, args, mono_seconds / args.steps)
             for h in args.diloco_hs:
                 for dtype in args.diloco_dtypes:
-                    model, seconds, sent, received = trained_in_rounds(
-                        plan.model_copy(update={"outer_lr": args.outer_lr, "outer_momentum": args.outer_momentum}),
-                        inputs, device, args.workers, h, dtype)
-                    table.row(h, dtype, held_out_loss(model, scheduler, held_images, args.seed, device), seconds,
-                              sent, received)
+                    for down in args.diloco_down:
+                        model, seconds, sent, received = trained_in_rounds(
+                            plan.model_copy(update={"outer_lr": args.outer_lr, "outer_momentum": args.outer_momentum,
+                                                    "sync_down_dtype": down}),
+                            inputs, device, args.workers, h, dtype)
+                        table.row(h, dtype, down, held_out_loss(model, scheduler, held_images, args.seed, device),
+                                  seconds, sent, received)
             table.best()
 
 
@@ -271,12 +278,14 @@ def trained_in_rounds(plan: TrainConfig, inputs: dict[str, Path], device: torch.
     receives per round (mean over rounds)."""
     cfg = plan.model_copy(update={"workers": workers, "sync_every": h, "sync_dtype": dtype, "ema_decay": 0.0,
                                   "batch_size": plan.batch_size // workers})
-    coordinator = diloco.LocalCoordinator(diloco.Outer(cfg.outer_lr, cfg.outer_momentum), expected=workers)
+    coordinator = diloco.LocalCoordinator(diloco.Outer(cfg.outer_lr, cfg.outer_momentum), expected=workers,
+                                          down=cfg.sync_down_dtype, total_steps=cfg.steps)
     team = [rounds.Worker(build_trainer(cfg, device, inputs, worker=i, workers=workers)) for i in range(workers)]
     coordinator.begin(rounds.weights_of(team[0].trainer.unet))
     compute, sent, received = 0.0, 0, 0
     while coordinator.step < cfg.steps:
         state = rounds.GlobalState(coordinator.round, coordinator.step, coordinator.weights)
+        update = coordinator.last_update
         for index, worker in enumerate(team):
             worker.adopt(state)
             steps = worker.span(state)
@@ -286,7 +295,9 @@ def trained_in_rounds(plan: TrainConfig, inputs: dict[str, Path], device: torch.
             compute += time.perf_counter() - started
             payload, samples, loss = worker.contribution(steps)
             sent += len(payload)
-            received += len(diloco.pack_weights(state.weights, round_number=state.round, step=state.step))
+            # What came down to start this round: the int8 update, or the weights whole (the first round's too).
+            received += len(update) if update is not None else len(
+                diloco.pack_weights(state.weights, round_number=state.round, step=state.step))
             coordinator.contribute(index, state.round, payload, samples, loss, steps)
     model = team[0].trainer.unet
     rounds.load_weights(model, coordinator.weights)
@@ -306,25 +317,26 @@ class DilocoTable:
               f"samples as the monolith; data-parallel on {self.workers} workers exchanges {mb(self.parallel)} per "
               f"worker per step; the monolith's last-step weights have held-out loss {self.base:.4f}; rounds over a "
               f"{args.uplink_mbit:g} Mbit/s link")
-        print(f"  {'H':>5} {'dtype':>5} {'up/round':>10} {'down/round':>10} {'bytes/step':>10} {'fewer':>7} "
-              f"{'loss':>7} {'vs mono':>8} {'round s':>8} {'DP H steps s':>12}", flush=True)
+        print(f"  {'H':>5} {'dtype':>5} {'down':>5} {'up/round':>10} {'down/round':>10} {'bytes/step':>10} "
+              f"{'fewer':>7} {'loss':>7} {'vs mono':>8} {'round s':>8} {'DP H steps s':>12}", flush=True)
 
-    def row(self, h: int, dtype: str, losses: list[float], step_s: float, sent: float, received: float) -> None:
+    def row(self, h: int, dtype: str, down: str, losses: list[float], step_s: float, sent: float,
+            received: float) -> None:
         per_step = (sent + received) / h
         ratio = self.parallel / per_step
         loss = float(np.mean(losses))
         change = 100 * (loss / self.base - 1)
         round_s = h * step_s + (sent + received) / self.link
         parallel_s = h * (self.mono_step_s / self.workers + self.parallel / self.link)
-        self.results.append((ratio, change, h, dtype))
-        print(f"  {h:>5} {dtype:>5} {mb(sent):>10} {mb(received):>10} {mb(per_step):>10} {ratio:>6.0f}x "
+        self.results.append((ratio, change, h, dtype, down))
+        print(f"  {h:>5} {dtype:>5} {down:>5} {mb(sent):>10} {mb(received):>10} {mb(per_step):>10} {ratio:>6.0f}x "
               f"{loss:>7.4f} {change:>+7.1f}% {round_s:>8.1f} {parallel_s:>12.1f}", flush=True)
 
     def best(self) -> None:
         within = [r for r in self.results if r[1] <= 2.0]
         best = max(within) if within else min(self.results, key=lambda r: r[1])
         note = "" if within else " (no setting came within 2% of the monolith's loss: the lowest loss is shown)"
-        print(f"best: H={best[2]}, {best[3]} pseudo-gradients{note}")
+        print(f"best: H={best[2]}, {best[3]} pseudo-gradients, global weights down in {best[4]}{note}")
         print(f"diloco: {best[0]:.0f} x fewer bytes than data-parallel, loss {best[1]:+.1f}%")
 
 

@@ -131,6 +131,10 @@ class TrainConfig(_Plan):
     sync_dtype: Literal["fp32", "fp16", "int8"] = Field("fp16", title="Pseudo-gradient precision",
         description="How each node's pseudo-gradient travels: fp32 (its weights, exact), fp16, or int8 with one "
                     "scale per tensor.")
+    sync_down_dtype: Literal["fp32", "int8"] = Field("fp32", title="Global weights' precision on the way down",
+        description="How the next global weights reach the nodes: fp32 (the weights, exact), or int8 (the "
+                    "change from the last round's, one scale per tensor: a quarter of the bytes; the coordinator "
+                    "keeps the exact weights and each round sends what the nodes' copy still lacks).")
     outer_lr: float = Field(0.7, gt=0, le=2, title="Outer learning rate",
                             description="DiLoCo's outer Nesterov step size (0.7 in the paper).")
     outer_momentum: float = Field(0.9, ge=0, lt=1, title="Outer momentum",

@@ -11,11 +11,16 @@ How a worker's contribution travels (`sync_dtype`):
 - `fp16`: the pseudo-gradient in half precision (2 bytes), clipped to fp16's range.
 - `int8`: the pseudo-gradient as int8 with one float32 scale per tensor (max |x| / 127), 1 byte a parameter;
   INTELLECT-1's transport. Each value comes back within half its tensor's scale.
-The global weights go back to the workers in fp32 (every worker must continue from the same weights).
+The global weights go back to the workers (`sync_down_dtype`) in fp32, or as int8 updates: the change from the
+weights the workers hold to the coordinator's exact weights, one scale per tensor. Every worker applies it to the
+same weights with the same arithmetic, so all continue from the same, bit-identical global weights (they can check
+them against the coordinator's digest); the coordinator keeps its exact weights beside them (its `master`), so what
+one round's update could not carry, the next one's does: the error never builds up.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from collections.abc import Iterable
@@ -25,6 +30,8 @@ import numpy as np
 from safetensors.numpy import load, save
 
 SYNC_DTYPES = ("fp32", "fp16", "int8")
+DOWN_DTYPES = ("fp32", "int8")
+MASTER = "master::"  # the prefix of the coordinator's exact weights in its outer-state file
 FORMAT = "observatory-diloco"
 SCALE = "::scale"  # the suffix of an int8 tensor's scale
 FP16_MAX = float(np.finfo(np.float16).max)
@@ -52,6 +59,67 @@ def unpack_weights(data: bytes) -> tuple[Weights, int, int]:
     """(weights, round, step) of a file `pack_weights` made."""
     tensors, meta = _read(data, "weights")
     return tensors, int(meta.get("round", 0)), int(meta.get("step", 0))
+
+
+def pack_outer(momentum: Weights, master: Weights | None, *, round_number: int, step: int) -> bytes:
+    """The coordinator's outer state: the Nesterov buffer and, when updates travel down in int8, its exact global
+    weights (which the workers' copy approximates)."""
+    tensors = dict(momentum) | {MASTER + name: value for name, value in (master or {}).items()}
+    return pack_weights(tensors, round_number=round_number, step=step)
+
+
+def unpack_outer(data: bytes) -> tuple[Weights, Weights | None]:
+    """(momentum, master or None) of a file `pack_outer` (or, before it, `pack_weights`) made."""
+    tensors, _, _ = unpack_weights(data)
+    master = {name[len(MASTER):]: value for name, value in tensors.items() if name.startswith(MASTER)}
+    momentum = {name: value for name, value in tensors.items() if not name.startswith(MASTER)}
+    return momentum, master or None
+
+
+def pack_update(held: Weights, target: Weights, *, round_number: int, step: int) -> tuple[bytes, Weights]:
+    """The change from `held` (the global weights the workers have) to `target` (the coordinator's exact ones) in
+    int8, one scale per tensor; returns the file and the weights every worker makes of it (`apply_update`)."""
+    tensors: dict[str, np.ndarray] = {}
+    for name, value in target.items():
+        change = np.asarray(value, dtype=np.float64) - np.asarray(held[name], dtype=np.float64)
+        tensors[name], scale = quantise_int8(change)
+        tensors[name + SCALE] = np.array([scale], dtype=np.float32)
+    result = _apply(held, tensors)
+    data = save(tensors, metadata={"format": FORMAT, "content": "update", "round": str(round_number),
+                                   "step": str(step), "result": weights_digest(result)})
+    return data, result
+
+
+def weights_digest(weights: Weights) -> str:
+    """A digest of the weights themselves (names, shapes, float32 bits), whatever file holds them: safetensors
+    files of the same weights may differ in their header's order."""
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        value = np.ascontiguousarray(weights[name], dtype=np.float32)
+        digest.update(f"{name}:{value.shape};".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def apply_update(held: Weights, data: bytes) -> Weights:
+    """The new global weights: `held` plus the update `data` carries, as float32 (the same bits on every side);
+    PayloadError when the result is not the coordinator's (its digest, which the update carries, differs)."""
+    tensors, meta = _read(data, "update")
+    result = _apply(held, tensors)
+    if weights_digest(result) != meta.get("result"):
+        raise PayloadError("the update does not make the coordinator's weights from these (were they the round's?)")
+    return result
+
+
+def _apply(held: Weights, tensors: Weights) -> Weights:
+    tensors = dict(tensors)
+    scales = {name[: -len(SCALE)]: tensors.pop(name) for name in list(tensors) if name.endswith(SCALE)}
+    if set(scales) != set(tensors):
+        raise PayloadError("an update needs one scale per tensor")
+    _check_names(tensors, held)
+    return {name: (np.asarray(held[name], dtype=np.float64)
+                   + dequantise_int8(value, float(np.float32(scales[name].reshape(-1)[0])))).astype(np.float32)
+            for name, value in tensors.items()}
 
 
 def encode(global_weights: Weights, local_weights: Weights, dtype: str) -> bytes:
@@ -193,8 +261,12 @@ class LocalCoordinator:
 
     outer: Outer
     expected: int
-    weights: Weights | None = None
+    down: str = "fp32"  # how the global weights travel to the workers (DOWN_DTYPES)
+    total_steps: int | None = None  # the final round's weights go down whole (exact)
+    weights: Weights | None = None  # what the workers hold
+    master: Weights | None = None  # the exact global weights, when the workers' copy comes by int8 updates
     momentum: Weights | None = None
+    last_update: bytes | None = None  # the update that made `weights` (int8 down)
     round: int = 0
     step: int = 0
     pending: dict[int, tuple[bytes, int, float]] = field(default_factory=dict)
@@ -219,7 +291,15 @@ class LocalCoordinator:
         deltas = [(decode(payload, self.weights), samples) for payload, samples, _ in self.pending.values()]
         samples = sum(n for _, n, _ in self.pending.values())
         loss = sum(value * n for _, n, value in self.pending.values()) / max(samples, 1)
-        self.weights, self.momentum = outer_step(self.weights, self.momentum, average(deltas), self.outer)
+        start = self.master if self.master is not None else self.weights
+        exact, self.momentum = outer_step(start, self.momentum, average(deltas), self.outer)
+        final = self.total_steps is not None and self.step + steps >= self.total_steps
+        if self.down == "int8" and not final:
+            self.last_update, self.weights = pack_update(self.weights, exact, round_number=self.round + 1,
+                                                         step=self.step + steps)
+            self.master = exact
+        else:
+            self.weights, self.master, self.last_update = exact, None, None
         self.rounds.append(RoundRecord(self.round, sorted(self.pending), samples,
                                        sum(len(p) for p, _, _ in self.pending.values()), loss))
         self.pending.clear()

@@ -164,6 +164,7 @@ class ChannelExchange:
 
     def __init__(self, channel: Any, cache: Path) -> None:
         self.channel, self.cache = channel, cache
+        self.bytes_received = 0
         self.hello = self.view()
 
     def view(self, after: int | None = None, wait_s: float = 0) -> dict[str, Any]:
@@ -178,12 +179,32 @@ class ChannelExchange:
             return None
         path = self.cache / f"global-{sha}"
         if not path.is_file():
-            response = self.channel.call("GET", f"/api/job/inputs/{sha}")
+            made = self._from_update(view)
+            if made is None:
+                made = self.channel.call("GET", f"/api/job/inputs/{sha}").content
+                self.bytes_received += len(made)
             tmp = path.with_suffix(".part")
-            tmp.write_bytes(response.content)
+            tmp.write_bytes(made)
             tmp.replace(path)
         weights, _, _ = diloco.unpack_weights(path.read_bytes())
         return weights
+
+    def _from_update(self, view: dict[str, Any]) -> bytes | None:
+        """The new global weights made here from the int8 update and the weights this worker holds, when it holds
+        them and the result is exactly the coordinator's (the digest the update carries); None to fetch them
+        whole."""
+        update, held = view.get("update_sha256"), view.get("update_from_sha256")
+        if not update or not held or not (self.cache / f"global-{held}").is_file():
+            return None
+        data = self.channel.call("GET", f"/api/job/inputs/{update}").content
+        self.bytes_received += len(data)
+        previous, _, _ = diloco.unpack_weights((self.cache / f"global-{held}").read_bytes())
+        try:
+            made = diloco.apply_update(previous, data)
+        except diloco.PayloadError as exc:
+            print(f"round {view['round']}: {exc}; fetching the global weights whole", flush=True)
+            return None
+        return diloco.pack_weights(made, round_number=int(view["round"]), step=int(view["step"]))
 
     def _state(self, view: dict[str, Any]) -> GlobalState:
         from jobs.runner import ChannelError, Unreachable
@@ -255,13 +276,13 @@ def run_worker(cfg: TrainConfig, output: Path, inputs: dict[str, Path], device: 
 
     worker_index, workers = int(exchange.hello["worker"]), int(exchange.hello["workers"])
     print(f"worker {worker_index} of {workers}: training in rounds of {cfg.sync_every} steps, "
-          f"pseudo-gradients in {cfg.sync_dtype}", flush=True)
+          f"pseudo-gradients in {cfg.sync_dtype}, global weights down in {cfg.sync_down_dtype}", flush=True)
     trainer = build_trainer(cfg, device, inputs, worker=worker_index, workers=workers)
     started = time.perf_counter()
     worker, state = train_in_rounds(cfg, exchange, trainer, stop=stop)
     elapsed = time.perf_counter() - started
     summary = {"worker": worker_index, "rounds_contributed": worker.contributed, "rounds_dropped": worker.dropped,
-               "bytes_sent": worker.bytes_sent}
+               "bytes_sent": worker.bytes_sent, "bytes_received": exchange.bytes_received}
     if not state.finisher:
         (output / WORKER_DONE).write_text(json.dumps(summary))
         print(f"training is over ({state.round} rounds); another worker makes the outputs", flush=True)
@@ -275,7 +296,8 @@ def run_worker(cfg: TrainConfig, output: Path, inputs: dict[str, Path], device: 
                   load_data(cfg, inputs), values, result, device,
                   weights=f"global weights after round {state.round - 1} (DiLoCo)",
                   extra_metrics={"rounds": {**summary, "workers": workers, "sync_every": cfg.sync_every,
-                                            "sync_dtype": cfg.sync_dtype, "outer_lr": cfg.outer_lr,
+                                            "sync_dtype": cfg.sync_dtype,
+                                            "sync_down_dtype": cfg.sync_down_dtype, "outer_lr": cfg.outer_lr,
                                             "outer_momentum": cfg.outer_momentum}})
     print(f"done: {cfg.steps} steps in {state.round} rounds", flush=True)
     return result

@@ -58,6 +58,29 @@ def test_int8_pseudo_gradients_come_back_within_half_their_scale() -> None:
         diloco.decode(b"not a safetensors file", base)
 
 
+def test_int8_updates_keep_the_workers_copy_within_half_a_scale_of_the_exact_weights_round_after_round() -> None:
+    rng = np.random.default_rng(3)
+    exact = {"a": rng.normal(size=(64, 32)).astype(np.float32), "b": rng.normal(size=200).astype(np.float32)}
+    held = {name: value.copy() for name, value in exact.items()}
+    for number in range(1, 25):  # the coordinator's exact weights move; the workers' copy follows by updates
+        exact = {name: (value - rng.normal(scale=0.05, size=value.shape)).astype(np.float32)
+                 for name, value in exact.items()}
+        data, shipped = diloco.pack_update(held, exact, round_number=number, step=10 * number)
+        elsewhere = diloco.apply_update(held, data)  # a worker, with the same weights, makes the same bits
+        assert all(np.array_equal(elsewhere[name], shipped[name]) for name in exact)
+        assert len(data) < sum(v.nbytes for v in exact.values()) / 3  # a quarter of fp32, and the scales
+        for name, value in exact.items():
+            change = np.abs(value.astype(np.float64) - held[name].astype(np.float64)).max()
+            # Within half a scale of this round's change (plus float32 rounding): no error builds up over rounds.
+            assert np.abs(shipped[name].astype(np.float64) - value).max() <= change / 127 / 2 + 1e-6
+        held = shipped
+    with pytest.raises(diloco.PayloadError):
+        diloco.apply_update({"a": held["a"]}, data)  # names that are not the held weights'
+    momentum, master = diloco.unpack_outer(diloco.pack_outer(held, exact, round_number=1, step=1))
+    assert master is not None and np.array_equal(master["b"], exact["b"]) and set(momentum) == {"a", "b"}
+    assert diloco.unpack_outer(diloco.pack_weights(held, round_number=1, step=1))[1] is None
+
+
 def test_the_outer_nesterov_step_matches_a_hand_computed_example() -> None:
     """Two workers (1 and 3 samples' worth) send the same pseudo-gradients in two rounds; lr 0.7, momentum 0.9.
     Round 1: mean = 0.25 d1 + 0.75 d2 = [0.25, 0.1]; buffer = mean; update = mean + 0.9 buffer = [0.475, 0.19];
@@ -230,6 +253,64 @@ def test_the_observatory_coordinates_two_workers_and_charges_a_lost_one_to_its_r
     pool.set(pool.submitted[0], JobState.succeeded)
     scheduler.reconcile(pool.nodes())
     assert current_run(lite_engine, run.id).state == RunState.succeeded
+
+
+class ChannelOf:
+    """A scripted node's job channel as jobs.runner.Channel answers a worker: the response, or ChannelError."""
+
+    def __init__(self, job: FakeJob) -> None:
+        self.job, self.fetched = job, []
+
+    def call(self, method: str, path: str, **kwargs):  # type: ignore[no-untyped-def]
+        from jobs.runner import ChannelError
+
+        if path.startswith("/api/job/inputs/"):
+            self.fetched.append(path.rsplit("/", 1)[1])
+        response = self.job.client.request(method, path, params=kwargs.get("params"), content=kwargs.get("content"),
+                                           headers={**self.job.headers, **(kwargs.get("headers") or {})})
+        if response.status_code >= 400:
+            raise ChannelError(f"{response.status_code}: {response.text}")
+        return response
+
+
+def test_global_weights_go_down_as_int8_updates_that_every_worker_applies_to_the_same_bits(
+        lite_engine: Engine, lite_session: Session, lite_settings, lite_client: TestClient, tmp_path: Path) -> None:
+    plan = {**TINY_TRAIN, "steps": 30, "workers": 2, "sync_every": 10, "sync_dtype": "int8",
+            "sync_down_dtype": "int8", "sync_timeout_s": 60}
+    pair = _pair(lite_engine, lite_session, lite_settings, lite_client, plan)
+    channels = [ChannelOf(pair.first), ChannelOf(pair.second)]
+    exchanges = [rounds.ChannelExchange(channel, tmp_path / f"node-{i}") for i, channel in enumerate(channels)]
+    for exchange in exchanges:
+        exchange.cache.mkdir()
+    rng = np.random.default_rng(5)
+    initial = {"w": rng.normal(size=(40, 30)).astype(np.float32), "b": rng.normal(size=30).astype(np.float32)}
+    states = [exchange.begin(initial) for exchange in exchanges]  # the first sets them; the second fetches them
+    local = diloco.LocalCoordinator(diloco.Outer(), expected=2, down="int8", total_steps=30)
+    local.begin(initial)
+    for number in range(3):
+        assert [s.round for s in states] == [number, number]
+        assert all(np.array_equal(states[0].weights[n], states[1].weights[n]) for n in initial)  # the same bits
+        assert all(np.array_equal(states[0].weights[n], local.weights[n]) for n in initial)  # as the local rules
+        for worker, (exchange, state) in enumerate(zip(exchanges, states, strict=True)):
+            trained = {n: (v - rng.normal(scale=0.02, size=v.shape)).astype(np.float32)
+                       for n, v in state.weights.items()}
+            payload = diloco.encode(state.weights, trained, "int8")
+            assert exchange.contribute(number, payload, samples=8, loss=0.1, steps=10)
+            local.contribute(worker, number, payload, 8, 0.1, 10)
+        states = [exchange.wait(number) for exchange in exchanges]
+    assert all(s.finished for s in states) and sum(s.finisher for s in states) == 1
+    assert all(np.array_equal(states[0].weights[n], local.weights[n]) for n in initial)
+    with Session(lite_engine) as session:
+        history = rounds_of(session, pair.run.id)
+    # Rounds 0 and 1 sent int8 updates, which the workers applied (fetching no weights whole); the last round's
+    # weights, the run's result, went down whole and exact.
+    assert [bool(r.update_sha256) for r in history] == [True, True, False]
+    for channel in channels:
+        assert history[0].update_sha256 in channel.fetched and history[1].update_sha256 in channel.fetched
+        assert history[0].result_sha256 not in channel.fetched and history[1].result_sha256 not in channel.fetched
+        assert history[2].result_sha256 in channel.fetched
+    whole = len(diloco.pack_weights(initial, round_number=1, step=10))
+    assert history[0].bytes_out / 2 < whole / 2 and history[2].bytes_out / 2 >= whole  # per worker: down, or whole
 
 
 def test_a_leaving_machine_takes_only_its_worker_with_it(lite_engine: Engine, lite_session: Session, lite_settings,

@@ -31,7 +31,9 @@ class TrainingRound(SQLModel, table=True):
     first_at: datetime | None = None  # the first contribution: the timeout counts from here
     closed_at: datetime | None = None
     result_sha256: str | None = Field(default=None, max_length=64)
-    momentum_sha256: str | None = Field(default=None, max_length=64)
+    momentum_sha256: str | None = Field(default=None, max_length=64)  # the outer state: momentum (and master)
+    # The int8 update that turns this round's base into its result, when the global weights travel down that way.
+    update_sha256: str | None = Field(default=None, max_length=64)
     steps: int = 0  # the inner steps it trained
     samples: int = 0
     bytes_in: int = Field(default=0, sa_type=BigInteger)  # the contributions taken

@@ -23,6 +23,7 @@ from typing import BinaryIO
 from pydantic import BaseModel
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
 import jobs.diloco as diloco
@@ -57,6 +58,10 @@ class RoundView(BaseModel):
     finisher: bool
     worker: int
     workers: int
+    # When the global weights travel down as int8 updates: the update that makes them from the previous global
+    # weights (a worker holding those applies it and checks the result against global_sha256).
+    update_sha256: str | None = None
+    update_from_sha256: str | None = None
 
 
 class Taken(BaseModel):
@@ -106,11 +111,21 @@ def view(session: Session, store: ArchiveStore, attempt: RunAttempt, *, after: i
         return RoundView(round=0, step=0, global_sha256=None, finished=False, finisher=False, worker=attempt.worker,
                          workers=cfg.workers)
     if not finished:
+        previous = session.exec(select(TrainingRound).where(TrainingRound.run_id == run.id,
+                                                            TrainingRound.number == latest.number - 1)).first()
         return RoundView(round=latest.number, step=latest.step, global_sha256=latest.base_sha256, finished=False,
-                         finisher=False, worker=attempt.worker, workers=cfg.workers)
+                         finisher=False, worker=attempt.worker, workers=cfg.workers,
+                         **_update_of(previous))
     return RoundView(round=latest.number + 1, step=latest.step + latest.steps, global_sha256=latest.result_sha256,
                      finished=True, finisher=_finisher(session, latest, attempt), worker=attempt.worker,
-                     workers=cfg.workers)
+                     workers=cfg.workers, **_update_of(latest))
+
+
+def _update_of(closed: TrainingRound | None) -> dict[str, str | None]:
+    """The int8 update a closed round sent down, and the weights it applies to."""
+    if closed is None or not closed.update_sha256:
+        return {}
+    return {"update_sha256": closed.update_sha256, "update_from_sha256": closed.base_sha256}
 
 
 def _finisher(session: Session, last: TrainingRound, attempt: RunAttempt) -> bool:
@@ -248,16 +263,25 @@ def close_if_due(session: Session, store: ArchiveStore, run: Run, now: datetime 
     base_sha, momentum_sha = current.base_sha256, current.base_momentum_sha256
     session.rollback()  # the arithmetic and the archive, with no transaction open
     base, _, _ = diloco.unpack_weights(read_object(store, base_sha, limit=1 << 40))
-    momentum = diloco.unpack_weights(read_object(store, momentum_sha, limit=1 << 40))[0] if momentum_sha else None
+    momentum, master = diloco.unpack_outer(read_object(store, momentum_sha, limit=1 << 40)) if momentum_sha \
+        else (None, None)
     deltas = [(diloco.decode(read_object(store, c.sha256, limit=c.size + 1), base), max(c.samples, 1))
               for c in taken]
-    weights, momentum = diloco.outer_step(base, momentum, diloco.average(deltas),
-                                          diloco.Outer(cfg.outer_lr, cfg.outer_momentum))
+    # The workers trained from `base`; the outer step moves the exact weights (the master, when the workers' copy
+    # comes by int8 updates).
+    weights, momentum = diloco.outer_step(master if master is not None else base, momentum,
+                                          diloco.average(deltas), diloco.Outer(cfg.outer_lr, cfg.outer_momentum))
     steps = min(cfg.sync_every, cfg.steps - step)
     new_step = step + steps
+    update_sha, sent_down = None, None
+    if cfg.sync_down_dtype == "int8" and new_step < cfg.steps:  # the final weights go down whole, exact
+        down_payload, shipped = diloco.pack_update(base, weights, round_number=number + 1, step=new_step)
+        update_sha, sent_down = _put(store, down_payload), len(down_payload)
+        master, weights = weights, shipped
     packed = diloco.pack_weights(weights, round_number=number + 1, step=new_step)
     result_sha = _put(store, packed)
-    new_momentum_sha = _put(store, diloco.pack_weights(momentum, round_number=number + 1, step=new_step))
+    new_momentum_sha = _put(store, diloco.pack_outer(momentum, master if update_sha else None,
+                                                     round_number=number + 1, step=new_step))
     samples = sum(c.samples for c in taken)
     losses = [(c.loss, c.samples) for c in taken if c.loss is not None]
     loss = sum(v * n for v, n in losses) / max(sum(n for _, n in losses), 1) if losses else None
@@ -265,8 +289,9 @@ def close_if_due(session: Session, store: ArchiveStore, run: Run, now: datetime 
                      "bytes": c.size, "loss": c.loss, "at": c.received_at.isoformat()} for c in taken]
     closed = session.execute(update(TrainingRound).where(TrainingRound.id == round_id, TrainingRound.state == "open")
                              .values(state="closed", closed_at=utcnow(), result_sha256=result_sha,
-                                     momentum_sha256=new_momentum_sha, steps=steps, samples=samples,
-                                     bytes_in=sum(c.size for c in taken), bytes_out=len(packed) * len(taken),
+                                     momentum_sha256=new_momentum_sha, update_sha256=update_sha, steps=steps,
+                                     samples=samples, bytes_in=sum(c.size for c in taken),
+                                     bytes_out=(sent_down or len(packed)) * len(taken),
                                      loss=loss, live_workers=len(live), contributors=contributors)
                              .execution_options(synchronize_session=False))
     if closed.rowcount != 1:
@@ -286,10 +311,11 @@ def close_if_due(session: Session, store: ArchiveStore, run: Run, now: datetime 
 
 
 def is_global_weights(session: Session, run_id: int, sha256: str) -> bool:
-    """Whether these are the global weights of one of the run's rounds."""
+    """Whether these are the global weights of one of the run's rounds, or an update of them."""
     return session.exec(select(TrainingRound.id).where(
         TrainingRound.run_id == run_id,
-        (TrainingRound.base_sha256 == sha256) | (TrainingRound.result_sha256 == sha256))).first() is not None
+        (TrainingRound.base_sha256 == sha256) | (TrainingRound.result_sha256 == sha256)
+        | (TrainingRound.update_sha256 == sha256))).first() is not None
 
 
 def referenced(session: Session) -> set[str]:
@@ -302,4 +328,8 @@ def referenced(session: Session) -> set[str]:
     found.update(session.exec(select(RoundContribution.sha256).join(
         TrainingRound, (TrainingRound.run_id == RoundContribution.run_id)
         & (TrainingRound.number == RoundContribution.round)).where(TrainingRound.state == "open")).all())
+    before = aliased(TrainingRound)  # the update that made each open round's weights, which workers still fetch
+    found.update(sha for sha in session.exec(select(before.update_sha256).join(
+        TrainingRound, (TrainingRound.run_id == before.run_id) & (TrainingRound.number == before.number + 1))
+        .where(TrainingRound.state == "open")).all() if sha)
     return found
