@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -157,7 +158,10 @@ def test_a_real_job_trains_through_an_outage_and_its_run_succeeds(outage, lite_e
         (attempt,) = attempts_of(session, run.id)
         words = "the observatory's archive could not take or give files" if outage == "archive" \
             else "the observatory was unreachable"
-        assert f"[runner] {words} for" in read_log(session, attempt.id)
+        log = read_log(session, attempt.id)
+        assert f"[runner] {words} for" in log
+        assert re.search(r"\[runner\] sending \d+ outputs \([\d.]+ MiB\) to the observatory", log), log[-2000:]
+        assert final.progress_detail["phase"] == "sending outputs"  # the last stage the run page showed
         assert attempt.state == AttemptState.succeeded and attempt.checkpoint_step >= 10
         assert {a.name for a in archive_service.list_artifacts(session, run.id)} >= set(TRAIN_FILES)
         job_ended = attempt.reported["job_ended_at"]
