@@ -8,7 +8,15 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from service.models import Machine, Proposal, Role
-from tests.factories import PASSWORD, create_call, create_machine, create_proposal, create_user, post_form
+from tests.factories import (
+    PASSWORD,
+    create_call,
+    create_machine,
+    create_proposal,
+    create_user,
+    post_form,
+    start_review,
+)
 
 
 def _state(session: Session, model: type, row_id: int) -> str:
@@ -50,3 +58,20 @@ def test_taking_a_machine_out_is_asked_first_and_only_its_owner_is_asked(lite_cl
     assert _state(lite_session, Machine, machine.id) == "approved"
     post_form(lite_client, f"/machines/{machine.id}/leave", {"confirmed": "yes"})
     assert _state(lite_session, Machine, machine.id) == "left"
+
+
+def test_releasing_the_decisions_names_what_it_declines_and_warns_of_an_undecided_top_proposal(
+        lite_client: TestClient, lite_session: Session) -> None:
+    admin, pi = create_user(lite_session, Role.admin), create_user(lite_session)
+    call = create_call(lite_session, admin)
+    first = create_proposal(lite_session, pi, call, title="Which images does it copy?")
+    start_review(lite_session, admin, call)
+    _signed_in(lite_client, admin.email)
+    asked = post_form(lite_client, f"/calls/{call.id}/release", {})
+    assert asked.status_code == 200 and "Release the decisions?" in asked.text
+    assert "Declined: #1 “Which images does it copy?”" in asked.text
+    assert "has no decision though it is above the triage line: releasing declines it." in asked.text
+    assert "no SMTP server is set" in asked.text  # the teams' e-mails would wait in the outbox
+    assert _state(lite_session, Proposal, first.id) == "under_review"
+    post_form(lite_client, f"/calls/{call.id}/release", {"confirmed": "yes"})
+    assert _state(lite_session, Proposal, first.id) == "declined"

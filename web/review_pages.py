@@ -113,9 +113,11 @@ async def ranking_release(call_id: IdPath, request: Request, admin: AdminUser, s
                   f"{'s' if len(accepted) == 1 else ''}; {told}, with its grade band and the comments for it."]
         points += [f"Declined: #{r.ranked.position} “{r.proposal.title}”"
                    + (" (triaged)" if r.ranked.triaged else "") for r in undecided]
-        warnings = [f"#{r.ranked.position} “{r.proposal.title}” is ranked above an awarded proposal but has no "
-                    "decision: releasing declines it." for r in undecided
-                    if accepted and r.ranked.position < max(a.ranked.position for a in accepted)]
+        lowest_award = max((a.ranked.position for a in accepted), default=0)
+        warnings = [f"#{r.ranked.position} “{r.proposal.title}” has no decision though it is "
+                    + ("ranked above an awarded proposal" if r.ranked.position < lowest_award
+                       else "above the triage line") + ": releasing declines it."
+                    for r in undecided if r.ranked.position < lowest_award or not r.ranked.triaged]
         return confirmation(request, title="Release the decisions", action=f"/calls/{call_id}/release", back=back,
                             button="Yes, release the decisions", points=points, warnings=warnings)
     return act(request, session, back, f"Decisions released; {told}.",
