@@ -267,9 +267,9 @@ class Attempt:
         return (self.channel.call if patient else self.channel.once)(method, path, **kwargs)
 
     def send_log(self, extra: str = "", patient: bool = True, progress: dict[str, Any] | None = None) -> None:
-        if progress is not None:  # the runner's own stage (sending outputs) stands until the job says more
+        if progress is not None:  # the runner's own stage (sending outputs), over the job's last record
             with self.output.lock:
-                self.output.progress = progress
+                self.output.progress = {**(self.output.progress or {}), **progress}
         text, latest = self.output.take()
         outages = "".join(f"[runner] {OUTAGE_WORDS[door]} for {seconds:.0f} s; the job went on meanwhile\n"
                           for door, seconds in self.channel.outages)

@@ -161,7 +161,9 @@ def test_a_real_job_trains_through_an_outage_and_its_run_succeeds(outage, lite_e
         log = read_log(session, attempt.id)
         assert f"[runner] {words} for" in log
         assert re.search(r"\[runner\] sending \d+ outputs \([\d.]+ MiB\) to the observatory", log), log[-2000:]
-        assert final.progress_detail["phase"] == "sending outputs"  # the last stage the run page showed
+        # The last stage the run page showed, over the job's own last record (its steps stay).
+        assert final.progress_detail["phase"] == "sending outputs"
+        assert final.progress_detail["step"] == final.progress_detail["total"] == plan["steps"]
         assert attempt.state == AttemptState.succeeded and attempt.checkpoint_step >= 10
         assert {a.name for a in archive_service.list_artifacts(session, run.id)} >= set(TRAIN_FILES)
         job_ended = attempt.reported["job_ended_at"]
