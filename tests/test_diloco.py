@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -309,6 +310,13 @@ def test_global_weights_go_down_as_int8_updates_that_every_worker_applies_to_the
         assert history[0].update_sha256 in channel.fetched and history[1].update_sha256 in channel.fetched
         assert history[0].result_sha256 not in channel.fetched and history[1].result_sha256 not in channel.fetched
         assert history[2].result_sha256 in channel.fetched
+    # The worker making the outputs finishes first (a loaded machine): the other, asking later, is still not one.
+    with Session(lite_engine) as session:
+        session.execute(update(RunAttempt).where(RunAttempt.id == history[-1].finisher_attempt_id)
+                        .values(state=AttemptState.succeeded))
+        session.commit()
+    other = next(e for e, s in zip(exchanges, states, strict=True) if not s.finisher)
+    assert other.view(after=2)["finished"] and not other.view(after=2)["finisher"]
     whole = len(diloco.pack_weights(initial, round_number=1, step=10))
     assert history[0].bytes_out / 2 < whole / 2 and history[2].bytes_out / 2 >= whole  # per worker: down, or whole
 

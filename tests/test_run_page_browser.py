@@ -123,7 +123,7 @@ def test_admins_see_the_work_the_capacity_left_and_why_outputs_are_held(browser:
     # The PI sees their own runs only, and each proposal in their list says how its runs stand.
     page = _sign_in(browser, portal, pi.email)
     page.goto(f"{portal}/proposals")
-    expect(page.locator(".proposal-runs")).to_contain_text(f"run {run.id}: queued")
+    expect(page.locator(".proposal-runs")).to_contain_text(f"run {run.id}: waiting")  # the word every page uses
     page.get_by_role("link", name="My runs").click()
     expect(page.locator("#active-runs")).to_contain_text(f"run {run.id}")
     page = _sign_in(browser, portal, other.email)

@@ -134,8 +134,8 @@ def _finisher(session: Session, last: TrainingRound, attempt: RunAttempt) -> boo
     if last.finisher_attempt_id == attempt.id:
         return True
     holder = session.get(RunAttempt, last.finisher_attempt_id) if last.finisher_attempt_id else None
-    if holder is not None and holder.state == AttemptState.running:
-        return False
+    if holder is not None and holder.state in (AttemptState.running, AttemptState.succeeded):
+        return False  # it makes (or made) the outputs; only a lost or failed one hands the task on
     taken = session.execute(update(TrainingRound).where(
         TrainingRound.id == last.id, TrainingRound.finisher_attempt_id.is_(None) if holder is None
         else TrainingRound.finisher_attempt_id == holder.id).values(finisher_attempt_id=attempt.id)
