@@ -112,14 +112,19 @@ def apply_update(held: Weights, data: bytes) -> Weights:
 
 
 def _apply(held: Weights, tensors: Weights) -> Weights:
+    scaled = _with_scales(tensors, "an update")
+    _check_names({name: value for name, (value, _) in scaled.items()}, held)
+    return {name: (np.asarray(held[name], dtype=np.float64) + dequantise_int8(value, scale)).astype(np.float32)
+            for name, (value, scale) in scaled.items()}
+
+
+def _with_scales(tensors: Weights, what: str) -> dict[str, tuple[np.ndarray, float]]:
+    """Each int8 tensor of a file with its scale (stored as float32, read back as that float32's value)."""
     tensors = dict(tensors)
     scales = {name[: -len(SCALE)]: tensors.pop(name) for name in list(tensors) if name.endswith(SCALE)}
     if set(scales) != set(tensors):
-        raise PayloadError("an update needs one scale per tensor")
-    _check_names(tensors, held)
-    return {name: (np.asarray(held[name], dtype=np.float64)
-                   + dequantise_int8(value, float(np.float32(scales[name].reshape(-1)[0])))).astype(np.float32)
-            for name, value in tensors.items()}
+        raise PayloadError(f"{what} needs one scale per tensor")
+    return {name: (value, float(np.float32(scales[name].reshape(-1)[0]))) for name, value in tensors.items()}
 
 
 def encode(global_weights: Weights, local_weights: Weights, dtype: str) -> bytes:
@@ -149,10 +154,8 @@ def decode(data: bytes, global_weights: Weights) -> np.ndarray | Weights:
     if content != "pseudo-gradient" or meta.get("dtype") not in ("fp16", "int8"):
         raise PayloadError("not a pseudo-gradient of this observatory's")
     if meta["dtype"] == "int8":
-        scales = {name[: -len(SCALE)]: tensors.pop(name) for name in list(tensors) if name.endswith(SCALE)}
-        if set(scales) != set(tensors):
-            raise PayloadError("an int8 pseudo-gradient needs one scale per tensor")
-        tensors = {name: dequantise_int8(value, float(scales[name].reshape(-1)[0])) for name, value in tensors.items()}
+        tensors = {name: dequantise_int8(value, scale)
+                   for name, (value, scale) in _with_scales(tensors, "an int8 pseudo-gradient").items()}
     _check_names(tensors, global_weights)
     return {name: np.asarray(value, dtype=np.float64) for name, value in tensors.items()}
 

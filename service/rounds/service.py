@@ -59,7 +59,7 @@ class RoundView(BaseModel):
     worker: int
     workers: int
     # When the global weights travel down as int8 updates: the update that makes them from the previous global
-    # weights (a worker holding those applies it and checks the result against global_sha256).
+    # weights (a worker holding those applies it and checks the result against the digest the update carries).
     update_sha256: str | None = None
     update_from_sha256: str | None = None
 
