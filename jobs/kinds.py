@@ -27,6 +27,9 @@ class JobKind:
     uses_dataset: bool = False
     makes_dataset: bool = False  # its `dataset.tar` is registered as a dataset version when the run succeeds
     uses_gpu: bool = True  # False: it runs on a CPU core of whichever node has one free, GPU or not
+    # True: a volunteer's agent (an unvetted machine outside Ray) may take it; its result counts only once another
+    # volunteer's agrees with it (jobs.agreement says how outputs are compared).
+    volunteers: bool = False
 
     @property
     def config(self) -> type:
@@ -65,7 +68,7 @@ KINDS: dict[str, JobKind] = {
         OutputSpec("report.html", "report", "text/html; charset=utf-8"),
         OutputSpec("pairs.png", "pairs", PNG),
     ), inputs=("checkpoint_sha256", "samples_sha256", "samples_metrics_sha256", "descriptor_sha256", *FAMILY_INPUTS),
-        uses_dataset=True),
+        uses_dataset=True, volunteers=True),
     "duplication": JobKind("duplication", "jobs.analysis.duplication", (
         OutputSpec("results.json", "analysis-results", JSON),
         OutputSpec("report.html", "report", "text/html; charset=utf-8"),
@@ -95,7 +98,7 @@ KINDS: dict[str, JobKind] = {
     "sample": JobKind("sample", "jobs.sample", (
         OutputSpec("samples.png", "samples", PNG),
         OutputSpec("metrics.json", "metrics", JSON),
-    ), inputs=("checkpoint_sha256", "expert_checkpoints", "router_sha256")),
+    ), inputs=("checkpoint_sha256", "expert_checkpoints", "router_sha256"), volunteers=True),
 }
 # A resumable job's state (weights, optimizer, random generator, step): shipped while it runs, kept as an output
 # of a run that stopped before it finished.

@@ -250,9 +250,14 @@ class JobOutput:
 
 
 class Attempt:
-    def __init__(self, channel: Channel, node_dir: Path) -> None:
+    """One attempt, run here. With a `sandbox` (a volunteer's agent), the job runs shut in it, its inputs copied
+    into its own folder, and it is stopped once it has run `time_limit_s`."""
+
+    def __init__(self, channel: Channel, node_dir: Path, sandbox: Any = None,
+                 time_limit_s: float | None = None) -> None:
         self.channel = channel
         self.node_dir = node_dir
+        self.sandbox, self.time_limit_s = sandbox, time_limit_s
         self.offset = 0
         self.unsent = ""
         self.stop_asked: str | None = None
@@ -387,11 +392,17 @@ class Attempt:
             shutil.copyfile(resume, workdir / RESUME_STATE.name)
             self.shipped_step = int(plan["resume_step"])
             print(f"resuming from the checkpoint at step {plan['resume_step']}", flush=True)
+        if self.sandbox is not None:  # the cache is out of the sandbox's sight: the job gets copies in its folder
+            fetched = self._copy_in(fetched, workdir / "inputs")
         inputs = {name: str(path) for name, path in fetched.items()}
         command = [sys.executable, "-m", plan["module"], "--config", json.dumps(plan["config"]),
                    "--output", str(workdir), "--inputs", json.dumps(inputs)]
+        env = self.job_environment(plan)
+        if self.sandbox is not None:
+            self.sandbox.prepare(workdir)
+            command, env = self.sandbox.wrap(command, workdir), self.sandbox.environment(workdir, env)
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=self.job_environment(plan))
+                                 env=env)
         reader = threading.Thread(target=self.output.read, args=(child.stdout,), daemon=True)
         reader.start()
         gave_up = self.follow(child, workdir)
@@ -425,6 +436,15 @@ class Attempt:
             shutil.rmtree(workdir, ignore_errors=True)
         return code if code else (1 if problems else 0)
 
+    @staticmethod
+    def _copy_in(fetched: dict[str, Path], folder: Path) -> dict[str, Path]:
+        folder.mkdir(mode=0o755)
+        copied = {}
+        for index, (name, path) in enumerate(sorted(fetched.items())):
+            copied[name] = folder / f"{index}-{path.name}"
+            shutil.copyfile(path, copied[name])
+        return copied
+
     def job_environment(self, plan: dict[str, Any]) -> dict[str, str]:
         """The job's environment: a job that trains in rounds talks to the coordinator itself, over this attempt's
         channel (the same token and machine credential); no other job is handed them."""
@@ -444,8 +464,11 @@ class Attempt:
         terminated = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: terminated.set())
         next_try = 0.0
+        began = time.monotonic()
         while child.poll() is None:
             time.sleep(0.2 if terminated.is_set() else SEND_EVERY_S)
+            if self.time_limit_s is not None and time.monotonic() - began > self.time_limit_s:
+                return self._give_up(child, f"the unit ran past its time limit of {self.time_limit_s:.0f} s", 1)
             if not self.signalled and (self.stop_asked or terminated.is_set()):
                 child.send_signal(signal.SIGTERM)  # it saves its state at the next step and exits
                 self.signalled = True

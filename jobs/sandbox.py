@@ -79,10 +79,12 @@ class Sandbox:
         return [sys.executable, "-m", "jobs.sandbox", json.dumps(spec), "--", *command]
 
     def prepare(self, workdir: Path) -> None:
-        """Give the job's folder (and everything in it) to the sandbox's user; the agent, as root, still reads it."""
-        for root, dirs, files in os.walk(workdir):
-            for name in (*dirs, *files):
-                os.chown(os.path.join(root, name), self.uid, self.gid, follow_symlinks=False)
+        """Give the job's folder to the sandbox's user (what the agent put in it stays the agent's: readable, not
+        writable); the agent, as root, still reads everything the job writes."""
+        for root, _dirs, files in os.walk(workdir):
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o444, follow_symlinks=False)
+            os.chmod(root, 0o755)
         os.chown(workdir, self.uid, self.gid)
         os.chmod(workdir, 0o700)
 
@@ -168,6 +170,7 @@ STAGING = "/run"  # covered anyway: what is put back waits there while the rest 
 def _enter(spec: dict, command: list[str]) -> int:
     libc = _libc()
     workdir = spec["workdir"]
+    os.umask(0o022)  # the folders made for what is put back must be open to the job's user (the agent's may be 077)
     _check(libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID), "unshare")
     _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)  # nothing mounted here shows outside
     keep = [path for path in spec["keep"] if os.path.isdir(path) and not _under(path, [STAGING])]
@@ -195,7 +198,9 @@ def _enter(spec: dict, command: list[str]) -> int:
 
 def _init(libc: ctypes.CDLL, spec: dict, command: list[str]) -> int:
     """PID 1 inside: a fresh /proc, then the job as its own process (PID 1 would ignore the signals it does not
-    handle), signals passed on, the job's exit code returned."""
+    handle), signals passed on, the job's exit code returned. Killing the sandbox's outer process kills this one,
+    and with PID 1 gone the kernel kills everything else inside."""
+    _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
     _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     job = os.fork()
     if job == 0:

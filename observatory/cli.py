@@ -369,5 +369,47 @@ def pool_join(
     raise typer.Exit(status)
 
 
+@app.command("volunteer", short_help="Lend this machine as a volunteer: pull work units, run them sandboxed.")
+def volunteer(
+    portal: Annotated[str, typer.Argument(help="The portal's address, e.g. https://observatory.example.")],
+    folder: Annotated[Path, typer.Option(envvar="OBSERVATORY_VOLUNTEER_DIR", help="The agent's folder: its "
+                                         "credential (0600), input cache and work.")] =
+    Path.home() / ".cache" / "commons-observatory" / "volunteer",
+    once: Annotated[bool, typer.Option(help="Stop after one unit.")] = False,
+    memory_gb: Annotated[float, typer.Option(help="The most memory a job may use.", min=0.5)] = 16.0,
+    no_sandbox: Annotated[bool, typer.Option(help="Run jobs as this user, with its network and files in reach "
+                                             "(where the sandbox cannot run: no root).")] = False,
+) -> None:
+    """Ask the portal for work units, run each in a sandbox (the user nobody, a fresh folder, no network, this
+    folder and the homes out of sight) and send the results back; they count once another volunteer's agree.
+    The credential comes once in OBSERVATORY_MACHINE_TOKEN (from the machine's page) and is kept in the folder."""
+    from jobs.sandbox import Sandbox, problem
+    from observatory.volunteer import AgentError, Portal, read_credential, serve, store_credential
+
+    fresh = os.environ.pop("OBSERVATORY_MACHINE_TOKEN", "")
+    try:
+        if fresh:
+            console.print(f"credential kept in {store_credential(folder, fresh)} (readable by this user alone)")
+        credential = read_credential(folder)
+    except AgentError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot use the agent's folder {folder}: {exc}")
+    sandbox = None
+    if not no_sandbox:
+        why = problem()
+        if why:
+            _fail(f"{why}; or run with --no-sandbox, knowing that jobs then run as you")
+        sandbox = Sandbox(hide=[str(folder)], memory_gb=memory_gb)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        status = serve(Portal(portal, credential), folder=folder, console=console, sandbox=sandbox, once=once)
+    except AgentError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        status = 0
+    raise typer.Exit(status)
+
+
 if __name__ == "__main__":
     app()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import secrets
 import shlex
 import sys
 from pathlib import Path
@@ -29,10 +30,11 @@ from service.attempts.service import new_attempt
 from service.config import Settings
 from service.datasets.pinning import run_inputs
 from service.errors import Conflict, DomainError
-from service.models import AttemptState, Run, RunAttempt, RunState
+from service.models import AttemptState, Machine, Run, RunAttempt, RunState
 from service.runs import service as runs
 from service.runs.state import move_attempt, transition
 from service.timeutil import utcnow
+from service.volunteers import units
 
 log = logging.getLogger("observatory.scheduler")
 SUBMITTED = "submitted to the pool; starting on its node"
@@ -121,15 +123,19 @@ class Dispatcher:
             return 0
         decision = decide(facts.queue, facts.nodes, facts.shares)
         placed = dict(list(decision.place.items())[:MAX_PER_TICK])
+        copies = {r.run_id for r in facts.queue if r.replica} & set(placed)
         with Session(self.engine, expire_on_commit=False) as session:
-            self._note_waiting(session, decision.wait)
+            self._note_waiting(session, {k: v for k, v in decision.wait.items() if k not in copies})
             token, claimed = runs.claim_queued(session, limit=len(placed) + len(decision.refuse),
-                                               ttl_s=self.settings.claim_ttl_s, ids=[*placed, *decision.refuse])
+                                               ttl_s=self.settings.claim_ttl_s,
+                                               ids=[*(set(placed) - copies), *decision.refuse])
             for run in claimed:
                 if run.id in decision.refuse:
                     self._guarded(session, run, RunState.failed, decision.refuse[run.id], token)
             session.commit()
-        return sum(self._dispatch_one(run.id, token, placed[run.id], facts) for run in claimed if run.id in placed)
+        started = sum(self._give_copy(run_id, placed[run_id], facts) for run_id in copies)
+        return started + sum(self._dispatch_one(run.id, token, placed[run.id], facts) for run in claimed
+                             if run.id in placed)
 
     def _note_waiting(self, session: Session, wait: dict[int, str]) -> None:
         """Say on each waiting run why it waits, writing only the runs whose reason changed."""
@@ -177,6 +183,8 @@ class Dispatcher:
                 self._guarded(session, run, RunState.failed, f"could not start: {problem}", token)
                 session.commit()
                 return 0
+            if units.machine_of_agent_node(node_id) is not None:  # a volunteer's agent pulls it: no Ray job
+                return self._give_to_agent(session, run, node_id, facts, claim_token=token)
             if leftover is not None:
                 leftover = session.get(RunAttempt, leftover.id)
                 if on_pool:
@@ -197,6 +205,41 @@ class Dispatcher:
         # Phase 3, a short write guarded by the claim; a cancel that came meanwhile stops the job again.
         with Session(self.engine, expire_on_commit=False) as session:
             return self._started(session, session.get(Run, run_id), session.get(RunAttempt, attempt.id), token)
+
+    # ---- volunteers' agents: the attempt is written, and the agent takes it when it next asks for work
+
+    def _charge_factor(self, facts: PoolFacts, node_id: str) -> float:
+        return min(self.settings.charge_factor(m) for m in facts.gpu_model_of.get(node_id, [None]))
+
+    def _give_to_agent(self, session: Session, run: Run, node_id: str, facts: PoolFacts, *,
+                       claim_token: str | None) -> int:
+        """Place the unit (or, with no `claim_token`, one more copy of it) on a volunteer's agent."""
+        machine = session.get(Machine, units.machine_of_agent_node(node_id))
+        attempt, _ = new_attempt(session, run, pool=units.VOLUNTEER_POOL, node_id=node_id, machine_id=machine.id,
+                                 charge_factor=self._charge_factor(facts, node_id))
+        move_attempt(session, attempt, AttemptState.running, "given to a volunteer's agent, which takes it when "
+                                                             "it next asks for work")
+        if claim_token is not None:
+            wanted = units.copies_needed(machine)
+            copies = "a single copy (a volunteer with a long record)" if wanted == 1 else f"{wanted} copies that agree"
+            transition(session, run, RunState.running, f"with volunteers: it counts once {copies}",
+                       claim_token=claim_token, extra={"pool": units.VOLUNTEER_POOL, "replicas": wanted})
+        session.commit()
+        log.info("run %s: attempt %s given to volunteer machine %s", run.id, attempt.number, machine.id)
+        return 1
+
+    def _give_copy(self, run_id: int, node_id: str, facts: PoolFacts) -> int:
+        token = secrets.token_hex(16)
+        with Session(self.engine, expire_on_commit=False) as session:
+            if not units.claim_copy(session, run_id, token, self.settings.claim_ttl_s):
+                return 0
+            run = session.get(Run, run_id)
+            try:
+                placed = self._give_to_agent(session, run, node_id, facts, claim_token=None)
+            finally:
+                units.release_copy(session, run_id, token)
+                session.commit()
+            return placed
 
     def _started(self, session: Session, run: Run, attempt: RunAttempt, token: str) -> int:
         move_attempt(session, attempt, AttemptState.running, "submitted to the pool")

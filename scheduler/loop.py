@@ -23,6 +23,7 @@ from scheduler.dispatch import SUBMITTED, Dispatcher
 from scheduler.placement import VramCache
 from scheduler.ray_backend import RayBackend
 from scheduler.reconcile import Reconciler
+from scheduler.volunteers import settle_volunteers
 from scheduler.workers import add_workers, settle_stranded
 from service.archive.service import store_for
 from service.archive.sweep import SweepReport, sweep
@@ -120,6 +121,10 @@ class Scheduler:
             log.exception("reading the pool's nodes failed")
             ray_nodes = None
         report = TickReport(dispatched=self.dispatch(ray_nodes), finished=self.reconcile(ray_nodes))
+        try:
+            report.finished += settle_volunteers(self.engine, self.settings, self.store)
+        except Exception:
+            log.exception("following volunteers' units failed; trying again next tick")
         self._ticks += 1
         if self._ticks % 5 == 1:
             try:

@@ -18,6 +18,7 @@ from service.models import Award, Machine, MachineState, Run, RunAttempt, RunSta
 from service.pool.standing import MACHINE_LABEL, day_start, hours_on
 from service.runs.state import LIVE_ATTEMPT
 from service.timeutil import utcnow
+from service.volunteers import units
 
 
 @dataclass
@@ -71,8 +72,16 @@ def read_facts(session: Session, settings: Settings, ray_nodes: list[dict[str, A
     claimable = (Run.state == RunState.queued) & or_(Run.claim_token.is_(None), Run.claim_expires_at < now)
     rows = session.exec(select(Run.id, Run.award_id, Run.job_plan, Award.priority)
                         .join(Award, Award.id == Run.award_id).where(claimable)).all()
+    volunteer_kinds = units.volunteer_kinds()
     queue = [QueuedRun(run_id, award_id, str(priority), *_needs(settings, run_id, plan, vram),
-                       nodes=_nodes_at_once(plan)) for run_id, award_id, plan, priority in rows]
+                       nodes=_nodes_at_once(plan), volunteer_ok=str(plan.get("kind")) in volunteer_kinds)
+             for run_id, award_id, plan, priority in rows]
+    wanted = units.copies_wanted(session)
+    priorities = dict(session.exec(select(Award.id, Award.priority).where(
+        Award.id.in_({run.award_id for run, _ in wanted})) ).all()) if wanted else {}
+    queue += [QueuedRun(run.id, run.award_id, str(priorities.get(run.award_id, "B")),
+                        *_needs(settings, run.id, run.job_plan, vram), volunteer_ok=True, replica=True, avoid=avoid)
+              for run, avoid in wanted]
     standings = award_standings(session, sorted({r.award_id for r in queue}))
     shares = {award_id: Share(*standing) for award_id, standing in standings.items()}
     machines = {m.id: m for m in session.exec(select(Machine).where(Machine.state != MachineState.rejected))}
@@ -102,6 +111,15 @@ def read_facts(session: Session, settings: Settings, ray_nodes: list[dict[str, A
         machine_of[node_id] = view.machine_id
         gpu_model_of[node_id] = ([machine.gpu_model, machine.first_gpu_model] if machine and machine.gpu_flag
                                  else [machine.gpu_model if machine and machine.gpu_count else None])
+    for machine in units.online_agents(session):  # volunteers' agents: nodes of the same policy, outside Ray
+        node_id = units.agent_node_id(machine.id)
+        view = NodeView(node_id, float(machine.gpu_count), float(machine.cpus), vram_gb=machine.vram_gb,
+                        machine_id=machine.id, volunteer=True)
+        view.blocked = _why_blocked({}, machine, str(machine.id), today, settings) or (
+            "busy with a unit" if units.unit_for(session, machine) is not None else None)
+        nodes.append(view)
+        machine_of[node_id] = machine.id
+        gpu_model_of[node_id] = [machine.gpu_model if machine.gpu_count else None]
     return PoolFacts(queue, shares, nodes, machine_of, gpu_model_of)
 
 

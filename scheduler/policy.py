@@ -26,6 +26,9 @@ class QueuedRun:
     cpus: float = 1.0
     vram_gb: float = 0.0  # per GPU
     nodes: int = 1  # nodes that must be free at once for it to start (a run trained by several nodes together)
+    volunteer_ok: bool = False  # a volunteer's agent may take it (its kind allows unvetted machines)
+    replica: bool = False  # another volunteer's copy of a unit already out: volunteers' agents only
+    avoid: frozenset[int] = frozenset()  # machines that must not take it (their owner already has a copy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,7 @@ class NodeView:
     vram_gb: float = 0.0  # per GPU; 0 for a machine without one
     machine_id: int | None = None
     blocked: str | None = None  # why it takes no work now; None: it does
+    volunteer: bool = False  # a volunteer's agent: it takes only the kinds unvetted machines may run
 
 
 @dataclass
@@ -83,8 +87,8 @@ class _Free:
     def count(self, run: QueuedRun) -> int:
         """How many open nodes could take `run` now."""
         need_vram = run.vram_gb if run.gpus else 0.0
-        return sum(node.free_gpus >= run.gpus and node.free_cpus >= run.cpus
-                   for size in self.sizes[bisect.bisect_left(self.sizes, need_vram):] for node in self.buckets[size])
+        return sum(_fits(node, run) for size in self.sizes[bisect.bisect_left(self.sizes, need_vram):]
+                   for node in self.buckets[size])
 
     def take(self, run: QueuedRun) -> NodeView | None:
         """The tightest open node for `run`, with its resources taken; None when none fits now."""
@@ -92,7 +96,7 @@ class _Free:
         for size in self.sizes[bisect.bisect_left(self.sizes, need_vram):]:
             bucket = self.buckets[size]
             for i, node in enumerate(bucket):
-                if node.free_gpus >= run.gpus and node.free_cpus >= run.cpus:
+                if _fits(node, run):
                     node.free_gpus -= run.gpus
                     node.free_cpus -= run.cpus
                     if node.free_gpus < 1 and node.free_cpus < 1:
@@ -101,19 +105,30 @@ class _Free:
         return None
 
 
+def _fits(node: NodeView, run: QueuedRun) -> bool:
+    """Free resources for it, and a node it may go to: a volunteer's agent takes only what unvetted machines may
+    run, a replica goes to volunteers alone, and never to a machine whose owner already has a copy."""
+    if node.volunteer != run.replica and (run.replica or not run.volunteer_ok):
+        return False
+    if node.machine_id is not None and node.machine_id in run.avoid:
+        return False
+    return node.free_gpus >= run.gpus and node.free_cpus >= run.cpus
+
+
 def decide(queue: list[QueuedRun], nodes: list[NodeView], shares: dict[int, Share]) -> Decision:
     """Place what fits, in order; refuse runs of exhausted awards; say why the rest wait."""
     decision = Decision()
     free = _Free(nodes)
     open_vram = free.largest
-    failed: list[tuple[int, float, float]] = []  # shapes that found no node: anything as big waits too
+    failed: list[tuple[int, float, float, tuple]] = []  # shapes that found no node: anything as big waits too
     for run in order(queue, shares):
         share = shares.get(run.award_id)
-        if share is None or share.left_s <= 0:
+        if not run.replica and (share is None or share.left_s <= 0):  # a copy of a unit out finishes what began
             decision.refuse[run.run_id] = NO_GPU_LEFT
             continue
         shape = (run.gpus, run.cpus, run.vram_gb if run.gpus else 0.0)
-        if any(shape[0] >= g and shape[1] >= c and shape[2] >= v for g, c, v in failed):
+        where = (run.volunteer_ok, run.replica, run.avoid)  # where it may go: only a run as picky waits with it
+        if any(shape[0] >= g and shape[1] >= c and shape[2] >= v and where == w for g, c, v, w in failed):
             decision.wait[run.run_id] = _why_waiting(run, open_vram)
             continue
         if run.nodes > 1 and free.count(run) < run.nodes:
@@ -121,7 +136,7 @@ def decide(queue: list[QueuedRun], nodes: list[NodeView], shares: dict[int, Shar
             continue
         node = free.take(run)
         if node is None:
-            failed.append(shape)
+            failed.append((*shape, where))
             decision.wait[run.run_id] = _why_waiting(run, open_vram)
         else:
             decision.place[run.run_id] = node.node_id

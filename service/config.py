@@ -123,6 +123,8 @@ class Settings(BaseSettings):
 
     scheduler_interval_s: float = 2.0
     claim_ttl_s: int = 120
+    # A volunteer's agent that sends nothing for this long has lost its unit: another volunteer gets a copy.
+    volunteer_quiet_s: float = Field(300, gt=0)
 
     # E-mail: the outbox is sent through this SMTP server by the API's mail loop; with no host, mail waits in the
     # outbox (admins see it) until one is set.

@@ -17,6 +17,7 @@ from sqlmodel import Session, select
 from jobs.version import installed_version
 from scheduler.loop import Scheduler
 from service.models import ReviewAssignment, Role, Run, RunState
+from service.pool import machines
 from service.proposals import team
 from service.review import assignments, committee, reviews
 from service.review.reviews import ReviewCreate
@@ -95,10 +96,18 @@ CASES = [
     Case("POST", "/api/machines/{machine_id}/join-token", {"anonymous": 401, "other": 404, "admin": 403,
                                                            "machine": 401}, "owner"),
     # A machine's calls take its own token and no person's.
-    Case("POST", "/api/pool/join", {"anonymous": 401, "owner": 401, "admin": 401, "attempt": 401}, "machine",
+    Case("POST", "/api/pool/join", {"anonymous": 401, "owner": 401, "admin": 401, "attempt": 401,
+                                    "volunteer": 403}, "machine",  # a volunteer's never gets the Ray token
          {"release": "0.2.0", "cpus": 2}),
     Case("POST", "/api/pool/orders", {"anonymous": 401, "owner": 401, "admin": 401, "attempt": 401}, "machine",
          {}),
+    # A volunteer's agent: its own credential, and only a volunteer's machine's (a Ray machine's is refused).
+    Case("POST", "/api/agent/hello", {"anonymous": 401, "owner": 401, "admin": 401, "attempt": 401, "machine": 403},
+         "volunteer", {"release": "0.2.0", "cpus": 2}),
+    Case("POST", "/api/agent/work", {"anonymous": 401, "owner": 401, "admin": 401, "attempt": 401, "machine": 403},
+         "volunteer", {}),
+    Case("DELETE", "/api/machines/{machine_id}/join-token", {"anonymous": 401, "other": 404, "admin": 403,
+                                                             "machine": 401, "volunteer": 401}, "owner"),
     Case("GET", "/api/pool/nodes", {"anonymous": 401, "other": 403, "reviewer": 403, "pi": 403}, "admin"),
     Case("GET", "/api/proposals/{proposal_id}", {"anonymous": 401, "other": 404, "reviewer": 404}, "admin"),
     Case("GET", "/api/proposals/{draft_id}", {"anonymous": 401, "other": 404, "admin": 404}, "pi"),
@@ -257,6 +266,10 @@ def world(lite_session: Session, lite_settings, lite_engine, tmp_path):
     pending, _ = create_machine(s, people["owner"], name="second box")
     headers = {who: auth_headers(s, user) for who, user in people.items()}
     headers["machine"] = {"Authorization": f"Bearer {machine_token}"}
+    volunteer = machines.register(s, people["owner"], name="volunteer box", show_owner=False, volunteer=True)
+    s.commit()
+    headers["volunteer"] = {"Authorization": f"Bearer {machines.issue_token(s, people['owner'], volunteer.id)[1]}"}
+    s.commit()
     headers["anonymous"] = {}
     award(s, people["admin"], create_proposal(s, people["pi"], call))  # dispatched: its attempt holds a token
     pool = ScriptedPool()

@@ -153,6 +153,16 @@ def test_a_job_sees_no_other_process_and_its_memory_is_limited(agent: dict[str, 
     assert second == "memory refused"
 
 
+def test_a_job_runs_whatever_the_agents_umask(agent: dict[str, Path]) -> None:
+    """The agent keeps its files private (umask 077); the folders the sandbox makes must still let the job in."""
+    sandbox = Sandbox(hide=[str(agent["folder"])])
+    (agent["workdir"] / "probe.py").write_text("print('ran')")
+    sandbox.prepare(agent["workdir"])
+    done = subprocess.run(sandbox.wrap([sys.executable, "probe.py"], agent["workdir"]), capture_output=True,
+                          text=True, preexec_fn=lambda: os.umask(0o077))
+    assert done.stdout.strip() == "ran", done.stderr
+
+
 def test_a_stop_reaches_the_job_inside(agent: dict[str, Path]) -> None:
     """The agent asks a job to stop with SIGTERM on the sandbox's process: the job itself gets it (and may save)."""
     workdir, sandbox = agent["workdir"], Sandbox(hide=[str(agent["folder"])])

@@ -133,11 +133,12 @@ def show_join_command(machine_id: IdPath, request: Request, user: CurrentUser, s
     """Makes a fresh token (the old one stops working) and shows its join command once, on the machine's page:
     it rides in the signed session cookie to that page, which takes it out, so a reload shows it no more."""
     try:
-        _, token = machines.issue_token(session, user, machine_id)
+        machine, token = machines.issue_token(session, user, machine_id)
     except DomainError as exc:
         session.rollback()
         flash(request, exc.message, "error")
         return redirect(f"/machines/{machine_id}")
     session.commit()
-    request.session["join_command"] = {"machine": machine_id, "command": join_command(settings, token)}
+    request.session["join_command"] = {"machine": machine_id, "command": join_command(settings, token,
+                                                                                       volunteer=machine.volunteer)}
     return redirect(f"/machines/{machine_id}")

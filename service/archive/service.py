@@ -59,11 +59,10 @@ def ingest_bytes(session: Session, *, store: ArchiveStore, run: Run, name: str, 
     return record(session, run, spec, sha, size)
 
 
-def accept_output(session: Session, *, store: ArchiveStore, run: Run, attempt: int, kind: JobKind, name: str,
-                  stream: BinaryIO, sha256: str, limit: int) -> Artifact:
-    """Take one file a job sends: only a name its kind may declare, and only if its bytes hash to `sha256`."""
-    spec = kind.spec(name)
-    if spec is None:
+def accept_object(*, store: ArchiveStore, kind: JobKind, name: str, stream: BinaryIO, sha256: str,
+                  limit: int) -> tuple[str, int]:
+    """Store one file a job sends: only a name its kind may declare, and only if its bytes hash to `sha256`."""
+    if kind.spec(name) is None:
         raise Invalid(f"{name!r} is not an output a {kind.name} job may send")
     try:
         sha, size = store.put(stream, limit=limit)
@@ -71,7 +70,14 @@ def accept_output(session: Session, *, store: ArchiveStore, run: Run, attempt: i
         raise Invalid(f"{name}: {exc}") from None
     if sha != sha256:
         raise Invalid(f"{name}: its bytes hash to {sha}, not the declared {sha256}")
-    return record(session, run, spec, sha, size, attempt)
+    return sha, size
+
+
+def accept_output(session: Session, *, store: ArchiveStore, run: Run, attempt: int, kind: JobKind, name: str,
+                  stream: BinaryIO, sha256: str, limit: int) -> Artifact:
+    """Take one file a job sends as one of the run's outputs."""
+    sha, size = accept_object(store=store, kind=kind, name=name, stream=stream, sha256=sha256, limit=limit)
+    return record(session, run, kind.spec(name), sha, size, attempt)
 
 
 def missing_outputs(session: Session, run: Run, kind: JobKind) -> list[str]:

@@ -23,6 +23,7 @@ from service.rounds.service import in_rounds, is_global_weights
 from service.runs.service import record_progress
 from service.runs.state import FINAL
 from service.timeutil import utcnow
+from service.volunteers.units import VOLUNTEER_POOL
 
 
 def required_version(settings: Settings) -> str:
@@ -148,15 +149,24 @@ def accept_output(session: Session, settings: Settings, store: ArchiveStore, att
         raise Conflict(f"this attempt has sent {attempt.output_sends} outputs, the most a {kind.name} job may "
                        f"send ({SENDS_PER_OUTPUT} times each of its {len(kind.outputs)})")
     session.rollback()  # as for checkpoints: nothing is locked while the bytes arrive
+    held = attempt.pool == VOLUNTEER_POOL  # a volunteer's output waits on its attempt until it is validated
     try:
-        artifact = archive.accept_output(session, store=store, run=run, attempt=attempt.number, kind=kind,
-                                         name=name, stream=stream, sha256=sha256, limit=settings.max_output_bytes)
+        if held:
+            sha, size = archive.accept_object(store=store, kind=kind, name=name, stream=stream, sha256=sha256,
+                                              limit=settings.max_output_bytes)
+        else:
+            artifact = archive.accept_output(session, store=store, run=run, attempt=attempt.number, kind=kind,
+                                             name=name, stream=stream, sha256=sha256, limit=settings.max_output_bytes)
+            sha, size = artifact.sha256, artifact.size
     except OSError as exc:
         raise Busy(f"the archive could not store {name} ({exc.strerror or exc}); try again later") from None
     attempt = session.get(RunAttempt, attempt.id, populate_existing=True)
     _heard(session, attempt)
-    _count_upload(session, attempt, artifact.size, output=True)
-    return Received(name=artifact.name, sha256=artifact.sha256, size=artifact.size)
+    if held:
+        attempt.held_outputs = {**attempt.held_outputs, name: {"sha256": sha, "size": size}}
+        session.add(attempt)
+    _count_upload(session, attempt, size, output=True)
+    return Received(name=name, sha256=sha, size=size)
 
 
 def report_end(session: Session, attempt: RunAttempt, end: JobEnd) -> None:

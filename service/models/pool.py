@@ -84,3 +84,8 @@ class Machine(SQLModel, table=True):
     decided_by: int | None = Field(default=None, foreign_key="users.id")
     decided_at: datetime | None = None
     last_contact_at: datetime | None = None
+    # A volunteer's machine runs `observatory volunteer`: it pulls work units over HTTPS with its credential and
+    # never joins Ray, so it needs no admin's approval; what it returns counts only once validated.
+    volunteer: bool = False
+    trust: int = 0  # validated results in a row; a proven wrong result sets it back to 0
+    wrong_results: int = 0

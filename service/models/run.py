@@ -75,6 +75,8 @@ class Run(SQLModel, table=True):
     resume_sha256: str | None = Field(default=None, max_length=64)
     resume_step: int = 0
     retries_used: int = 0  # attempts killed on a node that stayed up, retried from the last checkpoint
+    # Run by volunteers: how many agreeing results it needs before they count (0: not a volunteers' unit).
+    replicas: int = 0
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -133,6 +135,11 @@ class RunAttempt(SQLModel, table=True):
     # What its job sent: outputs (each send counts, a name sent again too) and the bytes of everything it sent.
     output_sends: int = 0
     uploaded_bytes: int = Field(default=0, sa_type=BigInteger)
+    # A volunteer's outputs, held here (name -> {sha256, size}) until validation makes them the run's artifacts.
+    held_outputs: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False,
+                                                                                server_default="{}"))
+    # What validation made of a volunteer's result: agreed, wrong, or outvoted ("" until it is judged).
+    verdict: str = Field(default="", max_length=20)
 
 
 class RunEvent(SQLModel, table=True):

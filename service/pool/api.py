@@ -57,8 +57,10 @@ def list_machines(user: CurrentUser, session: SessionDep) -> list[MachinePublic]
 
 @router.post("/machines", response_model=MachinePublic, status_code=201)
 def register_machine(data: MachineCreate, user: CurrentUser, session: SessionDep) -> MachinePublic:
-    """Register a machine to lend to the pool (owners); an admin approves it before it may join."""
-    machine = machines.register(session, user, name=data.name, show_owner=data.show_owner)
+    """Register a machine to lend to the pool (owners): an admin approves it before it may join Ray; a volunteer's
+    machine (`volunteer: true`) needs no approval, never joins Ray, and its results count once validated."""
+    machine = machines.register(session, user, name=data.name, show_owner=data.show_owner,
+                                volunteer=data.volunteer)
     session.commit()
     return _one(session, machine)
 
@@ -99,8 +101,10 @@ def leave_machine(machine_id: IdPath, user: CurrentUser, session: SessionDep) ->
     return _one(session, machine)
 
 
-def join_command(settings: Settings, token: str) -> str:
-    return f"OBSERVATORY_MACHINE_TOKEN={token} observatory pool join {settings.base_url.rstrip('/')}"
+def join_command(settings: Settings, token: str, *, volunteer: bool = False) -> str:
+    """The command that lends the machine: a volunteer's agent, or a node of the Ray pool."""
+    verb = "volunteer" if volunteer else "pool join"
+    return f"OBSERVATORY_MACHINE_TOKEN={token} observatory {verb} {settings.base_url.rstrip('/')}"
 
 
 @router.post("/machines/{machine_id}/join-token", response_model=JoinTicket)
@@ -110,7 +114,16 @@ def machine_join_token(machine_id: IdPath, user: CurrentUser, session: SessionDe
     previous token stops working (the owner)."""
     machine, token = machines.issue_token(session, user, machine_id)
     session.commit()
-    return JoinTicket(machine_id=machine.id, token=token, command=join_command(settings, token))
+    return JoinTicket(machine_id=machine.id, token=token,
+                      command=join_command(settings, token, volunteer=machine.volunteer))
+
+
+@router.delete("/machines/{machine_id}/join-token", response_model=MachinePublic)
+def forget_join_token(machine_id: IdPath, user: CurrentUser, session: SessionDep) -> MachinePublic:
+    """Revoke the machine's credential now: its next call is refused until a new one is shown (the owner)."""
+    machine = machines.forget_token(session, user, machine_id)
+    session.commit()
+    return _one(session, machine)
 
 
 # ---- called by the machine itself, with its own token ---------------------------------------------------------

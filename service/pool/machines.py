@@ -115,13 +115,18 @@ def _other_workers(session: Session, run_id: int, machine_id: int) -> bool:
                                                     | RunAttempt.machine_id.is_(None))).first() is not None
 
 
-def register(session: Session, owner: User, *, name: str, show_owner: bool) -> Machine:
+def register(session: Session, owner: User, *, name: str, show_owner: bool, volunteer: bool = False) -> Machine:
+    """A machine for the Ray pool waits for an admin's approval; a volunteer's machine (an agent that pulls work and
+    never joins Ray, whose results are validated) needs nobody's and may start at once."""
     if not owner.has(Role.owner):
         raise Forbidden("add the owner role to your account first (POST /api/me/roles, or the portal's "
                         "Machines page)")
-    machine = Machine(owner_id=owner.id, name=name, show_owner=show_owner)
+    machine = Machine(owner_id=owner.id, name=name, show_owner=show_owner, volunteer=volunteer,
+                      state=MachineState.approved if volunteer else MachineState.pending)
     session.add(machine)
     session.flush()
+    if volunteer:
+        record(session, owner, "machine.volunteer", f"machine:{machine.id}")
     return machine
 
 
@@ -174,6 +179,16 @@ def set_controls(session: Session, owner: User, machine_id: int, *, paused: bool
     return machine
 
 
+def forget_token(session: Session, owner: User, machine_id: int) -> Machine:
+    """Revoke the machine's credential at once: its next call is refused, until a new one is shown."""
+    machine = machine_for(session, owner, machine_id, as_owner=True)
+    machine.token_hash = None
+    session.add(machine)
+    record(session, owner, "machine.credential_revoked", f"machine:{machine.id}")
+    session.flush()
+    return machine
+
+
 def issue_token(session: Session, owner: User, machine_id: int) -> tuple[Machine, str]:
     """A new credential for `observatory pool join` on this machine, shown once; the previous one stops working."""
     machine = machine_for(session, owner, machine_id, as_owner=True)
@@ -196,11 +211,19 @@ def machine_for_token(session: Session, token: str) -> Machine:
     return machine
 
 
-def record_join(session: Session, machine: Machine, measured: Measurement) -> Machine:
-    """The machine measured itself and is joining: refused unless it is approved."""
+def record_join(session: Session, machine: Machine, measured: Measurement, *, agent: bool = False) -> Machine:
+    """The machine measured itself and is joining (`agent`: a volunteer's agent starting): refused unless it is
+    approved, and unless it is the right kind: a volunteer's machine never joins Ray (it would hold the pool's
+    token), and a machine of the Ray pool joins with `pool join`."""
     if machine.state != MachineState.approved:
         raise Forbidden(f"machine {machine.id} is {machine.state}"
                         + (f": {machine.message}" if machine.message else ""))
+    if machine.volunteer and not agent:
+        raise Forbidden(f"machine {machine.id} is a volunteer's: it takes work with `observatory volunteer`, "
+                        "never by joining the Ray pool")
+    if agent and not machine.volunteer:
+        raise Forbidden(f"machine {machine.id} is registered for the Ray pool: join it with `observatory pool join` "
+                        "(or register another machine as a volunteer's)")
     for name, value in measured.model_dump().items():
         setattr(machine, name, value)
     if machine.measured_at is None:

@@ -51,6 +51,8 @@ class Measurement(BaseModel):
 class MachineCreate(BaseModel):
     name: MachineName
     show_owner: bool = False
+    # A volunteer's machine runs `observatory volunteer`: no admin's approval, no Ray, results validated.
+    volunteer: bool = False
 
 
 class MachineControls(BaseModel):
@@ -98,6 +100,9 @@ class MachinePublic(BaseModel):
     hours_contributed: float = 0.0
     hours_today: float = 0.0
     runs_served: int = 0
+    volunteer: bool = False  # a volunteer's agent: pulls validated work, never joins Ray
+    trust: int = 0  # validated results in a row
+    wrong_results: int = 0
 
 
 class JoinTicket(BaseModel):

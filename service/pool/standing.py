@@ -15,6 +15,7 @@ from service.models import Machine, MachineState, PoolNode, RunAttempt, User
 from service.pool.schemas import MachinePublic, PublicMachine, PublicPool
 from service.runs.state import LIVE_ATTEMPT
 from service.timeutil import utcnow
+from service.volunteers.units import ONLINE_S
 
 MACHINE_LABEL = "observatory-machine"  # the Ray label that ties a node to its registered machine
 
@@ -86,7 +87,9 @@ def describe(session: Session, machines: list[Machine]) -> list[MachinePublic]:
     out = []
     for machine in machines:
         node = online.get(machine.id)
-        status = "offline" if node is None else "busy" if machine.id in busy else "online"
+        up = node is not None or (machine.volunteer and machine.last_contact_at is not None
+                                  and (now - machine.last_contact_at).total_seconds() < ONLINE_S)
+        status = "offline" if not up else "busy" if machine.id in busy else "online"
         out.append(MachinePublic.model_validate({
             **machine.model_dump(), "owner_name": owners.get(machine.owner_id, ""), "status": status,
             "labels": {k: str(v) for k, v in (node.labels if node else {}).items()},

@@ -1,0 +1,102 @@
+"""The calls a volunteer's agent makes with its machine's credential: say hello with what it measured, then ask for
+work. The unit itself travels over the job channel (/api/job/…), with the attempt's token and the credential."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel
+from sqlmodel import Session
+
+from jobs.version import installed_version
+from service.attempts.service import claim_for_machine
+from service.deps import SessionDep, SettingsDep
+from service.errors import Forbidden
+from service.models import Machine, MachineState, Run
+from service.pool import machines
+from service.pool.api import MachineToken
+from service.pool.schemas import Measurement
+from service.timeutil import utcnow
+from service.volunteers import units
+
+router = APIRouter(prefix="/agent", tags=["volunteers' agents"])
+LONGEST_WAIT_S = 25
+
+
+class AgentWelcome(BaseModel):
+    machine_id: int
+    name: str
+    release: str  # the commons-observatory release its jobs must run
+    poll_s: float  # how long to wait between asks when the answer came at once
+
+
+class Unit(BaseModel):
+    """A work unit: its attempt's token (for the job channel, beside the machine's credential) and what it is."""
+
+    run_id: int
+    attempt: int
+    kind: str
+    submission_id: str
+    token: str
+
+
+class AgentOrders(BaseModel):
+    machine_id: int
+    state: MachineState
+    paused: bool
+    leave: bool  # stop asking: the owner took the machine out, or an admin revoked it
+    message: str
+    unit: Unit | None = None
+
+
+@router.post("/hello", response_model=AgentWelcome)
+def hello(data: Measurement, token: MachineToken, session: SessionDep, settings: SettingsDep) -> AgentWelcome:
+    """The agent starts: what it measured of its machine is recorded (volunteers' machines only)."""
+    machine = machines.record_join(session, machines.machine_for_token(session, token), data, agent=True)
+    session.commit()
+    return AgentWelcome(machine_id=machine.id, name=machine.name, poll_s=5.0,
+                        release=settings.required_worker_version or installed_version())
+
+
+def _orders(session: Session, machine: Machine) -> AgentOrders:
+    machine.last_contact_at = utcnow()
+    session.add(machine)
+    orders = AgentOrders(machine_id=machine.id, state=machine.state, paused=machine.paused,
+                         leave=machine.state != MachineState.approved or machine.draining and
+                         units.unit_for(session, machine) is None, message=machine.message)
+    attempt = units.unit_for(session, machine) if not orders.leave else None
+    if attempt is not None and attempt.started_at is None:  # handed out once; a restarted agent gives it back
+        attempt, token = claim_for_machine(session, machine.id, attempt.submission_id)
+        run = session.get(Run, attempt.run_id)
+        orders.unit = Unit(run_id=run.id, attempt=attempt.number, kind=run.job_kind,
+                           submission_id=attempt.submission_id, token=token)
+    session.commit()
+    return orders
+
+
+@router.post("/work", response_model=AgentOrders, responses={200: {"description": "orders, with a unit or none"}})
+def ask_for_work(token: MachineToken, session: SessionDep, response: Response,
+                 wait_s: Annotated[int, Query(ge=0, le=LONGEST_WAIT_S)] = 0,
+                 restarted: Annotated[bool, Query()] = False) -> AgentOrders:
+    """Ask for a unit, waiting up to `wait_s` seconds for one (a long poll): the orders say whether to go on, and
+    carry the unit placed on this machine, if any. Asking keeps the machine online for the scheduler. An agent
+    that starts again says `restarted`: a unit it had begun is given back (another volunteer gets a copy)."""
+    machine = machines.machine_for_token(session, token)
+    if not machine.volunteer:
+        raise Forbidden(f"machine {machine.id} is registered for the Ray pool: it takes work by joining it")
+    if restarted:
+        given_back = units.give_back(session, machine)
+        session.commit()
+        if given_back:
+            response.headers["X-Units-Given-Back"] = str(given_back)
+    deadline = time.monotonic() + wait_s
+    while True:
+        orders = _orders(session, machine)
+        if orders.unit is not None or orders.leave or time.monotonic() >= deadline:
+            response.headers["Cache-Control"] = "no-store"
+            return orders
+        time.sleep(1.0)
+        session.expire_all()
+        machine = session.get(Machine, machine.id)

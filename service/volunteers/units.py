@@ -1,0 +1,114 @@
+"""Volunteers' work units: which agents are online, which units want another copy, and what an agent holds.
+
+A unit is a run of a kind unvetted machines may take (`JobKind.volunteers`), placed by the scheduler's one policy
+on a volunteer's agent as on any node. Its attempts live in the VOLUNTEER_POOL, which no Ray scheduler touches:
+the agent pulls its attempt over HTTPS (`/api/agent/work`), and what it sends back is held on the attempt until
+validation (service.volunteers.validation) makes it the run's outputs. A unit wants `Run.replicas` results that
+agree; each copy goes to a machine of another owner.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+from sqlalchemy import or_, update
+from sqlmodel import Session, select
+
+from jobs.kinds import KINDS
+from service.models import AttemptState, Machine, MachineState, Run, RunAttempt, RunState
+from service.runs.state import LIVE_ATTEMPT, move_attempt
+from service.timeutil import utcnow
+
+VOLUNTEER_POOL = "volunteers"
+AGENT_NODE_PREFIX = "agent-"  # the node id the policy knows a volunteer's agent by: agent-<machine id>
+ONLINE_S = 90.0  # an agent that asked for work this recently is online (it asks at least every 30 s)
+TRUSTED_AFTER = 10  # validated results in a row before a volunteer's units go out as single copies
+SPOT_CHECK = 0.1  # the share of a trusted volunteer's units that are copied all the same
+MAX_REPLICAS = 5  # copies of one unit before the volunteers are judged unable to agree on it
+
+
+def volunteer_kinds() -> set[str]:
+    return {name for name, kind in KINDS.items() if kind.volunteers}
+
+
+def agent_node_id(machine_id: int) -> str:
+    return f"{AGENT_NODE_PREFIX}{machine_id}"
+
+
+def machine_of_agent_node(node_id: str) -> int | None:
+    suffix = node_id.removeprefix(AGENT_NODE_PREFIX)
+    return int(suffix) if node_id.startswith(AGENT_NODE_PREFIX) and suffix.isdigit() else None
+
+
+def online_agents(session: Session) -> list[Machine]:
+    """Volunteers' machines whose agent asked for work lately and that measured themselves."""
+    since = utcnow() - timedelta(seconds=ONLINE_S)
+    return list(session.exec(select(Machine).where(
+        Machine.volunteer, Machine.state == MachineState.approved, Machine.measured_at.is_not(None),
+        Machine.last_contact_at >= since).order_by(Machine.id)))
+
+
+def copies_wanted(session: Session) -> list[tuple[Run, frozenset[int]]]:
+    """Units out with volunteers that want another copy, each with the machines that must not take it (those of
+    owners who already have one)."""
+    now = utcnow()
+    runs = session.exec(select(Run).where(Run.state == RunState.running, Run.pool == VOLUNTEER_POOL,
+                                          Run.cancel_requested.is_(False),
+                                          or_(Run.claim_token.is_(None), Run.claim_expires_at < now))).all()
+    wanted = []
+    for run in runs:
+        attempts = session.exec(select(RunAttempt).where(RunAttempt.run_id == run.id)).all()
+        counting = [a for a in attempts if a.state in LIVE_ATTEMPT
+                    or (a.state == AttemptState.succeeded and a.verdict in ("", "agreed"))]
+        if len(counting) >= run.replicas:
+            continue
+        owners = {session.get(Machine, a.machine_id).owner_id for a in attempts if a.machine_id is not None}
+        avoid = session.exec(select(Machine.id).where(Machine.owner_id.in_(owners))).all() if owners else []
+        wanted.append((run, frozenset(avoid)))
+    return wanted
+
+
+def copies_needed(machine: Machine) -> int:
+    """How many agreeing results a unit first placed on this machine needs: one from a volunteer with a long record
+    of validated results (spot-checked now and then), two otherwise."""
+    if machine.trust >= TRUSTED_AFTER and random.random() >= SPOT_CHECK:
+        return 1
+    return 2
+
+
+def claim_copy(session: Session, run_id: int, token: str, ttl_s: int) -> bool:
+    """Claim a unit out with volunteers to place one more copy of it; a racing scheduler gets False."""
+    now = utcnow()
+    claimed = session.execute(update(Run).where(
+        Run.id == run_id, Run.state == RunState.running, Run.pool == VOLUNTEER_POOL,
+        or_(Run.claim_token.is_(None), Run.claim_expires_at < now))
+        .values(claim_token=token, claim_expires_at=now + timedelta(seconds=ttl_s))
+        .execution_options(synchronize_session=False)).rowcount
+    session.commit()
+    return claimed == 1
+
+
+def release_copy(session: Session, run_id: int, token: str) -> None:
+    session.execute(update(Run).where(Run.id == run_id, Run.claim_token == token)
+                    .values(claim_token=None, claim_expires_at=None).execution_options(synchronize_session=False))
+
+
+def unit_for(session: Session, machine: Machine) -> RunAttempt | None:
+    """The live attempt placed on this volunteer's machine, if any (an agent runs one unit at a time)."""
+    return session.exec(select(RunAttempt).where(RunAttempt.machine_id == machine.id,
+                                                 RunAttempt.pool == VOLUNTEER_POOL,
+                                                 RunAttempt.state.in_(LIVE_ATTEMPT)).order_by(RunAttempt.id)).first()
+
+
+def give_back(session: Session, machine: Machine) -> int:
+    """A restarted agent gives back the unit it had begun: the attempt is lost, and another copy goes out."""
+    given = 0
+    for attempt in session.exec(select(RunAttempt).where(RunAttempt.machine_id == machine.id,
+                                                         RunAttempt.pool == VOLUNTEER_POOL,
+                                                         RunAttempt.state.in_(LIVE_ATTEMPT),
+                                                         RunAttempt.started_at.is_not(None))).all():
+        move_attempt(session, attempt, AttemptState.lost, "its agent restarted and gave the unit back",
+                     actor=f"machine:{machine.id}")
+        given += 1
+    return given

@@ -1,0 +1,213 @@
+"""Volunteers' agents, for real: `observatory volunteer` subprocesses pull units from a live portal, run them in
+the sandbox, and their results count once another volunteer's agree; a cheater is outvoted and its trust zeroed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session, select
+
+from jobs.config import TrainConfig
+from jobs.sandbox import problem
+from jobs.train import main as train_main
+from scheduler.dispatch import Dispatcher
+from scheduler.volunteers import settle_volunteers
+from service.archive.service import list_artifacts, store_for
+from service.config import Settings
+from service.db import writer
+from service.ledger.service import run_charged
+from service.models import Artifact, Machine, Role, Run, RunAttempt, RunState
+from tests.factories import TINY_TRAIN, auth_headers, award, create_call, create_proposal, create_user, registered_model
+from tests.live import live_server
+
+pytestmark = pytest.mark.skipif(problem() is not None, reason=f"no sandbox here: {problem()}")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class NoRay:
+    """The Ray pool of this observatory: empty, so that every unit goes to a volunteer's agent."""
+
+    dashboard_url = "http://127.0.0.1:9"
+
+    def nodes(self) -> list[dict]:
+        return []
+
+    def submit(self, request):  # noqa: ANN001
+        raise AssertionError("nothing is submitted to Ray here")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> bytes:
+    out = tmp_path_factory.mktemp("model")
+    train_main(TrainConfig.model_validate({**TINY_TRAIN, "resolution": 16}), out)
+    return (out / "checkpoint.pt").read_bytes()
+
+
+@pytest.fixture
+def observatory(lite_settings: Settings, lite_engine: Engine) -> Iterator[str]:
+    """The portal on a real port, and a scheduler ticking every half second beside it."""
+    stop = threading.Event()
+    engine = writer(lite_engine)  # as the scheduler's: its transactions check, then write
+    dispatcher = Dispatcher(engine, lite_settings, NoRay(), store_for(lite_settings))
+
+    def tick() -> None:
+        while not stop.is_set():
+            try:
+                dispatcher.dispatch([])
+                settle_volunteers(engine, lite_settings, store_for(lite_settings))
+            except OperationalError:  # SQLite busy with the portal's own writes: the next tick goes on
+                pass
+            stop.wait(0.5)
+
+    with live_server(lite_settings, lite_engine) as url:
+        thread = threading.Thread(target=tick, daemon=True)
+        thread.start()
+        yield url
+        stop.set()
+        thread.join(timeout=30)
+
+
+def volunteer_machine(client: TestClient, session: Session, name: str) -> tuple[int, str, dict[str, str]]:
+    """An owner registers a volunteer's machine (no admin needed) and shows its command: id, credential, headers."""
+    owner = create_user(session, Role.owner)
+    headers = auth_headers(session, owner)
+    made = client.post("/api/machines", headers=headers, json={"name": name, "volunteer": True})
+    assert made.status_code == 201 and made.json()["state"] == "approved", made.text
+    ticket = client.post(f"/api/machines/{made.json()['id']}/join-token", headers=headers).json()
+    assert ticket["command"].startswith(f"OBSERVATORY_MACHINE_TOKEN={ticket['token']} observatory volunteer ")
+    return made.json()["id"], ticket["token"], headers
+
+
+def start_agent(url: str, credential: str, folder: Path, *, cheat: bool = False) -> subprocess.Popen:
+    module = ["-m", "tests.cheating_agent"] if cheat else ["-m", "observatory", "volunteer"]
+    env = {**os.environ, "OBSERVATORY_MACHINE_TOKEN": credential}
+    log = folder.with_suffix(".log").open("w")
+    return subprocess.Popen([sys.executable, *module, url, "--folder", str(folder), "--memory-gb", "4"], cwd=ROOT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(engine: Engine, run_ids: list[int], agents: list[subprocess.Popen], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with Session(engine) as session:  # a fresh read each time (SQLite keeps a transaction's snapshot)
+            runs = [session.get(Run, i) for i in run_ids]
+        if all(run.state == RunState.succeeded for run in runs):
+            return
+        failed = [run.message for run in runs if run.state == RunState.failed]
+        quit_ = [agent.args for agent in agents if agent.poll() is not None]
+        if failed or quit_ or time.monotonic() > deadline:
+            raise AssertionError(f"runs: {[(r.state, r.message) for r in runs]}; agents: {stop(agents)}")
+        time.sleep(1)
+
+
+def stop(agents: list[subprocess.Popen]) -> str:
+    """Stop the agents (as Ctrl-C would); what they printed."""
+    for agent in agents:
+        if agent.poll() is None:
+            agent.terminate()
+    for agent in agents:
+        agent.wait(timeout=60)
+    return "\n".join(Path(agent.args[agent.args.index("--folder") + 1]).with_suffix(".log").read_text()
+                     for agent in agents)
+
+
+def units(lite_client: TestClient, lite_session: Session, lite_settings: Settings, checkpoint: bytes,
+          plans: list[dict]) -> list[int]:
+    admin = create_user(lite_session, Role.admin)
+    ref, _ = registered_model(lite_client, lite_session, lite_settings, admin, checkpoint,
+                              {**TINY_TRAIN, "resolution": 16})
+    call = create_call(lite_session, admin, capacity=100)
+    runs = [award(lite_session, admin, create_proposal(lite_session, create_user(lite_session), call,
+                                                       job_plan={**plan, "model": ref}))[1]
+            for plan in plans]
+    return [run.id for run in runs]
+
+
+def test_two_volunteers_validate_a_sample_and_a_replication_unit(
+        observatory: str, lite_client: TestClient, lite_session: Session, lite_settings: Settings,
+        checkpoint: bytes, tmp_path: Path) -> None:
+    run_ids = units(lite_client, lite_session, lite_settings, checkpoint, [
+        {"kind": "sample", "seeds": [3, 5], "inference_steps": 3},
+        {"kind": "replication", "samples": 4, "inference_steps": 3}])
+    first, second = (volunteer_machine(lite_client, lite_session, name) for name in ("den", "garage"))
+    agents = [start_agent(observatory, first[1], tmp_path / "a"), start_agent(observatory, second[1], tmp_path / "b")]
+    try:
+        wait_for(lite_session.get_bind(), run_ids, agents)
+        # Revoked at once: the agent's next ask is refused, and it stops saying why.
+        assert lite_client.delete(f"/api/machines/{first[0]}/join-token", headers=first[2]).status_code == 200
+        assert agents[0].wait(timeout=60) == 2  # the CLI's exit for a refusal
+    finally:
+        output = stop(agents)
+    assert "the portal refused this machine (401)" in output, output
+    assert (tmp_path / "a" / "credential").stat().st_mode & 0o777 == 0o600
+    for run_id in run_ids:
+        run = lite_session.get(Run, run_id)
+        assert run.state == RunState.succeeded and "2 volunteers' results agreed" in run.message, run.message
+        attempts = lite_session.exec(select(RunAttempt).where(RunAttempt.run_id == run_id)).all()
+        assert sorted(a.machine_id for a in attempts) == sorted([first[0], second[0]])
+        assert {a.verdict for a in attempts} == {"agreed"}
+        chosen = min(a.number for a in attempts)
+        outputs = {a.name: a for a in list_artifacts(lite_session, run_id)}
+        held = next(a for a in attempts if a.number == chosen).held_outputs
+        for name, entry in held.items():  # the outputs published are one volunteer's, as sent
+            assert outputs[name].sha256 == entry["sha256"] and outputs[name].attempt == chosen
+        assert run_charged(lite_session, run_id, chosen) >= 0
+        assert run_charged(lite_session, run_id, max(a.number for a in attempts)) == 0 or chosen == max(
+            a.number for a in attempts)  # the copy made to check it is not charged to the award
+    for machine_id in (first[0], second[0]):
+        assert lite_session.get(Machine, machine_id).trust == 2
+    sample = {a.name for a in list_artifacts(lite_session, run_ids[0])}
+    assert {"samples.png", "metrics.json", "job.log", "manifest.json"} <= sample
+
+
+def test_a_cheating_volunteer_is_outvoted_and_loses_its_trust(
+        observatory: str, lite_client: TestClient, lite_session: Session, lite_settings: Settings,
+        checkpoint: bytes, tmp_path: Path) -> None:
+    [run_id] = units(lite_client, lite_session, lite_settings, checkpoint,
+                     [{"kind": "sample", "seeds": [3, 5, 8], "inference_steps": 3}])
+    cheater = volunteer_machine(lite_client, lite_session, "bogus")
+    honest = [volunteer_machine(lite_client, lite_session, name) for name in ("den", "garage")]
+    cheat_agent = start_agent(observatory, cheater[1], tmp_path / "c", cheat=True)
+    agents = [cheat_agent]
+    try:
+        # The cheater gets the first copy; the honest agents start once it has it.
+        deadline = time.monotonic() + 120
+        while True:
+            with Session(lite_session.get_bind()) as fresh:
+                if fresh.exec(select(RunAttempt).where(RunAttempt.run_id == run_id)).all():
+                    break
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        agents += [start_agent(observatory, m[1], tmp_path / str(m[0])) for m in honest]
+        wait_for(lite_session.get_bind(), [run_id], agents)
+    finally:
+        stop(agents)
+    run = lite_session.get(Run, run_id)
+    assert run.state == RunState.succeeded and "2 volunteers' results agreed" in run.message, run.message
+    attempts = {a.machine_id: a for a in lite_session.exec(select(RunAttempt).where(RunAttempt.run_id == run_id))}
+    assert len(attempts) == 3  # the third copy decided
+    assert attempts[cheater[0]].verdict == "wrong" and "proven wrong" in attempts[cheater[0]].message
+    assert {attempts[m[0]].verdict for m in honest} == {"agreed"}
+    bogus = attempts[cheater[0]].held_outputs["samples.png"]["sha256"]  # its forged picture (its metrics are true)
+    published = set(lite_session.exec(select(Artifact.sha256).where(Artifact.run_id == run_id)).all())
+    assert bogus not in published and attempts[cheater[0]].number not in set(lite_session.exec(
+        select(Artifact.attempt).where(Artifact.run_id == run_id)).all())  # nothing of the cheater's is published
+    assert run_charged(lite_session, run_id, attempts[cheater[0]].number) == 0
+    machine = lite_session.get(Machine, cheater[0])
+    assert machine.trust == 0 and machine.wrong_results == 1
+    assert all(lite_session.get(Machine, m[0]).trust == 1 for m in honest)
+    samples = next(a for a in lite_session.exec(select(Artifact).where(Artifact.run_id == run_id,
+                                                                       Artifact.name == "samples.png")))
+    data = b"".join(store_for(lite_settings).open_range(samples.sha256))
+    assert hashlib.sha256(data).hexdigest() == samples.sha256
