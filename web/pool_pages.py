@@ -57,12 +57,15 @@ def _checked(model, form: dict):  # type: ignore[no-untyped-def]
 async def register_machine(request: Request, user: CurrentUser, session: SessionDep):
     form = await form_fields(request)
     form["show_owner"] = "show_owner" in form
+    form["volunteer"] = "volunteer" in form
     found: dict = {}
 
     def register() -> None:
         found["machine"] = machines.register(session, user, **_checked(MachineCreate, form).model_dump())
 
-    response = act(request, session, "/machines", "Registered; an admin will look at it.", register)
+    done = ("Registered as a volunteer's machine: show its command below and run it." if form["volunteer"]
+            else "Registered; an admin will look at it.")
+    response = act(request, session, "/machines", done, register)
     return redirect(f"/machines/{found['machine'].id}") if "machine" in found else response
 
 

@@ -32,6 +32,7 @@ from service.pool.standing import day_start, hours_on
 from service.rounds.service import in_rounds
 from service.runs.state import LIVE_ATTEMPT, STOP_MOVE
 from service.timeutil import utcnow
+from service.volunteers.units import VOLUNTEER_POOL
 
 TOKEN_PREFIX = "mc_"
 ALLOWED = {
@@ -94,8 +95,9 @@ def move_runs_off(session: Session, machine: Machine, why: str) -> int:
     if not here:
         return 0
     # A run trained by several nodes loses only its worker here: the others go on, and a free node takes its place.
-    workers = [a for a in here if in_rounds(session.get(Run, a.run_id))
-               and _other_workers(session, a.run_id, machine.id)]
+    # So does a unit out with volunteers: this copy stops, the others go on, and another volunteer gets one.
+    workers = [a for a in here if a.pool == VOLUNTEER_POOL or (in_rounds(session.get(Run, a.run_id))
+                                                              and _other_workers(session, a.run_id, machine.id))]
     for attempt in workers:
         if attempt.stop_reason is None:
             attempt.stop_reason = STOP_MOVE
