@@ -7,7 +7,8 @@ needs, they are compared (service.volunteers.agreement), BOINC's way:
   copies made, is 1 only for a volunteer with a long record, whose single result counts; spot checks copy even
   those);
 - its first result becomes the run's outputs; the award is charged for that attempt's time alone (copies made to
-  check it are the project's cost); each agreeing volunteer's trust grows by one;
+  check it are the project's cost); each agreeing volunteer's trust grows by one, and its machine is credited with
+  the result's GPU-seconds scaled by its GPU class (service.volunteers.credit);
 - a result the group outvotes is proven wrong: nothing of it is published or charged, and its machine's trust falls
   to zero;
 - results that do not agree ask for one more copy (up to MAX_REPLICAS), which decides.
@@ -33,7 +34,7 @@ from service.errors import Conflict
 from service.models import AttemptState, Machine, Run, RunAttempt, RunState
 from service.runs.state import FINAL, move_attempt, transition
 from service.timeutil import utcnow
-from service.volunteers import agreement, units
+from service.volunteers import agreement, credit, units
 
 log = logging.getLogger("observatory.scheduler")
 MAX_READ = 64 << 20  # outputs larger than this are compared by digest alone
@@ -180,6 +181,10 @@ def _accept(session: Session, store: ArchiveStore, run: Run, agreed: list[RunAtt
         attempt.verdict = "agreed"
         session.add(attempt)
         _trust(session, attempt.machine_id, agreed=True)
+        machine = session.get(Machine, attempt.machine_id) if attempt.machine_id is not None else None
+        if machine is not None:  # each agreeing result earns its machine credit, the copies made to check included
+            credit.record(session, attempt, machine, seconds=credit.seconds_of(attempt),
+                          factor=attempt.charge_factor)
     for attempt in outvoted:
         attempt.verdict = "wrong"
         attempt.message = (f"{attempt.message}; proven wrong: {len(agreed)} other results agree with one another "

@@ -22,6 +22,7 @@ from service.review.api import router as review_router
 from service.rounds.api import router as rounds_router
 from service.runs.api import router as runs_router
 from service.volunteers.api import router as volunteers_router
+from service.volunteers.api import standings_router
 
 router = APIRouter(prefix="/api")
 router.include_router(auth_router)
@@ -30,6 +31,7 @@ router.include_router(proposals_router)
 router.include_router(runs_router)
 router.include_router(pool_router)
 router.include_router(volunteers_router)
+router.include_router(standings_router)
 router.include_router(review_router)
 router.include_router(datasets_router)
 router.include_router(models_router)

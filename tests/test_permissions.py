@@ -106,6 +106,7 @@ CASES = [
          "volunteer", {"release": "0.2.0", "cpus": 2}),
     Case("POST", "/api/agent/work", {"anonymous": 401, "owner": 401, "admin": 401, "attempt": 401, "machine": 403},
          "volunteer", {}),
+    Case("GET", "/api/volunteers", {}, "anonymous"),
     Case("DELETE", "/api/machines/{machine_id}/join-token", {"anonymous": 401, "other": 404, "admin": 403,
                                                              "machine": 401, "volunteer": 401}, "owner"),
     Case("GET", "/api/pool/nodes", {"anonymous": 401, "other": 403, "reviewer": 403, "pi": 403}, "admin"),

@@ -27,7 +27,7 @@ from service.archive.service import list_artifacts, store_for
 from service.config import Settings
 from service.db import writer
 from service.ledger.service import run_charged
-from service.models import Artifact, Machine, Role, Run, RunAttempt, RunState
+from service.models import Artifact, Machine, Role, Run, RunAttempt, RunState, VolunteerCredit
 from tests.factories import TINY_TRAIN, auth_headers, award, create_call, create_proposal, create_user, registered_model
 from tests.live import live_server
 
@@ -162,13 +162,23 @@ def test_two_volunteers_validate_a_sample_and_a_replication_unit(
         held = next(a for a in attempts if a.number == chosen).held_outputs
         for name, entry in held.items():  # the outputs published are one volunteer's, as sent
             assert outputs[name].sha256 == entry["sha256"] and outputs[name].attempt == chosen
-        assert run_charged(lite_session, run_id, chosen) >= 0
-        assert run_charged(lite_session, run_id, max(a.number for a in attempts)) == 0 or chosen == max(
-            a.number for a in attempts)  # the copy made to check it is not charged to the award
+        [check] = [a.number for a in attempts if a.number != chosen]
+        assert run_charged(lite_session, run_id, chosen) > 0  # the award pays for the result it keeps…
+        assert run_charged(lite_session, run_id, check) == 0  # …not for the copy made to check it
     for machine_id in (first[0], second[0]):
         assert lite_session.get(Machine, machine_id).trust == 2
     sample = {a.name for a in list_artifacts(lite_session, run_ids[0])}
     assert {"samples.png", "metrics.json", "job.log", "manifest.json"} <= sample
+    # Credit: each agreeing result earns its machine its GPU-seconds; teams and named owners are ranked.
+    assert lite_client.patch(f"/api/machines/{second[0]}", headers=second[2],
+                             json={"team": "Attic Collective", "show_owner": True}).status_code == 200
+    standings = lite_client.get("/api/volunteers").json()
+    assert standings["total_units"] == 4 and standings["total_credit"] > 0
+    assert [(t["name"], t["units"]) for t in standings["teams"]] == [("Attic Collective", 2)]
+    assert [o["units"] for o in standings["owners"]] == [2] and standings["anonymous_credit"] > 0
+    mine = lite_client.get(f"/api/machines/{first[0]}", headers=first[2]).json()
+    assert mine["units_validated"] == 2 and mine["credit_hours"] > 0
+    assert "Attic Collective" in lite_client.get("/volunteers").text
 
 
 def test_a_cheating_volunteer_is_outvoted_and_loses_its_trust(
@@ -206,6 +216,8 @@ def test_a_cheating_volunteer_is_outvoted_and_loses_its_trust(
     assert run_charged(lite_session, run_id, attempts[cheater[0]].number) == 0
     machine = lite_session.get(Machine, cheater[0])
     assert machine.trust == 0 and machine.wrong_results == 1
+    credited = set(lite_session.exec(select(VolunteerCredit.machine_id).where(VolunteerCredit.run_id == run_id)))
+    assert credited == {m[0] for m in honest}  # nothing credited to the cheater
     assert all(lite_session.get(Machine, m[0]).trust == 1 for m in honest)
     samples = next(a for a in lite_session.exec(select(Artifact).where(Artifact.run_id == run_id,
                                                                        Artifact.name == "samples.png")))

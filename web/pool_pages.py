@@ -14,6 +14,7 @@ from service.pool.api import join_command
 from service.pool.reach import pool_reach
 from service.pool.schemas import MachineControls, MachineCreate, MachineDecision
 from service.types import IdPath
+from service.volunteers import credit
 from web.confirm import confirmation, confirmed
 from web.render import act, flash, form_fields, redirect, render
 
@@ -24,6 +25,12 @@ router = APIRouter(include_in_schema=False)
 def pool_page(request: Request, session: SessionDep):
     """Anyone: what the pool has online and delivered, and the owners who chose to be named."""
     return render(request, "pool.html", {"pool": standing.public_pool(session)})
+
+
+@router.get("/volunteers")
+def volunteers_page(request: Request, session: SessionDep):
+    """Anyone: the credit volunteers' machines earned with validated work, by owner (where named) and team."""
+    return render(request, "volunteers.html", {"standings": credit.standings(session)})
 
 
 @router.get("/pool/nodes")
@@ -92,6 +99,14 @@ async def control_machine(machine_id: IdPath, request: Request, user: CurrentUse
         form["clear_cap"] = "true"
     return act(request, session, url, "Saved.", lambda: machines.set_controls(
         session, user, machine_id, **_checked(MachineControls, form).model_dump()))
+
+
+@router.post("/machines/{machine_id}/forget-credential")
+def forget_credential(machine_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
+    """The owner revokes the machine's credential: its next call is refused until a new one is shown."""
+    return act(request, session, f"/machines/{machine_id}", "Its credential is revoked: the machine's next call "
+                                                            "is refused.",
+               lambda: machines.forget_token(session, user, machine_id))
 
 
 @router.post("/machines/{machine_id}/decision")

@@ -6,7 +6,7 @@ from service.models.dataset import DatasetPartition, DatasetVersion
 from service.models.ledger import EntryKind, LedgerAccount, LedgerEntry
 from service.models.mark import PairMark, Verdict
 from service.models.model_version import ModelVersion
-from service.models.pool import Machine, MachineState, PoolClaim, PoolNode
+from service.models.pool import Machine, MachineState, PoolClaim, PoolNode, VolunteerCredit
 from service.models.proposal import Award, MemberRole, PriorityClass, Proposal, ProposalMember, ProposalState
 from service.models.review import (
     AssignmentState,
@@ -31,6 +31,7 @@ from service.models.user import SELF_SERVICE_ROLES, ApiToken, CredentialKind, Lo
 from service.models.withdrawal import Withdrawal, WithdrawalReason
 
 __all__ = [
+    "VolunteerCredit",
     "RoundContribution",
     "TrainingRound",
     "Verdict",

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from service.models.columns import enum_column
@@ -89,3 +89,21 @@ class Machine(SQLModel, table=True):
     volunteer: bool = False
     trust: int = 0  # validated results in a row; a proven wrong result sets it back to 0
     wrong_results: int = 0
+    team: str = Field(default="", max_length=80)  # the volunteers' team its credit counts for ("": none)
+
+
+class VolunteerCredit(SQLModel, table=True):
+    """Validated work of a volunteer's machine: GPU-seconds of one agreeing result, scaled by its GPU class (the
+    charge factor, so that an hour on a big card earns what it would cost). Written once per result."""
+
+    __tablename__ = "volunteer_credits"
+    __table_args__ = (UniqueConstraint("run_id", "attempt", name="uq_credit_run_attempt"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    machine_id: int = Field(foreign_key="machines.id", index=True)
+    owner_id: int = Field(foreign_key="users.id", index=True)
+    run_id: int = Field(foreign_key="runs.id")
+    attempt: int
+    gpu_seconds: int
+    credit: float  # GPU-seconds × the GPU class's factor
+    created_at: datetime = Field(default_factory=utcnow)

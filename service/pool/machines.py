@@ -160,7 +160,7 @@ def leave(session: Session, owner: User, machine_id: int) -> Machine:
 
 def set_controls(session: Session, owner: User, machine_id: int, *, paused: bool | None = None,
                  draining: bool | None = None, hours_per_day: float | None = None, clear_cap: bool = False,
-                 show_owner: bool | None = None) -> Machine:
+                 show_owner: bool | None = None, team: str | None = None) -> Machine:
     machine = machine_for(session, owner, machine_id, as_owner=True)
     if machine.state in (MachineState.left, MachineState.rejected):
         raise Conflict(f"machine {machine.id} is {machine.state}; register it again to lend it")
@@ -176,6 +176,10 @@ def set_controls(session: Session, owner: User, machine_id: int, *, paused: bool
         machine.hours_per_day = hours_per_day
     if show_owner is not None:
         machine.show_owner = show_owner
+    if team is not None:
+        if team.strip() and not machine.volunteer:
+            raise Invalid("teams are for volunteers' machines: a machine of the Ray pool earns no credit")
+        machine.team = team.strip()
     session.add(machine)
     session.flush()
     return machine

@@ -63,6 +63,7 @@ class MachineControls(BaseModel):
     hours_per_day: HoursPerDay | None = None
     clear_cap: bool = False
     show_owner: bool | None = None
+    team: text(80) | None = None  # a volunteer's machine: the team its credit counts for ("" for none)
 
 
 class MachineDecision(BaseModel):
@@ -103,6 +104,9 @@ class MachinePublic(BaseModel):
     volunteer: bool = False  # a volunteer's agent: pulls validated work, never joins Ray
     trust: int = 0  # validated results in a row
     wrong_results: int = 0
+    team: str = ""
+    credit_hours: float = 0.0  # validated GPU-hours, scaled by GPU class
+    units_validated: int = 0
 
 
 class JoinTicket(BaseModel):

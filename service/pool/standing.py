@@ -15,6 +15,7 @@ from service.models import Machine, MachineState, PoolNode, RunAttempt, User
 from service.pool.schemas import MachinePublic, PublicMachine, PublicPool
 from service.runs.state import LIVE_ATTEMPT
 from service.timeutil import utcnow
+from service.volunteers import credit
 from service.volunteers.units import ONLINE_S
 
 MACHINE_LABEL = "observatory-machine"  # the Ray label that ties a node to its registered machine
@@ -84,6 +85,7 @@ def describe(session: Session, machines: list[Machine]) -> list[MachinePublic]:
         runs[machine_id].add(run_id)
         if state in LIVE_ATTEMPT:
             busy.add(machine_id)
+    earned = credit.of_machines(session, [m.id for m in machines if m.volunteer])
     out = []
     for machine in machines:
         node = online.get(machine.id)
@@ -94,7 +96,8 @@ def describe(session: Session, machines: list[Machine]) -> list[MachinePublic]:
             **machine.model_dump(), "owner_name": owners.get(machine.owner_id, ""), "status": status,
             "labels": {k: str(v) for k, v in (node.labels if node else {}).items()},
             "hours_contributed": round(total.get(machine.id, 0.0), 3),
-            "hours_today": round(today.get(machine.id, 0.0), 3), "runs_served": len(runs[machine.id])}))
+            "hours_today": round(today.get(machine.id, 0.0), 3), "runs_served": len(runs[machine.id]),
+            "credit_hours": earned.get(machine.id, (0.0, 0))[0], "units_validated": earned.get(machine.id, (0, 0))[1]}))
     return out
 
 

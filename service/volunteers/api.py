@@ -19,9 +19,10 @@ from service.pool import machines
 from service.pool.api import MachineToken
 from service.pool.schemas import Measurement
 from service.timeutil import utcnow
-from service.volunteers import units
+from service.volunteers import credit, units
 
 router = APIRouter(prefix="/agent", tags=["volunteers' agents"])
+standings_router = APIRouter(tags=["volunteers' agents"])
 LONGEST_WAIT_S = 25
 
 
@@ -100,3 +101,9 @@ def ask_for_work(token: MachineToken, session: SessionDep, response: Response,
         time.sleep(1.0)
         session.expire_all()
         machine = session.get(Machine, machine.id)
+
+
+@standings_router.get("/volunteers", response_model=credit.VolunteerStandings)
+def volunteer_standings(session: SessionDep) -> credit.VolunteerStandings:
+    """Validated credit (GPU-hours scaled by GPU class): owners who chose to be named, and teams (no sign-in)."""
+    return credit.standings(session)
