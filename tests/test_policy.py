@@ -116,3 +116,28 @@ def test_a_busy_node_is_online_and_the_run_waits_for_it_to_free() -> None:
     assert decide([gpu_run(2)], [full_card], {1: PLENTY}).wait == {2: "waiting for a node with 1 GPU free"}
     assert decide([gpu_run(3, vram=40)], [full_card], {1: PLENTY}).wait == {
         3: "waiting: no node online has 40 GB of GPU memory"}
+
+
+def agent(node_id: str, machine_id: int, vram: float = 8.0) -> NodeView:
+    return NodeView(node_id, free_gpus=1, free_cpus=4, vram_gb=vram, machine_id=machine_id, volunteer=True)
+
+
+def test_a_volunteers_agent_takes_only_what_unvetted_machines_may_run() -> None:
+    train, sample = gpu_run(1), QueuedRun(2, 1, gpus=1, cpus=0, vram_gb=1.0, volunteer_ok=True)
+    decision = decide([train, sample], [agent("agent-7", 7)], {1: PLENTY})
+    assert decision.place == {2: "agent-7"} and 1 in decision.wait
+    # A vetted node takes either; the policy's order decides which goes where.
+    decision = decide([train, sample], [agent("agent-7", 7), card("ray", 24)], {1: PLENTY})
+    assert decision.place == {1: "ray", 2: "agent-7"}
+
+
+def test_a_copy_goes_to_another_owners_agent_and_never_to_a_vetted_node() -> None:
+    copy = QueuedRun(5, 1, gpus=1, cpus=0, vram_gb=1.0, volunteer_ok=True, replica=True, avoid=frozenset({7}))
+    assert decide([copy], [agent("agent-7", 7), card("ray", 24)], {1: PLENTY}).place == {}
+    assert decide([copy], [agent("agent-7", 7), agent("agent-8", 8)], {1: PLENTY}).place == {5: "agent-8"}
+    # A copy of a unit already out is placed even when the award has nothing left: it finishes what began.
+    spent = {1: Share(3_600, 3_600, 0)}
+    assert decide([copy], [agent("agent-8", 8)], spent).place == {5: "agent-8"}
+    paused = agent("agent-8", 8)
+    paused.blocked = "machine 8 is paused by its owner"
+    assert decide([copy], [paused], {1: PLENTY}).place == {}

@@ -223,3 +223,31 @@ def test_a_cheating_volunteer_is_outvoted_and_loses_its_trust(
                                                                        Artifact.name == "samples.png")))
     data = b"".join(store_for(lite_settings).open_range(samples.sha256))
     assert hashlib.sha256(data).hexdigest() == samples.sha256
+
+
+def test_a_restarted_agent_gives_its_unit_back_and_takes_it_again(
+        lite_client: TestClient, lite_session: Session, lite_settings: Settings, lite_engine: Engine,
+        checkpoint: bytes) -> None:
+    [run_id] = units(lite_client, lite_session, lite_settings, checkpoint, [{"kind": "sample", "seeds": [1]}])
+    machine_id, credential, _ = volunteer_machine(lite_client, lite_session, "den")
+    agent_headers = {"Authorization": f"Bearer {credential}"}
+    hello = lite_client.post("/api/agent/hello", headers=agent_headers, json={"release": "0.2.0", "cpus": 2})
+    assert hello.status_code == 200, hello.text
+    dispatcher = Dispatcher(writer(lite_engine), lite_settings, NoRay(), store_for(lite_settings))
+    assert dispatcher.dispatch([]) == 1
+    unit = lite_client.post("/api/agent/work", headers=agent_headers).json()["unit"]
+    assert unit["run_id"] == run_id and unit["attempt"] == 1
+    job = {"Authorization": f"Bearer {unit['token']}", "X-Machine-Token": credential}
+    assert lite_client.post("/api/job/start", headers=job, json={"node_name": "den", "worker_version": hello.json()[
+        "release"]}).status_code == 200
+    # Asked again without a restart, the unit it has begun is not handed out twice.
+    assert lite_client.post("/api/agent/work", headers=agent_headers).json()["unit"] is None
+    again = lite_client.post("/api/agent/work", headers=agent_headers, params={"restarted": True})
+    assert again.headers["X-Units-Given-Back"] == "1" and again.json()["unit"] is None
+    assert lite_client.post("/api/job/log", headers=job, json={"offset": 0, "text": "x"}).status_code == 401
+    assert dispatcher.dispatch([]) == 1  # a fresh copy, on the same machine: nobody else has one
+    unit = lite_client.post("/api/agent/work", headers=agent_headers).json()["unit"]
+    assert unit["run_id"] == run_id and unit["attempt"] == 2
+    with Session(lite_engine) as session:
+        first = session.exec(select(RunAttempt).where(RunAttempt.run_id == run_id, RunAttempt.number == 1)).one()
+        assert first.state == "lost" and "gave the unit back" in first.message

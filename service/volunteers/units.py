@@ -63,7 +63,8 @@ def copies_wanted(session: Session) -> list[tuple[Run, frozenset[int]]]:
                     or (a.state == AttemptState.succeeded and a.verdict in ("", "agreed"))]
         if len(counting) >= run.replicas:
             continue
-        owners = {session.get(Machine, a.machine_id).owner_id for a in attempts if a.machine_id is not None}
+        # Another owner's machine for each copy; a copy lost or failed does not bar its owner from trying again.
+        owners = {session.get(Machine, a.machine_id).owner_id for a in counting if a.machine_id is not None}
         avoid = session.exec(select(Machine.id).where(Machine.owner_id.in_(owners))).all() if owners else []
         wanted.append((run, frozenset(avoid)))
     return wanted
