@@ -216,13 +216,18 @@ class JobOutput:
     progress: dict[str, Any] | None = None
     checkpoint_step: int | None = None
     checkpoints: dict[str, int] = field(default_factory=dict)  # sha256 -> step, of the states announced
+    # How a line the job printed is shown here (default: as it is); given the line and its parsed record, if any.
+    echo: Any = None
 
     def read(self, stream) -> None:  # type: ignore[no-untyped-def]
         for raw in iter(stream.readline, b""):
             line = raw.decode(errors="replace")
-            sys.stdout.write(line)
-            sys.stdout.flush()
             parsed = progress.parse(line.rstrip("\n"))
+            if self.echo is None:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            else:
+                self.echo(line, parsed)
             with self.lock:
                 self.pending.append(line)
                 if parsed and parsed[0] == "progress":
@@ -254,7 +259,7 @@ class Attempt:
     into its own folder, and it is stopped once it has run `time_limit_s`."""
 
     def __init__(self, channel: Channel, node_dir: Path, sandbox: Any = None,
-                 time_limit_s: float | None = None) -> None:
+                 time_limit_s: float | None = None, echo: Any = None) -> None:
         self.channel = channel
         self.node_dir = node_dir
         self.sandbox, self.time_limit_s = sandbox, time_limit_s
@@ -264,7 +269,7 @@ class Attempt:
         self.signalled = False  # the job was asked to stop
         self.shipped_step = -1
         self.last_ship = 0.0
-        self.output = JobOutput()
+        self.output = JobOutput(echo=echo)
 
     # -- talking to the observatory: `patient` calls wait out an outage, the others try once
 

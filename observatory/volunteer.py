@@ -120,12 +120,36 @@ def run_unit(portal: Portal, unit: dict[str, Any], *, folder: Path, console: Con
     channel = Channel(portal.url, unit["token"], machine_token=portal.credential)
     stopping = signal.getsignal(signal.SIGTERM)  # the runner takes SIGTERM over while its job runs
     try:
-        code = Attempt(channel, folder, sandbox=sandbox, time_limit_s=UNIT_TIME_LIMIT_S).run()
+        code = Attempt(channel, folder, sandbox=sandbox, time_limit_s=UNIT_TIME_LIMIT_S,
+                       echo=ProgressEcho(console, f"run {unit['run_id']}")).run()
     finally:
         channel.client.close()
         signal.signal(signal.SIGTERM, stopping)
     console.print(f"unit of run {unit['run_id']} done (exit {code}); its result counts once validated")
     return code
+
+
+class ProgressEcho:
+    """The job's lines as the volunteer reads them: its progress records as a percentage each tenth of the way (and
+    each new phase), its checkpoints as one line, the rest as printed."""
+
+    def __init__(self, console: Console, label: str) -> None:
+        self.console, self.label = console, label
+        self.shown: tuple[str, int] | None = None
+
+    def __call__(self, line: str, parsed: tuple[str, dict[str, Any]] | None) -> None:
+        if parsed is None:
+            self.console.print(line.rstrip("\n"), markup=False, highlight=False)
+        elif parsed[0] == "progress":
+            record = parsed[1]
+            phase, fraction = str(record.get("phase") or "working"), float(record.get("fraction") or 0.0)
+            shown = (phase, int(fraction * 10))
+            if shown != self.shown:
+                self.shown = shown
+                self.console.print(f"  {self.label}: {phase} {fraction:.0%}", markup=False, highlight=False)
+        elif parsed[0] == "checkpoint":
+            self.console.print(f"  {self.label}: checkpoint at step {parsed[1].get('step')}", markup=False,
+                               highlight=False)
 
 
 def _patiently(console: Console, call: Any) -> dict[str, Any]:

@@ -150,6 +150,7 @@ def test_two_volunteers_validate_a_sample_and_a_replication_unit(
     finally:
         output = stop(agents)
     assert "the portal refused this machine (401)" in output, output
+    assert f"run {run_ids[0]}: sample 100%" in output  # progress, as a volunteer reads it
     assert (tmp_path / "a" / "credential").stat().st_mode & 0o777 == 0o600
     for run_id in run_ids:
         run = lite_session.get(Run, run_id)
