@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -55,11 +55,13 @@ def checkpoint(tmp_path_factory) -> bytes:
 
 
 @pytest.fixture
-def observatory(lite_settings: Settings, lite_engine: Engine) -> Iterator[str]:
-    """The portal on a real port, and a scheduler ticking every half second beside it."""
+def observatory(lite_settings: Settings, lite_engine: Engine) -> Iterator[Callable[[], str]]:
+    """Starts the portal on a real port, and a scheduler ticking every half second beside it, once the test has
+    made its data (so that no test write waits on the scheduler's)."""
     stop = threading.Event()
     engine = writer(lite_engine)  # as the scheduler's: its transactions check, then write
     dispatcher = Dispatcher(engine, lite_settings, NoRay(), store_for(lite_settings))
+    started: list = []
 
     def tick() -> None:
         while not stop.is_set():
@@ -70,12 +72,19 @@ def observatory(lite_settings: Settings, lite_engine: Engine) -> Iterator[str]:
                 pass
             stop.wait(0.5)
 
-    with live_server(lite_settings, lite_engine) as url:
+    def start() -> str:
+        server = live_server(lite_settings, lite_engine)
+        url = server.__enter__()
         thread = threading.Thread(target=tick, daemon=True)
         thread.start()
-        yield url
-        stop.set()
+        started.append((server, thread))
+        return url
+
+    yield start
+    stop.set()
+    for server, thread in started:
         thread.join(timeout=30)
+        server.__exit__(None, None, None)
 
 
 def volunteer_machine(client: TestClient, session: Session, name: str) -> tuple[int, str, dict[str, str]]:
@@ -135,13 +144,14 @@ def units(lite_client: TestClient, lite_session: Session, lite_settings: Setting
 
 
 def test_two_volunteers_validate_a_sample_and_a_replication_unit(
-        observatory: str, lite_client: TestClient, lite_session: Session, lite_settings: Settings,
+        observatory: Callable[[], str], lite_client: TestClient, lite_session: Session, lite_settings: Settings,
         checkpoint: bytes, tmp_path: Path) -> None:
     run_ids = units(lite_client, lite_session, lite_settings, checkpoint, [
         {"kind": "sample", "seeds": [3, 5], "inference_steps": 3},
         {"kind": "replication", "samples": 4, "inference_steps": 3}])
     first, second = (volunteer_machine(lite_client, lite_session, name) for name in ("den", "garage"))
-    agents = [start_agent(observatory, first[1], tmp_path / "a"), start_agent(observatory, second[1], tmp_path / "b")]
+    url = observatory()
+    agents = [start_agent(url, first[1], tmp_path / "a"), start_agent(url, second[1], tmp_path / "b")]
     try:
         wait_for(lite_session.get_bind(), run_ids, agents)
         # Revoked at once: the agent's next ask is refused, and it stops saying why.
@@ -183,13 +193,14 @@ def test_two_volunteers_validate_a_sample_and_a_replication_unit(
 
 
 def test_a_cheating_volunteer_is_outvoted_and_loses_its_trust(
-        observatory: str, lite_client: TestClient, lite_session: Session, lite_settings: Settings,
+        observatory: Callable[[], str], lite_client: TestClient, lite_session: Session, lite_settings: Settings,
         checkpoint: bytes, tmp_path: Path) -> None:
     [run_id] = units(lite_client, lite_session, lite_settings, checkpoint,
                      [{"kind": "sample", "seeds": [3, 5, 8], "inference_steps": 3}])
     cheater = volunteer_machine(lite_client, lite_session, "bogus")
     honest = [volunteer_machine(lite_client, lite_session, name) for name in ("den", "garage")]
-    cheat_agent = start_agent(observatory, cheater[1], tmp_path / "c", cheat=True)
+    url = observatory()
+    cheat_agent = start_agent(url, cheater[1], tmp_path / "c", cheat=True)
     agents = [cheat_agent]
     try:
         # The cheater gets the first copy; the honest agents start once it has it.
@@ -200,7 +211,7 @@ def test_a_cheating_volunteer_is_outvoted_and_loses_its_trust(
                     break
             assert time.monotonic() < deadline
             time.sleep(0.5)
-        agents += [start_agent(observatory, m[1], tmp_path / str(m[0])) for m in honest]
+        agents += [start_agent(url, m[1], tmp_path / str(m[0])) for m in honest]
         wait_for(lite_session.get_bind(), [run_id], agents)
     finally:
         stop(agents)

@@ -6,12 +6,16 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+import anyio
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from jobs.version import installed_version
 from service.attempts.service import claim_for_machine
+from service.db import writer
 from service.deps import SessionDep, SettingsDep
 from service.errors import Forbidden
 from service.models import Machine, MachineState, Run
@@ -24,6 +28,8 @@ from service.volunteers import credit, units
 router = APIRouter(prefix="/agent", tags=["volunteers' agents"])
 standings_router = APIRouter(tags=["volunteers' agents"])
 LONGEST_WAIT_S = 25
+LOOK_EVERY_S = 2.0  # a long poll looks for a unit this often
+CONTACT_EVERY_S = 10.0  # an agent's last contact is written at most this often
 
 
 class AgentWelcome(BaseModel):
@@ -62,8 +68,10 @@ def hello(data: Measurement, token: MachineToken, session: SessionDep, settings:
 
 
 def _orders(session: Session, machine: Machine) -> AgentOrders:
-    machine.last_contact_at = utcnow()
-    session.add(machine)
+    now = utcnow()
+    if machine.last_contact_at is None or (now - machine.last_contact_at).total_seconds() >= CONTACT_EVERY_S:
+        machine.last_contact_at = now  # written now and then, not on every check of a long poll
+        session.add(machine)
     orders = AgentOrders(machine_id=machine.id, state=machine.state, paused=machine.paused,
                          leave=machine.state != MachineState.approved or machine.draining and
                          units.unit_for(session, machine) is None, message=machine.message)
@@ -77,30 +85,34 @@ def _orders(session: Session, machine: Machine) -> AgentOrders:
     return orders
 
 
+def _check(engine: Engine, token: str, restarted: bool) -> tuple[AgentOrders, int]:
+    """One look for work, in a short transaction of its own: (the orders, units given back)."""
+    with Session(writer(engine), expire_on_commit=False) as session:
+        machine = machines.machine_for_token(session, token)
+        if not machine.volunteer:
+            raise Forbidden(f"machine {machine.id} is registered for the Ray pool: it takes work by joining it")
+        given_back = units.give_back(session, machine) if restarted else 0
+        return _orders(session, machine), given_back
+
+
 @router.post("/work", response_model=AgentOrders, responses={200: {"description": "orders, with a unit or none"}})
-def ask_for_work(token: MachineToken, session: SessionDep, response: Response,
-                 wait_s: Annotated[int, Query(ge=0, le=LONGEST_WAIT_S)] = 0,
-                 restarted: Annotated[bool, Query()] = False) -> AgentOrders:
+async def ask_for_work(token: MachineToken, request: Request, response: Response,
+                       wait_s: Annotated[int, Query(ge=0, le=LONGEST_WAIT_S)] = 0,
+                       restarted: Annotated[bool, Query()] = False) -> AgentOrders:
     """Ask for a unit, waiting up to `wait_s` seconds for one (a long poll): the orders say whether to go on, and
     carry the unit placed on this machine, if any. Asking keeps the machine online for the scheduler. An agent
-    that starts again says `restarted`: a unit it had begun is given back (another volunteer gets a copy)."""
-    machine = machines.machine_for_token(session, token)
-    if not machine.volunteer:
-        raise Forbidden(f"machine {machine.id} is registered for the Ray pool: it takes work by joining it")
-    if restarted:
-        given_back = units.give_back(session, machine)
-        session.commit()
-        if given_back:
-            response.headers["X-Units-Given-Back"] = str(given_back)
+    that starts again says `restarted`: a unit it had begun is given back (another volunteer gets a copy).
+    The wait holds no thread and no database connection between looks."""
+    engine = request.app.state.engine
     deadline = time.monotonic() + wait_s
-    while True:
-        orders = _orders(session, machine)
-        if orders.unit is not None or orders.leave or time.monotonic() >= deadline:
-            response.headers["Cache-Control"] = "no-store"
-            return orders
-        time.sleep(1.0)
-        session.expire_all()
-        machine = session.get(Machine, machine.id)
+    orders, given_back = await run_in_threadpool(_check, engine, token, restarted)
+    while orders.unit is None and not orders.leave and time.monotonic() < deadline:
+        await anyio.sleep(LOOK_EVERY_S)
+        orders, _ = await run_in_threadpool(_check, engine, token, False)
+    response.headers["Cache-Control"] = "no-store"
+    if given_back:
+        response.headers["X-Units-Given-Back"] = str(given_back)
+    return orders
 
 
 @standings_router.get("/volunteers", response_model=credit.VolunteerStandings)
