@@ -214,7 +214,8 @@ def _archive_logs(session: Session, store: ArchiveStore, run: Run, attempts: lis
     parts = []
     for attempt in attempts:
         session.refresh(attempt)
-        text = read_log(session, attempt.id)
+        # A result proven wrong leaves nothing of its own in the run's files, its log included.
+        text = read_log(session, attempt.id) if attempt.verdict != "wrong" else "(its log is not kept)\n"
         where = f"volunteer machine {attempt.machine_id}" if attempt.machine_id else "an unknown node"
         header = f"# attempt {attempt.number} on {where}: {attempt.state}" \
                  f"{' (' + attempt.verdict + ')' if attempt.verdict else ''} ({attempt.message})\n"

@@ -226,6 +226,10 @@ def test_a_cheating_volunteer_is_outvoted_and_loses_its_trust(
     assert bogus not in published and attempts[cheater[0]].number not in set(lite_session.exec(
         select(Artifact.attempt).where(Artifact.run_id == run_id)).all())  # nothing of the cheater's is published
     assert run_charged(lite_session, run_id, attempts[cheater[0]].number) == 0
+    cheat_log = lite_session.exec(select(Artifact).where(Artifact.run_id == run_id, Artifact.name ==
+                                                         f"attempt-{attempts[cheater[0]].number}.log")).one()
+    kept = b"".join(store_for(lite_settings).open_range(cheat_log.sha256)).decode()
+    assert "(wrong)" in kept and "(its log is not kept)" in kept and "done: 3 samples" not in kept
     machine = lite_session.get(Machine, cheater[0])
     assert machine.trust == 0 and machine.wrong_results == 1
     credited = set(lite_session.exec(select(VolunteerCredit.machine_id).where(VolunteerCredit.run_id == run_id)))

@@ -89,8 +89,8 @@ def describe(session: Session, machines: list[Machine]) -> list[MachinePublic]:
     out = []
     for machine in machines:
         node = online.get(machine.id)
-        up = node is not None or (machine.volunteer and machine.last_contact_at is not None
-                                  and (now - machine.last_contact_at).total_seconds() < ONLINE_S)
+        up = node is not None or (machine.volunteer and (machine.id in busy or machine.last_contact_at is not None
+                                  and (now - machine.last_contact_at).total_seconds() < ONLINE_S))
         status = "offline" if not up else "busy" if machine.id in busy else "online"
         out.append(MachinePublic.model_validate({
             **machine.model_dump(), "owner_name": owners.get(machine.owner_id, ""), "status": status,
