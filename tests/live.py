@@ -22,9 +22,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(settings: Settings, engine: Engine, port: int | None = None) -> Iterator[str]:
+def live_server(settings: Settings, engine: Engine, port: int | None = None, host: str = "127.0.0.1") -> Iterator[str]:
+    """The app served on `host` (its thread opens its socket in the network namespace of the thread that starts
+    it)."""
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, engine), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, engine), host=host, port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -32,7 +34,7 @@ def live_server(settings: Settings, engine: Engine, port: int | None = None) -> 
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from service.config import Settings
 from service.db import writer
 from service.ledger.service import run_charged
 from service.models import Artifact, Machine, Role, Run, RunAttempt, RunState, VolunteerCredit
+from tests import netns
 from tests.factories import TINY_TRAIN, auth_headers, award, create_call, create_proposal, create_user, registered_model
 from tests.live import live_server
 
@@ -55,7 +57,7 @@ def checkpoint(tmp_path_factory) -> bytes:
 
 
 @pytest.fixture
-def observatory(lite_settings: Settings, lite_engine: Engine) -> Iterator[Callable[[], str]]:
+def observatory(lite_settings: Settings, lite_engine: Engine) -> Iterator[Callable[..., str]]:
     """Starts the portal on a real port, and a scheduler ticking every half second beside it, once the test has
     made its data (so that no test write waits on the scheduler's)."""
     stop = threading.Event()
@@ -72,9 +74,10 @@ def observatory(lite_settings: Settings, lite_engine: Engine) -> Iterator[Callab
                 pass
             stop.wait(0.5)
 
-    def start() -> str:
-        server = live_server(lite_settings, lite_engine)
-        url = server.__enter__()
+    def start(host: netns.Host | None = None) -> str:
+        """The portal on loopback, or on `host`'s address inside its namespace."""
+        server = live_server(lite_settings, lite_engine, host=host.address if host else "127.0.0.1")
+        url = host.call(server.__enter__) if host else server.__enter__()
         thread = threading.Thread(target=tick, daemon=True)
         thread.start()
         started.append((server, thread))
@@ -98,12 +101,15 @@ def volunteer_machine(client: TestClient, session: Session, name: str) -> tuple[
     return made.json()["id"], ticket["token"], headers
 
 
-def start_agent(url: str, credential: str, folder: Path, *, cheat: bool = False) -> subprocess.Popen:
+def start_agent(url: str, credential: str, folder: Path, *, cheat: bool = False,
+                host: netns.Host | None = None) -> subprocess.Popen:
+    """An agent as a volunteer starts it, on this machine or inside `host` (a network namespace of its own)."""
     module = ["-m", "tests.cheating_agent"] if cheat else ["-m", "observatory", "volunteer"]
     env = {**os.environ, "OBSERVATORY_MACHINE_TOKEN": credential}
     log = folder.with_suffix(".log").open("w")
-    return subprocess.Popen([sys.executable, *module, url, "--folder", str(folder), "--memory-gb", "4"], cwd=ROOT,
-                            env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    command = [sys.executable, *module, url, "--folder", str(folder), "--memory-gb", "4"]
+    return subprocess.Popen(host.command(command) if host else command, cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, text=True)
 
 
 def wait_for(engine: Engine, run_ids: list[int], agents: list[subprocess.Popen], timeout: float = 300) -> None:
@@ -150,15 +156,20 @@ def test_two_volunteers_validate_a_sample_and_a_replication_unit(
         {"kind": "sample", "seeds": [3, 5], "inference_steps": 3},
         {"kind": "replication", "samples": 4, "inference_steps": 3}])
     first, second = (volunteer_machine(lite_client, lite_session, name) for name in ("den", "garage"))
-    url = observatory()
-    agents = [start_agent(url, first[1], tmp_path / "a"), start_agent(url, second[1], tmp_path / "b")]
-    try:
-        wait_for(lite_session.get_bind(), run_ids, agents)
-        # Revoked at once: the agent's next ask is refused, and it stops saying why.
-        assert lite_client.delete(f"/api/machines/{first[0]}/join-token", headers=first[2]).status_code == 200
-        assert agents[0].wait(timeout=60) == 2  # the CLI's exit for a refusal
-    finally:
-        output = stop(agents)
+    # Each agent on a host of its own, the portal on a third, where this machine allows network namespaces.
+    with (netns.lan(["portal", "den", "garage"]) if netns.available() is None else nullcontext()) as hosts:
+        hosts = hosts or {}
+        url = observatory(hosts.get("portal"))
+        agents = [start_agent(url, first[1], tmp_path / "a", host=hosts.get("den")),
+                  start_agent(url, second[1], tmp_path / "b", host=hosts.get("garage"))]
+        try:
+            wait_for(lite_session.get_bind(), run_ids, agents)
+            # Revoked at once: the agent's next ask is refused, and it stops saying why.
+            assert lite_client.delete(f"/api/machines/{first[0]}/join-token", headers=first[2]).status_code == 200
+            assert agents[0].wait(timeout=60) == 2  # the CLI's exit for a refusal
+        finally:
+            output = stop(agents)
+    assert not hosts or url.startswith(f"http://{hosts['portal'].address}:")
     assert "the portal refused this machine (401)" in output, output
     assert f"run {run_ids[0]}: sample 100%" in output  # progress, as a volunteer reads it
     assert (tmp_path / "a" / "credential").stat().st_mode & 0o777 == 0o600
