@@ -8,7 +8,8 @@ import json
 from datetime import timedelta
 
 import pytest
-from sqlmodel import Session
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select
 
 from scheduler.volunteers import judge
 from service.archive.service import list_artifacts, store_for
@@ -18,7 +19,7 @@ from service.models import AttemptState, Machine, Role, Run, RunAttempt, RunStat
 from service.pool import machines
 from service.timeutil import utcnow
 from service.volunteers import units
-from tests.factories import award, create_call, create_proposal, create_user
+from tests.factories import PASSWORD, award, create_call, create_proposal, create_user, post_form
 
 
 def volunteer(session: Session, trust: int = 0) -> Machine:
@@ -99,3 +100,22 @@ def test_spot_checks_copy_some_of_a_trusted_volunteers_units(monkeypatch: pytest
     assert units.copies_needed(trusted) == 1 and units.copies_needed(newcomer) == 2
     monkeypatch.setattr(units.random, "random", lambda: units.SPOT_CHECK / 2)  # drawn for a spot check
     assert units.copies_needed(trusted) == 2
+
+
+def test_an_owner_volunteers_a_machine_from_the_portal(lite_client: TestClient, lite_session: Session) -> None:
+    owner = take_role(lite_session, create_user(lite_session), Role.owner)
+    lite_session.commit()
+    post_form(lite_client, "/login", {"email": owner.email, "password": PASSWORD, "next": "/"})
+    page = post_form(lite_client, "/machines", {"name": "the den", "volunteer": "true"})
+    assert "Registered as a volunteer&#39;s machine" in page.text or "Registered as a volunteer's machine" in page.text
+    machine = lite_session.exec(select(Machine).where(Machine.name == "the den")).one()
+    assert machine.volunteer and machine.state == "approved"  # nobody's approval needed
+    page = post_form(lite_client, f"/machines/{machine.id}/join-command", {})
+    assert "Volunteer command" in page.text and "observatory volunteer http" in page.text
+    page = post_form(lite_client, f"/machines/{machine.id}/controls", {"team": "Attic Collective"})
+    assert "Attic Collective" in page.text and "0.00 GPU-hours" in page.text
+    page = post_form(lite_client, f"/machines/{machine.id}/forget-credential", {})
+    assert "Its credential is revoked" in page.text
+    lite_session.expire_all()
+    assert lite_session.get(Machine, machine.id).token_hash is None
+    assert "Attic Collective" not in lite_client.get("/volunteers").text  # no credit yet: no ranking
