@@ -473,7 +473,10 @@ class Attempt:
         while child.poll() is None:
             time.sleep(0.2 if terminated.is_set() else SEND_EVERY_S)
             if self.time_limit_s is not None and time.monotonic() - began > self.time_limit_s:
-                return self._give_up(child, f"the unit ran past its time limit of {self.time_limit_s:.0f} s", 1)
+                child.kill()  # the end is reported as any other, so that the unit goes to another at once
+                child.wait()
+                self.unsent += f"[runner] stopped: the unit ran past its time limit of {self.time_limit_s:g} s\n"
+                return None
             if not self.signalled and (self.stop_asked or terminated.is_set()):
                 child.send_signal(signal.SIGTERM)  # it saves its state at the next step and exits
                 self.signalled = True

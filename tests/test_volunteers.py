@@ -278,3 +278,26 @@ def test_a_restarted_agent_gives_its_unit_back_and_takes_it_again(
     with Session(lite_engine) as session:
         first = session.exec(select(RunAttempt).where(RunAttempt.run_id == run_id, RunAttempt.number == 1)).one()
         assert first.state == "lost" and "gave the unit back" in first.message
+
+
+def test_a_unit_past_its_time_limit_is_stopped_and_reported(
+        lite_client: TestClient, lite_session: Session, lite_settings: Settings, lite_engine: Engine,
+        checkpoint: bytes, tmp_path: Path) -> None:
+    from jobs.runner import Attempt, Channel
+
+    [run_id] = units(lite_client, lite_session, lite_settings, checkpoint, [{"kind": "sample", "seeds": [1]}])
+    machine_id, credential, _ = volunteer_machine(lite_client, lite_session, "den")
+    agent_headers = {"Authorization": f"Bearer {credential}"}
+    assert lite_client.post("/api/agent/hello", headers=agent_headers, json={"release": "0.2.0", "cpus": 2}).is_success
+    engine = writer(lite_engine)
+    assert Dispatcher(engine, lite_settings, NoRay(), store_for(lite_settings)).dispatch([]) == 1
+    unit = lite_client.post("/api/agent/work", headers=agent_headers).json()["unit"]
+    with live_server(lite_settings, lite_engine) as url:
+        channel = Channel(url, unit["token"], machine_token=credential)
+        code = Attempt(channel, tmp_path / "agent", time_limit_s=0.5).run()  # less than the job needs to start
+    assert code != 0
+    settle_volunteers(engine, lite_settings, store_for(lite_settings))
+    with Session(lite_engine) as session:
+        attempt = session.exec(select(RunAttempt).where(RunAttempt.run_id == run_id)).one()
+        assert attempt.state == "failed" and "time limit of 0.5 s" in attempt.message, attempt.message
+        assert session.get(Run, run_id).state == RunState.running  # another copy goes out
