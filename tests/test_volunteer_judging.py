@@ -17,6 +17,7 @@ from service.auth.service import take_role
 from service.config import Settings
 from service.models import AttemptState, Machine, Role, Run, RunAttempt, RunState, VolunteerCredit
 from service.pool import machines
+from service.runs.service import describe
 from service.timeutil import utcnow
 from service.volunteers import units
 from tests.factories import PASSWORD, award, create_call, create_proposal, create_user, post_form
@@ -90,6 +91,9 @@ def test_an_untrusted_result_waits_for_a_second_and_disagreement_asks_for_a_thir
     lite_session.commit()
     verdicts = {a.machine_id: a.verdict for a in lite_session.exec(RunAttempt.__table__.select())}
     assert verdicts == {first.id: "agreed", second.id: "wrong", third.id: "agreed"}
+    shown = describe(lite_session, lite_session.get(Run, run.id)).attempts  # as the run's page shows them
+    assert [(a.verdict, a.node_name) for a in shown] == [(v, "a volunteer's machine") for v in
+                                                         ("agreed", "wrong", "agreed")]
     assert lite_session.get(Machine, second.id, populate_existing=True).trust == 0
 
 

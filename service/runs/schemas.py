@@ -28,6 +28,7 @@ class AttemptPublic(BaseModel):
     message: str
     charged: int = 0  # GPU-seconds this attempt costs the award: debited less refunded
     refunded: int = 0  # GPU-seconds given back for work lost with a node
+    verdict: str = ""  # a volunteer's result: agreed, wrong or unneeded once judged
 
 
 class ChargePublic(BaseModel):
