@@ -375,10 +375,10 @@ def volunteer(
     folder: Annotated[Path, typer.Option(envvar="OBSERVATORY_VOLUNTEER_DIR", help="The agent's folder: its "
                                          "credential (0600), input cache and work.")] =
     Path.home() / ".cache" / "commons-observatory" / "volunteer",
-    once: Annotated[bool, typer.Option(help="Stop after one unit.")] = False,
-    memory_gb: Annotated[float, typer.Option(help="The most memory a job may use.", min=0.5)] = 16.0,
-    no_sandbox: Annotated[bool, typer.Option(help="Run jobs as this user, with its network and files in reach "
-                                             "(where the sandbox cannot run: no root).")] = False,
+    once: Annotated[bool, typer.Option("--once", help="Stop after one unit.")] = False,
+    memory_gb: Annotated[float, typer.Option(help="The most memory (GB) a job may use.", min=0.5)] = 16.0,
+    no_sandbox: Annotated[bool, typer.Option("--no-sandbox", help="Run jobs as this user, with its network and "
+                                             "files in reach (where the sandbox cannot run: no root).")] = False,
 ) -> None:
     """Ask the portal for work units, run each in a sandbox (the user nobody, a fresh folder, no network, this
     folder and the homes out of sight) and send the results back; they count once another volunteer's agree.

@@ -84,8 +84,7 @@ def _detail(response: httpx.Response) -> str:
         return response.text[:300]
 
 
-def serve(portal: Portal, *, folder: Path, console: Console, sandbox: Sandbox | None, once: bool = False,
-          memory_gb: float = 16.0) -> int:
+def serve(portal: Portal, *, folder: Path, console: Console, sandbox: Sandbox | None, once: bool = False) -> int:
     """Ask for work and run it until the portal says to leave (or, with `once`, after one unit)."""
     welcome = _patiently(console, lambda: portal.call("/agent/hello", measure()))
     console.print(f"volunteering machine {welcome['machine_id']} ({welcome['name']}) to {portal.url}; "

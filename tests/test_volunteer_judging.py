@@ -123,3 +123,19 @@ def test_an_owner_volunteers_a_machine_from_the_portal(lite_client: TestClient, 
     lite_session.expire_all()
     assert lite_session.get(Machine, machine.id).token_hash is None
     assert "Attic Collective" not in lite_client.get("/volunteers").text  # no credit yet: no ranking
+
+
+def test_the_agent_says_what_is_wrong_with_its_credential(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from observatory.cli import app
+
+    monkeypatch.delenv("OBSERVATORY_MACHINE_TOKEN", raising=False)
+    runner = CliRunner()
+    missing = runner.invoke(app, ["volunteer", "http://127.0.0.1:9", "--folder", str(tmp_path / "agent")])
+    assert missing.exit_code == 2 and "no credential in" in missing.output
+    (tmp_path / "agent").mkdir()
+    (tmp_path / "agent" / "credential").write_text("mc_seen")
+    (tmp_path / "agent" / "credential").chmod(0o644)
+    exposed = runner.invoke(app, ["volunteer", "http://127.0.0.1:9", "--folder", str(tmp_path / "agent")])
+    assert exposed.exit_code == 2 and "may be read by others" in exposed.output
