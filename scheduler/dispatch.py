@@ -192,7 +192,7 @@ class Dispatcher:
                 move_attempt(session, leftover, AttemptState.failed, "never reached the pool")
             attempt, attempt_token = new_attempt(
                 session, run, pool=self.settings.pool_name, node_id=node_id, machine_id=facts.machine_of.get(node_id),
-                charge_factor=min(self.settings.charge_factor(m) for m in facts.gpu_model_of.get(node_id, [None])))
+                charge_factor=self._charge_factor(facts, node_id))
             session.commit()
             request = self.request(run, attempt, attempt_token)
         # Phase 2, no transaction open: hand the job to Ray. Its submission id makes a retry find the first try.
@@ -209,6 +209,7 @@ class Dispatcher:
     # ---- volunteers' agents: the attempt is written, and the agent takes it when it next asks for work
 
     def _charge_factor(self, facts: PoolFacts, node_id: str) -> float:
+        """GPU-seconds per second on this node: the cheaper of its GPU models where it reported two."""
         return min(self.settings.charge_factor(m) for m in facts.gpu_model_of.get(node_id, [None]))
 
     def _give_to_agent(self, session: Session, run: Run, node_id: str, facts: PoolFacts, *,

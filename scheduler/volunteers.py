@@ -17,6 +17,7 @@ Nothing from a volunteer is an output, charged, or done before this.
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import timedelta
 
@@ -32,7 +33,7 @@ from service.attempts.service import attempts_of, live_attempts, log_tail, read_
 from service.config import Settings
 from service.errors import Conflict
 from service.models import AttemptState, Machine, Run, RunAttempt, RunState
-from service.runs.state import FINAL, move_attempt, transition
+from service.runs.state import FINAL, LIVE_ATTEMPT, move_attempt, transition
 from service.timeutil import utcnow
 from service.volunteers import agreement, credit, units
 
@@ -122,22 +123,27 @@ def differs(store: ArchiveStore, kind_name: str, a: RunAttempt, b: RunAttempt) -
         if name not in a.held_outputs or name not in b.held_outputs:
             return f"{name} was sent with one result only"
         sha_a, sha_b = a.held_outputs[name]["sha256"], b.held_outputs[name]["sha256"]
-        if sha_a == sha_b:
-            continue
-        if max(store.size(sha_a), store.size(sha_b)) > MAX_READ:
-            return f"{name}: the bytes differ"
-        spec = kind.spec(name)
-        why = agreement.compare(name, spec.media_type if spec else "", b"".join(store.open_range(sha_a)),
-                                b"".join(store.open_range(sha_b)))
-        if why:
-            return why
+        if sha_a != sha_b:
+            spec = kind.spec(name)
+            why = _objects_differ(store, name, spec.media_type if spec else "", sha_a, sha_b)
+            if why:
+                return why
     return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _objects_differ(store: ArchiveStore, name: str, media_type: str, sha_a: str, sha_b: str) -> str | None:
+    """Two stored objects compared (the answer depends on their digests alone, so a unit waiting for another copy
+    is not read again every tick)."""
+    if max(store.size(sha_a), store.size(sha_b)) > MAX_READ:
+        return f"{name}: the bytes differ"
+    return agreement.compare(name, media_type, b"".join(store.open_range(sha_a)), b"".join(store.open_range(sha_b)))
 
 
 def judge(session: Session, store: ArchiveStore, run: Run) -> int:
     """Decide a unit out with volunteers once its results allow; returns 1 when the run finished."""
     attempts = attempts_of(session, run.id)
-    live = [a for a in attempts if a.state in (AttemptState.starting, AttemptState.running)]
+    live = [a for a in attempts if a.state in LIVE_ATTEMPT]
     if run.cancel_requested:
         if not live:
             transition(session, run, RunState.cancelled, "cancelled on request")

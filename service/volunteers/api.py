@@ -72,10 +72,11 @@ def _orders(session: Session, machine: Machine) -> AgentOrders:
     if machine.last_contact_at is None or (now - machine.last_contact_at).total_seconds() >= CONTACT_EVERY_S:
         machine.last_contact_at = now  # written now and then, not on every check of a long poll
         session.add(machine)
+    attempt = units.unit_for(session, machine)
     orders = AgentOrders(machine_id=machine.id, state=machine.state, paused=machine.paused,
-                         leave=machine.state != MachineState.approved or machine.draining and
-                         units.unit_for(session, machine) is None, message=machine.message)
-    attempt = units.unit_for(session, machine) if not orders.leave else None
+                         leave=machine.state != MachineState.approved or machine.draining and attempt is None,
+                         message=machine.message)
+    attempt = attempt if not orders.leave else None
     if attempt is not None and attempt.started_at is None:  # handed out once; a restarted agent gives it back
         attempt, token = claim_for_machine(session, machine.id, attempt.submission_id)
         run = session.get(Run, attempt.run_id)

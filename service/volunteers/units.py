@@ -3,8 +3,8 @@
 A unit is a run of a kind unvetted machines may take (`JobKind.volunteers`), placed by the scheduler's one policy
 on a volunteer's agent as on any node. Its attempts live in the VOLUNTEER_POOL, which no Ray scheduler touches:
 the agent pulls its attempt over HTTPS (`/api/agent/work`), and what it sends back is held on the attempt until
-validation (service.volunteers.validation) makes it the run's outputs. A unit wants `Run.replicas` results that
-agree; each copy goes to a machine of another owner.
+validation (scheduler.volunteers) makes it the run's outputs. A unit goes out in `Run.replicas` copies; each copy
+goes to a machine of another owner.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def copies_wanted(session: Session) -> list[tuple[Run, frozenset[int]]]:
 
 
 def copies_needed(machine: Machine) -> int:
-    """How many agreeing results a unit first placed on this machine needs: one from a volunteer with a long record
-    of validated results (spot-checked now and then), two otherwise."""
+    """How many copies of a unit first placed on this machine go out: one for a volunteer with a long record of
+    validated results (spot-checked now and then), two otherwise."""
     if machine.trust >= TRUSTED_AFTER and random.random() >= SPOT_CHECK:
         return 1
     return 2
