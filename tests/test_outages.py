@@ -90,13 +90,20 @@ def _runner(url: str, token: str, node_dir: Path, patience_s: float) -> subproce
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
-def _wait_for(engine, run_id: int, until, timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(engine, run_id: int, until, timeout: float = 120,  # type: ignore[no-untyped-def]
+              runner: subprocess.Popen | None = None) -> None:
+    """Wait until the run satisfies `until`; on a timeout the message names the run's state and what the runner
+    printed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if until(current_run(engine, run_id)):
             return
         time.sleep(0.2)
-    raise AssertionError(f"run {run_id}: {current_run(engine, run_id).message}")
+    printed = ""
+    if runner is not None:
+        runner.kill()
+        printed = runner.communicate(timeout=30)[0].decode(errors="replace")[-4000:]
+    raise AssertionError(f"run {run_id}: {current_run(engine, run_id).message}\n{printed}")
 
 
 def _shipped_step(engine, run_id: int) -> int:  # type: ignore[no-untyped-def]
@@ -112,7 +119,9 @@ def test_a_real_job_trains_through_an_outage_and_its_run_succeeds(outage, lite_e
     with the time spent waiting to deliver its outputs left uncharged."""
     settings = lite_settings.model_copy(update={"checkpoint_ship_interval_s": 0})
     admin = create_user(lite_session, Role.admin)
-    plan = {**TINY_TRAIN, "steps": 150, "checkpoint_every": 10}
+    # About eight seconds of training on a quiet machine (it trains at ~100 steps/s): long enough for the runner,
+    # which looks every two seconds, to ship a checkpoint before the job ends.
+    plan = {**TINY_TRAIN, "steps": 800, "checkpoint_every": 10}
     _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
                                                         create_call(lite_session, admin), job_plan=plan))
     pool = ScriptedPool()
@@ -132,10 +141,10 @@ def test_a_real_job_trains_through_an_outage_and_its_run_succeeds(outage, lite_e
     with ExitStack() as first:
         first.enter_context(live_server(settings, lite_engine, port=port))
         runner = _runner(url, pool.token(), tmp_path / "node", patience_s=120)
-        _wait_for(lite_engine, run.id, lambda r: r.progress_detail.get("step", 0) >= 10, timeout=180)
+        _wait_for(lite_engine, run.id, lambda r: r.progress_detail.get("step", 0) >= 10, timeout=180, runner=runner)
         # The outage starts once a checkpoint has arrived: on a busy machine the job may otherwise finish within
         # the outage, and a job that ends well ships its final state with its outputs, not as a checkpoint.
-        _wait_for(lite_engine, run.id, lambda r: _shipped_step(lite_engine, r.id) >= 10, timeout=180)
+        _wait_for(lite_engine, run.id, lambda r: _shipped_step(lite_engine, r.id) >= 10, timeout=180, runner=runner)
         if outage == "archive":
             away.set()
             time.sleep(5)
