@@ -554,6 +554,28 @@ JOB_KINDS: dict[str, type[_Plan]] = {"train": TrainConfig, "sample": SampleConfi
                                      "quality": QualityConfig, "router": RouterConfig,
                                      "descriptor": DescriptorConfig}
 _adapter: TypeAdapter[Plan] = TypeAdapter(JobPlan)
+SEGMENT_TOLERANCE = 0.01  # how far a re-run may land from a shipped state, as a share of the distance trained
+
+
+class SegmentCheckConfig(_Plan):
+    """A re-run of steps `from_step` to `to_step` of a training, to check a state a volunteer's machine shipped
+    (proof of learning). The observatory makes these itself; no proposal may ask for one."""
+
+    kind: Literal["segment-check"] = "segment-check"
+    train: TrainConfig
+    from_step: int = Field(ge=0)
+    to_step: int = Field(ge=1)
+    target: Literal["state", "checkpoint"] = Field(
+        description="What the re-run is compared with: a resume state shipped while training, or the final "
+                    "checkpoint.pt (the weights kept: the average where the plan keeps one).")
+    tolerance: float = Field(default=SEGMENT_TOLERANCE, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _forward(self) -> SegmentCheckConfig:
+        if not self.from_step < self.to_step <= self.train.steps:
+            raise ValueError(f"a segment runs forward within the training: steps {self.from_step} to "
+                             f"{self.to_step} of {self.train.steps}")
+        return self
 INGEST_SECONDS_PER_FILE = 2.5  # two polite API calls and a thumbnail at the default rate limit, with a margin
 
 

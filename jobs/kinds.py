@@ -27,9 +27,11 @@ class JobKind:
     uses_dataset: bool = False
     makes_dataset: bool = False  # its `dataset.tar` is registered as a dataset version when the run succeeds
     uses_gpu: bool = True  # False: it runs on a CPU core of whichever node has one free, GPU or not
-    # True: a volunteer's agent (an unvetted machine outside Ray) may take it; its result counts only once another
-    # volunteer's agrees with it (jobs.agreement says how outputs are compared).
+    # True: a volunteer's agent (an unvetted machine outside Ray) may take it; its result counts only once validated.
     volunteers: bool = False
+    # How a volunteer's result is validated: "agreement" of two copies (service.volunteers.agreement), or
+    # "segments" of its training re-run by others from the states it shipped (a SEGMENT_CHECK each).
+    validated_by: str = "agreement"
 
     @property
     def config(self) -> type:
@@ -57,7 +59,8 @@ KINDS: dict[str, JobKind] = {
         OutputSpec("training_images.png", "dataset-preview", PNG),
         OutputSpec("metrics.json", "metrics", JSON),
         OutputSpec("attribution.json", "attribution", JSON),
-    ), inputs=("base_checkpoint_sha256", "partition_sha256"), resumable=True, uses_dataset=True),
+    ), inputs=("base_checkpoint_sha256", "partition_sha256"), resumable=True, uses_dataset=True, volunteers=True,
+        validated_by="segments"),
     "ingest": JobKind("ingest", "jobs.ingest", (
         OutputSpec("dataset.tar", "dataset-package", "application/x-tar"),
         OutputSpec("dataset.json", "dataset-summary", JSON),
@@ -100,6 +103,12 @@ KINDS: dict[str, JobKind] = {
         OutputSpec("metrics.json", "metrics", JSON),
     ), inputs=("checkpoint_sha256", "expert_checkpoints", "router_sha256"), volunteers=True),
 }
+# Made by the observatory alone to check a volunteer's training (never a proposal's kind, so not in KINDS): it
+# re-runs one segment between two states the volunteer's machine shipped, from the training's own inputs and the
+# first state (sent as SEGMENT_FROM; none: from the seed), and compares where it lands with the second (SEGMENT_TO).
+SEGMENT_CHECK = JobKind("segment-check", "jobs.segment", (OutputSpec("segment.json", "segment-check", JSON),),
+                        inputs=("base_checkpoint_sha256", "partition_sha256"), uses_dataset=True, volunteers=True)
+SEGMENT_FROM, SEGMENT_TO = "segment_from", "segment_to"
 # A resumable job's state (weights, optimizer, random generator, step): shipped while it runs, kept as an output
 # of a run that stopped before it finished.
 RESUME_INPUT = "resume_state"  # the input name under which a resuming attempt is sent its state
@@ -126,6 +135,8 @@ def service_output(name: str) -> OutputSpec | None:
 
 
 def job_kind(name: str) -> JobKind:
+    if name == SEGMENT_CHECK.name:
+        return SEGMENT_CHECK
     try:
         return KINDS[name]
     except KeyError:

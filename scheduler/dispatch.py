@@ -21,6 +21,7 @@ from sqlalchemy import or_, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from jobs.kinds import job_kind
 from scheduler.local_ray import JOB_STOP_WAIT_S
 from scheduler.placement import PoolFacts, VramCache, read_facts, run_needs
 from scheduler.policy import decide
@@ -34,7 +35,7 @@ from service.models import AttemptState, Machine, Run, RunAttempt, RunState
 from service.runs import service as runs
 from service.runs.state import move_attempt, transition
 from service.timeutil import utcnow
-from service.volunteers import units
+from service.volunteers import segments, units
 
 log = logging.getLogger("observatory.scheduler")
 SUBMITTED = "submitted to the pool; starting on its node"
@@ -214,15 +215,23 @@ class Dispatcher:
 
     def _give_to_agent(self, session: Session, run: Run, node_id: str, facts: PoolFacts, *,
                        claim_token: str | None) -> int:
-        """Place the unit (or, with no `claim_token`, one more copy of it) on a volunteer's agent."""
+        """Place the unit (or, with no `claim_token`, one more copy of it, or a check of its training) on a
+        volunteer's agent."""
         machine = session.get(Machine, units.machine_of_agent_node(node_id))
         attempt, _ = new_attempt(session, run, pool=units.VOLUNTEER_POOL, node_id=node_id, machine_id=machine.id,
                                  charge_factor=self._charge_factor(facts, node_id))
-        move_attempt(session, attempt, AttemptState.running, "given to a volunteer's agent, which takes it when "
-                                                             "it next asks for work")
+        check = facts.checks.get(run.id) if claim_token is None else None
+        what = "given to a volunteer's agent"
+        if check is not None:
+            attempt.segment_check = check
+            what = f"a check of attempt {check['of']}: re-runs {segments.describe(check)}; given to a volunteer's agent"
+        move_attempt(session, attempt, AttemptState.running, f"{what}, which takes it when it next asks for work")
         if claim_token is not None:
-            wanted = units.copies_needed(machine)
-            copies = "a single copy (a volunteer with a long record)" if wanted == 1 else f"{wanted} copies that agree"
+            segmented = job_kind(run.job_kind).validated_by == "segments"
+            wanted = 1 if segmented else units.copies_needed(machine)
+            copies = ("segments of its training re-run by other volunteers land where it said" if segmented
+                      else "a single copy (a volunteer with a long record)" if wanted == 1
+                      else f"{wanted} copies that agree")
             transition(session, run, RunState.running, f"with volunteers: it counts once {copies}",
                        claim_token=claim_token, extra={"pool": units.VOLUNTEER_POOL, "replicas": wanted})
         session.commit()

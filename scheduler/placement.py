@@ -3,7 +3,7 @@ nodes as Ray reports them joined with the machines they belong to and the attemp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import or_
@@ -28,6 +28,7 @@ class PoolFacts:
     nodes: list[NodeView]
     machine_of: dict[str, int | None]  # Ray node id -> machine id (None: the operator's head)
     gpu_model_of: dict[str, list[str | None]]  # Ray node id -> its GPU models to charge by (None: no GPU)
+    checks: dict[int, dict[str, Any]] = field(default_factory=dict)  # run id -> the segment its next copy re-runs
 
 
 class VramCache:
@@ -72,16 +73,16 @@ def read_facts(session: Session, settings: Settings, ray_nodes: list[dict[str, A
     claimable = (Run.state == RunState.queued) & or_(Run.claim_token.is_(None), Run.claim_expires_at < now)
     rows = session.exec(select(Run.id, Run.award_id, Run.job_plan, Award.priority)
                         .join(Award, Award.id == Run.award_id).where(claimable)).all()
-    volunteer_kinds = units.volunteer_kinds()
     queue = [QueuedRun(run_id, award_id, str(priority), *_needs(settings, run_id, plan, vram),
-                       nodes=_nodes_at_once(plan), volunteer_ok=str(plan.get("kind")) in volunteer_kinds)
+                       nodes=_nodes_at_once(plan), volunteer_ok=units.volunteer_ok(plan))
              for run_id, award_id, plan, priority in rows]
     wanted = units.copies_wanted(session)
     priorities = dict(session.exec(select(Award.id, Award.priority).where(
         Award.id.in_({run.award_id for run, _ in wanted})) ).all()) if wanted else {}
     queue += [QueuedRun(run.id, run.award_id, str(priorities.get(run.award_id, "B")),
                         *_needs(settings, run.id, run.job_plan, vram), volunteer_ok=True, replica=True, avoid=avoid)
-              for run, avoid in wanted]
+              for run, avoid, _ in wanted]
+    checks = {run.id: check for run, _, check in wanted if check is not None}
     standings = award_standings(session, sorted({r.award_id for r in queue}))
     shares = {award_id: Share(*standing) for award_id, standing in standings.items()}
     machines = {m.id: m for m in session.exec(select(Machine).where(Machine.state != MachineState.rejected))}
@@ -120,7 +121,7 @@ def read_facts(session: Session, settings: Settings, ray_nodes: list[dict[str, A
         nodes.append(view)
         machine_of[node_id] = machine.id
         gpu_model_of[node_id] = [machine.gpu_model if machine.gpu_count else None]
-    return PoolFacts(queue, shares, nodes, machine_of, gpu_model_of)
+    return PoolFacts(queue, shares, nodes, machine_of, gpu_model_of, checks)
 
 
 def _why_blocked(raw: dict[str, Any], machine: Machine | None, label: str, today: dict[int, float],

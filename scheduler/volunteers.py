@@ -18,11 +18,13 @@ Nothing from a volunteer is an output, charged, or done before this.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from datetime import timedelta
 
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm.attributes import flag_modified
 from sqlmodel import Session, select
 
 from jobs.kinds import job_kind
@@ -35,7 +37,7 @@ from service.errors import Conflict
 from service.models import AttemptState, Machine, Run, RunAttempt, RunState
 from service.runs.state import FINAL, LIVE_ATTEMPT, move_attempt, transition
 from service.timeutil import utcnow
-from service.volunteers import agreement, credit, units
+from service.volunteers import agreement, credit, segments, units
 
 log = logging.getLogger("observatory.scheduler")
 MAX_READ = 64 << 20  # outputs larger than this are compared by digest alone
@@ -79,7 +81,7 @@ def _end_if_over(session: Session, settings: Settings, attempt: RunAttempt) -> N
         move_attempt(session, attempt, AttemptState.stopped, f"not needed: the run is {run.state}")
         return
     if attempt.exit_code is not None:
-        kind = job_kind(run.job_kind)
+        kind = segments.attempt_kind(run.job_kind, attempt)
         missing = [spec.name for spec in kind.outputs if spec.required and spec.name not in attempt.held_outputs]
         problems = list(attempt.reported.get("problems") or [])
         if attempt.reported.get("stopped"):
@@ -150,18 +152,15 @@ def judge(session: Session, store: ArchiveStore, run: Run) -> int:
             _archive_logs(session, store, run, attempts)
             return 1
         return 0
+    if job_kind(run.job_kind).validated_by == "segments":
+        return _judge_training(session, store, run, attempts)
     results = [a for a in attempts if a.state == AttemptState.succeeded and a.verdict == ""]
-    failed = [a for a in attempts if a.state == AttemptState.failed]
-    lost = [a for a in attempts if a.state == AttemptState.lost]
     groups = _groups(store, run.job_kind, results)
     best = max(groups, key=len, default=[])
     needed = 1 if run.replicas <= 1 else 2  # a trusted volunteer's single copy, or two that agree
     if best and len(best) >= needed:
         return _accept(session, store, run, best, [a for a in results if a not in best], attempts)
-    if len(failed) >= MAX_FAILURES and not results or len(lost) > 10:
-        why = failed[-1].message if len(failed) >= MAX_FAILURES else "its copies were lost more than 10 times"
-        transition(session, run, RunState.failed, f"volunteers could not run it: {why}"[:2000])
-        _archive_logs(session, store, run, attempts)
+    if _hopeless(session, store, run, attempts, results):
         return 1
     if len(groups) > 1 and not live:  # they disagree: one more copy decides
         if len(results) + 1 > units.MAX_REPLICAS:
@@ -177,8 +176,130 @@ def judge(session: Session, store: ArchiveStore, run: Run) -> int:
     return 0
 
 
+def _hopeless(session: Session, store: ArchiveStore, run: Run, attempts: list[RunAttempt],
+              results: list[RunAttempt]) -> bool:
+    """Fail the run when volunteers cannot run it: copies that failed, were lost, or were proven wrong too often."""
+    failed = [a for a in attempts if a.state == AttemptState.failed]
+    lost = [a for a in attempts if a.state == AttemptState.lost]
+    wrong = [a for a in attempts if a.verdict == "wrong"]
+    why = (failed[-1].message if len(failed) >= MAX_FAILURES and not results
+           else "its copies were lost more than 10 times" if len(lost) > 10
+           else f"{len(wrong)} of their results were proven wrong" if len(wrong) >= MAX_FAILURES else None)
+    if why is None:
+        return False
+    transition(session, run, RunState.failed, f"volunteers could not run it: {why}"[:2000])
+    _archive_logs(session, store, run, attempts)
+    return True
+
+
+def _judge_training(session: Session, store: ArchiveStore, run: Run, attempts: list[RunAttempt]) -> int:
+    """A volunteer's training counts once every segment chosen from it, re-run by other volunteers, lands where it
+    said (service.volunteers.segments); a segment that does not proves it wrong, and the unit goes out again."""
+    trainings = [a for a in attempts if not a.segment_check]
+    trained = next((a for a in trainings if a.state == AttemptState.succeeded and a.verdict == ""), None)
+    if trained is None:
+        _hopeless(session, store, run, trainings, [])
+        return int(RunState(run.state) in FINAL)
+    if not trained.segments:
+        trained.segments = segments.choose(trained, int(run.job_plan["steps"]))
+        session.add(trained)
+        chosen = "; ".join(segments.describe(segment) for segment in trained.segments)
+        session.execute(update(Run).where(Run.id == run.id).values(
+            message=f"trained by a volunteer; validating: {len(trained.segments)} segments of it are re-run by "
+                    f"other volunteers ({chosen})"[:2000]).execution_options(synchronize_session=False))
+        return 0
+    decided = [_decide_segment(session, store, run, trained, index, attempts)
+               for index in range(len(trained.segments))]
+    flag_modified(trained, "segments")  # its segments' dicts were changed in place
+    session.add(trained)
+    wrong = next((segment for segment in trained.segments if segment.get("lands") is False), None)
+    if wrong is not None:
+        _prove_wrong(session, run, trained, wrong, attempts)
+        return int(_hopeless(session, store, run, trainings, []))
+    if all(decided):
+        lands = "; ".join(segments.describe(segment) for segment in trained.segments)
+        return _accept(session, store, run, [trained], [], attempts,
+                       how=f"{len(trained.segments)} segments of its training re-run by other volunteers landed "
+                           f"where it said ({lands})")
+    return 0
+
+
+def _decide_segment(session: Session, store: ArchiveStore, run: Run, trained: RunAttempt, index: int,
+                    attempts: list[RunAttempt]) -> bool:
+    """Whether segment `index` of the training is decided (its `lands` set), deciding it when two re-runs agree;
+    re-runs that disagree ask for one more."""
+    segment = trained.segments[index]
+    if "lands" in segment:
+        return True
+    checks = [a for a in attempts if a.segment_check.get("of") == trained.number
+              and a.segment_check.get("segment") == index]
+    results = [a for a in checks if a.state == AttemptState.succeeded and a.verdict == ""]
+    failed = [a for a in checks if a.state == AttemptState.failed]
+    groups = _groups(store, segments.SEGMENT_CHECK.name, results)
+    best = max(groups, key=len, default=[])
+    if len(best) >= 2:
+        report = json.loads(b"".join(store.open_range(best[0].held_outputs["segment.json"]["sha256"])))
+        segment.update(lands=bool(report.get("lands")), off_share=report.get("off_share"))
+        for attempt in best:
+            _agreed(session, attempt)
+        for attempt in results:
+            if attempt not in best:
+                _outvoted(session, attempt, len(best))
+        return True
+    if len(failed) >= MAX_FAILURES and not results:  # nobody could re-run from what it shipped
+        segment.update(lands=False, off_share=None, why=f"{len(failed)} re-runs failed: {failed[-1].message}"[:300])
+        return True
+    if len(groups) > 1 and not any(a.state in LIVE_ATTEMPT for a in checks):
+        if len(results) + 1 > units.MAX_REPLICAS:
+            segment.update(lands=False, off_share=None, why=f"{len(results)} re-runs did not agree")
+            return True
+        segment["copies"] = max(int(segment["copies"]), len(results) + 1)
+    return False
+
+
+def _prove_wrong(session: Session, run: Run, trained: RunAttempt, segment: dict, attempts: list[RunAttempt]) -> None:
+    """A training whose segment did not land: nothing of it counts, its machine's trust is zeroed, and another
+    volunteer trains the unit afresh (scheduler placement, through units.copies_wanted)."""
+    off = segment.get("off_share")
+    how = (f"{segment['why']}" if segment.get("why") else
+           f"re-run by other volunteers it lands {'far' if off is None else f'{off:.3g} of the distance moved'} "
+           f"away from what it shipped (tolerance {segments.SEGMENT_TOLERANCE})")
+    trained.verdict = "wrong"
+    trained.message = f"{trained.message}; proven wrong: {segments.describe(segment)}: {how}"[:2000]
+    session.add(trained)
+    _trust(session, trained.machine_id, agreed=False)
+    for attempt in attempts:  # its other segments' re-runs are moot
+        if attempt.segment_check.get("of") == trained.number and attempt.verdict == "" \
+                and attempt.state not in LIVE_ATTEMPT:
+            attempt.verdict = "unneeded"
+            session.add(attempt)
+    session.execute(update(Run).where(Run.id == run.id).values(
+        message=f"with volunteers: attempt {trained.number}'s training was proven wrong ({segments.describe(segment)}"
+                f" does not land where it said); another volunteer trains it afresh")
+        .execution_options(synchronize_session=False))
+    log.info("run %s: attempt %s's training proven wrong at %s", run.id, trained.number, segments.describe(segment))
+
+
+def _agreed(session: Session, attempt: RunAttempt) -> None:
+    """A result validated: its machine's trust grows, and it is credited with the GPU-seconds it gave."""
+    attempt.verdict = "agreed"
+    session.add(attempt)
+    _trust(session, attempt.machine_id, agreed=True)
+    machine = session.get(Machine, attempt.machine_id) if attempt.machine_id is not None else None
+    if machine is not None:  # each agreeing result earns its machine credit, the copies made to check it included
+        credit.record(session, attempt, machine, seconds=credit.seconds_of(attempt), factor=attempt.charge_factor)
+
+
+def _outvoted(session: Session, attempt: RunAttempt, agreeing: int) -> None:
+    attempt.verdict = "wrong"
+    attempt.message = (f"{attempt.message}; proven wrong: {agreeing} other results agree with one another "
+                       "and not with it")[:2000]
+    session.add(attempt)
+    _trust(session, attempt.machine_id, agreed=False)
+
+
 def _accept(session: Session, store: ArchiveStore, run: Run, agreed: list[RunAttempt], outvoted: list[RunAttempt],
-            attempts: list[RunAttempt]) -> int:
+            attempts: list[RunAttempt], how: str | None = None) -> int:
     kind = job_kind(run.job_kind)
     chosen = min(agreed, key=lambda a: a.number)
     for name, held in chosen.held_outputs.items():
@@ -199,7 +320,8 @@ def _accept(session: Session, store: ArchiveStore, run: Run, agreed: list[RunAtt
         _trust(session, attempt.machine_id, agreed=False)
     accounting.settle(session, chosen, run, ended_at=accounting.work_ended_at(chosen, chosen.ended_at or utcnow()),
                       keeps_work=True)
-    copies = "a trusted volunteer's result" if len(agreed) == 1 else f"{len(agreed)} volunteers' results agreed"
+    copies = how or ("a trusted volunteer's result" if len(agreed) == 1
+                     else f"{len(agreed)} volunteers' results agreed")
     transition(session, run, RunState.succeeded, f"finished and validated ({copies}); outputs are in the archive",
                extra={"progress": 1.0, "progress_detail": {**run.progress_detail, "fraction": 1.0}})
     _archive_logs(session, store, run, attempts)

@@ -85,7 +85,7 @@ def test_an_untrusted_result_waits_for_a_second_and_disagreement_asks_for_a_thir
     lite_session.commit()
     run = lite_session.get(Run, run.id, populate_existing=True)
     assert run.replicas == 3 and "a copy for one more volunteer decides" in run.message
-    assert [r.id for r, _ in units.copies_wanted(lite_session)] == [run.id]
+    assert [wanted.run.id for wanted in units.copies_wanted(lite_session)] == [run.id]
     result(lite_session, lite_settings, run, third, 3, count=4)
     assert judge(lite_session, store, run) == 1
     lite_session.commit()

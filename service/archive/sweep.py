@@ -39,8 +39,9 @@ def referenced(session: Session) -> set[str]:
     for started, shipped in session.exec(select(RunAttempt.resume_sha256, RunAttempt.checkpoint_sha256)).all():
         found.update((started or "", shipped or ""))
     # A volunteer's outputs waiting for validation (once judged, those kept became the run's artifacts).
-    for held in session.exec(select(RunAttempt.held_outputs).where(RunAttempt.verdict == "")).all():
-        found.update(HEX.findall(json.dumps(held or {})))
+    for held, states in session.exec(select(RunAttempt.held_outputs, RunAttempt.held_checkpoints)
+                                     .where(RunAttempt.verdict == "")).all():
+        found.update(HEX.findall(json.dumps([held or {}, states or []])))
     for checkpoint, attribution in session.exec(select(ModelVersion.checkpoint_sha256,
                                                        ModelVersion.attribution_sha256)).all():
         found.update((checkpoint, attribution))

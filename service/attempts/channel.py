@@ -9,7 +9,7 @@ from typing import BinaryIO
 from sqlalchemy import update
 from sqlmodel import Session
 
-from jobs.kinds import RESUME_INPUT, JobKind, job_kind
+from jobs.kinds import RESUME_INPUT, JobKind
 from jobs.version import installed_version
 from service.archive import service as archive
 from service.archive.store import ArchiveStore
@@ -23,6 +23,7 @@ from service.rounds.service import in_rounds, is_global_weights
 from service.runs.service import record_progress
 from service.runs.state import FINAL
 from service.timeutil import utcnow
+from service.volunteers import segments
 from service.volunteers.units import VOLUNTEER_POOL
 
 
@@ -61,9 +62,13 @@ def hello(session: Session, settings: Settings, store: ArchiveStore, attempt: Ru
         raise Conflict(message)
     run = _heard(session, attempt)
     attempt.node_name = data.node_name
-    kind = job_kind(run.job_kind)
+    kind = segments.attempt_kind(run.job_kind, attempt)
     wanted_inputs = pinning.run_inputs(session, run)
-    if attempt.resume_sha256 and not in_rounds(run):  # a worker in rounds fetches the global weights itself
+    config = pinning.job_config(session, run)
+    if attempt.segment_check:  # a check of another volunteer's training: that training's inputs, and its states
+        wanted_inputs.update(segments.check_inputs(attempt.segment_check))
+        config = segments.check_plan(config, attempt.segment_check)
+    elif attempt.resume_sha256 and not in_rounds(run):  # a worker in rounds fetches the global weights itself
         wanted_inputs[RESUME_INPUT] = attempt.resume_sha256
     inputs = [JobInput(field=field, sha256=sha, size=store.size(sha)) for field, sha in wanted_inputs.items()
               if store.exists(sha)]
@@ -71,7 +76,7 @@ def hello(session: Session, settings: Settings, store: ArchiveStore, attempt: Ru
     if missing:
         raise NotFound(f"inputs not in the archive: {', '.join(sorted(missing))}")
     return JobPlanOut(run_id=run.id, attempt=attempt.number, kind=kind.name, module=kind.module,
-                      config=pinning.job_config(session, run), inputs=inputs, resume_sha256=attempt.resume_sha256,
+                      config=config, inputs=inputs, resume_sha256=attempt.resume_sha256,
                       resume_step=attempt.resume_step, checkpoint_interval_s=settings.checkpoint_ship_interval_s,
                       max_output_bytes=settings.max_output_bytes)
 
@@ -81,6 +86,7 @@ def allowed_input(session: Session, attempt: RunAttempt, sha256: str) -> bool:
     # The run's newest resume state too: for a run trained in rounds, its global weights as they move on (and those
     # of any of its rounds, for a worker on a slow link that asked just before the next round closed).
     allowed = set(pinning.run_inputs(session, run).values()) | {attempt.resume_sha256, run.resume_sha256}
+    allowed |= set(segments.check_inputs(attempt.segment_check).values()) if attempt.segment_check else set()
     return sha256 in allowed or (in_rounds(run) and is_global_weights(session, run.id, sha256))
 
 
@@ -88,7 +94,7 @@ def append_log(session: Session, settings: Settings, attempt: RunAttempt, chunk:
     run = _heard(session, attempt)
     offset = attempts.append_log(session, attempt, offset=chunk.offset, text=chunk.text.replace("\x00", " "),
                                  max_bytes=settings.max_log_bytes)
-    if chunk.progress and (attempt.number == run.attempt or in_rounds(run)):
+    if chunk.progress and not attempt.segment_check and (attempt.number == run.attempt or in_rounds(run)):
         record_progress(run, chunk.progress)
         session.add(run)
     return Control(offset=offset, stop=stop_request(run, attempt))
@@ -110,7 +116,7 @@ def accept_checkpoint(session: Session, settings: Settings, store: ArchiveStore,
     """Keep a resumable checkpoint: the run's next attempt starts from the latest one shipped. A checkpoint comes
     at most twice per ship interval (the runner sends one per interval); the ones it supersedes are swept from
     the archive."""
-    kind = job_kind(session.get(Run, attempt.run_id).job_kind)
+    kind = segments.attempt_kind(session.get(Run, attempt.run_id).job_kind, attempt)
     if not kind.resumable:
         raise Conflict(f"a {kind.name} job has no checkpoint to send")
     spacing = settings.checkpoint_ship_interval_s / 2
@@ -129,6 +135,11 @@ def accept_checkpoint(session: Session, settings: Settings, store: ArchiveStore,
     attempt = session.get(RunAttempt, attempt.id, populate_existing=True)
     run = _heard(session, attempt)
     _count_upload(session, attempt, size, output=False)
+    if attempt.pool == VOLUNTEER_POOL:  # held to check the training by; never a resume point for anyone
+        segments.hold(attempt, step, sha, size)
+        attempt.checkpoint_step, attempt.checkpoint_at = max(step, attempt.checkpoint_step), utcnow()
+        session.add(attempt)
+        return Control(offset=attempt.log_bytes, stop=stop_request(run, attempt))
     if step >= attempt.checkpoint_step:
         attempt.checkpoint_sha256, attempt.checkpoint_step, attempt.checkpoint_at = sha, step, utcnow()
         session.add(attempt)
@@ -143,7 +154,7 @@ def accept_output(session: Session, settings: Settings, store: ArchiveStore, att
     """Take one declared output. An attempt sends at most SENDS_PER_OUTPUT times as many outputs as its kind
     declares; an output sent again replaces the one before, which the archive's sweep then deletes."""
     run = session.get(Run, attempt.run_id)
-    kind: JobKind = job_kind(run.job_kind)
+    kind: JobKind = segments.attempt_kind(run.job_kind, attempt)
     allowed = SENDS_PER_OUTPUT * len(kind.outputs)
     if attempt.output_sends >= allowed:
         raise Conflict(f"this attempt has sent {attempt.output_sends} outputs, the most a {kind.name} job may "

@@ -140,6 +140,14 @@ class RunAttempt(SQLModel, table=True):
                                                                                 server_default="{}"))
     # What validation made of a volunteer's result: agreed, wrong, or outvoted ("" until it is judged).
     verdict: str = Field(default="", max_length=20)
+    # A volunteer's training: the states it shipped while it trained, [[step, sha256, size], ...] by step, and the
+    # segments between them chosen to be re-run by others (service.volunteers.segments).
+    held_checkpoints: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False,
+                                                                               server_default="[]"))
+    segments: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
+    # A check: this attempt re-runs one segment of another attempt's training ({} for the unit's own attempts).
+    segment_check: dict[str, Any] = Field(default_factory=dict,
+                                          sa_column=Column(JSON, nullable=False, server_default="{}"))
 
 
 class RunEvent(SQLModel, table=True):

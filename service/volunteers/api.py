@@ -23,7 +23,7 @@ from service.pool import machines
 from service.pool.api import MachineToken
 from service.pool.schemas import Measurement
 from service.timeutil import utcnow
-from service.volunteers import credit, units
+from service.volunteers import credit, segments, units
 
 router = APIRouter(prefix="/agent", tags=["volunteers' agents"])
 standings_router = APIRouter(tags=["volunteers' agents"])
@@ -80,7 +80,8 @@ def _orders(session: Session, machine: Machine) -> AgentOrders:
     if attempt is not None and attempt.started_at is None:  # handed out once; a restarted agent gives it back
         attempt, token = claim_for_machine(session, machine.id, attempt.submission_id)
         run = session.get(Run, attempt.run_id)
-        orders.unit = Unit(run_id=run.id, attempt=attempt.number, kind=run.job_kind,
+        orders.unit = Unit(run_id=run.id, attempt=attempt.number,
+                           kind=segments.attempt_kind(run.job_kind, attempt).name,
                            submission_id=attempt.submission_id, token=token)
     session.commit()
     return orders

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from datetime import timedelta
+from typing import Any, NamedTuple
 
 from sqlalchemy import or_, update
 from sqlmodel import Session, select
@@ -19,6 +20,7 @@ from jobs.kinds import KINDS
 from service.models import AttemptState, Machine, MachineState, Run, RunAttempt, RunState
 from service.runs.state import LIVE_ATTEMPT, move_attempt
 from service.timeutil import utcnow
+from service.volunteers import segments
 
 VOLUNTEER_POOL = "volunteers"
 AGENT_NODE_PREFIX = "agent-"  # the node id the policy knows a volunteer's agent by: agent-<machine id>
@@ -30,6 +32,13 @@ MAX_REPLICAS = 5  # copies of one unit before the volunteers are judged unable t
 
 def volunteer_kinds() -> set[str]:
     return {name for name, kind in KINDS.items() if kind.volunteers}
+
+
+def volunteer_ok(plan: dict[str, Any]) -> bool:
+    """Whether a volunteer's agent may take this plan: its kind allows unvetted machines, and it is one machine's
+    work (a model trained by several nodes together exchanges weights inside the vetted pool)."""
+    kind = KINDS.get(str(plan.get("kind")))
+    return kind is not None and kind.volunteers and int(plan.get("workers") or 1) <= 1
 
 
 def agent_node_id(machine_id: int) -> str:
@@ -49,25 +58,69 @@ def online_agents(session: Session) -> list[Machine]:
         Machine.last_contact_at >= since).order_by(Machine.id)))
 
 
-def copies_wanted(session: Session) -> list[tuple[Run, frozenset[int]]]:
-    """Units out with volunteers that want another copy, each with the machines that must not take it (those of
-    owners who already have one)."""
+class Wanted(NamedTuple):
+    """One more copy a unit out with volunteers wants: the run, the machines that must not take it, and for a
+    check of a volunteer's training, the segment to re-run (service.volunteers.segments.check_spec)."""
+
+    run: Run
+    avoid: frozenset[int]
+    check: dict[str, Any] | None = None
+
+
+def copies_wanted(session: Session) -> list[Wanted]:
+    """Units out with volunteers that want another copy, or a check of their training."""
     now = utcnow()
     runs = session.exec(select(Run).where(Run.state == RunState.running, Run.pool == VOLUNTEER_POOL,
                                           Run.cancel_requested.is_(False),
                                           or_(Run.claim_token.is_(None), Run.claim_expires_at < now))).all()
     wanted = []
     for run in runs:
-        attempts = session.exec(select(RunAttempt).where(RunAttempt.run_id == run.id)).all()
-        counting = [a for a in attempts if a.state in LIVE_ATTEMPT
-                    or (a.state == AttemptState.succeeded and a.verdict in ("", "agreed"))]
-        if len(counting) >= run.replicas:
-            continue
-        # Another owner's machine for each copy; a copy lost or failed does not bar its owner from trying again.
-        owners = {session.get(Machine, a.machine_id).owner_id for a in counting if a.machine_id is not None}
-        avoid = session.exec(select(Machine.id).where(Machine.owner_id.in_(owners))).all() if owners else []
-        wanted.append((run, frozenset(avoid)))
+        attempts = list(session.exec(select(RunAttempt).where(RunAttempt.run_id == run.id)))
+        one = _check_wanted(session, attempts) if KINDS[run.job_kind].validated_by == "segments" else None
+        if one is None:
+            one = _copy_wanted(session, run, [a for a in attempts if not a.segment_check])
+        if one is not None:
+            wanted.append(Wanted(run, *one))
     return wanted
+
+
+def _counting(attempts: list[RunAttempt]) -> list[RunAttempt]:
+    return [a for a in attempts if a.state in LIVE_ATTEMPT
+            or (a.state == AttemptState.succeeded and a.verdict in ("", "agreed"))]
+
+
+def _owners_machines(session: Session, attempts: list[RunAttempt]) -> set[int]:
+    """Every machine of the owners of these attempts' machines."""
+    owners = {session.get(Machine, a.machine_id).owner_id for a in attempts if a.machine_id is not None}
+    return set(session.exec(select(Machine.id).where(Machine.owner_id.in_(owners))).all()) if owners else set()
+
+
+def _copy_wanted(session: Session, run: Run, attempts: list[RunAttempt]) -> tuple[frozenset[int], None] | None:
+    """Another copy of the unit, for a machine of another owner; a copy lost or failed does not bar its owner from
+    trying again, a result proven wrong does."""
+    counting = _counting(attempts)
+    if len(counting) >= max(run.replicas, 1):
+        return None
+    return frozenset(_owners_machines(session, counting + [a for a in attempts if a.verdict == "wrong"])), None
+
+
+def _check_wanted(session: Session, attempts: list[RunAttempt]) -> tuple[frozenset[int], dict[str, Any]] | None:
+    """A check of a training awaiting validation: the first chosen segment with fewer re-runs than it needs, for a
+    machine of an owner who has not trained or re-run it, with the same kind of processor as the training's."""
+    trained = next((a for a in attempts if not a.segment_check and a.state == AttemptState.succeeded
+                    and a.verdict == "" and a.segments), None)
+    if trained is None or trained.machine_id is None:
+        return None
+    for index, segment in enumerate(trained.segments):
+        checks = _counting([a for a in attempts if a.segment_check.get("of") == trained.number
+                            and a.segment_check.get("segment") == index])
+        if len(checks) < int(segment["copies"]):
+            with_gpu = session.get(Machine, trained.machine_id).gpu_count > 0
+            other_kind = session.exec(select(Machine.id).where(
+                Machine.volunteer, Machine.gpu_count == 0 if with_gpu else Machine.gpu_count > 0)).all()
+            avoid = _owners_machines(session, [trained, *checks]) | set(other_kind)
+            return frozenset(avoid), segments.check_spec(trained, index)
+    return None
 
 
 def copies_needed(machine: Machine) -> int:
