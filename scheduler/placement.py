@@ -78,7 +78,7 @@ def read_facts(session: Session, settings: Settings, ray_nodes: list[dict[str, A
              for run_id, award_id, plan, priority in rows]
     wanted = units.copies_wanted(session)
     priorities = dict(session.exec(select(Award.id, Award.priority).where(
-        Award.id.in_({run.award_id for run, _ in wanted})) ).all()) if wanted else {}
+        Award.id.in_({one.run.award_id for one in wanted}))).all()) if wanted else {}
     queue += [QueuedRun(run.id, run.award_id, str(priorities.get(run.award_id, "B")),
                         *_needs(settings, run.id, run.job_plan, vram), volunteer_ok=True, replica=True, avoid=avoid)
               for run, avoid, _ in wanted]

@@ -101,11 +101,12 @@ def volunteer_machine(client: TestClient, session: Session, name: str) -> tuple[
     return made.json()["id"], ticket["token"], headers
 
 
-def start_agent(url: str, credential: str, folder: Path, *, cheat: bool = False,
+def start_agent(url: str, credential: str, folder: Path, *, cheat: str | None = None,
                 host: netns.Host | None = None) -> subprocess.Popen:
-    """An agent as a volunteer starts it, on this machine or inside `host` (a network namespace of its own)."""
+    """An agent as a volunteer starts it, on this machine or inside `host` (a network namespace of its own); a
+    cheating one (tests.cheating_agent) cheats as `cheat` says."""
     module = ["-m", "tests.cheating_agent"] if cheat else ["-m", "observatory", "volunteer"]
-    env = {**os.environ, "OBSERVATORY_MACHINE_TOKEN": credential}
+    env = {**os.environ, "OBSERVATORY_MACHINE_TOKEN": credential, "OBSERVATORY_CHEAT": cheat or ""}
     log = folder.with_suffix(".log").open("w")
     command = [sys.executable, *module, url, "--folder", str(folder), "--memory-gb", "4"]
     return subprocess.Popen(host.command(command) if host else command, cwd=ROOT, env=env, stdout=log,
@@ -135,6 +136,16 @@ def stop(agents: list[subprocess.Popen]) -> str:
         agent.wait(timeout=60)
     return "\n".join(Path(agent.args[agent.args.index("--folder") + 1]).with_suffix(".log").read_text()
                      for agent in agents)
+
+
+def first_copy_taken(engine: Engine, run_id: int) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        with Session(engine) as fresh:
+            if fresh.exec(select(RunAttempt).where(RunAttempt.run_id == run_id)).all():
+                return
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
 
 
 def units(lite_client: TestClient, lite_session: Session, lite_settings: Settings, checkpoint: bytes,
@@ -211,17 +222,9 @@ def test_a_cheating_volunteer_is_outvoted_and_loses_its_trust(
     cheater = volunteer_machine(lite_client, lite_session, "bogus")
     honest = [volunteer_machine(lite_client, lite_session, name) for name in ("den", "garage")]
     url = observatory()
-    cheat_agent = start_agent(url, cheater[1], tmp_path / "c", cheat=True)
-    agents = [cheat_agent]
+    agents = [start_agent(url, cheater[1], tmp_path / "c", cheat="noise")]
     try:
-        # The cheater gets the first copy; the honest agents start once it has it.
-        deadline = time.monotonic() + 120
-        while True:
-            with Session(lite_session.get_bind()) as fresh:
-                if fresh.exec(select(RunAttempt).where(RunAttempt.run_id == run_id)).all():
-                    break
-            assert time.monotonic() < deadline
-            time.sleep(0.5)
+        first_copy_taken(lite_session.get_bind(), run_id)  # the cheater's; the honest agents start then
         agents += [start_agent(url, m[1], tmp_path / str(m[0])) for m in honest]
         wait_for(lite_session.get_bind(), [run_id], agents)
     finally:
@@ -301,3 +304,63 @@ def test_a_unit_past_its_time_limit_is_stopped_and_reported(
         attempt = session.exec(select(RunAttempt).where(RunAttempt.run_id == run_id)).one()
         assert attempt.state == "failed" and "time limit of 0.5 s" in attempt.message, attempt.message
         assert session.get(Run, run_id).state == RunState.running  # another copy goes out
+
+
+def test_a_volunteers_training_counts_once_re_run_segments_land_and_one_that_skipped_steps_is_caught(
+        observatory: Callable[[], str], lite_client: TestClient, lite_session: Session, lite_settings: Settings,
+        tmp_path: Path) -> None:
+    """A cheater trains first, doing one step where it counts two: a segment of its training re-run by two other
+    volunteers does not land where it said, so nothing of it counts; an honest volunteer trains the unit afresh, two
+    of its segments re-run by others land on its states to the bit, and its training is published and charged."""
+    lite_settings.checkpoint_ship_interval_s = 0  # every state its runner sees is shipped (a few seconds apart)
+    admin = create_user(lite_session, Role.admin)
+    plan = {**TINY_TRAIN, "steps": 600, "checkpoint_every": 20, "ema_decay": 0.9}
+    _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
+                                                        create_call(lite_session, admin, capacity=100),
+                                                        job_plan=plan))
+    cheater = volunteer_machine(lite_client, lite_session, "bogus")
+    honest = [volunteer_machine(lite_client, lite_session, name) for name in ("den", "garage", "attic")]
+    url = observatory()
+    agents = [start_agent(url, cheater[1], tmp_path / "c", cheat="skip")]
+    try:
+        first_copy_taken(lite_session.get_bind(), run.id)
+        agents += [start_agent(url, m[1], tmp_path / str(m[0])) for m in honest]
+        wait_for(lite_session.get_bind(), [run.id], agents, timeout=420)
+    finally:
+        output = stop(agents)
+    lite_session.expire_all()
+    run = lite_session.get(Run, run.id)
+    assert run.state == RunState.succeeded and "segments of its training re-run by other volunteers landed" \
+        in run.message, run.message
+    attempts = lite_session.exec(select(RunAttempt).where(RunAttempt.run_id == run.id)
+                                 .order_by(RunAttempt.number)).all()
+    trainings = [a for a in attempts if not a.segment_check]
+    forged, trained = trainings[0], trainings[-1]
+    assert forged.machine_id == cheater[0] and forged.verdict == "wrong", forged.message
+    assert "proven wrong" in forged.message and "does not land" not in forged.message, forged.message
+    assert trained.machine_id in {m[0] for m in honest} and trained.verdict == "agreed"
+    assert trained.held_checkpoints and len(trained.segments) == 2, trained.held_checkpoints
+    assert all(s["lands"] and s["off_share"] == 0.0 for s in trained.segments), trained.segments  # to the bit
+    assert trained.segments[-1]["target"] == "checkpoint"
+    for training in (forged, trained):  # each chosen segment re-run by two volunteers of other owners
+        for index in range(len(training.segments)):
+            checks = [a for a in attempts if a.segment_check.get("of") == training.number
+                      and a.segment_check.get("segment") == index and a.verdict == "agreed"]
+            if training is trained or "lands" in training.segments[index]:
+                assert len(checks) == 2 and training.machine_id not in {a.machine_id for a in checks}
+    assert any(s.get("lands") is False for s in forged.segments)
+    # Published: the honest training's outputs alone; charged: its time alone.
+    published = {a.name: a for a in list_artifacts(lite_session, run.id)}
+    assert published["checkpoint.pt"].sha256 == trained.held_outputs["checkpoint.pt"]["sha256"]
+    assert published["checkpoint.pt"].attempt == trained.number
+    assert forged.number not in {a.attempt for a in published.values()}
+    assert run_charged(lite_session, run.id, trained.number) > 0
+    assert all(run_charged(lite_session, run.id, a.number) == 0 for a in attempts if a is not trained)
+    machine = lite_session.get(Machine, cheater[0])
+    # Zeroed when its training was proven wrong; grown since only by the honest checks it then ran for others.
+    redeemed = [a for a in attempts if a.machine_id == cheater[0] and a.verdict == "agreed"]
+    assert machine.wrong_results == 1 and machine.trust == len(redeemed)
+    assert all(a.segment_check.get("of") == trained.number for a in redeemed)
+    credited = set(lite_session.exec(select(VolunteerCredit.attempt).where(VolunteerCredit.run_id == run.id)))
+    assert trained.number in credited and forged.number not in credited
+    assert "re-running a segment" in output or "re-run" in output, output[-2000:]
