@@ -196,6 +196,11 @@ def _judge_training(session: Session, store: ArchiveStore, run: Run, attempts: l
     """A volunteer's training counts once every segment chosen from it, re-run by other volunteers, lands where it
     said (service.volunteers.segments); a segment that does not proves it wrong, and the unit goes out again."""
     trainings = [a for a in attempts if not a.segment_check]
+    wrong = {a.number for a in trainings if a.verdict == "wrong"}
+    for attempt in attempts:  # re-runs that ended after the training they checked was proven wrong are moot
+        if attempt.segment_check.get("of") in wrong and attempt.verdict == "" and attempt.state not in LIVE_ATTEMPT:
+            attempt.verdict = "unneeded"
+            session.add(attempt)
     trained = next((a for a in trainings if a.state == AttemptState.succeeded and a.verdict == ""), None)
     if trained is None:
         _hopeless(session, store, run, trainings, [])
@@ -268,11 +273,6 @@ def _prove_wrong(session: Session, run: Run, trained: RunAttempt, segment: dict,
     trained.message = f"{trained.message}; proven wrong: {segments.describe(segment)}: {how}"[:2000]
     session.add(trained)
     _trust(session, trained.machine_id, agreed=False)
-    for attempt in attempts:  # its other segments' re-runs are moot
-        if attempt.segment_check.get("of") == trained.number and attempt.verdict == "" \
-                and attempt.state not in LIVE_ATTEMPT:
-            attempt.verdict = "unneeded"
-            session.add(attempt)
     session.execute(update(Run).where(Run.id == run.id).values(
         message=f"with volunteers: attempt {trained.number}'s training was proven wrong ({segments.describe(segment)}"
                 f" does not land where it said); another volunteer trains it afresh")

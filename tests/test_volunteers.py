@@ -106,7 +106,8 @@ def start_agent(url: str, credential: str, folder: Path, *, cheat: str | None = 
     """An agent as a volunteer starts it, on this machine or inside `host` (a network namespace of its own); a
     cheating one (tests.cheating_agent) cheats as `cheat` says."""
     module = ["-m", "tests.cheating_agent"] if cheat else ["-m", "observatory", "volunteer"]
-    env = {**os.environ, "OBSERVATORY_MACHINE_TOKEN": credential, "OBSERVATORY_CHEAT": cheat or ""}
+    env = {**os.environ, "OBSERVATORY_MACHINE_TOKEN": credential, "OBSERVATORY_CHEAT": cheat or "",
+           "OMP_NUM_THREADS": "1"}  # the agents' jobs share this machine's cores
     log = folder.with_suffix(".log").open("w")
     command = [sys.executable, *module, url, "--folder", str(folder), "--memory-gb", "4"]
     return subprocess.Popen(host.command(command) if host else command, cwd=ROOT, env=env, stdout=log,
@@ -314,7 +315,7 @@ def test_a_volunteers_training_counts_once_re_run_segments_land_and_one_that_ski
     of its segments re-run by others land on its states to the bit, and its training is published and charged."""
     lite_settings.checkpoint_ship_interval_s = 0  # every state its runner sees is shipped (a few seconds apart)
     admin = create_user(lite_session, Role.admin)
-    plan = {**TINY_TRAIN, "steps": 600, "checkpoint_every": 20, "ema_decay": 0.9}
+    plan = {**TINY_TRAIN, "steps": 500, "checkpoint_every": 20, "ema_decay": 0.9}
     _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
                                                         create_call(lite_session, admin, capacity=100),
                                                         job_plan=plan))
