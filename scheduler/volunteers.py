@@ -12,6 +12,10 @@ needs, they are compared (service.volunteers.agreement), BOINC's way:
 - a result the group outvotes is proven wrong: nothing of it is published or charged, and its machine's trust falls
   to zero;
 - results that do not agree ask for one more copy (up to MAX_REPLICAS), which decides.
+A training goes out as one copy and is validated by re-running segments of it instead (service.volunteers.segments):
+two volunteers of other owners re-run each chosen segment, their reports are judged as above, and the training
+counts once every segment lands where it said; a segment that does not land proves it wrong (trust zeroed, nothing
+of it kept), and another volunteer trains the unit afresh.
 Nothing from a volunteer is an output, charged, or done before this.
 """
 
