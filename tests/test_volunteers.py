@@ -316,7 +316,8 @@ def test_a_volunteers_training_counts_once_re_run_segments_land_and_one_that_ski
     lite_settings.checkpoint_ship_interval_s = 0  # every state its runner sees is shipped (a few seconds apart)
     admin = create_user(lite_session, Role.admin)
     plan = {**TINY_TRAIN, "steps": 500, "checkpoint_every": 20, "ema_decay": 0.9}
-    _, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
+    pi = create_user(lite_session)
+    _, run = award(lite_session, admin, create_proposal(lite_session, pi,
                                                         create_call(lite_session, admin, capacity=100),
                                                         job_plan=plan))
     cheater = volunteer_machine(lite_client, lite_session, "bogus")
@@ -364,4 +365,10 @@ def test_a_volunteers_training_counts_once_re_run_segments_land_and_one_that_ski
     assert all(a.segment_check.get("of") == trained.number for a in redeemed)
     credited = set(lite_session.exec(select(VolunteerCredit.attempt).where(VolunteerCredit.run_id == run.id)))
     assert trained.number in credited and forged.number not in credited
-    assert "re-running a segment" in output or "re-run" in output, output[-2000:]
+    assert "re-running steps" in output, output[-2000:]  # what the volunteers read in their terminals
+    # The team sees how the training was checked, segment by segment, and what each check re-ran.
+    shown = {a["number"]: a["validation"] for a in lite_client.get(
+        f"/api/runs/{run.id}", headers=auth_headers(lite_session, pi)).json()["attempts"]}
+    assert shown[trained.number].startswith("checked by re-running: steps ") and "does not land" not in \
+        shown[trained.number] and "does not land" in shown[forged.number], shown
+    assert all(shown[a.number].startswith("re-runs steps ") for a in attempts if a.segment_check)

@@ -29,6 +29,8 @@ class AttemptPublic(BaseModel):
     charged: int = 0  # GPU-seconds this attempt costs the award: debited less refunded
     refunded: int = 0  # GPU-seconds given back for work lost with a node
     verdict: str = ""  # a volunteer's result: agreed, wrong or unneeded once judged
+    # A volunteer's training: the segments chosen to re-run, and how each landed; or, for a check, what it re-runs.
+    validation: str = ""
 
 
 class ChargePublic(BaseModel):

@@ -20,6 +20,7 @@ from service.runs import status
 from service.runs.schemas import AttemptPublic, ChargePublic, RunPublic
 from service.runs.state import FINAL, transition
 from service.timeutil import utcnow
+from service.volunteers import segments
 from service.volunteers.units import VOLUNTEER_POOL
 
 
@@ -217,6 +218,7 @@ def describe(session: Session, run: Run) -> RunPublic:
     public.attempts = [
         AttemptPublic.model_validate(a, from_attributes=True).model_copy(update={
             "charged": run_charged(session, run.id, a.number), "refunded": refunds.get(a.number, 0),
+            "validation": segments.validation(a),
             # A volunteer's machine is not named by the host name it reported (it may name a person).
             **({"node_name": "a volunteer's machine"} if a.pool == VOLUNTEER_POOL else {})})
         for a in attempts_of(session, run.id)

@@ -83,3 +83,20 @@ def describe(segment: dict[str, Any]) -> str:
     end = "the final checkpoint" if segment["target"] == "checkpoint" else f"the state at step {segment['to_step']}"
     start = "the seed" if not segment.get("from_sha256") else f"the state at step {segment['from_step']}"
     return f"steps {segment['from_step']}→{segment['to_step']} (from {start} to {end})"
+
+
+def validation(attempt: RunAttempt) -> str:
+    """In one line, for the run's page: what a check re-runs, or how a training's chosen segments landed."""
+    if attempt.segment_check:
+        return f"re-runs {describe(attempt.segment_check)} of attempt {attempt.segment_check['of']}"
+    said = []
+    for segment in attempt.segments:
+        if "lands" not in segment:
+            verdict = "being re-run"
+        elif segment["lands"]:
+            verdict = f"lands (off by {segment.get('off_share') or 0:.2g} of the distance moved)"
+        else:
+            off = segment.get("off_share")
+            verdict = f"does not land ({segment.get('why') or f'off by {off} of the distance moved' if off else 'far'})"
+        said.append(f"steps {segment['from_step']}→{segment['to_step']} {verdict}")
+    return ("checked by re-running: " + "; ".join(said)) if said else ""
