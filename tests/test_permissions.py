@@ -107,6 +107,10 @@ CASES = [
     Case("POST", "/api/agent/work", {"anonymous": 401, "owner": 401, "admin": 401, "attempt": 401, "machine": 403},
          "volunteer", {}),
     Case("GET", "/api/volunteers", {}, "anonymous"),
+    Case("POST", "/api/proposals/{draft_id}/donor-claim", {"anonymous": 401, "other": 404, "admin": 404, "coi": 404,
+                                                           "machine": 401}, "pi", {"claimed": False}),
+    Case("POST", "/api/calls/{donor_call_id}/donor-shares", {"anonymous": 401, "other": 403, "reviewer": 403,
+                                                             "pi": 403, "machine": 401}, "admin"),
     Case("DELETE", "/api/machines/{machine_id}/join-token", {"anonymous": 401, "other": 404, "admin": 403,
                                                              "machine": 401, "volunteer": 401}, "owner"),
     Case("GET", "/api/pool/nodes", {"anonymous": 401, "other": 403, "reviewer": 403, "pi": 403}, "admin"),
@@ -247,6 +251,7 @@ def world(lite_session: Session, lite_settings, lite_engine, tmp_path):
     review = reviews.submit(s, actor=people["reviewer"], assignment_id=graded.id, data=ReviewCreate(
         grade=2, expertise="high", for_committee="c", for_pi="p"))
     committee.release(s, actor=people["admin"], call_id=released.id)
+    donor_call = create_call(s, people["admin"], donor_share=0.2)
     s.commit()
     _, model_run = award(s, people["admin"], create_proposal(s, people["pi"], call))
     archive_outputs(s, lite_settings, model_run, TRAIN_FILES)
@@ -277,7 +282,8 @@ def world(lite_session: Session, lite_settings, lite_engine, tmp_path):
     Scheduler(lite_engine, lite_settings, pool).dispatch()
     headers["attempt"] = {"Authorization": f"Bearer {pool.token()}"}
     family = _family(s, lite_settings, people)
-    ids = {"call_id": call.id, "proposal_id": awarded.id, "submitted_id": submitted.id, "draft_id": draft.id,
+    ids = {"call_id": call.id, "donor_call_id": donor_call.id,
+           "proposal_id": awarded.id, "submitted_id": submitted.id, "draft_id": draft.id,
            "run_id": run.id, "name": "samples.png", "machine_id": machine.id,
            "pending_machine_id": pending.id, "spare_email": spare.email, "sha256": "0" * 64,
            "invite_id": invite.id, "invite_token": invite_link.rsplit("/", 1)[1], "coi_id": people["coi"].id,
@@ -353,7 +359,8 @@ def test_every_api_route_is_covered(lite_client: TestClient) -> None:
     aliases = {"{analysis_id}": "{run_id}", "{model_run_id}": "{run_id}", "{model_name}": "{name}",
                "{draft_id}": "{proposal_id}", "{submitted_id}": "{proposal_id}", "{released_id}": "{proposal_id}",
                "{pending_machine_id}": "{machine_id}", "{coi_id}": "{user_id}", "{spare_id}": "{user_id}",
-               "{closed_call_id}": "{call_id}", "{reviewed_call_id}": "{call_id}",
+               "{closed_call_id}": "{call_id}", "{donor_call_id}": "{call_id}",
+               "{reviewed_call_id}": "{call_id}",
                "{accepted_assignment_id}": "{assignment_id}"}
     covered = set()
     for c in CASES:

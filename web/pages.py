@@ -155,6 +155,7 @@ async def verify_submit(token: str, request: Request, session: SessionDep, setti
 
 
 CALL_DEFAULTS = {"exclusive_months": 12, "reviewers_per_proposal": 3, "reviewer_cap": 8, "triage_fraction": 0.3,
+                 "donor_share": 0.0,
                  "dual_anonymous": "true", "kind": "regular"}
 
 

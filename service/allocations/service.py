@@ -16,7 +16,7 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from service.audit.service import record
-from service.calls.service import awarded_gpu_hours, director_awarded
+from service.calls.service import awarded_gpu_hours, director_awarded, donor_awarded_gpu_hours
 from service.db import lock
 from service.errors import Conflict, Forbidden, Invalid, NotFound
 from service.ledger.service import account_id_for_award, open_award_account, post
@@ -63,15 +63,25 @@ def _reason(session: Session, call: Call, proposal_id: int, reason: str, *, awar
 
 
 def award_proposal(session: Session, *, actor: User, proposal_id: int, gpu_hours: float, gpus_per_run: int = 1,
-                   priority: PriorityClass = PriorityClass.B, reason: str = "") -> tuple[Award, Run | None]:
+                   priority: PriorityClass = PriorityClass.B, reason: str = "",
+                   donor: bool = False) -> tuple[Award, Run | None]:
+    """Award a proposal; a `donor` award (service.volunteers.donors) draws on the call's reserved donor share,
+    every other on the rest of its capacity."""
     gpu_hours = valid_gpu_hours(gpu_hours)
     proposal, call = _decidable(session, actor, proposal_id)
     override = _reason(session, call, proposal_id, reason, awarding=True)
     if gpu_hours > proposal.requested_gpu_hours + 1e-9:
         raise Invalid(f"award of {gpu_hours:g} GPU-hours exceeds the {proposal.requested_gpu_hours:g} requested")
-    remaining = call.capacity_gpu_hours - awarded_gpu_hours(session, call.id)
-    if gpu_hours > remaining + 1e-9:
-        raise Conflict(f"the call has {max(remaining, 0):g} GPU-hours left to award, not {gpu_hours:g}")
+    donated = donor_awarded_gpu_hours(session, call.id)
+    reserved = call.capacity_gpu_hours * call.donor_share
+    if donor:
+        remaining = reserved - donated
+        if gpu_hours > remaining + 1e-9:
+            raise Conflict(f"the call's donor share has {max(remaining, 0):g} GPU-hours left, not {gpu_hours:g}")
+    remaining = call.capacity_gpu_hours - reserved - (awarded_gpu_hours(session, call.id) - donated)
+    if not donor and gpu_hours > remaining + 1e-9:
+        share = f" (its donor share of {reserved:g} set apart)" if reserved else ""
+        raise Conflict(f"the call has {max(remaining, 0):g} GPU-hours left to award{share}, not {gpu_hours:g}")
     if call.kind == CallKind.director:
         cycle = lock(session, Cycle, call.cycle_id)
         reserve_left = cycle.director_reserve_gpu_hours - director_awarded(session, cycle.id)
@@ -94,7 +104,7 @@ def award_proposal(session: Session, *, actor: User, proposal_id: int, gpu_hours
         open_award_account(session, award)
         run = create_run(session, award=award, proposal=proposal, gpus=max(gpus_per_run, 1))
     record(session, actor, "award", f"proposal:{proposal_id}", gpu_hours=gpu_hours, priority=str(priority),
-           call=call.id, against_ranking=override, reason=reason.strip())
+           call=call.id, against_ranking=override, reason=reason.strip(), donor_share=donor)
     if call.kind != CallKind.regular:
         tell_decision(session, proposal, call)
     return award, run

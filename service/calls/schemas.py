@@ -39,6 +39,9 @@ class CallCreate(BaseModel):
     reviewers_per_proposal: int = Field(3, ge=1, le=10)
     reviewer_cap: int = Field(8, ge=1, le=200, description="The most proposals one reviewer is given.")
     triage_fraction: float = Field(0.3, ge=0, le=0.9, description="The share of the ranking below the triage line.")
+    donor_share: float = Field(0.0, ge=0, le=0.5, allow_inf_nan=False,
+                               description="The share of the capacity reserved for contributors' proposals, awarded "
+                                           "in proportion to their volunteers' credit (at most half).")
 
 
 class CallPublic(BaseModel):
@@ -55,6 +58,7 @@ class CallPublic(BaseModel):
     reviewers_per_proposal: int
     reviewer_cap: int
     triage_fraction: float
+    donor_share: float = 0.0
     review_started_at: datetime | None
     decisions_released_at: datetime | None
     is_open: bool

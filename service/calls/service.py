@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from service.calls.schemas import CallCreate, CallPublic, CycleCreate, CyclePublic
 from service.db import lock
 from service.errors import Conflict, Invalid, NotFound
-from service.models import DIRECTOR_RESERVE_LIMIT, Award, Call, CallKind, Cycle, Proposal, User
+from service.models import DIRECTOR_RESERVE_LIMIT, Award, Call, CallKind, Cycle, DonorShare, Proposal, User
 from service.timeutil import to_utc, utcnow
 
 
@@ -100,6 +100,12 @@ def get_call(session: Session, call_id: int) -> Call:
 def is_open(call: Call, now: datetime | None = None) -> bool:
     now = now or utcnow()
     return call.opens_at <= now < call.closes_at
+
+
+def donor_awarded_gpu_hours(session: Session, call_id: int) -> float:
+    """GPU-hours of the call's reserved donor share already awarded."""
+    return float(session.exec(select(func.coalesce(func.sum(DonorShare.gpu_hours), 0.0))
+                              .where(DonorShare.call_id == call_id)).one())
 
 
 def awarded_gpu_hours(session: Session, call_id: int) -> float:

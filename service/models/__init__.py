@@ -6,7 +6,7 @@ from service.models.dataset import DatasetPartition, DatasetVersion
 from service.models.ledger import EntryKind, LedgerAccount, LedgerEntry
 from service.models.mark import PairMark, Verdict
 from service.models.model_version import ModelVersion
-from service.models.pool import Machine, MachineState, PoolClaim, PoolNode, VolunteerCredit
+from service.models.pool import DonorShare, Machine, MachineState, PoolClaim, PoolNode, VolunteerCredit
 from service.models.proposal import Award, MemberRole, PriorityClass, Proposal, ProposalMember, ProposalState
 from service.models.review import (
     AssignmentState,
@@ -32,6 +32,7 @@ from service.models.withdrawal import Withdrawal, WithdrawalReason
 
 __all__ = [
     "VolunteerCredit",
+    "DonorShare",
     "RoundContribution",
     "TrainingRound",
     "Verdict",

@@ -44,6 +44,9 @@ class Call(SQLModel, table=True):
     closes_at: datetime
     capacity_gpu_hours: float
     exclusive_months: int = 12
+    # The share of the capacity reserved for contributors: awarded to their proposals in proportion to the credit
+    # their volunteers' machines earned (service.volunteers.donors).
+    donor_share: float = 0.0
     # Review (regular calls): reviewers per proposal, the most one reviewer is given, whether the panel works
     # dual-anonymous, and the share of the ranking below the triage line.
     dual_anonymous: bool = True

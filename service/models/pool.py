@@ -107,3 +107,19 @@ class VolunteerCredit(SQLModel, table=True):
     gpu_seconds: int
     credit: float  # GPU-seconds × the GPU class's factor
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class DonorShare(SQLModel, table=True):
+    """A donor-share award: GPU-hours of a call's reserved share awarded to a contributor's proposal, bought with
+    as many hours of the contributor's credit (spent once)."""
+
+    __tablename__ = "donor_shares"
+
+    id: int | None = Field(default=None, primary_key=True)
+    call_id: int = Field(foreign_key="calls.id", index=True)
+    proposal_id: int = Field(foreign_key="proposals.id", unique=True)
+    owner_id: int = Field(foreign_key="users.id", index=True)
+    award_id: int = Field(foreign_key="awards.id")
+    gpu_hours: float
+    credit_spent: float  # credit (GPU-seconds × factor) it used up: the hours awarded × 3600
+    created_at: datetime = Field(default_factory=utcnow)

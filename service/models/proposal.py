@@ -52,6 +52,7 @@ class Proposal(SQLModel, table=True):
     state: ProposalState = Field(default=ProposalState.draft, sa_type=enum_column(ProposalState, 20))
     # A supplemental proposal tops up this award (its PI's); it carries no job plan of its own.
     parent_award_id: int | None = None  # an award id (no foreign key: awards refer to proposals)
+    donor_claim: bool = False  # its PI asks for a donor share, in proportion to their volunteers' credit
     submitted_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

@@ -16,14 +16,15 @@ from starlette.concurrency import run_in_threadpool
 from jobs.version import installed_version
 from service.attempts.service import claim_for_machine
 from service.db import writer
-from service.deps import SessionDep, SettingsDep
+from service.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
 from service.errors import Forbidden
 from service.models import Machine, MachineState, Run
 from service.pool import machines
 from service.pool.api import MachineToken
 from service.pool.schemas import Measurement
 from service.timeutil import utcnow
-from service.volunteers import credit, segments, units
+from service.types import IdPath
+from service.volunteers import credit, donors, segments, units
 
 router = APIRouter(prefix="/agent", tags=["volunteers' agents"])
 standings_router = APIRouter(tags=["volunteers' agents"])
@@ -119,5 +120,41 @@ async def ask_for_work(token: MachineToken, request: Request, response: Response
 
 @standings_router.get("/volunteers", response_model=credit.VolunteerStandings)
 def volunteer_standings(session: SessionDep) -> credit.VolunteerStandings:
-    """Validated credit (GPU-hours scaled by GPU class): owners who chose to be named, and teams (no sign-in)."""
-    return credit.standings(session)
+    """Validated credit (GPU-hours scaled by GPU class): owners who chose to be named, and teams; and the donor
+    shares awarded (no sign-in)."""
+    return credit.standings(session).model_copy(update={"donor_shares": donors.public_shares(session)})
+
+
+class DonorClaim(BaseModel):
+    claimed: bool = True
+
+
+class DonorClaimed(BaseModel):
+    proposal_id: int
+    donor_claim: bool
+    unspent_credit_hours: float
+
+
+class DonorAwarded(BaseModel):
+    proposal_id: int
+    award_id: int
+    gpu_hours: float
+
+
+@standings_router.post("/proposals/{proposal_id}/donor-claim", response_model=DonorClaimed)
+def claim_donor_share(proposal_id: IdPath, data: DonorClaim, user: CurrentUser, session: SessionDep) -> DonorClaimed:
+    """The PI, an owner whose volunteers' machines earned credit, claims a donor share of the proposal's call (or,
+    with `claimed: false`, withdraws the claim)."""
+    proposal = donors.claim(session, user, proposal_id, claimed=data.claimed)
+    session.commit()
+    return DonorClaimed(proposal_id=proposal.id, donor_claim=proposal.donor_claim,
+                        unspent_credit_hours=round(donors.unspent_credit_s(session, user.id) / 3600, 4))
+
+
+@standings_router.post("/calls/{call_id}/donor-shares", response_model=list[DonorAwarded], status_code=201)
+def award_donor_shares(call_id: IdPath, admin: AdminUser, session: SessionDep,
+                       settings: SettingsDep) -> list[DonorAwarded]:
+    """The committee awards the call's reserved donor share among its claims, in proportion to credit."""
+    shares = donors.award_shares(session, admin, call_id, gpus_per_run=max(settings.gpus_per_run, 1))
+    session.commit()
+    return [DonorAwarded(proposal_id=s.proposal_id, award_id=s.award_id, gpu_hours=s.gpu_hours) for s in shares]

@@ -21,12 +21,22 @@ class Standing(BaseModel):
     machines: int
 
 
+class DonorSharePublic(BaseModel):
+    """A donor share as anyone may see it (not which proposal it went to: decisions may not be out yet)."""
+
+    call_id: int
+    call: str
+    gpu_hours: float
+    owner: str | None  # named only where the owner chose to be named on a machine
+
+
 class VolunteerStandings(BaseModel):
     owners: list[Standing]
     teams: list[Standing]
     total_credit: float
     total_units: int
     anonymous_credit: float  # earned by owners who chose not to be named
+    donor_shares: list[DonorSharePublic] = []  # credit turned into telescope time, newest first
 
 
 def record(session: Session, attempt: RunAttempt, machine: Machine, *, seconds: int, factor: float) -> None:
