@@ -104,6 +104,11 @@ def test_spot_checks_copy_some_of_a_trusted_volunteers_units(monkeypatch: pytest
     assert units.copies_needed(trusted) == 1 and units.copies_needed(newcomer) == 2
     monkeypatch.setattr(units.random, "random", lambda: units.SPOT_CHECK / 2)  # drawn for a spot check
     assert units.copies_needed(trusted) == 2
+    # Spot checks thin out as the record grows, down to a floor: a long record is checked less, never never.
+    veteran = volunteer(lite_session, trust=10 * units.TRUSTED_AFTER)
+    assert units.copies_needed(veteran) == 1  # the same draw copies a newly trusted volunteer's unit
+    assert units.spot_check_rate(units.TRUSTED_AFTER) == units.SPOT_CHECK
+    assert units.spot_check_rate(10_000) == units.SPOT_FLOOR > 0
 
 
 def test_an_owner_volunteers_a_machine_from_the_portal(lite_client: TestClient, lite_session: Session) -> None:

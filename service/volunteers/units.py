@@ -26,7 +26,8 @@ VOLUNTEER_POOL = "volunteers"
 AGENT_NODE_PREFIX = "agent-"  # the node id the policy knows a volunteer's agent by: agent-<machine id>
 ONLINE_S = 90.0  # an agent that asked for work this recently is online (it asks at least every 30 s)
 TRUSTED_AFTER = 10  # validated results in a row before a volunteer's units go out as single copies
-SPOT_CHECK = 0.1  # the share of a trusted volunteer's units that are copied all the same
+SPOT_CHECK = 0.1  # the share of a newly trusted volunteer's units that are copied all the same…
+SPOT_FLOOR = 0.02  # …thinning as its record grows (SPOT_CHECK × TRUSTED_AFTER / trust), down to this
 MAX_REPLICAS = 5  # copies of one unit before the volunteers are judged unable to agree on it
 
 
@@ -123,10 +124,16 @@ def _check_wanted(session: Session, attempts: list[RunAttempt]) -> tuple[frozens
     return None
 
 
+def spot_check_rate(trust: int) -> float:
+    """The share of a trusted volunteer's units copied all the same: a tenth at first, fewer as its record of
+    validated results grows (a proven wrong result zeroes the record, and every unit is copied again)."""
+    return max(SPOT_FLOOR, SPOT_CHECK * TRUSTED_AFTER / max(trust, 1))
+
+
 def copies_needed(machine: Machine) -> int:
     """How many copies of a unit first placed on this machine go out: one for a volunteer with a long record of
     validated results (spot-checked now and then), two otherwise."""
-    if machine.trust >= TRUSTED_AFTER and random.random() >= SPOT_CHECK:
+    if machine.trust >= TRUSTED_AFTER and random.random() >= spot_check_rate(machine.trust):
         return 1
     return 2
 
