@@ -274,3 +274,25 @@ def test_the_run_log_shows_lines_past_many_progress_records_and_follows_by_offse
                             headers=admin).json()
     assert other["lines"] == ["training on cpu", "step 90 of 900, loss 0.0412"]
     assert lite_client.get(f"/api/runs/{run_id}/log", params={"after": -1}, headers=admin).status_code == 422
+
+
+def test_the_attempt_is_found_without_holding_the_database_into_the_route(lite_engine: Engine,
+                                                                          lite_session: Session,
+                                                                          lite_settings) -> None:  # noqa: ANN001
+    """The job channel's token check runs in one worker thread and its route in another: it must hand its
+    connection (and, for a call that writes, SQLite's write lock) back between them, or a portal whose threads all
+    wait for that lock would have none left to run the route that holds it."""
+    from starlette.requests import Request
+
+    from service.attempts.api import get_attempt
+    from service.db import writer
+
+    _, pool, run_id, _ = dispatched_run(lite_engine, lite_session, lite_settings)
+    request = Request({"type": "http", "method": "POST", "headers": [
+        (b"authorization", f"Bearer {pool.token()}".encode())]})
+    with Session(writer(lite_engine), expire_on_commit=False) as session:
+        attempt = get_attempt(request, session)
+        assert attempt.run_id == run_id and not session.in_transaction()
+        # Nothing holds the write lock: another writer gets it at once.
+        with Session(writer(lite_engine)) as other:
+            other.exec(select(Run.id)).all()

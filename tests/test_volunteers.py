@@ -344,6 +344,7 @@ def test_a_volunteers_training_counts_once_re_run_segments_land_and_one_that_ski
     assert trained.held_checkpoints and len(trained.segments) == 2, trained.held_checkpoints
     assert all(s["lands"] and s["off_share"] == 0.0 for s in trained.segments), trained.segments  # to the bit
     assert trained.segments[-1]["target"] == "checkpoint"
+    assert run.resume_sha256 is None  # a volunteer's states are held to check it by, never a resume point
     for training in (forged, trained):  # each chosen segment re-run by two volunteers of other owners
         for index in range(len(training.segments)):
             checks = [a for a in attempts if a.segment_check.get("of") == training.number

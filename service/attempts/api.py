@@ -49,6 +49,9 @@ def get_attempt(request: Request, session: SessionDep) -> RunAttempt:
         if machine is None or machine.id != attempt.machine_id:
             raise Unauthenticated("this attempt's token works only from the machine it was placed on (send that "
                                   f"machine's credential in {MACHINE_HEADER})")
+    # Hand the connection (and, for a call that writes, SQLite's write lock) back before the route runs in another
+    # thread: under load every thread may be waiting for that lock, and none would be left to run the route.
+    session.close()
     return attempt
 
 

@@ -88,8 +88,29 @@ def _orders(session: Session, machine: Machine) -> AgentOrders:
     return orders
 
 
+def _quiet_look(engine: Engine, token: str) -> AgentOrders | None:
+    """The orders, read without writing, when this look has nothing to write (no unit to hand out, no contact to
+    stamp): most looks of a long poll, which then take no write lock. None when the look must write."""
+    with Session(engine, expire_on_commit=False) as session:
+        machine = machines.machine_for_token(session, token)
+        if not machine.volunteer:
+            raise Forbidden(f"machine {machine.id} is registered for the Ray pool: it takes work by joining it")
+        if machine.last_contact_at is None or (utcnow() - machine.last_contact_at).total_seconds() >= CONTACT_EVERY_S:
+            return None
+        attempt = units.unit_for(session, machine)
+        leave = machine.state != MachineState.approved or machine.draining and attempt is None
+        if attempt is not None and attempt.started_at is None and not leave:
+            return None
+        return AgentOrders(machine_id=machine.id, state=machine.state, paused=machine.paused, leave=leave,
+                           message=machine.message)
+
+
 def _check(engine: Engine, token: str, restarted: bool) -> tuple[AgentOrders, int]:
     """One look for work, in a short transaction of its own: (the orders, units given back)."""
+    if not restarted:
+        quiet = _quiet_look(engine, token)
+        if quiet is not None:
+            return quiet, 0
     with Session(writer(engine), expire_on_commit=False) as session:
         machine = machines.machine_for_token(session, token)
         if not machine.volunteer:
