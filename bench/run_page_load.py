@@ -34,7 +34,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.live import free_port  # noqa: E402
+from tests.live import free_port, serve_portal, wait_until_up  # noqa: E402
 
 # The settings the observatory had before it was tuned: anyio's 40 threads over a pool of 5 + 10 with a 30 s wait.
 BEFORE = {"OBSERVATORY_REQUEST_THREADS": "40", "OBSERVATORY_DB_POOL_SIZE": "5", "OBSERVATORY_DB_MAX_OVERFLOW": "10",
@@ -80,25 +80,6 @@ def seed(var_dir: Path) -> int:
         run_id = run.id
     engine.dispose()
     return run_id
-
-
-def serve(var_dir: Path, port: int, overrides: dict[str, str]) -> subprocess.Popen:
-    env = {**os.environ, "OBSERVATORY_VAR_DIR": str(var_dir), "OBSERVATORY_SECRET_KEY": "bench",
-           "OBSERVATORY_LOGIN_MAX_FAILURES_PER_ADDRESS": "1000", **overrides}
-    return subprocess.Popen([sys.executable, "-m", "uvicorn", "web.app:create_app", "--factory", "--host",
-                             "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
-                            cwd=ROOT, env=env)
-
-
-def wait_up(base: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/login", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise RuntimeError("the server did not start")
 
 
 def sign_in(base: str) -> httpx.Cookies:
@@ -191,9 +172,9 @@ def main() -> None:
                 continue
             port = free_port()
             base = f"http://127.0.0.1:{port}"
-            server = serve(var_dir, port, overrides)
+            server = serve_portal(var_dir, port, overrides)
             try:
-                wait_up(base)
+                wait_until_up(base)
                 cookies = sign_in(base)
                 paths = {"static": "/static/style.css", "run": f"/runs/{run_id}"}
                 for path in (paths[name] for name in args.paths):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import statistics
 import subprocess
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scheduler.dispatch import MAX_PER_TICK  # noqa: E402
-from tests.live import free_port  # noqa: E402
+from tests.live import free_port, serve_portal, wait_until_up  # noqa: E402
 
 TICK_S = 0.5  # the scheduler's tick here (`OBSERVATORY_SCHEDULER_INTERVAL_S` in a deployment)
 UNIT_PLAN = {"kind": "train", "steps": 2, "batch_size": 8, "block_out_channels": [8, 16], "resolution": 8,
@@ -74,24 +73,6 @@ def seed(var_dir: Path, agents: int, units: int) -> list[str]:
             session.commit()
     engine.dispose()
     return credentials
-
-
-def serve(var_dir: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "OBSERVATORY_VAR_DIR": str(var_dir), "OBSERVATORY_SECRET_KEY": "bench"}
-    return subprocess.Popen([sys.executable, "-m", "uvicorn", "web.app:create_app", "--factory", "--host",
-                             "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
-                            cwd=ROOT, env=env)
-
-
-def wait_up(base: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/api/pool", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise RuntimeError("the portal did not start")
 
 
 def scheduler(var_dir: Path, stop: threading.Event) -> threading.Thread:
@@ -236,10 +217,10 @@ def main() -> None:
         credentials = seed(var_dir, args.agents, args.units)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = serve(var_dir, port)
+        server = serve_portal(var_dir, port)
         stop = threading.Event()
         try:
-            wait_up(base)
+            wait_until_up(base, "/api/pool")
             idle = asyncio.run(agents_ask(base, credentials, args.seconds, args.wait, take_units=False))
             print(f"{args.agents} agents, nothing for them (baseline): {idle['asks_per_s']:.0f} asks/s, "
                   f"median {idle['median_ask_ms']:.0f} ms, {idle['errors']} errors")

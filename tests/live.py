@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import uvicorn
 from sqlalchemy.engine import Engine
@@ -38,3 +42,25 @@ def live_server(settings: Settings, engine: Engine, port: int | None = None, hos
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def serve_portal(var_dir: Path, port: int, overrides: dict[str, str] | None = None) -> subprocess.Popen:
+    """The portal as a deployment runs it (uvicorn, its own process) on loopback, over `var_dir`'s database."""
+    env = {**os.environ, "OBSERVATORY_VAR_DIR": str(var_dir), "OBSERVATORY_SECRET_KEY": "bench",
+           "OBSERVATORY_LOGIN_MAX_FAILURES_PER_ADDRESS": "1000", **(overrides or {})}
+    return subprocess.Popen([sys.executable, "-m", "uvicorn", "web.app:create_app", "--factory", "--host",
+                             "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                            cwd=Path(__file__).resolve().parent.parent, env=env)
+
+
+def wait_until_up(base: str, path: str = "/login", timeout_s: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}{path}", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError("the portal did not start")
