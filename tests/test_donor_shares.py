@@ -13,12 +13,14 @@ from service.ledger.service import award_balance
 from service.models import Award, Machine, Proposal, Role, User, VolunteerCredit
 from service.volunteers import donors
 from tests.factories import (
+    PASSWORD,
     auth_headers,
     award,
     create_call,
     create_machine,
     create_proposal,
     create_user,
+    post_form,
     under_review,
 )
 
@@ -95,3 +97,37 @@ def test_a_share_is_divided_by_credit_with_no_claim_past_its_cap() -> None:
     assert donors.divide(3, {1: (4, 4), 2: (1, 1)}) == pytest.approx({1: 2.4, 2: 0.6})
     assert donors.divide(10, {1: (1, 1), 2: (1, 2)}) == pytest.approx({1: 1, 2: 2})  # less claimed than reserved
     assert donors.divide(5, {1: (0, 5)}) == {1: 0.0}
+
+
+def _signed_in(client: TestClient, user: User) -> TestClient:
+    client.cookies.clear()
+    response = post_form(client, "/login", {"email": user.email, "password": PASSWORD, "next": "/"},
+                         follow_redirects=False)
+    assert response.status_code == 303
+    return client
+
+
+def test_the_portal_path_of_a_donor_share(lite_client: TestClient, lite_session: Session) -> None:
+    """A PI claims a donor share from the proposal's page (with the form's CSRF token, and refused without it),
+    and the committee awards it from the call's ranking page."""
+    session = lite_session
+    admin = create_user(session, Role.admin)
+    _, run = award(session, admin, create_proposal(session, create_user(session), create_call(session, admin)))
+    call = create_call(session, admin, capacity=10, donor_share=0.2, title="Donors welcome")
+    pi, _ = _contributor(session, admin, 5.0, run.id)
+    proposal = create_proposal(session, pi, call, requested_gpu_hours=3.0)
+    client = _signed_in(lite_client, pi)
+    page = client.get(f"/proposals/{proposal.id}").text
+    assert "Claim a donor share" in page and "5.00 GPU-hours of unspent credit" in page
+    forged = client.post(f"/proposals/{proposal.id}/donor-claim", data={"claimed": "true"}, follow_redirects=False)
+    assert forged.status_code == 403  # no CSRF token: refused
+    claimed = post_form(client, f"/proposals/{proposal.id}/donor-claim", {"claimed": "true"})
+    assert claimed.status_code == 200 and "You claim a donor share" in claimed.text
+    under_review(session, admin, proposal)
+    board = _signed_in(lite_client, admin).get(f"/calls/{call.id}/ranking").text
+    assert "2 GPU-hours reserved for contributors, 0 awarded; 1 proposals claim one" in board
+    done = post_form(lite_client, f"/calls/{call.id}/donor-shares")
+    assert done.status_code == 200 and "1 donor shares awarded (2 GPU-hours)" in done.text
+    session.expire_all()
+    assert session.get(Proposal, proposal.id).state == "accepted"
+    assert "0 awarded" not in lite_client.get(f"/calls/{call.id}/ranking").text

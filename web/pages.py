@@ -44,6 +44,7 @@ from service.runs import service as runs
 from service.runs.status import shown_states
 from service.timeutil import utcnow
 from service.types import IdPath, IdQuery
+from service.volunteers import donors
 from web.charts import bars, loss_chart, loss_chart_from_metrics
 from web.forms import field_errors, plan_fields, plan_from_form, service_plan_error
 from web.render import act as _act
@@ -444,7 +445,9 @@ def proposal_page(proposal_id: IdPath, request: Request, user: CurrentUser, sess
     shown = request.session.pop("invite_link", None)
     return render(request, "proposal.html", {
         "p": proposals.to_public(session, proposal), "call": call,
-        "call_left": call.capacity_gpu_hours - calls.awarded_gpu_hours(session, call.id),
+        "call_left": calls.left_to_award(session, call),
+        "donor": {"claimed": proposal.donor_claim, "unspent_h": donors.unspent_credit_s(session, user.id) / 3600}
+        if is_pi and call.donor_share else None,
         "runs": run_rows, "is_pi": is_pi, "is_member": access.is_member(session, user, proposal_id),
         "invites": team.invites(session, actor=user, proposal_id=proposal_id) if is_pi else [],
         "invite_link": shown if shown and shown.get("proposal") == proposal_id else None,

@@ -161,3 +161,29 @@ def show_join_command(machine_id: IdPath, request: Request, user: CurrentUser, s
     request.session["join_command"] = {"machine": machine_id, "command": join_command(settings, token,
                                                                                        volunteer=machine.volunteer)}
     return redirect(f"/machines/{machine_id}")
+
+
+@router.post("/proposals/{proposal_id}/donor-claim")
+async def claim_donor_share(proposal_id: IdPath, request: Request, user: CurrentUser, session: SessionDep):
+    """The PI claims a donor share of the call for the proposal, or withdraws the claim."""
+    claimed = (await form_fields(request)).get("claimed", "true") != "false"
+    done = "You claim a donor share for this proposal." if claimed else "The claim to a donor share is withdrawn."
+    return act(request, session, f"/proposals/{proposal_id}", done,
+               lambda: donors.claim(session, user, proposal_id, claimed=claimed))
+
+
+@router.post("/calls/{call_id}/donor-shares")
+async def award_donor_shares(call_id: IdPath, request: Request, admin: AdminUser, session: SessionDep,
+                             settings: SettingsDep):
+    """The committee awards the call's reserved donor share among the claims."""
+    url = f"/calls/{call_id}/ranking"
+    try:
+        shares = donors.award_shares(session, admin, call_id, gpus_per_run=max(settings.gpus_per_run, 1))
+    except DomainError as exc:
+        session.rollback()
+        flash(request, exc.message, "error")
+        return redirect(url)
+    session.commit()
+    flash(request, f"{len(shares)} donor shares awarded ({sum(s.gpu_hours for s in shares):g} GPU-hours)."
+          if shares else "No claim could be given more of the donor share.")
+    return redirect(url)

@@ -78,8 +78,12 @@ def ranking_page(call_id: IdPath, request: Request, admin: AdminUser, session: S
     call = calls.get_call(session, call_id)
     rows = committee.table(session, actor=admin, call_id=call_id)
     awarded = calls.awarded_gpu_hours(session, call.id)
+    donated = calls.donor_awarded_gpu_hours(session, call.id)
+    claims = [row for row in rows if row.proposal.donor_claim] if call.donor_share else []
     return render(request, "ranking.html", {
-        "call": call, "rows": rows, "awarded": awarded, "left": call.capacity_gpu_hours - awarded,
+        "call": call, "rows": rows, "awarded": awarded, "left": calls.left_to_award(session, call),
+        "donor": {"reserved": call.capacity_gpu_hours * call.donor_share, "awarded": donated, "claims": len(claims)}
+        if call.donor_share else None,
         "shortfalls": assignments.shortfalls(session, call) if call.review_started_at else {},
         "closed": not calls.is_open(call)})
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from service.audit.service import record
-from service.calls.service import awarded_gpu_hours, director_awarded, donor_awarded_gpu_hours
+from service.calls.service import director_awarded, donor_awarded_gpu_hours, left_to_award
 from service.db import lock
 from service.errors import Conflict, Forbidden, Invalid, NotFound
 from service.ledger.service import account_id_for_award, open_award_account, post
@@ -72,13 +72,12 @@ def award_proposal(session: Session, *, actor: User, proposal_id: int, gpu_hours
     override = _reason(session, call, proposal_id, reason, awarding=True)
     if gpu_hours > proposal.requested_gpu_hours + 1e-9:
         raise Invalid(f"award of {gpu_hours:g} GPU-hours exceeds the {proposal.requested_gpu_hours:g} requested")
-    donated = donor_awarded_gpu_hours(session, call.id)
     reserved = call.capacity_gpu_hours * call.donor_share
     if donor:
-        remaining = reserved - donated
+        remaining = reserved - donor_awarded_gpu_hours(session, call.id)
         if gpu_hours > remaining + 1e-9:
             raise Conflict(f"the call's donor share has {max(remaining, 0):g} GPU-hours left, not {gpu_hours:g}")
-    remaining = call.capacity_gpu_hours - reserved - (awarded_gpu_hours(session, call.id) - donated)
+    remaining = left_to_award(session, call)
     if not donor and gpu_hours > remaining + 1e-9:
         share = f" (its donor share of {reserved:g} set apart)" if reserved else ""
         raise Conflict(f"the call has {max(remaining, 0):g} GPU-hours left to award{share}, not {gpu_hours:g}")

@@ -108,6 +108,12 @@ def donor_awarded_gpu_hours(session: Session, call_id: int) -> float:
                               .where(DonorShare.call_id == call_id)).one())
 
 
+def left_to_award(session: Session, call: Call) -> float:
+    """GPU-hours the committee may still award as it decides (the call's donor share set apart)."""
+    donated = donor_awarded_gpu_hours(session, call.id)
+    return call.capacity_gpu_hours * (1 - call.donor_share) - (awarded_gpu_hours(session, call.id) - donated)
+
+
 def awarded_gpu_hours(session: Session, call_id: int) -> float:
     total = session.exec(
         select(func.coalesce(func.sum(Award.gpu_hours), 0.0))
