@@ -369,6 +369,43 @@ def pool_join(
     raise typer.Exit(status)
 
 
+@app.command("download", short_help="Download a data product's files (obs:run/ID, …), resumed and verified.")
+def download(
+    ref: Annotated[str, typer.Argument(help="obs:run/ID, obs:model/NAME@N or obs:dataset/NAME@N.")],
+    portal: Annotated[str, typer.Option(envvar="OBSERVATORY_PORTAL_URL", help="The portal's address, e.g. "
+                                        "https://observatory.example.")],
+    to: Annotated[Path | None, typer.Option(help="The folder to put the files in (default: one named after the "
+                                            "product, here).")] = None,
+    limit_rate: Annotated[str | None, typer.Option(help="At most this many bytes per second, e.g. 500k or 2M.")]
+    = None,
+) -> None:
+    """Fetch every file of a data product from the portal: a partial file is continued (HTTP range requests), each
+    is checked against the sha256 the portal lists before it takes its name, and a file whose bytes do not match is
+    refused. Files still in their exclusive period need an API token of a team member in OBSERVATORY_API_TOKEN."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from observatory.download import DownloadError, Portal, fetch, parse_rate, parse_ref
+
+    try:
+        kind, ident = parse_ref(ref)
+        rate = parse_rate(limit_rate)
+        client = Portal(portal, os.environ.get("OBSERVATORY_API_TOKEN") or None)
+        files = client.files(kind, ident)
+        folder = to or Path(f"{kind}-{ident.replace('@', '-').replace(':', '-')}")
+        folder.mkdir(parents=True, exist_ok=True)
+        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      console=console) as progress:
+            task = progress.add_task(ref, total=sum(f.size for f in files))
+            for remote in files:
+                fetch(client, remote, folder, limit_rate=rate, say=progress.console.print,
+                      advance=lambda n: progress.advance(task, n))
+    except DownloadError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write the files: {exc}")
+    console.print(f"{len(files)} files of {ref} in {folder}, every sha256 verified")
+
+
 @app.command("volunteer", short_help="Lend this machine as a volunteer: pull work units, run them sandboxed.")
 def volunteer(
     portal: Annotated[str, typer.Argument(help="The portal's address, e.g. https://observatory.example.")],
