@@ -43,6 +43,7 @@ PUBLIC = {
     ("GET", "/api/models"), ("GET", "/api/models/{name}/{version}"), ("GET", "/api/analyses/replication"),
     ("POST", "/api/job-plans/estimate"), ("GET", "/api/datasets/{ref}/partitions"),
     ("POST", "/api/auth/signup"), ("POST", "/api/auth/login"), ("POST", "/api/auth/verify"), ("GET", "/api/pool"),
+    ("GET", "/api/archive/runs/{run_id}"),
 }
 
 
@@ -107,6 +108,9 @@ CASES = [
     Case("POST", "/api/agent/work", {"anonymous": 401, "owner": 401, "admin": 401, "attempt": 401, "machine": 403},
          "volunteer", {}),
     Case("GET", "/api/volunteers", {}, "anonymous"),
+    Case("GET", "/api/archive/runs/{model_run_id}", {}, "anonymous"),
+    Case("PUT", "/api/archive/runs/{model_run_id}/doi", {"anonymous": 401, "other": 403, "pi": 403, "reviewer": 403,
+                                                         "machine": 401}, "admin", {"doi": "10.5281/zenodo.1"}),
     Case("POST", "/api/proposals/{draft_id}/donor-claim", {"anonymous": 401, "other": 404, "admin": 404, "coi": 404,
                                                            "machine": 401}, "pi", {"claimed": False}),
     Case("POST", "/api/calls/{donor_call_id}/donor-shares", {"anonymous": 401, "other": 403, "reviewer": 403,

@@ -61,7 +61,7 @@ def hello(session: Session, settings: Settings, store: ArchiveStore, attempt: Ru
         session.commit()
         raise Conflict(message)
     run = _heard(session, attempt)
-    attempt.node_name = data.node_name
+    attempt.node_name, attempt.worker_version = data.node_name, data.worker_version[:40]
     kind = segments.attempt_kind(run.job_kind, attempt)
     wanted_inputs = pinning.run_inputs(session, run)
     config = pinning.job_config(session, run)

@@ -80,6 +80,7 @@ class Run(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    doi: str = Field(default="", max_length=200)  # a DOI an operator registered for its outputs ("" for none)
 
 
 class AttemptState(StrEnum):
@@ -145,6 +146,7 @@ class RunAttempt(SQLModel, table=True):
     held_checkpoints: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False,
                                                                                server_default="[]"))
     segments: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
+    worker_version: str = Field(default="", max_length=40)  # the release of the observatory its node ran
     # A check: this attempt re-runs one segment of another attempt's training ({} for the unit's own attempts).
     segment_check: dict[str, Any] = Field(default_factory=dict,
                                           sa_column=Column(JSON, nullable=False, server_default="{}"))

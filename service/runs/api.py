@@ -6,12 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from service.archive import landing
 from service.archive import service as archive
 from service.archive.ranges import ranged_response
 from service.attempts.service import latest_attempt, log_since
-from service.deps import CurrentUser, OptionalUser, SessionDep, SettingsDep
+from service.deps import AdminUser, CurrentUser, OptionalUser, SessionDep, SettingsDep
 from service.runs import families, service
 from service.runs.schemas import ArtifactPublic, ChargePublic, FamilyPublic, RunPublic
 from service.types import ArtifactName, IdPath
@@ -106,3 +107,26 @@ def download_artifact(run_id: IdPath, name: ArtifactName, request: Request, user
         return FileResponse(path, media_type=artifact.media_type, filename=artifact.name,
                             content_disposition_type=disposition, headers=headers)
     return ranged_response(store, artifact, request.headers.get("range"), disposition, headers)
+
+
+# ---- the archive's landing page of a run: public metadata, files after the exclusive period, citations --------
+
+
+class DoiSet(BaseModel):
+    doi: str = Field(max_length=200, description="10.NNNN/suffix, or a doi.org link; empty removes it.")
+
+
+@router.get("/archive/runs/{run_id}", response_model=landing.RunLanding, tags=["archive"])
+def run_landing(run_id: IdPath, request: Request, user: OptionalUser, session: SessionDep) -> landing.RunLanding:
+    """A succeeded run as a data product (obs:run/ID): provenance and citations at once, to anyone; its files
+    linked once the exclusive period is over (or for the team)."""
+    return landing.run_landing(session, run_id, user, str(request.base_url))
+
+
+@router.put("/archive/runs/{run_id}/doi", response_model=landing.RunLanding, tags=["archive"])
+def set_run_doi(run_id: IdPath, data: DoiSet, request: Request, admin: AdminUser,
+                session: SessionDep) -> landing.RunLanding:
+    """Record the DOI registered for a run's outputs (admins)."""
+    landing.set_doi(session, admin, run_id, data.doi)
+    session.commit()
+    return landing.run_landing(session, run_id, admin, str(request.base_url))
