@@ -54,6 +54,11 @@ def test_outputs_arrive_over_the_channel_and_the_run_succeeds(world, lite_engine
     assert b"training\ndone\n" in read_object(store, artifacts["attempt-1.log"].sha256)
     assert events == [("attempt", "starting", "running"), ("run", "queued", "running"),
                       ("attempt", "running", "succeeded"), ("run", "running", "succeeded")]
+    # The release its node ran is kept, and the run's landing page names it as the code that made the outputs.
+    from jobs.version import installed_version
+
+    product = job.client.get(f"/api/archive/runs/{run_id}").json()
+    assert product["code_version"] == installed_version() and product["identifier"] == f"obs:run/{run_id}"
 
 
 def test_undeclared_names_and_wrong_digests_are_refused(world, lite_engine) -> None:
