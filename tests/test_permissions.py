@@ -18,7 +18,7 @@ from jobs.version import installed_version
 from scheduler.loop import Scheduler
 from service.models import ReviewAssignment, Role, Run, RunState
 from service.pool import machines
-from service.proposals import team
+from service.proposals import outcomes, team
 from service.review import assignments, committee, reviews
 from service.review.reviews import ReviewCreate
 from tests.factories import (
@@ -43,7 +43,7 @@ PUBLIC = {
     ("GET", "/api/models"), ("GET", "/api/models/{name}/{version}"), ("GET", "/api/analyses/replication"),
     ("POST", "/api/job-plans/estimate"), ("GET", "/api/datasets/{ref}/partitions"),
     ("POST", "/api/auth/signup"), ("POST", "/api/auth/login"), ("POST", "/api/auth/verify"), ("GET", "/api/pool"),
-    ("GET", "/api/archive/runs/{run_id}"),
+    ("GET", "/api/archive/runs/{run_id}"), ("GET", "/api/proposals/{proposal_id}/outcomes"),
 }
 
 
@@ -109,6 +109,12 @@ CASES = [
          "volunteer", {}),
     Case("GET", "/api/volunteers", {}, "anonymous"),
     Case("GET", "/api/archive/runs/{model_run_id}", {}, "anonymous"),
+    Case("GET", "/api/proposals/{proposal_id}/outcomes", {}, "anonymous"),
+    Case("POST", "/api/proposals/{proposal_id}/outcomes", {"anonymous": 401, "other": 404, "reviewer": 404,
+                                                           "admin": 404, "machine": 401}, "pi",
+         {"kind": "paper", "title": "T", "doi": "10.1234/t"}),
+    Case("DELETE", "/api/outcomes/{outcome_id}", {"anonymous": 401, "other": 404, "reviewer": 404, "machine": 401},
+         "pi"),
     Case("PUT", "/api/archive/runs/{model_run_id}/doi", {"anonymous": 401, "other": 403, "pi": 403, "reviewer": 403,
                                                          "machine": 401}, "admin", {"doi": "10.5281/zenodo.1"}),
     Case("POST", "/api/proposals/{draft_id}/donor-claim", {"anonymous": 401, "other": 404, "admin": 404, "coi": 404,
@@ -286,7 +292,10 @@ def world(lite_session: Session, lite_settings, lite_engine, tmp_path):
     Scheduler(lite_engine, lite_settings, pool).dispatch()
     headers["attempt"] = {"Authorization": f"Bearer {pool.token()}"}
     family = _family(s, lite_settings, people)
-    ids = {"call_id": call.id, "donor_call_id": donor_call.id,
+    outcome = outcomes.add(s, people["pi"], awarded.id, outcomes.OutcomeCreate(kind="paper", title="P",
+                                                                               url="https://example.org/p"))
+    s.commit()
+    ids = {"call_id": call.id, "donor_call_id": donor_call.id, "outcome_id": outcome.id,
            "proposal_id": awarded.id, "submitted_id": submitted.id, "draft_id": draft.id,
            "run_id": run.id, "name": "samples.png", "machine_id": machine.id,
            "pending_machine_id": pending.id, "spare_email": spare.email, "sha256": "0" * 64,

@@ -122,7 +122,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
-        problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {plain_message(e)}" for e in exc.errors()]
+        where = ['.'.join(str(p) for p in e['loc'] if p != 'body') for e in exc.errors()]
+        problems = [f"{at}: {plain_message(e)}" if at else plain_message(e) for at, e in zip(where, exc.errors(),
+                                                                                          strict=True)]
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": "; ".join(problems), "errors": problems}, status_code=422)
         return render(request, "error.html", {"message": "; ".join(problems)}, status_code=422)

@@ -34,7 +34,7 @@ from service.ledger.service import run_charged
 from service.modelcards import service as model_service
 from service.models import Proposal, Role, Run, User
 from service.pool import standing
-from service.proposals import access, team
+from service.proposals import access, outcomes, team
 from service.proposals import service as proposals
 from service.proposals.schemas import ProposalCreate, ProposalDraft
 from service.review import feedback
@@ -455,6 +455,7 @@ def proposal_page(proposal_id: IdPath, request: Request, user: CurrentUser, sess
         "decidable": user.has("admin") and (proposal.state == "under_review" or (
             proposal.state == "submitted" and call.kind != "regular")),
         "events": proposals.events(session, proposal_id),
+        "outcomes": [outcomes.to_public(o) for o in outcomes.listed(session, proposal_id)],
     })
 
 

@@ -19,6 +19,8 @@ from service.archive.service import can_download, list_artifacts
 from service.errors import Forbidden, Invalid, NotFound
 from service.ledger.service import run_charged
 from service.models import Award, Call, Cycle, Proposal, ProposalState, Role, Run, RunAttempt, RunState, User
+from service.proposals.outcomes import OutcomePublic, to_public
+from service.proposals.outcomes import listed as outcomes_of
 from service.proposals.service import team
 
 FACILITY = "Commons Observatory"
@@ -61,6 +63,7 @@ class RunLanding(BaseModel):
     files: list[ProductFile]
     thumbnail_url: str | None
     citation: Citation
+    outcomes: list[OutcomePublic] = []  # what came of the award it ran under
 
 
 def identifier(run_id: int) -> str:
@@ -100,7 +103,8 @@ def run_landing(session: Session, run_id: int, actor: User | None, base_url: str
         code_version=kept or "", gpu_hours=round(run_charged(session, run.id) / 3600, 4),
         finished_at=run.finished_at, public_from=award.exclusive_until, files_public=public, files=files,
         thumbnail_url=next((f.url for f in files if f.name == THUMBNAIL and f.url), None),
-        citation=Citation(text="", bibtex="", cff=""))
+        citation=Citation(text="", bibtex="", cff=""),
+        outcomes=[to_public(o) for o in outcomes_of(session, proposal.id)])
     landing.citation = citation(landing)
     return landing
 

@@ -7,7 +7,16 @@ from service.models.ledger import EntryKind, LedgerAccount, LedgerEntry
 from service.models.mark import PairMark, Verdict
 from service.models.model_version import ModelVersion
 from service.models.pool import DonorShare, Machine, MachineState, PoolClaim, PoolNode, VolunteerCredit
-from service.models.proposal import Award, MemberRole, PriorityClass, Proposal, ProposalMember, ProposalState
+from service.models.proposal import (
+    Award,
+    MemberRole,
+    Outcome,
+    OutcomeKind,
+    PriorityClass,
+    Proposal,
+    ProposalMember,
+    ProposalState,
+)
 from service.models.review import (
     AssignmentState,
     Expertise,
@@ -68,6 +77,8 @@ __all__ = [
     "PoolNode",
     "PriorityClass",
     "Proposal",
+    "Outcome",
+    "OutcomeKind",
     "ProposalEvent",
     "ProposalInvite",
     "ProposalMember",

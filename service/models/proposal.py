@@ -78,3 +78,27 @@ class Award(SQLModel, table=True):
     exclusive_until: datetime
     # A supplement's GPU-hours are credited to the award it tops up; it has no account or run of its own.
     tops_up_award_id: int | None = Field(default=None, foreign_key="awards.id")
+
+
+class OutcomeKind(StrEnum):
+    paper = "paper"
+    preprint = "preprint"
+    dataset = "dataset"
+    software = "software"
+    other = "other"
+
+
+class Outcome(SQLModel, table=True):
+    """What came of an award: a paper, preprint, dataset or software its team records (a DOI or a URL)."""
+
+    __tablename__ = "outcomes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    proposal_id: int = Field(foreign_key="proposals.id", index=True)
+    kind: OutcomeKind = Field(sa_type=enum_column(OutcomeKind, 20))
+    title: str = Field(max_length=300)
+    doi: str = Field(default="", max_length=200)
+    url: str = Field(default="", max_length=500)
+    year: int | None = None
+    added_by: int = Field(foreign_key="users.id")
+    created_at: datetime = Field(default_factory=utcnow)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from service.allocations.schemas import AwardCreate, Decline
 from service.allocations.service import award_proposal, decline_proposal
 from service.deps import AdminUser, CurrentUser, ResearcherUser, SessionDep, SettingsDep
-from service.proposals import service, team
+from service.proposals import outcomes, service, team
 from service.proposals.schemas import (
     InviteAccept,
     InviteCreate,
@@ -154,3 +154,29 @@ def proposal_runs(proposal_id: IdPath, user: CurrentUser, session: SessionDep) -
     """The runs of an awarded proposal: its members and admins."""
     service.get_visible(session, actor=user, proposal_id=proposal_id)
     return [RunPublic.model_validate(r, from_attributes=True) for r in list_for_proposal(session, proposal_id)]
+
+
+# ---- outcomes: what came of an award ---------------------------------------------------------------------------
+
+
+@router.post("/proposals/{proposal_id}/outcomes", response_model=outcomes.OutcomePublic, status_code=201)
+def add_outcome(proposal_id: IdPath, data: outcomes.OutcomeCreate, user: CurrentUser,
+                session: SessionDep) -> outcomes.OutcomePublic:
+    """Record a paper, preprint, dataset or software that came of the award (a member of its team)."""
+    outcome = outcomes.add(session, user, proposal_id, data)
+    session.commit()
+    return outcomes.to_public(outcome)
+
+
+@router.get("/proposals/{proposal_id}/outcomes", response_model=list[outcomes.OutcomePublic])
+def list_outcomes(proposal_id: IdPath, session: SessionDep) -> list[outcomes.OutcomePublic]:
+    """An accepted proposal's outcomes (public)."""
+    return outcomes.public(session, proposal_id)
+
+
+@router.delete("/outcomes/{outcome_id}", status_code=204)
+def remove_outcome(outcome_id: IdPath, user: CurrentUser, session: SessionDep) -> Response:
+    """Take an outcome off the record (its team, or an admin)."""
+    outcomes.remove(session, user, outcome_id)
+    session.commit()
+    return Response(status_code=204)

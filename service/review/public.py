@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlmodel import Session, select
 
 from service.models import Award, Call, Proposal, ProposalState
+from service.proposals.outcomes import listed, to_public
 from service.proposals.service import team
 from service.review.committee import RankRow
 from service.review.schemas import AcceptedPublic, RankRowPublic, ReviewerReview
@@ -17,7 +18,8 @@ def accepted(session: Session, limit: int = 500) -> list[AcceptedPublic]:
                         .order_by(Award.awarded_at.desc()).limit(limit))
     return [AcceptedPublic(proposal_id=p.id, call_title=c.title, title=p.title, abstract=p.abstract,
                            team=[u.name for u in team(session, p.id)], awarded_gpu_hours=a.gpu_hours,
-                           awarded_at=a.awarded_at) for p, a, c in rows]
+                           awarded_at=a.awarded_at, outcomes=[to_public(o) for o in listed(session, p.id)])
+            for p, a, c in rows]
 
 
 def rank_row_public(row: RankRow) -> RankRowPublic:

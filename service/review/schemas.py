@@ -4,6 +4,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
+from service.proposals.outcomes import OutcomePublic
 from service.review.feasibility import Feasibility
 from service.types import text
 
@@ -64,6 +65,7 @@ class AcceptedPublic(BaseModel):
     team: list[str]
     awarded_gpu_hours: float
     awarded_at: datetime
+    outcomes: list[OutcomePublic] = []  # papers, preprints, datasets, software that came of it
 
 
 class AuditPublic(BaseModel):
