@@ -56,6 +56,17 @@ Password = text(200)
 Reason = text(2000)  # why a decision was made, as recorded
 LoginEmail = text(320)  # not checked for shape: a sign-in attempt with any text is simply wrong
 GpuHours = Annotated[float, Field(gt=0, le=MAX_GPU_HOURS, allow_inf_nan=False)]
+DOI = re.compile(r"^10\.\d{4,9}/[^\s\"<>{}\\]{1,180}$")  # a DOI's name (no quotes, braces or spaces: safe to quote)
+
+
+def doi_name(text: str) -> str:
+    """A DOI as given (bare, doi:…, or a doi.org link) reduced to its name; "" stays ""; anything else refused."""
+    value = text.strip().removeprefix("https://doi.org/").removeprefix("doi:")
+    if value and not DOI.match(value):
+        raise ValueError(f"{value[:60]!r} is not a DOI (10.NNNN/suffix)")
+    return value
+
+
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,79}$"  # the names of datasets and models: lower-case letters, digits, dashes
 IdInt = Annotated[int, Field(ge=1, le=MAX_ID)]
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]

@@ -44,7 +44,7 @@ def test_a_team_records_what_came_of_its_award_and_everyone_sees_it(lite_client:
     preprint = {"kind": "preprint", "title": "A preprint", "url": "https://arxiv.org/abs/2712.00001"}
     assert lite_client.post(url, headers=auth_headers(session, coi), json=preprint).status_code == 201
     for bad, why in (({"kind": "paper", "title": "t"}, "Give a DOI or a URL"),
-                     ({"kind": "paper", "title": "t", "doi": "11.1/x"}, "doi: Not a DOI"),
+                     ({"kind": "paper", "title": "t", "doi": "11.1/x"}, "doi: '11.1/x' is not a DOI"),
                      ({"kind": "paper", "title": "t", "url": "javascript:alert(1)"}, "http(s)"),
                      ({"kind": "poem", "title": "t", "url": "https://x.org"}, "kind")):
         refused = lite_client.post(url, headers=auth_headers(session, pi), json=bad)

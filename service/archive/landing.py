@@ -22,9 +22,9 @@ from service.models import Award, Call, Cycle, Proposal, ProposalState, Role, Ru
 from service.proposals.outcomes import OutcomePublic, to_public
 from service.proposals.outcomes import listed as outcomes_of
 from service.proposals.service import team
+from service.types import doi_name
 
 FACILITY = "Commons Observatory"
-DOI = re.compile(r"^10\.\d{4,9}/[^\s\"{}\\]{1,180}$")
 THUMBNAIL = "samples.png"
 
 
@@ -145,9 +145,9 @@ def set_doi(session: Session, actor: User, run_id: int, doi: str) -> Run:
     if not actor.has(Role.admin):
         raise Forbidden("only an operator (admin) records a DOI")
     run, _ = _product(session, run_id)
-    doi = doi.strip().removeprefix("https://doi.org/")
-    if doi and not DOI.match(doi):
-        raise Invalid(f"doi: {doi[:60]!r} is not a DOI (10.NNNN/suffix)")
-    run.doi = doi
+    try:
+        run.doi = doi_name(doi)
+    except ValueError as exc:
+        raise Invalid(f"doi: {exc}") from None
     session.add(run)
     return run

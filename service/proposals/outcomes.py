@@ -13,8 +13,8 @@ from service.audit.service import record
 from service.errors import Conflict, NotFound
 from service.models import Outcome, OutcomeKind, Proposal, ProposalState, Role, User
 from service.proposals.access import is_member
+from service.types import doi_name
 
-DOI = re.compile(r"^10\.\d{4,9}/[^\s\"<>{}\\]{1,180}$")
 MAX_PER_PROPOSAL = 200
 
 
@@ -28,10 +28,7 @@ class OutcomeCreate(BaseModel):
     @field_validator("doi")
     @classmethod
     def _doi(cls, value: str) -> str:
-        value = value.strip().removeprefix("https://doi.org/").removeprefix("doi:")
-        if value and not DOI.match(value):
-            raise ValueError("not a DOI (10.NNNN/suffix)")
-        return value
+        return doi_name(value)
 
     @field_validator("url")
     @classmethod
