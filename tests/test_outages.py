@@ -147,13 +147,17 @@ def test_a_real_job_trains_through_an_outage_and_its_run_succeeds(outage, lite_e
         _wait_for(lite_engine, run.id, lambda r: _shipped_step(lite_engine, r.id) >= 10, timeout=180, runner=runner)
         if outage == "archive":
             away.set()
-            time.sleep(5)
+            # The job trains to its end while the archive refuses every write, and its runner starts sending the
+            # outputs (the API, up, takes its log); they wait for the archive a while longer.
+            _wait_for(lite_engine, run.id, lambda r: r.progress_detail.get("phase") == "sending outputs",
+                      timeout=240, runner=runner)
+            time.sleep(2)
         else:
             first.close()  # the API stops...
             time.sleep(5)  # ...for five seconds, then starts again on the same address
     with live_server(settings, lite_engine, port=port):
         if outage == "archive":
-            time.sleep(4)  # the job has finished meanwhile and waits to deliver its outputs
+            time.sleep(1)  # the outputs still wait for the archive
             away.clear()
         output, _ = runner.communicate(timeout=240)
     text = output.decode(errors="replace")
