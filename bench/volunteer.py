@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scheduler.dispatch import MAX_PER_TICK  # noqa: E402
+from service.volunteers.segments import CHECKED  # noqa: E402
 from tests.live import free_port, serve_portal, wait_until_up  # noqa: E402
 
 TICK_S = 0.5  # the scheduler's tick here (`OBSERVATORY_SCHEDULER_INTERVAL_S` in a deployment)
@@ -245,14 +246,8 @@ def main() -> None:
     print(f"validation of deterministic units ({args.unit_minutes:g} GPU-min each, trusted hosts, spot checks): "
           f"{deterministic:.1%} of useful GPU time")
     print(f"validation of trainings ({args.training_hours:g} GPU-h, a state every {args.ship_every:g} s, "
-          f"{segments_checked()} segments re-run twice, {args.startup:g} s start-up each): {training:.1%}")
+          f"{CHECKED} segments re-run twice, {args.startup:g} s start-up each): {training:.1%}")
     print(f"validation overhead: {100 * mix:.1f}% of useful GPU time")
-
-
-def segments_checked() -> int:
-    from service.volunteers import segments
-
-    return segments.CHECKED
 
 
 if __name__ == "__main__":

@@ -309,19 +309,9 @@ def _accept(session: Session, store: ArchiveStore, run: Run, agreed: list[RunAtt
     for name, held in chosen.held_outputs.items():
         archive.record(session, run, kind.spec(name), held["sha256"], int(held["size"]), chosen.number)
     for attempt in agreed:
-        attempt.verdict = "agreed"
-        session.add(attempt)
-        _trust(session, attempt.machine_id, agreed=True)
-        machine = session.get(Machine, attempt.machine_id) if attempt.machine_id is not None else None
-        if machine is not None:  # each agreeing result earns its machine credit, the copies made to check included
-            credit.record(session, attempt, machine, seconds=credit.seconds_of(attempt),
-                          factor=attempt.charge_factor)
+        _agreed(session, attempt)
     for attempt in outvoted:
-        attempt.verdict = "wrong"
-        attempt.message = (f"{attempt.message}; proven wrong: {len(agreed)} other results agree with one another "
-                           "and not with it")[:2000]
-        session.add(attempt)
-        _trust(session, attempt.machine_id, agreed=False)
+        _outvoted(session, attempt, len(agreed))
     accounting.settle(session, chosen, run, ended_at=accounting.work_ended_at(chosen, chosen.ended_at or utcnow()),
                       keeps_work=True)
     copies = how or ("a trusted volunteer's result" if len(agreed) == 1

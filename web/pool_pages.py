@@ -14,7 +14,7 @@ from service.pool.api import join_command
 from service.pool.reach import pool_reach
 from service.pool.schemas import MachineControls, MachineCreate, MachineDecision
 from service.types import IdPath
-from service.volunteers import credit, donors
+from service.volunteers import donors
 from web.confirm import confirmation, confirmed
 from web.render import act, flash, form_fields, redirect, render
 
@@ -30,8 +30,7 @@ def pool_page(request: Request, session: SessionDep):
 @router.get("/volunteers")
 def volunteers_page(request: Request, session: SessionDep):
     """Anyone: the credit volunteers' machines earned with validated work, by owner (where named) and team."""
-    standings = credit.standings(session).model_copy(update={"donor_shares": donors.public_shares(session)})
-    return render(request, "volunteers.html", {"standings": standings})
+    return render(request, "volunteers.html", {"standings": donors.public_standings(session)})
 
 
 @router.get("/pool/nodes")

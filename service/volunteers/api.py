@@ -18,7 +18,7 @@ from service.attempts.service import claim_for_machine
 from service.db import writer
 from service.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
 from service.errors import Forbidden
-from service.models import Machine, MachineState, Run
+from service.models import Machine, MachineState, Run, RunAttempt
 from service.pool import machines
 from service.pool.api import MachineToken
 from service.pool.schemas import Measurement
@@ -68,6 +68,11 @@ def hello(data: Measurement, token: MachineToken, session: SessionDep, settings:
                         release=settings.required_worker_version or installed_version())
 
 
+def _leaves(machine: Machine, attempt: RunAttempt | None) -> bool:
+    """Whether the agent stops asking: the owner took the machine out, or it drains with no unit left."""
+    return machine.state != MachineState.approved or machine.draining and attempt is None
+
+
 def _orders(session: Session, machine: Machine) -> AgentOrders:
     now = utcnow()
     if machine.last_contact_at is None or (now - machine.last_contact_at).total_seconds() >= CONTACT_EVERY_S:
@@ -75,8 +80,7 @@ def _orders(session: Session, machine: Machine) -> AgentOrders:
         session.add(machine)
     attempt = units.unit_for(session, machine)
     orders = AgentOrders(machine_id=machine.id, state=machine.state, paused=machine.paused,
-                         leave=machine.state != MachineState.approved or machine.draining and attempt is None,
-                         message=machine.message)
+                         leave=_leaves(machine, attempt), message=machine.message)
     attempt = attempt if not orders.leave else None
     if attempt is not None and attempt.started_at is None:  # handed out once; a restarted agent gives it back
         attempt, token = claim_for_machine(session, machine.id, attempt.submission_id)
@@ -98,7 +102,7 @@ def _quiet_look(engine: Engine, token: str) -> AgentOrders | None:
         if machine.last_contact_at is None or (utcnow() - machine.last_contact_at).total_seconds() >= CONTACT_EVERY_S:
             return None
         attempt = units.unit_for(session, machine)
-        leave = machine.state != MachineState.approved or machine.draining and attempt is None
+        leave = _leaves(machine, attempt)
         if attempt is not None and attempt.started_at is None and not leave:
             return None
         return AgentOrders(machine_id=machine.id, state=machine.state, paused=machine.paused, leave=leave,
@@ -143,7 +147,7 @@ async def ask_for_work(token: MachineToken, request: Request, response: Response
 def volunteer_standings(session: SessionDep) -> credit.VolunteerStandings:
     """Validated credit (GPU-hours scaled by GPU class): owners who chose to be named, and teams; and the donor
     shares awarded (no sign-in)."""
-    return credit.standings(session).model_copy(update={"donor_shares": donors.public_shares(session)})
+    return donors.public_standings(session)
 
 
 class DonorClaim(BaseModel):

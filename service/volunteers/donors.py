@@ -15,11 +15,13 @@ from sqlmodel import Session, select
 
 from service.allocations.service import award_proposal
 from service.audit.service import record
+from service.calls.service import donor_awarded_gpu_hours
 from service.db import lock
 from service.errors import Conflict, Forbidden, NotFound
 from service.models import Call, CallKind, DonorShare, Machine, Proposal, ProposalState, Role, User, VolunteerCredit
 from service.proposals import states
-from service.volunteers.credit import DonorSharePublic
+from service.volunteers import credit
+from service.volunteers.credit import DonorSharePublic, VolunteerStandings
 
 MIN_SHARE_H = 0.01  # a share smaller than this is not awarded
 
@@ -87,9 +89,7 @@ def award_shares(session: Session, actor: User, call_id: int, *, gpus_per_run: i
         raise NotFound(f"no call {call_id}")
     if not call.donor_share:
         raise Conflict(f"the call '{call.title}' reserves no donor share")
-    given = float(session.exec(select(func.coalesce(func.sum(DonorShare.gpu_hours), 0.0))
-                               .where(DonorShare.call_id == call.id)).one())
-    pool_h = call.capacity_gpu_hours * call.donor_share - given
+    pool_h = call.capacity_gpu_hours * call.donor_share - donor_awarded_gpu_hours(session, call.id)
     # Claims the committee may decide now: under review in a regular call, submitted in the others.
     ready = [ProposalState.under_review] if call.kind == CallKind.regular else [ProposalState.submitted,
                                                                                ProposalState.under_review]
@@ -124,3 +124,8 @@ def public_shares(session: Session, limit: int = 100) -> list[DonorSharePublic]:
     calls = {c.id: c.title for c in session.exec(select(Call).where(Call.id.in_({s.call_id for s in shares})))}
     return [DonorSharePublic(call_id=s.call_id, call=calls.get(s.call_id, ""), gpu_hours=s.gpu_hours,
                              owner=names.get(s.owner_id)) for s in shares]
+
+
+def public_standings(session: Session) -> VolunteerStandings:
+    """The volunteers' public page: credit by owner and team, and the donor shares it bought."""
+    return credit.standings(session).model_copy(update={"donor_shares": public_shares(session)})

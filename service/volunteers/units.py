@@ -31,10 +31,6 @@ SPOT_FLOOR = 0.02  # …thinning as its record grows (SPOT_CHECK × TRUSTED_AFTE
 MAX_REPLICAS = 5  # copies of one unit before the volunteers are judged unable to agree on it
 
 
-def volunteer_kinds() -> set[str]:
-    return {name for name, kind in KINDS.items() if kind.volunteers}
-
-
 def volunteer_ok(plan: dict[str, Any]) -> bool:
     """Whether a volunteer's agent may take this plan: its kind allows unvetted machines, and it is one machine's
     work (a model trained by several nodes together exchanges weights inside the vetted pool)."""
