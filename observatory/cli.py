@@ -58,6 +58,21 @@ def register_bundled(settings: Settings) -> None:
         engine.dispose()
 
 
+def catalogue_products(settings: Settings) -> int:
+    """The archive's catalogue brought up to date with every product (after an upgrade from before it)."""
+    from service.archive.catalog import sync
+    from service.db import engine_for
+
+    engine = engine_for(settings)
+    try:
+        with Session(engine) as session:
+            added = sync(session)
+            session.commit()
+    finally:
+        engine.dispose()
+    return added
+
+
 def _require_database(settings: Settings) -> None:
     """A command that only reads stops when there is no observatory here yet, rather than make an empty one."""
     if settings.database_url is None and not (settings.var_dir / "observatory.db").exists():
@@ -91,6 +106,7 @@ def _serve(settings: Settings, host: str, port: int, api: bool, scheduler: bool,
             logging.getLogger(name).setLevel(logging.WARNING)
     upgrade(settings.resolved_database_url)
     register_bundled(settings)
+    catalogue_products(settings)
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     if api and "base_url" not in settings.model_fields_set:
         # Links the portal makes (invites, the join command) name the port it serves on, unless one is set.
@@ -165,6 +181,10 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="A revision id, or h
     settings = get_settings()
     upgrade(settings.resolved_database_url, revision)
     console.print(f"database at {revision}")
+    if revision == "head":
+        added = catalogue_products(settings)
+        if added:
+            console.print(f"the archive's catalogue: {added} data products added")
 
 
 @archive_app.command("sweep", short_help="Delete archive objects nothing refers to.")

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from jobs.config import REFERENCE_SECONDS_PER_STEP, JobPlanError, estimated_seconds, job_plan_schema, parse_job_plan
 from service.analyses.api import router as analyses_router
+from service.archive.api import router as archive_router
 from service.attempts.api import router as job_router
 from service.auth.api import router as auth_router
 from service.calls.api import router as calls_router
@@ -37,6 +38,7 @@ router.include_router(datasets_router)
 router.include_router(models_router)
 router.include_router(withdrawals_router)
 router.include_router(analyses_router)
+router.include_router(archive_router)
 
 # Jobs send checkpoints and outputs here, so these routes take bodies far larger than the rest of the API.
 job_api = APIRouter(prefix="/api")

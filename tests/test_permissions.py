@@ -44,6 +44,7 @@ PUBLIC = {
     ("POST", "/api/job-plans/estimate"), ("GET", "/api/datasets/{ref}/partitions"),
     ("POST", "/api/auth/signup"), ("POST", "/api/auth/login"), ("POST", "/api/auth/verify"), ("GET", "/api/pool"),
     ("GET", "/api/archive/runs/{run_id}"), ("GET", "/api/proposals/{proposal_id}/outcomes"),
+    ("GET", "/api/archive"),
 }
 
 
@@ -109,6 +110,9 @@ CASES = [
          "volunteer", {}),
     Case("GET", "/api/volunteers", {}, "anonymous"),
     Case("GET", "/api/archive/runs/{model_run_id}", {}, "anonymous"),
+    Case("GET", "/api/archive", {}, "anonymous"),
+    Case("PUT", "/api/archive/doi", {"anonymous": 401, "other": 403, "pi": 403, "reviewer": 403, "machine": 401},
+         "admin", {"ref": "obs:dataset/skimage-samples@1", "doi": "10.5281/zenodo.2"}),
     Case("GET", "/api/proposals/{proposal_id}/outcomes", {}, "anonymous"),
     Case("POST", "/api/proposals/{proposal_id}/outcomes", {"anonymous": 401, "other": 404, "reviewer": 404,
                                                            "admin": 404, "machine": 401}, "pi",

@@ -1,13 +1,17 @@
-"""The archive's public pages: a run's landing page as a data product (identifier, provenance, what is public and
-from when, a thumbnail, its files once public) and its citation files."""
+"""The archive's public pages: the search over every data product, a run's landing page as a data product
+(identifier, provenance, what is public and from when, a thumbnail, its files once public) and its citation files."""
 
 from __future__ import annotations
+
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import ValidationError
 
+from jobs.commons.licenses import FAMILIES
 from service.archive import landing
+from service.archive.api import ArchiveQuery, page_out
 from service.deps import CurrentUser, OptionalUser, SessionDep
 from service.models import Outcome
 from service.proposals import outcomes
@@ -16,6 +20,27 @@ from service.wording import plain_message
 from web.render import act, flash, form_fields, redirect, render
 
 router = APIRouter(include_in_schema=False)
+FACET_TITLES = {"kind": "Product", "job_kind": "Job kind", "cycle_id": "Cycle", "call_id": "Call",
+                "license": "License family", "dataset": "Dataset version", "model": "Model version"}
+FACET_PARAMS = {"cycle_id": "cycle", "call_id": "call"}  # facet -> its query parameter, where they differ
+
+
+@router.get("/archive")
+def archive_page(query: ArchiveQuery, request: Request, session: SessionDep):
+    """Anyone: search the archive's data products, with facets to narrow by and pages to go on."""
+    found = page_out(session, query)
+    asked = {k: v for k, v in request.query_params.items() if v and k != "after"}
+
+    def with_param(name: str, value: object) -> str:
+        return "/archive?" + urlencode({**asked, name: value})
+
+    def without(name: str) -> str:
+        return "/archive?" + urlencode({k: v for k, v in asked.items() if k != name})
+
+    return render(request, "archive.html", {
+        "page": found, "asked": asked, "titles": FACET_TITLES, "params": FACET_PARAMS, "with_param": with_param,
+        "without": without, "next_url": with_param("after", found.next) if found.next else None,
+        "families": FAMILIES})
 
 
 @router.get("/archive/runs/{run_id}")

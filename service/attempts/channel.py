@@ -142,6 +142,7 @@ def accept_checkpoint(session: Session, settings: Settings, store: ArchiveStore,
         return Control(offset=attempt.log_bytes, stop=stop_request(run, attempt))
     if step >= attempt.checkpoint_step:
         attempt.checkpoint_sha256, attempt.checkpoint_step, attempt.checkpoint_at = sha, step, utcnow()
+        attempt.checkpoint_size = size
         session.add(attempt)
     if step >= run.resume_step:
         run.resume_sha256, run.resume_step = sha, step

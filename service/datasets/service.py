@@ -21,6 +21,7 @@ from sqlmodel import Session, select
 
 from jobs.data.bundled import package as bundled_package
 from jobs.package import MANIFEST, open_plain_tar, read_images, verify
+from service.archive import catalog
 from service.archive.service import fetch_to, find_artifact
 from service.archive.store import ArchiveStore
 from service.audit.service import record
@@ -114,6 +115,7 @@ def record_package(session: Session, checked: CheckedPackage, *, actor: User | N
         created_by=actor.id if actor else None, run_id=run_id)
     session.add(version)
     session.flush()
+    catalog.add_dataset(session, version)
     record(session, actor, "dataset.register", f"dataset:{version.id}", name=checked.name, version=version.version,
            digest=checked.digest, images=version.images, run=run_id)
     return version, True

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 
+from service.archive import catalog
 from service.archive.service import find_artifact, read_object
 from service.archive.store import ArchiveStore
 from service.audit.service import record
@@ -76,6 +77,7 @@ def register_family(session: Session, store: ArchiveStore, *, actor: User, group
         notes=notes.strip(), created_by=actor.id, family=family)
     session.add(version)
     session.flush()
+    catalog.add_model(session, version)
     record(session, actor, "model.register", f"model:{version.id}", name=name, version=version.version,
            family=group.id)
     if group.replaces_id is not None:
@@ -89,6 +91,7 @@ def _withdraw_replaced(session: Session, actor: User, old: ModelVersion, new: Mo
     reasons = Counter(str(w.reason) for w in session.exec(
         select(Withdrawal).where(Withdrawal.image_sha256.in_(sorted(images)))).all())
     old.withdrawn_at = utcnow()
+    catalog.withdraw_model(session, old)
     old.replaced_by_id = new.id
     old.withdrawn_reason = (f"it trained on {len(images)} withdrawn image(s)"
                             + (f" ({', '.join(f'{n} {r}' for r, n in sorted(reasons.items()))})" if reasons else "")

@@ -18,6 +18,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from jobs.commons.licenses import CC_BY, CC_BY_SA, classify
+from service.archive import catalog
 from service.archive.service import find_artifact, read_object
 from service.archive.store import ArchiveStore
 from service.audit.service import record
@@ -104,6 +105,7 @@ def register(session: Session, store: ArchiveStore, *, actor: User, run_id: int,
         parent_id=parent.id if parent else None, notes=notes.strip(), created_by=actor.id)
     session.add(version)
     session.flush()
+    catalog.add_model(session, version)
     record(session, actor, "model.register", f"model:{version.id}", name=name, version=version.version,
            run=run_id)
     return version

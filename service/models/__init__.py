@@ -1,5 +1,6 @@
 """Every table, re-exported so that Alembic and the tests see the whole metadata."""
 
+from service.models.archive import ArchiveProduct
 from service.models.audit import AuditEntry, OutboxMessage, ProposalEvent
 from service.models.call import DIRECTOR_RESERVE_LIMIT, Call, CallKind, Cycle
 from service.models.dataset import DatasetPartition, DatasetVersion
@@ -40,6 +41,7 @@ from service.models.user import SELF_SERVICE_ROLES, ApiToken, CredentialKind, Lo
 from service.models.withdrawal import Withdrawal, WithdrawalReason
 
 __all__ = [
+    "ArchiveProduct",
     "VolunteerCredit",
     "DonorShare",
     "RoundContribution",

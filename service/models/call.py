@@ -47,6 +47,8 @@ class Call(SQLModel, table=True):
     # The share of the capacity reserved for contributors: awarded to their proposals in proportion to the credit
     # their volunteers' machines earned (service.volunteers.donors).
     donor_share: float = 0.0
+    # What a proposal of this call may keep in the archive, in GB (None: no limit).
+    storage_quota_gb: float | None = None
     # Review (regular calls): reviewers per proposal, the most one reviewer is given, whether the panel works
     # dual-anonymous, and the share of the ranking below the triage line.
     dual_anonymous: bool = True

@@ -35,6 +35,7 @@ class DatasetVersion(SQLModel, table=True):
     files: dict[str, dict[str, Any]] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_by: int | None = Field(default=None, foreign_key="users.id")  # None: the operator's command line
     run_id: int | None = Field(default=None, foreign_key="runs.id")  # the ingest run that made it, if one did
+    doi: str = Field(default="", max_length=200)  # a DOI an operator registered for it ("" for none)
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -42,4 +42,5 @@ class ModelVersion(SQLModel, table=True):
     withdrawn_reason: str = Field(default="", max_length=500)
     replaced_by_id: int | None = Field(default=None, foreign_key="model_versions.id")
     created_by: int = Field(foreign_key="users.id")
+    doi: str = Field(default="", max_length=200)  # a DOI an operator registered for it ("" for none)
     created_at: datetime = Field(default_factory=utcnow)

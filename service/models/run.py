@@ -124,6 +124,7 @@ class RunAttempt(SQLModel, table=True):
     charged_until: datetime | None = None
     checkpoint_sha256: str | None = Field(default=None, max_length=64)
     checkpoint_step: int = 0
+    checkpoint_size: int = Field(default=0, sa_type=BigInteger)
     checkpoint_at: datetime | None = None
     log_bytes: int = 0
     exit_code: int | None = None  # as the job reported it (None: it never said)

@@ -90,6 +90,10 @@ def transition(session: Session, run: Run, target: RunState, reason: str, *, act
                          actor=actor[:320], reason=reason[:2000], at=now))
     session.flush()
     session.refresh(run)
+    if target == RunState.succeeded:
+        from service.archive import catalog  # the catalogue reads proposals and artifacts, which import runs
+
+        catalog.add_run(session, run)
     return run
 
 
