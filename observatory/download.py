@@ -1,11 +1,11 @@
 """`observatory download obs:run/123`: a data product's files from a portal, resumed, verified, with progress.
 
-An identifier names a product: `obs:run/ID` (a run's outputs), `obs:model/NAME@N` (a model version's checkpoint and
-attribution), `obs:dataset/NAME@N` or `obs:dataset/sha256:DIGEST` (a dataset version's files). The portal lists its
-files with their sha256 and size; each is fetched into `NAME.part` beside where it goes, continuing a partial file
-with an HTTP range request, and kept under its name only once its bytes hash to the digest listed. A file whose
-bytes do not match is refused: the partial file is deleted and the command fails naming it (run it again to fetch
-it afresh). A file already there with the right digest is not fetched again.
+An identifier names a product: `obs:run/ID` (a run's outputs), `obs:model/NAME@N` (a model version's checkpoint,
+attribution and card as README.md), `obs:dataset/NAME@N` or `obs:dataset/sha256:DIGEST` (a dataset version's
+files). The portal lists its files with their sha256 and size; each is fetched into `NAME.part` beside where it
+goes, continuing a partial file with an HTTP range request, and kept under its name only once its bytes hash to the
+digest listed. A file whose bytes do not match is refused: the partial file is deleted and the command fails naming
+it (run it again to fetch it afresh). A file already there with the right digest is not fetched again.
 """
 
 from __future__ import annotations
@@ -85,7 +85,11 @@ class Portal:
             missing = [name for name in wanted if name not in listed]
             if missing:
                 raise DownloadError(f"obs:model/{ident}: {', '.join(missing)} cannot be downloaded by you")
-            return [RemoteFile(n, sha, int(listed[n]["size"]), listed[n]["url"]) for n, sha in wanted.items()]
+            files = [RemoteFile(n, sha, int(listed[n]["size"]), listed[n]["url"]) for n, sha in wanted.items()]
+            if card.get("readme_url"):  # the card itself, as a Hugging Face-style README.md
+                files.append(RemoteFile("README.md", card["readme_sha256"], int(card["readme_size"]),
+                                        card["readme_url"]))
+            return files
         dataset = self.get_json(f"/api/datasets/{ident}")
         return [RemoteFile(f["name"], f["sha256"], int(f["size"]), f["url"]) for f in dataset["files"]]
 

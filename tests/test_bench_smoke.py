@@ -28,6 +28,7 @@ SMALLEST = {
     "pooled.py": (["--ks", "2", "--images", "24", "--held-out", "16", "--themes", "4", "--side", "8", "--steps", "4",
                    "--batch-size", "4", "--router-steps", "4", "--samples", "8", "--inference-steps", "2",
                    "--workers", "2", "--diloco-hs", "2", "--diloco-dtypes", "int8"], "diloco: "),
+    "archive_search.py": (["--products", "300", "--repeats", "1"], "archive search: "),
     "volunteer.py": (["--agents", "4", "--units", "8", "--seconds", "2", "--wait", "1"],
                      "validation overhead: "),
 }

@@ -144,7 +144,9 @@ def test_a_model_version_and_a_dataset_version_download_by_their_identifiers(
     with live_server(lite_settings, lite_engine) as url:
         code, said = _finish(_download(url, f"obs:model/{ref}", tmp_path / "model"))
         assert code == 0, said
-        assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["attribution.json", "checkpoint.pt"]
+        assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["README.md", "attribution.json",
+                                                                          "checkpoint.pt"]
+        assert (tmp_path / "model" / "README.md").read_text().startswith("---\nlicense: other\n")
         assert (tmp_path / "model" / "checkpoint.pt").read_bytes() == checkpoint
         code, said = _finish(_download(url, f"obs:dataset/{card['dataset']}", tmp_path / "data"))
         assert code == 0, said

@@ -12,7 +12,12 @@ from pydantic import ValidationError
 from jobs.commons.licenses import FAMILIES
 from service.archive import landing
 from service.archive.api import ArchiveQuery, page_out
-from service.deps import CurrentUser, OptionalUser, SessionDep
+from service.archive.citations import Citation
+from service.archive.service import store_for
+from service.datasets import service as datasets
+from service.deps import CurrentUser, OptionalUser, SessionDep, SettingsDep
+from service.modelcards import publishing
+from service.modelcards import service as modelcards
 from service.models import Outcome
 from service.proposals import outcomes
 from service.types import IdPath
@@ -50,18 +55,54 @@ def run_landing_page(run_id: IdPath, request: Request, user: OptionalUser, sessi
     return render(request, "run_landing.html", {"product": product})
 
 
+def citation_file(citation: Citation, form: str, stem: str) -> PlainTextResponse:
+    """A citation as a file to save: BibTeX (`bib`) or CITATION.cff (`cff`)."""
+    if form == "bib":
+        return PlainTextResponse(citation.bibtex, media_type="application/x-bibtex; charset=utf-8",
+                                 headers={"Content-Disposition": f'attachment; filename="{stem}.bib"'})
+    return PlainTextResponse(citation.cff, media_type="application/x-yaml; charset=utf-8",
+                             headers={"Content-Disposition": 'attachment; filename="CITATION.cff"'})
+
+
 @router.get("/archive/runs/{run_id}/citation.bib")
 def run_bibtex(run_id: IdPath, request: Request, session: SessionDep) -> PlainTextResponse:
     product = landing.run_landing(session, run_id, None, str(request.base_url))
-    return PlainTextResponse(product.citation.bibtex, media_type="application/x-bibtex; charset=utf-8",
-                             headers={"Content-Disposition": f'attachment; filename="obs-run-{run_id}.bib"'})
+    return citation_file(product.citation, "bib", f"obs-run-{run_id}")
 
 
 @router.get("/archive/runs/{run_id}/CITATION.cff")
 def run_cff(run_id: IdPath, request: Request, session: SessionDep) -> PlainTextResponse:
     product = landing.run_landing(session, run_id, None, str(request.base_url))
-    return PlainTextResponse(product.citation.cff, media_type="application/x-yaml; charset=utf-8",
-                             headers={"Content-Disposition": 'attachment; filename="CITATION.cff"'})
+    return citation_file(product.citation, "cff", f"obs-run-{run_id}")
+
+
+@router.get("/models/{name}/{version}/citation.bib")
+def model_bibtex(name: str, version: IdPath, request: Request, session: SessionDep,
+                 settings: SettingsDep) -> PlainTextResponse:
+    found = modelcards.find(session, name[:80], version)
+    cited = publishing.model_citation(session, store_for(settings), found, str(request.base_url))
+    return citation_file(cited, "bib", f"obs-model-{found.name}-{found.version}")
+
+
+@router.get("/models/{name}/{version}/CITATION.cff")
+def model_cff(name: str, version: IdPath, request: Request, session: SessionDep,
+              settings: SettingsDep) -> PlainTextResponse:
+    found = modelcards.find(session, name[:80], version)
+    cited = publishing.model_citation(session, store_for(settings), found, str(request.base_url))
+    return citation_file(cited, "cff", "")
+
+
+@router.get("/datasets/{ref}/citation.bib")
+def dataset_bibtex(ref: str, request: Request, session: SessionDep) -> PlainTextResponse:
+    found = datasets.find(session, ref[:200])
+    return citation_file(publishing.dataset_citation(found, str(request.base_url)), "bib",
+                         f"obs-dataset-{found.name}-{found.version}")
+
+
+@router.get("/datasets/{ref}/CITATION.cff")
+def dataset_cff(ref: str, request: Request, session: SessionDep) -> PlainTextResponse:
+    found = datasets.find(session, ref[:200])
+    return citation_file(publishing.dataset_citation(found, str(request.base_url)), "cff", "")
 
 
 @router.post("/proposals/{proposal_id}/outcomes")

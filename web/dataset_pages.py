@@ -13,6 +13,7 @@ from service.datasets import partitions, service
 from service.datasets.api import partition_public
 from service.datasets.preview import cluster_sheet, contact_sheet
 from service.deps import SessionDep, SettingsDep
+from service.modelcards.publishing import dataset_citation
 from service.types import IdPath
 from web.render import render
 
@@ -32,7 +33,8 @@ def dataset_page(ref: str, request: Request, session: SessionDep):
                        for key, value in sorted(version.source.items()))
     cuts = [partition_public(version, found) for found in partitions.partitions_of(session, version)]
     return render(request, "dataset.html", {"d": version, "ref": f"{version.name}@{version.version}",
-                                            "commons": COMMONS, "source": source, "partitions": cuts})
+                                            "commons": COMMONS, "source": source, "partitions": cuts,
+                                            "citation": dataset_citation(version, str(request.base_url))})
 
 
 @router.get("/datasets/{ref}/sheet.png")

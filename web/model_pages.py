@@ -8,9 +8,10 @@ from collections.abc import Callable
 from fastapi import APIRouter, Request
 
 from service.archive.service import store_for
-from service.deps import AdminUser, SessionDep, SettingsDep
+from service.deps import AdminUser, OptionalUser, SessionDep, SettingsDep
 from service.errors import DomainError
 from service.modelcards import families, service
+from service.modelcards.api import full_card
 from service.models import ModelVersion, Run
 from service.types import IdPath, parse, text
 from web.confirm import confirmation, confirmed
@@ -26,11 +27,13 @@ def models_page(request: Request, session: SessionDep):
 
 
 @router.get("/models/{name}/{version}")
-def model_card_page(name: str, version: IdPath, request: Request, session: SessionDep):
+def model_card_page(name: str, version: IdPath, request: Request, user: OptionalUser, session: SessionDep,
+                    settings: SettingsDep):
     found = service.find(session, name[:80], version)
     replaced = session.get(ModelVersion, found.replaced_by_id) if found.replaced_by_id else None
+    published = full_card(session, store_for(settings), found, user, str(request.base_url))
     return render(request, "model.html", {"m": found, "terms": service.terms(found), "replaced": replaced,
-                                          "lineage": service.lineage(session, found)})
+                                          "lineage": service.lineage(session, found), "card": published})
 
 
 @router.post("/runs/{run_id}/register-model")

@@ -7,14 +7,13 @@ the award on); its files only once the award's exclusive period is over, as ever
 
 from __future__ import annotations
 
-import json
-import re
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
+from service.archive.citations import Citation, Cited, cite
 from service.archive.service import can_download, list_artifacts
 from service.errors import Forbidden, Invalid, NotFound
 from service.ledger.service import run_charged
@@ -24,7 +23,6 @@ from service.proposals.outcomes import listed as outcomes_of
 from service.proposals.service import team
 from service.types import doi_name
 
-FACILITY = "Commons Observatory"
 THUMBNAIL = "samples.png"
 
 
@@ -34,12 +32,6 @@ class ProductFile(BaseModel):
     sha256: str
     media_type: str
     url: str | None  # None while the files are exclusive to the team
-
-
-class Citation(BaseModel):
-    text: str
-    bibtex: str
-    cff: str
 
 
 class RunLanding(BaseModel):
@@ -110,34 +102,10 @@ def run_landing(session: Session, run_id: int, actor: User | None, base_url: str
 
 
 def citation(landing: RunLanding) -> Citation:
-    """The product cited as text, BibTeX and CITATION.cff: the team, the facility, the identifier (and DOI)."""
-    year = (landing.finished_at or datetime.now()).year
+    """The run's outputs cited: the team, the facility, the identifier (and DOI)."""
     title = f"{landing.title}: run {landing.identifier.rsplit('/', 1)[1]} ({landing.job_kind})"
-    where = f"https://doi.org/{landing.doi}" if landing.doi else landing.landing_url
-    text = (f"{', '.join(landing.team)} ({year}). {title} [Data set]. {FACILITY}. {landing.identifier}. "
-            f"{where}")
-    key = landing.identifier.replace(":", "-").replace("/", "-")
-    fields = {"author": " and ".join(_bib(name) for name in landing.team), "title": "{" + _bib(title) + "}",
-              "year": str(year), "publisher": FACILITY, "howpublished": landing.identifier, "url": where}
-    if landing.doi:
-        fields["doi"] = landing.doi
-    bibtex = f"@misc{{{key},\n" + ",\n".join(f"  {k} = {{{v}}}" for k, v in fields.items()) + "\n}\n"
-    cff = ["cff-version: 1.2.0", 'message: "If you use this data, please cite it as below."', "type: dataset",
-           f"title: {json.dumps(title)}", "authors:"]
-    cff += [f"  - name: {json.dumps(name)}" for name in landing.team]
-    cff += [f"url: {json.dumps(landing.landing_url)}",
-            f"date-released: {json.dumps(str((landing.finished_at or datetime.now()).date()))}",
-            "identifiers:", "  - type: other", f"    value: {json.dumps(landing.identifier)}",
-            f"    description: {json.dumps(FACILITY + ' identifier')}"]
-    if landing.doi:
-        cff += ["  - type: doi", f"    value: {json.dumps(landing.doi)}"]
-    return Citation(text=text, bibtex=bibtex, cff="\n".join(cff) + "\n")
-
-
-def _bib(text: str) -> str:
-    """Text safe inside a BibTeX brace group: braces and backslashes escaped, no control characters."""
-    cleaned = re.sub(r"[\x00-\x1f\x7f]", " ", text)
-    return re.sub(r"([{}\\%&#$_^~])", r"\\\1", cleaned)
+    return cite(Cited(authors=landing.team, title=title, identifier=landing.identifier, doi=landing.doi,
+                      landing_url=landing.landing_url, released=landing.finished_at))
 
 
 def set_doi(session: Session, actor: User, run_id: int, doi: str) -> Run:

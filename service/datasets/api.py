@@ -10,11 +10,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel
 
+from service.archive.catalog import dataset_ref
+from service.archive.citations import Citation
 from service.archive.ranges import ranged_response
 from service.archive.service import DOWNLOAD_HEADERS, store_for
 from service.datasets import partitions, service
 from service.deps import SessionDep, SettingsDep
 from service.errors import NotFound
+from service.modelcards.publishing import dataset_citation
 from service.models import DatasetPartition, DatasetVersion
 
 router = APIRouter(tags=["datasets"])
@@ -49,6 +52,9 @@ class DatasetPublic(BaseModel):
     run_id: int | None  # the ingest run that made it; None when registered from the command line
     files: list[DatasetFile]
     created_at: datetime
+    identifier: str  # obs:dataset/NAME@N
+    doi: str
+    citation: Citation | None = None  # on one version (not in the listing)
 
 
 def to_public(version: DatasetVersion) -> DatasetPublic:
@@ -56,10 +62,10 @@ def to_public(version: DatasetVersion) -> DatasetPublic:
     files = [DatasetFile(name=name, sha256=f["sha256"], size=f["size"], url=f"/api/datasets/{ref}/files/{name}")
              for name, f in sorted(version.files.items())]
     return DatasetPublic(
-        ref=ref, files=files,
+        ref=ref, files=files, identifier=dataset_ref(version.name, version.version),
         **version.model_dump(include={"name", "version", "digest", "origin", "images", "licenses", "rejected",
                                       "duplicates", "source", "resolution", "classes", "authors", "run_id",
-                                      "created_at"}))
+                                      "created_at", "doi"}))
 
 
 @router.get("/datasets", response_model=list[DatasetPublic])
@@ -69,9 +75,11 @@ def list_datasets(session: SessionDep) -> list[DatasetPublic]:
 
 
 @router.get("/datasets/{ref}", response_model=DatasetPublic)
-def get_dataset(ref: Ref, session: SessionDep) -> DatasetPublic:
-    """One dataset version: its digest, where its images came from, its licenses and files. Public."""
-    return to_public(service.find(session, ref))
+def get_dataset(ref: Ref, request: Request, session: SessionDep) -> DatasetPublic:
+    """One dataset version: its digest, where its images came from, its licenses and files, and how to cite it.
+    Public."""
+    version = service.find(session, ref)
+    return to_public(version).model_copy(update={"citation": dataset_citation(version, str(request.base_url))})
 
 
 class ClusterPublic(BaseModel):
