@@ -605,6 +605,29 @@ def estimated_vram_gb(plan: Plan) -> float:
     return math.ceil(gigabytes * 2) / 2
 
 
+def estimated_output_bytes(plan: Plan) -> int:
+    """An upper estimate of what a plan's run keeps in the archive: its declared outputs (a checkpoint holds the
+    weights and their average; pictures are counted uncompressed) and one resumable state (the weights, their
+    average and AdamW's two moments), with 1 MB for its log, metrics and report. Checked against a proposal's
+    storage quota before the run is placed."""
+    small = 1 << 20
+    if isinstance(plan, IngestConfig):
+        return plan.limit * plan.resolution ** 2 * 3 + small
+    if isinstance(plan, DuplicationConfig | RouterConfig | DescriptorConfig):
+        return 16 * small
+    if isinstance(plan, SampleConfig | AblationConfig | ModelAnalysis):
+        images = (len(plan.image_seeds) if isinstance(plan, SampleConfig)
+                  else plan.samples_per_class if isinstance(plan, ExtractionConfig) else plan.samples)
+        side = getattr(plan, "resolution", None) or 64
+        return images * (2 if isinstance(plan, AblationConfig) else 1) * side * side * 3 + small
+    weights = sum(plan.layers_per_block * 2 * 9 * c * c for c in plan.block_out_channels) * 4
+    copies = 2 + 4  # the checkpoint (weights and average) and one resumable state
+    pictures = (plan.sample_count + 64) * plan.resolution ** 2 * 3  # samples and the training images' sheet
+    one = copies * weights + pictures + small
+    twins = 2 if plan.leave_out_authors or plan.leave_out_classes else 1
+    return one * max(plan.experts if plan.cluster is None else 1, 1) * twins
+
+
 # Measured with `python -m jobs.train` on the default train plan, one CPU core of this project's 2-core machines.
 REFERENCE_SECONDS_PER_STEP = 0.31
 DESCRIPTOR_SECONDS_PER_STEP = 0.4  # the descriptor job at its defaults, likewise

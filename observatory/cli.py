@@ -207,6 +207,41 @@ def archive_sweep(grace_s: Annotated[float, typer.Option(min=60, help="Keep obje
     console.print(f"deleted {report.deleted} objects ({report.freed_bytes / 2**20:.1f} MiB); kept {report.kept}")
 
 
+@archive_app.command("prune", short_help="Delete finished runs' older intermediate checkpoints.")
+def archive_prune(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would go; delete nothing.")] = False,
+    keep: Annotated[int | None, typer.Option(min=1, help="States each finished run keeps (default: "
+                                                         "OBSERVATORY_RETENTION_KEEP_CHECKPOINTS).")] = None,
+    after_days: Annotated[float | None, typer.Option(min=0, help="Only runs finished this long ago (default: "
+                                                                 "OBSERVATORY_RETENTION_AFTER_DAYS).")] = None,
+) -> None:
+    """Delete each finished run's resumable states beyond its newest KEEP, once it has been finished AFTER_DAYS;
+    never one a model version, an analysis or any plan points to, nor a declared output. Each run's removals go
+    to the audit log."""
+    from service.archive.retention import prune
+    from service.archive.service import store_for
+    from service.archive.storage import size_words
+    from service.db import engine_for
+
+    settings = get_settings()
+    _require_database(settings)
+    keep = keep or settings.retention_keep_checkpoints
+    after = settings.retention_after_days if after_days is None else after_days
+    engine = engine_for(settings)
+    try:
+        with Session(engine) as session:
+            listed = prune(session, store_for(settings), keep=keep, after_days=after, dry_run=dry_run,
+                           actor_name="observatory archive prune")
+    finally:
+        engine.dispose()
+    for item in listed:
+        console.print(f"run {item.run_id}: step {item.step} {item.sha256} ({size_words(item.size)})")
+    total = size_words(sum(item.size for item in listed))
+    verb = "would delete" if dry_run else "deleted"
+    console.print(f"{verb} {len(listed)} intermediate checkpoints ({total}); each finished run keeps its newest "
+                  f"{keep}, runs finished under {after:g} days ago are left alone")
+
+
 @db_app.command("downgrade", short_help="Revert migrations down to REVISION.")
 def db_downgrade(revision: Annotated[str, typer.Argument(help="A revision id, or base (empties the database).")]
                  ) -> None:

@@ -120,6 +120,10 @@ class Dispatcher:
                 return 0
         with Session(self.engine, expire_on_commit=False) as session:
             facts = read_facts(session, self.settings, ray_nodes, self.vram)
+        if facts.held:
+            with Session(self.engine) as session:
+                self._note_waiting(session, facts.held)
+                session.commit()
         if not facts.queue:
             return 0
         decision = decide(facts.queue, facts.nodes, facts.shares)

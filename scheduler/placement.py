@@ -12,9 +12,10 @@ from sqlmodel import Session, select
 from jobs.config import estimated_vram_gb, parse_job_plan
 from jobs.kinds import KINDS
 from scheduler.policy import NodeView, QueuedRun, Share
+from service.archive import storage
 from service.config import Settings
 from service.ledger.service import award_standings
-from service.models import Award, Machine, MachineState, Run, RunAttempt, RunState
+from service.models import Award, Call, Machine, MachineState, Proposal, Run, RunAttempt, RunState
 from service.pool.standing import MACHINE_LABEL, day_start, hours_on
 from service.runs.state import LIVE_ATTEMPT
 from service.timeutil import utcnow
@@ -29,6 +30,7 @@ class PoolFacts:
     machine_of: dict[str, int | None]  # Ray node id -> machine id (None: the operator's head)
     gpu_model_of: dict[str, list[str | None]]  # Ray node id -> its GPU models to charge by (None: no GPU)
     checks: dict[int, dict[str, Any]] = field(default_factory=dict)  # run id -> the segment its next copy re-runs
+    held: dict[int, str] = field(default_factory=dict)  # run id -> why it is not placed (its storage quota)
 
 
 class VramCache:
@@ -73,9 +75,12 @@ def read_facts(session: Session, settings: Settings, ray_nodes: list[dict[str, A
     claimable = (Run.state == RunState.queued) & or_(Run.claim_token.is_(None), Run.claim_expires_at < now)
     rows = session.exec(select(Run.id, Run.award_id, Run.job_plan, Award.priority)
                         .join(Award, Award.id == Run.award_id).where(claimable)).all()
+    held = storage.over_quota(session, list(session.exec(
+        select(Run).join(Proposal, Proposal.id == Run.proposal_id).join(Call, Call.id == Proposal.call_id)
+        .where(claimable, Call.storage_quota_gb.is_not(None))).all()))
     queue = [QueuedRun(run_id, award_id, str(priority), *_needs(settings, run_id, plan, vram),
                        nodes=_nodes_at_once(plan), volunteer_ok=units.volunteer_ok(plan))
-             for run_id, award_id, plan, priority in rows]
+             for run_id, award_id, plan, priority in rows if run_id not in held]
     wanted = units.copies_wanted(session)
     priorities = dict(session.exec(select(Award.id, Award.priority).where(
         Award.id.in_({one.run.award_id for one in wanted}))).all()) if wanted else {}
@@ -121,7 +126,7 @@ def read_facts(session: Session, settings: Settings, ray_nodes: list[dict[str, A
         nodes.append(view)
         machine_of[node_id] = machine.id
         gpu_model_of[node_id] = [machine.gpu_model if machine.gpu_count else None]
-    return PoolFacts(queue, shares, nodes, machine_of, gpu_model_of, checks)
+    return PoolFacts(queue, shares, nodes, machine_of, gpu_model_of, checks, held)
 
 
 def _why_blocked(raw: dict[str, Any], machine: Machine | None, label: str, today: dict[int, float],

@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     # checkpoint) are deleted once they are older than the grace, which must outlast any upload.
     archive_sweep_interval_s: float = 3600
     archive_sweep_grace_s: float = Field(3600, ge=60)
+    # Retention: a finished run keeps its last `retention_keep_checkpoints` resumable states; older ones go once it
+    # has been finished `retention_after_days` (`observatory archive prune`), unless something points to them.
+    retention_keep_checkpoints: int = Field(2, ge=1)
+    retention_after_days: float = Field(30, ge=0)
 
     # The API runs its routes in `request_threads` threads, and its database pool holds as many connections
     # (pool size + overflow), so no thread ever waits for a connection that a waiting request holds; more threads

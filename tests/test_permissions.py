@@ -112,6 +112,8 @@ CASES = [
     Case("GET", "/api/volunteers", {}, "anonymous"),
     Case("GET", "/api/archive/runs/{model_run_id}", {}, "anonymous"),
     Case("GET", "/api/archive", {}, "anonymous"),
+    Case("PUT", "/api/calls/{call_id}/storage-quota", {"anonymous": 401, "other": 403, "pi": 403, "reviewer": 403,
+                                                       "machine": 401}, "admin", {"storage_quota_gb": 5}),
     Case("PUT", "/api/archive/doi", {"anonymous": 401, "other": 403, "pi": 403, "reviewer": 403, "machine": 401},
          "admin", {"ref": "obs:dataset/skimage-samples@1", "doi": "10.5281/zenodo.2"}),
     Case("GET", "/api/proposals/{proposal_id}/outcomes", {}, "anonymous"),

@@ -13,6 +13,7 @@ from service.analyses import followup, marks
 from service.analyses import service as analyses
 from service.api import Estimate, job_plan_estimate
 from service.archive import service as archive
+from service.archive import storage
 from service.attempts.service import latest_attempt, log_since
 from service.auth import service as auth
 from service.auth.browser import sign_in_browser, sign_out_browser
@@ -439,7 +440,7 @@ def proposal_page(proposal_id: IdPath, request: Request, user: CurrentUser, sess
     listed = runs.list_for_proposal(session, proposal_id)
     states = shown_states(session, listed)
     run_rows = [{"run": r, "artifacts": _artifacts_if_allowed(session, user, r.id), "shown": states[r.id],
-                 "charged": run_charged(session, r.id)} for r in listed]
+                 "charged": run_charged(session, r.id), "stored": storage.run_bytes(session, r.id)} for r in listed]
     call = calls.get_call(session, proposal.call_id)
     is_pi = proposal.pi_id == user.id
     shown = request.session.pop("invite_link", None)
@@ -456,6 +457,7 @@ def proposal_page(proposal_id: IdPath, request: Request, user: CurrentUser, sess
             proposal.state == "submitted" and call.kind != "regular")),
         "events": proposals.events(session, proposal_id),
         "outcomes": [outcomes.to_public(o) for o in outcomes.listed(session, proposal_id)],
+        "storage": storage.of_proposal(session, proposal), "size_words": storage.size_words,
     })
 
 
@@ -524,6 +526,8 @@ def run_page(run_id: IdPath, request: Request, user: CurrentUser, session: Sessi
         "live_chart": loss_chart([point[1] for point in run.progress_detail.get("curve", [])]),
         "detail": runs.describe(session, run),
         "exclusive_until": archive.exclusive_until(session, run.id), "now": utcnow(),
+        "run_bytes": storage.run_bytes(session, run.id), "storage": storage.of_proposal(session, proposal),
+        "size_words": storage.size_words,
         "can_cancel": user.has(Role.admin) or proposal.pi_id == user.id,
         "cpu_only": settings.gpus_per_run == 0,
         "outputs_held": [] if artifacts else archive.list_artifacts(session, run.id),

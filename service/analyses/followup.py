@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from service.archive import storage
 from service.errors import Conflict, Forbidden, Invalid
 from service.ledger.service import award_balance
 from service.models import Award, Run, RunState, User
@@ -44,6 +45,7 @@ def request(session: Session, actor: User, run_id: int, plan: dict[str, Any]) ->
     pinned = validate_job_plan(session, actor, {**plan, "run": run_id})
     analysis = Run(award_id=award.id, proposal_id=run.proposal_id, job_kind=pinned.kind,
                    job_plan=pinned.model_dump(mode="json"), gpus=run.gpus)
+    storage.check_room(session, analysis)
     session.add(analysis)
     session.flush()
     return analysis

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from pydantic import BaseModel, Field
 
+from service.audit.service import record
 from service.calls import service
 from service.calls.schemas import CallCreate, CallPublic, CycleCreate, CyclePublic
 from service.deps import AdminUser, SessionDep
@@ -28,6 +30,23 @@ def get_call(call_id: IdPath, session: SessionDep) -> CallPublic:
 def create_call(data: CallCreate, admin: AdminUser, session: SessionDep) -> CallPublic:
     """Open a call (admins)."""
     call = service.create_call(session, actor=admin, data=data)
+    session.commit()
+    return service.to_public(session, call)
+
+
+class StorageQuota(BaseModel):
+    storage_quota_gb: float | None = Field(gt=0, le=1_000_000, allow_inf_nan=False,
+                                           description="GB per proposal; null removes the limit.")
+
+
+@router.put("/calls/{call_id}/storage-quota", response_model=CallPublic)
+def set_storage_quota(call_id: IdPath, data: StorageQuota, admin: AdminUser, session: SessionDep) -> CallPublic:
+    """Set what each of the call's proposals may keep in the archive (admins); runs waiting for room are placed
+    at the next tick once they fit."""
+    call = service.get_call(session, call_id)
+    call.storage_quota_gb = data.storage_quota_gb
+    session.add(call)
+    record(session, admin, "call.storage_quota", f"call:{call.id}", storage_quota_gb=data.storage_quota_gb)
     session.commit()
     return service.to_public(session, call)
 

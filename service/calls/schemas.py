@@ -42,6 +42,9 @@ class CallCreate(BaseModel):
     donor_share: float = Field(0.0, ge=0, le=0.5, allow_inf_nan=False,
                                description="The share of the capacity reserved for contributors' proposals, awarded "
                                            "in proportion to their volunteers' credit (at most half).")
+    storage_quota_gb: float | None = Field(None, gt=0, le=1_000_000, allow_inf_nan=False,
+                                           description="What one proposal may keep in the archive, in GB (none: "
+                                                       "no limit). A run that would take it past this waits.")
 
 
 class CallPublic(BaseModel):
@@ -59,6 +62,7 @@ class CallPublic(BaseModel):
     reviewer_cap: int
     triage_fraction: float
     donor_share: float = 0.0
+    storage_quota_gb: float | None = None
     review_started_at: datetime | None
     decisions_released_at: datetime | None
     is_open: bool
