@@ -45,7 +45,7 @@ PUBLIC = {
     ("POST", "/api/auth/signup"), ("POST", "/api/auth/login"), ("POST", "/api/auth/verify"), ("GET", "/api/pool"),
     ("GET", "/api/archive/runs/{run_id}"), ("GET", "/api/proposals/{proposal_id}/outcomes"),
     ("GET", "/api/archive"), ("GET", "/api/models/{name}/{version}/README.md"),
-    ("GET", "/api/models/{name}/{version}/attribution.json"),
+    ("GET", "/api/models/{name}/{version}/attribution.json"), ("GET", "/api/cycles/{cycle_id}/summary"),
 }
 
 

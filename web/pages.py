@@ -19,6 +19,7 @@ from service.auth import service as auth
 from service.auth.browser import sign_in_browser, sign_out_browser
 from service.auth.schemas import Login, UserCreate
 from service.calls import service as calls
+from service.calls import summary as cycle_summary
 from service.calls.schemas import CallCreate, CycleCreate
 from service.datasets import service as dataset_service
 from service.deps import (
@@ -199,6 +200,12 @@ async def new_call_submit(request: Request, admin: AdminUser, session: SessionDe
     session.commit()
     flash(request, f"Call '{call.title}' is open for proposals.")
     return _redirect(f"/calls/{call.id}")
+
+
+@router.get("/cycles/{cycle_id}")
+def cycle_page(cycle_id: IdPath, request: Request, session: SessionDep):
+    """Anyone: the cycle's report (awarded, used, published, and what came of it)."""
+    return render(request, "cycle.html", {"c": cycle_summary.summary(session, cycle_id)})
 
 
 @router.get("/calls/{call_id}")

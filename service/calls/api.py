@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from service.audit.service import record
-from service.calls import service
+from service.calls import service, summary
 from service.calls.schemas import CallCreate, CallPublic, CycleCreate, CyclePublic
 from service.deps import AdminUser, SessionDep
 from service.types import IdPath
@@ -61,6 +61,13 @@ def list_cycles(session: SessionDep) -> list[CyclePublic]:
 def get_cycle(cycle_id: IdPath, session: SessionDep) -> CyclePublic:
     """One cycle. Public."""
     return service.cycle_public(session, service.get_cycle(session, cycle_id))
+
+
+@router.get("/cycles/{cycle_id}/summary", response_model=summary.CycleSummary)
+def cycle_summary(cycle_id: IdPath, session: SessionDep) -> summary.CycleSummary:
+    """A cycle's report: per call, GPU-hours offered, awarded and used; data products made and public now; and the
+    outcomes teams recorded. Public."""
+    return summary.summary(session, cycle_id)
 
 
 @router.post("/cycles", response_model=CyclePublic, status_code=201)
