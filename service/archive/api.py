@@ -4,7 +4,7 @@ records for a model or dataset version."""
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
@@ -25,21 +25,41 @@ Ref = Annotated[str | None, Query(max_length=120)]
 Id = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 
 
-def archive_query(q: Words = "",
-                  kind: Annotated[Literal["run", "model", "dataset"] | None, Query()] = None,
-                  job_kind: Annotated[str | None, Query(max_length=40)] = None, proposal: Id = None,
-                  call: Id = None, cycle: Id = None, model: Ref = None, dataset: Ref = None,
-                  license: Annotated[Literal[FAMILIES] | None, Query()] = None,  # type: ignore[valid-type]
-                  since: Annotated[date | None, Query()] = None, until: Annotated[date | None, Query()] = None,
+KINDS = ("run", "model", "dataset")
+Choice = Annotated[str | None, Query(max_length=40)]
+Day = Annotated[str | None, Query(max_length=10, description="YYYY-MM-DD")]
+
+
+def _one_of(field: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
+    if not value:  # an empty form field asks for nothing
+        return None
+    if value not in allowed:
+        raise Invalid(f"{field}: choose one of {', '.join(allowed)} (not {value[:40]!r})")
+    return value
+
+
+def _day(field: str, value: str | None) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise Invalid(f"{field}: a date as YYYY-MM-DD (not {value!r})") from None
+
+
+def archive_query(q: Words = "", kind: Choice = None, job_kind: Choice = None, proposal: Id = None,
+                  call: Id = None, cycle: Id = None, model: Ref = None, dataset: Ref = None, license: Choice = None,
+                  since: Day = None, until: Day = None,
                   public: Annotated[bool | None, Query(description="Only products whose files are public now "
                                                                    "(true) or not yet (false).")] = None,
                   after: Annotated[str | None, Query(max_length=200, description="The cursor of the page before.")]
                   = None,
                   limit: Annotated[int, Query(ge=1, le=catalog.PAGE_MAX)] = 25) -> catalog.Query:
-    """A search as the query string gives it (the API and the page read it alike)."""
-    return catalog.Query(q=q, kind=kind, job_kind=job_kind or None, proposal_id=proposal, call_id=call,
-                         cycle_id=cycle, model=model or None, dataset=dataset or None, license=license,
-                         since=since, until=until, public=public, after=after or None, limit=limit)
+    """A search as the query string gives it (the API and the page read it alike; an empty field is no filter)."""
+    return catalog.Query(q=q, kind=_one_of("kind", kind, KINDS), job_kind=job_kind or None, proposal_id=proposal,
+                         call_id=call, cycle_id=cycle, model=model or None, dataset=dataset or None,
+                         license=_one_of("license", license, FAMILIES), since=_day("since", since),
+                         until=_day("until", until), public=public, after=after or None, limit=limit)
 
 
 ArchiveQuery = Annotated[catalog.Query, Depends(archive_query)]
