@@ -76,6 +76,7 @@ def test_a_card_without_analyses_says_so_and_cites_the_images_authors_in_aggrega
     card = lite_client.get("/api/models/commons-trees/1").json()  # anonymous
     assert card["identifier"] == "obs:model/commons-trees@1" and card["analyses"] == []
     assert card["analyses_exclusive"] == 0
+    assert not card["weights_public"] and card["weights_public_from"]  # the run's award is still exclusive
     text = card["citation"]["text"]
     assert text.startswith(f"Ada Lovelace ({utcnow().year}). commons-trees@1: a diffusion model [Model weights]. "
                            "Commons Observatory. obs:model/commons-trees@1.")
@@ -85,6 +86,7 @@ def test_a_card_without_analyses_says_so_and_cites_the_images_authors_in_aggrega
     assert hashlib.sha256(served.content).hexdigest() == version.attribution_sha256
     page = lite_client.get("/models/commons-trees/1").text
     assert "No analysis of this version has been run yet" in page and "obs:model/commons-trees@1" in page
+    assert "The weights are public from" in page
     cff = yaml.safe_load(lite_client.get("/models/commons-trees/1/CITATION.cff").text)
     assert cff["type"] == "software" and cff["authors"] == [{"name": "Ada Lovelace"}]
     bib = lite_client.get("/models/commons-trees/1/citation.bib").text

@@ -99,16 +99,14 @@ class ArchivePage(BaseModel):
 def thumbnail_url(product: ArchiveProduct, public: bool) -> str | None:
     if not product.thumbnail or not public:
         return None
-    if product.kind == "run":
-        return f"/api/runs/{product.ref.rsplit('/', 1)[1]}/artifacts/samples.png"
     if product.kind == "dataset":
         return f"{product.url}/sheet.png"
-    return None
+    return f"/api/runs/{product.run_id}/artifacts/samples.png" if product.run_id else None
 
 
 def product_out(product: ArchiveProduct, now: datetime) -> ProductOut:
     public = product.public_from is not None and product.public_from <= now
-    return ProductOut(**product.model_dump(exclude={"id", "text", "thumbnail"}), files_public=public,
+    return ProductOut(**product.model_dump(exclude={"id", "text", "thumbnail", "run_id"}), files_public=public,
                       thumbnail_url=thumbnail_url(product, public))
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import func, literal, or_, tuple_
 from sqlmodel import Session, select
 
 from jobs.commons.licenses import CC0, CC_BY, CC_BY_SA, PUBLIC_DOMAIN, classify
+from service.archive.service import find_artifact
 from service.errors import Invalid
 from service.models import (
     ArchiveProduct,
@@ -90,8 +91,6 @@ def add_run(session: Session, run: Run) -> ArchiveProduct | None:
     if run.state != RunState.succeeded or proposal is None or proposal.state != ProposalState.accepted \
             or _exists(session, run_ref(run.id)):
         return None
-    from service.archive.service import find_artifact  # the archive's file rules import this catalogue's hooks
-
     plan = run.job_plan or {}
     model = next((str(plan[f]) for f in MODEL_FIELDS if isinstance(plan.get(f), str) and plan.get(f)), "")
     dataset = str(plan.get("dataset") or "")
@@ -107,7 +106,8 @@ def add_run(session: Session, run: Run) -> ArchiveProduct | None:
         proposal_id=proposal.id, call_id=call.id if call else None, cycle_id=call.cycle_id if call else None,
         model=model[:120], dataset=dataset[:120], license=license_family(data.licenses) if data else "",
         text=_words(proposal.title, run_ref(run.id), run.job_kind, model, dataset, *names),
-        url=f"/archive/runs/{run.id}", thumbnail=find_artifact(session, run.id, "samples.png") is not None,
+        url=f"/archive/runs/{run.id}", run_id=run.id,
+        thumbnail=find_artifact(session, run.id, "samples.png") is not None,
         public_from=award.exclusive_until if award else None, made_at=run.finished_at or utcnow())
     session.add(product)
     session.flush()
@@ -121,6 +121,7 @@ def add_model(session: Session, version: ModelVersion) -> ArchiveProduct | None:
     run = session.get(Run, version.run_id)
     proposal = session.get(Proposal, run.proposal_id) if run else None
     call = session.get(Call, proposal.call_id) if proposal else None
+    award = session.get(Award, run.award_id) if run else None
     ref = f"{version.name}@{version.version}"
     product = ArchiveProduct(
         ref=model_ref(version.name, version.version), kind="model",
@@ -129,8 +130,10 @@ def add_model(session: Session, version: ModelVersion) -> ArchiveProduct | None:
         proposal_id=proposal.id if proposal else None, call_id=call.id if call else None,
         cycle_id=call.cycle_id if call else None, model=ref[:120], dataset=version.dataset[:120],
         license=license_family(version.licenses), text=_words(ref, version.notes, version.dataset, "model"),
-        url=f"/models/{version.name}/{version.version}", thumbnail=False,
-        public_from=None if version.withdrawn_at else version.created_at, made_at=version.created_at)
+        url=f"/models/{version.name}/{version.version}", run_id=version.run_id,
+        thumbnail=find_artifact(session, version.run_id, "samples.png") is not None,
+        public_from=None if version.withdrawn_at or award is None else award.exclusive_until,
+        made_at=version.created_at)
     session.add(product)
     session.flush()
     return product

@@ -13,11 +13,12 @@ from sqlmodel import Session
 
 from service.archive.catalog import model_ref
 from service.archive.citations import Citation
-from service.archive.service import read_object, store_for
+from service.archive.service import exclusive_until, read_object, store_for
 from service.archive.store import ArchiveStore
 from service.deps import AdminUser, OptionalUser, SessionDep, SettingsDep
 from service.modelcards import families, publishing, results, service
 from service.models import ModelVersion, User
+from service.timeutil import utcnow
 from service.types import IdInt, text
 
 router = APIRouter(tags=["models"])
@@ -77,6 +78,10 @@ class ModelCard(BaseModel):
     withdrawn_reason: str = ""
     replaced_by: str | None = None  # name@version of the version that replaced it
     identifier: str = ""  # obs:model/NAME@N
+    # The weights are its run's files: to its team until the award's exclusive period ends, then to anyone (never
+    # again once withdrawn); the card itself is public at once.
+    weights_public: bool = False
+    weights_public_from: datetime | None = None
     doi: str = ""
     attribution_url: str = ""  # every training image with its author and license (public)
     # On one version's card (not in the listing): its citation, what the analyses found (those whose results the
@@ -92,8 +97,12 @@ class ModelCard(BaseModel):
 def card(session: Session, version: ModelVersion) -> ModelCard:
     ref = f"{version.name}@{version.version}"
     replacement = session.get(ModelVersion, version.replaced_by_id) if version.replaced_by_id else None
+    public_from = exclusive_until(session, version.run_id)
     return ModelCard(ref=ref, terms=service.terms(version), card_url=f"/models/{version.name}/{version.version}",
                      identifier=model_ref(version.name, version.version),
+                     weights_public_from=None if version.withdrawn_at else public_from,
+                     weights_public=not version.withdrawn_at and public_from is not None
+                     and public_from <= utcnow(),
                      attribution_url=publishing.attribution_url(version),
                      replaced_by=f"{replacement.name}@{replacement.version}" if replacement else None,
                      **asdict(service.lineage(session, version)),

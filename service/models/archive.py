@@ -28,6 +28,7 @@ class ArchiveProduct(SQLModel, table=True):
     license: str = Field(default="", max_length=20, index=True)  # the most demanding license family of its data
     text: str = Field(default="", max_length=2_000)  # lower-case words a search matches
     url: str = Field(max_length=300)  # its landing page
+    run_id: int | None = Field(default=None, foreign_key="runs.id")  # the run whose files are its files
     thumbnail: bool = False  # its landing page has a picture to show
     public_from: datetime | None = None  # when its files become public (None: not at all, e.g. withdrawn)
     made_at: datetime = Field(default_factory=utcnow)
