@@ -55,6 +55,7 @@ def test_products_are_catalogued_as_they_appear_and_found_by_anyone(lite_client:
     assert lite_client.get("/api/archive", params={"q": "botany memorisation"}).json()["total"] == 1
     assert lite_client.get("/api/archive", params={"q": "botany zebra"}).json()["total"] == 0
     assert lite_client.get("/api/archive", params={"q": "100%_"}).json()["total"] == 0  # LIKE's wildcards are text
+    assert lite_client.get("/api/archive", params={"q": "botany\x00", "dataset": "\x00"}).status_code == 200
     facets = lite_client.get("/api/archive").json()["facets"]
     assert {"value": "run", "label": "run", "count": 1} in facets["kind"]
     assert any(v["label"] == "Cycle 7" and v["count"] == 1 for v in facets["call_id"])
@@ -87,6 +88,7 @@ def test_public_files_and_their_thumbnail_show_once_the_exclusive_period_is_over
 
 @pytest.mark.parametrize("params, message", [
     ({"limit": 0}, "limit"), ({"limit": 201}, "limit"), ({"after": "not-a-cursor"}, "cursor"),
+    ({"after": "MjAyNi0wMS0wMXw5OTk5OTk5OTk5OTk5OTk5OTk5OTk5"}, "cursor"),  # an id past any the archive gives
     ({"license": "gfdl"}, "license"), ({"since": "yesterday"}, "since"), ({"kind": "paper"}, "kind"),
     ({"cycle": -1}, "cycle"), ({"q": "x" * 201}, "q")])
 def test_a_bad_search_is_refused_with_the_reason(lite_client: TestClient, params: dict, message: str) -> None:
@@ -167,3 +169,9 @@ def test_an_operator_records_a_doi_for_a_version(lite_client: TestClient, lite_s
     bad = lite_client.put("/api/archive/doi", json={**body, "ref": "obs:run/1"}, headers=auth_headers(lite_session,
                                                                                                        admin))
     assert bad.status_code == 422 and "obs:model/NAME@N" in bad.json()["detail"]
+
+
+def test_control_characters_in_a_search_are_no_error_on_either_database(client: TestClient) -> None:
+    for params in ({"q": "botany\x00"}, {"dataset": "\x00x"}, {"model": "m\x1f"}, {"job_kind": "\x7f"}):
+        got = client.get("/api/archive", params=params)
+        assert got.status_code == 200 and got.json()["total"] == 0, (params, got.text)

@@ -3,6 +3,7 @@ records for a model or dataset version."""
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -38,6 +39,11 @@ def _one_of(field: str, value: str | None, allowed: tuple[str, ...]) -> str | No
     return value
 
 
+def _printable(value: str | None) -> str | None:
+    """Words without control characters (a NUL cannot even reach PostgreSQL)."""
+    return None if value is None else re.sub(r"[\x00-\x1f\x7f]", " ", value)
+
+
 def _day(field: str, value: str | None) -> date | None:
     if not value:
         return None
@@ -56,8 +62,10 @@ def archive_query(q: Words = "", kind: Choice = None, job_kind: Choice = None, p
                   = None,
                   limit: Annotated[int, Query(ge=1, le=catalog.PAGE_MAX)] = 25) -> catalog.Query:
     """A search as the query string gives it (the API and the page read it alike; an empty field is no filter)."""
-    return catalog.Query(q=q, kind=_one_of("kind", kind, KINDS), job_kind=job_kind or None, proposal_id=proposal,
-                         call_id=call, cycle_id=cycle, model=model or None, dataset=dataset or None,
+    q, job_kind, model, dataset = (_printable(v) for v in (q, job_kind, model, dataset))
+    return catalog.Query(q=q or "", kind=_one_of("kind", kind, KINDS), job_kind=job_kind or None,
+                         proposal_id=proposal, call_id=call, cycle_id=cycle, model=model or None,
+                         dataset=dataset or None,
                          license=_one_of("license", license, FAMILIES), since=_day("since", since),
                          until=_day("until", until), public=public, after=after or None, limit=limit)
 

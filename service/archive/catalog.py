@@ -33,6 +33,7 @@ from service.models import (
     User,
 )
 from service.timeutil import utcnow
+from service.types import MAX_ID
 
 # From the least to the most demanding: a product's license is the most demanding family among its images.
 LICENSE_ORDER = (PUBLIC_DOMAIN, CC0, CC_BY, CC_BY_SA)
@@ -223,9 +224,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         made, _, ident = raw.partition("|")
-        when = datetime.fromisoformat(made)
-        return (when if when.tzinfo else when.replace(tzinfo=UTC)), int(ident)
-    except (ValueError, UnicodeDecodeError):
+        when, number = datetime.fromisoformat(made), int(ident)
+        if not 0 < number <= MAX_ID:
+            raise ValueError(number)
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)), number
+    except (ValueError, UnicodeDecodeError, OverflowError):
         raise Invalid("after: not a cursor this archive gave (start again from the first page)") from None
 
 
