@@ -21,7 +21,7 @@ from service.calls.service import create_call as _create_call
 from service.calls.service import create_cycle as _create_cycle
 from service.config import Settings
 from service.db import writer
-from service.models import Call, CallKind, Cycle, Machine, Proposal, ProposalState, Role, Run, RunState, User
+from service.models import Award, Call, CallKind, Cycle, Machine, Proposal, ProposalState, Role, Run, RunState, User
 from service.proposals import states, team
 from service.proposals.schemas import ProposalCreate
 from service.proposals.service import create_proposal as _create_proposal
@@ -231,3 +231,24 @@ def registered_model(client: TestClient, session: Session, settings: Settings, a
     made = client.post("/api/models", headers=auth_headers(session, admin), json={"run_id": run.id, "name": name})
     assert made.status_code == 201, made.text
     return made.json()["ref"], run
+
+
+def succeeded_run(session: Session, settings: Settings, admin: User, files: dict[str, bytes], *, title: str = "A run",
+                  pi: User | None = None, public: bool = False, kind: str | None = None,
+                  plan: dict[str, Any] | None = None) -> Run:
+    """An awarded proposal's run, succeeded with `files` as its outputs; `public`: its exclusive period is over;
+    `kind`/`plan`: another job kind and plan than the award's train run."""
+    proposal = create_proposal(session, pi or create_user(session), create_call(session, admin), title=title)
+    granted, run = award(session, admin, proposal)
+    run = session.get(Run, run.id)
+    run.state, run.finished_at = RunState.succeeded, utcnow()
+    if kind is not None:
+        run.job_kind, run.job_plan = kind, plan or {}
+    session.add(run)
+    archive_outputs(session, settings, run, files)
+    if public:
+        granted = session.get(Award, granted.id)
+        granted.exclusive_until = utcnow() - timedelta(days=1)
+        session.add(granted)
+    session.commit()
+    return run

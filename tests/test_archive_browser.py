@@ -5,7 +5,6 @@ the API, a range request, the download command)."""
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -15,9 +14,8 @@ from sqlmodel import Session
 
 from service.archive import catalog
 from service.config import Settings
-from service.models import Award, Role, Run, RunState
-from service.timeutil import utcnow
-from tests.factories import archive_outputs, award, create_call, create_proposal, create_user
+from service.models import Role, Run
+from tests.factories import create_user, succeeded_run
 from tests.test_browser import browser, portal  # noqa: F401  (the module's fixtures)
 from tests.test_download import _download, _finish
 
@@ -27,20 +25,9 @@ PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
 
 
 def _run(session: Session, settings: Settings, admin, title: str, *, public: bool) -> Run:  # noqa: ANN001
-    proposal = create_proposal(session, create_user(session, name="Mary Anning"), create_call(session, admin),
-                               title=title)
-    granted, run = award(session, admin, proposal)
-    run = session.get(Run, run.id)
-    run.state, run.finished_at = RunState.succeeded, utcnow()
-    session.add(run)
-    archive_outputs(session, settings, run, {"checkpoint.pt": f"weights of {title}".encode() * 500,
-                                             "samples.png": PNG, "metrics.json": b"{}"})
-    if public:
-        granted = session.get(Award, granted.id)
-        granted.exclusive_until = utcnow() - timedelta(days=1)
-        session.add(granted)
-    session.commit()
-    return run
+    return succeeded_run(session, settings, admin, {"checkpoint.pt": f"weights of {title}".encode() * 500,
+                                                    "samples.png": PNG, "metrics.json": b"{}"},
+                         title=title, pi=create_user(session, name="Mary Anning"), public=public)
 
 
 def test_a_visitor_finds_cites_and_downloads_a_public_run_and_an_exclusive_one_is_refused_everywhere(

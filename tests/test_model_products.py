@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import timedelta
 
 import yaml
 from fastapi.testclient import TestClient
@@ -15,7 +14,7 @@ from sqlmodel import Session
 from service.archive.service import store_for
 from service.config import Settings
 from service.modelcards import service as modelcards
-from service.models import Award, ModelVersion, Role, Run, RunState, User
+from service.models import ModelVersion, Role, Run, RunState, User
 from service.timeutil import utcnow
 from tests.factories import (
     TINY_TRAIN,
@@ -25,6 +24,7 @@ from tests.factories import (
     create_call,
     create_proposal,
     create_user,
+    succeeded_run,
 )
 
 IMAGES = [{"title": "File:Oak.jpg", "author": "Ada", "license": "CC BY-SA 4.0"},
@@ -55,19 +55,10 @@ def _model(session: Session, settings: Settings) -> tuple[ModelVersion, User]:
 
 
 def _analysis(session: Session, settings: Settings, admin: User, kind: str, results: dict, *, public: bool) -> Run:
-    pi = create_user(session, name="Grace Hopper")
-    _, run = award(session, admin, create_proposal(session, pi, create_call(session, admin)))
-    run = session.get(Run, run.id)
-    run.job_kind, run.job_plan, run.state = kind, {"model": "commons-trees@1"}, RunState.succeeded
-    session.add(run)
-    archive_outputs(session, settings, run, {"results.json": json.dumps(results).encode(),
-                                             "report.html": b"<html>report</html>"})
-    if public:
-        granted = session.get(Award, run.award_id)
-        granted.exclusive_until = utcnow() - timedelta(seconds=1)
-        session.add(granted)
-    session.commit()
-    return run
+    return succeeded_run(session, settings, admin, {"results.json": json.dumps(results).encode(),
+                                                    "report.html": b"<html>report</html>"},
+                         pi=create_user(session, name="Grace Hopper"), public=public, kind=kind,
+                         plan={"model": "commons-trees@1"})
 
 
 def test_a_card_without_analyses_says_so_and_cites_the_images_authors_in_aggregate(
