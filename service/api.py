@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from jobs.config import REFERENCE_SECONDS_PER_STEP, JobPlanError, estimated_seconds, job_plan_schema, parse_job_plan
+from service.allocations.phase2_api import router as awards_router
 from service.analyses.api import router as analyses_router
 from service.archive.api import router as archive_router
 from service.attempts.api import router as job_router
@@ -39,6 +40,7 @@ router.include_router(models_router)
 router.include_router(withdrawals_router)
 router.include_router(analyses_router)
 router.include_router(archive_router)
+router.include_router(awards_router)
 
 # Jobs send checkpoints and outputs here, so these routes take bodies far larger than the rest of the API.
 job_api = APIRouter(prefix="/api")

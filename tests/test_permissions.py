@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 
 from jobs.version import installed_version
 from scheduler.loop import Scheduler
-from service.models import ReviewAssignment, Role, Run, RunState
+from service.models import ChangeRequest, ReviewAssignment, Role, Run, RunGroup, RunState
 from service.pool import machines
 from service.proposals import outcomes, team
 from service.review import assignments, committee, reviews
@@ -112,6 +112,15 @@ CASES = [
     Case("GET", "/api/volunteers", {}, "anonymous"),
     Case("GET", "/api/archive/runs/{model_run_id}", {}, "anonymous"),
     Case("GET", "/api/archive", {}, "anonymous"),
+    Case("GET", "/api/awards/{award_id}", {"anonymous": 401, "other": 404, "reviewer": 404, "machine": 401}, "pi"),
+    Case("POST", "/api/awards/{award_id}/runs", {"anonymous": 401, "other": 404, "reviewer": 404, "machine": 401},
+         "pi", {"job_plan": {"kind": "train", "steps": 2, "batch_size": 8, "block_out_channels": [8, 16],
+                             "resolution": 8}}),
+    Case("GET", "/api/change-requests", {"anonymous": 401, "machine": 401}, "other"),
+    Case("POST", "/api/change-requests/{change_id}/decision", {"anonymous": 401, "other": 403, "pi": 403,
+                                                               "reviewer": 403, "machine": 401}, "admin",
+         {"approve": False, "note": "not now"}),
+    Case("GET", "/api/sweeps/{sweep_id}", {"anonymous": 401, "other": 404, "reviewer": 404, "machine": 401}, "pi"),
     Case("PUT", "/api/calls/{call_id}/storage-quota", {"anonymous": 401, "other": 403, "pi": 403, "reviewer": 403,
                                                        "machine": 401}, "admin", {"storage_quota_gb": 5}),
     Case("PUT", "/api/archive/doi", {"anonymous": 401, "other": 403, "pi": 403, "reviewer": 403, "machine": 401},
@@ -279,6 +288,12 @@ def world(lite_session: Session, lite_settings, lite_engine, tmp_path):
     _, run = award(s, people["admin"], awarded)
     run = s.get(Run, run.id)
     archive_outputs(s, lite_settings, run, {"samples.png": b"png"})
+    change = ChangeRequest(award_id=run.award_id, proposal_id=awarded.id, requested_by=people["pi"].id,
+                           job_plan={"kind": "descriptor"}, beyond=["another job kind"], reason="r")
+    sweep = RunGroup(award_id=run.award_id, proposal_id=awarded.id, kind="sweep", k=2, partition="", dataset="",
+                     field="seed", values=[1, 2])
+    s.add_all([change, sweep])
+    s.commit()
     _, analysis = award(s, people["admin"], create_proposal(s, people["pi"], call))
     analysis = s.get(Run, analysis.id)
     analysis.job_kind, analysis.state = "replication", RunState.succeeded
@@ -303,6 +318,7 @@ def world(lite_session: Session, lite_settings, lite_engine, tmp_path):
                                                                                url="https://example.org/p"))
     s.commit()
     ids = {"call_id": call.id, "donor_call_id": donor_call.id, "outcome_id": outcome.id,
+           "award_id": run.award_id, "change_id": change.id, "sweep_id": sweep.id,
            "proposal_id": awarded.id, "submitted_id": submitted.id, "draft_id": draft.id,
            "run_id": run.id, "name": "samples.png", "machine_id": machine.id,
            "pending_machine_id": pending.id, "spare_email": spare.email, "sha256": "0" * 64,
@@ -381,7 +397,7 @@ def test_every_api_route_is_covered(lite_client: TestClient) -> None:
                "{pending_machine_id}": "{machine_id}", "{coi_id}": "{user_id}", "{spare_id}": "{user_id}",
                "{closed_call_id}": "{call_id}", "{donor_call_id}": "{call_id}",
                "{reviewed_call_id}": "{call_id}",
-               "{accepted_assignment_id}": "{assignment_id}"}
+               "{accepted_assignment_id}": "{assignment_id}", "{sweep_id}": "{group_id}"}
     covered = set()
     for c in CASES:
         route = c.route

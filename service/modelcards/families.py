@@ -36,7 +36,7 @@ def register_family(session: Session, store: ArchiveStore, *, actor: User, group
     family takes its experts that were kept from the version it replaces, and that version is withdrawn."""
     check_registrar(actor, name)
     group = session.get(RunGroup, group_id)
-    if group is None:
+    if group is None or group.kind != "family":
         raise NotFound(f"no family {group_id}")
     runs = list(session.exec(select(Run).where(Run.group_id == group.id).order_by(Run.id)))
     kept = [session.get(Run, int(entry["run_id"])) for entry in group.kept.values()]

@@ -10,6 +10,8 @@ from service.models.model_version import ModelVersion
 from service.models.pool import DonorShare, Machine, MachineState, PoolClaim, PoolNode, VolunteerCredit
 from service.models.proposal import (
     Award,
+    ChangeRequest,
+    ChangeState,
     MemberRole,
     Outcome,
     OutcomeKind,
@@ -41,6 +43,8 @@ from service.models.user import SELF_SERVICE_ROLES, ApiToken, CredentialKind, Lo
 from service.models.withdrawal import Withdrawal, WithdrawalReason
 
 __all__ = [
+    "ChangeRequest",
+    "ChangeState",
     "ArchiveProduct",
     "VolunteerCredit",
     "DonorShare",

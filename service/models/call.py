@@ -49,6 +49,8 @@ class Call(SQLModel, table=True):
     donor_share: float = 0.0
     # What a proposal of this call may keep in the archive, in GB (None: no limit).
     storage_quota_gb: float | None = None
+    # Phase II: the largest share of an award one further run may take before it needs the committee's approval.
+    team_run_share: float = 0.5
     # Review (regular calls): reviewers per proposal, the most one reviewer is given, whether the panel works
     # dual-anonymous, and the share of the ranking below the triage line.
     dual_anonymous: bool = True

@@ -80,6 +80,34 @@ class Award(SQLModel, table=True):
     tops_up_award_id: int | None = Field(default=None, foreign_key="awards.id")
 
 
+class ChangeState(StrEnum):
+    pending = "pending"
+    approved = "approved"
+    refused = "refused"
+
+
+class ChangeRequest(SQLModel, table=True):
+    """A further run on an award that goes beyond what the call lets a team decide alone (another job kind, a
+    model or dataset the proposal did not name, more than a set share of the award): the committee decides."""
+
+    __tablename__ = "change_requests"
+
+    id: int | None = Field(default=None, primary_key=True)
+    award_id: int = Field(foreign_key="awards.id", index=True)
+    proposal_id: int = Field(foreign_key="proposals.id", index=True)
+    requested_by: int = Field(foreign_key="users.id")
+    job_plan: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    sweep: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # field, values
+    beyond: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # what needs approval
+    reason: str = Field(default="", max_length=5_000)
+    state: ChangeState = Field(default=ChangeState.pending, index=True, sa_type=enum_column(ChangeState, 10))
+    decided_by: int | None = Field(default=None, foreign_key="users.id")
+    decided_at: datetime | None = None
+    note: str = Field(default="", max_length=2_000)
+    run_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class OutcomeKind(StrEnum):
     paper = "paper"
     preprint = "preprint"

@@ -41,6 +41,9 @@ class RunGroup(SQLModel, table=True):
     replaces_id: int | None = None
     requested_by: int | None = Field(default=None, foreign_key="users.id")  # the admin who asked for the rebuild
     kept: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False, server_default="{}"))
+    # A sweep (kind "sweep"): one plan run once for each value of one field, compared on one page.
+    field: str = Field(default="", max_length=60)
+    values: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -81,6 +84,8 @@ class Run(SQLModel, table=True):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     doi: str = Field(default="", max_length=200)  # a DOI an operator registered for its outputs ("" for none)
+    # A run a team member queued on the award after it was made (phase II); None: the award's own run(s).
+    requested_by: int | None = Field(default=None, foreign_key="users.id")
 
 
 class AttemptState(StrEnum):

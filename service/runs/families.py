@@ -17,11 +17,12 @@ from service.runs.schemas import FamilyMember, FamilyPublic
 from service.runs.service import describe
 
 
-def get_visible(session: Session, *, actor: User, group_id: int) -> RunGroup:
-    """A family its proposal's members and admins may watch; 404 to anyone else."""
+def get_visible(session: Session, *, actor: User, group_id: int, kind: str = "family") -> RunGroup:
+    """A family (or a sweep) its proposal's members and admins may watch; 404 to anyone else."""
     group = session.get(RunGroup, group_id)
-    if group is None or not (actor.has(Role.admin) or is_member(session, actor, group.proposal_id)):
-        raise NotFound(f"no family {group_id}")
+    if group is None or group.kind != kind or not (actor.has(Role.admin)
+                                                   or is_member(session, actor, group.proposal_id)):
+        raise NotFound(f"no {kind} {group_id}")
     return group
 
 

@@ -24,33 +24,38 @@ from service.volunteers import segments
 from service.volunteers.units import VOLUNTEER_POOL
 
 
-def create_run(session: Session, *, award: Award, proposal: Proposal, gpus: int = 1) -> Run:
-    """The award's run of the proposal's plan; returned first of two for a train plan that asks for a leave-out
-    twin (`leave_out_authors`, `leave_out_classes`): the same plan, once as it is and once without those authors'
-    and classes' images too; and first of K + 1 for a family (`experts`: K), see `create_family`."""
-    plan = dict(proposal.job_plan)
-    if proposal.job_kind == "train" and int(plan.get("experts") or 1) > 1 and plan.get("cluster") is None:
-        return create_family(session, award=award, proposal=proposal, gpus=gpus)[0]
+def create_run(session: Session, *, award: Award, proposal: Proposal, gpus: int = 1,
+               plan: dict[str, Any] | None = None, kind: str | None = None, requested_by: int | None = None,
+               group_id: int | None = None) -> Run:
+    """The award's run of the proposal's plan (or of `plan` of `kind`, a further run a team member queued, in a
+    sweep's group); returned first of two for a train plan that asks for a leave-out twin (`leave_out_authors`,
+    `leave_out_classes`): the same plan, once as it is and once without those authors' and classes' images too;
+    and first of K + 1 for a family (`experts`: K), see `create_family`."""
+    plan = dict(proposal.job_plan if plan is None else plan)
+    kind = kind or proposal.job_kind
+    if kind == "train" and int(plan.get("experts") or 1) > 1 and plan.get("cluster") is None:
+        return create_family(session, award=award, proposal=proposal, gpus=gpus, plan=plan)[0]
     plans = [plan]
-    authors, classes = (list(plan.get(key) or []) if proposal.job_kind == "train" else []
+    authors, classes = (list(plan.get(key) or []) if kind == "train" else []
                         for key in ("leave_out_authors", "leave_out_classes"))
     if authors or classes:
         alike = {**plan, "leave_out_authors": [], "leave_out_classes": []}
         plans = [alike, {**alike, "exclude_authors": [*plan.get("exclude_authors", []), *authors],
                          "exclude_classes": [*plan.get("exclude_classes", []), *classes]}]
-    runs = [Run(award_id=award.id, proposal_id=proposal.id, job_kind=proposal.job_kind, job_plan=plan, gpus=gpus)
-            for plan in plans]
+    runs = [Run(award_id=award.id, proposal_id=proposal.id, job_kind=kind, job_plan=plan, gpus=gpus,
+                requested_by=requested_by, group_id=group_id) for plan in plans]
     for run in runs:
         session.add(run)
         session.flush()
     return runs[0]
 
 
-def create_family(session: Session, *, award: Award, proposal: Proposal, gpus: int = 1) -> list[Run]:
+def create_family(session: Session, *, award: Award, proposal: Proposal, gpus: int = 1,
+                  plan: dict[str, Any] | None = None) -> list[Run]:
     """A family's runs, one group: an expert per cluster of the plan's partition (the plan with `cluster` set),
     then the router (a `router` run on the whole dataset, with the experts' resolution and noise schedule). Every
     one is an ordinary run of the award: placed, resumed and charged on its own."""
-    plan = dict(proposal.job_plan)
+    plan = dict(proposal.job_plan if plan is None else plan)
     group = RunGroup(award_id=award.id, proposal_id=proposal.id, k=int(plan["experts"]),
                      partition=str(plan["partition"]), dataset=str(plan["dataset"]))
     session.add(group)
