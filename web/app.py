@@ -34,6 +34,7 @@ from web.analysis_pages import router as analysis_pages_router
 from web.api_docs import API_DOCS_ASSETS, swagger_ui_path
 from web.api_docs import router as api_docs_router
 from web.archive_pages import router as archive_pages_router
+from web.award_pages import router as award_pages_router
 from web.csrf import verify_csrf
 from web.dataset_pages import router as dataset_pages_router
 from web.middleware import LoadShedding, SecurityHeaders
@@ -156,6 +157,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(dataset_pages_router, max_body_size=settings.max_form_bytes)
     app.include_router(analysis_pages_router, max_body_size=settings.max_form_bytes)
     app.include_router(archive_pages_router, max_body_size=settings.max_form_bytes)
+    app.include_router(award_pages_router, max_body_size=settings.max_form_bytes)
     app.include_router(api_docs_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_api_route("/favicon.ico", lambda: FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml"),

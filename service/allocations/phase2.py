@@ -61,6 +61,14 @@ def _award(session: Session, award_id: int) -> tuple[Award, Proposal, Call]:
     return award, proposal, session.get(Call, proposal.call_id)
 
 
+def visible_award(session: Session, actor: User, award_id: int) -> Award:
+    """An award its team and admins may see; 404 to anyone else."""
+    award = session.get(Award, award_id)
+    if award is None or not (actor.has(Role.admin) or is_member(session, actor, award.proposal_id)):
+        raise NotFound(f"no award {award_id}")
+    return award
+
+
 def _variants(plan: dict[str, Any], sweep: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The plan once, or once per value of the sweep's field."""
     if not sweep:

@@ -12,10 +12,8 @@ from sqlmodel import Session, select
 
 from service.allocations import phase2
 from service.deps import AdminUser, CurrentUser, SessionDep
-from service.errors import NotFound
 from service.ledger.service import award_balance, award_used
-from service.models import Award, Call, ChangeRequest, Proposal, Role, Run, User
-from service.proposals.access import is_member
+from service.models import Award, Call, ChangeRequest, Proposal, Run
 from service.runs.families import get_visible
 from service.runs.schemas import RunPublic
 from service.runs.service import describe
@@ -93,13 +91,6 @@ def change_out(change: ChangeRequest) -> ChangeOut:
     return ChangeOut(**change.model_dump())
 
 
-def _award(session: Session, actor: User, award_id: int) -> Award:
-    award = session.get(Award, award_id)
-    if award is None or not (actor.has(Role.admin) or is_member(session, actor, award.proposal_id)):
-        raise NotFound(f"no award {award_id}")
-    return award
-
-
 def award_out(session: Session, award: Award) -> AwardOut:
     call = session.get(Call, session.get(Proposal, award.proposal_id).call_id)
     runs = session.exec(select(Run).where(Run.award_id == award.id).order_by(Run.id)).all()
@@ -113,14 +104,14 @@ def award_out(session: Session, award: Award) -> AwardOut:
 @router.get("/awards/{award_id}", response_model=AwardOut)
 def get_award(award_id: IdPath, user: CurrentUser, session: SessionDep) -> AwardOut:
     """The award's hours, used, left and committed to its queued runs, and its runs (its team and admins)."""
-    return award_out(session, _award(session, user, award_id))
+    return award_out(session, phase2.visible_award(session, user, award_id))
 
 
 @router.post("/awards/{award_id}/runs", response_model=QueuedOut, status_code=201)
 def queue_runs(award_id: IdPath, data: RunsIn, user: CurrentUser, session: SessionDep) -> QueuedOut:
     """Queue a further run (or a sweep: one run per value of one field) on the award (its team). Beyond what the
     call lets a team decide alone, it becomes a change request for the committee, with the reason given."""
-    _award(session, user, award_id)
+    phase2.visible_award(session, user, award_id)
     queued = phase2.queue_runs(session, user, award_id, data.job_plan,
                                sweep=data.sweep.model_dump() if data.sweep else None, reason=data.reason)
     session.commit()
