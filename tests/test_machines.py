@@ -407,3 +407,43 @@ def test_the_daily_cap_moves_a_run_and_a_drained_machine_leaves_unattended(peopl
     with Session(lite_engine) as session:
         assert session.get(Machine, drained.id).state == MachineState.left
         assert session.get(Machine, capped.id).state == MachineState.approved
+
+
+def test_a_1080_ti_attempt_is_charged_on_the_ledger_at_its_class_factor(people, lite_engine, lite_session: Session,
+                                                                         lite_settings, lite_client) -> None:
+    """Through a real attempt: placed on a GTX 1080 Ti, its job starts, runs about four seconds and ends; the award
+    is debited its whole seconds times 0.45, not one GPU-second per second."""
+    import math
+    import time
+
+    from scheduler.accounting import work_ended_at
+    from scheduler.loop import Scheduler
+    from scheduler.ray_backend import JobState
+    from service.ledger.service import award_used, entries_for_run, run_charged
+    from tests.pools import TRAIN_FILES
+
+    admin, owner = people
+    old, token = create_machine(lite_session, owner, admin, name="old", gpu_model="NVIDIA GeForce GTX 1080 Ti",
+                                gpu_count=1, vram_gb=10.9)
+    settings = lite_settings.model_copy(update={"gpus_per_run": 1, "run_on_head": False,
+                                                "charge_factors": {"GTX 1080 Ti": 0.45, "default": 1.0}})
+    pool = OwnerPool([old])
+    granted, run = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
+                                                              create_call(lite_session, admin)))
+    scheduler = Scheduler(lite_engine, settings, pool)
+    assert scheduler.dispatch() == 1
+    job = FakeJob.claimed(lite_client, pool, token)
+    assert job.start().status_code == 200
+    time.sleep(4.2)
+    job.outputs(TRAIN_FILES)
+    assert job.end(exit_code=0).status_code == 204
+    pool.set(pool.submitted[-1], JobState.succeeded)
+    scheduler.reconcile()
+    with Session(lite_engine) as session:
+        attempt = session.exec(select(RunAttempt).where(RunAttempt.run_id == run.id)).one()
+        assert attempt.state == "succeeded" and attempt.charge_factor == 0.45
+        seconds = math.floor((work_ended_at(attempt, attempt.ended_at) - attempt.started_at).total_seconds())
+        charged = run_charged(session, run.id)
+        assert seconds >= 4 and charged == round(seconds * 0.45), (seconds, charged)
+        assert award_used(session, granted.id) == charged < seconds  # what a GPU-second-per-second would have been
+        assert all(e.run_id == run.id for e in entries_for_run(session, run.id))
