@@ -4,6 +4,7 @@ the Director's reserve, supplements, decisions against the ranking, release, fee
 from __future__ import annotations
 
 from datetime import timedelta
+from statistics import pstdev
 
 import pytest
 from sqlalchemy import update
@@ -27,6 +28,7 @@ from service.models import (
     ProposalInvite,
     ProposalMember,
     ProposalState,
+    Review,
     ReviewAssignment,
     Role,
     Run,
@@ -39,6 +41,7 @@ from service.review import assignments, committee, feedback, reviews
 from service.review.reviews import ReviewCreate
 from service.timeutil import utcnow
 from tests.factories import (
+    auth_headers,
     award,
     close_call,
     create_call,
@@ -433,3 +436,35 @@ def test_a_closed_call_refuses_submission_and_review_needs_a_closed_regular_call
     close_call(session, call)
     with pytest.raises(Conflict, match="not open"):
         proposals.submit_proposal(session, actor=session.get(type(admin), draft.pi_id), proposal_id=draft.id)
+
+
+def test_a_harsh_and_a_lenient_reviewer_are_told_apart_with_their_spread_and_turnaround(
+        session: Session, admin, client) -> None:  # noqa: ANN001
+    """Three reviewers on four proposals: one grades a point harsher than the middle one every time, one half a
+    point more lenient; their figures against the panel must differ in sign and size, and the steady offsets have
+    no spread."""
+    harsh, middle, lenient = (create_user(session, Role.reviewer, name=n) for n in ("Harsh", "Middle", "Lenient"))
+    call = create_call(session, admin, reviewers_per_proposal=3)
+    props = [create_proposal(session, create_user(session), call) for _ in range(4)]
+    start_review(session, admin, call)
+    base = (1.5, 2.0, 2.5, 3.0)
+    for proposal, grade in zip(props, base, strict=True):
+        assigned = _assigned(session, proposal.id)
+        for reviewer, offset in ((harsh, 1.0), (middle, 0.0), (lenient, -0.5)):
+            _review(session, reviewer, assigned[reviewer.id].id, grade + offset)
+    slow = session.exec(select(Review).join(ReviewAssignment).where(ReviewAssignment.reviewer_id == harsh.id)).all()
+    for review in slow:  # the harsh reviewer took ten days over each
+        review.submitted_at = review.submitted_at + timedelta(days=10)
+        session.add(review)
+    session.commit()
+    stats = {s.reviewer.name: s for s in committee.reviewer_stats(session, actor=admin)}
+    # Against the other two: harsh +1 − (0 − 0.5)/2 = +1.25; lenient −0.5 − (1 + 0)/2 = −1.0; middle 0 − 0.25.
+    assert stats["Harsh"].versus_panel == pytest.approx(1.25)
+    assert stats["Lenient"].versus_panel == pytest.approx(-1.0)
+    assert stats["Middle"].versus_panel == pytest.approx(-0.25)
+    assert all(s.versus_spread == pytest.approx(0) for s in stats.values())  # steady offsets
+    assert stats["Harsh"].grade_spread == pytest.approx(pstdev(base))
+    assert stats["Harsh"].turnaround_days == pytest.approx(10, abs=0.01) and stats["Middle"].turnaround_days < 0.01
+    shown = client.get("/api/review/reviewers", headers=auth_headers(session, admin)).json()
+    assert {r["name"]: r["versus_panel"] for r in shown} == pytest.approx(
+        {"Harsh": 1.25, "Middle": -0.25, "Lenient": -1.0})

@@ -104,7 +104,9 @@ def reviewer_record(admin: AdminUser, session: SessionDep) -> list[ReviewerStatP
     """Each reviewer's record (the committee): reviews, grades against the panel, helpfulness as PIs rated it."""
     return [ReviewerStatPublic(reviewer_id=s.reviewer.id, name=s.reviewer.name, reviews=s.reviews,
                                mean_grade=s.mean_grade, versus_panel=s.versus_panel, helpfulness=s.helpfulness,
-                               ratings=s.ratings) for s in committee.reviewer_stats(session, actor=admin)]
+                               ratings=s.ratings, grade_spread=s.grade_spread, versus_spread=s.versus_spread,
+                               turnaround_days=s.turnaround_days)
+            for s in committee.reviewer_stats(session, actor=admin)]
 
 
 @router.get("/proposals/{proposal_id}/feedback", response_model=Feedback)

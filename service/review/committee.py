@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from statistics import fmean
+from statistics import fmean, median, pstdev
 
 from sqlmodel import Session, select
 
@@ -150,6 +150,9 @@ class ReviewerStat:
     versus_panel: float | None  # mean of (own grade − the other reviewers' mean on the same proposal); + is harsher
     helpfulness: float | None
     ratings: int
+    grade_spread: float | None = None  # the standard deviation of their own grades (0 when all alike)
+    versus_spread: float | None = None  # … of (own grade − the panel's): how steady their offset is
+    turnaround_days: float | None = None  # median days from being asked to submitting
 
 
 def reviewer_stats(session: Session, *, actor: User) -> list[ReviewerStat]:
@@ -171,11 +174,15 @@ def reviewer_stats(session: Session, *, actor: User) -> list[ReviewerStat]:
             mine["versus"].append(r.grade - fmean(others))
         if r.id in ratings:
             mine["helpful"].append(ratings[r.id])
+        mine["days"].append(max((r.submitted_at - a.created_at).total_seconds(), 0) / 86400)
     out = []
     for reviewer_id, stats in per.items():
         out.append(ReviewerStat(
             reviewer=session.get(User, reviewer_id), reviews=len(stats["grades"]),
             mean_grade=fmean(stats["grades"]) if stats["grades"] else None,
             versus_panel=fmean(stats["versus"]) if stats["versus"] else None,
-            helpfulness=fmean(stats["helpful"]) if stats["helpful"] else None, ratings=len(stats["helpful"])))
+            helpfulness=fmean(stats["helpful"]) if stats["helpful"] else None, ratings=len(stats["helpful"]),
+            grade_spread=pstdev(stats["grades"]) if stats["grades"] else None,
+            versus_spread=pstdev(stats["versus"]) if stats["versus"] else None,
+            turnaround_days=median(stats["days"]) if stats["days"] else None))
     return sorted(out, key=lambda s: s.reviewer.name.casefold())

@@ -55,6 +55,9 @@ class ReviewerStatPublic(BaseModel):
     versus_panel: float | None
     helpfulness: float | None
     ratings: int
+    grade_spread: float | None = None
+    versus_spread: float | None = None
+    turnaround_days: float | None = None
 
 
 class AcceptedPublic(BaseModel):
