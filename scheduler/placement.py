@@ -75,12 +75,12 @@ def read_facts(session: Session, settings: Settings, ray_nodes: list[dict[str, A
     claimable = (Run.state == RunState.queued) & or_(Run.claim_token.is_(None), Run.claim_expires_at < now)
     rows = session.exec(select(Run.id, Run.award_id, Run.job_plan, Award.priority)
                         .join(Award, Award.id == Run.award_id).where(claimable)).all()
-    held = storage.over_quota(session, list(session.exec(
+    waiting_room = storage.over_quota(session, list(session.exec(
         select(Run).join(Proposal, Proposal.id == Run.proposal_id).join(Call, Call.id == Proposal.call_id)
         .where(claimable, Call.storage_quota_gb.is_not(None))).all()))
     queue = [QueuedRun(run_id, award_id, str(priority), *_needs(settings, run_id, plan, vram),
                        nodes=_nodes_at_once(plan), volunteer_ok=units.volunteer_ok(plan))
-             for run_id, award_id, plan, priority in rows if run_id not in held]
+             for run_id, award_id, plan, priority in rows if run_id not in waiting_room]
     wanted = units.copies_wanted(session)
     priorities = dict(session.exec(select(Award.id, Award.priority).where(
         Award.id.in_({one.run.award_id for one in wanted}))).all()) if wanted else {}
@@ -126,7 +126,7 @@ def read_facts(session: Session, settings: Settings, ray_nodes: list[dict[str, A
         nodes.append(view)
         machine_of[node_id] = machine.id
         gpu_model_of[node_id] = [machine.gpu_model if machine.gpu_count else None]
-    return PoolFacts(queue, shares, nodes, machine_of, gpu_model_of, checks, held)
+    return PoolFacts(queue, shares, nodes, machine_of, gpu_model_of, checks, waiting_room)
 
 
 def _why_blocked(raw: dict[str, Any], machine: Machine | None, label: str, today: dict[int, float],

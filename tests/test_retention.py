@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
+from scheduler.loop import Scheduler
 from scheduler.placement import VramCache, read_facts
 from service.archive import retention, storage
 from service.archive.service import store_for
@@ -28,6 +29,7 @@ from tests.factories import (
     create_proposal,
     create_user,
 )
+from tests.pools import ScriptedPool, current_run
 from tests.s3 import s3_server
 
 STEPS = (50, 100, 150, 200, 300, 400)
@@ -104,7 +106,7 @@ def test_a_dry_run_lists_what_the_real_run_removes_and_what_is_pointed_to_stays(
 
 
 def test_a_run_that_would_pass_the_quota_waits_before_it_is_placed(
-        lite_client: TestClient, lite_session: Session, lite_settings: Settings) -> None:
+        lite_client: TestClient, lite_session: Session, lite_settings: Settings, lite_engine) -> None:  # noqa: ANN001
     admin = create_user(lite_session, Role.admin)
     call = create_call(lite_session, admin, storage_quota_gb=0.000_5)  # 500 kB per proposal
     pi = create_user(lite_session)
@@ -112,7 +114,13 @@ def test_a_run_that_would_pass_the_quota_waits_before_it_is_placed(
     _, run = award(lite_session, admin, proposal)
     expected = storage.expected_bytes(lite_session.get(Run, run.id))
     assert expected > 500_000  # a checkpoint of 64 and 128 channels, and a resumable state, do not fit
-    facts = read_facts(lite_session, lite_settings, [], VramCache())
+    # Another proposal's run (no quota) is placed and holds a node while this one is considered.
+    _, other = award(lite_session, admin, create_proposal(lite_session, create_user(lite_session),
+                                                          create_call(lite_session, admin)))
+    pool = ScriptedPool()
+    assert Scheduler(lite_engine, lite_settings, pool).dispatch() == 1 and len(pool.requests) == 1
+    assert current_run(lite_engine, run.id).message.startswith("waiting: the proposal's archive storage would pass")
+    facts = read_facts(lite_session, lite_settings, pool.nodes(), VramCache())
     assert run.id not in {q.run_id for q in facts.queue}
     assert "would pass its quota (0 bytes used of 500 kB" in facts.held[run.id]
     # An admin raises the quota: the run is placeable again.
@@ -120,7 +128,7 @@ def test_a_run_that_would_pass_the_quota_waits_before_it_is_placed(
                              headers=auth_headers(lite_session, admin))
     assert raised.status_code == 200 and raised.json()["storage_quota_gb"] == 1
     lite_session.expire_all()
-    facts = read_facts(lite_session, lite_settings, [], VramCache())
+    facts = read_facts(lite_session, lite_settings, pool.nodes(), VramCache())
     assert run.id in {q.run_id for q in facts.queue} and not facts.held
     bad = lite_client.put(f"/api/calls/{call.id}/storage-quota", json={"storage_quota_gb": -1},
                           headers=auth_headers(lite_session, admin))
