@@ -21,6 +21,7 @@ from service.modelcards.api import router as models_router
 from service.pool.api import router as pool_router
 from service.proposals.api import router as proposals_router
 from service.review.api import router as review_router
+from service.review.expertise_api import router as expertise_router
 from service.rounds.api import router as rounds_router
 from service.runs.api import router as runs_router
 from service.volunteers.api import router as volunteers_router
@@ -35,6 +36,7 @@ router.include_router(pool_router)
 router.include_router(volunteers_router)
 router.include_router(standings_router)
 router.include_router(review_router)
+router.include_router(expertise_router)
 router.include_router(datasets_router)
 router.include_router(models_router)
 router.include_router(withdrawals_router)

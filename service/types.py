@@ -56,6 +56,17 @@ Password = text(200)
 Reason = text(2000)  # why a decision was made, as recorded
 LoginEmail = text(320)  # not checked for shape: a sign-in attempt with any text is simply wrong
 GpuHours = Annotated[float, Field(gt=0, le=MAX_GPU_HOURS, allow_inf_nan=False)]
+Keywords = Annotated[list[text(60, 1)], Field(max_length=20, description="Up to 20 keywords or subject areas.")]
+
+
+def words(values: list[str]) -> list[str]:
+    """Keywords as kept: white space collapsed, lower-case, each once, in order."""
+    out: list[str] = []
+    for value in values:
+        word = " ".join(str(value).split()).casefold()
+        if word and word not in out:
+            out.append(word)
+    return out
 DOI = re.compile(r"^10\.\d{4,9}/[^\s\"<>{}\\]{1,180}$")  # a DOI's name (no quotes, braces or spaces: safe to quote)
 
 

@@ -121,6 +121,14 @@ CASES = [
                                                                "reviewer": 403, "machine": 401}, "admin",
          {"approve": False, "note": "not now"}),
     Case("GET", "/api/sweeps/{sweep_id}", {"anonymous": 401, "other": 404, "reviewer": 404, "machine": 401}, "pi"),
+    Case("GET", "/api/calls/{closed_call_id}/bidding", {"anonymous": 401, "other": 403, "machine": 401}, "reviewer"),
+    Case("PUT", "/api/review/bids/{closed_proposal_id}", {"anonymous": 401, "other": 403, "machine": 401},
+         "reviewer", {"bid": "willing"}),
+    Case("GET", "/api/calls/{closed_call_id}/matching", {"anonymous": 401, "other": 403, "pi": 403, "reviewer": 403,
+                                                         "machine": 401}, "admin"),
+    Case("PUT", "/api/calls/{closed_call_id}/matching/choices", {"anonymous": 401, "other": 403, "pi": 403,
+                                                                 "reviewer": 403, "machine": 401}, "admin",
+         {"proposal_id": "{closed_proposal_id}", "reviewer_id": "{reviewer_user_id}", "choice": "avoid"}),
     Case("PUT", "/api/calls/{call_id}/storage-quota", {"anonymous": 401, "other": 403, "pi": 403, "reviewer": 403,
                                                        "machine": 401}, "admin", {"storage_quota_gb": 5}),
     Case("PUT", "/api/archive/doi", {"anonymous": 401, "other": 403, "pi": 403, "reviewer": 403, "machine": 401},
@@ -262,7 +270,7 @@ def world(lite_session: Session, lite_settings, lite_engine, tmp_path):
     _, invite_link = team.invite(s, actor=people["pi"], proposal_id=awarded.id, email="o@example.org",
                                  base_url="http://x")
     closed = create_call(s, people["admin"], reviewers_per_proposal=1)
-    create_proposal(s, people["pi"], closed)
+    closed_proposal = create_proposal(s, people["pi"], closed)
     close_call(s, closed)
     reviewed = create_call(s, people["admin"], reviewers_per_proposal=1)
     waiting, taken = (create_proposal(s, people["other"], reviewed) for _ in range(2))
@@ -319,6 +327,7 @@ def world(lite_session: Session, lite_settings, lite_engine, tmp_path):
     s.commit()
     ids = {"call_id": call.id, "donor_call_id": donor_call.id, "outcome_id": outcome.id,
            "award_id": run.award_id, "change_id": change.id, "sweep_id": sweep.id,
+           "closed_proposal_id": closed_proposal.id, "reviewer_user_id": people["reviewer"].id,
            "proposal_id": awarded.id, "submitted_id": submitted.id, "draft_id": draft.id,
            "run_id": run.id, "name": "samples.png", "machine_id": machine.id,
            "pending_machine_id": pending.id, "spare_email": spare.email, "sha256": "0" * 64,
@@ -397,7 +406,8 @@ def test_every_api_route_is_covered(lite_client: TestClient) -> None:
                "{pending_machine_id}": "{machine_id}", "{coi_id}": "{user_id}", "{spare_id}": "{user_id}",
                "{closed_call_id}": "{call_id}", "{donor_call_id}": "{call_id}",
                "{reviewed_call_id}": "{call_id}",
-               "{accepted_assignment_id}": "{assignment_id}", "{sweep_id}": "{group_id}"}
+               "{accepted_assignment_id}": "{assignment_id}", "{sweep_id}": "{group_id}",
+               "{closed_proposal_id}": "{proposal_id}"}
     covered = set()
     for c in CASES:
         route = c.route

@@ -83,7 +83,8 @@ def me(user: CurrentUser) -> UserPublic:
 @router.patch("/me", response_model=UserPublic)
 def update_me(data: ProfileUpdate, user: CurrentUser, session: SessionDep) -> UserPublic:
     """Change your name or institution."""
-    user = service.update_profile(session, user, name=data.name, institution=data.institution)
+    user = service.update_profile(session, user, name=data.name, institution=data.institution,
+                                  expertise=data.expertise)
     session.commit()
     return UserPublic.model_validate(user, from_attributes=True)
 

@@ -5,7 +5,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from service.models import Role
-from service.types import Email, LoginEmail, Name, Password, text
+from service.types import Email, Keywords, LoginEmail, Name, Password, text
 
 
 class UserCreate(BaseModel):
@@ -18,6 +18,7 @@ class UserCreate(BaseModel):
 class ProfileUpdate(BaseModel):
     name: Name | None = None
     institution: text(200) | None = None
+    expertise: Keywords | None = Field(None, description="A reviewer's keywords and subject areas.")
 
 
 class RolesSet(BaseModel):
@@ -37,6 +38,7 @@ class UserPublic(BaseModel):
     institution: str
     orcid: str | None
     created_at: datetime
+    expertise: list[str] = []
 
 
 class TokenPublic(BaseModel):

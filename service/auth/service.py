@@ -22,7 +22,7 @@ from service.mail import outbox
 from service.models import SELF_SERVICE_ROLES, ApiToken, CredentialKind, Role, User
 from service.review.assignments import recheck_for_person
 from service.timeutil import utcnow
-from service.types import clean_text
+from service.types import clean_text, words
 
 _hasher = PasswordHasher()
 ORCID_PATTERN = re.compile(r"^\d{4}-\d{4}-\d{4}-\d{3}[\dX]$")
@@ -131,11 +131,14 @@ def set_roles(session: Session, *, actor: User | None, user_id: int, roles: Iter
 
 
 def update_profile(session: Session, user: User, *, name: str | None = None,
-                   institution: str | None = None) -> User:
-    """A person's own name and institution (reviewers from a team member's institution are kept off a proposal)."""
+                   institution: str | None = None, expertise: list[str] | None = None) -> User:
+    """A person's own name, institution (reviewers from a team member's institution are kept off a proposal) and
+    expertise (a reviewer's keywords and subject areas, which matching prefers)."""
     user = session.merge(user)
     if name is not None:
         user.name = name.strip()
+    if expertise is not None:
+        user.expertise = words(expertise)
     moved = institution is not None and institution.strip() != (user.institution or "")
     if institution is not None:
         user.institution = institution.strip()

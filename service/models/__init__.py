@@ -21,11 +21,14 @@ from service.models.proposal import (
     ProposalState,
 )
 from service.models.review import (
+    AssignmentChoice,
     AssignmentState,
+    Bid,
     Expertise,
     ProposalInvite,
     Review,
     ReviewAssignment,
+    ReviewBid,
     ReviewRating,
 )
 from service.models.rounds import RoundContribution, TrainingRound
@@ -43,6 +46,9 @@ from service.models.user import SELF_SERVICE_ROLES, ApiToken, CredentialKind, Lo
 from service.models.withdrawal import Withdrawal, WithdrawalReason
 
 __all__ = [
+    "AssignmentChoice",
+    "Bid",
+    "ReviewBid",
     "ChangeRequest",
     "ChangeState",
     "ArchiveProduct",

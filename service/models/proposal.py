@@ -49,6 +49,9 @@ class Proposal(SQLModel, table=True):
     requested_gpu_hours: float
     job_kind: str = Field(max_length=40)
     job_plan: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    # What it is about, for matching reviewers: a subject area and keywords.
+    subject: str = Field(default="", max_length=100)
+    keywords: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
     state: ProposalState = Field(default=ProposalState.draft, sa_type=enum_column(ProposalState, 20))
     # A supplemental proposal tops up this award (its PI's); it carries no job plan of its own.
     parent_award_id: int | None = None  # an award id (no foreign key: awards refer to proposals)

@@ -25,6 +25,41 @@ class Expertise(StrEnum):
     high = "high"
 
 
+class Bid(StrEnum):
+    eager = "eager"
+    willing = "willing"
+    not_my_field = "not_my_field"
+
+
+class ReviewBid(SQLModel, table=True):
+    """A reviewer's bid on a proposal of a call, made between its deadline and the start of its review."""
+
+    __tablename__ = "review_bids"
+    __table_args__ = (UniqueConstraint("proposal_id", "reviewer_id", name="uq_bid_once"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    call_id: int = Field(foreign_key="calls.id", index=True)
+    proposal_id: int = Field(foreign_key="proposals.id", index=True)
+    reviewer_id: int = Field(foreign_key="users.id", index=True)
+    bid: Bid = Field(sa_type=enum_column(Bid, 20))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AssignmentChoice(SQLModel, table=True):
+    """The chair's choice before a review starts: this reviewer on this proposal (force), or not (avoid)."""
+
+    __tablename__ = "assignment_choices"
+    __table_args__ = (UniqueConstraint("proposal_id", "reviewer_id", name="uq_choice_once"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    call_id: int = Field(foreign_key="calls.id", index=True)
+    proposal_id: int = Field(foreign_key="proposals.id", index=True)
+    reviewer_id: int = Field(foreign_key="users.id")
+    choice: str = Field(max_length=10)  # force or avoid
+    made_by: int = Field(foreign_key="users.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class ReviewAssignment(SQLModel, table=True):
     __tablename__ = "review_assignments"
     __table_args__ = (UniqueConstraint("proposal_id", "reviewer_id", name="uq_assignment_once"),)

@@ -41,6 +41,8 @@ class User(SQLModel, table=True):
     orcid: str | None = Field(default=None, max_length=19)
     # Reviewers from a team member's institution are kept off that proposal.
     institution: str = Field(default="", max_length=200)
+    # A reviewer's keywords and subject areas: matching prefers reviewers whose expertise a proposal names.
+    expertise: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
     created_at: datetime = Field(default_factory=utcnow)
 
     def has(self, role: Role | str) -> bool:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from service.models import ProposalState
-from service.types import MAX_GPU_HOURS, Abstract, Email, GpuHours, IdInt, Justification, Title, text
+from service.types import MAX_GPU_HOURS, Abstract, Email, GpuHours, IdInt, Justification, Keywords, Title, text
 
 
 class ProposalCreate(BaseModel):
@@ -17,6 +17,8 @@ class ProposalCreate(BaseModel):
     job_plan: dict[str, Any] = Field(default_factory=dict, description="A typed job plan; see GET "
                                      "/api/job-plans/schema. A supplemental proposal has none.")
     parent_award_id: IdInt | None = Field(None, description="In a supplemental call: the award to top up.")
+    subject: text(100) = Field("", description="Its subject area, for matching reviewers.")
+    keywords: Keywords = []
     submit: bool = Field(False, description="Submit at once instead of keeping a draft.")
 
 
@@ -29,6 +31,8 @@ class ProposalDraft(BaseModel):
     requested_gpu_hours: Annotated[float, Field(ge=0, le=MAX_GPU_HOURS, allow_inf_nan=False)] = 0.0
     job_plan: dict[str, Any] = Field(default_factory=dict)
     parent_award_id: IdInt | None = None
+    subject: text(100) = ""
+    keywords: Keywords = []
 
 
 class ProposalUpdate(BaseModel):
@@ -37,6 +41,8 @@ class ProposalUpdate(BaseModel):
     justification: Justification | None = None
     requested_gpu_hours: GpuHours | None = None
     job_plan: dict[str, Any] | None = None
+    subject: text(100) | None = None
+    keywords: Keywords | None = None
 
 
 class InviteCreate(BaseModel):
@@ -90,6 +96,8 @@ class ProposalPublic(BaseModel):
     requested_gpu_hours: float
     job_kind: str
     job_plan: dict[str, Any]
+    subject: str = ""
+    keywords: list[str] = []
     state: ProposalState
     parent_award_id: int | None
     submitted_at: datetime | None

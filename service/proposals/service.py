@@ -53,6 +53,7 @@ from service.proposals.schemas import (
     ProposalUpdate,
 )
 from service.timeutil import utcnow
+from service.types import words
 
 
 def validate_job_plan(session: Session, actor: User, plan: dict[str, Any]) -> Plan:
@@ -100,6 +101,7 @@ def save_draft(session: Session, *, actor: User, call_id: int | None = None, pro
     proposal.requested_gpu_hours = data.requested_gpu_hours
     proposal.job_plan, proposal.job_kind = data.job_plan, kind if isinstance(kind, str) and len(kind) <= 40 else ""
     proposal.parent_award_id = data.parent_award_id
+    proposal.subject, proposal.keywords = data.subject.strip(), words(data.keywords)
     proposal.updated_at = utcnow()
     session.add(proposal)
     session.flush()
@@ -162,7 +164,8 @@ def create_proposal(session: Session, *, actor: User, call_id: int, data: Propos
     proposal = Proposal(
         call_id=call.id, pi_id=actor.id, title=data.title.strip(), abstract=data.abstract,
         justification=data.justification, requested_gpu_hours=data.requested_gpu_hours,
-        job_kind=kind, job_plan=plan_json, state=ProposalState.draft,
+        job_kind=kind, job_plan=plan_json, state=ProposalState.draft, subject=data.subject.strip(),
+        keywords=words(data.keywords),
         parent_award_id=data.parent_award_id if call.kind == CallKind.supplemental else None,
     )
     session.add(proposal)
@@ -191,6 +194,8 @@ def _get_own_draft(session: Session, actor: User, proposal_id: int) -> Proposal:
 def update_proposal(session: Session, *, actor: User, proposal_id: int, data: ProposalUpdate) -> Proposal:
     proposal = _get_own_draft(session, actor, proposal_id)
     changes = data.model_dump(exclude_unset=True, exclude_none=True)
+    if "keywords" in changes:
+        changes["keywords"] = words(changes["keywords"])
     if "job_plan" in changes:
         plan = validate_job_plan(session, actor, changes["job_plan"])
         changes["job_plan"], changes["job_kind"] = plan.model_dump(mode="json"), plan.kind

@@ -81,10 +81,19 @@ def automatic_conflicts(session: Session, call: Call, proposal_ids: list[int],
     return out
 
 
-def _fill(session: Session, call: Call, proposal_ids: list[int]) -> tuple[list[ReviewAssignment], dict[int, int]]:
-    """Give each proposal its reviewers, up to the call's number, within the cap; e-mail the new ones."""
+def proposed(session: Session, call: Call, proposal_ids: list[int] | None = None,
+             ) -> tuple[list[tuple[int, int]], dict[int, int], dict[tuple[int, int], float], list[tuple[int, int]]]:
+    """The (reviewer, proposal) pairs matching gives now, the shortfalls, the expertise scores it weighed and the
+    chair's forced pairs: conflicts and the chair's avoided pairs excluded, loads balanced within the cap."""
+    from service.review import expertise
+
     panel = reviewers(session)
-    excluded = set(automatic_conflicts(session, call, proposal_ids, panel))
+    if proposal_ids is None:
+        proposal_ids = list(session.exec(select(Proposal.id).where(
+            Proposal.call_id == call.id, Proposal.state.in_((ProposalState.submitted, ProposalState.under_review)))
+            .order_by(Proposal.id)))
+    forced, avoided = expertise.choices(session, call.id)
+    excluded = set(automatic_conflicts(session, call, proposal_ids, panel)) | avoided
     current: dict[int, set[int]] = defaultdict(set)
     load: dict[int, int] = defaultdict(int)
     for a in session.exec(select(ReviewAssignment).where(ReviewAssignment.call_id == call.id)):
@@ -93,8 +102,17 @@ def _fill(session: Session, call: Call, proposal_ids: list[int]) -> tuple[list[R
             excluded.add((a.reviewer_id, a.proposal_id))
         else:
             load[a.reviewer_id] += 1
+    proposals = list(session.exec(select(Proposal).where(Proposal.id.in_(proposal_ids or [0]))))
+    score = expertise.scores(session, call, proposals, panel)
     pairs, short = matching.plan(proposal_ids, [u.id for u in panel], excluded, current, load,
-                                 call.reviewers_per_proposal, call.reviewer_cap)
+                                 call.reviewers_per_proposal, call.reviewer_cap, score=score, forced=forced)
+    return pairs, short, score, forced
+
+
+def _fill(session: Session, call: Call, proposal_ids: list[int]) -> tuple[list[ReviewAssignment], dict[int, int]]:
+    """Give each proposal its reviewers, up to the call's number, within the cap; e-mail the new ones."""
+    panel = reviewers(session)
+    pairs, short, _, _ = proposed(session, call, proposal_ids)
     made = [ReviewAssignment(call_id=call.id, proposal_id=p, reviewer_id=r) for r, p in pairs]
     session.add_all(made)
     session.flush()
