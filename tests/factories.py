@@ -155,6 +155,15 @@ def post_form(client: TestClient, url: str, data: dict[str, Any] | None = None, 
     return client.post(url, data={**(data or {}), "csrf_token": csrf_token(client)}, **kwargs)
 
 
+def portal_signed_in(client: TestClient, user: User) -> TestClient:
+    """The client signed in to the portal as `user` (its cookie), through the sign-in form."""
+    client.cookies.clear()
+    response = post_form(client, "/login", {"email": user.email, "password": PASSWORD, "next": "/"},
+                         follow_redirects=False)
+    assert response.status_code == 303, response.text
+    return client
+
+
 def signed_up(client: TestClient, email: str, name: str = "New Researcher", password: str = PASSWORD,
               **extra: str) -> dict[str, str]:
     """Sign up through the API as a person would, open the confirmation link from the outbox, and return the API

@@ -13,13 +13,13 @@ from service.ledger.service import award_balance
 from service.models import Award, Machine, Proposal, Role, User, VolunteerCredit
 from service.volunteers import donors
 from tests.factories import (
-    PASSWORD,
     auth_headers,
     award,
     create_call,
     create_machine,
     create_proposal,
     create_user,
+    portal_signed_in,
     post_form,
     under_review,
 )
@@ -99,14 +99,6 @@ def test_a_share_is_divided_by_credit_with_no_claim_past_its_cap() -> None:
     assert donors.divide(5, {1: (0, 5)}) == {1: 0.0}
 
 
-def _signed_in(client: TestClient, user: User) -> TestClient:
-    client.cookies.clear()
-    response = post_form(client, "/login", {"email": user.email, "password": PASSWORD, "next": "/"},
-                         follow_redirects=False)
-    assert response.status_code == 303
-    return client
-
-
 def test_the_portal_path_of_a_donor_share(lite_client: TestClient, lite_session: Session) -> None:
     """A PI claims a donor share from the proposal's page (with the form's CSRF token, and refused without it),
     and the committee awards it from the call's ranking page."""
@@ -116,7 +108,7 @@ def test_the_portal_path_of_a_donor_share(lite_client: TestClient, lite_session:
     call = create_call(session, admin, capacity=10, donor_share=0.2, title="Donors welcome")
     pi, _ = _contributor(session, admin, 5.0, run.id)
     proposal = create_proposal(session, pi, call, requested_gpu_hours=3.0)
-    client = _signed_in(lite_client, pi)
+    client = portal_signed_in(lite_client, pi)
     page = client.get(f"/proposals/{proposal.id}").text
     assert "Claim a donor share" in page and "5.00 GPU-hours of unspent credit" in page
     forged = client.post(f"/proposals/{proposal.id}/donor-claim", data={"claimed": "true"}, follow_redirects=False)
@@ -124,7 +116,7 @@ def test_the_portal_path_of_a_donor_share(lite_client: TestClient, lite_session:
     claimed = post_form(client, f"/proposals/{proposal.id}/donor-claim", {"claimed": "true"})
     assert claimed.status_code == 200 and "You claim a donor share" in claimed.text
     under_review(session, admin, proposal)
-    board = _signed_in(lite_client, admin).get(f"/calls/{call.id}/ranking").text
+    board = portal_signed_in(lite_client, admin).get(f"/calls/{call.id}/ranking").text
     assert "2 GPU-hours reserved for contributors, 0 awarded; 1 proposals claim one" in board
     done = post_form(lite_client, f"/calls/{call.id}/donor-shares")
     assert done.status_code == 200 and "1 donor shares awarded (2 GPU-hours)" in done.text

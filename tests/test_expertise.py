@@ -11,7 +11,16 @@ from sqlmodel import Session, select
 
 from service.models import AuditEntry, ReviewAssignment, Role
 from service.review import matching
-from tests.factories import auth_headers, close_call, create_call, create_proposal, create_user, start_review
+from tests.factories import (
+    auth_headers,
+    close_call,
+    create_call,
+    create_proposal,
+    create_user,
+    portal_signed_in,
+    post_form,
+    start_review,
+)
 
 
 def test_the_expert_is_chosen_over_a_non_expert_with_the_same_load() -> None:
@@ -118,3 +127,25 @@ def test_a_conflict_cannot_be_forced_and_bids_alone_decide_among_strangers(lite_
 def test_expertise_is_checked(lite_client: TestClient, lite_session: Session, bad: dict) -> None:
     assert lite_client.patch("/api/me", headers=auth_headers(lite_session, create_user(lite_session)),
                              json=bad).status_code == 422
+
+
+def test_a_reviewer_bids_and_the_chair_swaps_in_the_portal(lite_client: TestClient, lite_session: Session) -> None:
+    admin, expert, other, call, proposal = _panel_and_call(lite_session)
+    close_call(lite_session, call)
+    portal_signed_in(lite_client, other)
+    queue = lite_client.get("/review").text
+    assert f'href="/calls/{call.id}/bidding"' in queue
+    page = lite_client.get(f"/calls/{call.id}/bidding").text
+    assert proposal.title in page and "copy detection" in page
+    saved = post_form(lite_client, f"/calls/{call.id}/bidding/{proposal.id}", {"bid": "eager"})
+    assert saved.status_code == 200 and "Bid saved: eager." in saved.text
+    assert post_form(lite_client, f"/calls/{call.id}/bidding/{proposal.id}", {"bid": "maybe"}).status_code == 200
+    portal_signed_in(lite_client, admin)
+    assert f'href="/calls/{call.id}/matching"' in lite_client.get(f"/calls/{call.id}/ranking").text
+    shown = lite_client.get(f"/calls/{call.id}/matching").text
+    assert "Other" in shown and ">2<" in shown  # the eager bid's score
+    swapped = post_form(lite_client, f"/calls/{call.id}/matching", {"proposal_id": str(proposal.id),
+                                                                     "off": str(other.id), "on": str(expert.id)})
+    assert "The assignments are changed" in swapped.text and "chosen" in swapped.text
+    bad = post_form(lite_client, f"/calls/{call.id}/matching", {"proposal_id": "x", "off": "1"})
+    assert bad.status_code == 200 and "proposal_id: which proposal" in bad.text

@@ -37,6 +37,7 @@ from web.archive_pages import router as archive_pages_router
 from web.award_pages import router as award_pages_router
 from web.csrf import verify_csrf
 from web.dataset_pages import router as dataset_pages_router
+from web.expertise_pages import router as expertise_pages_router
 from web.middleware import LoadShedding, SecurityHeaders
 from web.model_pages import router as model_pages_router
 from web.pages import router as pages_router
@@ -158,6 +159,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(analysis_pages_router, max_body_size=settings.max_form_bytes)
     app.include_router(archive_pages_router, max_body_size=settings.max_form_bytes)
     app.include_router(award_pages_router, max_body_size=settings.max_form_bytes)
+    app.include_router(expertise_pages_router, max_body_size=settings.max_form_bytes)
     app.include_router(api_docs_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_api_route("/favicon.ico", lambda: FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml"),

@@ -79,3 +79,8 @@ def service_plan_error(message: str, kind: str) -> dict[str, str] | None:
         return None
     key = f"{kind}.{named[1]}" if named[1] else kind
     return {key: named[2][:1].upper() + named[2][1:]}
+
+
+def comma_list(text: str) -> list[str]:
+    """A comma-separated form field as its items (blank ones dropped)."""
+    return [part.strip() for part in text.split(",") if part.strip()]

@@ -48,7 +48,7 @@ from service.timeutil import utcnow
 from service.types import IdPath, IdQuery
 from service.volunteers import donors
 from web.charts import bars, loss_chart, loss_chart_from_metrics
-from web.forms import field_errors, plan_fields, plan_from_form, service_plan_error
+from web.forms import comma_list, field_errors, plan_fields, plan_from_form, service_plan_error
 from web.render import act as _act
 from web.render import flash, form_fields, render
 from web.render import redirect as _redirect
@@ -259,7 +259,8 @@ def _dataset_authors(session) -> str:
     return "; ".join(parts)
 
 
-PROPOSAL_FIELDS = {"title", "abstract", "justification", "requested_gpu_hours"}
+PROPOSAL_FIELDS = {"title", "abstract", "justification", "requested_gpu_hours", "subject", "keywords"}
+
 
 
 def _estimate(plan: dict[str, Any]) -> Estimate | None:
@@ -277,7 +278,8 @@ def _form_problems(session, user: User, form: dict[str, str], plan: dict[str, An
     authors, a base model's architecture)."""
     problems: dict[str, str] = {}
     try:
-        ProposalCreate.model_validate({**{k: form.get(k, "") for k in PROPOSAL_FIELDS}, "job_plan": plan})
+        ProposalCreate.model_validate({**{k: form.get(k, "") for k in PROPOSAL_FIELDS}, "job_plan": plan,
+                                       "keywords": comma_list(form.get("keywords", ""))})
     except ValidationError as exc:
         problems |= field_errors(exc, only=PROPOSAL_FIELDS)
     if call_id is not None and "requested_gpu_hours" not in problems:
@@ -377,8 +379,10 @@ def _save_or_submit(request: Request, session, user: User, form: dict[str, str],
 
 def _draft(form: dict[str, str], plan: dict[str, Any]) -> ProposalDraft:
     hours = form.get("requested_gpu_hours", "").strip()
-    return ProposalDraft.model_validate({**{k: form.get(k, "") for k in ("title", "abstract", "justification")},
-                                         "requested_gpu_hours": hours or 0, "job_plan": plan})
+    return ProposalDraft.model_validate({**{k: form.get(k, "") for k in ("title", "abstract", "justification",
+                                                                         "subject")},
+                                         "requested_gpu_hours": hours or 0, "job_plan": plan,
+                                         "keywords": comma_list(form.get("keywords", ""))})
 
 
 def _draft_problems(form: dict[str, str], plan: dict[str, Any]) -> dict[str, str]:
@@ -395,7 +399,7 @@ def _form_values(proposal: Proposal) -> dict[str, str]:
     kind = proposal.job_kind or "train"
     values = {"title": proposal.title, "abstract": proposal.abstract, "justification": proposal.justification,
               "requested_gpu_hours": f"{proposal.requested_gpu_hours:g}" if proposal.requested_gpu_hours else "",
-              "job_kind": kind}
+              "job_kind": kind, "subject": proposal.subject, "keywords": ", ".join(proposal.keywords)}
     for name, value in proposal.job_plan.items():
         if name != "kind":
             values[f"{kind}.{name}"] = ", ".join(map(str, value)) if isinstance(value, list) else str(value)

@@ -9,7 +9,8 @@ from service.auth import service as auth
 from service.deps import AdminUser, CurrentUser, SessionDep
 from service.errors import DomainError
 from service.models import Role, User
-from service.types import Name, parse, text
+from service.types import Keywords, Name, parse, text
+from web.forms import comma_list
 from web.render import act, flash, form_fields, redirect, render
 
 router = APIRouter(include_in_schema=False)
@@ -27,11 +28,12 @@ async def account_submit(request: Request, user: CurrentUser, session: SessionDe
     try:
         name = parse(Name, form.get("name", ""), "name")
         institution = parse(Institution, form.get("institution", ""), "institution")
+        expertise = parse(Keywords, comma_list(form.get("expertise", "")), "expertise")
     except DomainError as exc:
         flash(request, exc.message, "error")
         return redirect("/account")
-    return act(request, session, "/account", "Saved.",
-               lambda: auth.update_profile(session, user, name=name, institution=institution))
+    return act(request, session, "/account", "Saved.", lambda: auth.update_profile(
+        session, user, name=name, institution=institution, expertise=expertise))
 
 
 @router.get("/people")

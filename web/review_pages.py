@@ -12,9 +12,10 @@ from service.calls import service as calls
 from service.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
 from service.errors import DomainError
 from service.mail.sender import waiting
-from service.models import Expertise, PriorityClass, ProposalState, User
+from service.models import CallKind, Expertise, PriorityClass, ProposalState, Role, User
 from service.review import assignments, committee, packets, public, reviews
 from service.review.reviews import ReviewCreate
+from service.timeutil import utcnow
 from service.types import IdPath, Reason, gpu_hours, parse
 from web.confirm import confirmation, confirmed
 from web.forms import field_errors
@@ -26,7 +27,10 @@ router = APIRouter(include_in_schema=False)
 @router.get("/review")
 def review_queue(request: Request, user: CurrentUser, session: SessionDep):
     rows = [packets.teaser(session, a) for a in assignments.queue_of(session, user)]
-    return render(request, "review_queue.html", {"rows": rows})
+    now = utcnow()
+    bidding = [c for c in calls.list_calls(session) if c.kind == CallKind.regular and c.closes_at <= now
+               and c.review_started_at is None] if user.has(Role.reviewer) else []
+    return render(request, "review_queue.html", {"rows": rows, "bidding": bidding})
 
 
 def _review_form(request: Request, session, user: User, assignment_id: int, errors: dict[str, str] | None = None,
