@@ -25,6 +25,8 @@ from scheduler.ray_backend import RayBackend
 from scheduler.reconcile import Reconciler
 from scheduler.volunteers import settle_volunteers
 from scheduler.workers import add_workers, settle_stranded
+from service.allocations import pacing
+from service.allocations.pacing import PacingReport
 from service.archive.service import store_for
 from service.archive.sweep import SweepReport, sweep
 from service.config import Settings
@@ -104,6 +106,16 @@ class Scheduler:
             session.commit()
         return acted
 
+    def pace_awards(self) -> PacingReport:
+        """Remind the PIs of awards behind their period's pace, and return what ended awards left unused."""
+        with Session(self.engine) as session:
+            report = pacing.tick(session)
+            session.commit()
+        if report.reminded or report.expired:
+            log.info("pacing: %d reminders, %d awards ended (%d GPU-seconds back to their cycles)", report.reminded,
+                     report.expired, report.returned_s)
+        return report
+
     def sweep_archive(self) -> SweepReport:
         """Delete the archive's objects nothing refers to any more, once they are older than the grace."""
         with Session(self.engine) as session:
@@ -132,6 +144,10 @@ class Scheduler:
                 self.enforce_owner_limits()
             except Exception:
                 log.exception("reading the pool's nodes or applying the owners' limits failed")
+            try:
+                self.pace_awards()
+            except Exception:
+                log.exception("pacing the awards failed; trying again in a few ticks")
         if time.monotonic() - self._swept_at >= self.settings.archive_sweep_interval_s:
             self._swept_at = time.monotonic()
             try:

@@ -112,6 +112,8 @@ CASES = [
     Case("GET", "/api/volunteers", {}, "anonymous"),
     Case("GET", "/api/archive/runs/{model_run_id}", {}, "anonymous"),
     Case("GET", "/api/archive", {}, "anonymous"),
+    Case("GET", "/api/awards", {"anonymous": 401, "other": 403, "pi": 403, "reviewer": 403, "machine": 401},
+         "admin"),
     Case("GET", "/api/awards/{award_id}", {"anonymous": 401, "other": 404, "reviewer": 404, "machine": 401}, "pi"),
     Case("POST", "/api/awards/{award_id}/runs", {"anonymous": 401, "other": 404, "reviewer": 404, "machine": 401},
          "pi", {"job_plan": {"kind": "train", "steps": 2, "batch_size": 8, "block_out_channels": [8, 16],

@@ -9,13 +9,14 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from sqlmodel import select
 
-from service.allocations import phase2
+from service.allocations import pacing, phase2
 from service.allocations.phase2_api import award_out
 from service.deps import AdminUser, CurrentUser, SessionDep
 from service.errors import DomainError, Invalid
 from service.models import Proposal, Run
 from service.runs.families import get_visible
 from service.types import MAX_ID, IdPath
+from web import charts
 from web.render import act, flash, form_fields, redirect, render
 
 router = APIRouter(include_in_schema=False)
@@ -39,7 +40,8 @@ def _form_page(request: Request, session, user, award_id: int, values: dict[str,
     award = phase2.visible_award(session, user, award_id)
     return render(request, "award_queue.html", {
         "a": award_out(session, award), "proposal": session.get(Proposal, award.proposal_id), "values": values,
-        "error": error}, status_code=status_code)
+        "error": error, "chart": charts.burn_down(pacing.burn_down(session, award), award.gpu_hours)},
+        status_code=status_code)
 
 
 @router.get("/awards/{award_id}/queue")
@@ -77,6 +79,12 @@ async def queue_submit(award_id: IdPath, request: Request, user: CurrentUser, se
     flash(request, f"Queued run{'s' if len(queued.runs) > 1 else ''} " + ", ".join(str(r.id) for r in queued.runs)
           + " on the award.")
     return redirect(f"/sweeps/{queued.sweep.id}" if queued.sweep else f"/proposals/{queued.runs[0].proposal_id}")
+
+
+@router.get("/awards")
+def awards_page(request: Request, admin: AdminUser, session: SessionDep):
+    """The committee: every award in its period, with its pace; those behind first."""
+    return render(request, "awards.html", {"rows": pacing.behind(session), "points": pacing.POINTS})
 
 
 @router.get("/change-requests")

@@ -67,3 +67,23 @@ def bars(values: list[float], level: float | None = None, width: int = 360, heig
                "w": round(max(step - 2, 1), 1), "h": round(inner * v, 1), "value": v} for i, v in enumerate(finite)]
     line = None if level is None else round(pad + inner * (1 - min(max(level, 0.0), 1.0)), 1)
     return {"bars": shapes, "level": line, "width": width, "height": height}
+
+
+def burn_down(points: list[tuple[float, float]], total: float, width: int = 360, height: int = 140,
+              pad: int = 8) -> dict[str, Any] | None:
+    """An award's burn-down: (share of its period, hours left) as a step line, and the even pace (all the hours at
+    the start, none at the end) as a straight one; None without hours."""
+    if total <= 0 or not points:
+        return None
+    inner_w, inner_h = width - 2 * pad, height - 2 * pad
+
+    def at(share: float, left: float) -> str:
+        x = pad + min(max(share, 0.0), 1.0) * inner_w
+        y = pad + (1 - min(max(left / total, 0.0), 1.0)) * inner_h
+        return f"{x:.1f},{y:.1f}"
+
+    steps = [at(*points[0])]
+    for (_, before), (share, left) in zip(points, points[1:], strict=False):
+        steps += [at(share, before), at(share, left)]
+    return {"points": " ".join(steps), "ideal": f"{at(0, total)} {at(1, 0)}", "width": width, "height": height,
+            "left": points[-1][1], "total": total}

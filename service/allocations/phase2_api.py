@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from sqlmodel import Session, select
 
-from service.allocations import phase2
+from service.allocations import pacing, phase2
 from service.deps import AdminUser, CurrentUser, SessionDep
 from service.ledger.service import award_balance, award_used
 from service.models import Award, Call, ChangeRequest, Proposal, Run
@@ -64,7 +64,23 @@ class AwardOut(BaseModel):
     balance_gpu_hours: float
     committed_gpu_hours: float  # estimated for its runs still queued or running, beyond what they were charged
     team_run_share: float
+    period_ends: datetime
+    period_share: float  # how much of the award's period has passed
+    used_share: float  # how much of the award is used
+    behind: bool  # past a pacing point with less used than it asks
     runs: list[RunPublic]
+
+
+class PaceOut(BaseModel):
+    award_id: int
+    proposal_id: int
+    title: str
+    gpu_hours: float
+    hours_left: float
+    period_ends: datetime
+    period_share: float
+    used_share: float
+    behind: bool
 
 
 class SweepRowOut(BaseModel):
@@ -94,11 +110,22 @@ def change_out(change: ChangeRequest) -> ChangeOut:
 def award_out(session: Session, award: Award) -> AwardOut:
     call = session.get(Call, session.get(Proposal, award.proposal_id).call_id)
     runs = session.exec(select(Run).where(Run.award_id == award.id).order_by(Run.id)).all()
+    step = pacing.pace(session, award)
     return AwardOut(id=award.id, proposal_id=award.proposal_id, gpu_hours=award.gpu_hours,
+                    period_ends=award.exclusive_until, period_share=step.period_share, used_share=step.used_share,
+                    behind=step.behind,
                     used_gpu_hours=round(award_used(session, award.id) / 3600, 4),
                     balance_gpu_hours=round(award_balance(session, award.id) / 3600, 4),
                     committed_gpu_hours=phase2.committed_s(session, award) / 3600,
                     team_run_share=call.team_run_share, runs=[describe(session, r) for r in runs])
+
+
+@router.get("/awards", response_model=list[PaceOut])
+def awards_pace(admin: AdminUser, session: SessionDep) -> list[PaceOut]:
+    """The committee: every award still in its period, those behind their pace first (admins)."""
+    return [PaceOut(award_id=p.award.id, proposal_id=p.award.proposal_id, title=p.title, gpu_hours=p.award.gpu_hours,
+                    hours_left=p.hours_left, period_ends=p.award.exclusive_until, period_share=p.period_share,
+                    used_share=p.used_share, behind=p.behind) for p in pacing.behind(session)]
 
 
 @router.get("/awards/{award_id}", response_model=AwardOut)

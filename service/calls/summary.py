@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from service.allocations.pacing import returned_s
 from service.calls.service import awarded_gpu_hours
 from service.errors import NotFound
 from service.models import ArchiveProduct, Award, Call, Cycle, LedgerEntry, Outcome, Proposal, Run, RunState
@@ -38,6 +39,7 @@ class CycleSummary(BaseModel):
     capacity_gpu_hours: float
     awarded_gpu_hours: float
     used_gpu_hours: float
+    returned_gpu_hours: float  # what its awards left unused at the end of their periods, back in its pool
     products: int
     products_public: int
     calls: list[CallFigures]
@@ -80,6 +82,7 @@ def summary(session: Session, cycle_id: int) -> CycleSummary:
         id=cycle.id, name=cycle.name, capacity_gpu_hours=cycle.capacity_gpu_hours,
         awarded_gpu_hours=round(sum(r.awarded_gpu_hours for r in rows), 4),
         used_gpu_hours=round(sum(r.used_gpu_hours for r in rows), 4),
+        returned_gpu_hours=round(returned_s(session, cycle.id) / 3600, 4),
         products=sum(r.products for r in rows), products_public=sum(r.products_public for r in rows), calls=rows,
         outcomes=[OutcomeListed(**to_public(o).model_dump(), proposal_title=title) for o, title in outcomes],
         as_of=now)

@@ -4,7 +4,7 @@ from service.models.archive import ArchiveProduct
 from service.models.audit import AuditEntry, OutboxMessage, ProposalEvent
 from service.models.call import DIRECTOR_RESERVE_LIMIT, Call, CallKind, Cycle
 from service.models.dataset import DatasetPartition, DatasetVersion
-from service.models.ledger import EntryKind, LedgerAccount, LedgerEntry
+from service.models.ledger import AwardReminder, EntryKind, LedgerAccount, LedgerEntry
 from service.models.mark import PairMark, Verdict
 from service.models.model_version import ModelVersion
 from service.models.pool import DonorShare, Machine, MachineState, PoolClaim, PoolNode, VolunteerCredit
@@ -46,6 +46,7 @@ from service.models.user import SELF_SERVICE_ROLES, ApiToken, CredentialKind, Lo
 from service.models.withdrawal import Withdrawal, WithdrawalReason
 
 __all__ = [
+    "AwardReminder",
     "AssignmentChoice",
     "Bid",
     "ReviewBid",
