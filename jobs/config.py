@@ -364,6 +364,15 @@ class ReplicationConfig(_ModelAnalysisPlan, _CopyTest):
     calibration_fraction: float = Field(0.5, gt=0, le=1, title="Threshold fraction",
         description="…times this: a copy must be this much nearer (relatively) to one training image than the "
                     "nearest pairs of distinct training images are to each other.")
+    adopt_marked_threshold: bool = Field(False, title="Adopt the threshold people's marks suggest",
+        description="Use, instead of the calibrated ratio threshold, the one that best agrees with the copy / not "
+                    "copy marks people gave on the latest marked search of the same model version.")
+    ratio_threshold: float | None = Field(None, gt=0, le=10, title="Adopted ratio threshold",
+                                          description="Filled in by the observatory when a threshold is adopted.")
+    threshold_from_run: int | None = Field(None, ge=1, le=2**31 - 1, title="Adopted from run",
+                                           description="Filled in by the observatory: the marked search.")
+    threshold_marks: int | None = Field(None, ge=0, title="Marks it rests on",
+                                        description="Filled in by the observatory.")
 
     @model_validator(mode="after")
     def _one_model(self) -> ReplicationConfig:

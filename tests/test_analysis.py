@@ -510,3 +510,49 @@ def test_a_descriptor_run_is_registered_as_a_copy_descriptor_and_analyses_name_i
     assert 'value="structure"' in picker and 'value="copy@1"' in picker
     models = form.split('<select name="replication.model"')[1].split("</select>")[0]
     assert 'value="copy@1"' not in models and f'value="{ref}"' in models
+
+
+def test_marks_suggest_a_threshold_and_the_next_search_adopts_it(
+        lite_client: TestClient, lite_session: Session, lite_settings, tiny_model: Path, tmp_path: Path) -> None:
+    """People mark the two most copy-like pairs copies and the rest not: the report suggests the threshold between
+    the second and third ratios, resting on five marks; the next search of the model version adopts it and records
+    where it came from, and counts as copies exactly the samples under it."""
+    from service.analyses.marks import suggest
+    from service.errors import Invalid
+    from service.proposals.service import validate_job_plan
+
+    assert suggest([(0.1, 2, 0), (0.2, 1, 0), (0.3, 1, 1), (0.35, 0, 2), (0.5, 0, 1)]).ratio == 0.275
+    assert suggest([(0.3, 1, 1)]) is None  # a tie is no majority
+    ref, made = _model_run(lite_client, lite_session, lite_settings, tiny_model)
+    inputs = local_inputs("skimage-samples", tmp_path / "package")
+    results = replication_main(ReplicationConfig(model=ref, samples=5, inference_steps=2), tiny_model, inputs,
+                               tmp_path / "r")
+    pi = create_user(lite_session)
+    _, run = award(lite_session, made["admin"], create_proposal(lite_session, pi, create_call(lite_session,
+                                                                                             made["admin"])))
+    run = lite_session.get(Run, run.id)
+    run.job_kind, run.state, run.job_plan = "replication", RunState.succeeded, {"kind": "replication", "model": ref}
+    lite_session.add(run)
+    lite_session.commit()
+    archive_outputs(lite_session, lite_settings, run, {name: (tmp_path / "r" / name).read_bytes()
+                                                       for name in ("results.json", "report.html", "pairs.png")})
+    headers = auth_headers(lite_session, pi)
+    with pytest.raises(Invalid, match="no earlier search"):
+        validate_job_plan(lite_session, pi, {"kind": "replication", "model": ref, "adopt_marked_threshold": True})
+    shown = lite_client.get(f"/api/runs/{run.id}/pairs", headers=headers).json()["pairs"]
+    by_ratio = sorted(shown, key=lambda p: p["ratio"])
+    for rank, pair in enumerate(by_ratio):
+        lite_client.put(f"/api/runs/{run.id}/pairs/{pair['seed']}", headers=headers,
+                        json={"verdict": "copy" if rank < 2 else "not_copy"})
+    expected = round((by_ratio[1]["ratio"] + by_ratio[2]["ratio"]) / 2, 6)
+    report = lite_client.get(f"/api/runs/{run.id}/pairs", headers=headers).json()["suggestion"]
+    assert report == {"ratio": expected, "agree": 5, "pairs": 5, "marks": 5}
+    assert results["thresholds"]["ratio"] != expected  # the marks move it
+    lite_session.commit()  # a fresh look at the marks the portal wrote
+    pinned = validate_job_plan(lite_session, pi, {"kind": "replication", "model": ref, "samples": 5,
+                                                   "inference_steps": 2, "adopt_marked_threshold": True})
+    assert (pinned.ratio_threshold, pinned.threshold_from_run, pinned.threshold_marks) == (expected, run.id, 5)
+    adopted = replication_main(pinned, tiny_model, inputs, tmp_path / "adopted")
+    assert adopted["thresholds"]["ratio"] == expected
+    assert adopted["thresholds"]["adopted"] == {"from_run": run.id, "marks": 5}
+    assert adopted["summary"]["copies_by_ratio"] == sum(s["ratio"] < expected for s in adopted["samples"])

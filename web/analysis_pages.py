@@ -30,7 +30,8 @@ def analyses_page(request: Request, user: OptionalUser, session: SessionDep, set
 @router.get("/runs/{run_id}/pairs")
 def pairs_page(run_id: IdPath, request: Request, user: CurrentUser, session: SessionDep, settings: SettingsDep):
     shown, agreement = marks.pairs(session, store_for(settings), user, run_id)
-    return render(request, "pairs.html", {"run_id": run_id, "pairs": shown, "agreement": agreement})
+    return render(request, "pairs.html", {"run_id": run_id, "pairs": shown, "agreement": agreement,
+                                          "suggestion": marks.suggestion_from(shown)})
 
 
 @router.post("/runs/{run_id}/pairs/{seed}")

@@ -260,6 +260,9 @@ def analyse(cfg: ReplicationConfig, checkpoint: Path | None, inputs: dict[str, P
     # Near duplicates are one picture: the threshold is calibrated on one image per cluster, a sample's distance to
     # its nearest image is compared with its distances to other clusters, and repetition counts the whole cluster.
     cluster, heads, thresholds = calibrated(training, train_tiles, train_vectors, cfg, descriptor)
+    if cfg.ratio_threshold is not None:  # people's marks on an earlier search set it: recorded with its origin
+        thresholds.update({"calibrated_ratio": thresholds["ratio"], "ratio": cfg.ratio_threshold,
+                           "adopted": {"from_run": cfg.threshold_from_run, "marks": cfg.threshold_marks}})
     verdicts = decide(sample_tiles, sample_vectors, train_tiles, train_vectors, cluster, heads, thresholds, k)
     tiled_d, tiled_i, relative, sims, sim_i = (verdicts.tiled_d, verdicts.tiled_i, verdicts.ratio,
                                                verdicts.similarity, verdicts.similarity_i)

@@ -35,11 +35,15 @@ class FollowUpIn(BaseModel):
 class PairsOut(BaseModel):
     pairs: list[dict[str, Any]]
     agreement: dict[str, Any]
+    # The ratio threshold that would best agree with the marks (ratio, agree, pairs, marks); null without any.
+    suggestion: dict[str, Any] | None = None
 
 
 def pairs_out(shown: list[marks.Pair], agreement: marks.Agreement, run_id: int) -> PairsOut:
+    suggested = marks.suggestion_from(shown)
     return PairsOut(pairs=[{**asdict(p), "picture_url": f"/api/runs/{run_id}/pairs/{p.row}.png"} for p in shown],
-                    agreement={**asdict(agreement), "fraction": agreement.fraction})
+                    agreement={**asdict(agreement), "fraction": agreement.fraction},
+                    suggestion=asdict(suggested) if suggested else None)
 
 
 @router.get("/runs/{run_id}/pairs", response_model=PairsOut)

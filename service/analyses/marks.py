@@ -131,6 +131,58 @@ def agreement(shown: list[Pair]) -> Agreement:
     return Agreement(marked, agree, missed, over)
 
 
+@dataclass(frozen=True)
+class Suggestion:
+    """The ratio threshold that best agrees with people's majority marks on a search's pairs."""
+
+    ratio: float
+    agree: int  # marked pairs on which it agrees with the majority
+    pairs: int  # marked pairs with a majority (ties left out)
+    marks: int  # the marks it rests on
+
+
+def suggest(marked: list[tuple[float, int, int]]) -> Suggestion | None:
+    """From (ratio, copy marks, not-copy marks) per pair: the threshold t (a pair is a copy when its ratio < t)
+    that agrees with the most majorities, the middle one of those that agree as often; None without a majority."""
+    labelled = sorted((ratio, copy > not_copy) for ratio, copy, not_copy in marked if copy != not_copy)
+    if not labelled:
+        return None
+    ratios = sorted({ratio for ratio, _ in labelled})
+    candidates = [ratios[0] / 2, *((a + b) / 2 for a, b in zip(ratios, ratios[1:], strict=False)), ratios[-1] * 1.5]
+
+    def agree(t: float) -> int:
+        return sum((ratio < t) == copy for ratio, copy in labelled)
+
+    best = max(agree(t) for t in candidates)
+    winners = [t for t in candidates if agree(t) == best]
+    return Suggestion(round(winners[len(winners) // 2], 6), best, len(labelled),
+                      sum(c + n for _, c, n in marked))
+
+
+def suggestion_for_run(session: Session, run_id: int) -> Suggestion | None:
+    """What the marks on a search's pairs suggest (from the ratios recorded with them)."""
+    per: dict[int, list[Any]] = {}
+    for mark_ in session.exec(select(PairMark).where(PairMark.run_id == run_id, PairMark.ratio.is_not(None))):
+        row = per.setdefault(mark_.seed, [mark_.ratio, 0, 0])
+        row[1 if mark_.verdict == Verdict.copy else 2] += 1
+    return suggest([(r, c, n) for r, c, n in per.values()])
+
+
+def suggestion_from(shown: list[Pair]) -> Suggestion | None:
+    return suggest([(p.ratio, p.marks.get(Verdict.copy, 0), p.marks.get(Verdict.not_copy, 0)) for p in shown])
+
+
+def latest_marked(session: Session, model: str) -> tuple[Run, Suggestion] | None:
+    """The newest succeeded search of model version `model` with marks that suggest a threshold."""
+    for run in session.exec(select(Run).where(Run.job_kind == "replication", Run.state == RunState.succeeded)
+                            .order_by(Run.id.desc())):
+        if run.job_plan.get("model") == model:
+            found = suggestion_for_run(session, run.id)
+            if found is not None:
+                return run, found
+    return None
+
+
 def mark(session: Session, store: ArchiveStore, actor: User, run_id: int, seed: int, verdict: Verdict) -> PairMark:
     """Record (or change) the actor's mark on the shown pair of sample `seed`."""
     run = marking_run(session, actor, run_id)
@@ -144,7 +196,8 @@ def mark(session: Session, store: ArchiveStore, actor: User, run_id: int, seed: 
                                                    PairMark.user_id == actor.id)).first()
     if existing is None:
         existing = PairMark(run_id=run.id, seed=seed, user_id=actor.id, verdict=verdict,
-                            training_sha256=str(shown[seed]["tiled_l2"][0].get("image_sha256") or "")[:64])
+                            training_sha256=str(shown[seed]["tiled_l2"][0].get("image_sha256") or "")[:64],
+                            ratio=float(shown[seed]["ratio"]))
     existing.verdict, existing.updated_at = verdict, utcnow()
     session.add(existing)
     try:

@@ -14,6 +14,7 @@ from jobs.config import (
     DuplicationConfig,
     ModelAnalysis,
     QualityConfig,
+    ReplicationConfig,
     RouterConfig,
     SampleConfig,
     TrainConfig,
@@ -223,8 +224,26 @@ def pin_model_analysis(session: Session, actor: User, plan: ModelAnalysis) -> An
                       "not a registered dataset version; its training set cannot be searched")
     if not isinstance(plan, QualityConfig):
         extra["descriptor_sha256"] = descriptor_file(session, plan.descriptor)
+    if isinstance(plan, ReplicationConfig):
+        extra.update(_adopted_threshold(session, plan))
     return plan.model_copy(update={"checkpoint_sha256": checkpoint, **extra,
                                    "dataset": f"{dataset.name}@{dataset.version}", "dataset_digest": dataset.digest})
+
+
+def _adopted_threshold(session: Session, plan: ReplicationConfig) -> dict[str, Any]:
+    """The ratio threshold people's marks on the latest marked search of the same model version suggest, when the
+    plan adopts it (recorded with the run it came from and how many marks it rests on); none otherwise."""
+    none = {"ratio_threshold": None, "threshold_from_run": None, "threshold_marks": None}
+    if not plan.adopt_marked_threshold:
+        return none
+    from service.analyses.marks import latest_marked
+
+    found = latest_marked(session, plan.model) if plan.model else None
+    if found is None:
+        raise Invalid(f"job_plan.adopt_marked_threshold: no earlier search of {plan.model or 'this run'} has marks "
+                      "that suggest a threshold yet (mark its pairs copy or not a copy first)")
+    run, suggestion = found
+    return {"ratio_threshold": suggestion.ratio, "threshold_from_run": run.id, "threshold_marks": suggestion.marks}
 
 
 def _sampled(session: Session, actor: User, run_id: int) -> tuple[str, str | None, dict[str, str]]:

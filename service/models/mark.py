@@ -26,6 +26,7 @@ class PairMark(SQLModel, table=True):
     run_id: int = Field(foreign_key="runs.id", index=True)
     seed: int  # the sample's seed: it names the pair within the run's results
     training_sha256: str = Field(max_length=64)  # the training image it was paired with
+    ratio: float | None = None  # the pair's distance ratio, as the search measured it (what a threshold cuts)
     verdict: Verdict = Field(sa_type=enum_column(Verdict, 10))
     user_id: int = Field(foreign_key="users.id")
     created_at: datetime = Field(default_factory=utcnow)
