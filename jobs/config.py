@@ -21,7 +21,8 @@ SHA256 = r"^[0-9a-f]{64}$"
 PINNED = ("dataset_digest", "base_checkpoint_sha256", "partition_sha256", "withdrawn_images")
 _FAMILY_PINNED = ("expert_checkpoints", "router_sha256", "partition")
 PINNED_BY_KIND = {"replication": ("checkpoint_sha256", "dataset", "dataset_digest", "samples_sha256",
-                                  "samples_metrics_sha256", "descriptor_sha256", *_FAMILY_PINNED),
+                                  "samples_metrics_sha256", "descriptor_sha256", "ratio_threshold",
+                                  "threshold_from_run", "threshold_marks", *_FAMILY_PINNED),
                   "extraction": ("checkpoint_sha256", "dataset", "dataset_digest", "descriptor_sha256",
                                  *_FAMILY_PINNED),
                   "quality": ("checkpoint_sha256", "dataset", "dataset_digest", *_FAMILY_PINNED),

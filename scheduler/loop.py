@@ -56,6 +56,7 @@ class Scheduler:
         self.vram = VramCache()  # each run's GPU memory estimate, worked out once
         self._ticks = 0
         self._swept_at = time.monotonic()  # the first sweep waits an interval: a restart is no reason to sweep
+        self._paced_at = 0.0  # the first tick paces the awards
 
     def dispatch(self, ray_nodes: list[dict[str, Any]] | None = None) -> int:
         """Settle what a dead scheduler left mid-dispatch, then place and start queued runs; returns how many
@@ -144,10 +145,13 @@ class Scheduler:
                 self.enforce_owner_limits()
             except Exception:
                 log.exception("reading the pool's nodes or applying the owners' limits failed")
+
+        if time.monotonic() - self._paced_at >= self.settings.pacing_interval_s:
+            self._paced_at = time.monotonic()
             try:
                 self.pace_awards()
             except Exception:
-                log.exception("pacing the awards failed; trying again in a few ticks")
+                log.exception("pacing the awards failed; it is tried again after the next interval")
         if time.monotonic() - self._swept_at >= self.settings.archive_sweep_interval_s:
             self._swept_at = time.monotonic()
             try:

@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     # checkpoint) are deleted once they are older than the grace, which must outlast any upload.
     archive_sweep_interval_s: float = 3600
     archive_sweep_grace_s: float = Field(3600, ge=60)
+    # The scheduler paces the awards this often: reminders to PIs of awards behind, unused hours returned at the end.
+    pacing_interval_s: float = Field(600, ge=1)
     # Retention: a finished run keeps its last `retention_keep_checkpoints` resumable states; older ones go once it
     # has been finished `retention_after_days` (`observatory archive prune`), unless something points to them.
     retention_keep_checkpoints: int = Field(2, ge=1)
