@@ -6,8 +6,6 @@ from __future__ import annotations
 import threading
 import time
 from datetime import timedelta
-from email import message_from_bytes
-from email.policy import default
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -18,15 +16,7 @@ from service.mail.sender import deliver, run_mail_loop
 from service.models import OutboxMessage
 from service.timeutil import utcnow
 from tests.live import free_port
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
-        self.messages.append(message_from_bytes(envelope.content, policy=default))
-        return "250 OK"
+from tests.smtp import Inbox
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ and the committee sees which awards are behind."""
 from __future__ import annotations
 
 from datetime import timedelta
-from email import message_from_bytes
-from email.policy import default
 
 from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
@@ -18,15 +16,7 @@ from service.mail.sender import deliver
 from service.models import AwardReminder, LedgerEntry, Role
 from tests.factories import auth_headers, award, create_call, create_proposal, create_user, portal_signed_in
 from tests.live import free_port
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
-        self.messages.append(message_from_bytes(envelope.content, policy=default))
-        return "250 OK"
+from tests.smtp import Inbox
 
 
 def test_reminders_go_once_at_each_point_behind_and_unused_hours_return_once(
