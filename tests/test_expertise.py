@@ -149,3 +149,22 @@ def test_a_reviewer_bids_and_the_chair_swaps_in_the_portal(lite_client: TestClie
     assert "The assignments are changed" in swapped.text and "chosen" in swapped.text
     bad = post_form(lite_client, f"/calls/{call.id}/matching", {"proposal_id": "x", "off": "1"})
     assert bad.status_code == 200 and "proposal_id: which proposal" in bad.text
+
+
+def test_a_proposal_names_its_subject_and_keywords_on_the_portal_form(lite_client: TestClient,
+                                                                       lite_session: Session) -> None:
+    from service.models import Proposal
+
+    admin, pi = create_user(lite_session, Role.admin), create_user(lite_session)
+    call = create_call(lite_session, admin)
+    portal_signed_in(lite_client, pi)
+    form = {"title": "Copies in the margins", "abstract": "A", "justification": "J", "requested_gpu_hours": "1",
+            "subject": "Memorisation", "keywords": "diffusion, Copy  detection, diffusion", "job_kind": "train",
+            "action": "submit"}
+    sent = post_form(lite_client, f"/calls/{call.id}/propose", form)
+    assert sent.status_code == 200 and "Proposal submitted." in sent.text, sent.text[-2000:]
+    lite_session.commit()
+    made = lite_session.exec(select(Proposal).where(Proposal.title == "Copies in the margins")).one()
+    assert (made.subject, made.keywords) == ("Memorisation", ["diffusion", "copy detection"])
+    edit = post_form(lite_client, f"/calls/{call.id}/propose", {**form, "keywords": "x" * 61, "action": "save"})
+    assert edit.status_code == 422 and "keywords" in edit.text

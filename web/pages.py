@@ -263,6 +263,11 @@ PROPOSAL_FIELDS = {"title", "abstract", "justification", "requested_gpu_hours", 
 
 
 
+def _proposal_fields(form: dict[str, str]) -> dict[str, Any]:
+    """The proposal's own fields as the form gives them (keywords comma-separated)."""
+    return {**{k: form.get(k, "") for k in PROPOSAL_FIELDS}, "keywords": comma_list(form.get("keywords", ""))}
+
+
 def _estimate(plan: dict[str, Any]) -> Estimate | None:
     """The plan's estimated cost, or None while the plan is not valid."""
     try:
@@ -278,8 +283,7 @@ def _form_problems(session, user: User, form: dict[str, str], plan: dict[str, An
     authors, a base model's architecture)."""
     problems: dict[str, str] = {}
     try:
-        ProposalCreate.model_validate({**{k: form.get(k, "") for k in PROPOSAL_FIELDS}, "job_plan": plan,
-                                       "keywords": comma_list(form.get("keywords", ""))})
+        ProposalCreate.model_validate({**_proposal_fields(form), "job_plan": plan})
     except ValidationError as exc:
         problems |= field_errors(exc, only=PROPOSAL_FIELDS)
     if call_id is not None and "requested_gpu_hours" not in problems:
@@ -351,8 +355,7 @@ def _save_or_submit(request: Request, session, user: User, form: dict[str, str],
         return _proposal_form(request, session, call_id, form, summary, 422, problems, draft_id)
     try:
         if submitting and draft_id is None:
-            data = ProposalCreate.model_validate({**{k: form.get(k, "") for k in PROPOSAL_FIELDS},
-                                                  "job_plan": plan, "submit": True})
+            data = ProposalCreate.model_validate({**_proposal_fields(form), "job_plan": plan, "submit": True})
             proposal = proposals.create_proposal(session, actor=user, call_id=call_id, data=data)
         else:
             proposal = proposals.save_draft(session, actor=user, call_id=call_id, proposal_id=draft_id,
