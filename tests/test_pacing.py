@@ -6,14 +6,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from service.allocations import pacing
+from service.errors import Conflict
 from service.ledger.service import account_id_for_award, award_balance, debit
 from service.mail.sender import deliver
-from service.models import AwardReminder, LedgerEntry, Role
+from service.models import AwardReminder, CallKind, LedgerEntry, Role
 from tests.factories import auth_headers, award, create_call, create_proposal, create_user, portal_signed_in
 from tests.live import free_port
 from tests.smtp import Inbox
@@ -68,6 +70,14 @@ def test_reminders_go_once_at_each_point_behind_and_unused_hours_return_once(
     assert sorted(kinds) == ["expiry", "returned"]
     report = lite_client.get(f"/api/cycles/{call.cycle_id}/summary").json()
     assert report["returned_gpu_hours"] == 2.8
+    # The director awards the returned hours again (the cycle set no reserve of its own), and no more.
+    director = create_call(lite_session, admin, kind=CallKind.director, cycle_id=call.cycle_id, capacity=2.8)
+    fits = create_proposal(lite_session, pi, director, requested_gpu_hours=2.8)
+    assert award(lite_session, admin, fits, gpu_hours=2.8)[0].gpu_hours == 2.8
+    again = create_call(lite_session, admin, kind=CallKind.director, cycle_id=call.cycle_id, capacity=1)
+    more = create_proposal(lite_session, pi, again, requested_gpu_hours=1)
+    with pytest.raises(Conflict, match=r"has 0 GPU-hours left \(2.8 of them returned unused\)"):
+        award(lite_session, admin, more, gpu_hours=1)
 
 
 def test_the_committee_sees_which_awards_are_behind_and_the_team_its_burn_down(

@@ -94,8 +94,7 @@ def cycle_pool(session: Session, cycle_id: int) -> LedgerAccount:
 
 def returned_s(session: Session, cycle_id: int) -> int:
     """GPU-seconds the cycle's awards returned unused."""
-    found = session.exec(select(LedgerAccount).where(LedgerAccount.cycle_id == cycle_id)).first()
-    return ledger.balance(session, found.id) if found else 0
+    return ledger.cycle_returned_s(session, cycle_id)
 
 
 def _remind(session: Session, award: Award, step: Pace, point: float, floor: float) -> bool:

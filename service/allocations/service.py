@@ -16,10 +16,10 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from service.audit.service import record
-from service.calls.service import director_awarded, donor_awarded_gpu_hours, left_to_award
+from service.calls.service import director_awarded, director_pool, donor_awarded_gpu_hours, left_to_award
 from service.db import lock
 from service.errors import Conflict, Forbidden, Invalid, NotFound
-from service.ledger.service import account_id_for_award, open_award_account, post
+from service.ledger.service import account_id_for_award, cycle_returned_s, open_award_account, post
 from service.models import (
     Award,
     Call,
@@ -83,10 +83,11 @@ def award_proposal(session: Session, *, actor: User, proposal_id: int, gpu_hours
         raise Conflict(f"the call has {max(remaining, 0):g} GPU-hours left to award{share}, not {gpu_hours:g}")
     if call.kind == CallKind.director:
         cycle = lock(session, Cycle, call.cycle_id)
-        reserve_left = cycle.director_reserve_gpu_hours - director_awarded(session, cycle.id)
+        returned = cycle_returned_s(session, cycle.id) / 3600  # what ended awards left unused comes back here
+        reserve_left = director_pool(session, cycle) - director_awarded(session, cycle.id)
         if gpu_hours > reserve_left + 1e-9:
             raise Conflict(f"the Director's reserve of cycle '{cycle.name}' has {max(reserve_left, 0):g} GPU-hours "
-                           f"left, not {gpu_hours:g}")
+                           f"left{f' ({returned:g} of them returned unused)' if returned else ''}, not {gpu_hours:g}")
     now = utcnow()
     award = Award(proposal_id=proposal_id, gpu_hours=gpu_hours, priority=priority, awarded_by=actor.id,
                   awarded_at=now, exclusive_until=add_months(now, call.exclusive_months),

@@ -15,6 +15,7 @@ from sqlmodel import Session, select
 from service.calls.schemas import CallCreate, CallPublic, CycleCreate, CyclePublic
 from service.db import lock
 from service.errors import Conflict, Invalid, NotFound
+from service.ledger.service import cycle_returned_s
 from service.models import DIRECTOR_RESERVE_LIMIT, Award, Call, CallKind, Cycle, DonorShare, Proposal, User
 from service.timeutil import to_utc, utcnow
 
@@ -47,6 +48,11 @@ def _calls_capacity(session: Session, cycle_id: int) -> float:
         Call.cycle_id == cycle_id, Call.kind != CallKind.director)).one())
 
 
+def director_pool(session: Session, cycle: Cycle) -> float:
+    """The GPU-hours the director may award in the cycle: its reserve, and what its ended awards returned unused."""
+    return cycle.director_reserve_gpu_hours + cycle_returned_s(session, cycle.id) / 3600
+
+
 def director_awarded(session: Session, cycle_id: int) -> float:
     """GPU-hours awarded from the cycle's Director's reserve."""
     return float(session.exec(select(func.coalesce(func.sum(Award.gpu_hours), 0.0))
@@ -75,9 +81,9 @@ def create_call(session: Session, *, actor: User, data: CallCreate) -> Call:
         if cycle is None:
             raise Invalid(f"cycle_id: no cycle {data.cycle_id}")
     if data.kind == CallKind.director:
-        if data.capacity_gpu_hours > cycle.director_reserve_gpu_hours + 1e-9:
+        if data.capacity_gpu_hours > director_pool(session, cycle) + 1e-9:
             raise Invalid(f"capacity_gpu_hours: a Director's Discretionary call draws on the cycle's reserve of "
-                          f"{cycle.director_reserve_gpu_hours:g} GPU-hours")
+                          f"{director_pool(session, cycle):g} GPU-hours (with what ended awards returned unused)")
     else:
         left = cycle.capacity_gpu_hours - cycle.director_reserve_gpu_hours - _calls_capacity(session, cycle.id)
         if data.capacity_gpu_hours > left + 1e-9:

@@ -126,3 +126,9 @@ def settle(session: Session, *, account_id: int, run_id: int, attempt: int, kept
         post(session, account_id=account_id, kind=EntryKind.refund, amount=charged - kept_seconds,
              key=f"refund:run-{run_id}:attempt-{attempt}", run_id=run_id, attempt=attempt, note=note)
     return run_charged(session, run_id, attempt)
+
+
+def cycle_returned_s(session: Session, cycle_id: int) -> int:
+    """GPU-seconds the cycle's awards left unused at the end of their periods, back in its pool."""
+    found = session.exec(select(LedgerAccount).where(LedgerAccount.cycle_id == cycle_id)).first()
+    return balance(session, found.id) if found else 0
