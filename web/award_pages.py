@@ -17,6 +17,7 @@ from service.models import Proposal, Run
 from service.runs.families import get_visible
 from service.types import MAX_ID, IdPath
 from web import charts
+from web.forms import comma_list
 from web.render import act, flash, form_fields, redirect, render
 
 router = APIRouter(include_in_schema=False)
@@ -24,10 +25,8 @@ router = APIRouter(include_in_schema=False)
 
 def sweep_values(text: str) -> list[Any]:
     """Comma-separated values, each read as JSON where it is (numbers, true/false) and as text otherwise."""
-    values = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
+    values: list[Any] = []
+    for part in comma_list(text):
         try:
             values.append(json.loads(part))
         except ValueError:

@@ -98,6 +98,12 @@ def _pinned(session: Session, actor: User, plans: list[dict[str, Any]]) -> list[
     return out
 
 
+def _award_gpus(session: Session, award: Award) -> int:
+    """The GPUs each of the award's runs takes: what its first run was given."""
+    first = session.exec(select(Run).where(Run.award_id == award.id).order_by(Run.id)).first()
+    return first.gpus if first else 1
+
+
 def _estimate_s(plan: dict[str, Any], gpus: int) -> float:
     return estimated_seconds(parse_job_plan(plan)) * max(gpus, 1)
 
@@ -184,8 +190,7 @@ def queue_runs(session: Session, actor: User, award_id: int, plan: dict[str, Any
         raise Forbidden("only the proposal's team queues runs on its award")
     if not isinstance(plan, dict) or not plan.get("kind"):
         raise Invalid("job_plan: a plan with its kind (copy an earlier run's plan to start from it)")
-    first = session.exec(select(Run).where(Run.award_id == award.id).order_by(Run.id)).first()
-    gpus = first.gpus if first else 1
+    gpus = _award_gpus(session, award)
     pinned = _pinned(session, actor, _variants(plan, sweep))
     if sweep and pinned[0]["kind"] == "train" and (int(pinned[0].get("experts") or 1) > 1 or any(
             p.get("leave_out_authors") or p.get("leave_out_classes") for p in pinned)):
@@ -221,8 +226,7 @@ def decide_change(session: Session, admin: User, change_id: int, *, approve: boo
     award, proposal, _ = _award(session, change.award_id)
     asker = session.get(User, change.requested_by)
     if approve:
-        first = session.exec(select(Run).where(Run.award_id == award.id).order_by(Run.id)).first()
-        gpus = first.gpus if first else 1
+        gpus = _award_gpus(session, award)
         pinned = _pinned(session, asker, _variants(change.job_plan, change.sweep or None))
         _check_balance(session, award, pinned, gpus)
         queued = _queue(session, asker, award, proposal, pinned, change.sweep or None, gpus)

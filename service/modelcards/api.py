@@ -119,9 +119,10 @@ def full_card(session: Session, store: ArchiveStore, version: ModelVersion, acto
               base_url: str) -> ModelCard:
     """One version's card with its citation, the analyses' findings the actor may read, and its README."""
     found = results.findings(session, store, version, actor)
-    readme, sha = publishing.readme_file(session, store, version, base_url)
+    cited = publishing.model_citation(session, store, version, base_url)
+    readme, sha = publishing.readme_file(session, store, version, base_url, cited)
     return card(session, version).model_copy(update={
-        "citation": publishing.model_citation(session, store, version, base_url),
+        "citation": cited,
         "analyses": [FindingOut(**asdict(f)) for f in found.shown], "analyses_exclusive": found.exclusive,
         "readme_url": publishing.readme_url(version), "readme_sha256": sha, "readme_size": len(readme)})
 

@@ -86,7 +86,8 @@ def dataset_citation(version: DatasetVersion, base_url: str = "") -> Citation:
 HF_LICENSES = {"public-domain": "cc0-1.0", "cc0": "cc0-1.0", "cc-by": "cc-by-4.0", "cc-by-sa": "cc-by-sa-4.0"}
 
 
-def readme(session: Session, store: ArchiveStore, version: ModelVersion, base_url: str = "") -> str:
+def readme(session: Session, store: ArchiveStore, version: ModelVersion, base_url: str = "",
+           citation: Citation | None = None) -> str:
     """The card as a Hugging Face-style README.md: YAML front matter (license, datasets, model-index results of
     the analyses public now), then the card in Markdown. The same for everyone: only public results are in it."""
     base = base_url.rstrip("/")
@@ -135,11 +136,13 @@ def readme(session: Session, store: ArchiveStore, version: ModelVersion, base_ur
         lines.append(f"{found.exclusive} more still in their exclusive period.")
     lines += ["", "## Training", "", f"- Steps: {version.steps}", f"- Compute: {version.gpu_seconds} GPU-seconds",
               f"- Checkpoint sha256: `{version.checkpoint_sha256}`", "", "## Citation", "", "```bibtex",
-              model_citation(session, store, version, base_url).bibtex.strip(), "```", ""]
+              (citation or model_citation(session, store, version, base_url)).bibtex.strip(), "```", ""]
     return "\n".join(lines)
 
 
-def readme_file(session: Session, store: ArchiveStore, version: ModelVersion, base_url: str = "") -> tuple[bytes, str]:
-    """The README's bytes and their sha256 (what the download command checks)."""
-    data = readme(session, store, version, base_url).encode()
+def readme_file(session: Session, store: ArchiveStore, version: ModelVersion, base_url: str = "",
+                citation: Citation | None = None) -> tuple[bytes, str]:
+    """The README's bytes and their sha256 (what the download command checks); `citation`: the version's, when the
+    caller has it already (it reads the attribution file)."""
+    data = readme(session, store, version, base_url, citation).encode()
     return data, hashlib.sha256(data).hexdigest()

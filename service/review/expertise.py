@@ -70,6 +70,14 @@ def before_review(session: Session, call_id: int) -> Call:
     return call
 
 
+def bidding_open(session: Session, call_id: int) -> Call:
+    """A call whose bidding is open: past its deadline, its review not started."""
+    call = before_review(session, call_id)
+    if utcnow() < call.closes_at:
+        raise Conflict(f"bidding opens at the call's deadline, {call.closes_at:%Y-%m-%d %H:%M} UTC")
+    return call
+
+
 def _submitted(session: Session, call: Call, proposal_id: int) -> Proposal:
     proposal = session.get(Proposal, proposal_id)
     if proposal is None or proposal.call_id != call.id or proposal.state != ProposalState.submitted:
@@ -84,9 +92,7 @@ def bid(session: Session, reviewer: User, proposal_id: int, value: Bid) -> Revie
     proposal = session.get(Proposal, proposal_id)
     if proposal is None:
         raise NotFound(f"no proposal {proposal_id}")
-    call = before_review(session, proposal.call_id)
-    if utcnow() < call.closes_at:
-        raise Conflict(f"bidding opens at the call's deadline, {call.closes_at:%Y-%m-%d %H:%M} UTC")
+    call = bidding_open(session, proposal.call_id)
     _submitted(session, call, proposal_id)
     if session.exec(select(ProposalMember).where(ProposalMember.proposal_id == proposal_id,
                                                  ProposalMember.user_id == reviewer.id)).first():

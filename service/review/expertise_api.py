@@ -11,10 +11,9 @@ from pydantic import BaseModel
 from sqlmodel import select
 
 from service.deps import AdminUser, CurrentUser, SessionDep
-from service.errors import Conflict, Forbidden
+from service.errors import Forbidden
 from service.models import Bid, Proposal, ProposalMember, ProposalState, ReviewBid, Role
 from service.review import committee, expertise
-from service.timeutil import utcnow
 from service.types import IdInt, IdPath
 
 router = APIRouter(tags=["review"])
@@ -67,9 +66,7 @@ def bidding(call_id: IdPath, user: CurrentUser, session: SessionDep) -> list[Bid
     """A closed call's submitted proposals to bid on, with your bids, until its review starts (reviewers)."""
     if not user.has(Role.reviewer):
         raise Forbidden("only reviewers bid")
-    call = expertise.before_review(session, call_id)
-    if utcnow() < call.closes_at:
-        raise Conflict(f"bidding opens at the call's deadline, {call.closes_at:%Y-%m-%d %H:%M} UTC")
+    call = expertise.bidding_open(session, call_id)
     mine = {b.proposal_id: b.bid for b in session.exec(select(ReviewBid).where(ReviewBid.call_id == call.id,
                                                                                ReviewBid.reviewer_id == user.id))}
     own = set(session.exec(select(ProposalMember.proposal_id).where(ProposalMember.user_id == user.id)))
